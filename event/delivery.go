@@ -1,0 +1,30 @@
+package event
+
+import "time"
+
+// Delivery is one event owed to one forwarder: an outbox entry. Seq orders the
+// forwarder's deliveries oldest first and, with Forwarder, identifies the entry.
+type Delivery struct {
+	Forwarder string    `json:"forwarder"`
+	Seq       uint64    `json:"seq"`
+	Event     Event     `json:"event"`
+	Enqueued  time.Time `json:"enqueued"`  // when the record was taken into the store
+	Attempts  int       `json:"attempts"`  // failed attempts so far
+	FirstTry  time.Time `json:"first_try"` // zero until the first attempt; starts the retry budget
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// DeadLetter is a delivery given up on: a permanent failure or a spent retry budget.
+type DeadLetter struct {
+	Delivery
+	Failed time.Time `json:"failed"` // when it was given up
+}
+
+// Ingested is what the store made of one polled page of records.
+type Ingested struct {
+	New       int     // records never seen before, now in the outbox
+	Duplicate int     // records seen before, unchanged (or changes not announced)
+	Updated   int     // seen records whose content changed, announced as updated events
+	Baseline  int     // records marked seen without an event (first poll with initial: skip)
+	Events    []Event // the events put in the outbox, in record order
+}

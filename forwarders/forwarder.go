@@ -1,0 +1,94 @@
+// Package forwarders owns the Forwarder contract, the error classification every target
+// shares, and the Dispatcher that drains the durable outbox into forwarders with retries.
+// Each target (nats, slack, webhook) is a sub-package implementing Forwarder.
+package forwarders
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// Forwarder delivers events to one configured target.
+//
+// Deliver makes exactly one attempt; the Dispatcher owns retries. It may be called
+// concurrently for different events. A nil error means the target took the event.
+// A failure is retried unless it is marked with Permanent (or Gone); a failure marked
+// with RetryAfter asks the Dispatcher to wait at least that long before the next attempt.
+// Errors never contain secrets (tokens, passwords, URLs that carry credentials).
+type Forwarder interface {
+	// Name is the forwarder's configured name, unique in a config.
+	Name() string
+	// Deliver makes one attempt to hand ev to the target.
+	Deliver(ctx context.Context, ev event.Event) error
+}
+
+// Closer is implemented by forwarders that hold connections to release on shutdown.
+type Closer interface {
+	Close() error
+}
+
+// deliveryError carries how the Dispatcher should treat a failed attempt.
+type deliveryError struct {
+	err        error
+	permanent  bool
+	gone       bool
+	retryAfter time.Duration
+}
+
+func (e *deliveryError) Error() string { return e.err.Error() }
+func (e *deliveryError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying: the delivery goes to the dead letters.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &deliveryError{err: err, permanent: true}
+}
+
+// Gone marks err as the target saying it no longer exists (HTTP 410): the forwarder is
+// paused and its deliveries stay in the outbox until an operator resumes it.
+func Gone(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &deliveryError{err: err, permanent: true, gone: true}
+}
+
+// RetryAfter marks err as retryable no sooner than d from now (a Retry-After header).
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &deliveryError{err: err, retryAfter: d}
+}
+
+// IsPermanent reports whether err was marked Permanent or Gone.
+func IsPermanent(err error) bool {
+	var de *deliveryError
+	return errors.As(err, &de) && de.permanent
+}
+
+// IsGone reports whether err was marked Gone.
+func IsGone(err error) bool {
+	var de *deliveryError
+	return errors.As(err, &de) && de.gone
+}
+
+// RetryAfterOf returns the wait asked for by err, or 0.
+func RetryAfterOf(err error) time.Duration {
+	var de *deliveryError
+	if errors.As(err, &de) {
+		return de.retryAfter
+	}
+	return 0
+}
+
+// Errorf builds an error that names the forwarder, for use inside Deliver.
+func Errorf(forwarder, format string, args ...any) error {
+	return fmt.Errorf("forwarder %q: "+format, append([]any{forwarder}, args...)...)
+}
