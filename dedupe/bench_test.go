@@ -1,0 +1,62 @@
+package dedupe_test
+
+import (
+	"sync"
+	"testing"
+)
+
+// BenchmarkIngest ingests pages of 100 records of which half were seen on the previous page.
+func BenchmarkIngest(b *testing.B) {
+	s := open(b, dbPath(b), nil)
+	_, err := s.Ingest(bot, leads(bot, 0, 100))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	from := 50
+	for b.Loop() {
+		res, err := s.Ingest(bot, leads(bot, from, 100))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.New != 50 || res.Duplicate != 50 {
+			b.Fatalf("got %+v, want 50 new and 50 duplicates", res)
+		}
+		from += 50
+	}
+}
+
+// BenchmarkPendingAck drains a forwarder's outbox the way a dispatcher does: read a batch
+// of 100 pending deliveries, then ack them concurrently. One op is one delivery.
+func BenchmarkPendingAck(b *testing.B) {
+	s := open(b, dbPath(b), nil)
+	for i := 0; i < b.N; i += 100 {
+		if _, err := s.Ingest(bot, leads(bot, i, min(100, b.N-i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var after uint64
+	for done := 0; done < b.N; {
+		batch, err := s.Pending("bus", after, 100)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, d := range batch {
+			wg.Go(func() {
+				if err := s.Ack(d.Forwarder, d.Seq); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		after = batch[len(batch)-1].Seq
+		done += len(batch)
+	}
+	b.StopTimer()
+	if rest, _ := s.Pending("bus", 0, 0); len(rest) != 0 {
+		b.Fatalf("%d deliveries left", len(rest))
+	}
+}

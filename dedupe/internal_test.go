@@ -1,0 +1,63 @@
+package dedupe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// A full disk is simulated with bbolt's MaxSize: the commit cannot grow the file.
+func TestIngestFailedTransactionMarksNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leadbridge.db")
+	s, err := Open(Options{Path: path, Initial: InitialEmit, Route: func(event.Event) []string { return []string{"bus"} }})
+	require.NoError(t, err)
+	defer s.Close()
+
+	page := make([]event.Lead, 500)
+	for i := range page {
+		page[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i),
+			Content: strings.Repeat("x", 500), CreatedAt: time.Date(2024, 1, 1, 0, i, 0, 0, time.UTC)}
+	}
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	s.db.MaxSize = int(info.Size())
+
+	_, err = s.Ingest("bot", page)
+	require.ErrorIs(t, err, berrors.ErrMaxSizeReached)
+	assert.Contains(t, err.Error(), path)
+
+	s.db.MaxSize = 0
+	depth, err := s.Depth()
+	require.NoError(t, err)
+	assert.Empty(t, depth)
+	bots, err := s.Chatbots()
+	require.NoError(t, err)
+	assert.Empty(t, bots, "not even the chatbot was marked initialized")
+
+	res, err := s.Ingest("bot", page)
+	require.NoError(t, err)
+	assert.Equal(t, len(page), res.New, "once there is room, every record is still new")
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leadbridge.db")
+	s, err := Open(Options{Path: path})
+	require.NoError(t, err)
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion+1))
+	}))
+	require.NoError(t, s.Close())
+
+	_, err = Open(Options{Path: path})
+	require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads version %d", path, schemaVersion+1, schemaVersion))
+}

@@ -1,0 +1,239 @@
+package dedupe
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Pending returns up to limit (<= 0: all) of forwarder's outbox entries with Seq > after,
+// in ascending Seq order. An unknown forwarder has none.
+func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error) {
+	var out []event.Delivery
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox).Bucket([]byte(forwarder))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+			var d event.Delivery
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("decode outbox entry %x: %w", k, err)
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, s.wrap("pending "+forwarder, err)
+}
+
+// Ack removes a delivered entry from the outbox. Concurrent acks are coalesced into one
+// transaction; acking an entry that is gone is not an error.
+func (s *Store) Ack(forwarder string, seq uint64) error {
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox).Bucket([]byte(forwarder))
+		if b == nil {
+			return nil
+		}
+		return b.Delete(seqKey(seq))
+	})
+	return s.wrap(fmt.Sprintf("ack %s #%d", forwarder, seq), err)
+}
+
+// Failed records a failed attempt: it persists d.Attempts, d.FirstTry and d.LastError on
+// the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an error.
+func (s *Store) Failed(d event.Delivery) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
+		if b == nil {
+			return nil
+		}
+		var cur event.Delivery
+		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
+			return err
+		}
+		cur.Attempts, cur.FirstTry, cur.LastError = d.Attempts, d.FirstTry, d.LastError
+		return putJSON(b, seqKey(d.Seq), cur)
+	})
+	return s.wrap(fmt.Sprintf("record failure %s #%d", d.Forwarder, d.Seq), err)
+}
+
+// DeadLetter moves the outbox entry (d.Forwarder, d.Seq) to the dead letters in one
+// transaction, keeping d.Attempts and d.LastError, given up at failed. An entry that is
+// no longer in the outbox (already acked or dead-lettered) is left alone.
+func (s *Store) DeadLetter(d event.Delivery, failed time.Time) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
+		if b == nil {
+			return nil
+		}
+		var cur event.Delivery
+		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
+			return err
+		}
+		cur.Attempts, cur.FirstTry, cur.LastError = d.Attempts, d.FirstTry, d.LastError
+		dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
+		if err != nil {
+			return err
+		}
+		seq, err := dead.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: failed}); err != nil {
+			return err
+		}
+		return b.Delete(seqKey(d.Seq))
+	})
+	return s.wrap(fmt.Sprintf("dead-letter %s #%d", d.Forwarder, d.Seq), err)
+}
+
+// Depth counts the outbox entries per forwarder (forwarders that ever had one).
+func (s *Store) Depth() (map[string]int, error) {
+	n, err := s.countSub(bucketOutbox)
+	return n, s.wrap("outbox depth", err)
+}
+
+// DeadCount counts the dead letters per forwarder (forwarders that ever had one).
+func (s *Store) DeadCount() (map[string]int, error) {
+	n, err := s.countSub(bucketDead)
+	return n, s.wrap("dead-letter count", err)
+}
+
+func (s *Store) countSub(parent []byte) (map[string]int, error) {
+	out := map[string]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		p := tx.Bucket(parent)
+		return p.ForEachBucket(func(name []byte) error {
+			out[string(name)] = p.Bucket(name).Stats().KeyN
+			return nil
+		})
+	})
+	return out, err
+}
+
+// deadRef is one dead letter found by findDead.
+type deadRef struct {
+	bucket *bolt.Bucket
+	key    []byte
+	dl     event.DeadLetter
+}
+
+// findDead returns the dead letters of forwarder ("" = all) whose event id is eventID
+// ("" = any), per forwarder in order of failure.
+func findDead(tx *bolt.Tx, forwarder, eventID string) ([]deadRef, error) {
+	dead := tx.Bucket(bucketDead)
+	var names [][]byte
+	if forwarder != "" {
+		names = [][]byte{[]byte(forwarder)}
+	} else if err := dead.ForEachBucket(func(k []byte) error {
+		names = append(names, slices.Clone(k))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var out []deadRef
+	for _, name := range names {
+		b := dead.Bucket(name)
+		if b == nil {
+			continue
+		}
+		err := b.ForEach(func(k, v []byte) error {
+			var dl event.DeadLetter
+			if err := json.Unmarshal(v, &dl); err != nil {
+				return fmt.Errorf("decode dead letter %s %x: %w", name, k, err)
+			}
+			if eventID == "" || dl.Event.ID == eventID {
+				out = append(out, deadRef{bucket: b, key: slices.Clone(k), dl: dl})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
+func (s *Store) DeadLetters(forwarder string) ([]event.DeadLetter, error) {
+	var out []event.DeadLetter
+	err := s.db.View(func(tx *bolt.Tx) error {
+		refs, err := findDead(tx, forwarder, "")
+		for _, r := range refs {
+			out = append(out, r.dl)
+		}
+		return err
+	})
+	slices.SortStableFunc(out, func(a, b event.DeadLetter) int { return a.Failed.Compare(b.Failed) })
+	return out, s.wrap("list dead letters", err)
+}
+
+// Replay puts dead letters of forwarder ("" = all) with event id eventID ("" = all) back
+// in the outbox under a new Seq, with attempts, first try and last error reset. It returns
+// how many were replayed.
+func (s *Store) Replay(forwarder, eventID string) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		refs, err := findDead(tx, forwarder, eventID)
+		if err != nil {
+			return err
+		}
+		outbox := tx.Bucket(bucketOutbox)
+		for _, r := range refs {
+			d := r.dl.Delivery
+			d.Attempts, d.FirstTry, d.LastError = 0, time.Time{}, ""
+			if err := putDelivery(outbox, d); err != nil {
+				return err
+			}
+			if err := r.bucket.Delete(r.key); err != nil {
+				return err
+			}
+		}
+		n = len(refs)
+		return nil
+	})
+	if err != nil {
+		return 0, s.wrap("replay dead letters", err)
+	}
+	if n > 0 {
+		s.signal()
+		s.log.Info("dead letters replayed", "forwarder", forwarder, "event_id", eventID, "count", n)
+	}
+	return n, nil
+}
+
+// Drop deletes dead letters of forwarder ("" = all) with event id eventID ("" = all) and
+// returns how many it deleted.
+func (s *Store) Drop(forwarder, eventID string) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		refs, err := findDead(tx, forwarder, eventID)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if err := r.bucket.Delete(r.key); err != nil {
+				return err
+			}
+		}
+		n = len(refs)
+		return nil
+	})
+	if err != nil {
+		return 0, s.wrap("drop dead letters", err)
+	}
+	if n > 0 {
+		s.log.Info("dead letters dropped", "forwarder", forwarder, "event_id", eventID, "count", n)
+	}
+	return n, nil
+}

@@ -1,0 +1,176 @@
+package dedupe
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ChatbotState is what the store knows about one chatbot.
+type ChatbotState struct {
+	Initialized bool      `json:"initialized"` // its first Ingest happened (the baseline is done)
+	LastPoll    time.Time `json:"last_poll"`   // last poll, successful or not
+	LastOK      time.Time `json:"last_ok"`     // last successful poll
+	LastError   string    `json:"last_error,omitempty"`
+	Seen        int       `json:"seen"` // seen keys held for it
+}
+
+// Chatbots returns the state of every chatbot the store has heard of, by serial.
+func (s *Store) Chatbots() (map[string]ChatbotState, error) {
+	out := map[string]ChatbotState{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChatbots)
+		return b.ForEach(func(k, _ []byte) error {
+			var st ChatbotState
+			if _, err := getJSON(b, k, &st); err != nil {
+				return fmt.Errorf("chatbot %s: %w", k, err)
+			}
+			out[string(k)] = st
+			return nil
+		})
+	})
+	return out, s.wrap("chatbots", err)
+}
+
+// RecordPoll notes a poll of chatbot serial at the given time and its outcome
+// (pollErr nil = success, which clears LastError).
+func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
+	err := s.updateChatbot(serial, func(st *ChatbotState) {
+		st.LastPoll = at
+		if pollErr == nil {
+			st.LastOK, st.LastError = at, ""
+		} else {
+			st.LastError = pollErr.Error()
+		}
+	})
+	return s.wrap("record poll of "+serial, err)
+}
+
+func (s *Store) updateChatbot(serial string, fn func(*ChatbotState)) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return updateChatbotTx(tx, serial, fn)
+	})
+}
+
+func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {
+	b := tx.Bucket(bucketChatbots)
+	var st ChatbotState
+	if _, err := getJSON(b, []byte(serial), &st); err != nil {
+		return fmt.Errorf("chatbot %s: %w", serial, err)
+	}
+	fn(&st)
+	return putJSON(b, []byte(serial), st)
+}
+
+// Pause is why and since when a forwarder is paused.
+type Pause struct {
+	Reason     string    `json:"reason"`
+	ConfigHash string    `json:"config_hash"` // the forwarder's config when paused; a changed config may resume it
+	Since      time.Time `json:"since"`
+}
+
+// Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the
+// outbox. Pausing a paused forwarder updates reason and config hash but keeps Since.
+func (s *Store) Pause(forwarder, reason, configHash string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPaused)
+		p := Pause{Since: time.Now()}
+		if _, err := getJSON(b, []byte(forwarder), &p); err != nil {
+			return err
+		}
+		p.Reason, p.ConfigHash = reason, configHash
+		return putJSON(b, []byte(forwarder), p)
+	})
+	if err != nil {
+		return s.wrap("pause "+forwarder, err)
+	}
+	s.log.Warn("forwarder paused", "forwarder", forwarder, "reason", reason)
+	return nil
+}
+
+// Resume unpauses forwarder and reports whether it was paused.
+func (s *Store) Resume(forwarder string) (bool, error) {
+	was := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPaused)
+		was = b.Get([]byte(forwarder)) != nil
+		return b.Delete([]byte(forwarder))
+	})
+	if err != nil {
+		return false, s.wrap("resume "+forwarder, err)
+	}
+	if was {
+		s.log.Info("forwarder resumed", "forwarder", forwarder)
+	}
+	return was, nil
+}
+
+// Paused returns the paused forwarders by name.
+func (s *Store) Paused() (map[string]Pause, error) {
+	out := map[string]Pause{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPaused)
+		return b.ForEach(func(k, _ []byte) error {
+			var p Pause
+			if _, err := getJSON(b, k, &p); err != nil {
+				return fmt.Errorf("paused %s: %w", k, err)
+			}
+			out[string(k)] = p
+			return nil
+		})
+	})
+	return out, s.wrap("paused forwarders", err)
+}
+
+// Prune removes the seen keys of records created before now-Retention and returns how
+// many it removed. With Retention <= 0 it keeps everything. Retention must exceed the
+// poll lookback, so a pruned record can never be read again as new.
+func (s *Store) Prune(now time.Time) (int, error) {
+	if s.retention <= 0 {
+		return 0, nil
+	}
+	cutoff := now.Add(-s.retention)
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		seen := tx.Bucket(bucketSeen)
+		var old [][]byte
+		err := seen.ForEach(func(k, v []byte) error {
+			created, err := seenCreatedAt(v)
+			if err != nil {
+				return fmt.Errorf("seen key %q: %w", k, err)
+			}
+			if created.Before(cutoff) {
+				old = append(old, slices.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		perChatbot := map[string]int{}
+		for _, k := range old {
+			serial, _, _ := strings.Cut(string(k), "|")
+			perChatbot[serial]++
+			if err := seen.Delete(k); err != nil {
+				return err
+			}
+		}
+		for serial, removed := range perChatbot {
+			if err := updateChatbotTx(tx, serial, func(st *ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
+				return err
+			}
+		}
+		n = len(old)
+		return nil
+	})
+	if err != nil {
+		return 0, s.wrap("prune", err)
+	}
+	if n > 0 {
+		s.log.Info("pruned seen keys", "count", n, "cutoff", cutoff)
+	}
+	return n, nil
+}

@@ -1,0 +1,238 @@
+// Package dedupe is leadbridge's durable state in one bbolt file: which records were seen,
+// the outbox of deliveries still owed to forwarders, dead letters, per-chatbot poll state
+// and paused forwarders.
+//
+// The delivery guarantee rests on Ingest: one polled page is one bbolt transaction that
+// marks its new records seen and puts one outbox entry per interested forwarder. Either
+// both happen or neither does, so a record is never seen-but-unsent, and a crash can at
+// worst repeat a delivery whose Ack was not yet committed (with the same event id).
+//
+// Bucket layout (schema version 1):
+//
+//	meta                  "schema" → uint32 big-endian schema version
+//	seen                  lead.Key() → 8-byte big-endian Unix seconds + 4-byte big-endian
+//	                      nanoseconds of the record's CreatedAt, then the 32-byte content hash
+//	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence)
+//	                      → event.Delivery JSON
+//	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
+//	                      → event.DeadLetter JSON
+//	chatbots              serial → ChatbotState JSON
+//	paused                forwarder → Pause JSON
+//
+// bbolt allows one process per file; the file is opened with an exclusive lock. The
+// methods are cohesive enough that a second backend (NATS JetStream KV plus a stream for
+// the outbox) can provide the same ones; consumers define the small interfaces they need.
+package dedupe
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	bolt "go.etcd.io/bbolt"
+)
+
+// schemaVersion is the bucket layout this package reads and writes.
+const schemaVersion = 1
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketSeen     = []byte("seen")
+	bucketOutbox   = []byte("outbox")
+	bucketDead     = []byte("dead")
+	bucketChatbots = []byte("chatbots")
+	bucketPaused   = []byte("paused")
+	keySchema      = []byte("schema")
+)
+
+// Initial values for Options.Initial.
+const (
+	InitialSkip = "skip" // the first poll of a chatbot marks its records seen, sends nothing
+	InitialEmit = "emit" // the first poll of a chatbot sends its records like any new ones
+)
+
+// Options configures Open.
+type Options struct {
+	Path        string                     // bbolt file, created 0600 if missing
+	Retention   time.Duration              // Prune removes seen keys whose record is older; <= 0 keeps them forever
+	Initial     string                     // InitialSkip (default) or InitialEmit
+	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
+	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none
+	Logger      *slog.Logger               // nil → discard
+	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
+}
+
+// Store is the bbolt-backed store. Its methods are safe for concurrent use.
+type Store struct {
+	db          *bolt.DB
+	path        string
+	retention   time.Duration
+	initialEmit bool
+	emitUpdates bool
+	route       func(event.Event) []string
+	log         *slog.Logger
+	changes     chan struct{}
+}
+
+// Open opens (creating if needed) the store file, takes its lock and creates the buckets.
+// A file held by another process fails within OpenTimeout with a "locked" error; a file
+// that is not a bbolt database is refused untouched.
+func Open(opts Options) (*Store, error) {
+	if opts.Path == "" {
+		return nil, errors.New("store: path is empty")
+	}
+	initialEmit := false
+	switch opts.Initial {
+	case "", InitialSkip:
+	case InitialEmit:
+		initialEmit = true
+	default:
+		return nil, fmt.Errorf("store %s: initial %q is neither %q nor %q", opts.Path, opts.Initial, InitialSkip, InitialEmit)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.OpenTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+
+	info, err := os.Stat(opts.Path)
+	existed := err == nil
+	if existed && info.Size() > 0 {
+		if err := checkMagic(opts.Path); err != nil {
+			return nil, err
+		}
+	}
+
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout})
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return nil, fmt.Errorf("store %s is locked by another leadbridge process: %w", opts.Path, err)
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+		return nil, fmt.Errorf("store %s is not a valid bbolt database: %w", opts.Path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", opts.Path, err)
+	}
+
+	if existed && info.Mode().Perm()&^0o600 != 0 {
+		if err := os.Chmod(opts.Path, 0o600); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("store %s: restrict permissions to 0600: %w", opts.Path, err)
+		}
+		log.Warn("store file permissions were too open; changed to 0600", "path", opts.Path, "was", info.Mode().Perm().String())
+	}
+
+	if err := db.Update(initBuckets); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
+	}
+	log.Debug("store opened", "path", opts.Path)
+	return &Store{
+		db:          db,
+		path:        opts.Path,
+		retention:   opts.Retention,
+		initialEmit: initialEmit,
+		emitUpdates: opts.EmitUpdates,
+		route:       opts.Route,
+		log:         log,
+		changes:     make(chan struct{}, 1),
+	}, nil
+}
+
+// checkMagic refuses a non-empty file whose first page does not carry bbolt's magic
+// number, before bbolt opens it for writing.
+func checkMagic(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	defer f.Close()
+	// A bbolt file starts with meta page 0: a 16-byte page header, then the magic.
+	var head [20]byte
+	_, err = io.ReadFull(f, head[:])
+	if errors.Is(err, io.ErrUnexpectedEOF) || (err == nil && binary.NativeEndian.Uint32(head[16:]) != 0xED0CDAED) {
+		return fmt.Errorf("store %s is not a bbolt database; refusing to use it (move it away or fix store.path)", path)
+	}
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", path, err)
+	}
+	return nil
+}
+
+func initBuckets(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketDead, bucketChatbots, bucketPaused} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keySchema); v != nil {
+		if len(v) != 4 {
+			return fmt.Errorf("schema version is malformed (%d bytes)", len(v))
+		}
+		if got := binary.BigEndian.Uint32(v); got != schemaVersion {
+			return fmt.Errorf("schema version %d, this leadbridge reads version %d", got, schemaVersion)
+		}
+		return nil
+	}
+	return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
+}
+
+// Close releases the file lock. Pending writes are already durable.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Path is the store file's path.
+func (s *Store) Path() string { return s.path }
+
+// Changes is signalled (buffer 1, never blocking the writer) after a write that added
+// outbox entries, so a dispatcher can wake up instead of polling.
+func (s *Store) Changes() <-chan struct{} { return s.changes }
+
+func (s *Store) signal() {
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+// wrap names the store file and the operation in an error.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store %s: %s: %w", s.path, op, err)
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("decode stored entry: %w", err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}

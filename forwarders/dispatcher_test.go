@@ -1,0 +1,332 @@
+package forwarders_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
+)
+
+// sink is a webhook target whose answers the test scripts per request number.
+type sink struct {
+	mu       sync.Mutex
+	received []string    // event ids, in arrival order, including failed attempts
+	at       []time.Time // arrival times
+	answer   func(n int, id string) int
+	block    chan struct{} // when non-nil, requests wait on it after being recorded
+	srv      *httptest.Server
+}
+
+func newSink(t *testing.T, answer func(n int, id string) int) *sink {
+	s := &sink{answer: answer}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var ev event.Event
+		if err := json.Unmarshal(body, &ev); err != nil || ev.ID != r.Header.Get("webhook-id") {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		n := len(s.received)
+		s.received = append(s.received, ev.ID)
+		s.at = append(s.at, time.Now())
+		block := s.block
+		s.mu.Unlock()
+		if block != nil {
+			select {
+			case <-block:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		status := http.StatusNoContent
+		if s.answer != nil {
+			status = s.answer(n, ev.ID)
+		}
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *sink) ids() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.received...)
+}
+
+func (s *sink) count() int { return len(s.ids()) }
+
+func (s *sink) forwarder(t *testing.T, name string, timeout time.Duration) forwarders.Forwarder {
+	f, err := webhook.New(webhook.Config{Name: name, URL: s.srv.URL + "/hook", Timeout: timeout}, nil)
+	require.NoError(t, err)
+	return f
+}
+
+func openStore(t *testing.T, path string, routes ...string) *dedupe.Store {
+	t.Helper()
+	st, err := dedupe.Open(dedupe.Options{
+		Path: path, Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit,
+		Route: func(event.Event) []string { return routes },
+	})
+	require.NoError(t, err)
+	return st
+}
+
+func leads(n int) []event.Lead {
+	out := make([]event.Lead, n)
+	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	for i := range out {
+		out[i] = event.Lead{Chatbot: "bot1", Kind: event.KindLead, SessionID: int64(1000 + i), CreatedAt: base.Add(time.Duration(i) * time.Second)}
+	}
+	return out
+}
+
+func fastRetry() forwarders.RetryPolicy {
+	return forwarders.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Minute}
+}
+
+func drain(t *testing.T, d *forwarders.Dispatcher) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, d.Drain(ctx))
+	require.NoError(t, ctx.Err(), "drain did not finish")
+}
+
+func TestDispatcherRetriesThenDelivers(t *testing.T) {
+	target := newSink(t, func(n int, _ string) int {
+		if n < 2 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	results := map[forwarders.Result]int{}
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}},
+		OnResult: func(_ event.Delivery, r forwarders.Result, _ time.Duration, _ error) {
+			mu.Lock()
+			results[r]++
+			mu.Unlock()
+		}}
+	drain(t, d)
+
+	ids := target.ids()
+	require.Len(t, ids, 3)
+	assert.Equal(t, ids[0], ids[2], "every attempt carries the same event id")
+	assert.Equal(t, map[forwarders.Result]int{forwarders.ResultRetry: 2, forwarders.ResultOK: 1}, results)
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["crm"])
+}
+
+func TestDispatcherPermanentFailureDeadLettersWithoutHoldingOthers(t *testing.T) {
+	bad := newSink(t, func(int, string) int { return http.StatusBadRequest })
+	good := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "bad", "good")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(5))
+	require.NoError(t, err)
+
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: bad.forwarder(t, "bad", time.Second), Retry: fastRetry()},
+		{Forwarder: good.forwarder(t, "good", time.Second), Retry: fastRetry()},
+	}}
+	drain(t, d)
+
+	assert.Equal(t, 5, good.count())
+	assert.Equal(t, 5, bad.count(), "a permanent failure is not retried")
+	dead, err := st.DeadLetters("bad")
+	require.NoError(t, err)
+	require.Len(t, dead, 5)
+	assert.Equal(t, 1, dead[0].Attempts)
+	assert.Contains(t, dead[0].LastError, "HTTP 400")
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["bad"]+depth["good"])
+}
+
+func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
+	slow := newSink(t, nil)
+	slow.block = make(chan struct{}) // never answers
+	fast := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "slow", "fast")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(20))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &forwarders.Dispatcher{Outbox: st, Grace: 50 * time.Millisecond, Routes: []forwarders.Route{
+		{Forwarder: slow.forwarder(t, "slow", 300*time.Millisecond), Retry: fastRetry(), Concurrency: 2},
+		{Forwarder: fast.forwarder(t, "fast", time.Second), Retry: fastRetry(), Concurrency: 2},
+	}}
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool { return fast.count() == 20 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return slow.count() >= 4 }, 10*time.Second, 10*time.Millisecond,
+		"the hanging target times out and is retried")
+	cancel()
+	require.NoError(t, <-done)
+	close(slow.block)
+
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["fast"])
+	assert.Equal(t, 20, depth["slow"], "nothing the slow target did not take leaves the outbox")
+	pending, err := st.Pending("slow", 0, 1)
+	require.NoError(t, err)
+	assert.Positive(t, pending[0].Attempts, "failed attempts are recorded")
+}
+
+func TestDispatcherCrashBeforeAckRedeliversSameID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	target := newSink(t, nil)
+	target.block = make(chan struct{}) // takes the event, then the process "dies" before answering
+	st := openStore(t, path, "crm")
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &forwarders.Dispatcher{Outbox: st, Grace: time.Millisecond, Routes: []forwarders.Route{
+		{Forwarder: target.forwarder(t, "crm", 10*time.Second), Retry: fastRetry()},
+	}}
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool { return target.count() == 1 }, 5*time.Second, 5*time.Millisecond)
+	cancel() // stop with the delivery in flight: its success is never recorded
+	require.NoError(t, <-done)
+	require.NoError(t, st.Close())
+
+	target.mu.Lock()
+	target.block = nil
+	target.mu.Unlock()
+	st = openStore(t, path, "crm")
+	defer st.Close()
+	d = &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: target.forwarder(t, "crm", 10*time.Second), Retry: fastRetry()},
+	}}
+	drain(t, d)
+	ids := target.ids()
+	require.Len(t, ids, 2, "delivered again after the restart")
+	assert.Equal(t, ids[0], ids[1], "with the same event id")
+	assert.Equal(t, leads(1)[0].ID(), ids[0])
+}
+
+func TestDispatcherBudgetSpentDeadLetters(t *testing.T) {
+	target := newSink(t, func(int, string) int { return http.StatusBadGateway })
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
+		Forwarder: target.forwarder(t, "crm", time.Second),
+		Retry:     forwarders.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond},
+	}}}
+	drain(t, d)
+	dead, err := st.DeadLetters("crm")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, target.count(), dead[0].Attempts, "the attempt count is kept")
+	assert.Greater(t, dead[0].Attempts, 2)
+	assert.Contains(t, dead[0].LastError, "HTTP 502")
+}
+
+func TestDispatcherHonoursRetryAfter(t *testing.T) {
+	target := newSink(t, func(n int, _ string) int {
+		if n == 0 {
+			return http.StatusTooManyRequests // Retry-After: 1
+		}
+		return http.StatusOK
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	drain(t, d)
+	target.mu.Lock()
+	defer target.mu.Unlock()
+	require.Len(t, target.at, 2)
+	assert.GreaterOrEqual(t, target.at[1].Sub(target.at[0]), time.Second, "the second attempt waited for Retry-After")
+}
+
+func TestDispatcherGonePausesUntilResumed(t *testing.T) {
+	var mu sync.Mutex
+	gone := true
+	target := newSink(t, func(int, string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if gone {
+			return http.StatusGone
+		}
+		return http.StatusOK
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(3))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Rescan: 20 * time.Millisecond, Routes: []forwarders.Route{
+		{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry(), Concurrency: 1, ConfigHash: "h1"},
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		p, err := st.Paused()
+		return err == nil && p["crm"].ConfigHash == "h1"
+	}, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // several rescans: a paused lane makes no attempt
+	assert.Equal(t, 1, target.count())
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Equal(t, 3, depth["crm"], "deliveries are kept while paused")
+
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	require.True(t, d.Resume("crm"))
+	require.Eventually(t, func() bool { return target.count() == 4 }, 5*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	depth, err = st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["crm"])
+}
+
+func TestDispatcherPicksUpNewEntriesWhileRunning(t *testing.T) {
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	d := &forwarders.Dispatcher{Outbox: st, Rescan: time.Hour, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	_, err := st.Ingest("bot1", leads(7))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return target.count() == 7 }, 5*time.Second, 5*time.Millisecond,
+		"the store's change signal wakes the dispatcher")
+	cancel()
+	require.NoError(t, <-done)
+}

@@ -1,0 +1,343 @@
+// Package webhook forwards events to any HTTP endpoint, such as a CRM, as a POST carrying
+// the CloudEvent or the bare lead, optionally signed the Standard Webhooks way
+// (https://www.standardwebhooks.com): webhook-id, webhook-timestamp and webhook-signature.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+// Body modes: what a delivery carries.
+const (
+	// BodyCloudEvent sends the whole event in CloudEvents JSON structured mode.
+	BodyCloudEvent = "cloudevent"
+	// BodyLead sends only the lead as JSON, with the event's metadata in ce-* headers
+	// (CloudEvents binary mode).
+	BodyLead = "lead"
+)
+
+// DefaultTimeout bounds one delivery attempt when Config.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// Content types of the two body modes.
+const (
+	contentTypeCloudEvent = "application/cloudevents+json"
+	contentTypeJSON       = "application/json"
+)
+
+// secretPrefix marks a Standard Webhooks secret: the base64 of the key follows it.
+const secretPrefix = "whsec_"
+
+// userAgent identifies leadbridge to the target.
+const userAgent = "leadbridge"
+
+// Config configures one webhook target.
+type Config struct {
+	// Name is the forwarder's name; every error it returns names it.
+	Name string
+	// URL is the http or https endpoint events are POSTed to. It may carry a token in its
+	// path or query, so it is never logged or put in an error whole.
+	URL string
+	// Headers are extra request headers (e.g. Authorization). They may not set
+	// Content-Type, webhook-* or ce-* headers, which the forwarder owns.
+	Headers map[string]string
+	// Timeout bounds one attempt, from dialling to reading the response; default 10s.
+	Timeout time.Duration
+	// Body is BodyCloudEvent (the default) or BodyLead.
+	Body string
+	// Secret, when set, signs every request (Standard Webhooks, HMAC-SHA256). A secret of
+	// the form "whsec_<base64>" is the base64-decoded key; any other string is the key's
+	// raw bytes.
+	Secret string
+	// InsecureSkipVerify turns off TLS certificate verification (self-signed test
+	// endpoints only); New logs a warning when it is set.
+	InsecureSkipVerify bool
+}
+
+// Forwarder POSTs events to one webhook endpoint. It is safe for concurrent use.
+type Forwarder struct {
+	name    string
+	url     string
+	lead    bool
+	headers http.Header
+	key     []byte // HMAC key; nil when requests are not signed
+	client  *http.Client
+	logger  *slog.Logger
+}
+
+var (
+	_ forwarders.Forwarder = (*Forwarder)(nil)
+	_ forwarders.Closer    = (*Forwarder)(nil)
+)
+
+// New validates cfg, applies defaults and builds the forwarder. Errors name the offending
+// field but never repeat a secret or the full URL.
+func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if strings.TrimSpace(cfg.Name) == "" {
+		return nil, errors.New("webhook: name: must not be empty")
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("webhook %q: "+format, append([]any{cfg.Name}, args...)...)
+	}
+	if err := checkURL(cfg.URL); err != nil {
+		return nil, fail("url: %w", err)
+	}
+	if cfg.Timeout < 0 {
+		return nil, fail("timeout: must not be negative, got %s", cfg.Timeout)
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	var lead bool
+	switch cfg.Body {
+	case "", BodyCloudEvent:
+	case BodyLead:
+		lead = true
+	default:
+		return nil, fail("body: must be %q or %q, got %q", BodyCloudEvent, BodyLead, cfg.Body)
+	}
+	headers, err := checkHeaders(cfg.Headers)
+	if err != nil {
+		return nil, fail("headers: %w", err)
+	}
+	key, err := signingKey(cfg.Secret)
+	if err != nil {
+		return nil, fail("secret: %w", err)
+	}
+
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: cfg.InsecureSkipVerify,
+	}
+	logger = logger.With("forwarder", cfg.Name)
+	if cfg.InsecureSkipVerify {
+		logger.Warn("TLS certificate verification is disabled for this webhook",
+			"target", forwarders.RedactURL(cfg.URL))
+	}
+	return &Forwarder{
+		name:    cfg.Name,
+		url:     cfg.URL,
+		lead:    lead,
+		headers: headers,
+		key:     key,
+		client: &http.Client{
+			Transport: transport,
+			Timeout:   timeout,
+			// A redirect is a failure to report, not to follow: following it would send
+			// the signed body to an address nobody configured.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		logger: logger,
+	}, nil
+}
+
+// checkURL accepts an absolute http or https URL with a host. Its errors never quote the
+// URL, which may carry a token.
+func checkURL(raw string) error {
+	if raw == "" {
+		return errors.New("must not be empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("scheme must be http or https")
+	}
+	if u.Host == "" {
+		return errors.New("must have a host")
+	}
+	return nil
+}
+
+// checkHeaders validates the configured extra headers and returns them canonicalised.
+// Errors name the header, never its value (often a credential).
+func checkHeaders(in map[string]string) (http.Header, error) {
+	names := make([]string, 0, len(in))
+	for name := range in {
+		names = append(names, name)
+	}
+	sort.Strings(names) // report the same problem first on every run
+	out := make(http.Header, len(in))
+	for _, name := range names {
+		value := in[name]
+		if !validHeaderName(name) {
+			return nil, fmt.Errorf("%q is not a valid header name", name)
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-") {
+			return nil, fmt.Errorf("%q is set by the forwarder and cannot be configured", name)
+		}
+		if !validHeaderValue(value) {
+			return nil, fmt.Errorf("%q: value contains control characters", name)
+		}
+		out.Set(canon, value)
+	}
+	return out, nil
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s holds no control characters other than tab.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// signingKey derives the HMAC key from a configured secret: nil for no secret, the
+// base64-decoded part of "whsec_<base64>", or else the secret's bytes.
+func signingKey(secret string) ([]byte, error) {
+	if secret == "" {
+		return nil, nil
+	}
+	encoded, ok := strings.CutPrefix(secret, secretPrefix)
+	if !ok {
+		return []byte(secret), nil
+	}
+	key, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil {
+		return nil, errors.New(`the part after "whsec_" is not valid base64`)
+	}
+	if len(key) == 0 {
+		return nil, errors.New(`the key after "whsec_" is empty`)
+	}
+	return key, nil
+}
+
+// Name is the forwarder's configured name.
+func (f *Forwarder) Name() string { return f.name }
+
+// Deliver makes one POST of ev. The webhook-id header is ev.ID on every attempt, so the
+// target can drop repeats; webhook-timestamp is the time of this attempt. A 2xx answer is
+// success; 408, 429, 5xx and network errors are retryable (Retry-After honoured); 410 is
+// Gone; anything else, redirects included, is permanent.
+func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
+	var (
+		body        []byte
+		err         error
+		contentType = contentTypeCloudEvent
+	)
+	if f.lead {
+		body, err = json.Marshal(ev.Data)
+		contentType = contentTypeJSON
+	} else {
+		body, err = json.Marshal(ev)
+	}
+	if err != nil {
+		return forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(body))
+	if err != nil {
+		return forwarders.Errorf(f.name, "%w", forwarders.TransportError(f.url, err))
+	}
+	f.setHeaders(req.Header, ev, body, contentType, time.Now())
+
+	resp, err := f.client.Do(req)
+	if err != nil {
+		err = forwarders.Errorf(f.name, "%w", forwarders.TransportError(f.url, err))
+		f.debug(ctx, ev, "webhook request failed", "error", err)
+		return err
+	}
+	status := resp.StatusCode
+	if err := forwarders.CheckResponse(resp); err != nil {
+		err = forwarders.Errorf(f.name, "%w", err)
+		// Only the status: the error quotes the response body, which may echo the lead.
+		f.debug(ctx, ev, "webhook refused the event", "status", status)
+		return err
+	}
+	f.debug(ctx, ev, "webhook took the event", "status", status)
+	return nil
+}
+
+// debug logs one attempt's outcome, naming the record but none of its personal fields.
+func (f *Forwarder) debug(ctx context.Context, ev event.Event, msg string, args ...any) {
+	if !f.logger.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	f.logger.DebugContext(ctx, msg, append([]any{"chatbot", ev.Chatbot(), "kind", ev.Kind(),
+		"event_id", ev.ID, "session_id", ev.Data.SessionID}, args...)...)
+}
+
+// setHeaders fills in a request's headers: User-Agent, the configured extras, then the
+// headers the forwarder owns (Content-Type, ce-* in lead mode, webhook-*).
+func (f *Forwarder) setHeaders(h http.Header, ev event.Event, body []byte, contentType string, now time.Time) {
+	h.Set("User-Agent", userAgent)
+	for name, values := range f.headers {
+		h[name] = values
+	}
+	h.Set("Content-Type", contentType)
+	if f.lead {
+		h.Set("Ce-Id", ev.ID)
+		h.Set("Ce-Type", ev.Type)
+		h.Set("Ce-Source", ev.Source)
+		h.Set("Ce-Specversion", ev.SpecVersion)
+		h.Set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
+		h.Set("Ce-Subject", ev.Subject)
+	}
+	timestamp := strconv.FormatInt(now.Unix(), 10)
+	h.Set("Webhook-Id", ev.ID)
+	h.Set("Webhook-Timestamp", timestamp)
+	if f.key != nil {
+		h.Set("Webhook-Signature", sign(f.key, ev.ID, timestamp, body))
+	}
+}
+
+// sign computes a Standard Webhooks v1 signature: the base64 HMAC-SHA256, under key, of
+// the message id, the timestamp and the body joined by full stops.
+func sign(key []byte, id, timestamp string, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id))
+	mac.Write([]byte{'.'})
+	mac.Write([]byte(timestamp))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// Close releases the forwarder's idle connections.
+func (f *Forwarder) Close() error {
+	f.client.CloseIdleConnections()
+	return nil
+}

@@ -1,0 +1,252 @@
+// Package leadsim is a simulated LeadList API: an http.Handler that answers
+// POST /chat/Chatbot/LeadList the way the real platform does (every record of the date
+// window on every call, CreateTime with a -08:00 offset, business errors inside HTTP 200),
+// with faults that can be injected. The demo and the end-to-end tests poll it.
+package leadsim
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Path is where the LeadList endpoint lives.
+const Path = "/chat/Chatbot/LeadList"
+
+// Record is one row of the API's Data array, spelled as the API spells it.
+type Record struct {
+	Type        string `json:"Type"`
+	Name        string `json:"Name"`
+	Email       string `json:"Email"`
+	PhoneNumber string `json:"PhoneNumber"`
+	CreateTime  string `json:"CreateTime"`
+	Content     string `json:"Content"`
+	SessionID   int64  `json:"SessionID"`
+	URI         string `json:"URI"`
+	Count       int    `json:"Count"`
+}
+
+// Fault changes how the server answers one request.
+type Fault struct {
+	Status     int           // non-zero: answer with this HTTP status
+	RetryAfter string        // Retry-After header value for Status
+	APIError   string        // non-empty: HTTP 200 with Success:false and this Message
+	Malformed  bool          // a body that is not JSON
+	Delay      time.Duration // wait before answering (or until the client gives up)
+	BadRecord  bool          // put one malformed record among the good ones
+}
+
+// Server is the simulated API. Its methods are safe for concurrent use.
+type Server struct {
+	key      string
+	offset   *time.Location
+	mu       sync.Mutex
+	records  map[string][]Record // by serial
+	faults   []Fault
+	requests int
+	nextSess int64
+	rng      *rand.Rand
+}
+
+// New returns a server that accepts only requests carrying apiKey.
+func New(apiKey string) *Server {
+	return &Server{
+		key:      apiKey,
+		offset:   time.FixedZone("PST", -8*3600),
+		records:  make(map[string][]Record),
+		nextSess: 31000,
+		rng:      rand.New(rand.NewPCG(1, 2)),
+	}
+}
+
+// Add stores a record for a chatbot; it is returned by every later request whose
+// window covers its date.
+func (s *Server) Add(serial string, r Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records[serial] = append(s.records[serial], r)
+}
+
+// Update changes the Count and Content of an existing record, as the platform does when
+// a conversation goes on. It reports whether the record was found.
+func (s *Server) Update(serial string, sessionID int64, count int, content string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.records[serial] {
+		if r.SessionID == sessionID {
+			s.records[serial][i].Count = count
+			s.records[serial][i].Content = content
+			return true
+		}
+	}
+	return false
+}
+
+// Inject queues faults; each answers one request, in order.
+func (s *Server) Inject(f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, f...)
+}
+
+// Requests counts the requests served so far.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+var (
+	firstNames = []string{"Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Ken", "Radia", "Dennis", "Frances"}
+	lastNames  = []string{"Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", "Thompson", "Perlman", "Ritchie", "Allen"}
+	asks       = []string{
+		"Do you ship to Canada?",
+		"I'd like a quote for 20 seats.",
+		"Can someone call me back tomorrow morning?",
+		"Please share anything about pricing.",
+		"Is the Tuesday 3pm slot still free?",
+		"We need an onboarding session for the team.",
+	}
+)
+
+// Generate adds a plausible new lead or appointment created at the given time and
+// returns it.
+func (s *Server) Generate(serial string, at time.Time) Record {
+	s.mu.Lock()
+	s.nextSess++
+	first := firstNames[s.rng.IntN(len(firstNames))]
+	last := lastNames[s.rng.IntN(len(lastNames))]
+	kind := "Lead"
+	if s.rng.IntN(3) == 0 {
+		kind = "Appointment"
+	}
+	phone := ""
+	if s.rng.IntN(2) == 0 {
+		phone = fmt.Sprintf("+1 555 %04d", s.rng.IntN(10000))
+	}
+	r := Record{
+		Type:        kind,
+		Name:        first + " " + last,
+		Email:       fmt.Sprintf("%s.%s@example.com", lower(first), lower(last)),
+		PhoneNumber: phone,
+		CreateTime:  at.In(s.offset).Format("2006-01-02T15:04:05.000000-07:00"),
+		Content:     asks[s.rng.IntN(len(asks))],
+		SessionID:   s.nextSess,
+		URI:         "www.example.com/pricing",
+		Count:       1 + s.rng.IntN(4),
+	}
+	s.mu.Unlock()
+	s.Add(serial, r)
+	return r
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+type request struct {
+	SerialNumber string `json:"serialNumber"`
+	StartTime    string `json:"startTime"`
+	EndTime      string `json:"endTime"`
+	SessionID    int64  `json:"sessionID"`
+}
+
+type response struct {
+	Data    []any  `json:"Data"`
+	Version string `json:"Version"`
+	Success bool   `json:"Success"`
+	Code    int    `json:"Code"`
+	Message string `json:"Message"`
+}
+
+// ServeHTTP answers the LeadList endpoint.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != Path {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	s.mu.Lock()
+	s.requests++
+	var fault Fault
+	if len(s.faults) > 0 {
+		fault = s.faults[0]
+		s.faults = s.faults[1:]
+	}
+	s.mu.Unlock()
+
+	if fault.Delay > 0 {
+		select {
+		case <-time.After(fault.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if fault.Status != 0 {
+		if fault.RetryAfter != "" {
+			w.Header().Set("Retry-After", fault.RetryAfter)
+		}
+		http.Error(w, http.StatusText(fault.Status), fault.Status)
+		return
+	}
+	if fault.Malformed {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"Data":[{"Type":"Lead",`))
+		return
+	}
+	if fault.APIError != "" {
+		writeJSON(w, response{Version: "1.0.0", Code: 500, Message: fault.APIError})
+		return
+	}
+	if r.Header.Get("Authorization") != s.key {
+		writeJSON(w, response{Version: "1.0.0", Code: 401, Message: "invalid secret key"})
+		return
+	}
+	var req request
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.SerialNumber == "" {
+		writeJSON(w, response{Version: "1.0.0", Code: 400, Message: "serialNumber is required"})
+		return
+	}
+	from, _ := time.Parse(time.DateOnly, req.StartTime)
+	until, uerr := time.Parse(time.DateOnly, req.EndTime)
+	s.mu.Lock()
+	data := make([]any, 0, len(s.records[req.SerialNumber]))
+	for _, rec := range s.records[req.SerialNumber] {
+		created, err := time.Parse(time.RFC3339Nano, rec.CreateTime)
+		if err != nil {
+			continue
+		}
+		day := created.UTC().Truncate(24 * time.Hour)
+		if day.Before(from) || (uerr == nil && day.After(until)) {
+			continue
+		}
+		if req.SessionID != 0 && rec.SessionID != req.SessionID {
+			continue
+		}
+		data = append(data, rec)
+	}
+	s.mu.Unlock()
+	if fault.BadRecord {
+		data = append(data, map[string]any{"Type": "Lead", "CreateTime": "yesterday-ish", "SessionID": "x" + strconv.Itoa(len(data))})
+	}
+	writeJSON(w, response{Data: data, Version: "1.0.0", Success: true, Code: 200})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(v)
+}
