@@ -1,0 +1,575 @@
+// Package nats forwards events to NATS, either as a core publish confirmed by a server
+// round trip, or as a JetStream publish that waits for the stream's ack and carries
+// Nats-Msg-Id = event id, so the stream drops a repeat inside its duplicate window.
+//
+// The body is the CloudEvent in JSON structured mode; headers repeat its metadata as
+// Ce-* (CloudEvents NATS binding names). One connection per forwarder serves every
+// delivery and reconnects forever in the background. While it is down, Deliver fails at
+// once with a retryable error instead of buffering in memory, so the event stays in the
+// durable outbox.
+//
+// Classification: a subject that renders invalid and an event larger than the server's
+// max_payload (or the stream's max_msg_size) are permanent; everything else is
+// retryable, including authentication failures (the connection keeps retrying, so an
+// operator fixing the credentials on either side lets the outbox drain) and a missing
+// or non-matching stream (an operator may create or extend it).
+//
+// Core NATS has no per-message answer: a publish the server refuses for permissions is
+// only logged (asynchronously) and the delivery counts as done. Use JetStream where
+// that matters; there a refused publish gets no ack and is retried.
+package nats
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+// DefaultTimeout bounds one publish (core: until the server confirms; JetStream: until
+// the ack) when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// reconnectWait is the pause between reconnect attempts to the same server.
+const reconnectWait = time.Second
+
+// TLS configures the connection's TLS. A tls:// URL or any field set turns TLS on.
+type TLS struct {
+	CAFile             string // PEM roots to verify the server with, instead of the system pool
+	CertFile           string // PEM client certificate, for mutual TLS (with KeyFile)
+	KeyFile            string // PEM key of CertFile
+	InsecureSkipVerify bool   // skip server verification: for tests only, warned about at New
+}
+
+// Config is one NATS forwarder's settings.
+type Config struct {
+	// Name is the forwarder's name; the connection is named "leadbridge/<Name>".
+	Name string
+	// URL is one server URL or a comma-separated list (nats://, tls://, ws://, wss://;
+	// a bare host:port means nats://). Credentials in a URL are never logged.
+	URL string
+	// Subject is a text/template over SubjectData; default DefaultSubject. Every
+	// rendering must be a literal subject: no whitespace, no empty token, no * or >
+	// token, else the delivery is dead-lettered. Serials are safe; a ChatbotName may
+	// hold dots (extra tokens) or spaces (invalid): wrap it as {{token .ChatbotName}},
+	// which turns dots, whitespace and wildcards into "_".
+	Subject string
+	// JetStream publishes through JetStream and waits for the stream's ack.
+	JetStream bool
+	// Stream, with JetStream, names the stream that must capture the subjects. It is
+	// created on first use when missing, capturing the template's literal start plus
+	// ">" (the default template gives "neoagent.>"; a template without actions gives
+	// its one subject). An existing stream is not changed: a subject it does not
+	// capture fails, retryably, until an operator extends it.
+	Stream string
+	// CredsFile is a .creds file (user JWT and nkey seed).
+	CredsFile string
+	// NKeyFile is a file holding a user nkey seed.
+	NKeyFile string
+	// User and Password authenticate by user name and password.
+	User, Password string
+	// Token authenticates by token.
+	Token string
+	// TLS configures TLS.
+	TLS TLS
+	// Timeout bounds one publish and its confirmation; default DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Forwarder publishes events to NATS. It is safe for concurrent use.
+type Forwarder struct {
+	name          string
+	subject       *template.Template
+	streamSubject string // what a created stream captures; "" when underivable
+	stream        string
+	timeout       time.Duration
+	logger        *slog.Logger
+	secrets       *strings.Replacer // nil when there is nothing to hide
+	nc            *natsgo.Conn
+	js            jetstream.JetStream // nil in core mode
+	closed        chan struct{}       // closed by nats.go's closed handler
+	closeOnce     sync.Once
+	closeErr      error
+
+	// streamSem guards streamSubjects; a channel so a waiting Deliver honours ctx.
+	streamSem      chan struct{}
+	streamSubjects []string // the subjects Stream captures; nil until looked up
+
+	// connErr is why the connection is down (redacted), "" while connected. It is
+	// set from nats.go's callbacks, which also report failures LastError has cleared.
+	connMu  sync.Mutex
+	connErr string
+}
+
+var (
+	_ forwarders.Forwarder = (*Forwarder)(nil)
+	_ forwarders.Closer    = (*Forwarder)(nil)
+)
+
+// New validates cfg, applies defaults and starts connecting. It does not wait for a
+// server: when none answers, the connection keeps trying in the background and Deliver
+// fails retryably meanwhile. It only blocks for one dial attempt per URL.
+func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("nats forwarder: name: required")
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("nats forwarder %q: "+format, append([]any{cfg.Name}, args...)...)
+	}
+	servers, urlSecrets, err := parseURLs(cfg.URL)
+	if err != nil {
+		return nil, fail("url: %v", err)
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = DefaultSubject
+	}
+	tmpl, streamSubject, err := parseSubject(cfg.Subject)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	if cfg.Stream != "" {
+		if !cfg.JetStream {
+			return nil, fail("stream: requires jetstream")
+		}
+		if strings.ContainsAny(cfg.Stream, " \t\r\n.*>/\\") {
+			return nil, fail("stream: %q is not a valid stream name", cfg.Stream)
+		}
+	}
+	switch {
+	case cfg.Timeout < 0:
+		return nil, fail("timeout: must not be negative")
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultTimeout
+	}
+
+	f := &Forwarder{
+		name:          cfg.Name,
+		subject:       tmpl,
+		streamSubject: streamSubject,
+		stream:        cfg.Stream,
+		timeout:       cfg.Timeout,
+		logger:        logger.With("forwarder", cfg.Name),
+		closed:        make(chan struct{}),
+		streamSem:     make(chan struct{}, 1),
+	}
+	if pairs := secretPairs(append(urlSecrets, cfg.Password, cfg.Token)); len(pairs) > 0 {
+		f.secrets = strings.NewReplacer(pairs...)
+	}
+
+	opts, err := f.options(cfg)
+	if err != nil {
+		return nil, fail("%s", f.redact(err.Error()))
+	}
+	nc, err := natsgo.Connect(strings.Join(servers, ","), opts...)
+	if err != nil {
+		return nil, fail("connect: %s", f.redact(err.Error()))
+	}
+	f.nc = nc
+	if cfg.JetStream {
+		if f.js, err = jetstream.New(nc); err != nil {
+			nc.Close()
+			return nil, fail("jetstream: %s", f.redact(err.Error()))
+		}
+	}
+	if cfg.TLS.InsecureSkipVerify {
+		f.logger.Warn("nats: TLS server verification is off (tls.insecure_skip_verify); use only for tests")
+	}
+	f.logger.Info("nats: forwarder started", "servers", redactURLs(servers), "jetstream", cfg.JetStream,
+		"stream", cfg.Stream, "status", nc.Status().String())
+	return f, nil
+}
+
+// options builds the connection options: identity, endless reconnects without an
+// in-memory buffer, auth, TLS and logging handlers.
+func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
+	opts := []natsgo.Option{
+		natsgo.Name("leadbridge/" + cfg.Name),
+		natsgo.RetryOnFailedConnect(true),
+		natsgo.MaxReconnects(-1),
+		natsgo.ReconnectWait(reconnectWait),
+		// No reconnect buffer: a publish while disconnected fails at once, so the
+		// outbox keeps the event instead of process memory.
+		natsgo.ReconnectBufSize(-1),
+		// Keep retrying after repeated auth failures, so fixed credentials recover.
+		natsgo.IgnoreAuthErrorAbort(),
+		natsgo.DrainTimeout(cfg.Timeout),
+		natsgo.ConnectHandler(func(nc *natsgo.Conn) {
+			f.setConnErr(nil)
+			f.logger.Info("nats: connected", "server", forwarders.RedactURL(nc.ConnectedUrl()))
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			f.setConnErr(nil)
+			f.logger.Info("nats: reconnected", "server", forwarders.RedactURL(nc.ConnectedUrl()))
+		}),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if err != nil {
+				f.setConnErr(err)
+				f.logger.Warn("nats: disconnected, reconnecting", "error", f.redact(err.Error()))
+			}
+		}),
+		natsgo.ReconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			if f.setConnErr(err) {
+				f.logger.Warn("nats: cannot connect, still trying", "error", f.redact(err.Error()))
+			}
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+			f.logger.Warn("nats: server reported an error", "error", f.redact(err.Error()))
+		}),
+		natsgo.ClosedHandler(func(*natsgo.Conn) {
+			f.logger.Info("nats: connection closed")
+			close(f.closed)
+		}),
+	}
+
+	methods := 0
+	if cfg.CredsFile != "" {
+		methods++
+		fh, err := os.Open(cfg.CredsFile)
+		if err != nil {
+			return nil, fmt.Errorf("creds_file: %w", err)
+		}
+		fh.Close()
+		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		methods++
+		opt, err := natsgo.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey_file: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if cfg.User != "" || cfg.Password != "" {
+		methods++
+		if cfg.User == "" || cfg.Password == "" {
+			return nil, errors.New("user, password: set both or neither")
+		}
+		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		methods++
+		opts = append(opts, natsgo.Token(cfg.Token))
+	}
+	if methods > 1 {
+		return nil, errors.New("creds_file, nkey_file, user/password, token: choose one way to authenticate")
+	}
+
+	// TLS options load their files when applied: try each here so that an unreadable
+	// file is reported naming its field rather than as a connect failure.
+	t := cfg.TLS
+	var tlsOpts []natsgo.Option
+	addTLS := func(field string, o natsgo.Option) error {
+		if err := o(&natsgo.Options{}); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		tlsOpts = append(tlsOpts, o)
+		return nil
+	}
+	if t.InsecureSkipVerify {
+		// Secure replaces the TLS config, so it goes before RootCAs and ClientCert.
+		insecure := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} // asked for; warned about
+		if err := addTLS("tls.insecure_skip_verify", natsgo.Secure(insecure)); err != nil {
+			return nil, err
+		}
+	}
+	if t.CAFile != "" {
+		if err := addTLS("tls.ca_file", natsgo.RootCAs(t.CAFile)); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile != "":
+		if err := addTLS("tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)); err != nil {
+			return nil, err
+		}
+	case t.CertFile != "" || t.KeyFile != "":
+		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
+	}
+	return append(opts, tlsOpts...), nil
+}
+
+// setConnErr records why the connection is down (nil: it is up) and reports whether
+// that reason is new, so a reconnect loop logs each reason once.
+func (f *Forwarder) setConnErr(err error) bool {
+	msg := ""
+	if err != nil {
+		msg = f.redact(err.Error())
+	}
+	f.connMu.Lock()
+	defer f.connMu.Unlock()
+	changed := msg != f.connErr
+	f.connErr = msg
+	return changed
+}
+
+// Name is the forwarder's configured name.
+func (f *Forwarder) Name() string { return f.name }
+
+// Deliver publishes ev once: on the subject rendered from the template, body the
+// CloudEvent JSON. In core mode it returns nil once the server has read the message
+// (a flush round trip); in JetStream mode once a stream acked it, a duplicate ack
+// included. It fails at once, retryably, while the connection is down.
+func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
+	subject, err := renderSubject(f.subject, subjectData(ev))
+	if err != nil {
+		return forwarders.Permanent(f.errorf("subject: %v", err))
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return forwarders.Permanent(f.errorf("encode event: %v", err))
+	}
+	if st := f.nc.Status(); st != natsgo.CONNECTED {
+		msg := "not connected to NATS (" + strings.ToLower(st.String()) + ")"
+		f.connMu.Lock()
+		if f.connErr != "" {
+			msg += ": " + f.connErr
+		}
+		f.connMu.Unlock()
+		return f.errorf("%s", msg)
+	}
+	msg := &natsgo.Msg{Subject: subject, Data: body, Header: headers(ev)}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	if f.js == nil {
+		if err := f.nc.PublishMsg(msg); err != nil {
+			return f.publishError(ctx, subject, err)
+		}
+		if err := f.nc.FlushWithContext(ctx); err != nil {
+			return f.publishError(ctx, subject, err)
+		}
+		return nil
+	}
+	return f.publishJetStream(ctx, msg, ev)
+}
+
+// publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack;
+// with Stream set it first makes sure that stream exists and captures the subject.
+func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
+	if f.stream != "" {
+		subjects, err := f.lookupStream(ctx)
+		if err != nil {
+			return f.errorf("stream %q: %v", f.stream, err)
+		}
+		if !captures(subjects, msg.Subject) {
+			f.forgetStream()
+			return f.errorf("stream %q does not capture subject %q (it captures %s); add the subject to the stream",
+				f.stream, msg.Subject, strings.Join(subjects, ", "))
+		}
+		opts = append(opts, jetstream.WithExpectStream(f.stream))
+	}
+	ack, err := f.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		if f.stream != "" {
+			f.forgetStream() // deleted or changed meanwhile? look again next time
+		}
+		return f.publishError(ctx, msg.Subject, err)
+	}
+	if ack.Duplicate {
+		f.logger.Debug("nats: JetStream already had this event; duplicate dropped",
+			"chatbot", ev.Chatbot(), "kind", ev.Kind(), "event_id", ev.ID, "session_id", ev.Data.SessionID,
+			"stream", ack.Stream, "seq", ack.Sequence)
+	}
+	return nil
+}
+
+// lookupStream returns the subjects Stream captures, creating the stream when missing.
+// The answer is cached until forgetStream.
+func (f *Forwarder) lookupStream(ctx context.Context) ([]string, error) {
+	select {
+	case f.streamSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-f.streamSem }()
+	if f.streamSubjects != nil {
+		return f.streamSubjects, nil
+	}
+	s, err := f.js.Stream(ctx, f.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = f.createStream(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.CachedInfo().Config
+	f.streamSubjects = cfg.Subjects
+	if len(f.streamSubjects) == 0 {
+		f.streamSubjects = []string{cfg.Name} // a stream without subjects captures its name
+	}
+	return f.streamSubjects, nil
+}
+
+func (f *Forwarder) createStream(ctx context.Context) (jetstream.Stream, error) {
+	if f.streamSubject == "" {
+		return nil, errors.New("stream not found, and the subject template starts with an action, " +
+			"so no subject to capture can be derived: create the stream")
+	}
+	s, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: f.stream, Subjects: []string{f.streamSubject}})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return f.js.Stream(ctx, f.stream) // created by someone else meanwhile
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create with subject %q: %w", f.streamSubject, err)
+	}
+	f.logger.Info("nats: created JetStream stream", "stream", f.stream, "subjects", f.streamSubject)
+	return s, nil
+}
+
+func (f *Forwarder) forgetStream() {
+	f.streamSem <- struct{}{}
+	f.streamSubjects = nil
+	<-f.streamSem
+}
+
+// publishError classifies a failed publish: too large is permanent, the rest retryable.
+func (f *Forwarder) publishError(ctx context.Context, subject string, err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, natsgo.ErrMaxPayload),
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return forwarders.Permanent(f.errorf("publish to %q: event too large for the server or stream: %v", subject, err))
+	case errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		what := "the server's confirmation"
+		if f.js != nil {
+			what = "a JetStream ack"
+		}
+		return f.errorf("publish to %q: no %s within the timeout (%s)", subject, what, f.timeout)
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return f.errorf("publish to %q: no JetStream stream captures the subject (no responders)", subject)
+	case errors.Is(err, natsgo.ErrReconnectBufExceeded), errors.Is(err, natsgo.ErrConnectionClosed),
+		errors.Is(err, natsgo.ErrConnectionReconnecting), errors.Is(err, natsgo.ErrDisconnected):
+		return f.errorf("publish to %q: connection to NATS lost: %v", subject, err)
+	}
+	return f.errorf("publish to %q: %v", subject, err)
+}
+
+// Close drains the connection (pending publishes reach the server) and closes it,
+// waiting at most the timeout and a second.
+func (f *Forwarder) Close() error {
+	f.closeOnce.Do(func() {
+		if err := f.nc.Drain(); err != nil {
+			f.nc.Close() // not connected: nothing to drain
+		}
+		select {
+		case <-f.closed:
+		case <-time.After(f.timeout + time.Second):
+			f.nc.Close()
+			f.closeErr = f.errorf("close: drain did not finish within %s", f.timeout)
+		}
+	})
+	return f.closeErr
+}
+
+// headers carries the CloudEvent's metadata, so consumers can route without parsing.
+func headers(ev event.Event) natsgo.Header {
+	h := natsgo.Header{}
+	h.Set("Content-Type", "application/cloudevents+json")
+	h.Set("Ce-Specversion", ev.SpecVersion)
+	h.Set("Ce-Id", ev.ID)
+	h.Set("Ce-Source", ev.Source)
+	h.Set("Ce-Type", ev.Type)
+	h.Set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
+	h.Set("Ce-Subject", ev.Subject)
+	return h
+}
+
+// redactedError is an error whose message had the forwarder's secrets removed.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// errorf builds an error naming the forwarder, with any configured secret masked.
+func (f *Forwarder) errorf(format string, args ...any) error {
+	err := forwarders.Errorf(f.name, format, args...)
+	return &redactedError{msg: f.redact(err.Error()), err: err}
+}
+
+func (f *Forwarder) redact(s string) string {
+	if f.secrets == nil {
+		return s
+	}
+	return f.secrets.Replace(s)
+}
+
+// secretPairs turns secrets into strings.NewReplacer pairs, longest first so a secret
+// containing another is masked whole.
+func secretPairs(secrets []string) []string {
+	secrets = slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return s == "" })
+	slices.SortFunc(secrets, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
+	secrets = slices.Compact(secrets)
+	pairs := make([]string, 0, 2*len(secrets))
+	for _, s := range secrets {
+		pairs = append(pairs, s, "[redacted]")
+	}
+	return pairs
+}
+
+// parseURLs splits and checks the comma-separated server list. It returns the URLs
+// with a scheme and the secrets they carry (passwords, tokens as user names). Errors
+// never repeat a URL, which may hold credentials.
+func parseURLs(raw string) (servers, secrets []string, err error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, nil, errors.New("required")
+	}
+	for i, s := range strings.Split(raw, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			return nil, nil, fmt.Errorf("entry %d is empty", i+1)
+		}
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return nil, nil, fmt.Errorf("entry %d is not a valid URL", i+1)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return nil, nil, fmt.Errorf("entry %d: scheme %q is not one of nats, tls, ws, wss", i+1, u.Scheme)
+		}
+		if u.User != nil {
+			secrets = append(secrets, u.User.String())
+			if p, ok := u.User.Password(); ok {
+				secrets = append(secrets, p)
+			} else {
+				secrets = append(secrets, u.User.Username()) // nats://token@host
+			}
+		}
+		servers = append(servers, s)
+	}
+	return servers, secrets, nil
+}
+
+// redactURLs makes server URLs fit for logs.
+func redactURLs(servers []string) []string {
+	out := make([]string, len(servers))
+	for i, s := range servers {
+		out[i] = forwarders.RedactURL(s)
+	}
+	return out
+}

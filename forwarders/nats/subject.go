@@ -1,0 +1,166 @@
+package nats
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"text/template/parse"
+	"unicode"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// DefaultSubject is the subject template used when Config.Subject is empty:
+// neoagent.<chatbot serial>.<lead|appointment>.
+const DefaultSubject = "neoagent.{{.Chatbot}}.{{.Kind}}"
+
+// SubjectData is what the subject template sees for one event.
+type SubjectData struct {
+	Chatbot     string       // chatbot serial
+	ChatbotName string       // chatbot display name from the config; may hold dots or spaces
+	Kind        event.Kind   // "lead" or "appointment"
+	Action      event.Action // "created" or "updated"
+	Type        string       // CloudEvents type, e.g. "neoagent.lead.created" (three tokens)
+	ID          string       // event id (SHA-256 hex)
+	SessionID   int64        // the record's chat session
+}
+
+func subjectData(ev event.Event) SubjectData {
+	return SubjectData{
+		Chatbot:     ev.Chatbot(),
+		ChatbotName: ev.Data.ChatbotName,
+		Kind:        ev.Kind(),
+		Action:      ev.Action(),
+		Type:        ev.Type,
+		ID:          ev.ID,
+		SessionID:   ev.Data.SessionID,
+	}
+}
+
+// sampleData is a plausible event used to try the template in New.
+var sampleData = SubjectData{
+	Chatbot:     "3254a9d0424c4806b9ea3d0763ccf000",
+	ChatbotName: "sample",
+	Kind:        event.KindLead,
+	Action:      event.ActionCreated,
+	Type:        event.TypePrefix + string(event.KindLead) + "." + string(event.ActionCreated),
+	ID:          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+	SessionID:   31313,
+}
+
+// subjectFuncs are the functions a subject template may call besides the builtins.
+var subjectFuncs = template.FuncMap{
+	// token makes any text safe as one subject token: dots, whitespace and wildcard
+	// characters become "_", an empty value becomes "_".
+	"token": func(v any) string {
+		s := strings.Map(func(r rune) rune {
+			if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
+				return '_'
+			}
+			return r
+		}, fmt.Sprint(v))
+		if s == "" {
+			return "_"
+		}
+		return s
+	},
+}
+
+// parseSubject parses and tries a subject template; it also returns the stream subject
+// that captures every subject the template can render ("" when none can be derived).
+func parseSubject(text string) (*template.Template, string, error) {
+	tmpl, err := template.New("subject").Funcs(subjectFuncs).Parse(text)
+	if err != nil {
+		return nil, "", fmt.Errorf("subject: %w", err)
+	}
+	sample, err := renderSubject(tmpl, sampleData)
+	if err != nil {
+		return nil, "", fmt.Errorf("subject: for a sample event: %w", err)
+	}
+	return tmpl, streamSubject(tmpl, sample), nil
+}
+
+// streamSubject derives a stream subject from the template's literal start: a template
+// without actions yields its one subject; "neoagent.{{...}}..." yields "neoagent.>".
+// A template that starts with an action yields "": no stream subject short of ">"
+// would capture it.
+func streamSubject(tmpl *template.Template, sample string) string {
+	nodes := tmpl.Tree.Root.Nodes
+	if len(nodes) == 0 {
+		return ""
+	}
+	text, ok := nodes[0].(*parse.TextNode)
+	if !ok {
+		return ""
+	}
+	if len(nodes) == 1 {
+		return sample
+	}
+	dot := bytes.LastIndexByte(text.Text, '.')
+	if dot < 0 {
+		return ""
+	}
+	return string(text.Text[:dot+1]) + ">"
+}
+
+// renderSubject executes the template for d and checks the result is a valid subject
+// to publish on.
+func renderSubject(tmpl *template.Template, d SubjectData) (string, error) {
+	var b strings.Builder
+	if err := tmpl.Execute(&b, d); err != nil {
+		return "", err
+	}
+	s := b.String()
+	if err := validSubject(s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// validSubject accepts a literal NATS subject: not empty, no whitespace or control
+// characters, no empty token, no wildcard token.
+func validSubject(s string) error {
+	if s == "" {
+		return errors.New("rendered subject is empty")
+	}
+	if i := strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
+		return fmt.Errorf("rendered subject %q contains whitespace", s)
+	}
+	for _, tok := range strings.Split(s, ".") {
+		switch tok {
+		case "":
+			return fmt.Errorf("rendered subject %q has an empty token", s)
+		case "*", ">":
+			return fmt.Errorf("rendered subject %q contains the wildcard %q", s, tok)
+		}
+	}
+	return nil
+}
+
+// subjectMatches reports whether the subject pattern (which may use * and >) matches
+// the literal subject.
+func subjectMatches(pattern, subject string) bool {
+	pt := strings.Split(pattern, ".")
+	st := strings.Split(subject, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (p != "*" && p != st[i]) {
+			return false
+		}
+	}
+	return len(pt) == len(st)
+}
+
+// captures reports whether any of the stream's subjects matches subject.
+func captures(streamSubjects []string, subject string) bool {
+	for _, p := range streamSubjects {
+		if subjectMatches(p, subject) {
+			return true
+		}
+	}
+	return false
+}
