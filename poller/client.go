@@ -1,0 +1,308 @@
+// Package poller reads the LeadList API for each configured chatbot and hands what it
+// reads to the dedupe store. Client makes one LeadList call and decodes it tolerantly;
+// Loop polls every chatbot on its own schedule, backing off while one fails.
+package poller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+// LeadListPath is the endpoint's path under the base URL.
+const LeadListPath = "/chat/Chatbot/LeadList"
+
+// DefaultMaxBodyBytes bounds a LeadList response body unless Client.MaxBodyBytes says otherwise.
+const DefaultMaxBodyBytes int64 = 64 << 20
+
+// DefaultTimeout is the HTTP timeout NewClient uses when it is given none.
+const DefaultTimeout = 30 * time.Second
+
+// DefaultUserAgent is the User-Agent header NewClient sets.
+const DefaultUserAgent = "leadbridge"
+
+// ErrBodyTooLarge is wrapped by the DecodeError of a response over Client.MaxBodyBytes.
+var ErrBodyTooLarge = errors.New("response body too large")
+
+const (
+	dateLayout   = "2006-01-02" // the API's startTime/endTime: a UTC day
+	snippetLen   = 120          // body start quoted in a DecodeError
+	errorBodyLen = 200          // body start quoted in a StatusError
+	messageLen   = 512          // longest APIError message kept
+	drainLimit   = 256 << 10    // read at most this much of an unwanted body to reuse the connection
+	redacted     = "[redacted]"
+)
+
+// Client calls the LeadList endpoint of one NeoAgent (or white-label) host.
+// Its exported fields are settings; NewClient sets their defaults. A Client is safe for
+// concurrent use once configured.
+type Client struct {
+	// BaseURL is the host's base URL, e.g. https://app.neoagent.co.
+	BaseURL string
+	// HTTPClient makes the requests; its Timeout bounds a whole call, body included.
+	HTTPClient *http.Client
+	// MaxBodyBytes bounds the response body; a larger one is a DecodeError (ErrBodyTooLarge).
+	MaxBodyBytes int64
+	// UserAgent is sent as the User-Agent header.
+	UserAgent string
+
+	apiKey string // sent raw in Authorization; never printed
+}
+
+// NewClient returns a Client for baseURL authenticating with apiKey, whose HTTP calls
+// time out after timeout (DefaultTimeout when timeout <= 0).
+func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return &Client{
+		BaseURL:      strings.TrimRight(baseURL, "/"),
+		HTTPClient:   &http.Client{Timeout: timeout},
+		MaxBodyBytes: DefaultMaxBodyBytes,
+		UserAgent:    DefaultUserAgent,
+		apiKey:       apiKey,
+	}
+}
+
+// Chatbot is one chatbot to poll: its serial number and a display name for events.
+type Chatbot struct {
+	Serial string
+	Name   string
+}
+
+// Window is the range of UTC days a poll asks for; both ends are sent as YYYY-MM-DD and
+// a zero end is left out of the request.
+type Window struct {
+	Start, End time.Time
+}
+
+// Page is what one LeadList call returned: the records that decoded, and those that did
+// not, each with its index in Data and the reason.
+type Page struct {
+	Leads   []event.Lead
+	Skipped []RecordError
+}
+
+// RecordError is a record of Data that could not be decoded. Err names the field at
+// fault and never carries the record's personal data.
+type RecordError struct {
+	Index int
+	Err   error
+}
+
+// Error says which record failed and why.
+func (e RecordError) Error() string { return fmt.Sprintf("record %d: %v", e.Index, e.Err) }
+
+// Unwrap returns the reason.
+func (e RecordError) Unwrap() error { return e.Err }
+
+// TransportError is a call that got no HTTP response: network failure, timeout, or a
+// cancelled context (errors.Is(err, context.Canceled) tells).
+type TransportError struct {
+	Serial string
+	Err    error // names the host by its redacted URL
+}
+
+// Error names the chatbot, the redacted host and the network failure.
+func (e *TransportError) Error() string {
+	return fmt.Sprintf("leadlist chatbot %q: %v", e.Serial, e.Err)
+}
+
+// Unwrap returns the underlying network or context error.
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// StatusError is a non-2xx HTTP response. For 429 and 503, RetryAfter is the wait the
+// Retry-After header asked for (0 when absent).
+type StatusError struct {
+	Serial     string
+	Code       int
+	RetryAfter time.Duration
+	URL        string // redacted base URL
+	Body       string // start of the body, with the API key removed
+}
+
+// Error names the chatbot, the status, the redacted host and the body's start.
+func (e *StatusError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "leadlist chatbot %q: HTTP %d from %s", e.Serial, e.Code, e.URL)
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter.Round(time.Millisecond))
+	}
+	if e.Body != "" {
+		fmt.Fprintf(&b, ": %q", e.Body)
+	}
+	return b.String()
+}
+
+// APIError is an HTTP 200 response whose body says Success: false.
+type APIError struct {
+	Serial  string
+	Code    int    // the body's Code
+	Message string // the body's Message, with the API key removed
+}
+
+// Error names the chatbot and the API's code and message.
+func (e *APIError) Error() string {
+	return fmt.Sprintf("leadlist chatbot %q: API refused the request: code %d: %q", e.Serial, e.Code, e.Message)
+}
+
+// DecodeError is a 2xx response whose body is not a LeadList response.
+type DecodeError struct {
+	Serial string
+	URL    string // redacted base URL
+	// Snippet is the start of a body that is not JSON (an HTML error page, say). It is
+	// empty for JSON bodies, which may carry people's names and emails.
+	Snippet string
+	Err     error
+}
+
+// Error names the chatbot, the redacted host, the failure and, for a body that is not
+// JSON, its start.
+func (e *DecodeError) Error() string {
+	s := fmt.Sprintf("leadlist chatbot %q: undecodable response from %s: %v", e.Serial, e.URL, e.Err)
+	if e.Snippet != "" {
+		s += fmt.Sprintf(" (body starts %q)", e.Snippet)
+	}
+	return s
+}
+
+// Unwrap returns the decoding failure.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+type listRequest struct {
+	SerialNumber string `json:"serialNumber"`
+	StartTime    string `json:"startTime,omitempty"`
+	EndTime      string `json:"endTime,omitempty"`
+}
+
+// List asks for bot's leads and appointments created in w. Errors are a *TransportError,
+// *StatusError, *APIError or *DecodeError; each names the chatbot and none contains the
+// API key or credentials from the base URL. Records that fail to decode are reported in
+// Page.Skipped rather than failing the call.
+func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) {
+	body, err := json.Marshal(listRequest{
+		SerialNumber: bot.Serial,
+		StartTime:    formatDate(w.Start),
+		EndTime:      formatDate(w.End),
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf("leadlist chatbot %q: encode request: %w", bot.Serial, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		strings.TrimRight(c.BaseURL, "/")+LeadListPath, bytes.NewReader(body))
+	if err != nil {
+		return Page{}, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+	}
+	req.Header.Set("Authorization", c.apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.UserAgent != "" {
+		req.Header.Set("User-Agent", c.UserAgent)
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return Page{}, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return Page{}, c.statusError(bot, resp)
+	}
+	data, err := c.readBody(bot, resp)
+	if err != nil {
+		return Page{}, err
+	}
+	return c.decode(bot, data)
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) maxBody() int64 {
+	if c.MaxBodyBytes > 0 {
+		return c.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+// readBody reads a 2xx body up to MaxBodyBytes.
+func (c *Client) readBody(bot Chatbot, resp *http.Response) ([]byte, error) {
+	limit := c.maxBody()
+	tooLarge := func(start []byte) error {
+		return c.decodeError(bot, start, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit))
+	}
+	if resp.ContentLength > limit {
+		start, _ := io.ReadAll(io.LimitReader(resp.Body, snippetLen+int64(len(c.apiKey))))
+		return nil, tooLarge(start)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+	}
+	if int64(len(data)) > limit {
+		return nil, tooLarge(data)
+	}
+	return data, nil
+}
+
+func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
+	start, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLen+int64(len(c.apiKey))))
+	e := &StatusError{
+		Serial: bot.Serial,
+		Code:   resp.StatusCode,
+		URL:    forwarders.RedactURL(c.BaseURL),
+		Body:   strings.TrimSpace(c.clip(string(start), errorBodyLen)),
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		e.RetryAfter = forwarders.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+func (c *Client) decodeError(bot Chatbot, body []byte, err error) *DecodeError {
+	e := &DecodeError{Serial: bot.Serial, URL: forwarders.RedactURL(c.BaseURL), Err: err}
+	if first := bytes.TrimLeftFunc(body, unicode.IsSpace); len(first) > 0 && first[0] != '{' && first[0] != '[' {
+		start := body[:min(len(body), snippetLen+len(c.apiKey))]
+		e.Snippet = strings.TrimSpace(c.clip(string(start), snippetLen))
+	}
+	return e
+}
+
+// clip removes the API key from s, then cuts it to n bytes. A caller taking s from a
+// longer text takes n+len(key) bytes, so that a key straddling byte n is found whole.
+func (c *Client) clip(s string, n int) string {
+	if c.apiKey != "" {
+		s = strings.ReplaceAll(s, c.apiKey, redacted)
+	}
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+func formatDate(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(dateLayout)
+}
+
+// drainClose reads what is left of a body, within reason, so the connection can be
+// reused, then closes it.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, drainLimit))
+	_ = body.Close()
+}
