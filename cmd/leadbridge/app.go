@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/forwarders"
+	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/poller"
+)
+
+// app is leadbridge wired from a config: store, forwarders, dispatcher and poll loop.
+type app struct {
+	cfg        *config.Config
+	logger     *slog.Logger
+	store      *dedupe.Store
+	forwarders []forwarders.Forwarder
+	dispatcher *forwarders.Dispatcher
+	loop       *poller.Loop
+}
+
+// loadConfig reads and validates a config file; any problem is a usage error (exit 2).
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usageErrorf("--config is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+// newLogger builds the slog logger the config asks for, writing to w.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(c.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openApp opens the store and builds every forwarder; Close releases them.
+func openApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
+	a := &app{cfg: cfg, logger: logger}
+	store, err := dedupe.Open(dedupe.Options{
+		Path:        cfg.Store.Path,
+		Retention:   cfg.Store.Retention,
+		Initial:     cfg.Poll.Initial,
+		EmitUpdates: cfg.Dedupe.EmitUpdates,
+		Route:       cfg.Route,
+		Logger:      logger.With("component", "store"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+
+	paused, err := store.Paused()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	var routes []forwarders.Route
+	for _, fc := range cfg.Forwarders {
+		f, err := buildForwarder(fc, logger.With("component", "forwarder", "forwarder", fc.Name))
+		if err != nil {
+			a.Close()
+			return nil, usageError{err}
+		}
+		a.forwarders = append(a.forwarders, f)
+		route := forwarders.Route{
+			Forwarder:   f,
+			Concurrency: fc.Concurrency,
+			ConfigHash:  fc.Fingerprint(),
+			Retry: forwarders.RetryPolicy{
+				InitialInterval: fc.Retry.InitialInterval,
+				MaxInterval:     fc.Retry.MaxInterval,
+				MaxElapsed:      fc.Retry.MaxElapsed,
+			},
+		}
+		if p, ok := paused[fc.Name]; ok {
+			if p.ConfigHash == route.ConfigHash {
+				route.Paused = true
+				logger.Warn("forwarder is paused: its target said it is gone; fix it and run `leadbridge forwarder resume`",
+					"forwarder", fc.Name, "since", p.Since, "reason", p.Reason)
+			} else if _, err := store.Resume(fc.Name); err != nil {
+				a.Close()
+				return nil, err
+			} else {
+				logger.Info("forwarder resumed: its config changed since it was paused", "forwarder", fc.Name)
+			}
+		}
+		routes = append(routes, route)
+	}
+	a.warnOrphans()
+
+	a.dispatcher = &forwarders.Dispatcher{
+		Outbox: store,
+		Routes: routes,
+		Logger: logger.With("component", "dispatcher"),
+		Grace:  cfg.Shutdown.Grace,
+	}
+	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
+	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+	a.loop = &poller.Loop{
+		Client:     client,
+		Store:      store,
+		Chatbots:   chatbots(cfg),
+		Interval:   cfg.Poll.Interval,
+		Lookback:   cfg.Poll.Lookback,
+		Jitter:     cfg.Poll.Jitter,
+		MaxBackoff: cfg.Poll.MaxBackoff,
+		Logger:     logger.With("component", "poller"),
+	}
+	return a, nil
+}
+
+func chatbots(cfg *config.Config) []poller.Chatbot {
+	out := make([]poller.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
+	for _, cb := range cfg.NeoAgent.Chatbots {
+		out = append(out, poller.Chatbot{Serial: cb.Serial, Name: cb.Name})
+	}
+	return out
+}
+
+// warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in
+// the store until the forwarder comes back (or `dlq`-style tools remove them).
+func (a *app) warnOrphans() {
+	depth, err := a.store.Depth()
+	if err != nil {
+		return
+	}
+	for name, n := range depth {
+		if _, ok := a.cfg.Forwarder(name); !ok && n > 0 {
+			a.logger.Warn("the outbox holds deliveries for a forwarder that is not configured; they wait until it is",
+				"forwarder", name, "pending", n)
+		}
+	}
+}
+
+// buildForwarder makes the forwarder a config entry describes.
+func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.Forwarder, error) {
+	switch {
+	case fc.Webhook != nil:
+		w := fc.Webhook
+		return webhook.New(webhook.Config{
+			Name: fc.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
+			Body: w.Body, Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify,
+		}, logger)
+	case fc.NATS != nil:
+		n := fc.NATS
+		return natsfwd.New(natsfwd.Config{
+			Name: fc.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
+			CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
+			TLS: natsfwd.TLS{
+				CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
+				InsecureSkipVerify: n.TLS.InsecureSkipVerify,
+			},
+			Timeout: n.Timeout,
+		}, logger)
+	case fc.Slack != nil:
+		s := fc.Slack
+		return slackfwd.New(slackfwd.Config{
+			Name: fc.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
+			Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
+		}, logger)
+	}
+	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
+}
+
+// Close closes the forwarders (NATS drains) and then the store.
+func (a *app) Close() error {
+	var errs []error
+	for _, f := range a.forwarders {
+		if c, ok := f.(forwarders.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// pruneEvery prunes seen keys past retention on the given period until ctx is done.
+func (a *app) pruneEvery(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		n, err := a.store.Prune(time.Now())
+		switch {
+		case err != nil:
+			a.logger.Error("pruning seen keys failed", "err", err)
+		case n > 0:
+			a.logger.Info("pruned seen keys past retention", "removed", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

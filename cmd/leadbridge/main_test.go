@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadsim"
+)
+
+const (
+	testKey    = "test-api-key-7f3a9c"
+	testSerial = "3254a9d0424c4806b9ea3d0763ccf001"
+)
+
+// webhookSink is a CRM stand-in that records every CloudEvent it is sent.
+type webhookSink struct {
+	mu     sync.Mutex
+	ids    []string
+	status int // answer; 0 means 204
+	srv    *httptest.Server
+}
+
+func newWebhookSink(t *testing.T) *webhookSink {
+	s := &webhookSink{}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev event.Event
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.ids = append(s.ids, ev.ID)
+		status := s.status
+		s.mu.Unlock()
+		if status == 0 {
+			status = http.StatusNoContent
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *webhookSink) received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ids...)
+}
+
+func (s *webhookSink) answer(status int) {
+	s.mu.Lock()
+	s.status = status
+	s.mu.Unlock()
+}
+
+// writeConfig writes a config for one chatbot and one webhook forwarder and returns its path.
+func writeConfig(t *testing.T, dir, apiURL, sinkURL, extra string) string {
+	t.Helper()
+	t.Setenv("LB_TEST_KEY", testKey)
+	body := fmt.Sprintf(`
+neoagent:
+  base_url: %s
+  api_key: ${LB_TEST_KEY}
+  timeout: 5s
+  chatbots:
+    - {serial: %s, name: Main site}
+poll: {interval: 1s, initial: emit}
+store: {path: %s}
+forwarders:
+  - name: crm
+    type: webhook
+    url: %s/hook
+    retry: {initial_interval: 50ms, max_interval: 200ms}
+http: {listen: ""}
+log: {level: debug, format: json}
+%s`, apiURL, testSerial, filepath.Join(dir, "lb.db"), sinkURL, extra)
+	path := filepath.Join(dir, "config.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
+
+func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code = Main(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+
+	now := time.Now()
+	api.Generate(testSerial, now.Add(-3*time.Hour))
+	api.Generate(testSerial, now.Add(-time.Hour))
+	api.Inject(leadsim.Fault{BadRecord: true})
+
+	code, _, stderr := runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	first := sink.received()
+	require.Len(t, first, 2, "a malformed record is skipped, the rest go through")
+	assert.Contains(t, stderr, "index")
+
+	// The API returns the same records again: nothing is repeated across runs.
+	code, _, stderr = runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, sink.received(), 2)
+
+	api.Generate(testSerial, now)
+	code, _, stderr = runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	all := sink.received()
+	require.Len(t, all, 3)
+	assert.NotContains(t, first, all[2])
+
+	for _, line := range strings.Split(stderr, "\n") {
+		assert.NotContains(t, line, testKey, "the API key never appears in logs")
+	}
+}
+
+func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	sink.answer(http.StatusServiceUnavailable)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+	api.Generate(testSerial, time.Now())
+
+	code, _, stderr := runMain(t, "once", "--config", cfg, "--max-wait", "300ms")
+	assert.Equal(t, 1, code, "deliveries remain pending")
+	assert.Contains(t, stderr, "still pending")
+	failed := sink.received()
+	require.NotEmpty(t, failed)
+
+	sink.answer(0)
+	code, _, stderr = runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	got := sink.received()
+	assert.Equal(t, failed[0], got[len(got)-1], "delivered on the next run with the same event id")
+}
+
+func TestOnceFailsWhenThePollFailsOrSomethingIsDeadLettered(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	sink.answer(http.StatusBadRequest)
+	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+	api.Generate(testSerial, time.Now())
+
+	code, _, stderr := runMain(t, "once", "--config", cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "dead-lettered")
+
+	api.Inject(leadsim.Fault{Status: http.StatusInternalServerError})
+	code, _, stderr = runMain(t, "once", "--config", cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "poll failed")
+}
+
+func TestConfigCheck(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", "http://127.0.0.1:2", "")
+	code, stdout, _ := runMain(t, "config", "check", "--config", cfg)
+	assert.Equal(t, 0, code)
+	assert.Contains(t, stdout, "ok")
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("neoagent:\n  api_key: ''\npoll:\n  intervl: 1m\n"), 0o600))
+	code, _, stderr := runMain(t, "config", "check", "--config", bad)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "poll.intervl")
+	assert.Contains(t, stderr, "neoagent.api_key")
+
+	code, _, _ = runMain(t, "config", "check", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	assert.Equal(t, 2, code)
+}
+
+func TestUsageErrors(t *testing.T) {
+	code, _, stderr := runMain(t, "frobnicate")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "unknown command")
+	code, _, _ = runMain(t, "once", "--no-such-flag")
+	assert.Equal(t, 2, code)
+	code, stdout, _ := runMain(t, "version")
+	assert.Equal(t, 0, code)
+	assert.Contains(t, stdout, "leadbridge")
+}
+
+func TestRunStopsCleanlyAndKeepsTheStore(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+	api.Generate(testSerial, time.Now())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- Main(ctx, []string{"run", "--config", cfg}, io.Discard, io.Discard) }()
+	require.Eventually(t, func() bool { return len(sink.received()) == 1 }, 10*time.Second, 20*time.Millisecond)
+	api.Generate(testSerial, time.Now())
+	require.Eventually(t, func() bool { return len(sink.received()) == 2 }, 10*time.Second, 20*time.Millisecond,
+		"a record added while running is picked up by the next poll")
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	st, err := dedupe.Open(dedupe.Options{Path: filepath.Join(dir, "lb.db")})
+	require.NoError(t, err, "the store was closed cleanly")
+	states, err := st.Chatbots()
+	require.NoError(t, err)
+	assert.Equal(t, 2, states[testSerial].Seen)
+	require.NoError(t, st.Close())
+}
+
+func TestDemoShowsLeadsFlowing(t *testing.T) {
+	code, stdout, stderr := runMain(t, "demo", "--duration", "4s", "--interval", "1s", "--every", "500ms")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "via Main site")
+	assert.Contains(t, stdout, "on NATS neoagent.")
+	assert.Contains(t, stdout, "stopped:")
+	assert.NotContains(t, stdout, " 0 events delivered to the webhook")
+}

@@ -1,0 +1,317 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// docInfo is what decoding learnt about the YAML document beyond the values themselves.
+type docInfo struct {
+	lines    map[string]int  // key path → line of its key (or list item)
+	set      map[string]bool // key paths given a non-empty value
+	empty    []string        // string keys present with an empty value, in document order
+	bad      map[string]bool // key paths whose value failed to decode
+	problems []Problem       // decode problems, in document order
+	hide     []string        // values taken from the environment, longest first
+}
+
+// minHidden is the length from which an environment value is hidden in messages; shorter
+// ones ("info", "true") are too common to be secrets and hiding them would garble text.
+const minHidden = 6
+
+// scrub replaces every environment value in s, plain or as escaped by %q, with
+// [redacted], so that a secret placed under the wrong key is not echoed either.
+func (d *docInfo) scrub(s string) string {
+	for _, v := range d.hide {
+		s = strings.ReplaceAll(s, v, "[redacted]")
+		if q := strconv.Quote(v); q[1:len(q)-1] != v {
+			s = strings.ReplaceAll(s, q[1:len(q)-1], "[redacted]")
+		}
+	}
+	return s
+}
+
+var (
+	durationType  = reflect.TypeFor[time.Duration]()
+	forwarderType = reflect.TypeFor[ForwarderConfig]()
+)
+
+// typeKeys lists the keys owned by each forwarder type.
+var typeKeys = map[string]map[string]int{
+	TypeWebhook: fieldsOf(reflect.TypeFor[Webhook]()),
+	TypeNATS:    fieldsOf(reflect.TypeFor[NATS]()),
+	TypeSlack:   fieldsOf(reflect.TypeFor[Slack]()),
+}
+
+// decodeYAML decodes one YAML document into c by walking its node tree, so that every
+// unknown key and every ill-typed value becomes a Problem naming its key path and line.
+// envValues are hidden from messages. It returns a message only for YAML that does not
+// parse.
+func decodeYAML(data []byte, envValues []string, c *Config) string {
+	c.doc = &docInfo{lines: map[string]int{}, set: map[string]bool{}, bad: map[string]bool{}}
+	for _, v := range envValues {
+		if len(v) >= minHidden {
+			c.doc.hide = append(c.doc.hide, v)
+		}
+	}
+	slices.SortFunc(c.doc.hide, func(a, b string) int { return len(b) - len(a) })
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return ""
+		}
+		return c.doc.scrub("invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return c.doc.scrub("invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: "))
+	default:
+		return fmt.Sprintf("only one YAML document is allowed (line %d)", next.Line)
+	}
+	if len(root.Content) > 0 {
+		decoder{doc: c.doc}.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
+	}
+	return ""
+}
+
+type decoder struct{ doc *docInfo }
+
+func (d decoder) problem(path string, n *yaml.Node, format string, args ...any) {
+	d.doc.bad[path] = true
+	d.doc.problems = append(d.doc.problems, Problem{
+		Path: d.doc.scrub(path), Msg: d.doc.scrub(fmt.Sprintf(format, args...)), Line: n.Line,
+	})
+}
+
+// value decodes n into v, whose key path is path.
+func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a duration such as 30s, got %s", describe(n))
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil {
+			d.problem(path, n, "invalid duration %s", quote(n.Value))
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	case v.Type() == forwarderType:
+		d.forwarder(n, v, path)
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		fields := fieldsOf(v.Type())
+		d.mapping(n, path, func(key string) (reflect.Value, string) {
+			if i, ok := fields[key]; ok {
+				return v.Field(i), ""
+			}
+			return reflect.Value{}, "unknown key"
+		})
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a string, got %s", describe(n))
+			return
+		}
+		v.SetString(n.Value)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(n.Value)
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
+			d.problem(path, n, "expected true or false, got %s", describe(n))
+			return
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		var i int64
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+			d.problem(path, n, "expected an integer, got %s", describe(n))
+			return
+		}
+		v.SetInt(i)
+	case reflect.Float64:
+		var f float64
+		tag := n.ShortTag()
+		if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || n.Decode(&f) != nil {
+			d.problem(path, n, "expected a number, got %s", describe(n))
+			return
+		}
+		v.SetFloat(f)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.problem(path, n, "expected a list, got %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.doc.lines[p] = item.Line
+			d.value(item, s.Index(i), p)
+		}
+		v.Set(s)
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		d.mapping(n, path, func(key string) (reflect.Value, string) {
+			return reflect.New(v.Type().Elem()).Elem(), ""
+		}, func(key string, val reflect.Value) {
+			m.SetMapIndex(reflect.ValueOf(key), val)
+		})
+		v.Set(m)
+	default:
+		panic(fmt.Sprintf("config: no decoder for %s at %s", v.Type(), path))
+	}
+}
+
+// mapping decodes the mapping n at path. field returns where a key's value goes, or a
+// message saying why the key is not accepted ("" to skip it silently). Optional store
+// callbacks receive each decoded value (for maps, whose values are not addressable).
+func (d decoder) mapping(n *yaml.Node, path string, field func(key string) (reflect.Value, string), store ...func(string, reflect.Value)) {
+	if n.Kind != yaml.MappingNode {
+		d.problem(path, n, "expected a mapping, got %s", describe(n))
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			d.problem(path, k, "a key must be a string, got %s", describe(k))
+			continue
+		}
+		p := k.Value
+		if path != "" {
+			p = path + "." + k.Value
+		}
+		if seen[k.Value] {
+			d.problem(p, k, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		dst, msg := field(k.Value)
+		if !dst.IsValid() {
+			if msg != "" {
+				d.problem(p, k, "%s", msg)
+			}
+			continue
+		}
+		d.doc.lines[p] = k.Line
+		d.value(val, dst, p)
+		switch {
+		case dst.Kind() == reflect.String && (isNull(val) || dst.String() == ""):
+			if !d.doc.bad[p] {
+				d.doc.empty = append(d.doc.empty, p)
+			}
+		case !isNull(val):
+			d.doc.set[p] = true
+		}
+		for _, s := range store {
+			s(k.Value, dst)
+		}
+	}
+}
+
+// forwarder decodes one forwarders[] item: the common keys plus those of its type.
+func (d decoder) forwarder(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.problem(path, n, "expected a mapping, got %s", describe(n))
+		return
+	}
+	f := v.Addr().Interface().(*ForwarderConfig)
+	typ := ""
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, val := resolve(n.Content[i]), resolve(n.Content[i+1]); k.Value == "type" && val.Kind == yaml.ScalarNode {
+			typ = val.Value
+			break
+		}
+	}
+	var specific reflect.Value
+	switch typ {
+	case TypeWebhook:
+		f.Webhook = &Webhook{}
+		specific = reflect.ValueOf(f.Webhook).Elem()
+	case TypeNATS:
+		f.NATS = &NATS{}
+		specific = reflect.ValueOf(f.NATS).Elem()
+	case TypeSlack:
+		f.Slack = &Slack{}
+		specific = reflect.ValueOf(f.Slack).Elem()
+	}
+	common := fieldsOf(forwarderType)
+	d.mapping(n, path, func(key string) (reflect.Value, string) {
+		if i, ok := common[key]; ok {
+			return v.Field(i), ""
+		}
+		if specific.IsValid() {
+			if i, ok := typeKeys[typ][key]; ok {
+				return specific.Field(i), ""
+			}
+		}
+		for _, keys := range typeKeys {
+			if _, ok := keys[key]; ok {
+				if specific.IsValid() {
+					return reflect.Value{}, "not a key of a " + typ + " forwarder"
+				}
+				return reflect.Value{}, "" // the type is missing or wrong; that is reported
+			}
+		}
+		return reflect.Value{}, "unknown key"
+	})
+}
+
+// fieldsOf maps the yaml keys of struct type t to field indexes.
+func fieldsOf(t reflect.Type) map[string]int {
+	m := map[string]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); f.IsExported() && name != "" && name != "-" {
+			m[name] = i
+		}
+	}
+	return m
+}
+
+// resolve follows an alias to its anchored node.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names what a node holds for a type error; scalars of the wrong type are
+// quoted (keys that take secrets are strings, which accept any scalar).
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return quote(n.Value)
+	}
+	return "an unsupported node"
+}
+
+// quote quotes a value for a message.
+func quote(s string) string { return strconv.Quote(s) }

@@ -1,0 +1,443 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+// Defaults applied by Validate to keys the config leaves out, and limits.
+const (
+	defaultBaseURL       = "https://app.neoagent.co"
+	defaultMaxBodyBytes  = 64 << 20
+	defaultStorePath     = "./leadbridge.db"
+	defaultRetention     = 90 * 24 * time.Hour
+	defaultListen        = "127.0.0.1:9108"
+	defaultNATSSubject   = "neoagent.{{.Chatbot}}.{{.Kind}}"
+	defaultSlackTimezone = "UTC"
+	defaultConcurrency   = 4
+	maxConcurrency       = 64
+	defaultJitter        = 0.1
+	retentionMargin      = 48 * time.Hour
+	minPollInterval      = time.Second
+	minLookback          = 24 * time.Hour
+	emptyValue           = "empty (is the environment variable set?)"
+)
+
+// Problem is one thing wrong with a config, located by its key path (such as
+// "forwarders[2].url", lists counted from 0) and, when known, its line in the file.
+type Problem struct {
+	Path string
+	Msg  string
+	Line int
+}
+
+// String formats the problem as "path: msg (line N)".
+func (p Problem) String() string {
+	s := p.Msg
+	if p.Path != "" {
+		s = p.Path + ": " + s
+	}
+	if p.Line > 0 {
+		s += fmt.Sprintf(" (line %d)", p.Line)
+	}
+	return s
+}
+
+// ValidationError lists every problem found in a config, one per line in Error.
+type ValidationError struct {
+	// Source names the config (a file path), as given to Parse.
+	Source   string
+	Problems []Problem
+}
+
+// Error lists the problems, one per line.
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+var (
+	forwarderName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	headerName    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// Validate fills in defaults for keys the config leaves out, then checks the whole
+// config. It returns a *ValidationError listing every problem (decoding problems
+// included, for a config from Parse), or nil. A zero value counts as left out unless the
+// YAML set it explicitly; so jitter: 0 in a file means no jitter, while a Config built in
+// Go with Jitter 0 gets the default.
+func (c *Config) Validate() error {
+	v := &validator{c: c}
+	if c.doc != nil {
+		v.probs = slices.Clone(c.doc.problems)
+		for _, p := range c.doc.empty {
+			if p != "http.listen" {
+				v.add(p, emptyValue)
+			}
+		}
+	}
+	v.neoAgent()
+	v.poll()
+	v.store()
+	v.durationDefault("shutdown.grace", &c.Shutdown.Grace, 30*time.Second)
+	v.positive("shutdown.grace", c.Shutdown.Grace)
+	if len(c.Forwarders) == 0 {
+		v.add("forwarders", "at least one forwarder is required")
+	}
+	names := map[string]int{}
+	for i := range c.Forwarders {
+		v.forwarder(i, &c.Forwarders[i], names)
+	}
+	if !v.present("http.listen") && c.HTTP.Listen == "" {
+		c.HTTP.Listen = defaultListen
+	}
+	if l := c.HTTP.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || !validPort(port) {
+			v.add("http.listen", "must be host:port (or \"\" to disable), got %s", quote(l))
+		}
+	}
+	v.oneOf("log.level", &c.Log.Level, "info", "debug", "info", "warn", "error")
+	v.oneOf("log.format", &c.Log.Format, "text", "text", "json")
+	if len(v.probs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(v.probs, func(a, b Problem) int {
+		switch {
+		case a.Line == b.Line:
+			return 0
+		case a.Line == 0:
+			return 1
+		case b.Line == 0:
+			return -1
+		}
+		return a.Line - b.Line
+	})
+	return &ValidationError{Source: c.Source, Problems: v.probs}
+}
+
+// validator collects problems while Validate walks the config.
+type validator struct {
+	c     *Config
+	probs []Problem
+}
+
+// add records a problem at path unless decoding already reported one there or above.
+func (v *validator) add(path, format string, args ...any) {
+	line := 0
+	if doc := v.c.doc; doc != nil {
+		for p := path; p != ""; p = parentPath(p) {
+			if doc.bad[p] {
+				return
+			}
+			if line == 0 {
+				line = doc.lines[p]
+			}
+		}
+	}
+	msg := fmt.Sprintf(format, args...)
+	if v.c.doc != nil {
+		path, msg = v.c.doc.scrub(path), v.c.doc.scrub(msg)
+	}
+	v.probs = append(v.probs, Problem{Path: path, Msg: msg, Line: line})
+}
+
+// parentPath strips the last element of a key path: a.b[2].c → a.b[2] → a.b → a → "".
+func parentPath(p string) string {
+	return p[:max(strings.LastIndexAny(p, ".["), 0)]
+}
+
+// present reports whether the YAML document had the key, whatever its value.
+func (v *validator) present(path string) bool {
+	return v.c.doc != nil && v.c.doc.lines[path] > 0
+}
+
+// set reports whether the YAML document gave the key a non-empty value.
+func (v *validator) set(path string) bool {
+	return v.c.doc != nil && v.c.doc.set[path]
+}
+
+func (v *validator) durationDefault(path string, d *time.Duration, def time.Duration) {
+	if *d == 0 && !v.set(path) {
+		*d = def
+	}
+}
+
+func stringDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be positive, got %s", d)
+	}
+}
+
+// required reports a missing value; an empty one is reported from the document.
+func (v *validator) required(path, s string) {
+	if s == "" && !v.present(path) {
+		v.add(path, "required")
+	}
+}
+
+// oneOf defaults *s to def and checks it is one of allowed.
+func (v *validator) oneOf(path string, s *string, def string, allowed ...string) {
+	stringDefault(s, def)
+	if !slices.Contains(allowed, *s) {
+		v.add(path, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(*s))
+	}
+}
+
+// httpURL checks s is an absolute http(s) URL, naming it only in redacted form.
+func (v *validator) httpURL(path, s string) {
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.add(path, "must be an http or https URL, got %s", forwarders.RedactURL(s))
+	}
+}
+
+func (v *validator) template(path, name, text string) {
+	if _, err := template.New(name).Parse(text); err != nil {
+		v.add(path, "invalid template: %v", err)
+	}
+}
+
+func (v *validator) neoAgent() {
+	n := &v.c.NeoAgent
+	if n.BaseURL == "" {
+		n.BaseURL = defaultBaseURL
+	}
+	v.httpURL("neoagent.base_url", n.BaseURL)
+	v.required("neoagent.api_key", n.APIKey)
+	v.durationDefault("neoagent.timeout", &n.Timeout, 30*time.Second)
+	v.positive("neoagent.timeout", n.Timeout)
+	if n.MaxBodyBytes == 0 && !v.set("neoagent.max_body_bytes") {
+		n.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	if n.MaxBodyBytes <= 0 {
+		v.add("neoagent.max_body_bytes", "must be positive, got %d", n.MaxBodyBytes)
+	}
+	if len(n.Chatbots) == 0 {
+		v.add("neoagent.chatbots", "at least one chatbot is required")
+	}
+	serials := map[string]int{}
+	for i := range n.Chatbots {
+		cb := &n.Chatbots[i]
+		path := fmt.Sprintf("neoagent.chatbots[%d]", i)
+		v.required(path+".serial", cb.Serial)
+		if cb.Serial == "" {
+			continue
+		}
+		if !serialPattern.MatchString(cb.Serial) {
+			v.add(path+".serial", "must be letters, digits, - and _, got %s", quote(cb.Serial))
+		}
+		if j, dup := serials[cb.Serial]; dup {
+			v.add(path+".serial", "duplicate serial %s (also neoagent.chatbots[%d])", quote(cb.Serial), j)
+		}
+		serials[cb.Serial] = i
+		stringDefault(&cb.Name, cb.Serial)
+	}
+}
+
+func (v *validator) poll() {
+	p := &v.c.Poll
+	v.durationDefault("poll.interval", &p.Interval, time.Minute)
+	if p.Interval < minPollInterval {
+		v.add("poll.interval", "must be at least %s, got %s", minPollInterval, p.Interval)
+	}
+	v.durationDefault("poll.lookback", &p.Lookback, 48*time.Hour)
+	if p.Lookback < minLookback {
+		v.add("poll.lookback", "must be at least %s, got %s", minLookback, p.Lookback)
+	}
+	v.oneOf("poll.initial", &p.Initial, "skip", "skip", "emit")
+	if p.Jitter == 0 && !v.set("poll.jitter") {
+		p.Jitter = defaultJitter
+	}
+	if !(p.Jitter >= 0 && p.Jitter <= 1) {
+		v.add("poll.jitter", "must be between 0 and 1, got %g", p.Jitter)
+	}
+	v.durationDefault("poll.max_backoff", &p.MaxBackoff, 10*time.Minute)
+	v.positive("poll.max_backoff", p.MaxBackoff)
+}
+
+func (v *validator) store() {
+	s := &v.c.Store
+	stringDefault(&s.Path, defaultStorePath)
+	v.durationDefault("store.retention", &s.Retention, defaultRetention)
+	// Records are re-read for poll.lookback; the margin covers time zone offsets and the
+	// API's day rounding. A key pruned sooner could be read again and look new.
+	if minimum := v.c.Poll.Lookback + retentionMargin; s.Retention <= minimum {
+		v.add("store.retention", "must exceed poll.lookback (%s) + %s = %s, got %s",
+			v.c.Poll.Lookback, retentionMargin, minimum, s.Retention)
+	}
+}
+
+func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
+	path := fmt.Sprintf("forwarders[%d]", i)
+	v.required(path+".name", f.Name)
+	if f.Name != "" {
+		if !forwarderName.MatchString(f.Name) {
+			v.add(path+".name", "must be lower-case letters, digits, - and _, got %s", quote(f.Name))
+		}
+		if j, dup := names[f.Name]; dup {
+			v.add(path+".name", "duplicate forwarder name %s (also forwarders[%d])", quote(f.Name), j)
+		}
+		names[f.Name] = i
+	}
+	for j, k := range f.Types {
+		if k != event.KindLead && k != event.KindAppointment {
+			v.add(fmt.Sprintf("%s.types[%d]", path, j), "must be %s or %s, got %s",
+				event.KindLead, event.KindAppointment, quote(string(k)))
+		}
+	}
+	for j, serial := range f.Chatbots {
+		if _, ok := v.c.Chatbot(serial); !ok {
+			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
+		}
+	}
+	if f.Concurrency == 0 && !v.set(path+".concurrency") {
+		f.Concurrency = defaultConcurrency
+	}
+	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
+		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
+	}
+	r := &f.Retry
+	v.durationDefault(path+".retry.initial_interval", &r.InitialInterval, time.Second)
+	v.durationDefault(path+".retry.max_interval", &r.MaxInterval, 5*time.Minute)
+	v.durationDefault(path+".retry.max_elapsed", &r.MaxElapsed, 24*time.Hour)
+	v.positive(path+".retry.initial_interval", r.InitialInterval)
+	v.positive(path+".retry.max_elapsed", r.MaxElapsed)
+	if r.MaxInterval < r.InitialInterval {
+		v.add(path+".retry.max_interval", "must be at least retry.initial_interval (%s), got %s", r.InitialInterval, r.MaxInterval)
+	}
+
+	switch f.Type {
+	case TypeWebhook:
+		if f.Webhook == nil {
+			f.Webhook = &Webhook{}
+		}
+		v.webhook(path, f.Webhook)
+	case TypeNATS:
+		if f.NATS == nil {
+			f.NATS = &NATS{}
+		}
+		v.nats(path, f.NATS)
+	case TypeSlack:
+		if f.Slack == nil {
+			f.Slack = &Slack{}
+		}
+		v.slack(path, f.Slack)
+	case "":
+		v.required(path+".type", f.Type)
+	default:
+		v.add(path+".type", "must be one of %s, %s, %s, got %s", TypeWebhook, TypeNATS, TypeSlack, quote(f.Type))
+	}
+}
+
+func (v *validator) webhook(path string, w *Webhook) {
+	v.required(path+".url", w.URL)
+	if w.URL != "" {
+		v.httpURL(path+".url", w.URL)
+	}
+	for name := range w.Headers {
+		if !headerName.MatchString(name) {
+			v.add(path+".headers", "invalid header name %s", quote(name))
+		}
+	}
+	v.durationDefault(path+".timeout", &w.Timeout, 10*time.Second)
+	v.positive(path+".timeout", w.Timeout)
+	v.oneOf(path+".body", &w.Body, "cloudevent", "cloudevent", "lead")
+}
+
+func (v *validator) nats(path string, n *NATS) {
+	v.required(path+".url", n.URL)
+	if n.URL != "" {
+		for u := range strings.SplitSeq(n.URL, ",") {
+			u = strings.TrimSpace(u)
+			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "nats" && pu.Scheme != "tls") || pu.Host == "" {
+				v.add(path+".url", "must be nats:// or tls:// URLs separated by commas, got %s", forwarders.RedactURL(u))
+			}
+		}
+	}
+	stringDefault(&n.Subject, defaultNATSSubject)
+	v.template(path+".subject", "subject", n.Subject)
+	if n.Stream != "" && !n.JetStream {
+		v.add(path+".stream", "requires jetstream: true")
+	}
+	if n.User != "" && n.Password == "" && !v.present(path+".password") {
+		v.add(path+".password", "required with user")
+	}
+	if n.Password != "" && n.User == "" {
+		v.add(path+".user", "required with password")
+	}
+	var auth []string
+	for _, a := range []struct{ key, val string }{
+		{"creds_file", n.CredsFile}, {"nkey_file", n.NKeyFile}, {"user", n.User}, {"token", n.Token},
+	} {
+		if a.val != "" {
+			auth = append(auth, a.key)
+		}
+	}
+	if len(auth) > 1 {
+		v.add(path+"."+auth[1], "cannot be combined with %s: set at most one of creds_file, nkey_file, user, token", auth[0])
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		v.add(path+".tls", "cert_file and key_file must be set together")
+	}
+	v.durationDefault(path+".timeout", &n.Timeout, 5*time.Second)
+	v.positive(path+".timeout", n.Timeout)
+}
+
+func (v *validator) slack(path string, s *Slack) {
+	hasURL := s.WebhookURL != "" || v.present(path+".webhook_url")
+	hasToken := s.Token != "" || v.present(path+".token")
+	hasChannel := s.Channel != "" || v.present(path+".channel")
+	switch {
+	case hasURL && hasToken:
+		v.add(path+".token", "cannot be combined with webhook_url: set webhook_url, or token and channel")
+	case hasURL && hasChannel:
+		v.add(path+".channel", "cannot be combined with webhook_url: the incoming webhook picks the channel")
+	case hasToken && !hasChannel:
+		v.add(path+".channel", "required with token")
+	case hasChannel && !hasToken:
+		v.add(path+".token", "required with channel")
+	case !hasURL && !hasToken:
+		v.add(path+".webhook_url", "required (or token and channel)")
+	}
+	if s.WebhookURL != "" {
+		if u, err := url.Parse(s.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(path+".webhook_url", "must be an http or https URL")
+		}
+	}
+	if s.APIURL != "" {
+		v.httpURL(path+".api_url", s.APIURL)
+	}
+	stringDefault(&s.Timezone, defaultSlackTimezone)
+	if _, err := time.LoadLocation(s.Timezone); err != nil {
+		v.add(path+".timezone", "unknown time zone %s (want an IANA name such as Europe/Berlin)", quote(s.Timezone))
+	}
+	if s.Template != "" {
+		v.template(path+".template", "slack", s.Template)
+	}
+	v.durationDefault(path+".timeout", &s.Timeout, 10*time.Second)
+	v.positive(path+".timeout", s.Timeout)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
