@@ -227,4 +227,3 @@ func (p *demoPrinter) count(nats bool) int {
 	}
 	return p.webhook
 }
-

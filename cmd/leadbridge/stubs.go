@@ -5,9 +5,17 @@ import (
 	"io"
 )
 
-func sendTestCmd(context.Context, []string, io.Writer, io.Writer) error    { return usageErrorf("not yet") }
-func backfillCmd(context.Context, []string, io.Writer, io.Writer) error    { return usageErrorf("not yet") }
-func dlqCmd(context.Context, []string, io.Writer, io.Writer) error         { return usageErrorf("not yet") }
-func forwarderCmd(context.Context, []string, io.Writer, io.Writer) error   { return usageErrorf("not yet") }
-func statusCmd(context.Context, []string, io.Writer, io.Writer) error      { return usageErrorf("not yet") }
-func healthcheckCmd(context.Context, []string, io.Writer, io.Writer) error { return usageErrorf("not yet") }
+func sendTestCmd(context.Context, []string, io.Writer, io.Writer) error {
+	return usageErrorf("not yet")
+}
+func backfillCmd(context.Context, []string, io.Writer, io.Writer) error {
+	return usageErrorf("not yet")
+}
+func dlqCmd(context.Context, []string, io.Writer, io.Writer) error { return usageErrorf("not yet") }
+func forwarderCmd(context.Context, []string, io.Writer, io.Writer) error {
+	return usageErrorf("not yet")
+}
+func statusCmd(context.Context, []string, io.Writer, io.Writer) error { return usageErrorf("not yet") }
+func healthcheckCmd(context.Context, []string, io.Writer, io.Writer) error {
+	return usageErrorf("not yet")
+}
