@@ -69,8 +69,9 @@ func (s *webhookSink) answer(status int) {
 	s.mu.Unlock()
 }
 
-// writeConfig writes a config for one chatbot and one webhook forwarder and returns its path.
-func writeConfig(t *testing.T, dir, apiURL, sinkURL, extra string) string {
+// writeConfig writes a config for one chatbot and a webhook forwarder "crm", followed by
+// the forwarder entries in moreForwarders, and returns its path.
+func writeConfig(t *testing.T, dir, apiURL, sinkURL, moreForwarders string) string {
 	t.Helper()
 	t.Setenv("LB_TEST_KEY", testKey)
 	body := fmt.Sprintf(`
@@ -87,9 +88,10 @@ forwarders:
     type: webhook
     url: %s/hook
     retry: {initial_interval: 50ms, max_interval: 200ms}
+%s
 http: {listen: ""}
 log: {level: debug, format: json}
-%s`, apiURL, testSerial, filepath.Join(dir, "lb.db"), sinkURL, extra)
+`, apiURL, testSerial, filepath.Join(dir, "lb.db"), sinkURL, moreForwarders)
 	path := filepath.Join(dir, "config.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
 	return path

@@ -5,12 +5,6 @@ import (
 	"io"
 )
 
-func sendTestCmd(context.Context, []string, io.Writer, io.Writer) error {
-	return usageErrorf("not yet")
-}
-func backfillCmd(context.Context, []string, io.Writer, io.Writer) error {
-	return usageErrorf("not yet")
-}
 func dlqCmd(context.Context, []string, io.Writer, io.Writer) error { return usageErrorf("not yet") }
 func forwarderCmd(context.Context, []string, io.Writer, io.Writer) error {
 	return usageErrorf("not yet")

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/poller"
+)
+
+// backfillOptions are the flags of `leadbridge backfill`.
+type backfillOptions struct {
+	since, until time.Time
+	chatbot      string
+	forwarder    string
+	chunkDays    int
+	resend       bool
+	dryRun       bool
+	maxWait      time.Duration
+}
+
+func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("backfill", stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file")
+	since := fs.String("since", "", "first UTC day to publish, YYYY-MM-DD (required)")
+	until := fs.String("until", "", "last UTC day to publish, YYYY-MM-DD (default today)")
+	var o backfillOptions
+	fs.StringVar(&o.chatbot, "chatbot", "", "only this chatbot serial (default all)")
+	fs.StringVar(&o.forwarder, "forwarder", "", "deliver only to this forwarder (default every forwarder whose filters match)")
+	fs.IntVar(&o.chunkDays, "chunk-days", 7, "days per LeadList request")
+	fs.BoolVar(&o.resend, "resend", false, "publish records seen before too (same event ids)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be sent; send and record nothing")
+	fs.DurationVar(&o.maxWait, "max-wait", 5*time.Minute, "longest time to keep retrying deliveries; the rest stays in the outbox")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if o.since, err = time.Parse(time.DateOnly, *since); err != nil {
+		return usageErrorf("--since: want a date YYYY-MM-DD, got %q", *since)
+	}
+	o.until = time.Now().UTC().Truncate(24 * time.Hour)
+	if *until != "" {
+		if o.until, err = time.Parse(time.DateOnly, *until); err != nil {
+			return usageErrorf("--until: want a date YYYY-MM-DD, got %q", *until)
+		}
+	}
+	if o.until.Before(o.since) {
+		return usageErrorf("--until %s is before --since %s", o.until.Format(time.DateOnly), o.since.Format(time.DateOnly))
+	}
+	if o.chunkDays < 1 || o.chunkDays > 31 {
+		return usageErrorf("--chunk-days: want 1 to 31, got %d", o.chunkDays)
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if o.chatbot != "" {
+		if _, ok := cfg.Chatbot(o.chatbot); !ok {
+			return usageErrorf("--chatbot %q is not in %s", o.chatbot, *cfgPath)
+		}
+	}
+	if o.forwarder != "" {
+		if _, ok := cfg.Forwarder(o.forwarder); !ok {
+			return usageErrorf("--forwarder %q is not in %s", o.forwarder, *cfgPath)
+		}
+	}
+	logger := newLogger(cfg.Log, stderr)
+	a, err := openApp(cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	b := &backfill{app: a, opts: o, out: stdout, progress: newProgress(stderr)}
+	if err := b.read(ctx); err != nil {
+		return err
+	}
+	if o.dryRun {
+		fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.found, b.toSend)
+		return nil
+	}
+	drainCtx, cancel := context.WithTimeout(ctx, o.maxWait)
+	defer cancel()
+	if err := a.dispatcher.Drain(drainCtx); err != nil {
+		return err
+	}
+	pending, err := a.pending()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "backfill: %d records found, %d queued, %d still pending\n", b.found, b.toSend, pending)
+	if pending > 0 {
+		return fmt.Errorf("%d deliveries still pending; they stay in the outbox for `leadbridge run` or the next `once`", pending)
+	}
+	return nil
+}
+
+// backfill reads a date range chunk by chunk and queues what it finds.
+type backfill struct {
+	app      *app
+	opts     backfillOptions
+	out      io.Writer
+	progress *progress
+	found    int
+	toSend   int
+	taken    map[string]bool // keys queued in this run, so a record in two chunks goes once
+}
+
+func (b *backfill) chunks() []poller.Window {
+	var out []poller.Window
+	step := time.Duration(b.opts.chunkDays) * 24 * time.Hour
+	for start := b.opts.since; !start.After(b.opts.until); start = start.Add(step) {
+		end := start.Add(step - 24*time.Hour)
+		if end.After(b.opts.until) {
+			end = b.opts.until
+		}
+		out = append(out, poller.Window{Start: start, End: end})
+	}
+	return out
+}
+
+func (b *backfill) read(ctx context.Context) error {
+	var bots []poller.Chatbot
+	for _, cb := range chatbots(b.app.cfg) {
+		if b.opts.chatbot == "" || cb.Serial == b.opts.chatbot {
+			bots = append(bots, cb)
+		}
+	}
+	chunks := b.chunks()
+	total := len(chunks) * len(bots)
+	b.taken = make(map[string]bool)
+	b.progress.start(total)
+	for _, bot := range bots {
+		for _, w := range chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			page, err := b.app.loop.Client.List(ctx, bot, w)
+			if err != nil {
+				b.progress.done()
+				return fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)
+			}
+			for _, s := range page.Skipped {
+				b.app.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
+			}
+			leads := b.inRange(page.Leads)
+			res, err := b.app.store.IngestWith(bot.Serial, leads, dedupe.IngestOptions{
+				Resend: b.opts.resend, Only: b.only(), DryRun: b.opts.dryRun,
+			})
+			if err != nil {
+				b.progress.done()
+				return err
+			}
+			b.found += len(leads)
+			b.toSend += len(res.Events)
+			if b.opts.dryRun {
+				b.printDry(res.Events)
+			}
+			b.progress.step(fmt.Sprintf("%s %s..%s", bot.Name, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly)),
+				len(leads), res.New, len(res.Events))
+		}
+	}
+	b.progress.done()
+	return nil
+}
+
+// inRange keeps the records created within the requested days (the API's filter works on
+// its own days, which may not be UTC) that this run has not queued yet.
+func (b *backfill) inRange(leads []event.Lead) []event.Lead {
+	end := b.opts.until.Add(24 * time.Hour)
+	var out []event.Lead
+	for _, l := range leads {
+		if l.CreatedAt.Before(b.opts.since) || !l.CreatedAt.Before(end) || b.taken[l.Key()] {
+			continue
+		}
+		b.taken[l.Key()] = true
+		out = append(out, l)
+	}
+	return out
+}
+
+func (b *backfill) only() []string {
+	if b.opts.forwarder == "" {
+		return nil
+	}
+	return []string{b.opts.forwarder}
+}
+
+func (b *backfill) printDry(events []event.Event) {
+	for _, ev := range events {
+		targets := b.app.cfg.Route(ev)
+		if f := b.opts.forwarder; f != "" {
+			targets = slices.DeleteFunc(targets, func(n string) bool { return n != f })
+		}
+		if len(targets) == 0 {
+			continue
+		}
+		fmt.Fprintf(b.out, "would send %s %-11s %s session %d id %s to %s\n",
+			ev.Data.CreatedAt.Format(time.RFC3339), ev.Kind(), ev.Chatbot(), ev.Data.SessionID, ev.ID, strings.Join(targets, ","))
+	}
+}
+
+// progress shows a live line on a terminal and plain lines otherwise.
+type progress struct {
+	w        io.Writer
+	terminal bool
+	total    int
+	n        int
+	found    int
+	fresh    int
+	queued   int
+	began    time.Time
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.terminal = true
+		}
+	}
+	return p
+}
+
+func (p *progress) start(total int) {
+	p.total, p.began = total, time.Now()
+}
+
+func (p *progress) step(label string, found, fresh, queued int) {
+	p.n++
+	p.found += found
+	p.fresh += fresh
+	p.queued += queued
+	elapsed := time.Since(p.began)
+	rate := float64(p.n) / elapsed.Seconds()
+	eta := time.Duration(float64(p.total-p.n) / rate * float64(time.Second))
+	line := fmt.Sprintf("chunks %d/%d · found %d · new %d · queued %d · %.1f chunks/s · ETA %s",
+		p.n, p.total, p.found, p.fresh, p.queued, rate, eta.Round(time.Second))
+	if p.terminal {
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		return
+	}
+	fmt.Fprintf(p.w, "backfill %s: %s\n", label, line)
+}
+
+func (p *progress) done() {
+	if p.terminal && p.n > 0 {
+		fmt.Fprintln(p.w)
+	}
+}

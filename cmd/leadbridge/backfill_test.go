@@ -1,0 +1,85 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadsim"
+)
+
+func TestBackfillNinetyDaysInChunks(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+
+	since := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	until := since.AddDate(0, 0, 89) // 90 days
+	for d := 0; d < 90; d += 3 {
+		api.Generate(testSerial, since.AddDate(0, 0, d).Add(12*time.Hour))
+	}
+	api.Generate(testSerial, until.AddDate(0, 0, 5)) // outside the range
+	const inRange = 30
+	args := []string{"backfill", "--config", cfg, "--since", "2026-06-01", "--until", until.Format(time.DateOnly)}
+
+	code, stdout, stderr := runMain(t, append(args, "--dry-run")...)
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, 13, api.Requests(), "90 days in 7-day chunks, never one giant request")
+	assert.Equal(t, inRange, strings.Count(stdout, "would send"))
+	assert.Contains(t, stdout, "nothing was sent")
+	assert.Empty(t, sink.received(), "a dry run sends nothing")
+
+	code, stdout, stderr = runMain(t, args...)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, sink.received(), inRange)
+	assert.Contains(t, stdout, "30 queued")
+	assert.Contains(t, stderr, "chunks 13/13")
+
+	code, _, stderr = runMain(t, args...)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, sink.received(), inRange, "nothing is sent twice without --resend")
+
+	code, _, stderr = runMain(t, append(args, "--resend", "--chunk-days", "30")...)
+	require.Equal(t, 0, code, stderr)
+	got := sink.received()
+	require.Len(t, got, 2*inRange, "--resend publishes seen records again")
+	assert.ElementsMatch(t, got[:inRange], got[inRange:], "with the same event ids")
+}
+
+func TestBackfillRejectsBadFlags(t *testing.T) {
+	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", "http://127.0.0.1:2", "")
+	for _, args := range [][]string{
+		{"--since", "June"},
+		{"--since", "2026-06-10", "--until", "2026-06-01"},
+		{"--since", "2026-06-01", "--chatbot", "nope"},
+		{"--since", "2026-06-01", "--forwarder", "nope"},
+	} {
+		code, _, stderr := runMain(t, append([]string{"backfill", "--config", cfg}, args...)...)
+		assert.Equal(t, 2, code, "%v: %s", args, stderr)
+	}
+}
+
+func TestSendTestReportsTheOutcome(t *testing.T) {
+	sink := newWebhookSink(t)
+	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", sink.srv.URL, "")
+	code, stdout, stderr := runMain(t, "send-test", "crm", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, `ok: forwarder "crm"`)
+	require.Len(t, sink.received(), 1)
+
+	sink.answer(http.StatusUnauthorized)
+	code, _, stderr = runMain(t, "send-test", "crm", "--config", cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "permanent")
+	assert.Contains(t, stderr, "HTTP 401")
+
+	code, _, _ = runMain(t, "send-test", "nope", "--config", cfg)
+	assert.Equal(t, 2, code)
+}

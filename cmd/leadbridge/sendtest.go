@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("send-test", stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file")
+	kind := fs.String("kind", "appointment", "kind of sample record: lead or appointment")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the target")
+	// Accept the forwarder name before or after the flags.
+	var name string
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		name, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0)
+	}
+	if name == "" || fs.NArg() > 1 {
+		return usageErrorf("usage: leadbridge send-test FORWARDER --config FILE")
+	}
+	k, err := event.ParseKind(*kind)
+	if err != nil {
+		return usageErrorf("--kind: %v", err)
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	fc, ok := cfg.Forwarder(name)
+	if !ok {
+		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
+	}
+	logger := newLogger(cfg.Log, stderr)
+	f, err := buildForwarder(fc, logger.With("forwarder", name))
+	if err != nil {
+		return usageError{err}
+	}
+	if c, ok := f.(forwarders.Closer); ok {
+		defer c.Close()
+	}
+
+	serial, botName := "leadbridge-send-test", "leadbridge send-test"
+	if len(cfg.NeoAgent.Chatbots) > 0 {
+		serial, botName = cfg.NeoAgent.Chatbots[0].Serial, cfg.NeoAgent.Chatbots[0].Name
+	}
+	ev := event.NewCreated(event.Lead{
+		Chatbot: serial, ChatbotName: botName, Kind: k,
+		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
+		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
+		// A fresh time gives a fresh event id, so JetStream does not drop a second test.
+		SessionID: 0, URI: "https://example.com/leadbridge-test", Count: 1, CreatedAt: time.Now().UTC(),
+	})
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	start := time.Now()
+	err = f.Deliver(ctx, ev)
+	took := time.Since(start).Round(time.Millisecond)
+	if err == nil {
+		fmt.Fprintf(stdout, "ok: forwarder %q (%s) took the test %s event %s in %s\n", name, fc.Type, k, ev.ID, took)
+		return nil
+	}
+	verdict := "retryable: the dispatcher would retry this"
+	switch {
+	case forwarders.IsGone(err):
+		verdict = "gone: the dispatcher would pause this forwarder"
+	case forwarders.IsPermanent(err):
+		verdict = "permanent: the dispatcher would dead-letter this"
+	}
+	return fmt.Errorf("send-test failed after %s (%s): %w", took, verdict, err)
+}
