@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -29,65 +32,71 @@ var personal = []string{"test@qq.com", "test444", "Please share anything", "555 
 // pollNow is a fixed clock inside the window that holds both doc records.
 var pollNow = time.Date(2023, 11, 24, 12, 0, 0, 0, time.UTC)
 
-// memStore stands in for the dedupe store, which is being written in parallel: it tells
-// new records from seen ones by event id, keeps every call, and can be made to fail.
-type memStore struct {
-	mu        sync.Mutex
-	seen      map[string]bool
-	ingests   map[string][][]event.Lead
-	polls     []recordedPoll
-	ingestErr error
-	recordErr error
-}
+// testForwarder is the one forwarder the test stores route every event to.
+const testForwarder = "webhook"
 
-type recordedPoll struct {
-	serial string
-	at     time.Time
-	err    error
-}
-
-func newMemStore() *memStore {
-	return &memStore{seen: map[string]bool{}, ingests: map[string][][]event.Lead{}}
-}
-
-func (s *memStore) Ingest(serial string, leads []event.Lead) (event.Ingested, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ingestErr != nil {
-		return event.Ingested{}, s.ingestErr
+// openStore opens a real dedupe store on a file in t.TempDir() (unless opts.Path is set),
+// routing every event to testForwarder unless opts.Route is set, and closes it when the
+// test ends.
+func openStore(t *testing.T, opts dedupe.Options) *dedupe.Store {
+	t.Helper()
+	if opts.Path == "" {
+		opts.Path = filepath.Join(t.TempDir(), "s.db")
 	}
-	s.ingests[serial] = append(s.ingests[serial], append([]event.Lead(nil), leads...))
-	var res event.Ingested
-	for _, l := range leads {
-		if s.seen[l.ID()] {
-			res.Duplicate++
-			continue
-		}
-		s.seen[l.ID()] = true
-		res.New++
-		res.Events = append(res.Events, event.NewCreated(l))
+	if opts.Route == nil {
+		opts.Route = func(event.Event) []string { return []string{testForwarder} }
 	}
-	return res, nil
+	s, err := dedupe.Open(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	return s
 }
 
-func (s *memStore) RecordPoll(serial string, at time.Time, pollErr error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.polls = append(s.polls, recordedPoll{serial, at, pollErr})
-	return s.recordErr
+// chatbotStates returns what the store holds about every chatbot.
+func chatbotStates(t *testing.T, s *dedupe.Store) map[string]dedupe.ChatbotState {
+	t.Helper()
+	states, err := s.Chatbots()
+	require.NoError(t, err)
+	return states
 }
 
-func (s *memStore) ingestsFor(serial string) [][]event.Lead {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([][]event.Lead(nil), s.ingests[serial]...)
+// pending returns testForwarder's outbox entries, oldest first.
+func pending(t *testing.T, s *dedupe.Store) []event.Delivery {
+	t.Helper()
+	ds, err := s.Pending(testForwarder, 0, 0)
+	require.NoError(t, err)
+	return ds
 }
 
-func (s *memStore) recordedPolls() []recordedPoll {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]recordedPoll(nil), s.polls...)
+// eventIDs returns the ids of the events in deliveries.
+func eventIDs(deliveries []event.Delivery) []string {
+	var ids []string
+	for _, d := range deliveries {
+		ids = append(ids, d.Event.ID)
+	}
+	return ids
 }
+
+// closeOnRecordTaken is a store log handler that closes the store the moment an Ingest
+// has committed (dedupe logs "record taken" once the page is durable), so that the
+// RecordPoll which follows in the same poll fails for real.
+type closeOnRecordTaken struct {
+	store *dedupe.Store
+	once  sync.Once
+}
+
+func (h *closeOnRecordTaken) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *closeOnRecordTaken) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "record taken" {
+		h.once.Do(func() { _ = h.store.Close() })
+	}
+	return nil
+}
+
+func (h *closeOnRecordTaken) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h *closeOnRecordTaken) WithGroup(string) slog.Handler { return h }
 
 // logSink collects JSON log lines from concurrent writers.
 type logSink struct {
@@ -164,7 +173,8 @@ func (o *onPollCalls) all() []onPollCall {
 func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead, docAppointment)
-	store, sink, hooks := newMemStore(), &logSink{}, &onPollCalls{}
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	sink, hooks := &logSink{}, &onPollCalls{}
 	l := &Loop{
 		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow },
@@ -180,33 +190,36 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 		}
 	}
 
-	ingests := store.ingestsFor(mainSite.Serial)
-	require.Len(t, ingests, 3, "the same records are handed to the store on every poll")
-	for _, leads := range ingests {
-		require.Len(t, leads, 2)
-		assert.Equal(t, ingests[0], leads)
-		for _, l := range leads {
-			assert.Equal(t, mainSite.Serial, l.Chatbot)
-			assert.Equal(t, mainSite.Name, l.ChatbotName)
-		}
+	calls := hooks.all()
+	require.Len(t, calls, 3)
+	first := calls[0].res
+	assert.Equal(t, 2, first.New)
+	require.Len(t, first.Events, 2)
+	for _, ev := range first.Events {
+		assert.Equal(t, mainSite.Serial, ev.Data.Chatbot)
+		assert.Equal(t, mainSite.Name, ev.Data.ChatbotName)
 	}
-	for _, p := range store.recordedPolls() {
-		assert.Equal(t, recordedPoll{mainSite.Serial, pollNow, nil}, p)
+	for _, c := range calls[1:] {
+		assert.Equal(t, event.Ingested{Duplicate: 2}, c.res, "the same records are handed to the store on every poll")
 	}
+
+	// The store holds both records once, with one delivery each, and every poll as a success.
+	outbox := pending(t, store)
+	require.Len(t, outbox, 2)
+	assert.Equal(t, []string{first.Events[0].ID, first.Events[1].ID}, eventIDs(outbox))
+	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
+		chatbotStates(t, store)[mainSite.Serial])
+
 	for _, h := range srv.hitsFor(mainSite.Serial) {
 		assert.Equal(t, "2023-11-22", h.start)
 		assert.Equal(t, "2023-11-25", h.end)
 	}
-	calls := hooks.all()
-	require.Len(t, calls, 3)
-	assert.Equal(t, 2, calls[0].res.New)
-	assert.Equal(t, 2, calls[2].res.Duplicate)
 
 	events := sink.lines(t, "new event")
 	require.Len(t, events, 2)
 	ids := map[string]bool{}
-	for _, l := range ingests[0] {
-		ids[l.ID()] = true
+	for _, d := range outbox {
+		ids[d.Event.Data.ID()] = true
 	}
 	for _, e := range events {
 		assert.Equal(t, "INFO", e["level"])
@@ -229,13 +242,14 @@ func TestPollOnceLogsSkippedRecords(t *testing.T) {
 	srv.setRecords(mainSite.Serial, docLead,
 		`{"Type":"Ticket","Name":"test444","Email":"test444@qq.com","CreateTime":"2023-11-23T18:36:21-08:00"}`,
 		`{"Type":"Lead","Name":"test444","Content":"Please share anything","SessionID":"555 0100"}`)
-	store, sink := newMemStore(), &logSink{}
+	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
 		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
 
 	res, err := l.PollOnce(context.Background(), mainSite)
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
+	assert.Equal(t, 1, chatbotStates(t, store)[mainSite.Serial].Seen, "only the decodable record is stored")
 
 	skipped := sink.lines(t, "skipped undecodable LeadList record")
 	require.Len(t, skipped, 2)
@@ -251,27 +265,48 @@ func TestPollOnceLogsSkippedRecords(t *testing.T) {
 }
 
 func TestPollOnceFailures(t *testing.T) {
-	diskFull := errors.New("disk full")
+	// A Route naming a forwarder without a name makes the real store fail the page: bbolt
+	// refuses the outbox bucket and the page's transaction rolls back.
+	unnamed := func(event.Event) []string { return []string{""} }
+	const (
+		closeBefore      = "before the poll"
+		closeAfterIngest = "after the ingest commits"
+	)
 	cases := []struct {
-		name       string
-		reply      reply
-		ingestErr  error
-		recordErr  error
-		wantIs     error
-		wantLevel  string
-		wantIngest int
+		name      string
+		reply     reply
+		route     func(event.Event) []string
+		closeAt   string // when the store gets closed, "" for never
+		wantIs    error
+		wantOps   []string // the store operations the error names
+		wantLevel string
+		recorded  bool // the store holds the failed poll
+		wantTaken int  // records the store took, with one delivery each
 	}{
-		{name: "API answers 500", reply: reply{status: 500}, wantLevel: "WARN"},
-		{name: "API says Success false", reply: reply{body: `{"Success":false,"Code":403,"Message":"forbidden"}`}, wantLevel: "WARN"},
-		{name: "store cannot ingest", reply: reply{body: okBody(docLead)}, ingestErr: diskFull, wantIs: diskFull, wantLevel: "ERROR"},
-		{name: "store cannot record the poll", reply: reply{body: okBody(docLead)}, recordErr: diskFull, wantIs: diskFull, wantLevel: "ERROR", wantIngest: 1},
+		{name: "API answers 500", reply: reply{status: 500}, wantLevel: "WARN", recorded: true},
+		{name: "API says Success false", reply: reply{body: `{"Success":false,"Code":403,"Message":"forbidden"}`}, wantLevel: "WARN", recorded: true},
+		{name: "store cannot ingest", reply: reply{body: okBody(docLead)}, route: unnamed,
+			wantIs: bolterrors.ErrBucketNameRequired, wantOps: []string{"store ingest"}, wantLevel: "ERROR", recorded: true},
+		{name: "store cannot record the poll", reply: reply{body: okBody(docLead)}, closeAt: closeAfterIngest,
+			wantIs: bolterrors.ErrDatabaseNotOpen, wantOps: []string{"store record poll"}, wantLevel: "ERROR", wantTaken: 1},
+		{name: "store is closed", reply: reply{body: okBody(docLead)}, closeAt: closeBefore,
+			wantIs: bolterrors.ErrDatabaseNotOpen, wantOps: []string{"store ingest", "store record poll"}, wantLevel: "ERROR"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newLeadListServer(t)
 			srv.script(mainSite.Serial, tc.reply)
-			store, sink, hooks := newMemStore(), &logSink{}, &onPollCalls{}
-			store.ingestErr, store.recordErr = tc.ingestErr, tc.recordErr
+			opts := dedupe.Options{Path: filepath.Join(t.TempDir(), "s.db"), Initial: dedupe.InitialEmit, Route: tc.route}
+			closer := &closeOnRecordTaken{}
+			if tc.closeAt == closeAfterIngest {
+				opts.Logger = slog.New(closer)
+			}
+			store := openStore(t, opts)
+			closer.store = store
+			if tc.closeAt == closeBefore {
+				require.NoError(t, store.Close())
+			}
+			sink, hooks := &logSink{}, &onPollCalls{}
 			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
 				Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 
@@ -281,17 +316,28 @@ func TestPollOnceFailures(t *testing.T) {
 			if tc.wantIs != nil {
 				assert.ErrorIs(t, err, tc.wantIs)
 			}
-			assert.Len(t, store.ingestsFor(mainSite.Serial), tc.wantIngest)
-
-			polls := store.recordedPolls()
-			require.Len(t, polls, 1, "a failed poll is recorded too")
-			assert.Equal(t, pollNow, polls[0].at)
-			if tc.recordErr == nil {
-				assert.Equal(t, err, polls[0].err)
+			for _, op := range tc.wantOps {
+				assert.Contains(t, err.Error(), op)
 			}
 			calls := hooks.all()
 			require.Len(t, calls, 1)
 			assert.Equal(t, err, calls[0].err)
+			assert.Equal(t, tc.wantTaken, calls[0].res.New)
+
+			// Reopen the file to see what the poll left in it.
+			require.NoError(t, store.Close())
+			reopened := openStore(t, dedupe.Options{Path: opts.Path})
+			st := chatbotStates(t, reopened)[mainSite.Serial]
+			if tc.recorded {
+				assert.Equal(t, pollNow, st.LastPoll, "a failed poll is recorded too")
+				assert.Equal(t, err.Error(), st.LastError)
+			} else {
+				assert.Zero(t, st.LastPoll)
+			}
+			assert.Zero(t, st.LastOK)
+			assert.Equal(t, tc.wantTaken, st.Seen)
+			assert.Equal(t, tc.wantTaken > 0, st.Initialized, "a page the store did not take leaves no trace")
+			assert.Len(t, pending(t, reopened), tc.wantTaken)
 
 			failed := append(sink.lines(t, "LeadList poll failed"), sink.lines(t, "store failed to take polled records")...)
 			require.Len(t, failed, 1)
@@ -306,7 +352,7 @@ func TestPollOnceFailures(t *testing.T) {
 func TestPollOnceCancelledIsNotRecorded(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.script(mainSite.Serial, reply{delay: 5 * time.Second})
-	store, sink, hooks := newMemStore(), &logSink{}, &onPollCalls{}
+	store, sink, hooks := openStore(t, dedupe.Options{}), &logSink{}, &onPollCalls{}
 	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook}
 
@@ -314,7 +360,7 @@ func TestPollOnceCancelledIsNotRecorded(t *testing.T) {
 	defer cancel()
 	_, err := l.PollOnce(ctx, mainSite)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Empty(t, store.recordedPolls())
+	assert.Empty(t, chatbotStates(t, store), "the store never heard of the chatbot")
 	assert.Empty(t, hooks.all())
 	assert.Empty(t, sink.String())
 }
@@ -356,7 +402,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 	}
 	srv.always("bot-failing-500", reply{status: 500})
 	srv.always("bot-failing-api", reply{body: `{"Success":false,"Code":404,"Message":"no such chatbot"}`})
-	store := newMemStore()
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: bots, Now: func() time.Time { return pollNow }}
 
 	err := l.PollAll(context.Background())
@@ -371,10 +417,22 @@ func TestPollAllJoinsErrors(t *testing.T) {
 	assert.Contains(t, err.Error(), `"bot-failing-api"`)
 	assert.NotContains(t, err.Error(), "bot-ok")
 
+	states := chatbotStates(t, store)
+	delivered := map[string]int{}
+	for _, d := range pending(t, store) {
+		delivered[d.Event.Chatbot()]++
+	}
 	for _, b := range bots {
 		assert.Len(t, srv.hitsFor(b.Serial), 1, b.Serial)
+		st := states[b.Serial]
+		assert.Equal(t, pollNow, st.LastPoll, b.Serial)
 		if strings.HasPrefix(b.Serial, "bot-ok") {
-			assert.Len(t, store.ingestsFor(b.Serial), 1, b.Serial)
+			assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 1}, st, b.Serial)
+			assert.Equal(t, 1, delivered[b.Serial], b.Serial)
+		} else {
+			assert.Contains(t, st.LastError, b.Serial)
+			assert.Zero(t, st.Seen, b.Serial)
+			assert.Zero(t, delivered[b.Serial], b.Serial)
 		}
 	}
 	assert.LessOrEqual(t, srv.peakConcurrency(), pollAllConcurrency)
@@ -384,7 +442,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 }
 
 func TestLoopValidates(t *testing.T) {
-	c, store := NewClient("http://127.0.0.1:1", testKey, time.Second), newMemStore()
+	c, store := NewClient("http://127.0.0.1:1", testKey, time.Second), openStore(t, dedupe.Options{})
 	cases := []struct {
 		name string
 		loop Loop
@@ -476,7 +534,8 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(healthy.Serial, docLead, docAppointment)
 	srv.always(failing.Serial, reply{status: 500, delay: 30 * time.Millisecond})
-	store, hooks, sink := newMemStore(), &onPollCalls{}, &logSink{}
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	hooks, sink := &onPollCalls{}, &logSink{}
 	const interval, maxBackoff = 20 * time.Millisecond, 160 * time.Millisecond
 	l := &Loop{
 		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{failing, healthy},
@@ -498,20 +557,34 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 		assert.GreaterOrEqual(t, gap, least, "wait after failure %d", i+1)
 	}
 
-	// Every successful poll of the healthy chatbot handed the same records to the store.
-	ingests := store.ingestsFor(healthy.Serial)
-	assert.GreaterOrEqual(t, len(ingests), len(healthyHits)-1)
-	for _, leads := range ingests {
-		assert.Equal(t, ingests[0], leads)
-	}
-	assert.Empty(t, store.ingestsFor(failing.Serial))
+	// Every successful poll of the healthy chatbot handed the same records to the store:
+	// the first poll's were new, every later poll's were the same two again.
+	var healthyPolls []event.Ingested
 	for _, c := range hooks.all() {
 		if c.serial == failing.Serial {
 			var se *StatusError
 			assert.ErrorAs(t, c.err, &se)
 		} else {
 			assert.NoError(t, c.err)
+			healthyPolls = append(healthyPolls, c.res)
 		}
+	}
+	assert.GreaterOrEqual(t, len(healthyPolls), len(healthyHits)-1)
+	require.NotEmpty(t, healthyPolls)
+	assert.Equal(t, 2, healthyPolls[0].New)
+	for _, res := range healthyPolls[1:] {
+		assert.Equal(t, event.Ingested{Duplicate: 2}, res)
+	}
+	states := chatbotStates(t, store)
+	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2}, states[healthy.Serial])
+	assert.Zero(t, states[failing.Serial].Seen, "the failing chatbot handed the store nothing")
+	assert.False(t, states[failing.Serial].Initialized)
+	assert.Zero(t, states[failing.Serial].LastOK)
+	assert.Contains(t, states[failing.Serial].LastError, "HTTP 500")
+	outbox := pending(t, store)
+	assert.Len(t, outbox, 2)
+	for _, d := range outbox {
+		assert.Equal(t, healthy.Serial, d.Event.Chatbot())
 	}
 	failures := sink.lines(t, "LeadList poll failed")
 	require.NotEmpty(t, failures)
@@ -527,7 +600,7 @@ func TestRunBackoffResetsAfterSuccess(t *testing.T) {
 	srv := newLeadListServer(t)
 	fail := reply{status: 502}
 	srv.script(mainSite.Serial, fail, fail, fail, fail, fail, reply{body: okBody()}, fail)
-	l := &Loop{Client: srv.client(time.Second), Store: newMemStore(), Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{mainSite},
 		Interval: 20 * time.Millisecond, MaxBackoff: 2 * time.Second}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) >= 8 }, 10*time.Second, 10*time.Millisecond)
@@ -545,7 +618,7 @@ func TestRunHonoursRetryAfter(t *testing.T) {
 	limited, other := Chatbot{Serial: "bot-limited"}, Chatbot{Serial: "bot-other"}
 	srv := newLeadListServer(t)
 	srv.script(limited.Serial, reply{status: 429, header: map[string]string{"Retry-After": "1"}})
-	l := &Loop{Client: srv.client(time.Second), Store: newMemStore(), Chatbots: []Chatbot{limited, other},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{limited, other},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(limited.Serial)) >= 2 }, 10*time.Second, 10*time.Millisecond)
@@ -567,11 +640,76 @@ func TestRunStopsPromptlyOnCancel(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.always(inFlight.Serial, reply{delay: time.Minute})
 	srv.always(waiting.Serial, reply{status: 429, header: map[string]string{"Retry-After": "3600"}})
-	l := &Loop{Client: srv.client(time.Minute), Store: newMemStore(), Chatbots: []Chatbot{inFlight, waiting},
+	l := &Loop{Client: srv.client(time.Minute), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{inFlight, waiting},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool {
 		return len(srv.hitsFor(inFlight.Serial)) == 1 && len(srv.hitsFor(waiting.Serial)) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	stop() // fails the test unless Run returns nil within 5s
+}
+
+// docLater is a record that appears after the chatbot's first polls.
+const docLater = `{"Type":"Lead","Name":"test","Email":"test@qq.com","PhoneNumber":"+1 555 0100","CreateTime":"2023-11-24T09:15:00-08:00","Content":"test","SessionID":31400,"URI":"www.xxx.com","Count":1}`
+
+func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
+	cases := []struct {
+		initial      string
+		wantFirst    event.Ingested // the first poll's counts (Events left out)
+		wantBaseline int            // records sent nowhere because the first poll only marked them seen
+	}{
+		{initial: dedupe.InitialEmit, wantFirst: event.Ingested{New: 2}},
+		{initial: dedupe.InitialSkip, wantFirst: event.Ingested{Baseline: 2}, wantBaseline: 2},
+	}
+	for _, tc := range cases {
+		t.Run("initial "+tc.initial, func(t *testing.T) {
+			srv := newLeadListServer(t)
+			srv.setRecords(mainSite.Serial, docLead, docAppointment)
+			store, hooks, sink := openStore(t, dedupe.Options{Initial: tc.initial}), &onPollCalls{}, &logSink{}
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+				Interval: 10 * time.Millisecond, OnPoll: hooks.hook, Logger: sink.logger(),
+				Now: func() time.Time { return pollNow }}
+			stop := runLoop(t, l)
+			require.Eventually(t, func() bool { return len(hooks.all()) >= 3 }, 10*time.Second, 5*time.Millisecond)
+			srv.setRecords(mainSite.Serial, docLead, docAppointment, docLater)
+			require.Eventually(t, func() bool {
+				calls := hooks.all()
+				return calls[len(calls)-1].res.Duplicate == 3
+			}, 10*time.Second, 5*time.Millisecond)
+			stop()
+
+			// The first poll took the two records, later ones found them seen, until the
+			// third record came: it was new once and a duplicate afterwards.
+			calls := hooks.all()
+			var sent []string
+			for i, c := range calls {
+				require.NoError(t, c.err)
+				for _, ev := range c.res.Events {
+					sent = append(sent, ev.ID)
+				}
+				res := c.res
+				res.Events = nil
+				switch {
+				case i == 0:
+					assert.Equal(t, tc.wantFirst, res, "first poll")
+				case res.New == 0 && res.Duplicate == 2:
+				case res.New == 1 && res.Duplicate == 2:
+					require.Len(t, c.res.Events, 1)
+					assert.Equal(t, int64(31400), c.res.Events[0].Data.SessionID)
+				case res.New == 0 && res.Duplicate == 3:
+				default:
+					t.Errorf("poll %d: unexpected result %+v", i, res)
+				}
+			}
+			assert.Len(t, sent, 3-tc.wantBaseline, "each record is sent at most once")
+
+			// The outbox holds exactly one delivery per sent record, in the order taken.
+			assert.Equal(t, sent, eventIDs(pending(t, store)))
+			st := chatbotStates(t, store)[mainSite.Serial]
+			assert.Equal(t, 3, st.Seen)
+			assert.Equal(t, pollNow, st.LastOK)
+			assert.Empty(t, st.LastError)
+			sink.assertNoPersonalData(t)
+		})
+	}
 }
