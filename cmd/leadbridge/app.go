@@ -34,7 +34,19 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, usageErrorf("--config is required")
 	}
 	cfg, err := config.Load(path)
-	if err != nil {
+	var verr *config.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		lines := make([]string, len(verr.Problems))
+		for i, p := range verr.Problems {
+			lines[i] = "  " + p.String()
+		}
+		noun := "problems"
+		if len(lines) == 1 {
+			noun = "problem"
+		}
+		return nil, usageErrorf("config %s: %d %s:\n%s", path, len(lines), noun, strings.Join(lines, "\n"))
+	case err != nil:
 		return nil, usageError{err}
 	}
 	return cfg, nil
