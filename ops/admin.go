@@ -1,0 +1,186 @@
+package ops
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// Backend is what the operator commands act on: the store directly (Local) when no
+// daemon runs, or the running daemon's admin API (Client), since bbolt lets only one
+// process open the store.
+//
+// forwarder "" means every forwarder; id "" in Replay and Drop means every dead letter
+// of the forwarder(s). Replay and Drop return how many dead letters they moved or removed.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
+	Replay(ctx context.Context, forwarder, id string) (int, error)
+	Drop(ctx context.Context, forwarder, id string) (int, error)
+	// Resume unpauses a forwarder whose target was gone and reports whether it was paused.
+	Resume(ctx context.Context, forwarder string) (bool, error)
+}
+
+// Status is the state `leadbridge status` shows.
+type Status struct {
+	Version    string            `json:"version"`
+	Daemon     bool              `json:"daemon"` // answered by a running daemon
+	Chatbots   []ChatbotStatus   `json:"chatbots"`
+	Forwarders []ForwarderStatus `json:"forwarders"`
+}
+
+// ChatbotStatus is one configured chatbot's poll state.
+type ChatbotStatus struct {
+	Serial    string    `json:"serial"`
+	Name      string    `json:"name"`
+	LastPoll  time.Time `json:"last_poll,omitzero"`
+	LastOK    time.Time `json:"last_ok,omitzero"`
+	LastError string    `json:"last_error,omitempty"` // of the last poll; empty when it succeeded
+	Seen      int       `json:"seen"`                 // records the store holds as seen
+}
+
+// TypeUnconfigured is the Type of a forwarder that has deliveries in the store but is
+// not in the config.
+const TypeUnconfigured = "unconfigured"
+
+// ForwarderStatus is one forwarder's outbox, dead letters and pause.
+type ForwarderStatus struct {
+	Name         string    `json:"name"`
+	Type         string    `json:"type"`
+	Pending      int       `json:"pending"`
+	Dead         int       `json:"dead"`
+	Paused       bool      `json:"paused"`
+	PausedReason string    `json:"paused_reason,omitempty"`
+	PausedSince  time.Time `json:"paused_since,omitzero"`
+}
+
+// ChatbotInfo is a configured chatbot.
+type ChatbotInfo struct {
+	Serial string
+	Name   string
+}
+
+// ForwarderInfo is a configured forwarder.
+type ForwarderInfo struct {
+	Name string
+	Type string
+}
+
+// LocalStore is what Local needs of the store; *dedupe.Store implements it.
+type LocalStore interface {
+	StoreStats
+	Chatbots() (map[string]dedupe.ChatbotState, error)
+	DeadLetters(forwarder string) ([]event.DeadLetter, error)
+	Replay(forwarder, eventID string) (int, error)
+	Drop(forwarder, eventID string) (int, error)
+	Resume(forwarder string) (bool, error)
+}
+
+var _ LocalStore = (*dedupe.Store)(nil)
+
+// Local is the Backend over an open store: the daemon serves it through the admin API,
+// and the commands use it directly when no daemon runs.
+type Local struct {
+	Store LocalStore
+	// Resumer unpauses a forwarder in the running dispatcher (Dispatcher.Resume); nil
+	// when no daemon runs. Its presence makes Status report Daemon.
+	Resumer    func(name string) bool
+	Chatbots   []ChatbotInfo
+	Forwarders []ForwarderInfo
+	Version    string
+}
+
+var _ Backend = (*Local)(nil)
+
+// Status reads the configured chatbots' poll state and every forwarder's outbox, dead
+// letters and pause, including forwarders not in the config that still have any.
+func (l *Local) Status(_ context.Context) (Status, error) {
+	states, err := l.Store.Chatbots()
+	if err != nil {
+		return Status{}, err
+	}
+	depth, err := l.Store.Depth()
+	if err != nil {
+		return Status{}, err
+	}
+	dead, err := l.Store.DeadCount()
+	if err != nil {
+		return Status{}, err
+	}
+	paused, err := l.Store.Paused()
+	if err != nil {
+		return Status{}, err
+	}
+
+	s := Status{
+		Version:    l.Version,
+		Daemon:     l.Resumer != nil,
+		Chatbots:   make([]ChatbotStatus, 0, len(l.Chatbots)),
+		Forwarders: make([]ForwarderStatus, 0, len(l.Forwarders)),
+	}
+	for _, c := range l.Chatbots {
+		st := states[c.Serial]
+		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name,
+			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen})
+	}
+	forwarder := func(name, typ string) ForwarderStatus {
+		f := ForwarderStatus{Name: name, Type: typ, Pending: depth[name], Dead: dead[name]}
+		if p, ok := paused[name]; ok {
+			f.Paused, f.PausedReason, f.PausedSince = true, p.Reason, p.Since
+		}
+		return f
+	}
+	configured := map[string]bool{}
+	for _, f := range l.Forwarders {
+		configured[f.Name] = true
+		s.Forwarders = append(s.Forwarders, forwarder(f.Name, f.Type))
+	}
+	var extra []string
+	for _, m := range []map[string]int{depth, dead} {
+		for name, n := range m {
+			if n > 0 && !configured[name] {
+				extra = append(extra, name)
+			}
+		}
+	}
+	for name := range paused {
+		if !configured[name] {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	for _, name := range slices.Compact(extra) {
+		s.Forwarders = append(s.Forwarders, forwarder(name, TypeUnconfigured))
+	}
+	return s, nil
+}
+
+// DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
+func (l *Local) DeadLetters(_ context.Context, forwarder string) ([]event.DeadLetter, error) {
+	return l.Store.DeadLetters(forwarder)
+}
+
+// Replay puts dead letters back in the outbox; a running dispatcher is woken by the store.
+func (l *Local) Replay(_ context.Context, forwarder, id string) (int, error) {
+	return l.Store.Replay(forwarder, id)
+}
+
+// Drop deletes dead letters.
+func (l *Local) Drop(_ context.Context, forwarder, id string) (int, error) {
+	return l.Store.Drop(forwarder, id)
+}
+
+// Resume clears the forwarder's pause in the store and, with a daemon, in its dispatcher.
+func (l *Local) Resume(_ context.Context, forwarder string) (bool, error) {
+	was, err := l.Store.Resume(forwarder)
+	if err != nil {
+		return false, err
+	}
+	if l.Resumer != nil {
+		l.Resumer(forwarder)
+	}
+	return was, nil
+}

@@ -1,0 +1,289 @@
+package ops_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+// daemon is a store as `run` holds it, with the admin API served over it.
+type daemon struct {
+	store   *dedupe.Store
+	handler http.Handler
+	url     string
+	client  *ops.Client
+	dead    []event.Delivery // bus deliveries dead-lettered by the setup, in order
+
+	mu      sync.Mutex
+	resumed []string // names the dispatcher was asked to resume
+}
+
+// startDaemon: 3 records of serialA went to bus and to "old" (no longer configured);
+// two bus deliveries failed with HTTP 400 and are dead letters.
+func startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	d := &daemon{store: openStore(t, "bus", "old")}
+	ingest(t, d.store, 3)
+	require.NoError(t, d.store.RecordPoll(serialA, time.Now().Add(-2*time.Minute), nil))
+	bus := pending(t, d.store, "bus")
+	d.dead = []event.Delivery{deadLetter(t, d.store, bus[0], 1), deadLetter(t, d.store, bus[1], 1)}
+
+	local := &ops.Local{
+		Store: d.store,
+		Resumer: func(name string) bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.resumed = append(d.resumed, name)
+			return true
+		},
+		Chatbots:   []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}},
+		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}, {Name: "crm", Type: "slack"}},
+		Version:    "1.2.3",
+	}
+	health := ops.NewHealth(d.store, local.Chatbots, time.Minute, nil)
+	d.handler = ops.NewServer(ops.NewMetrics("1.2.3", d.store), health, local, nil)
+	srv := httptest.NewServer(d.handler)
+	t.Cleanup(srv.Close)
+	d.url = srv.URL
+
+	c, err := ops.Dial(t.Context(), srv.Listener.Addr().String())
+	require.NoError(t, err)
+	d.client = c
+	return d
+}
+
+func deadIDs(t *testing.T, b ops.Backend, forwarder string) []string {
+	t.Helper()
+	dls, err := b.DeadLetters(t.Context(), forwarder)
+	require.NoError(t, err)
+	var ids []string
+	for _, dl := range dls {
+		ids = append(ids, dl.Event.ID)
+	}
+	return ids
+}
+
+func TestAdminStatus(t *testing.T) {
+	d := startDaemon(t)
+	require.NoError(t, d.store.Pause("crm", "slack crm: HTTP 410 Gone", "hash"))
+
+	s, err := d.client.Status(t.Context())
+	require.NoError(t, err)
+	assert.True(t, s.Daemon)
+	assert.Equal(t, "1.2.3", s.Version)
+	require.Len(t, s.Chatbots, 1)
+	c := s.Chatbots[0]
+	assert.Equal(t, ops.ChatbotStatus{Serial: serialA, Name: chatbotName, LastPoll: c.LastPoll, LastOK: c.LastPoll, Seen: 3}, c)
+	assert.WithinDuration(t, time.Now().Add(-2*time.Minute), c.LastPoll, time.Minute)
+
+	require.Len(t, s.Forwarders, 3)
+	crm := s.Forwarders[1]
+	assert.WithinDuration(t, time.Now(), crm.PausedSince, time.Minute)
+	assert.Equal(t, []ops.ForwarderStatus{
+		{Name: "bus", Type: "webhook", Pending: 1, Dead: 2},
+		{Name: "crm", Type: "slack", Paused: true, PausedReason: "slack crm: HTTP 410 Gone", PausedSince: crm.PausedSince},
+		{Name: "old", Type: ops.TypeUnconfigured, Pending: 3},
+	}, s.Forwarders)
+}
+
+func TestAdminDeadLettersReplayDrop(t *testing.T) {
+	d := startDaemon(t)
+	ctx := t.Context()
+	first, second := d.dead[0].Event.ID, d.dead[1].Event.ID
+
+	assert.Equal(t, []string{first, second}, deadIDs(t, d.client, "bus"))
+	assert.Equal(t, []string{first, second}, deadIDs(t, d.client, ""), "every forwarder")
+	assert.Empty(t, deadIDs(t, d.client, "old"))
+	dls, err := d.client.DeadLetters(ctx, "bus")
+	require.NoError(t, err)
+	assert.Equal(t, "webhook bus: HTTP 400 Bad Request", dls[0].LastError)
+	assert.Equal(t, 1, dls[0].Attempts)
+
+	select { // forget the signals of the setup
+	case <-d.store.Changes():
+	default:
+	}
+	n, err := d.client.Replay(ctx, "bus", first)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	select {
+	case <-d.store.Changes():
+	default:
+		t.Fatal("a replay must wake the dispatcher through the store's Changes")
+	}
+	back := pending(t, d.store, "bus")
+	require.Len(t, back, 2)
+	assert.Equal(t, first, back[1].Event.ID, "the replayed delivery is back in the outbox, last")
+	assert.Zero(t, back[1].Attempts, "with a fresh retry budget")
+	assert.Equal(t, []string{second}, deadIDs(t, d.client, "bus"))
+
+	n, err = d.client.Replay(ctx, "bus", "no-such-event")
+	require.NoError(t, err)
+	assert.Zero(t, n)
+
+	n, err = d.client.Drop(ctx, "bus", "")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.Empty(t, deadIDs(t, d.client, "bus"))
+	assert.Len(t, pending(t, d.store, "bus"), 2, "dropping leaves the outbox alone")
+}
+
+func TestAdminResume(t *testing.T) {
+	d := startDaemon(t)
+	require.NoError(t, d.store.Pause("bus", "webhook bus: HTTP 410 Gone", "hash"))
+
+	was, err := d.client.Resume(t.Context(), "bus")
+	require.NoError(t, err)
+	assert.True(t, was)
+	paused, err := d.store.Paused()
+	require.NoError(t, err)
+	assert.Empty(t, paused)
+	d.mu.Lock()
+	assert.Equal(t, []string{"bus"}, d.resumed, "the running dispatcher is told too")
+	d.mu.Unlock()
+
+	was, err = d.client.Resume(t.Context(), "bus")
+	require.NoError(t, err)
+	assert.False(t, was, "it was no longer paused")
+}
+
+func TestAdminBadRequests(t *testing.T) {
+	d := startDaemon(t)
+	cases := []struct {
+		query, want string
+	}{
+		{"forwarder=bus", "id=<event id>, or all=1"},
+		{"forwarder=bus&id=x&all=1", "not both"},
+		{"all=maybe", "not a boolean"},
+	}
+	for _, c := range cases {
+		for _, op := range []string{"replay", "drop"} {
+			resp, err := http.Post(d.url+"/admin/dlq/"+op+"?"+c.query, "", nil)
+			require.NoError(t, err)
+			var body map[string]string
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+			resp.Body.Close()
+			assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s?%s", op, c.query)
+			assert.Contains(t, body["error"], c.want, "%s?%s", op, c.query)
+		}
+	}
+	assert.Len(t, deadIDs(t, d.client, "bus"), 2, "nothing changed")
+}
+
+func TestClientErrorsNameEndpointAndCarryMessage(t *testing.T) {
+	d := startDaemon(t)
+	require.NoError(t, d.store.Close())
+	ctx := t.Context()
+
+	_, err := d.client.Status(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "GET /admin/status")
+	assert.Contains(t, err.Error(), "database not open")
+	assert.Contains(t, err.Error(), "HTTP 500")
+
+	_, err = d.client.Replay(ctx, "bus", "x")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "POST /admin/dlq/replay")
+	assert.Contains(t, err.Error(), "database not open")
+}
+
+func TestAdminGuards(t *testing.T) {
+	d := startDaemon(t)
+	cases := []struct {
+		name, method, target, remote, host string
+		header                             map[string]string
+		want                               int
+	}{
+		{"status from another machine", "GET", "/admin/status", "10.0.0.1:1234", "127.0.0.1:9108", nil, http.StatusForbidden},
+		{"replay from another machine", "POST", "/admin/dlq/replay?all=1", "10.0.0.1:1234", "127.0.0.1:9108", nil, http.StatusForbidden},
+		{"resume from another machine", "POST", "/admin/forwarders/bus/resume", "192.168.1.7:40000", "127.0.0.1:9108", nil, http.StatusForbidden},
+		{"DNS rebinding", "GET", "/admin/dlq", "127.0.0.1:5555", "evil.example:9108", nil, http.StatusForbidden},
+		{"cross-origin browser POST", "POST", "/admin/dlq/drop?all=1", "127.0.0.1:5555", "127.0.0.1:9108",
+			map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"replay by GET", "GET", "/admin/dlq/replay?all=1", "127.0.0.1:5555", "127.0.0.1:9108", nil, http.StatusMethodNotAllowed},
+		{"drop by GET", "GET", "/admin/dlq/drop?all=1", "127.0.0.1:5555", "127.0.0.1:9108", nil, http.StatusMethodNotAllowed},
+		{"resume by GET", "GET", "/admin/forwarders/bus/resume", "127.0.0.1:5555", "127.0.0.1:9108", nil, http.StatusMethodNotAllowed},
+		{"status from IPv6 loopback", "GET", "/admin/status", "[::1]:5555", "localhost:9108", nil, http.StatusOK},
+		{"metrics from another machine", "GET", "/metrics", "10.0.0.1:1234", "leadbridge.internal:9108", nil, http.StatusOK},
+		{"healthz from another machine", "GET", "/healthz", "10.0.0.1:1234", "leadbridge.internal:9108", nil, http.StatusOK},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(c.method, c.target, nil)
+			r.RemoteAddr, r.Host = c.remote, c.host
+			for k, v := range c.header {
+				r.Header.Set(k, v)
+			}
+			w := httptest.NewRecorder()
+			d.handler.ServeHTTP(w, r)
+			assert.Equal(t, c.want, w.Code, w.Body.String())
+			if c.want == http.StatusForbidden {
+				assert.Contains(t, w.Body.String(), `"error"`)
+			}
+		})
+	}
+	assert.Len(t, deadIDs(t, d.client, "bus"), 2, "no refused request changed anything")
+	paused, err := d.store.Paused()
+	require.NoError(t, err)
+	assert.Empty(t, paused)
+}
+
+func TestDial(t *testing.T) {
+	d := startDaemon(t)
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(d.url, "http://"))
+	require.NoError(t, err)
+
+	t.Run("wildcard listen address means loopback", func(t *testing.T) {
+		for _, addr := range []string{":" + port, "0.0.0.0:" + port} {
+			c, err := ops.Dial(t.Context(), addr)
+			require.NoError(t, err, addr)
+			assert.Equal(t, "http://127.0.0.1:"+port, c.BaseURL)
+		}
+	})
+	t.Run("nobody listening", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		require.NoError(t, l.Close())
+		_, err = ops.Dial(t.Context(), addr)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "no leadbridge daemon answers on http://"+addr)
+	})
+	t.Run("something else listening", func(t *testing.T) {
+		other := httptest.NewServer(http.NotFoundHandler())
+		defer other.Close()
+		_, err := ops.Dial(t.Context(), other.Listener.Addr().String())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "no leadbridge daemon answers")
+		assert.Contains(t, err.Error(), "HTTP 404")
+	})
+	t.Run("a hung peer is given up on", func(t *testing.T) {
+		release := make(chan struct{})
+		hung := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+		defer hung.Close()
+		defer close(release)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := ops.Dial(ctx, hung.Listener.Addr().String())
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	})
+	t.Run("bad address", func(t *testing.T) {
+		_, err := ops.Dial(t.Context(), "no-port")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `admin address "no-port"`)
+	})
+}

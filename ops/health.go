@@ -1,0 +1,160 @@
+package ops
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/poller"
+)
+
+// staleIntervals is how many poll intervals a chatbot may go without a successful poll
+// before leadbridge is not ready.
+const staleIntervals = 3
+
+// maxReasonError caps the error text quoted in a readiness reason.
+const maxReasonError = 200
+
+// Health decides readiness: the store answers, no forwarder is paused, and every
+// chatbot had a successful poll within 3 poll intervals (a chatbot that has not yet
+// succeeded counts from the start, so a fresh start is ready). It learns about polls
+// from ObservePoll and is safe for concurrent use.
+type Health struct {
+	store    StoreStats
+	chatbots []ChatbotInfo
+	interval time.Duration
+	now      func() time.Time
+	start    time.Time
+
+	mu    sync.Mutex
+	polls map[string]pollRecord
+}
+
+// pollRecord is what Health remembers of one chatbot's polls.
+type pollRecord struct {
+	lastOK    time.Time
+	lastError string // of the last poll; "" when it succeeded
+}
+
+// NewHealth watches the given chatbots, polled every interval (poller.DefaultInterval
+// if <= 0). now tells the time (time.Now if nil); the start is now().
+func NewHealth(src StoreStats, chatbots []ChatbotInfo, interval time.Duration, now func() time.Time) *Health {
+	if interval <= 0 {
+		interval = poller.DefaultInterval
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Health{
+		store:    src,
+		chatbots: slices.Clone(chatbots),
+		interval: interval,
+		now:      now,
+		start:    now(),
+		polls:    map[string]pollRecord{},
+	}
+}
+
+// ObservePoll notes a poll's outcome; it fits poller.Loop.OnPoll.
+func (h *Health) ObservePoll(serial string, _ time.Duration, _ event.Ingested, err error) {
+	at := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec := h.polls[serial]
+	if err == nil {
+		rec.lastOK, rec.lastError = at, ""
+	} else {
+		rec.lastError = err.Error()
+	}
+	h.polls[serial] = rec
+}
+
+// Readiness is the /readyz answer, meant to be read by a person as much as a probe.
+type Readiness struct {
+	Ready            bool               `json:"ready"`
+	Store            string             `json:"store"` // "open", or "error: ..." when it does not answer
+	Chatbots         []ChatbotReadiness `json:"chatbots"`
+	PausedForwarders []PausedForwarder  `json:"paused_forwarders"`
+	Reasons          []string           `json:"reasons,omitempty"` // why it is not ready, one line each
+}
+
+// ChatbotReadiness is one chatbot's part in readiness.
+type ChatbotReadiness struct {
+	Serial      string    `json:"serial"`
+	Name        string    `json:"name"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastError   string    `json:"last_error,omitempty"` // of the last poll, if it failed
+	OK          bool      `json:"ok"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// PausedForwarder is a forwarder paused because its target said it is gone.
+type PausedForwarder struct {
+	Name   string    `json:"name"`
+	Since  time.Time `json:"since"`
+	Reason string    `json:"reason"`
+}
+
+// Check computes readiness now.
+func (h *Health) Check() Readiness {
+	now := h.now()
+	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}}
+
+	paused, err := h.store.Paused()
+	if err != nil {
+		r.Ready = false
+		r.Store = "error: " + err.Error()
+		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
+	}
+	names := make([]string, 0, len(paused))
+	for name := range paused {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := paused[name]
+		r.Ready = false
+		r.PausedForwarders = append(r.PausedForwarders, PausedForwarder{Name: name, Since: p.Since, Reason: p.Reason})
+		r.Reasons = append(r.Reasons, fmt.Sprintf(
+			"forwarder %s is paused since %s because its target is gone (%s); its deliveries wait in the outbox: fix the target, then run `leadbridge forwarder resume %s`",
+			name, p.Since.UTC().Format(time.RFC3339), cut(p.Reason, maxReasonError), name))
+	}
+
+	limit := staleIntervals * h.interval
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r.Chatbots = make([]ChatbotReadiness, 0, len(h.chatbots))
+	for _, bot := range h.chatbots {
+		rec := h.polls[bot.Serial]
+		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: rec.lastOK,
+			LastError: cut(rec.lastError, maxReasonError), OK: true}
+		since, from := rec.lastOK, ""
+		if since.IsZero() {
+			since, from = h.start, " since start"
+		}
+		if age := now.Sub(since); age > limit {
+			c.OK = false
+			c.Reason = fmt.Sprintf("no successful poll%s for %s (%d intervals = %s)",
+				from, age.Round(time.Second), staleIntervals, limit)
+			if c.LastError != "" {
+				c.Reason += "; last error: " + c.LastError
+			}
+			r.Ready = false
+			r.Reasons = append(r.Reasons, fmt.Sprintf("chatbot %s (%s): %s", bot.Name, bot.Serial, c.Reason))
+		}
+		r.Chatbots = append(r.Chatbots, c)
+	}
+	return r
+}
+
+// cut shortens s to at most n runes, marking the cut with "…", and puts it on one line.
+func cut(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

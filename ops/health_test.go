@@ -1,0 +1,142 @@
+package ops_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+var bots = []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}, {Serial: serialB, Name: "Shop"}}
+
+// healthServer serves a Health over the store on a fake clock, polled every minute.
+func healthServer(t *testing.T, s *dedupe.Store) (*ops.Health, *clock, string) {
+	t.Helper()
+	c := newClock()
+	h := ops.NewHealth(s, bots, time.Minute, c.Now)
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("test", s), h, nil, nil))
+	t.Cleanup(srv.Close)
+	return h, c, srv.URL
+}
+
+// ready GETs /readyz and decodes its answer.
+func ready(t *testing.T, base string) (int, ops.Readiness) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var r ops.Readiness
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+	return resp.StatusCode, r
+}
+
+func chatbot(t *testing.T, r ops.Readiness, serial string) ops.ChatbotReadiness {
+	t.Helper()
+	for _, c := range r.Chatbots {
+		if c.Serial == serial {
+			return c
+		}
+	}
+	require.Failf(t, "chatbot missing from /readyz", "serial %s", serial)
+	return ops.ChatbotReadiness{}
+}
+
+func TestReadyzFollowsPolls(t *testing.T) {
+	s := openStore(t)
+	h, clk, base := healthServer(t, s)
+	apiDown := errors.New("LeadList HTTP 500 Internal Server Error")
+
+	code, r := ready(t, base)
+	assert.Equal(t, http.StatusOK, code, "a fresh start is ready")
+	assert.True(t, r.Ready)
+	assert.Equal(t, "open", r.Store)
+	assert.Len(t, r.Chatbots, 2)
+
+	// serialA succeeds every minute; serialB fails from the start.
+	for range 3 {
+		clk.Advance(time.Minute)
+		h.ObservePoll(serialA, time.Second, event.Ingested{}, nil)
+		h.ObservePoll(serialB, time.Second, event.Ingested{}, apiDown)
+	}
+	code, r = ready(t, base)
+	assert.Equal(t, http.StatusOK, code, "3 intervals since start have not passed yet")
+	assert.Equal(t, apiDown.Error(), chatbot(t, r, serialB).LastError)
+
+	clk.Advance(12 * time.Second)
+	code, r = ready(t, base)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.False(t, r.Ready)
+	a, b := chatbot(t, r, serialA), chatbot(t, r, serialB)
+	assert.True(t, a.OK)
+	assert.Empty(t, a.Reason)
+	assert.False(t, b.OK)
+	assert.True(t, b.LastSuccess.IsZero())
+	assert.Equal(t, "no successful poll since start for 3m12s (3 intervals = 3m0s); last error: "+apiDown.Error(), b.Reason)
+	require.Len(t, r.Reasons, 1)
+	assert.Contains(t, r.Reasons[0], "Shop ("+serialB+")")
+
+	h.ObservePoll(serialB, time.Second, event.Ingested{}, nil)
+	code, r = ready(t, base)
+	assert.Equal(t, http.StatusOK, code, "ready again after a success")
+	assert.True(t, chatbot(t, r, serialB).OK)
+	assert.Empty(t, chatbot(t, r, serialB).LastError)
+	assert.Equal(t, clk.Now(), chatbot(t, r, serialB).LastSuccess.UTC())
+
+	// Both fall silent: counted from their last success.
+	clk.Advance(3*time.Minute + time.Second)
+	code, r = ready(t, base)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "no successful poll for 3m1s (3 intervals = 3m0s)", chatbot(t, r, serialB).Reason)
+	assert.False(t, chatbot(t, r, serialA).OK)
+	assert.Len(t, r.Reasons, 2)
+}
+
+func TestReadyzPausedForwarder(t *testing.T) {
+	s := openStore(t)
+	_, _, base := healthServer(t, s)
+	require.NoError(t, s.Pause("crm", "webhook crm: HTTP 410 Gone", "hash"))
+
+	code, r := ready(t, base)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	require.Len(t, r.PausedForwarders, 1)
+	assert.Equal(t, "crm", r.PausedForwarders[0].Name)
+	assert.Equal(t, "webhook crm: HTTP 410 Gone", r.PausedForwarders[0].Reason)
+	require.Len(t, r.Reasons, 1)
+	assert.Contains(t, r.Reasons[0], "forwarder crm is paused")
+	assert.Contains(t, r.Reasons[0], "leadbridge forwarder resume crm")
+
+	_, err := s.Resume("crm")
+	require.NoError(t, err)
+	code, r = ready(t, base)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Empty(t, r.PausedForwarders)
+}
+
+func TestReadyzStoreClosedHealthzStillAlive(t *testing.T) {
+	s := openStore(t)
+	_, _, base := healthServer(t, s)
+	require.NoError(t, s.Close())
+
+	code, r := ready(t, base)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, r.Store, "error: ")
+	assert.Contains(t, r.Store, "database not open")
+
+	resp, err := http.Get(base + "/healthz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	var body map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	assert.Equal(t, map[string]string{"status": "ok"}, body)
+}

@@ -1,0 +1,226 @@
+// Package ops is how an operator sees and steers a running leadbridge: Prometheus
+// metrics, the /healthz and /readyz probes, and a loopback-only admin API (with its
+// client) through which `leadbridge status`, `dlq` and `forwarder resume` work while
+// the daemon holds the store.
+package ops
+
+import (
+	"net/http"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+)
+
+// StoreStats is what metrics and readiness read from the store at scrape time.
+// *dedupe.Store implements it.
+type StoreStats interface {
+	Depth() (map[string]int, error)           // outbox entries per forwarder
+	DeadCount() (map[string]int, error)       // dead letters per forwarder
+	Paused() (map[string]dedupe.Pause, error) // paused forwarders by name
+}
+
+// Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and
+// process collectors. Labels carry only chatbot serials, configured forwarder names and
+// fixed words: never a secret and never a person's data.
+//
+// In leadbridge_records_total, new and updated records are counted by kind (lead,
+// appointment) from the events the store produced; duplicate and baseline records are
+// only known as totals, so they carry kind="".
+type Metrics struct {
+	reg          *prometheus.Registry
+	polls        *prometheus.CounterVec
+	pollDuration *prometheus.HistogramVec
+	records      *prometheus.CounterVec
+	lastSuccess  *prometheus.GaugeVec
+	deliveries   *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	attempts     *prometheus.HistogramVec
+}
+
+// NewMetrics registers every metric; src is read at each scrape for the outbox depth,
+// dead letters and paused forwarders.
+func NewMetrics(version string, src StoreStats) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_polls_total",
+			Help: "LeadList polls by chatbot serial and result (ok, error).",
+		}, []string{"chatbot", "result"}),
+		pollDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "leadbridge_poll_duration_seconds",
+			Help:    "Duration of a LeadList poll, request and store write, by chatbot serial.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"chatbot"}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_records_total",
+			Help: "Polled records by chatbot serial, kind and outcome (new, duplicate, updated, baseline); kind is empty for duplicate and baseline.",
+		}, []string{"chatbot", "kind", "outcome"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "leadbridge_last_successful_poll_timestamp_seconds",
+			Help: "Unix time of the last successful poll, by chatbot serial.",
+		}, []string{"chatbot"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_deliveries_total",
+			Help: "Delivery attempts by forwarder and result: ok (delivered), retry (failed, will retry), dead (dead-lettered), paused (target gone).",
+		}, []string{"forwarder", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "leadbridge_delivery_latency_seconds",
+			Help: "Time from a record being taken into the store to its delivery, by forwarder.",
+			Buckets: []float64{0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 300, 900, 1800, 3600,
+				3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600},
+		}, []string{"forwarder"}),
+		attempts: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "leadbridge_delivery_attempts",
+			Help:    "Attempts a finished delivery took (delivered or dead-lettered), by forwarder.",
+			Buckets: []float64{1, 2, 3, 5, 10, 20, 50, 100, 200, 500},
+		}, []string{"forwarder"}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "leadbridge_build_info",
+		Help: "Always 1; labels name the leadbridge version and the Go version that built it.",
+	}, []string{"version", "goversion"})
+	buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.polls, m.pollDuration, m.records, m.lastSuccess,
+		m.deliveries, m.latency, m.attempts, buildInfo,
+		newStoreCollector(src),
+	)
+	return m
+}
+
+// ObservePoll records one poll; it fits poller.Loop.OnPoll.
+func (m *Metrics) ObservePoll(serial string, took time.Duration, res event.Ingested, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.polls.WithLabelValues(serial, result).Inc()
+	m.pollDuration.WithLabelValues(serial).Observe(took.Seconds())
+	if err == nil {
+		m.lastSuccess.WithLabelValues(serial).SetToCurrentTime()
+	}
+	for _, ev := range res.Events {
+		outcome := "new"
+		if ev.Action() == event.ActionUpdated {
+			outcome = "updated"
+		}
+		m.records.WithLabelValues(serial, kindLabel(ev.Kind()), outcome).Inc()
+	}
+	if res.Duplicate > 0 {
+		m.records.WithLabelValues(serial, "", "duplicate").Add(float64(res.Duplicate))
+	}
+	if res.Baseline > 0 {
+		m.records.WithLabelValues(serial, "", "baseline").Add(float64(res.Baseline))
+	}
+}
+
+// kindLabel keeps the kind label to the known kinds.
+func kindLabel(k event.Kind) string {
+	if k == event.KindLead || k == event.KindAppointment {
+		return string(k)
+	}
+	return "other"
+}
+
+// ObserveDelivery records one delivery attempt; it fits forwarders.Dispatcher.OnResult.
+// A delivered event adds its latency since it was taken into the store and its attempt
+// count; a dead-lettered one adds its attempt count. The attempt's duration and error
+// are not recorded (an error text is no label).
+func (m *Metrics) ObserveDelivery(d event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
+	m.deliveries.WithLabelValues(d.Forwarder, string(res)).Inc()
+	switch res {
+	case forwarders.ResultOK:
+		if !d.Enqueued.IsZero() {
+			m.latency.WithLabelValues(d.Forwarder).Observe(time.Since(d.Enqueued).Seconds())
+		}
+		m.attempts.WithLabelValues(d.Forwarder).Observe(float64(d.Attempts + 1))
+	case forwarders.ResultDead:
+		m.attempts.WithLabelValues(d.Forwarder).Observe(float64(max(d.Attempts, 1)))
+	}
+}
+
+// Handler serves the metrics in the Prometheus exposition format. A store that cannot
+// be read leaves out its gauges; everything else is still served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.reg,
+	})
+}
+
+// storeCollector reads the outbox depth, dead letters and pauses at scrape time.
+type storeCollector struct {
+	src    StoreStats
+	depth  *prometheus.Desc
+	dead   *prometheus.Desc
+	paused *prometheus.Desc
+}
+
+func newStoreCollector(src StoreStats) *storeCollector {
+	return &storeCollector{
+		src: src,
+		depth: prometheus.NewDesc("leadbridge_outbox_depth",
+			"Deliveries waiting in the outbox, by forwarder.", []string{"forwarder"}, nil),
+		dead: prometheus.NewDesc("leadbridge_dead_letters",
+			"Dead-lettered deliveries, by forwarder.", []string{"forwarder"}, nil),
+		paused: prometheus.NewDesc("leadbridge_forwarder_paused",
+			"1 while a forwarder is paused because its target said it is gone, else 0.", []string{"forwarder"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.depth
+	ch <- c.dead
+	ch <- c.paused
+}
+
+// Collect implements prometheus.Collector. Every forwarder the store knows of gets all
+// three gauges, so a paused one shows 0 pending rather than nothing.
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	depth, err := c.src.Depth()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.depth, err)
+		return
+	}
+	dead, err := c.src.DeadCount()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.dead, err)
+		return
+	}
+	paused, err := c.src.Paused()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.paused, err)
+		return
+	}
+	var names []string
+	for _, m := range []map[string]int{depth, dead} {
+		for name := range m {
+			names = append(names, name)
+		}
+	}
+	for name := range paused {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
+		p := 0.0
+		if _, ok := paused[name]; ok {
+			p = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(depth[name]), name)
+		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(dead[name]), name)
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, name)
+	}
+}

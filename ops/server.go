@@ -1,0 +1,193 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// NewServer is the handler for http.listen: /metrics, /healthz (200 while the process
+// serves), /readyz (200 or 503, see Health), and the admin API when b is not nil:
+//
+//	GET  /admin/status                          → Status
+//	GET  /admin/dlq?forwarder=F                 → []event.DeadLetter
+//	POST /admin/dlq/replay?forwarder=F&id=ID    → {"count":N}   (all=1 instead of id: every one)
+//	POST /admin/dlq/drop?forwarder=F&id=ID      → {"count":N}   (likewise)
+//	POST /admin/forwarders/{name}/resume        → {"resumed":bool}
+//
+// The admin API shows personal data and changes the store, so it answers only requests
+// from a loopback address to a loopback host name (403 otherwise, which also defeats DNS
+// rebinding), refuses cross-origin browser requests, and takes changes only by POST (405
+// otherwise). Errors are JSON {"error":"..."}. m and h must not be nil; logger nil
+// discards the admin API's logs.
+func NewServer(m *Metrics, h *Health, b Backend, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		r := h.Check()
+		code := http.StatusOK
+		if !r.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, r)
+	})
+	if b != nil {
+		mux.Handle("/admin/", adminOnly(newAdmin(b, logger)))
+	}
+	return mux
+}
+
+// admin serves the admin API over a Backend.
+type admin struct {
+	b   Backend
+	log *slog.Logger
+}
+
+func newAdmin(b Backend, logger *slog.Logger) http.Handler {
+	a := &admin{b: b, log: logger.With("component", "admin")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/status", a.status)
+	mux.HandleFunc("GET /admin/dlq", a.deadLetters)
+	mux.HandleFunc("POST /admin/dlq/replay", a.dlqChange("replay", b.Replay))
+	mux.HandleFunc("POST /admin/dlq/drop", a.dlqChange("drop", b.Drop))
+	mux.HandleFunc("POST /admin/forwarders/{name}/resume", a.resume)
+	return mux
+}
+
+func (a *admin) status(w http.ResponseWriter, r *http.Request) {
+	s, err := a.b.Status(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *admin) deadLetters(w http.ResponseWriter, r *http.Request) {
+	dls, err := a.b.DeadLetters(r.Context(), r.URL.Query().Get("forwarder"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if dls == nil {
+		dls = []event.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, dls)
+}
+
+// dlqChange serves replay and drop: forwarder (optional) and either id or all=1.
+func (a *admin) dlqChange(op string, fn func(ctx context.Context, forwarder, id string) (int, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		forwarder, id := q.Get("forwarder"), q.Get("id")
+		all := false
+		if v := q.Get("all"); v != "" {
+			var err error
+			if all, err = strconv.ParseBool(v); err != nil {
+				writeError(w, http.StatusBadRequest, "all="+strconv.Quote(v)+" is not a boolean; use all=1")
+				return
+			}
+		}
+		switch {
+		case id == "" && !all:
+			writeError(w, http.StatusBadRequest, "say which dead letters to "+op+": id=<event id>, or all=1 for every one")
+			return
+		case id != "" && all:
+			writeError(w, http.StatusBadRequest, "give either id or all=1, not both")
+			return
+		}
+		n, err := fn(r.Context(), forwarder, id)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		a.log.Info("dead letters changed through the admin API", "op", op, "forwarder", forwarder, "event_id", id, "count", n)
+		writeJSON(w, http.StatusOK, map[string]int{"count": n})
+	}
+}
+
+func (a *admin) resume(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	was, err := a.b.Resume(r.Context(), name)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("forwarder resume through the admin API", "forwarder", name, "was_paused", was)
+	writeJSON(w, http.StatusOK, map[string]bool{"resumed": was})
+}
+
+func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
+	a.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
+// adminOnly lets through only same-machine, same-origin requests.
+func adminOnly(next http.Handler) http.Handler {
+	csrf := http.NewCrossOriginProtection()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil || !isLoopback(host) {
+			writeError(w, http.StatusForbidden, "the admin API answers only on loopback; run the command on the daemon's machine")
+			return
+		}
+		if !isLoopback(hostOnly(r.Host)) {
+			writeError(w, http.StatusForbidden, "the admin API answers only to a loopback host name (127.0.0.1, ::1, localhost)")
+			return
+		}
+		if err := csrf.Check(r); err != nil {
+			writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether host is "localhost" or a loopback IP.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hostOnly strips the port from a Host header.
+func hostOnly(hostport string) string {
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		return host
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+// errorBody is the JSON of an error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code, body = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,89 @@
+package ops
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// maxStatusText caps error and reason texts in the status table.
+const maxStatusText = 60
+
+// WriteStatus writes s as tables a person reads in a terminal: each chatbot's last poll
+// and its result, each forwarder's outbox, dead letters and pause, and a summary line.
+func WriteStatus(w io.Writer, s Status) error {
+	now := time.Now()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	source := "daemon not running; read from the store"
+	if s.Daemon {
+		source = "daemon running"
+	}
+	fmt.Fprintf(tw, "leadbridge %s (%s)\n\n", s.Version, source)
+
+	failing := 0
+	fmt.Fprintln(tw, "CHATBOT\tSERIAL\tLAST POLL\tSEEN\tRESULT")
+	for _, c := range s.Chatbots {
+		result := "ok"
+		switch {
+		case c.LastPoll.IsZero():
+			result = "not polled yet"
+		case c.LastError != "":
+			failing++
+			result = "error: " + cut(c.LastError, maxStatusText)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, ago(now, c.LastPoll), c.Seen, result)
+	}
+
+	pending, dead, paused := 0, 0, 0
+	fmt.Fprintln(tw, "\nFORWARDER\tTYPE\tPENDING\tDEAD\tSTATE")
+	for _, f := range s.Forwarders {
+		pending += f.Pending
+		dead += f.Dead
+		state := "running"
+		if f.Paused {
+			paused++
+			state = fmt.Sprintf("PAUSED %s: %s", ago(now, f.PausedSince), cut(f.PausedReason, maxStatusText))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.Name, orDash(f.Type), f.Pending, f.Dead, state)
+	}
+
+	fmt.Fprintf(tw, "\n%s (%d failing), %s (%d paused), %d pending, %s\n",
+		plural(len(s.Chatbots), "chatbot"), failing, plural(len(s.Forwarders), "forwarder"), paused,
+		pending, plural(dead, "dead letter"))
+	return tw.Flush()
+}
+
+// ago says how long before now t was, roughly: "45s ago", "2m ago", "3h ago", "4d ago".
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd ago", int(d/(24*time.Hour)))
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func orDash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "-"
+	}
+	return s
+}

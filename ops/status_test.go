@@ -1,0 +1,88 @@
+package ops_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+func TestWriteStatus(t *testing.T) {
+	now := time.Now()
+	longErr := "LeadList HTTP 500 Internal Server Error: upstream timed out while\nreading the response body from the backend cluster number seven"
+	s := ops.Status{
+		Version: "1.2.3",
+		Daemon:  true,
+		Chatbots: []ops.ChatbotStatus{
+			{Serial: serialA, Name: chatbotName, LastPoll: now.Add(-2*time.Minute - 5*time.Second), LastOK: now.Add(-2 * time.Minute), Seen: 120},
+			{Serial: serialB, Name: "Shop", LastPoll: now.Add(-40 * time.Second), LastOK: now.Add(-3 * time.Hour), LastError: longErr, Seen: 7},
+			{Serial: "c0ffee", Name: "New bot"},
+		},
+		Forwarders: []ops.ForwarderStatus{
+			{Name: "bus", Type: "nats", Pending: 0},
+			{Name: "crm", Type: "webhook", Pending: 3, Dead: 1, Paused: true,
+				PausedReason: "webhook crm: HTTP 410 Gone", PausedSince: now.Add(-90 * time.Minute)},
+			{Name: "old", Type: ops.TypeUnconfigured, Pending: 1},
+		},
+	}
+	var b strings.Builder
+	require.NoError(t, ops.WriteStatus(&b, s))
+	out := b.String()
+	t.Log("\n" + out)
+
+	lines := strings.Split(out, "\n")
+	line := func(prefix string) string {
+		for _, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		require.Failf(t, "no line", "starting with %q in\n%s", prefix, out)
+		return ""
+	}
+	assert.Contains(t, lines[0], "1.2.3")
+	assert.Contains(t, lines[0], "daemon running")
+
+	assert.Regexp(t, `^Main site\s+`+serialA+`\s+2m ago\s+120\s+ok$`, line(chatbotName))
+	shop := line("Shop ")
+	assert.Regexp(t, `^Shop\s+`+serialB+`\s+40s ago\s+7\s+error: LeadList HTTP 500 Internal Server Error: upstream \S+ \S+…$`, shop)
+	assert.NotContains(t, out, "cluster number seven", "long errors are cut")
+	assert.Contains(t, line("New bot"), "never")
+	assert.Contains(t, line("New bot"), "not polled yet")
+
+	assert.Regexp(t, `^bus\s+nats\s+0\s+0\s+running`, line("bus "))
+	assert.Regexp(t, `^crm\s+webhook\s+3\s+1\s+PAUSED 1h ago: webhook crm: HTTP 410 Gone`, line("crm "))
+	assert.Regexp(t, `^old\s+unconfigured\s+1\s+0\s+running`, line("old "))
+
+	assert.Equal(t, "3 chatbots (1 failing), 3 forwarders (1 paused), 4 pending, 1 dead letter", lines[len(lines)-2])
+}
+
+func TestLocalStatusWithoutDaemon(t *testing.T) {
+	s := openStore(t, "bus")
+	ingest(t, s, 2)
+	local := &ops.Local{
+		Store:      s,
+		Chatbots:   []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}},
+		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}},
+		Version:    "1.2.3",
+	}
+	st, err := local.Status(t.Context())
+	require.NoError(t, err)
+	assert.False(t, st.Daemon)
+	assert.Equal(t, []ops.ForwarderStatus{{Name: "bus", Type: "webhook", Pending: 2}}, st.Forwarders)
+	assert.Equal(t, 2, st.Chatbots[0].Seen)
+
+	require.NoError(t, s.Pause("bus", "gone", "hash"))
+	was, err := local.Resume(t.Context(), "bus")
+	require.NoError(t, err)
+	assert.True(t, was, "resume works on the store alone")
+
+	var b strings.Builder
+	require.NoError(t, ops.WriteStatus(&b, st))
+	assert.Contains(t, b.String(), "daemon not running")
+	assert.Contains(t, b.String(), "not polled yet")
+}
