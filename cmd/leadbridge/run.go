@@ -2,9 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"sync"
 	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/ops"
 )
 
 // pruneInterval is how often the daemon removes seen keys past store.retention.
@@ -26,9 +33,37 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
+
+	// Metrics, health and the admin API, wired to the poller and the dispatcher.
+	m := ops.NewMetrics(Version, a.store)
+	h := ops.NewHealth(a.store, a.chatbotInfo(), cfg.Poll.Interval, nil)
+	a.loop.OnPoll = func(serial string, took time.Duration, res event.Ingested, err error) {
+		m.ObservePoll(serial, took, res, err)
+		h.ObservePoll(serial, took, res, err)
+	}
+	a.dispatcher.OnResult = m.ObserveDelivery
+	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.chatbotInfo(),
+		Forwarders: a.forwarderInfo(), Version: Version}
+	var srv *http.Server
+	if cfg.HTTP.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+		srv = &http.Server{
+			Handler:           ops.NewServer(m, h, backend, logger.With("component", "http")),
+			ReadHeaderTimeout: 5 * time.Second,
+		}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http server failed", "err", err)
+			}
+		}()
+		logger.Info("serving /metrics, /healthz, /readyz and the admin API", "addr", ln.Addr().String())
+	}
+
 	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
 		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
-
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
@@ -36,6 +71,11 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	<-ctx.Done()
 	logger.Info("stopping: polling stopped, letting in-flight deliveries finish", "grace", cfg.Shutdown.Grace)
 	wg.Wait()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}
 	logger.Info("stopped; pending deliveries stay in the outbox for the next start")
 	return nil
 }

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+func (a *app) chatbotInfo() []ops.ChatbotInfo { return chatbotInfo(a.cfg) }
+
+func (a *app) forwarderInfo() []ops.ForwarderInfo { return forwarderInfo(a.cfg) }
+
+func chatbotInfo(cfg *config.Config) []ops.ChatbotInfo {
+	out := make([]ops.ChatbotInfo, 0, len(cfg.NeoAgent.Chatbots))
+	for _, cb := range cfg.NeoAgent.Chatbots {
+		out = append(out, ops.ChatbotInfo{Serial: cb.Serial, Name: cb.Name})
+	}
+	return out
+}
+
+func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
+	out := make([]ops.ForwarderInfo, 0, len(cfg.Forwarders))
+	for _, fc := range cfg.Forwarders {
+		out = append(out, ops.ForwarderInfo{Name: fc.Name, Type: fc.Type})
+	}
+	return out
+}
+
+// backend reaches the store for operator commands: through the running daemon's admin
+// API when one answers on http.listen (bbolt lets one process hold the file), or by
+// opening the store file directly when no daemon runs. The returned func releases it.
+func backend(ctx context.Context, cfg *config.Config) (ops.Backend, func(), error) {
+	if cfg.HTTP.Listen != "" {
+		if c, err := ops.Dial(ctx, cfg.HTTP.Listen); err == nil {
+			return c, func() {}, nil
+		}
+	}
+	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, nil, fmt.Errorf("%w\nA daemon holds the store but its admin API does not answer on http.listen %q; "+
+			"enable http.listen (loopback) in the config the daemon runs with, or stop the daemon", err, cfg.HTTP.Listen)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	local := &ops.Local{Store: st, Chatbots: chatbotInfo(cfg), Forwarders: forwarderInfo(cfg), Version: Version}
+	return local, func() { _ = st.Close() }, nil
+}
+
+// operatorFlags are the flags the operator commands share.
+type operatorFlags struct {
+	cfgPath   *string
+	forwarder *string
+}
+
+func addOperatorFlags(fsName string, stderr io.Writer) (*operatorFlags, *flag.FlagSet) {
+	fs := newFlags(fsName, stderr)
+	return &operatorFlags{
+		cfgPath:   fs.String("config", "config.yaml", "config file"),
+		forwarder: fs.String("forwarder", "", "only this forwarder (default all)"),
+	}, fs
+}
+
+func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	of, fs := addOperatorFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*of.cfgPath)
+	if err != nil {
+		return err
+	}
+	b, release, err := backend(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer release()
+	s, err := b.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	return ops.WriteStatus(stdout, s)
+}
+
+func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const usage = "usage: leadbridge dlq list|replay|drop --config FILE [--forwarder F] [--id ID | --all] [--json]"
+	if len(args) == 0 {
+		return usageErrorf(usage)
+	}
+	sub := args[0]
+	if sub != "list" && sub != "replay" && sub != "drop" {
+		return usageErrorf("unknown dlq command %q\n%s", sub, usage)
+	}
+	of, fs := addOperatorFlags("dlq "+sub, stderr)
+	asJSON := fs.Bool("json", false, "(list) print JSON")
+	id := fs.String("id", "", "(replay, drop) the event id of the dead letters to act on")
+	all := fs.Bool("all", false, "(replay, drop) act on every dead letter (of --forwarder, if given)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if sub != "list" && (*id == "") == !*all {
+		return usageErrorf("dlq %s needs exactly one of --id ID or --all", sub)
+	}
+	cfg, err := loadConfig(*of.cfgPath)
+	if err != nil {
+		return err
+	}
+	b, release, err := backend(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	switch sub {
+	case "list":
+		dead, err := b.DeadLetters(ctx, *of.forwarder)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(dead)
+		}
+		if len(dead) == 0 {
+			fmt.Fprintln(stdout, "no dead letters")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "EVENT ID\tCHATBOT\tKIND\tFORWARDER\tATTEMPTS\tFAILED\tLAST ERROR")
+		for _, d := range dead {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Event.ID, d.Event.Chatbot(), d.Event.Kind(), d.Forwarder,
+				d.Attempts, d.Failed.Local().Format(time.DateTime), oneLine(d.LastError, 100))
+		}
+		return tw.Flush()
+	case "replay":
+		n, err := b.Replay(ctx, *of.forwarder, *id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed %d dead letters: back in the outbox%s\n", n, pickedUp(b))
+	case "drop":
+		n, err := b.Drop(ctx, *of.forwarder, *id)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "dropped %d dead letters\n", n)
+	}
+	return nil
+}
+
+func forwarderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) < 2 || args[0] != "resume" || strings.HasPrefix(args[1], "-") {
+		return usageErrorf("usage: leadbridge forwarder resume NAME --config FILE")
+	}
+	name := args[1]
+	fs := newFlags("forwarder resume", stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file")
+	if err := parseFlags(fs, args[2:]); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if _, ok := cfg.Forwarder(name); !ok {
+		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
+	}
+	b, release, err := backend(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer release()
+	resumed, err := b.Resume(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !resumed {
+		fmt.Fprintf(stdout, "forwarder %q was not paused\n", name)
+		return nil
+	}
+	fmt.Fprintf(stdout, "forwarder %q resumed%s\n", name, pickedUp(b))
+	return nil
+}
+
+// pickedUp says who delivers what an operator command put back.
+func pickedUp(b ops.Backend) string {
+	if _, ok := b.(*ops.Client); ok {
+		return "; the running daemon delivers them now"
+	}
+	return "; no daemon is running: they go out on its next start (or `leadbridge once`)"
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+func healthcheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("healthcheck", stderr)
+	addr := fs.String("addr", "127.0.0.1:9108", "the daemon's http.listen address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+"/healthz", nil)
+	if err != nil {
+		return usageErrorf("--addr: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered HTTP %d", resp.StatusCode)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}

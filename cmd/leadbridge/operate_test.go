@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// daemon is `leadbridge run` running in the test process.
+type daemon struct {
+	addr   string
+	cancel context.CancelFunc
+	done   chan int
+}
+
+func startDaemon(t *testing.T, cfgPath, addr string) *daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{addr: addr, cancel: cancel, done: make(chan int, 1)}
+	go func() { d.done <- Main(ctx, []string{"run", "--config", cfgPath}, io.Discard, io.Discard) }()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond, "the daemon serves /healthz")
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *daemon) stop() {
+	d.cancel()
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+	}
+}
+
+// operatorConfig writes a config with two webhook forwarders, "good" and "bad", and the
+// admin API on addr.
+func operatorConfig(t *testing.T, apiURL, goodURL, badURL, addr, pollExtra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("LB_TEST_KEY", testKey)
+	body := fmt.Sprintf(`
+neoagent:
+  base_url: %s
+  api_key: ${LB_TEST_KEY}
+  timeout: 2s
+  chatbots: [{serial: %s, name: Main site}]
+poll: {interval: 1s, initial: emit%s}
+store: {path: %s/lb.db}
+forwarders:
+  - {name: good, type: webhook, url: "%s/hook", retry: {initial_interval: 50ms, max_interval: 200ms}}
+  - {name: bad, type: webhook, url: "%s/hook", retry: {initial_interval: 50ms, max_interval: 200ms}}
+http: {listen: "%s"}
+log: {level: debug}
+`, apiURL, testSerial, pollExtra, dir, goodURL, badURL, addr)
+	path := dir + "/config.yaml"
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
+
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			key := name + "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.Counter != nil:
+				out[key] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[key+"count"] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+func TestMetricsMatchWhatHappened(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	good := newWebhookSink(t)
+	bad := newWebhookSink(t)
+	bad.answer(http.StatusBadRequest)
+	addr := freeAddr(t)
+	now := time.Now()
+	kinds := map[string]int{}
+	for i := range 5 {
+		r := api.Generate(testSerial, now.Add(-time.Duration(i)*time.Minute))
+		kinds[strings.ToLower(r.Type)]++
+	}
+	d := startDaemon(t, operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, ""), addr)
+
+	require.Eventually(t, func() bool {
+		m := scrape(t, addr)
+		return m["leadbridge_deliveries_total{forwarder=good,result=ok}"] == 5 &&
+			m["leadbridge_deliveries_total{forwarder=bad,result=dead}"] == 5
+	}, 15*time.Second, 50*time.Millisecond)
+	m := scrape(t, addr)
+	for kind, n := range kinds {
+		assert.Equal(t, float64(n), m["leadbridge_records_total{chatbot="+testSerial+",kind="+kind+",outcome=new}"], kind)
+	}
+	assert.Equal(t, 0.0, m["leadbridge_outbox_depth{forwarder=good}"])
+	assert.Equal(t, 5.0, m["leadbridge_dead_letters{forwarder=bad}"])
+	assert.Equal(t, 5.0, m["leadbridge_delivery_latency_seconds{forwarder=good}count"])
+	assert.Positive(t, m["leadbridge_polls_total{chatbot="+testSerial+",result=ok}"])
+	assert.Equal(t, 1.0, m["leadbridge_build_info{goversion="+goVersion(t, m)+",version="+Version+"}"])
+	d.stop()
+}
+
+func goVersion(t *testing.T, m map[string]float64) string {
+	for k := range m {
+		if rest, ok := strings.CutPrefix(k, "leadbridge_build_info{goversion="); ok {
+			return rest[:strings.Index(rest, ",")]
+		}
+	}
+	t.Fatal("no build info")
+	return ""
+}
+
+func readyz(t *testing.T, addr string) (int, string) {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestReadyzFollowsTheAPI(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	addr := freeAddr(t)
+	startDaemon(t, operatorConfig(t, apiSrv.URL, sink.srv.URL, sink.srv.URL, addr, ", max_backoff: 1s, jitter: 0"), addr)
+	require.Eventually(t, func() bool { return api.Requests() >= 1 }, 5*time.Second, 20*time.Millisecond)
+	code, _ := readyz(t, addr)
+	assert.Equal(t, http.StatusOK, code)
+
+	var faults []leadsim.Fault
+	for range 7 {
+		faults = append(faults, leadsim.Fault{Status: http.StatusInternalServerError})
+	}
+	api.Inject(faults...)
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = readyz(t, addr)
+		return code == http.StatusServiceUnavailable
+	}, 15*time.Second, 100*time.Millisecond, "not ready after 3 intervals of failures")
+	assert.Contains(t, body, testSerial)
+	assert.Contains(t, body, "HTTP 500")
+	require.Eventually(t, func() bool {
+		code, _ = readyz(t, addr)
+		return code == http.StatusOK
+	}, 15*time.Second, 100*time.Millisecond, "ready again once polls succeed")
+}
+
+func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	good := newWebhookSink(t)
+	bad := newWebhookSink(t)
+	bad.answer(http.StatusBadRequest)
+	addr := freeAddr(t)
+	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, "")
+	r1 := api.Generate(testSerial, time.Now().Add(-time.Hour))
+	api.Generate(testSerial, time.Now().Add(-2*time.Hour))
+	startDaemon(t, cfg, addr)
+	require.Eventually(t, func() bool { return len(bad.received()) == 2 }, 10*time.Second, 20*time.Millisecond)
+
+	var dead []event.DeadLetter
+	require.Eventually(t, func() bool {
+		code, stdout, _ := runMain(t, "dlq", "list", "--config", cfg, "--json")
+		require.Equal(t, 0, code)
+		require.NoError(t, json.Unmarshal([]byte(stdout), &dead))
+		return len(dead) == 2
+	}, 5*time.Second, 20*time.Millisecond)
+	code, stdout, _ := runMain(t, "dlq", "list", "--config", cfg)
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "HTTP 400")
+	assert.Contains(t, stdout, "bad")
+
+	// The target is fixed; one dead letter is replayed and delivered once.
+	bad.answer(0)
+	var replayID string
+	for _, d := range dead {
+		if d.Event.Data.SessionID == r1.SessionID {
+			replayID = d.Event.ID
+		}
+	}
+	require.NotEmpty(t, replayID)
+	code, stdout, stderr := runMain(t, "dlq", "replay", "--config", cfg, "--forwarder", "bad", "--id", replayID)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "replayed 1")
+	assert.Contains(t, stdout, "running daemon")
+	require.Eventually(t, func() bool { return len(bad.received()) == 3 }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, replayID, bad.received()[2])
+
+	code, stdout, _ = runMain(t, "dlq", "drop", "--config", cfg, "--all")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "dropped 1")
+	code, stdout, _ = runMain(t, "dlq", "list", "--config", cfg)
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "no dead letters")
+	time.Sleep(300 * time.Millisecond)
+	assert.Len(t, bad.received(), 3, "the replayed delivery went out once")
+
+	code, _, _ = runMain(t, "dlq", "replay", "--config", cfg)
+	assert.Equal(t, 2, code, "replay needs --id or --all")
+}
+
+func TestGoneTargetPausesUntilResumed(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	good := newWebhookSink(t)
+	gone := newWebhookSink(t)
+	gone.answer(http.StatusGone)
+	addr := freeAddr(t)
+	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, gone.srv.URL, addr, "")
+	api.Generate(testSerial, time.Now().Add(-time.Hour))
+	api.Generate(testSerial, time.Now().Add(-2*time.Hour))
+	startDaemon(t, cfg, addr)
+
+	var s ops.Status
+	require.Eventually(t, func() bool {
+		code, stdout, _ := runMain(t, "status", "--config", cfg, "--json")
+		require.Equal(t, 0, code)
+		require.NoError(t, json.Unmarshal([]byte(stdout), &s))
+		for _, f := range s.Forwarders {
+			if f.Name == "bad" {
+				return f.Paused && f.Pending == 2
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "a 410 pauses the forwarder and keeps its deliveries")
+	assert.True(t, s.Daemon)
+	code, body := readyz(t, addr)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "bad")
+	code, stdout, _ := runMain(t, "status", "--config", cfg)
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "PAUSED")
+	m := scrape(t, addr)
+	assert.Equal(t, 1.0, m["leadbridge_forwarder_paused{forwarder=bad}"])
+	attempts := len(gone.received())
+	assert.LessOrEqual(t, attempts, 2, "at most the attempts in flight when it said 410")
+	time.Sleep(1500 * time.Millisecond) // a rescan or a poll would wake a running lane
+	assert.Len(t, gone.received(), attempts, "no more attempts while paused")
+
+	gone.answer(0)
+	code, stdout, stderr := runMain(t, "forwarder", "resume", "bad", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "resumed")
+	require.Eventually(t, func() bool { return len(gone.received()) == attempts+2 }, 10*time.Second, 20*time.Millisecond,
+		"both kept deliveries go out after the resume")
+	code, _ = readyz(t, addr)
+	assert.Equal(t, http.StatusOK, code)
+}
+
+func TestOperatorCommandsWithoutADaemon(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	good := newWebhookSink(t)
+	bad := newWebhookSink(t)
+	bad.answer(http.StatusForbidden)
+	addr := freeAddr(t)
+	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, "")
+	api.Generate(testSerial, time.Now())
+	code, _, _ := runMain(t, "once", "--config", cfg)
+	require.Equal(t, 1, code, "a dead letter fails once")
+
+	code, stdout, stderr := runMain(t, "status", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "Main site")
+	bad.answer(0)
+	code, stdout, _ = runMain(t, "dlq", "replay", "--config", cfg, "--all")
+	require.Equal(t, 0, code)
+	assert.Contains(t, stdout, "next start")
+	code, _, stderr = runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, bad.received(), 2)
+}
+
+func TestHealthcheck(t *testing.T) {
+	var mu sync.Mutex
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	code, _, _ := runMain(t, "healthcheck", "--addr", addr)
+	assert.Equal(t, 0, code)
+	mu.Lock()
+	status = http.StatusInternalServerError
+	mu.Unlock()
+	code, _, _ = runMain(t, "healthcheck", "--addr", addr)
+	assert.Equal(t, 1, code)
+	code, _, _ = runMain(t, "healthcheck", "--addr", freeAddr(t))
+	assert.Equal(t, 1, code)
+}
