@@ -36,16 +36,17 @@ func freeAddr(t *testing.T) string {
 
 // daemon is `leadbridge run` running in the test process.
 type daemon struct {
-	addr   string
-	cancel context.CancelFunc
-	done   chan int
+	addr     string
+	cancel   context.CancelFunc
+	done     chan int
+	stopOnce sync.Once
 }
 
 func startDaemon(t *testing.T, cfgPath, addr string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{addr: addr, cancel: cancel, done: make(chan int, 1)}
-	go func() { d.done <- Main(ctx, []string{"run", "--config", cfgPath}, io.Discard, io.Discard) }()
+	go func() { d.done <- Main(ctx, []string{"run", "--config", cfgPath}, io.Discard, testLog{t}) }()
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -54,16 +55,22 @@ func startDaemon(t *testing.T, cfgPath, addr string) *daemon {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 20*time.Millisecond, "the daemon serves /healthz")
-	t.Cleanup(d.stop)
+	t.Cleanup(func() { d.stop(t) })
 	return d
 }
 
-func (d *daemon) stop() {
-	d.cancel()
-	select {
-	case <-d.done:
-	case <-time.After(20 * time.Second):
-	}
+// stop cancels the daemon and waits for Main to return; it fails the test when the
+// daemon does not stop in time.
+func (d *daemon) stop(t *testing.T) {
+	d.stopOnce.Do(func() {
+		d.cancel()
+		select {
+		case code := <-d.done:
+			assert.Equal(t, 0, code, "run exits 0 after a signal")
+		case <-time.After(20 * time.Second):
+			t.Error("the daemon did not stop within 20s")
+		}
+	})
 }
 
 // operatorConfig writes a config with two webhook forwarders, "good" and "bad", and the
@@ -150,7 +157,7 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 	assert.Equal(t, 5.0, m["leadbridge_delivery_latency_seconds{forwarder=good}count"])
 	assert.Positive(t, m["leadbridge_polls_total{chatbot="+testSerial+",result=ok}"])
 	assert.Equal(t, 1.0, m["leadbridge_build_info{goversion="+goVersion(t, m)+",version="+Version+"}"])
-	d.stop()
+	d.stop(t)
 }
 
 func goVersion(t *testing.T, m map[string]float64) string {
@@ -349,3 +356,7 @@ func TestHealthcheck(t *testing.T) {
 	code, _, _ = runMain(t, "healthcheck", "--addr", freeAddr(t))
 	assert.Equal(t, 1, code)
 }
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
