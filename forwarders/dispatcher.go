@@ -256,13 +256,19 @@ func (l *lane) idle() bool {
 
 // fill starts deliveries for pending entries not already in flight, while slots are
 // free. It reports whether it started any, and how many entries it saw pending.
+//
+// The outbox is read and checked against the in-flight set under the lane's lock, and a
+// delivery leaves that set only after its Ack committed (also under the lock), so an
+// entry acknowledged while fill runs is either absent from the read or still in flight:
+// it is never started twice.
 func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int) {
-	if l.isPaused() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.paused {
 		return false, 0
 	}
-	name := l.route.Forwarder.Name()
 	// Twice the concurrency is enough to find a free entry beside those in flight.
-	batch, err := l.d.Outbox.Pending(name, 0, 2*l.route.Concurrency)
+	batch, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), 0, 2*l.route.Concurrency)
 	if err != nil {
 		l.logger.Error("reading the outbox failed", "err", err)
 		l.errored = true
@@ -270,10 +276,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 	}
 	l.errored = false
 	for _, entry := range batch {
-		l.mu.Lock()
-		busy := l.flying[entry.Seq]
-		l.mu.Unlock()
-		if busy {
+		if l.flying[entry.Seq] {
 			continue
 		}
 		select {
@@ -281,9 +284,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 		default:
 			return started, len(batch)
 		}
-		l.mu.Lock()
 		l.flying[entry.Seq] = true
-		l.mu.Unlock()
 		started = true
 		wg.Add(1)
 		go func() {

@@ -30,7 +30,7 @@ type sink struct {
 	srv      *httptest.Server
 }
 
-func newSink(t *testing.T, answer func(n int, id string) int) *sink {
+func newSink(t testing.TB, answer func(n int, id string) int) *sink {
 	s := &sink{answer: answer}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -73,13 +73,13 @@ func (s *sink) ids() []string {
 
 func (s *sink) count() int { return len(s.ids()) }
 
-func (s *sink) forwarder(t *testing.T, name string, timeout time.Duration) forwarders.Forwarder {
+func (s *sink) forwarder(t testing.TB, name string, timeout time.Duration) forwarders.Forwarder {
 	f, err := webhook.New(webhook.Config{Name: name, URL: s.srv.URL + "/hook", Timeout: timeout}, nil)
 	require.NoError(t, err)
 	return f
 }
 
-func openStore(t *testing.T, path string, routes ...string) *dedupe.Store {
+func openStore(t testing.TB, path string, routes ...string) *dedupe.Store {
 	t.Helper()
 	st, err := dedupe.Open(dedupe.Options{
 		Path: path, Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit,
@@ -329,4 +329,26 @@ func TestDispatcherPicksUpNewEntriesWhileRunning(t *testing.T) {
 		"the store's change signal wakes the dispatcher")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestDispatcherDeliversEachEntryOnceUnderConcurrency guards against a lane starting an
+// entry again that was acknowledged while it read the outbox.
+func TestDispatcherDeliversEachEntryOnceUnderConcurrency(t *testing.T) {
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	const n = 1500
+	_, err := st.Ingest("bot1", leads(n))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: target.forwarder(t, "crm", 5*time.Second), Retry: fastRetry(), Concurrency: 8},
+	}}
+	drain(t, d)
+	ids := target.ids()
+	seen := map[string]int{}
+	for _, id := range ids {
+		seen[id]++
+	}
+	assert.Equal(t, n, len(seen), "every entry delivered")
+	assert.Equal(t, n, len(ids), "and none twice")
 }
