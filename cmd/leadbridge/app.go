@@ -65,8 +65,10 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// openApp opens the store and builds every forwarder; Close releases them.
-func openApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
+// openApp sets up logging to logOut, opens the store and builds every forwarder; Close
+// releases them.
+func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
+	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger}
 	store, err := dedupe.Open(dedupe.Options{
 		Path:        cfg.Store.Path,

@@ -70,8 +70,7 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return usageErrorf("--forwarder %q is not in %s", o.forwarder, *cfgPath)
 		}
 	}
-	logger := newLogger(cfg.Log, stderr)
-	a, err := openApp(cfg, logger)
+	a, err := openApp(cfg, stderr)
 	if err != nil {
 		return err
 	}

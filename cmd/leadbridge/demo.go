@@ -132,8 +132,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	logger := newLogger(cfg.Log, stderr)
-	a, err := openApp(cfg, logger)
+	a, err := openApp(cfg, stderr)
 	if err != nil {
 		return err
 	}

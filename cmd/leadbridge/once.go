@@ -22,12 +22,12 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg.Log, stderr)
-	a, err := openApp(cfg, logger)
+	a, err := openApp(cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	logger := a.logger
 
 	var dead atomic.Int64
 	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {

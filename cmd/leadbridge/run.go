@@ -27,12 +27,12 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg.Log, stderr)
-	a, err := openApp(cfg, logger)
+	a, err := openApp(cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
+	logger := a.logger
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
