@@ -49,8 +49,9 @@ func (s *Store) Ack(forwarder string, seq uint64) error {
 	return s.wrap(fmt.Sprintf("ack %s #%d", forwarder, seq), err)
 }
 
-// Failed records a failed attempt: it persists d.Attempts, d.FirstTry and d.LastError on
-// the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an error.
+// Failed records a failed attempt: it persists d.Attempts, d.FirstTry, d.NextTry and
+// d.LastError on the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an
+// error.
 func (s *Store) Failed(d event.Delivery) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
@@ -61,7 +62,7 @@ func (s *Store) Failed(d event.Delivery) error {
 		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
 			return err
 		}
-		cur.Attempts, cur.FirstTry, cur.LastError = d.Attempts, d.FirstTry, d.LastError
+		cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 		return putJSON(b, seqKey(d.Seq), cur)
 	})
 	return s.wrap(fmt.Sprintf("record failure %s #%d", d.Forwarder, d.Seq), err)
@@ -80,7 +81,7 @@ func (s *Store) DeadLetter(d event.Delivery, failed time.Time) error {
 		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
 			return err
 		}
-		cur.Attempts, cur.FirstTry, cur.LastError = d.Attempts, d.FirstTry, d.LastError
+		cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 		dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ type Delivery struct {
 	Enqueued  time.Time `json:"enqueued"`  // when the record was taken into the store
 	Attempts  int       `json:"attempts"`  // failed attempts so far
 	FirstTry  time.Time `json:"first_try"` // zero until the first attempt; starts the retry budget
+	NextTry   time.Time `json:"next_try"`  // after a failed attempt: not before this time
 	LastError string    `json:"last_error,omitempty"`
 }
 

@@ -2,7 +2,7 @@ package forwarders
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -57,10 +57,12 @@ const (
 )
 
 // Dispatcher hands outbox entries to their forwarders, each forwarder in its own lane
-// with bounded concurrency, so a slow or dead target never holds up another. Each
-// delivery is retried with exponential backoff under its route's policy, honouring
-// Retry-After, until it succeeds (Ack), fails permanently or spends its budget
-// (DeadLetter), or the target says it is gone (the lane pauses).
+// with bounded concurrency, so a slow or dead target never holds up another. A failed
+// attempt is scheduled again after an exponential backoff under its route's policy
+// (never sooner than a Retry-After, capped at MaxInterval), and its slot goes to other
+// entries meanwhile, so a few failing records never hold up the rest of a lane. An
+// entry ends when it succeeds (Ack), fails permanently or spends its budget
+// (DeadLetter), or the target says it is gone (the lane pauses, keeping its entries).
 //
 // Delivery is at least once: an entry leaves the outbox only after its target took it,
 // so a crash between the two repeats the delivery with the same event id.
@@ -105,8 +107,8 @@ func (d *Dispatcher) Resume(name string) bool {
 	return true
 }
 
-// Wake makes every lane look at the outbox now (after a replay, say).
-func (d *Dispatcher) Wake() {
+// wake makes every lane look at the outbox now.
+func (d *Dispatcher) wake() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.lanes {
@@ -161,7 +163,7 @@ func (d *Dispatcher) run(ctx context.Context, drain bool) error {
 		case <-done:
 			return nil
 		case <-d.Outbox.Changes():
-			d.Wake()
+			d.wake()
 		}
 	}
 }
@@ -173,11 +175,14 @@ type lane struct {
 	logger  *slog.Logger
 	rescan  time.Duration
 	wakeC   chan struct{}
-	mu      sync.Mutex
-	paused  bool
-	flying  map[uint64]bool
 	sem     chan struct{}
-	errored bool
+	errored bool // the last outbox read failed; only the lane's loop uses it
+
+	mu        sync.Mutex
+	paused    bool
+	flying    map[uint64]bool
+	notBefore map[uint64]time.Time                   // scheduled retries, also when persisting them failed
+	backoffs  map[uint64]*backoff.ExponentialBackOff // backoff state of entries being retried
 }
 
 func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) *lane {
@@ -195,10 +200,12 @@ func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) 
 	}
 	return &lane{
 		d: d, route: r, logger: logger, rescan: rescan,
-		wakeC:  make(chan struct{}, 1),
-		paused: r.Paused,
-		flying: make(map[uint64]bool),
-		sem:    make(chan struct{}, r.Concurrency),
+		wakeC:     make(chan struct{}, 1),
+		sem:       make(chan struct{}, r.Concurrency),
+		paused:    r.Paused,
+		flying:    make(map[uint64]bool),
+		notBefore: make(map[uint64]time.Time),
+		backoffs:  make(map[uint64]*backoff.ExponentialBackOff),
 	}
 }
 
@@ -223,166 +230,233 @@ func (l *lane) isPaused() bool {
 	return l.paused
 }
 
-// run is the lane's loop: start what is pending up to the concurrency bound, then wait
-// for a wake (new entries, a finished delivery) or the rescan tick. In drain mode it returns once
-// nothing is pending and nothing is in flight.
-func (l *lane) run(ctx, hard context.Context, drain bool) {
-	ticker := time.NewTicker(l.rescan)
-	defer ticker.Stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		if ctx.Err() != nil {
-			return
-		}
-		started, pending := l.fill(ctx, hard, &wg)
-		if drain && !started && l.idle() && (pending == 0 || l.isPaused() || l.errored) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.wakeC:
-		case <-ticker.C:
-		}
-	}
-}
-
 func (l *lane) idle() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.flying) == 0
 }
 
-// fill starts deliveries for pending entries not already in flight, while slots are
-// free. It reports whether it started any, and how many entries it saw pending.
+// run is the lane's loop: start what is due up to the concurrency bound, then wait for a
+// wake (new entries, a finished attempt), the next scheduled retry, or the rescan tick.
+// In drain mode it returns once the outbox holds nothing for it and nothing is in flight.
+func (l *lane) run(ctx, hard context.Context, drain bool) {
+	ticker := time.NewTicker(l.rescan)
+	defer ticker.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		started, pending, nextDue := l.fill(ctx, hard, &wg)
+		if drain && !started && l.idle() && (pending == 0 || l.isPaused() || l.errored) {
+			return
+		}
+		if !nextDue.IsZero() {
+			retry.Reset(max(time.Until(nextDue), time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wakeC:
+		case <-retry.C:
+		case <-ticker.C:
+		}
+	}
+}
+
+const (
+	// pageSize is how many outbox entries one read returns.
+	pageSize = 64
+	// scanLimit bounds how far past entries waiting for a retry one fill looks for due ones.
+	scanLimit = 1024
+)
+
+// fill starts attempts for due entries not already in flight, oldest first, while slots
+// are free. It reports whether it started any, whether the outbox holds any entry for
+// the lane, and when the earliest entry it skipped as not yet due falls due.
 //
-// The outbox is read and checked against the in-flight set under the lane's lock, and a
-// delivery leaves that set only after its Ack committed (also under the lock), so an
-// entry acknowledged while fill runs is either absent from the read or still in flight:
-// it is never started twice.
-func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int) {
+// The outbox is read and checked against the in-flight set under the lane's lock, and an
+// attempt leaves that set only after its outcome was recorded (also under the lock), so
+// an entry acknowledged while fill runs is either absent from the read or still in
+// flight: it is never started twice.
+func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int, nextDue time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.paused {
-		return false, 0
+		return false, 0, time.Time{}
 	}
-	// Twice the concurrency is enough to find a free entry beside those in flight.
-	batch, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), 0, 2*l.route.Concurrency)
-	if err != nil {
-		l.logger.Error("reading the outbox failed", "err", err)
-		l.errored = true
-		return false, 0
-	}
-	l.errored = false
-	for _, entry := range batch {
-		if l.flying[entry.Seq] {
-			continue
+	now := time.Now()
+	var after uint64
+	for scanned := 0; scanned < scanLimit; {
+		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, pageSize)
+		if err != nil {
+			l.logger.Error("reading the outbox failed", "err", err)
+			l.errored = true
+			return started, pending, now.Add(l.rescan)
 		}
-		select {
-		case l.sem <- struct{}{}:
-		default:
-			return started, len(batch)
+		l.errored = false
+		pending += len(page)
+		scanned += len(page)
+		for _, entry := range page {
+			after = entry.Seq
+			if l.flying[entry.Seq] {
+				continue
+			}
+			if due := l.dueAt(entry); due.After(now) {
+				if nextDue.IsZero() || due.Before(nextDue) {
+					nextDue = due
+				}
+				continue
+			}
+			select {
+			case l.sem <- struct{}{}:
+			default:
+				return started, pending, nextDue // every slot is busy
+			}
+			l.flying[entry.Seq] = true
+			started = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l.attempt(ctx, hard, entry)
+				l.mu.Lock()
+				delete(l.flying, entry.Seq)
+				l.mu.Unlock()
+				<-l.sem
+				l.wake()
+			}()
 		}
-		l.flying[entry.Seq] = true
-		started = true
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.deliver(ctx, hard, entry)
-			l.mu.Lock()
-			delete(l.flying, entry.Seq)
-			l.mu.Unlock()
-			<-l.sem
-			l.wake()
-		}()
+		if len(page) < pageSize {
+			break
+		}
 	}
-	return started, len(batch)
+	return started, pending, nextDue
 }
 
-// retryAfterBackOff stretches the next wait to what the target asked for.
-type retryAfterBackOff struct {
-	backoff.BackOff
-	atLeast time.Duration
-}
-
-func (b *retryAfterBackOff) NextBackOff() time.Duration {
-	next := b.BackOff.NextBackOff()
-	if next != backoff.Stop && next < b.atLeast {
-		next = b.atLeast
+// dueAt is when an entry may be attempted: at once for a fresh or replayed one (no
+// failed attempts), else at its scheduled retry. Called with l.mu held.
+func (l *lane) dueAt(d event.Delivery) time.Time {
+	if d.Attempts == 0 {
+		return time.Time{}
 	}
-	b.atLeast = 0
-	return next
+	due := d.NextTry
+	if nb := l.notBefore[d.Seq]; nb.After(due) {
+		due = nb
+	}
+	return due
 }
 
-// deliver retries one entry until it is delivered, dead-lettered or paused, or until
-// ctx ends (it then stays in the outbox). Attempts run under hard.
-func (l *lane) deliver(ctx, hard context.Context, d event.Delivery) {
-	f := l.route.Forwarder
+// attempt makes one delivery attempt and records its outcome: acknowledged, scheduled
+// for a retry, dead-lettered, or the forwarder paused. Attempts run under hard, which
+// outlives ctx by the grace period.
+func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 	log := l.logger.With("chatbot", d.Event.Chatbot(), "kind", d.Event.Kind(),
 		"event_id", d.Event.ID, "session_id", d.Event.Data.SessionID)
 	if d.FirstTry.IsZero() {
 		d.FirstTry = time.Now()
 	}
-	budget := l.route.Retry.MaxElapsed - time.Since(d.FirstTry)
-	if budget <= 0 {
-		budget = time.Nanosecond // spent before a restart: one last attempt
+	start := time.Now()
+	err := l.route.Forwarder.Deliver(hard, d.Event)
+	took := time.Since(start)
+	if err == nil {
+		l.forget(d.Seq)
+		if l.persist(ctx, log, "recording the delivery", func() error { return l.d.Outbox.Ack(d.Forwarder, d.Seq) }) {
+			log.Info("delivered", "attempts", d.Attempts+1)
+			l.report(d, ResultOK, took, nil)
+		}
+		return
 	}
-	b := &retryAfterBackOff{BackOff: backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(l.route.Retry.InitialInterval),
-		backoff.WithMaxInterval(l.route.Retry.MaxInterval),
-		backoff.WithMaxElapsedTime(budget),
-	)}
-	attempt := func() error {
-		if ctx.Err() != nil || l.isPaused() {
-			return backoff.Permanent(errStopped)
+	d.Attempts++
+	d.LastError = err.Error()
+	switch {
+	case IsGone(err):
+		l.forget(d.Seq)
+		l.pause(d, err, log)
+	case IsPermanent(err):
+		l.deadLetter(ctx, d, err, took, log)
+	default:
+		wait, ok := l.nextWait(d, err)
+		if !ok {
+			l.deadLetter(ctx, d, fmt.Errorf("retry budget of %s spent: %w", l.route.Retry.MaxElapsed, err), took, log)
+			return
 		}
-		start := time.Now()
-		err := f.Deliver(hard, d.Event)
-		took := time.Since(start)
-		if err == nil {
-			return nil
-		}
-		d.Attempts++
-		d.LastError = err.Error()
-		if IsPermanent(err) {
-			return backoff.Permanent(err)
-		}
+		d.NextTry = time.Now().Add(wait)
+		l.mu.Lock()
+		l.notBefore[d.Seq] = d.NextTry
+		l.mu.Unlock()
 		if serr := l.d.Outbox.Failed(d); serr != nil {
 			log.Error("recording a failed attempt failed", "err", serr)
 		}
-		l.report(d, ResultRetry, took, err)
-		b.atLeast = RetryAfterOf(err)
-		return err
-	}
-	notify := func(err error, wait time.Duration) {
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
-	}
-	err := backoff.RetryNotify(attempt, backoff.WithContext(b, ctx), notify)
-	switch {
-	case err == nil:
-		if aerr := l.d.Outbox.Ack(d.Forwarder, d.Seq); aerr != nil {
-			// Not acknowledged: the entry stays and will be delivered again, same id.
-			log.Error("recording a delivery failed; it will be repeated", "err", aerr)
-			return
-		}
-		log.Info("delivered", "attempts", d.Attempts+1)
-		l.report(d, ResultOK, 0, nil)
-	case errors.Is(err, errStopped) || (ctx.Err() != nil && !IsPermanent(err)):
-		log.Debug("delivery left in the outbox", "attempts", d.Attempts)
-	case IsGone(err):
-		l.pause(d, err, log)
-	default:
-		if derr := l.d.Outbox.DeadLetter(d, time.Now()); derr != nil {
-			log.Error("moving a delivery to the dead letters failed", "err", derr)
-			return
-		}
-		log.Error("delivery dead-lettered", "attempts", d.Attempts, "err", err)
-		l.report(d, ResultDead, 0, err)
+		l.report(d, ResultRetry, took, err)
 	}
 }
 
-var errStopped = errors.New("dispatcher stopping")
+// nextWait is how long to wait before retrying d, from the entry's exponential backoff,
+// stretched to a Retry-After the target asked for but never past MaxInterval. It reports
+// false when the retry budget cannot cover the wait.
+func (l *lane) nextWait(d event.Delivery, err error) (time.Duration, bool) {
+	l.mu.Lock()
+	b := l.backoffs[d.Seq]
+	if b == nil {
+		b = backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(l.route.Retry.InitialInterval),
+			backoff.WithMaxInterval(l.route.Retry.MaxInterval),
+			backoff.WithMaxElapsedTime(0), // the budget counts from d.FirstTry, across restarts
+		)
+		l.backoffs[d.Seq] = b
+	}
+	wait := b.NextBackOff()
+	l.mu.Unlock()
+	if ra := min(RetryAfterOf(err), l.route.Retry.MaxInterval); ra > wait {
+		wait = ra
+	}
+	if time.Since(d.FirstTry)+wait > l.route.Retry.MaxElapsed {
+		return 0, false
+	}
+	return wait, true
+}
+
+// forget drops the retry state of an entry that left the outbox.
+func (l *lane) forget(seq uint64) {
+	l.mu.Lock()
+	delete(l.backoffs, seq)
+	delete(l.notBefore, seq)
+	l.mu.Unlock()
+}
+
+func (l *lane) deadLetter(ctx context.Context, d event.Delivery, err error, took time.Duration, log *slog.Logger) {
+	l.forget(d.Seq)
+	d.LastError = err.Error()
+	if l.persist(ctx, log, "moving a delivery to the dead letters", func() error { return l.d.Outbox.DeadLetter(d, time.Now()) }) {
+		log.Error("delivery dead-lettered", "attempts", d.Attempts, "err", err)
+		l.report(d, ResultDead, took, err)
+	}
+}
+
+// persist retries a store write until it succeeds or ctx ends, backing off, so that a
+// failing store (disk full) never turns into attempts repeated as fast as the target
+// answers. The entry stays in flight meanwhile. It reports whether the write succeeded;
+// if it did not, the entry is still in the outbox and is attempted again after a restart,
+// with the same event id.
+func (l *lane) persist(ctx context.Context, log *slog.Logger, what string, write func() error) bool {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	err := backoff.RetryNotify(write, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		log.Error(what+" failed; retrying the store write, not the delivery", "retry_in", wait.Round(time.Millisecond), "err", err)
+	})
+	if err != nil {
+		log.Error(what+" failed; the entry stays in the outbox", "err", err)
+		return false
+	}
+	return true
+}
 
 func (l *lane) pause(d event.Delivery, err error, log *slog.Logger) {
 	l.mu.Lock()

@@ -3,6 +3,7 @@ package forwarders_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -263,7 +264,9 @@ func TestDispatcherHonoursRetryAfter(t *testing.T) {
 	defer st.Close()
 	_, err := st.Ingest("bot1", leads(1))
 	require.NoError(t, err)
-	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	policy := fastRetry()
+	policy.MaxInterval = 2 * time.Second
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: policy}}}
 	drain(t, d)
 	target.mu.Lock()
 	defer target.mu.Unlock()
@@ -351,4 +354,96 @@ func TestDispatcherDeliversEachEntryOnceUnderConcurrency(t *testing.T) {
 	}
 	assert.Equal(t, n, len(seen), "every entry delivered")
 	assert.Equal(t, n, len(ids), "and none twice")
+}
+
+func TestDispatcherCapsRetryAfterAtMaxInterval(t *testing.T) {
+	target := newSink(t, func(n int, _ string) int {
+		if n == 0 {
+			return http.StatusTooManyRequests // Retry-After: 1, more than MaxInterval
+		}
+		return http.StatusOK
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	drain(t, d)
+	target.mu.Lock()
+	defer target.mu.Unlock()
+	require.Len(t, target.at, 2)
+	assert.Less(t, target.at[1].Sub(target.at[0]), 900*time.Millisecond, "a Retry-After beyond max_interval waits max_interval")
+}
+
+// TestDispatcherFailingEntriesDoNotStallTheLane: with one slot, an entry the target keeps
+// refusing is retried later while the entries behind it go through.
+func TestDispatcherFailingEntriesDoNotStallTheLane(t *testing.T) {
+	poison := leads(1)[0].ID()
+	target := newSink(t, func(_ int, id string) int {
+		if id == poison {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(6))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
+		Forwarder:   target.forwarder(t, "crm", time.Second),
+		Concurrency: 1,
+		Retry:       forwarders.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: time.Minute},
+	}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		ok := 0
+		for _, id := range target.ids() {
+			if id != poison {
+				ok++
+			}
+		}
+		return ok == 5
+	}, 150*time.Millisecond*5, 5*time.Millisecond, "the healthy entries do not wait for the failing one's retries")
+	cancel()
+	require.NoError(t, <-done)
+	pending, err := st.Pending("crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, pending, 1)
+	assert.Equal(t, poison, pending[0].Event.ID)
+	assert.Positive(t, pending[0].Attempts)
+	assert.False(t, pending[0].NextTry.IsZero(), "the retry is scheduled in the store")
+}
+
+// flakyAcks is the real store whose Ack fails a number of times, as on a full disk.
+type flakyAcks struct {
+	*dedupe.Store
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyAcks) Ack(forwarder string, seq uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fails > 0 {
+		f.fails--
+		return errors.New("write: no space left on device")
+	}
+	return f.Store.Ack(forwarder, seq)
+}
+
+func TestDispatcherRetriesAFailedAckNotTheDelivery(t *testing.T) {
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	outbox := &flakyAcks{Store: st, fails: 3}
+	d := &forwarders.Dispatcher{Outbox: outbox, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	drain(t, d)
+	assert.Len(t, target.ids(), 1, "the target got the event once while the store could not record it")
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["crm"], "the ack went through once the store recovered")
 }
