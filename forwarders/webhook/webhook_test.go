@@ -235,7 +235,7 @@ func TestStatusClassification(t *testing.T) {
 		{name: "200", respond: status(http.StatusOK), ok: true},
 		{name: "204", respond: status(http.StatusNoContent), ok: true},
 		{name: "400 permanent", respond: status(http.StatusBadRequest), permanent: true,
-			message: `forwarder "crm": HTTP 400: {"error":"Bad Request"}`},
+			message: `forwarder "crm": HTTP 400`},
 		{name: "401 permanent", respond: status(http.StatusUnauthorized), permanent: true,
 			message: `forwarder "crm": HTTP 401`},
 		{name: "410 gone", respond: status(http.StatusGone), permanent: true, gone: true,
