@@ -7,10 +7,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/poller"
 )
 
@@ -84,6 +86,15 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.found, b.toSend)
 		return nil
 	}
+	var sent, dead atomic.Int64
+	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
+		switch res {
+		case forwarders.ResultOK:
+			sent.Add(1)
+		case forwarders.ResultDead:
+			dead.Add(1)
+		}
+	}
 	drainCtx, cancel := context.WithTimeout(ctx, o.maxWait)
 	defer cancel()
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
@@ -93,8 +104,12 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "backfill: %d records found, %d queued, %d still pending\n", b.found, b.toSend, pending)
-	if pending > 0 {
+	fmt.Fprintf(stdout, "backfill: %d records found, %d queued, %d sent, %d dead-lettered, %d still pending\n",
+		b.found, b.toSend, sent.Load(), dead.Load(), pending)
+	switch {
+	case dead.Load() > 0:
+		return fmt.Errorf("%d deliveries dead-lettered (see `leadbridge dlq list`)", dead.Load())
+	case pending > 0:
 		return fmt.Errorf("%d deliveries still pending; they stay in the outbox for `leadbridge run` or the next `once`", pending)
 	}
 	return nil
@@ -113,9 +128,11 @@ type backfill struct {
 
 func (b *backfill) chunks() []poller.Window {
 	var out []poller.Window
+	// Each chunk ends on the day the next one starts: the API's endTime may or may not be
+	// inclusive, and a record read twice is queued once (see inRange).
 	step := time.Duration(b.opts.chunkDays) * 24 * time.Hour
 	for start := b.opts.since; !start.After(b.opts.until); start = start.Add(step) {
-		end := start.Add(step - 24*time.Hour)
+		end := start.Add(step)
 		if end.After(b.opts.until) {
 			end = b.opts.until
 		}

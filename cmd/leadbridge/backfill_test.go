@@ -53,6 +53,20 @@ func TestBackfillNinetyDaysInChunks(t *testing.T) {
 	assert.ElementsMatch(t, got[:inRange], got[inRange:], "with the same event ids")
 }
 
+func TestBackfillFailsWhenSomethingIsDeadLettered(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	sink := newWebhookSink(t)
+	sink.answer(http.StatusUnprocessableEntity)
+	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
+	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10")
+	assert.Equal(t, 1, code, stdout)
+	assert.Contains(t, stderr, "dead-lettered")
+	assert.Contains(t, stdout, "1 dead-lettered")
+}
+
 func TestBackfillRejectsBadFlags(t *testing.T) {
 	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", "http://127.0.0.1:2", "")
 	for _, args := range [][]string{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,27 +59,14 @@ func backend(ctx context.Context, cfg *config.Config) (ops.Backend, func(), erro
 	return local, func() { _ = st.Close() }, nil
 }
 
-// operatorFlags are the flags the operator commands share.
-type operatorFlags struct {
-	cfgPath   *string
-	forwarder *string
-}
-
-func addOperatorFlags(fsName string, stderr io.Writer) (*operatorFlags, *flag.FlagSet) {
-	fs := newFlags(fsName, stderr)
-	return &operatorFlags{
-		cfgPath:   fs.String("config", "config.yaml", "config file"),
-		forwarder: fs.String("forwarder", "", "only this forwarder (default all)"),
-	}, fs
-}
-
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	of, fs := addOperatorFlags("status", stderr)
+	fs := newFlags("status", stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*of.cfgPath)
+	cfg, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -110,14 +96,21 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if sub != "list" && sub != "replay" && sub != "drop" {
 		return usageErrorf("unknown dlq command %q\n%s", sub, usage)
 	}
-	of, fs := addOperatorFlags("dlq "+sub, stderr)
+	fs := newFlags("dlq "+sub, stderr)
+	of := struct{ cfgPath, forwarder *string }{
+		fs.String("config", "config.yaml", "config file"),
+		fs.String("forwarder", "", "only this forwarder (default all)"),
+	}
 	asJSON := fs.Bool("json", false, "(list) print JSON")
 	id := fs.String("id", "", "(replay, drop) the event id of the dead letters to act on")
 	all := fs.Bool("all", false, "(replay, drop) act on every dead letter (of --forwarder, if given)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	if sub != "list" && (*id == "") == !*all {
+	switch {
+	case sub == "list" && (*id != "" || *all):
+		return usageErrorf("dlq list takes no --id or --all; it lists every dead letter (of --forwarder, if given)")
+	case sub != "list" && (*id == "") == !*all:
 		return usageErrorf("dlq %s needs exactly one of --id ID or --all", sub)
 	}
 	cfg, err := loadConfig(*of.cfgPath)
@@ -157,11 +150,17 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
+		if n == 0 && *id != "" {
+			return fmt.Errorf("no dead letter with event id %q%s", *id, ofForwarder(*of.forwarder))
+		}
 		fmt.Fprintf(stdout, "replayed %d dead letters: back in the outbox%s\n", n, pickedUp(b))
 	case "drop":
 		n, err := b.Drop(ctx, *of.forwarder, *id)
 		if err != nil {
 			return err
+		}
+		if n == 0 && *id != "" {
+			return fmt.Errorf("no dead letter with event id %q%s", *id, ofForwarder(*of.forwarder))
 		}
 		fmt.Fprintf(stdout, "dropped %d dead letters\n", n)
 	}
@@ -200,6 +199,13 @@ func forwarderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "forwarder %q resumed%s\n", name, pickedUp(b))
 	return nil
+}
+
+func ofForwarder(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" for forwarder %q", name)
 }
 
 // pickedUp says who delivers what an operator command put back.

@@ -260,6 +260,9 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 
 	code, _, _ = runMain(t, "dlq", "replay", "--config", cfg)
 	assert.Equal(t, 2, code, "replay needs --id or --all")
+	code, _, stderr = runMain(t, "dlq", "replay", "--config", cfg, "--id", "no-such-id")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "no dead letter with event id")
 }
 
 func TestGoneTargetPausesUntilResumed(t *testing.T) {
@@ -359,4 +362,7 @@ func TestHealthcheck(t *testing.T) {
 
 type testLog struct{ t *testing.T }
 
-func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

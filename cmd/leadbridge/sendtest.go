@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -15,19 +16,12 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfgPath := fs.String("config", "config.yaml", "config file")
 	kind := fs.String("kind", "appointment", "kind of sample record: lead or appointment")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the target")
-	// Accept the forwarder name before or after the flags.
-	var name string
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		name, args = args[0], args[1:]
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return usageErrorf("usage: leadbridge send-test FORWARDER --config FILE [--kind lead|appointment]")
 	}
-	if err := parseFlags(fs, args); err != nil {
+	name := args[0]
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
-	}
-	if name == "" && fs.NArg() == 1 {
-		name = fs.Arg(0)
-	}
-	if name == "" || fs.NArg() > 1 {
-		return usageErrorf("usage: leadbridge send-test FORWARDER --config FILE")
 	}
 	k, err := event.ParseKind(*kind)
 	if err != nil {
