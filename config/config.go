@@ -151,9 +151,10 @@ type Webhook struct {
 
 // NATS holds the keys of a nats forwarder.
 type NATS struct {
-	// URL is one server URL or a comma-separated list (nats:// or tls://).
+	// URL is one server URL or a comma-separated list (nats://, tls://, ws://, wss://;
+	// a bare host:port means nats://).
 	URL string `yaml:"url"`
-	// Subject is a text/template over the event.
+	// Subject is a text/template over the event; it may call token (see forwarders/nats).
 	Subject   string        `yaml:"subject"`
 	JetStream bool          `yaml:"jetstream"`
 	Stream    string        `yaml:"stream"`

@@ -110,12 +110,30 @@ func TestParseErrors(t *testing.T) {
 			[]string{`forwarders[0].body: must be one of cloudevent, lead, got "xml" (line 10)`}},
 		{"webhook bad header name", head + hook + "    headers:\n      \"X Bad\": v\n",
 			[]string{`forwarders[0].headers: invalid header name "X Bad" (line 10)`}},
+		{"webhook content-type header", head + hook + "    headers:\n      content-type: text/plain\n",
+			[]string{`forwarders[0].headers: header "content-type" is set by the forwarder and cannot be configured (line 10)`}},
+		{"webhook signature header", head + hook + "    headers:\n      Webhook-Signature: v1,x\n",
+			[]string{`forwarders[0].headers: header "Webhook-Signature" is set by the forwarder and cannot be configured (line 10)`}},
+		{"webhook ce header", head + hook + "    headers:\n      CE-ID: x\n",
+			[]string{`forwarders[0].headers: header "CE-ID" is set by the forwarder and cannot be configured (line 10)`}},
+		{"webhook header value with control character", head + hook + "    headers:\n      Authorization: \"Bearer x\\r\\nX-Evil: 1\"\n",
+			[]string{`forwarders[0].headers: header "Authorization": value contains control characters (line 10)`}},
+		{"webhook bad whsec secret", head + hook + "    secret: whsec_not!base64\n",
+			[]string{`forwarders[0].secret: the part after "whsec_" is not valid base64 (line 10)`}},
+		{"webhook empty whsec key", head + hook + "    secret: whsec_\n",
+			[]string{`forwarders[0].secret: the key after "whsec_" is empty (line 10)`}},
 		{"webhook empty secret", head + hook + "    secret: ${LEADBRIDGE_TEST_UNSET}\n",
 			[]string{"forwarders[0].secret: empty (is the environment variable set?) (line 10)"}},
 		{"nats missing url", head + "forwarders:\n  - name: bus\n    type: nats\n",
 			[]string{"forwarders[0].url: required (line 7)"}},
 		{"nats bad url in list", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222, http://b:4222\n",
-			[]string{"forwarders[0].url: must be nats:// or tls:// URLs separated by commas, got http://b:4222 (line 9)"}},
+			[]string{"forwarders[0].url: must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got http://b:4222 (line 9)"}},
+		{"nats empty url in list", head + "forwarders:\n  - name: bus\n    type: nats\n    url: \"nats://a:4222,\"\n",
+			[]string{"forwarders[0].url: entry 2 of the comma-separated list is empty (line 9)"}},
+		{"nats bad stream name", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222\n    jetstream: true\n    stream: leads.all\n",
+			[]string{`forwarders[0].stream: "leads.all" is not a valid stream name (no whitespace, ., *, >, / or \) (line 11)`}},
+		{"nats unknown template function", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222\n    subject: \"x.{{upper .Kind}}\"\n",
+			[]string{`forwarders[0].subject: invalid template: template: subject:1: function "upper" not defined (line 10)`}},
 		{"nats bad subject template", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222\n    subject: \"x.{{.Chatbot\"\n",
 			[]string{"forwarders[0].subject: invalid template: template: subject:1: unclosed action (line 10)"}},
 		{"nats stream without jetstream", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222\n    stream: S\n",
@@ -190,6 +208,22 @@ func TestParseErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAcceptsWhatForwardersAccept covers values the forwarder packages accept, which
+// config must not reject.
+func TestAcceptsWhatForwardersAccept(t *testing.T) {
+	c := parseOK(t, head+hook+`    headers: {Authorization: "Bearer x", x-tenant: "a\tb"}
+    secret: whsec_c2VjcmV0
+  - name: bus
+    type: nats
+    url: "nats://a:4222, tls://b:4222, ws://c:8080, wss://d:443, e:4222"
+    subject: "leads.{{token .ChatbotName}}.{{.Kind}}"
+    jetstream: true
+    stream: LEADS
+`)
+	assert.Equal(t, "leads.{{token .ChatbotName}}.{{.Kind}}", c.Forwarders[1].NATS.Subject)
+	assert.Equal(t, "whsec_c2VjcmV0", c.Forwarders[0].Webhook.Secret)
 }
 
 func TestParseReportsEveryProblemAtOnce(t *testing.T) {

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
+	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -74,6 +77,12 @@ var (
 	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	headerName    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
+
+// natsSubjectFuncs declares the functions a nats subject template may call, so that
+// such a template parses here. Package forwarders/nats owns the real token function and
+// also renders a sample event, which config cannot; `config check` in cmd runs
+// nats.CheckSubject for that. This stub never runs.
+var natsSubjectFuncs = template.FuncMap{"token": func(any) string { return "" }}
 
 // Validate fills in defaults for keys the config leaves out, then checks the whole
 // config. It returns a *ValidationError listing every problem (decoding problems
@@ -210,8 +219,8 @@ func (v *validator) httpURL(path, s string) {
 	}
 }
 
-func (v *validator) template(path, name, text string) {
-	if _, err := template.New(name).Parse(text); err != nil {
+func (v *validator) template(path, name, text string, funcs template.FuncMap) {
+	if _, err := template.New(name).Funcs(funcs).Parse(text); err != nil {
 		v.add(path, "invalid template: %v", err)
 	}
 }
@@ -353,9 +362,24 @@ func (v *validator) webhook(path string, w *Webhook) {
 	if w.URL != "" {
 		v.httpURL(path+".url", w.URL)
 	}
-	for name := range w.Headers {
-		if !headerName.MatchString(name) {
+	// The rules of webhook.CheckHeaders, which owns them.
+	for _, name := range slices.Sorted(maps.Keys(w.Headers)) {
+		canon := http.CanonicalHeaderKey(name)
+		switch {
+		case !headerName.MatchString(name):
 			v.add(path+".headers", "invalid header name %s", quote(name))
+		case canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-"):
+			v.add(path+".headers", "header %s is set by the forwarder and cannot be configured", quote(name))
+		case strings.ContainsFunc(w.Headers[name], func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }):
+			v.add(path+".headers", "header %s: value contains control characters", quote(name))
+		}
+	}
+	// The rule of the webhook forwarder: "whsec_" announces a base64 key.
+	if encoded, ok := strings.CutPrefix(w.Secret, "whsec_"); ok {
+		if key, err := base64.StdEncoding.DecodeString(encoded); err != nil {
+			v.add(path+".secret", `the part after "whsec_" is not valid base64`)
+		} else if len(key) == 0 {
+			v.add(path+".secret", `the key after "whsec_" is empty`)
 		}
 	}
 	v.durationDefault(path+".timeout", &w.Timeout, 10*time.Second)
@@ -366,17 +390,15 @@ func (v *validator) webhook(path string, w *Webhook) {
 func (v *validator) nats(path string, n *NATS) {
 	v.required(path+".url", n.URL)
 	if n.URL != "" {
-		for u := range strings.SplitSeq(n.URL, ",") {
-			u = strings.TrimSpace(u)
-			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "nats" && pu.Scheme != "tls") || pu.Host == "" {
-				v.add(path+".url", "must be nats:// or tls:// URLs separated by commas, got %s", forwarders.RedactURL(u))
-			}
-		}
+		v.natsURLs(path+".url", n.URL)
 	}
 	stringDefault(&n.Subject, defaultNATSSubject)
-	v.template(path+".subject", "subject", n.Subject)
+	v.template(path+".subject", "subject", n.Subject, natsSubjectFuncs)
 	if n.Stream != "" && !n.JetStream {
 		v.add(path+".stream", "requires jetstream: true")
+	}
+	if strings.ContainsAny(n.Stream, " \t\r\n.*>/\\") {
+		v.add(path+".stream", "%s is not a valid stream name (no whitespace, ., *, >, / or \\)", quote(n.Stream))
 	}
 	if n.User != "" && n.Password == "" && !v.present(path+".password") {
 		v.add(path+".password", "required with user")
@@ -400,6 +422,28 @@ func (v *validator) nats(path string, n *NATS) {
 	}
 	v.durationDefault(path+".timeout", &n.Timeout, 5*time.Second)
 	v.positive(path+".timeout", n.Timeout)
+}
+
+// natsURLs checks a comma-separated server list by the rules of the nats forwarder,
+// which owns them: no empty entry; each a URL with a host and scheme nats, tls, ws or
+// wss, or a bare host:port (meaning nats://).
+func (v *validator) natsURLs(path, list string) {
+	for i, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			v.add(path, "entry %d of the comma-separated list is empty", i+1)
+			continue
+		}
+		full := u
+		if !strings.Contains(u, "://") {
+			full = "nats://" + u
+		}
+		pu, err := url.Parse(full)
+		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+			v.add(path, "must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got %s",
+				forwarders.RedactURL(u))
+		}
+	}
 }
 
 func (v *validator) slack(path string, s *Slack) {
@@ -431,7 +475,7 @@ func (v *validator) slack(path string, s *Slack) {
 		v.add(path+".timezone", "unknown time zone %s (want an IANA name such as Europe/Berlin)", quote(s.Timezone))
 	}
 	if s.Template != "" {
-		v.template(path+".template", "slack", s.Template)
+		v.template(path+".template", "slack", s.Template, nil)
 	}
 	v.durationDefault(path+".timeout", &s.Timeout, 10*time.Second)
 	v.positive(path+".timeout", s.Timeout)

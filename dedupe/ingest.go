@@ -16,9 +16,20 @@ import (
 // IngestOptions changes how IngestWith treats a page; it serves backfill. IngestWith never
 // applies the initial=skip baseline (a backfill is deliberate) and never marks the
 // chatbot initialized.
+//
+// With Only set, the backfill is for those forwarders alone and writes no seen key, so
+// the other forwarders still get every record from normal polling:
+//   - A record never seen is queued for the Only forwarders (intersected with Route) and
+//     counted New, but it is NOT marked seen and does not count toward the chatbot's
+//     Seen. The next Ingest takes it as new and queues it for every forwarder Route
+//     names, the Only ones again with the same event id (an identifiable repeat).
+//   - A seen record is treated as without Only (Resend re-queues its created event; a
+//     changed one is an updated event if EmitUpdates is on), for the Only forwarders.
+//     A changed record's new content is not stored, so the next Ingest still sends its
+//     updated event (same id) to every forwarder.
 type IngestOptions struct {
 	Resend bool     // seen records go to the outbox again, as their created event (same id)
-	Only   []string // if set, deliveries only for these forwarders (intersected with Route)
+	Only   []string // if set, deliveries only for these forwarders (intersected with Route), and nothing marked seen
 	DryRun bool     // compute the result (Events = what would be sent) and write nothing
 }
 
@@ -42,6 +53,9 @@ func (s *Store) IngestWith(serial string, leads []event.Lead, o IngestOptions) (
 }
 
 func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, deliberate bool) (event.Ingested, error) {
+	if s.readOnly {
+		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
+	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		return event.Ingested{}, s.wrap("ingest "+serial, err)
@@ -89,6 +103,8 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 	baseline := !deliberate && !in.s.initialEmit && !st.Initialized
 
 	seen := in.tx.Bucket(bucketSeen)
+	// A backfill for some forwarders only must not hide records from the others.
+	mark := len(in.only) == 0
 	inPage := make(map[string]struct{}, len(leads))
 	for _, l := range leads {
 		key := l.Key()
@@ -103,7 +119,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 		}
 		old := seen.Get([]byte(key))
 		changed := old != nil && !bytes.Equal(old, val)
-		if old == nil || changed {
+		if mark && (old == nil || changed) {
 			if err := seen.Put([]byte(key), val); err != nil {
 				return res, fmt.Errorf("mark %s seen: %w", l.ID(), err)
 			}
@@ -116,7 +132,9 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 			res.Baseline++
 			continue
 		case old == nil:
-			st.Seen++
+			if mark {
+				st.Seen++
+			}
 			res.New++
 			ev = event.NewCreated(l)
 		case in.resend:

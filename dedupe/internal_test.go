@@ -58,6 +58,8 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	}))
 	require.NoError(t, s.Close())
 
-	_, err = Open(Options{Path: path})
-	require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads version %d", path, schemaVersion+1, schemaVersion))
+	for _, readOnly := range []bool{false, true} {
+		_, err = Open(Options{Path: path, ReadOnly: readOnly})
+		require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads version %d", path, schemaVersion+1, schemaVersion), "read-only %t", readOnly)
+	}
 }

@@ -19,7 +19,7 @@ func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Deli
 		return nil, nil
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox).Bucket([]byte(forwarder))
+		b := subBucket(tx, bucketOutbox, forwarder)
 		if b == nil {
 			return nil
 		}
@@ -39,6 +39,9 @@ func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Deli
 // Ack removes a delivered entry from the outbox. Concurrent acks are coalesced into one
 // transaction; acking an entry that is gone is not an error.
 func (s *Store) Ack(forwarder string, seq uint64) error {
+	if s.readOnly {
+		return s.wrap(fmt.Sprintf("ack %s #%d", forwarder, seq), ErrReadOnly)
+	}
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox).Bucket([]byte(forwarder))
 		if b == nil {
@@ -53,7 +56,7 @@ func (s *Store) Ack(forwarder string, seq uint64) error {
 // d.LastError on the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an
 // error.
 func (s *Store) Failed(d event.Delivery) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
 		if b == nil {
 			return nil
@@ -72,7 +75,7 @@ func (s *Store) Failed(d event.Delivery) error {
 // transaction, keeping d.Attempts and d.LastError, given up at failed. An entry that is
 // no longer in the outbox (already acked or dead-lettered) is left alone.
 func (s *Store) DeadLetter(d event.Delivery, failed time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
 		if b == nil {
 			return nil
@@ -114,12 +117,25 @@ func (s *Store) countSub(parent []byte) (map[string]int, error) {
 	out := map[string]int{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		p := tx.Bucket(parent)
+		if p == nil {
+			return nil
+		}
 		return p.ForEachBucket(func(name []byte) error {
 			out[string(name)] = p.Bucket(name).Stats().KeyN
 			return nil
 		})
 	})
 	return out, err
+}
+
+// subBucket returns the sub-bucket name of parent, nil if either is missing (a read-only
+// store need not have them).
+func subBucket(tx *bolt.Tx, parent []byte, name string) *bolt.Bucket {
+	p := tx.Bucket(parent)
+	if p == nil {
+		return nil
+	}
+	return p.Bucket([]byte(name))
 }
 
 // deadRef is one dead letter found by findDead.
@@ -133,6 +149,9 @@ type deadRef struct {
 // ("" = any), per forwarder in order of failure.
 func findDead(tx *bolt.Tx, forwarder, eventID string) ([]deadRef, error) {
 	dead := tx.Bucket(bucketDead)
+	if dead == nil {
+		return nil, nil
+	}
 	var names [][]byte
 	if forwarder != "" {
 		names = [][]byte{[]byte(forwarder)}
@@ -184,7 +203,7 @@ func (s *Store) DeadLetters(forwarder string) ([]event.DeadLetter, error) {
 // how many were replayed.
 func (s *Store) Replay(forwarder, eventID string) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		refs, err := findDead(tx, forwarder, eventID)
 		if err != nil {
 			return err
@@ -217,7 +236,7 @@ func (s *Store) Replay(forwarder, eventID string) (int, error) {
 // returns how many it deleted.
 func (s *Store) Drop(forwarder, eventID string) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		refs, err := findDead(tx, forwarder, eventID)
 		if err != nil {
 			return err

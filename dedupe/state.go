@@ -23,6 +23,9 @@ func (s *Store) Chatbots() (map[string]ChatbotState, error) {
 	out := map[string]ChatbotState{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChatbots)
+		if b == nil {
+			return nil
+		}
 		return b.ForEach(func(k, _ []byte) error {
 			var st ChatbotState
 			if _, err := getJSON(b, k, &st); err != nil {
@@ -50,7 +53,7 @@ func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 }
 
 func (s *Store) updateChatbot(serial string, fn func(*ChatbotState)) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		return updateChatbotTx(tx, serial, fn)
 	})
 }
@@ -75,7 +78,7 @@ type Pause struct {
 // Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the
 // outbox. Pausing a paused forwarder updates reason and config hash but keeps Since.
 func (s *Store) Pause(forwarder, reason, configHash string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		p := Pause{Since: time.Now()}
 		if _, err := getJSON(b, []byte(forwarder), &p); err != nil {
@@ -94,7 +97,7 @@ func (s *Store) Pause(forwarder, reason, configHash string) error {
 // Resume unpauses forwarder and reports whether it was paused.
 func (s *Store) Resume(forwarder string) (bool, error) {
 	was := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		was = b.Get([]byte(forwarder)) != nil
 		return b.Delete([]byte(forwarder))
@@ -113,6 +116,9 @@ func (s *Store) Paused() (map[string]Pause, error) {
 	out := map[string]Pause{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
+		if b == nil {
+			return nil
+		}
 		return b.ForEach(func(k, _ []byte) error {
 			var p Pause
 			if _, err := getJSON(b, k, &p); err != nil {
@@ -129,12 +135,15 @@ func (s *Store) Paused() (map[string]Pause, error) {
 // many it removed. With Retention <= 0 it keeps everything. Retention must exceed the
 // poll lookback, so a pruned record can never be read again as new.
 func (s *Store) Prune(now time.Time) (int, error) {
+	if s.readOnly {
+		return 0, s.wrap("prune", ErrReadOnly)
+	}
 	if s.retention <= 0 {
 		return 0, nil
 	}
 	cutoff := now.Add(-s.retention)
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		seen := tx.Bucket(bucketSeen)
 		var old [][]byte
 		err := seen.ForEach(func(k, v []byte) error {

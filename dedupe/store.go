@@ -19,7 +19,8 @@
 //	chatbots              serial → ChatbotState JSON
 //	paused                forwarder → Pause JSON
 //
-// bbolt allows one process per file; the file is opened with an exclusive lock. The
+// bbolt allows one writing process per file; the file is opened with an exclusive lock,
+// or with a shared one (Options.ReadOnly) that still conflicts with a writer's. The
 // methods are cohesive enough that a second backend (NATS JetStream KV plus a stream for
 // the outbox) can provide the same ones; consumers define the small interfaces they need.
 package dedupe
@@ -30,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -51,6 +53,10 @@ var (
 	keySchema      = []byte("schema")
 )
 
+// ErrReadOnly is returned (wrapped) by every method that writes, on a store opened with
+// Options.ReadOnly.
+var ErrReadOnly = errors.New("store opened read-only")
+
 // Initial values for Options.Initial.
 const (
 	InitialSkip = "skip" // the first poll of a chatbot marks its records seen, sends nothing
@@ -59,13 +65,14 @@ const (
 
 // Options configures Open.
 type Options struct {
-	Path        string                     // bbolt file, created 0600 if missing
+	Path        string                     // bbolt file, created 0600 if missing (unless ReadOnly)
 	Retention   time.Duration              // Prune removes seen keys whose record is older; <= 0 keeps them forever
 	Initial     string                     // InitialSkip (default) or InitialEmit
 	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
 	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none
 	Logger      *slog.Logger               // nil → discard
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
+	ReadOnly    bool                       // for operator commands: never create, change or write the file
 }
 
 // Store is the bbolt-backed store. Its methods are safe for concurrent use.
@@ -78,11 +85,18 @@ type Store struct {
 	route       func(event.Event) []string
 	log         *slog.Logger
 	changes     chan struct{}
+	readOnly    bool
 }
 
 // Open opens (creating if needed) the store file, takes its lock and creates the buckets.
 // A file held by another process fails within OpenTimeout with a "locked" error; a file
-// that is not a bbolt database is refused untouched.
+// that is not a bbolt database, or whose schema version is not this package's, is refused
+// untouched.
+//
+// With opts.ReadOnly the file must exist; it is opened read-only under a shared lock
+// (which a running daemon's exclusive lock still refuses, with the same "locked" error),
+// and neither its permissions nor its content are changed. Reads work, a bucket missing
+// from the file reads as empty, and every write method returns ErrReadOnly.
 func Open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("store: path is empty")
@@ -106,13 +120,24 @@ func Open(opts Options) (*Store, error) {
 
 	info, err := os.Stat(opts.Path)
 	existed := err == nil
+	if opts.ReadOnly {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("store %s does not exist", opts.Path)
+		case err != nil:
+			return nil, fmt.Errorf("open store %s: %w", opts.Path, err)
+		case info.Size() == 0:
+			// bbolt would try to initialize it, which a read-only open cannot do.
+			return nil, fmt.Errorf("store %s is empty, not a bbolt database yet", opts.Path)
+		}
+	}
 	if existed && info.Size() > 0 {
 		if err := checkMagic(opts.Path); err != nil {
 			return nil, err
 		}
 	}
 
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout})
+	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
 	switch {
 	case errors.Is(err, bolt.ErrTimeout):
 		return nil, fmt.Errorf("store %s is locked by another leadbridge process: %w", opts.Path, err)
@@ -122,7 +147,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", opts.Path, err)
 	}
 
-	if existed && info.Mode().Perm()&^0o600 != 0 {
+	if !opts.ReadOnly && existed && info.Mode().Perm()&^0o600 != 0 {
 		if err := os.Chmod(opts.Path, 0o600); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("store %s: restrict permissions to 0600: %w", opts.Path, err)
@@ -130,7 +155,11 @@ func Open(opts Options) (*Store, error) {
 		log.Warn("store file permissions were too open; changed to 0600", "path", opts.Path, "was", info.Mode().Perm().String())
 	}
 
-	if err := db.Update(initBuckets); err != nil {
+	prepare := db.Update
+	if opts.ReadOnly {
+		prepare = db.View
+	}
+	if err := prepare(func(tx *bolt.Tx) error { return prepareTx(tx, opts.ReadOnly) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
 	}
@@ -138,7 +167,7 @@ func Open(opts Options) (*Store, error) {
 	// 10ms wait for companions would cap a lane of 4 at ~400 deliveries a second; 1ms
 	// still coalesces concurrent acks.
 	db.MaxBatchDelay = time.Millisecond
-	log.Debug("store opened", "path", opts.Path)
+	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
 		path:        opts.Path,
@@ -148,6 +177,7 @@ func Open(opts Options) (*Store, error) {
 		route:       opts.Route,
 		log:         log,
 		changes:     make(chan struct{}, 1),
+		readOnly:    opts.ReadOnly,
 	}, nil
 }
 
@@ -171,13 +201,20 @@ func checkMagic(path string) error {
 	return nil
 }
 
-func initBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketDead, bucketChatbots, bucketPaused} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
+// prepareTx checks the schema version if the file has one. Unless readOnly it also
+// creates the missing buckets and records the schema version of a new file.
+func prepareTx(tx *bolt.Tx, readOnly bool) error {
+	if !readOnly {
+		for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketDead, bucketChatbots, bucketPaused} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return nil // read-only, and no leadbridge ever wrote this file
+	}
 	if v := meta.Get(keySchema); v != nil {
 		if len(v) != 4 {
 			return fmt.Errorf("schema version is malformed (%d bytes)", len(v))
@@ -185,6 +222,9 @@ func initBuckets(tx *bolt.Tx) error {
 		if got := binary.BigEndian.Uint32(v); got != schemaVersion {
 			return fmt.Errorf("schema version %d, this leadbridge reads version %d", got, schemaVersion)
 		}
+		return nil
+	}
+	if readOnly {
 		return nil
 	}
 	return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
@@ -198,9 +238,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Path is the store file's path.
-func (s *Store) Path() string { return s.path }
-
 // Changes is signalled (buffer 1, never blocking the writer) after a write that added
 // outbox entries, so a dispatcher can wake up instead of polling.
 func (s *Store) Changes() <-chan struct{} { return s.changes }
@@ -210,6 +247,14 @@ func (s *Store) signal() {
 	case s.changes <- struct{}{}:
 	default:
 	}
+}
+
+// update runs fn in a write transaction, or returns ErrReadOnly.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	if s.readOnly {
+		return ErrReadOnly
+	}
+	return s.db.Update(fn)
 }
 
 // wrap names the store file and the operation in an error.

@@ -452,6 +452,66 @@ func TestIngestWith(t *testing.T) {
 		assert.Equal(t, appt.ID(), sales[0].Event.ID)
 	})
 
+	t.Run("only leaves unseen records to normal polling", func(t *testing.T) {
+		s := open(t, dbPath(t), func(o *dedupe.Options) {
+			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
+		})
+		res, err := s.IngestWith(bot, []event.Lead{lead}, dedupe.IngestOptions{Only: []string{"crm"}})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.New)
+		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
+		require.Len(t, pending(t, s, "crm"), 1)
+		assert.Empty(t, pending(t, s, "sales"))
+		bots, err := s.Chatbots()
+		require.NoError(t, err)
+		assert.Zero(t, bots[bot].Seen, "a record queued for some forwarders only is not seen")
+
+		// The next poll takes it as new for every forwarder; crm gets the same event id again.
+		res, err = s.Ingest(bot, []event.Lead{lead})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.New)
+		crm := pending(t, s, "crm")
+		require.Len(t, crm, 2)
+		assert.Equal(t, []string{lead.ID(), lead.ID()}, []string{crm[0].Event.ID, crm[1].Event.ID})
+		sales := pending(t, s, "sales")
+		require.Len(t, sales, 1)
+		assert.Equal(t, lead.ID(), sales[0].Event.ID)
+		bots, err = s.Chatbots()
+		require.NoError(t, err)
+		assert.Equal(t, 1, bots[bot].Seen)
+
+		res, err = s.Ingest(bot, []event.Lead{lead})
+		require.NoError(t, err)
+		assert.Equal(t, event.Ingested{Duplicate: 1}, res)
+	})
+
+	t.Run("only leaves changed content to normal polling", func(t *testing.T) {
+		s := open(t, dbPath(t), func(o *dedupe.Options) {
+			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
+			o.EmitUpdates = true
+		})
+		_, err := s.Ingest(bot, []event.Lead{lead})
+		require.NoError(t, err)
+		changed := lead
+		changed.Content = "hello again"
+
+		res, err := s.IngestWith(bot, []event.Lead{changed}, dedupe.IngestOptions{Only: []string{"crm"}})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Updated)
+		crm := pending(t, s, "crm")
+		require.Len(t, crm, 2)
+		assert.Equal(t, event.ActionUpdated, crm[1].Event.Action())
+		assert.Len(t, pending(t, s, "sales"), 1)
+
+		res, err = s.Ingest(bot, []event.Lead{changed})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Updated, "the backfill did not store the new content")
+		sales := pending(t, s, "sales")
+		require.Len(t, sales, 2)
+		assert.Equal(t, crm[1].Event.ID, sales[1].Event.ID)
+		assert.Len(t, pending(t, s, "crm"), 3)
+	})
+
 	t.Run("no baseline and no initialization", func(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
 		res, err := s.IngestWith(bot, []event.Lead{appt}, dedupe.IngestOptions{})
@@ -700,7 +760,6 @@ func TestOpenFileMode(t *testing.T) {
 	info, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
-	assert.Equal(t, path, s.Path())
 	require.NoError(t, s.Close())
 
 	require.NoError(t, os.Chmod(path, 0o644))
@@ -729,4 +788,141 @@ func TestClosedStoreErrorsNameThePath(t *testing.T) {
 	_, err := s.Ingest(bot, leads(bot, 1, 1))
 	require.ErrorIs(t, err, bolt.ErrDatabaseNotOpen)
 	assert.Contains(t, err.Error(), path)
+}
+
+func TestOpenReadOnlyRefusesMissingOrEmptyFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leadbridge.db")
+	_, err := dedupe.Open(dedupe.Options{Path: path, ReadOnly: true})
+	require.EqualError(t, err, fmt.Sprintf("store %s does not exist", path))
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "a read-only open created something")
+
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	_, err = dedupe.Open(dedupe.Options{Path: path, ReadOnly: true})
+	require.ErrorContains(t, err, path)
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Zero(t, info.Size(), "a read-only open initialized the file")
+}
+
+func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
+	path := dbPath(t)
+	failed := time.Date(2024, 3, 3, 0, 0, 0, 0, time.UTC)
+	polled := time.Date(2024, 3, 3, 1, 0, 0, 0, time.UTC)
+	appts := []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindAppointment, 2, t0)}
+	daemon := open(t, path, nil)
+	_, err := daemon.Ingest(bot, appts)
+	require.NoError(t, err)
+	d := pending(t, daemon, "sales")[0]
+	d.Attempts, d.LastError = 5, "sales: HTTP 400"
+	require.NoError(t, daemon.DeadLetter(d, failed))
+	require.NoError(t, daemon.Pause("bus", "bus: HTTP 410 Gone", "hash"))
+	require.NoError(t, daemon.RecordPoll(bot, polled, nil))
+
+	// While the daemon holds the store, a read-only open is refused too.
+	_, err = dedupe.Open(dedupe.Options{Path: path, ReadOnly: true, OpenTimeout: 100 * time.Millisecond})
+	require.ErrorIs(t, err, bolt.ErrTimeout)
+	assert.Contains(t, err.Error(), "locked by another leadbridge process")
+	require.NoError(t, daemon.Close())
+
+	// Too-open permissions and an old mtime: a read-only session must change neither.
+	require.NoError(t, os.Chmod(path, 0o644))
+	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, os.Chtimes(path, mtime, mtime))
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	ro, err := dedupe.Open(dedupe.Options{Path: path, ReadOnly: true, Route: routeAll})
+	require.NoError(t, err)
+	// Read-only opens share the lock.
+	ro2, err := dedupe.Open(dedupe.Options{Path: path, ReadOnly: true, OpenTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, ro2.Close())
+
+	bots, err := ro.Chatbots()
+	require.NoError(t, err)
+	assert.Equal(t, 2, bots[bot].Seen)
+	assert.True(t, polled.Equal(bots[bot].LastOK))
+	depth, err := ro.Depth()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"bus": 2, "sales": 1}, depth)
+	dead, err := ro.DeadCount()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"sales": 1}, dead)
+	letters, err := ro.DeadLetters("")
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	assert.Equal(t, "sales: HTTP 400", letters[0].LastError)
+	paused, err := ro.Paused()
+	require.NoError(t, err)
+	assert.Equal(t, "bus: HTTP 410 Gone", paused["bus"].Reason)
+	sales, err := ro.Pending("sales", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, sales, 1)
+	assert.Equal(t, appts[1].ID(), sales[0].Event.ID)
+
+	for name, write := range map[string]func() error{
+		"ack":         func() error { return ro.Ack("sales", sales[0].Seq) },
+		"replay":      func() error { _, err := ro.Replay("", ""); return err },
+		"drop":        func() error { _, err := ro.Drop("", ""); return err },
+		"failed":      func() error { return ro.Failed(sales[0]) },
+		"dead-letter": func() error { return ro.DeadLetter(sales[0], failed) },
+		"ingest":      func() error { _, err := ro.Ingest(bot, leads(bot, 10, 1)); return err },
+		"ingest with": func() error { _, err := ro.IngestWith(bot, appts, dedupe.IngestOptions{Resend: true}); return err },
+		"record poll": func() error { return ro.RecordPoll(bot, time.Now(), nil) },
+		"pause":       func() error { return ro.Pause("sales", "x", "y") },
+		"resume":      func() error { _, err := ro.Resume("bus"); return err },
+		"prune":       func() error { _, err := ro.Prune(time.Now().Add(1000 * time.Hour)); return err },
+	} {
+		err := write()
+		require.ErrorIs(t, err, dedupe.ErrReadOnly, name)
+		assert.Contains(t, err.Error(), path, name)
+		assert.Contains(t, err.Error(), "store opened read-only", name)
+	}
+	letters, err = ro.DeadLetters("")
+	require.NoError(t, err)
+	assert.Len(t, letters, 1, "Replay changed nothing")
+	require.NoError(t, ro.Close())
+
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(before, after), "file content changed")
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.True(t, mtime.Equal(info.ModTime()), "mtime changed to %s", info.ModTime())
+	assert.Equal(t, os.FileMode(0o644), info.Mode().Perm(), "file mode changed")
+}
+
+// A bbolt file that lacks leadbridge's buckets (none here) reads as an empty store.
+func TestOpenReadOnlyMissingBucketsReadEmpty(t *testing.T) {
+	path := dbPath(t)
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	s, err := dedupe.Open(dedupe.Options{Path: path, ReadOnly: true})
+	require.NoError(t, err)
+	defer s.Close()
+	bots, err := s.Chatbots()
+	require.NoError(t, err)
+	assert.Empty(t, bots)
+	depth, err := s.Depth()
+	require.NoError(t, err)
+	assert.Empty(t, depth)
+	dead, err := s.DeadCount()
+	require.NoError(t, err)
+	assert.Empty(t, dead)
+	for _, fwd := range []string{"", "bus"} {
+		letters, err := s.DeadLetters(fwd)
+		require.NoError(t, err)
+		assert.Empty(t, letters)
+	}
+	paused, err := s.Paused()
+	require.NoError(t, err)
+	assert.Empty(t, paused)
+	ds, err := s.Pending("bus", 0, 0)
+	require.NoError(t, err)
+	assert.Empty(t, ds)
 }

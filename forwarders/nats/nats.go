@@ -42,8 +42,8 @@ import (
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
-// DefaultTimeout bounds one publish (core: until the server confirms; JetStream: until
-// the ack) when Config.Timeout is zero.
+// DefaultTimeout bounds connecting to a server and one publish (core: until the server
+// confirms; JetStream: until the ack) when Config.Timeout is zero.
 const DefaultTimeout = 5 * time.Second
 
 // reconnectWait is the pause between reconnect attempts to the same server.
@@ -88,7 +88,8 @@ type Config struct {
 	Token string
 	// TLS configures TLS.
 	TLS TLS
-	// Timeout bounds one publish and its confirmation; default DefaultTimeout.
+	// Timeout bounds connecting (one dial and handshake per server) and one publish and
+	// its confirmation; default DefaultTimeout.
 	Timeout time.Duration
 }
 
@@ -124,7 +125,8 @@ var (
 
 // New validates cfg, applies defaults and starts connecting. It does not wait for a
 // server: when none answers, the connection keeps trying in the background and Deliver
-// fails retryably meanwhile. It only blocks for one dial attempt per URL.
+// fails retryably meanwhile. It only blocks for one dial attempt per URL, each bounded
+// by the timeout.
 func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -139,12 +141,9 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	if err != nil {
 		return nil, fail("url: %v", err)
 	}
-	if cfg.Subject == "" {
-		cfg.Subject = DefaultSubject
-	}
 	tmpl, streamSubject, err := parseSubject(cfg.Subject)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, fail("subject: %v", err)
 	}
 	if cfg.Stream != "" {
 		if !cfg.JetStream {
@@ -203,6 +202,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 	opts := []natsgo.Option{
 		natsgo.Name("leadbridge/" + cfg.Name),
+		natsgo.Timeout(cfg.Timeout),
 		natsgo.RetryOnFailedConnect(true),
 		natsgo.MaxReconnects(-1),
 		natsgo.ReconnectWait(reconnectWait),

@@ -246,6 +246,46 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
+func TestCheckSubject(t *testing.T) {
+	cases := []struct {
+		template string
+		ok       bool
+	}{
+		{"", true}, // DefaultSubject
+		{DefaultSubject, true},
+		{"leads.{{token .ChatbotName}}.{{.Kind}}", true},
+		{"{{.Type}}", true},
+		{"neoagent.{{.Chatbot", false},
+		{"neoagent.{{.Serial}}", false},
+		{"neoagent.{{nope .Chatbot}}", false},
+		{"neo agent.{{.Kind}}", false},
+		{"neoagent.>", false},
+		{"neoagent..{{.Kind}}", false},
+	}
+	for _, tc := range cases {
+		err := CheckSubject(tc.template)
+		if tc.ok {
+			assert.NoError(t, err, tc.template)
+			continue
+		}
+		require.Error(t, err, tc.template)
+		// New checks the subject before connecting, so this makes no connection.
+		f, newErr := New(Config{Name: "bus", URL: "nats://127.0.0.1:4222", Subject: tc.template}, nil)
+		assert.Nil(t, f)
+		require.Error(t, newErr, tc.template)
+		assert.Contains(t, newErr.Error(), "subject: "+err.Error(), "New reports what CheckSubject does")
+	}
+}
+
+func TestTimeoutBoundsConnecting(t *testing.T) {
+	ns := startServer(t, func(o *server.Options) { o.JetStream = false })
+	for _, tc := range []struct{ set, want time.Duration }{{0, DefaultTimeout}, {1500 * time.Millisecond, 1500 * time.Millisecond}} {
+		f := newForwarder(t, Config{URL: ns.ClientURL(), Timeout: tc.set})
+		assert.Equal(t, tc.want, f.nc.Opts.Timeout, "connect timeout")
+		assert.Equal(t, tc.want, f.timeout, "publish timeout")
+	}
+}
+
 func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 	ns := startServer(t, nil)
 	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "LEADS"})

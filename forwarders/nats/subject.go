@@ -68,16 +68,29 @@ var subjectFuncs = template.FuncMap{
 	},
 }
 
-// parseSubject parses and tries a subject template; it also returns the stream subject
-// that captures every subject the template can render ("" when none can be derived).
+// CheckSubject reports whether New accepts text as Config.Subject: it must parse with
+// the functions a subject template may call (token) and render a sample event to a
+// valid literal subject. An empty text means DefaultSubject, as in New. The error does
+// not name the field; the caller does.
+func CheckSubject(text string) error {
+	_, _, err := parseSubject(text)
+	return err
+}
+
+// parseSubject parses and tries a subject template ("" means DefaultSubject); it also
+// returns the stream subject that captures every subject the template can render (""
+// when none can be derived).
 func parseSubject(text string) (*template.Template, string, error) {
+	if text == "" {
+		text = DefaultSubject
+	}
 	tmpl, err := template.New("subject").Funcs(subjectFuncs).Parse(text)
 	if err != nil {
-		return nil, "", fmt.Errorf("subject: %w", err)
+		return nil, "", err
 	}
 	sample, err := renderSubject(tmpl, sampleData)
 	if err != nil {
-		return nil, "", fmt.Errorf("subject: for a sample event: %w", err)
+		return nil, "", fmt.Errorf("for a sample event: %w", err)
 	}
 	return tmpl, streamSubject(tmpl, sample), nil
 }

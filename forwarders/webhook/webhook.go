@@ -14,9 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,8 +119,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	default:
 		return nil, fail("body: must be %q or %q, got %q", BodyCloudEvent, BodyLead, cfg.Body)
 	}
-	headers, err := checkHeaders(cfg.Headers)
-	if err != nil {
+	if err := CheckHeaders(cfg.Headers); err != nil {
 		return nil, fail("headers: %w", err)
 	}
 	key, err := signingKey(cfg.Secret)
@@ -141,7 +141,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		name:    cfg.Name,
 		url:     cfg.URL,
 		lead:    lead,
-		headers: headers,
+		headers: canonicalHeaders(cfg.Headers),
 		key:     key,
 		client: &http.Client{
 			Transport: transport,
@@ -173,30 +173,35 @@ func checkURL(raw string) error {
 	return nil
 }
 
-// checkHeaders validates the configured extra headers and returns them canonicalised.
-// Errors name the header, never its value (often a credential).
-func checkHeaders(in map[string]string) (http.Header, error) {
-	names := make([]string, 0, len(in))
-	for name := range in {
-		names = append(names, name)
-	}
-	sort.Strings(names) // report the same problem first on every run
-	out := make(http.Header, len(in))
-	for _, name := range names {
-		value := in[name]
+// CheckHeaders reports whether New accepts h as Config.Headers: every name an HTTP
+// token and not one the forwarder sets itself (Content-Type, webhook-*, ce-*, in any
+// case), every value free of control characters other than tab. The error names the
+// header, never its value (often a credential), and not the field; the caller does.
+func CheckHeaders(h map[string]string) error {
+	// In name order, to report the same problem first on every run.
+	for _, name := range slices.Sorted(maps.Keys(h)) {
 		if !validHeaderName(name) {
-			return nil, fmt.Errorf("%q is not a valid header name", name)
+			return fmt.Errorf("%q is not a valid header name", name)
 		}
 		canon := http.CanonicalHeaderKey(name)
 		if canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-") {
-			return nil, fmt.Errorf("%q is set by the forwarder and cannot be configured", name)
+			return fmt.Errorf("%q is set by the forwarder and cannot be configured", name)
 		}
-		if !validHeaderValue(value) {
-			return nil, fmt.Errorf("%q: value contains control characters", name)
+		if !validHeaderValue(h[name]) {
+			return fmt.Errorf("%q: value contains control characters", name)
 		}
-		out.Set(canon, value)
 	}
-	return out, nil
+	return nil
+}
+
+// canonicalHeaders turns headers CheckHeaders accepted into an http.Header. Of names
+// differing only in case, the last in byte order wins, the same on every run.
+func canonicalHeaders(in map[string]string) http.Header {
+	out := make(http.Header, len(in))
+	for _, name := range slices.Sorted(maps.Keys(in)) {
+		out.Set(name, in[name])
+	}
+	return out
 }
 
 // validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).

@@ -356,6 +356,39 @@ func TestCustomHeaders(t *testing.T) {
 	assert.Equal(t, "application/cloudevents+json", req.Header.Get("Content-Type"))
 }
 
+func TestCheckHeaders(t *testing.T) {
+	cases := []struct {
+		name    string
+		headers map[string]string
+		ok      bool
+	}{
+		{"none", nil, true},
+		{"custom", map[string]string{"Authorization": "Bearer SECRETBEARER", "x-tenant": "acme", "X-Tab": "a\tb"}, true},
+		{"content type", map[string]string{"CONTENT-TYPE": "text/plain"}, false},
+		{"webhook header", map[string]string{"webhook-id": "x"}, false},
+		{"ce header", map[string]string{"Ce-Type": "x"}, false},
+		{"space in name", map[string]string{"X Bad": "x"}, false},
+		{"empty name", map[string]string{"": "x"}, false},
+		{"control character", map[string]string{"Authorization": "Bearer SECRETBEARER\x00"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := webhook.CheckHeaders(tc.headers)
+			f, newErr := webhook.New(webhook.Config{Name: "crm", URL: "https://crm.example.com/", Headers: tc.headers}, nil)
+			if tc.ok {
+				require.NoError(t, err)
+				require.NoError(t, newErr, "New accepts what CheckHeaders accepts")
+				assert.NoError(t, f.Close())
+				return
+			}
+			require.Error(t, err)
+			assert.NotContains(t, err.Error(), "SECRET")
+			require.Error(t, newErr)
+			assert.Contains(t, newErr.Error(), "headers: "+err.Error(), "New reports what CheckHeaders does")
+		})
+	}
+}
+
 func TestNewRejectsBadConfig(t *testing.T) {
 	valid := func() webhook.Config {
 		return webhook.Config{Name: "crm", URL: "https://crm.example.com/hooks/SECRETTOKEN?key=SECRETQ"}
