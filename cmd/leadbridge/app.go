@@ -126,15 +126,28 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
 	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+	states, err := store.Chatbots()
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	lastOK := make(map[string]time.Time, len(states))
+	for serial, st := range states {
+		lastOK[serial] = st.LastOK
+	}
 	a.loop = &poller.Loop{
-		Client:     client,
-		Store:      store,
-		Chatbots:   chatbots(cfg),
-		Interval:   cfg.Poll.Interval,
-		Lookback:   cfg.Poll.Lookback,
-		Jitter:     cfg.Poll.Jitter,
-		MaxBackoff: cfg.Poll.MaxBackoff,
-		Logger:     logger.With("component", "poller"),
+		Client:   client,
+		Store:    store,
+		Chatbots: chatbots(cfg),
+		Interval: cfg.Poll.Interval,
+		Lookback: cfg.Poll.Lookback,
+		LastOK:   lastOK,
+		// A catch-up window re-reads records; the store must still hold their seen keys,
+		// with the same 48h margin the config check keeps between lookback and retention.
+		MaxLookback: cfg.Store.Retention - 48*time.Hour,
+		Jitter:      cfg.Poll.Jitter,
+		MaxBackoff:  cfg.Poll.MaxBackoff,
+		Logger:      logger.With("component", "poller"),
 	}
 	return a, nil
 }

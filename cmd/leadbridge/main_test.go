@@ -254,3 +254,23 @@ func TestDemoShowsLeadsFlowing(t *testing.T) {
 	assert.Contains(t, stdout, "stopped:")
 	assert.NotContains(t, stdout, " 0 events delivered to the webhook")
 }
+
+func TestConfigCheckRunsTheForwardersOwnChecks(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:1", "http://127.0.0.1:2", `
+  - name: bus
+    type: nats
+    url: nats://127.0.0.1:4222
+    subject: "leads.{{token .ChatbotName}}.{{.Kind}}"
+  - name: bus2
+    type: nats
+    url: nats://127.0.0.1:4222
+    subject: "leads.{{.NoSuchField}}"
+    creds_file: `+dir+`/missing.creds
+`)
+	code, _, stderr := runMain(t, "config", "check", "--config", cfg)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "forwarders[2].subject")
+	assert.Contains(t, stderr, "forwarders[2].creds_file")
+	assert.NotContains(t, stderr, "forwarders[1]", "the token function is accepted")
+}

@@ -40,14 +40,15 @@ func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 
 // backend reaches the store for operator commands: through the running daemon's admin
 // API when one answers on http.listen (bbolt lets one process hold the file), or by
-// opening the store file directly when no daemon runs. The returned func releases it.
-func backend(ctx context.Context, cfg *config.Config) (ops.Backend, func(), error) {
+// opening the store file directly when no daemon runs (read-only for commands that only
+// look, so a wrong store.path never creates a file). The returned func releases it.
+func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backend, func(), error) {
 	if cfg.HTTP.Listen != "" {
 		if c, err := ops.Dial(ctx, cfg.HTTP.Listen); err == nil {
 			return c, func() {}, nil
 		}
 	}
-	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path})
+	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, nil, fmt.Errorf("%w\nA daemon holds the store but its admin API does not answer on http.listen %q; "+
 			"enable http.listen (loopback) in the config the daemon runs with, or stop the daemon", err, cfg.HTTP.Listen)
@@ -70,7 +71,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	b, release, err := backend(ctx, cfg)
+	b, release, err := backend(ctx, cfg, true)
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	b, release, err := backend(ctx, cfg)
+	b, release, err := backend(ctx, cfg, sub == "list")
 	if err != nil {
 		return err
 	}
@@ -184,7 +185,7 @@ func forwarderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if _, ok := cfg.Forwarder(name); !ok {
 		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
 	}
-	b, release, err := backend(ctx, cfg)
+	b, release, err := backend(ctx, cfg, false)
 	if err != nil {
 		return err
 	}

@@ -366,3 +366,13 @@ func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+func TestStatusNeverCreatesAStore(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:1", "http://127.0.0.1:2", "")
+	code, _, stderr := runMain(t, "status", "--config", cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "does not exist")
+	_, err := os.Stat(dir + "/lb.db")
+	assert.True(t, os.IsNotExist(err), "a look at the status created no store file")
+}
