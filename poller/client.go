@@ -16,7 +16,7 @@ import (
 	"unicode"
 
 	"github.com/leadbridge/leadbridge/event"
-	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // LeadListPath is the endpoint's path under the base URL.
@@ -201,7 +201,7 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
 		strings.TrimRight(c.BaseURL, "/")+LeadListPath, bytes.NewReader(body))
 	if err != nil {
-		return Page{}, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+		return Page{}, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	req.Header.Set("Authorization", c.apiKey)
 	req.Header.Set("Content-Type", "application/json")
@@ -211,7 +211,7 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return Page{}, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+		return Page{}, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -250,7 +250,7 @@ func (c *Client) readBody(bot Chatbot, resp *http.Response) ([]byte, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, &TransportError{Serial: bot.Serial, Err: forwarders.TransportError(c.BaseURL, err)}
+		return nil, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	if int64(len(data)) > limit {
 		return nil, tooLarge(data)
@@ -263,17 +263,17 @@ func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
 	e := &StatusError{
 		Serial: bot.Serial,
 		Code:   resp.StatusCode,
-		URL:    forwarders.RedactURL(c.BaseURL),
+		URL:    httpx.RedactURL(c.BaseURL),
 		Body:   strings.TrimSpace(c.clip(string(start), errorBodyLen)),
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		e.RetryAfter = forwarders.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		e.RetryAfter = httpx.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return e
 }
 
 func (c *Client) decodeError(bot Chatbot, body []byte, err error) *DecodeError {
-	e := &DecodeError{Serial: bot.Serial, URL: forwarders.RedactURL(c.BaseURL), Err: err}
+	e := &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Err: err}
 	if first := bytes.TrimLeftFunc(body, unicode.IsSpace); len(first) > 0 && first[0] != '{' && first[0] != '[' {
 		start := body[:min(len(body), snippetLen+len(c.apiKey))]
 		e.Snippet = strings.TrimSpace(c.clip(string(start), snippetLen))

@@ -28,6 +28,12 @@ const (
 	maxInitialBackoff = 5 * time.Second
 	// pollAllConcurrency bounds how many chatbots PollAll polls at once.
 	pollAllConcurrency = 4
+	// catchUpMargin is how far before a chatbot's last success a catch-up window starts,
+	// to cover CreateTime's local offsets and the API's day rounding.
+	catchUpMargin = 24 * time.Hour
+	// gapCutMessage is the warning for a gap wider than MaxLookback.
+	gapCutMessage = "polling gap is wider than the store's retention allows; records created in its " +
+		"older part are not read: run the backfill command to recover them"
 )
 
 // Store is what the loop needs of the dedupe store.
@@ -42,7 +48,16 @@ type Store interface {
 }
 
 // Loop polls every chatbot on its own schedule and feeds the records to the Store.
+//
+// A poll asks for the UTC days from now-Lookback to tomorrow. After a gap in a chatbot's
+// successful polls (the daemon was stopped, or the API failed) that window would miss
+// records from the gap's older part, so the window then starts a day before the chatbot's
+// last success instead, but never before now-MaxLookback: the store forgets seen records
+// after its retention, and records read again after that would look new. A gap cut short
+// that way is logged as a warning with the backfill command that recovers it.
+//
 // Set the fields before calling Run, PollOnce or PollAll and do not change them after.
+// A Loop must not be copied once used.
 type Loop struct {
 	// Client calls the LeadList API.
 	Client *Client
@@ -52,8 +67,17 @@ type Loop struct {
 	Chatbots []Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
 	Interval time.Duration
-	// Lookback is how far back each poll's window starts (DefaultLookback if 0).
+	// Lookback is how far back a poll's window starts when no gap needs catching up
+	// (DefaultLookback if 0).
 	Lookback time.Duration
+	// LastOK is each chatbot's last successful poll, by serial, as the store recorded it
+	// before this Loop started; a chatbot missing or zero here was never polled
+	// successfully and gets the plain Lookback window. The Loop only reads the map and
+	// remembers later successes itself.
+	LastOK map[string]time.Time
+	// MaxLookback is the furthest back a catch-up window may start: the store's retention
+	// less a margin. 0 (or anything below Lookback) means no catch-up beyond Lookback.
+	MaxLookback time.Duration
 	// Jitter spreads polls, as a fraction of Interval: a chatbot's first poll comes at a
 	// random offset in [0, Jitter*Interval] and each later wait varies by ±Jitter.
 	// 0 means DefaultJitter; a negative value turns jitter off; above 1 counts as 1.
@@ -68,6 +92,24 @@ type Loop struct {
 	OnPoll func(serial string, took time.Duration, res event.Ingested, err error)
 	// Now tells the time for windows and RecordPoll (time.Now if nil).
 	Now func() time.Time
+
+	mu   sync.Mutex
+	bots map[string]*botState // by serial, made on first use
+}
+
+// botState is what the Loop remembers of a chatbot between polls.
+type botState struct {
+	lastOK    time.Time // last successful poll in this process, zero if none yet
+	announced time.Time // start of the last catch-up window logged
+	warned    string    // backfill command last logged for a gap cut short
+}
+
+// span is the window a poll asks for and how it was chosen.
+type span struct {
+	Window
+	lastOK   time.Time // the chatbot's last successful poll, zero if none
+	catchUp  bool      // Start is earlier than the plain Lookback window's
+	lostFrom time.Time // when the catch-up was cut at MaxLookback: the UTC day it wanted to start; else zero
 }
 
 // storeError is a failure of the store during a poll: our side, logged as an error.
@@ -130,13 +172,90 @@ func (l *Loop) PollAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// WindowAt is the window a poll at now asks for: from the UTC day of now-Lookback to the
-// UTC day after now, wide enough for CreateTime's local offsets.
-func (l *Loop) WindowAt(now time.Time) Window {
-	return Window{
-		Start: utcDay(now.Add(-l.lookback())),
-		End:   utcDay(now.Add(24 * time.Hour)),
+// windowFor is the window a poll of serial at now asks for. It ends on the UTC day after
+// now and starts on the UTC day of now-Lookback or, when earlier, the day before the
+// chatbot's last success, but not before the UTC day of now-max(MaxLookback, Lookback).
+// The day before and the day after are wide enough for CreateTime's local offsets.
+func (l *Loop) windowFor(serial string, now time.Time) span {
+	plain := utcDay(now.Add(-l.lookback()))
+	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: l.lastSuccess(serial)}
+	if s.lastOK.IsZero() {
+		return s
 	}
+	if want := utcDay(s.lastOK.Add(-catchUpMargin)); want.Before(plain) {
+		s.Start = want
+	}
+	if floor := utcDay(now.Add(-l.maxLookback())); s.Start.Before(floor) {
+		s.Start, s.lostFrom = floor, s.Start
+	}
+	s.catchUp = s.Start.Before(plain)
+	return s
+}
+
+// lastSuccess is serial's last successful poll: this process's latest, else LastOK.
+func (l *Loop) lastSuccess(serial string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.bots[serial]; st != nil && !st.lastOK.IsZero() {
+		return st.lastOK
+	}
+	return l.LastOK[serial]
+}
+
+// succeeded remembers a successful poll of serial at at.
+func (l *Loop) succeeded(serial string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.state(serial); at.After(st.lastOK) {
+		st.lastOK = at
+	}
+}
+
+// announce logs a catch-up window, and a gap cut short at MaxLookback as a warning with
+// the command that recovers it. Each is logged once, and again only if it changes (a
+// failing chatbot's cut moves a day forward every day), not on every retry.
+func (l *Loop) announce(serial string, s span) {
+	if !s.catchUp && s.lostFrom.IsZero() {
+		return
+	}
+	var backfill string
+	if !s.lostFrom.IsZero() {
+		backfill = fmt.Sprintf("leadbridge backfill --since %s --until %s --chatbot %s",
+			s.lostFrom.Format(time.DateOnly), s.Start.Format(time.DateOnly), serial)
+	}
+	l.mu.Lock()
+	st := l.state(serial)
+	logCatchUp := s.catchUp && !st.announced.Equal(s.Start)
+	if logCatchUp {
+		st.announced = s.Start
+	}
+	logCut := backfill != "" && backfill != st.warned
+	if logCut {
+		st.warned = backfill
+	}
+	l.mu.Unlock()
+
+	log := l.logger()
+	if logCut {
+		log.Warn(gapCutMessage, "chatbot", serial, "last_ok", s.lastOK, "backfill", backfill)
+	}
+	if logCatchUp {
+		log.Info("widened the poll window to cover the time since the last successful poll",
+			"chatbot", serial, "last_ok", s.lastOK, "since", s.Start.Format(time.DateOnly))
+	}
+}
+
+// state returns serial's botState, making it if needed. l.mu must be held.
+func (l *Loop) state(serial string) *botState {
+	st := l.bots[serial]
+	if st == nil {
+		if l.bots == nil {
+			l.bots = map[string]*botState{}
+		}
+		st = &botState{}
+		l.bots[serial] = st
+	}
+	return st
 }
 
 func (l *Loop) validate() error {
@@ -188,7 +307,9 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	log := l.logger()
 	at := l.now()
 	start := time.Now()
-	page, err := l.Client.List(ctx, bot, l.WindowAt(at))
+	window := l.windowFor(bot.Serial, at)
+	l.announce(bot.Serial, window)
+	page, err := l.Client.List(ctx, bot, window.Window)
 	if err != nil && ctx.Err() != nil {
 		return event.Ingested{}, err
 	}
@@ -201,6 +322,9 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		if res, err = l.Store.Ingest(bot.Serial, page.Leads); err != nil {
 			res, err = event.Ingested{}, &storeError{serial: bot.Serial, op: "ingest", err: err}
 		}
+	}
+	if err == nil {
+		l.succeeded(bot.Serial, at)
 	}
 	if rerr := l.Store.RecordPoll(bot.Serial, at, err); rerr != nil {
 		err = errors.Join(err, &storeError{serial: bot.Serial, op: "record poll", err: rerr})
@@ -297,6 +421,12 @@ func (l *Loop) lookback() time.Duration {
 		return l.Lookback
 	}
 	return DefaultLookback
+}
+
+// maxLookback is how far back a catch-up window may start: MaxLookback, but at least the
+// plain Lookback.
+func (l *Loop) maxLookback() time.Duration {
+	return max(l.MaxLookback, l.lookback())
 }
 
 func (l *Loop) jitter() float64 {

@@ -365,28 +365,56 @@ func TestPollOnceCancelledIsNotRecorded(t *testing.T) {
 	assert.Empty(t, sink.String())
 }
 
-func TestWindowAt(t *testing.T) {
+func TestWindowFor(t *testing.T) {
 	pst := time.FixedZone("PST", -8*3600)
+	noon := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	const day = 24 * time.Hour
 	cases := []struct {
-		name       string
-		lookback   time.Duration
-		now        time.Time
-		start, end time.Time
+		name        string
+		lookback    time.Duration
+		maxLookback time.Duration
+		lastOK      time.Time // zero: never polled successfully
+		now         time.Time
+		start, end  time.Time
+		catchUp     bool
+		lostFrom    time.Time // zero: nothing cut at MaxLookback
 	}{
-		{"midday, default lookback 48h", 0, time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC), date(2025, 3, 8), date(2025, 3, 11)},
-		{"just before midnight", 48 * time.Hour, time.Date(2025, 3, 10, 23, 59, 59, 999, time.UTC), date(2025, 3, 8), date(2025, 3, 11)},
-		{"exactly midnight", 48 * time.Hour, time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC), date(2025, 3, 8), date(2025, 3, 11)},
-		{"local evening is the next UTC day", 48 * time.Hour, time.Date(2025, 3, 10, 20, 0, 0, 0, pst), date(2025, 3, 9), date(2025, 3, 12)},
-		{"short lookback crosses midnight", time.Hour, time.Date(2025, 3, 10, 0, 30, 0, 0, time.UTC), date(2025, 3, 9), date(2025, 3, 11)},
-		{"month and year end", 48 * time.Hour, time.Date(2024, 12, 31, 23, 0, 0, 0, time.UTC), date(2024, 12, 29), date(2025, 1, 1)},
-		{"leap day", 48 * time.Hour, time.Date(2024, 3, 1, 1, 0, 0, 0, time.UTC), date(2024, 2, 28), date(2024, 3, 2)},
+		{name: "midday, default lookback 48h", now: noon, start: date(2025, 3, 8), end: date(2025, 3, 11)},
+		{name: "just before midnight", lookback: 48 * time.Hour, now: time.Date(2025, 3, 10, 23, 59, 59, 999, time.UTC), start: date(2025, 3, 8), end: date(2025, 3, 11)},
+		{name: "exactly midnight", lookback: 48 * time.Hour, now: time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC), start: date(2025, 3, 8), end: date(2025, 3, 11)},
+		{name: "local evening is the next UTC day", lookback: 48 * time.Hour, now: time.Date(2025, 3, 10, 20, 0, 0, 0, pst), start: date(2025, 3, 9), end: date(2025, 3, 12)},
+		{name: "short lookback crosses midnight", lookback: time.Hour, now: time.Date(2025, 3, 10, 0, 30, 0, 0, time.UTC), start: date(2025, 3, 9), end: date(2025, 3, 11)},
+		{name: "month and year end", lookback: 48 * time.Hour, now: time.Date(2024, 12, 31, 23, 0, 0, 0, time.UTC), start: date(2024, 12, 29), end: date(2025, 1, 1)},
+		{name: "leap day", lookback: 48 * time.Hour, now: time.Date(2024, 3, 1, 1, 0, 0, 0, time.UTC), start: date(2024, 2, 28), end: date(2024, 3, 2)},
+		{name: "last success a minute ago: plain window", maxLookback: 88 * day, lastOK: noon.Add(-time.Minute), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11)},
+		{name: "gap its day margin keeps inside the lookback", maxLookback: 88 * day, lastOK: time.Date(2025, 3, 9, 0, 0, 0, 0, time.UTC), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11)},
+		{name: "gap longer than the lookback: from the day before the last success", maxLookback: 88 * day,
+			lastOK: time.Date(2025, 3, 5, 3, 0, 0, 0, pst), now: noon, start: date(2025, 3, 4), end: date(2025, 3, 11), catchUp: true},
+		{name: "gap exactly at MaxLookback is not cut", maxLookback: 10 * day, lastOK: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), now: noon,
+			start: date(2025, 2, 28), end: date(2025, 3, 11), catchUp: true},
+		{name: "gap beyond MaxLookback is cut", maxLookback: 10 * day, lastOK: time.Date(2025, 2, 20, 12, 0, 0, 0, time.UTC), now: noon,
+			start: date(2025, 2, 28), end: date(2025, 3, 11), catchUp: true, lostFrom: date(2025, 2, 19)},
+		{name: "MaxLookback 0: no catch-up beyond the lookback", lastOK: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11), lostFrom: date(2025, 2, 28)},
+		{name: "MaxLookback below the lookback counts as the lookback", maxLookback: day, lastOK: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11), lostFrom: date(2025, 2, 28)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			w := (&Loop{Lookback: tc.lookback}).WindowAt(tc.now)
+			l := &Loop{Lookback: tc.lookback, MaxLookback: tc.maxLookback}
+			if !tc.lastOK.IsZero() {
+				l.LastOK = map[string]time.Time{mainSite.Serial: tc.lastOK}
+			}
+			w := l.windowFor(mainSite.Serial, tc.now)
 			assert.Equal(t, tc.start, w.Start)
 			assert.Equal(t, tc.end, w.End)
 			assert.Same(t, time.UTC, w.Start.Location())
+			assert.Equal(t, tc.catchUp, w.catchUp)
+			assert.Equal(t, tc.lostFrom, w.lostFrom)
+			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now)
+			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now), "other chatbots keep the plain window")
 		})
 	}
 }
@@ -445,14 +473,14 @@ func TestLoopValidates(t *testing.T) {
 	c, store := NewClient("http://127.0.0.1:1", testKey, time.Second), openStore(t, dedupe.Options{})
 	cases := []struct {
 		name string
-		loop Loop
+		loop *Loop
 		want string
 	}{
-		{"no client", Loop{Store: store, Chatbots: []Chatbot{mainSite}}, "Client is nil"},
-		{"no store", Loop{Client: c, Chatbots: []Chatbot{mainSite}}, "Store is nil"},
-		{"no chatbots", Loop{Client: c, Store: store}, "no chatbots"},
-		{"empty serial", Loop{Client: c, Store: store, Chatbots: []Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
-		{"duplicate serial", Loop{Client: c, Store: store, Chatbots: []Chatbot{mainSite, mainSite}}, "listed twice"},
+		{"no client", &Loop{Store: store, Chatbots: []Chatbot{mainSite}}, "Client is nil"},
+		{"no store", &Loop{Client: c, Chatbots: []Chatbot{mainSite}}, "Store is nil"},
+		{"no chatbots", &Loop{Client: c, Store: store}, "no chatbots"},
+		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
+		{"duplicate serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{mainSite, mainSite}}, "listed twice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -712,4 +740,122 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 			sink.assertNoPersonalData(t)
 		})
 	}
+}
+
+// docInGap is a record created three days before pollNow: older than the plain 48h
+// window, so only a catch-up window reads it.
+const docInGap = `{"Type":"Lead","Name":"test","Email":"test@qq.com","PhoneNumber":"+1 555 0100","CreateTime":"2023-11-21T07:00:00-08:00","Content":"test","SessionID":31290,"URI":"www.xxx.com","Count":1}`
+
+// lastOKs reads every chatbot's last successful poll from the store, as cmd does to fill
+// Loop.LastOK.
+func lastOKs(t *testing.T, s *dedupe.Store) map[string]time.Time {
+	t.Helper()
+	out := map[string]time.Time{}
+	for serial, st := range chatbotStates(t, s) {
+		out[serial] = st.LastOK
+	}
+	return out
+}
+
+func TestPollCatchesUpAfterGap(t *testing.T) {
+	const day = 24 * time.Hour
+	backfill := "leadbridge backfill --since 2023-08-15 --until 2023-08-28 --chatbot " + mainSite.Serial
+	cases := []struct {
+		name        string
+		lastOK      time.Time // recorded in the store before the Loop starts; zero for none
+		maxLookback time.Duration
+		wantStart   string // the first polls' startTime
+		wantSince   string // the catch-up logged at INFO, "" for none
+		wantWarn    string // the backfill command logged at WARN, "" for none
+		wantNew     int    // records the successful catch-up poll took
+	}{
+		{name: "gap within MaxLookback is read from the day before the last success",
+			lastOK: pollNow.Add(-5 * day), maxLookback: 88 * day, wantStart: "2023-11-18", wantSince: "2023-11-18", wantNew: 3},
+		{name: "gap beyond MaxLookback is cut and the backfill named",
+			lastOK: pollNow.Add(-100 * day), maxLookback: 88 * day, wantStart: "2023-08-28", wantSince: "2023-08-28", wantWarn: backfill, wantNew: 3},
+		{name: "gap with MaxLookback 0 keeps the plain window",
+			lastOK: pollNow.Add(-100 * day), wantStart: "2023-11-22",
+			wantWarn: "leadbridge backfill --since 2023-08-15 --until 2023-11-22 --chatbot " + mainSite.Serial, wantNew: 2},
+		{name: "never polled successfully: plain window",
+			maxLookback: 88 * day, wantStart: "2023-11-22", wantNew: 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newLeadListServer(t)
+			srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
+			// The first poll fails, so the window is asked for twice before a success.
+			srv.script(mainSite.Serial, reply{status: 503})
+			store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+			if !tc.lastOK.IsZero() {
+				require.NoError(t, store.RecordPoll(mainSite.Serial, tc.lastOK, nil))
+			}
+			require.NoError(t, store.RecordPoll("bot-other", pollNow.Add(-100*day), errors.New("down")))
+			sink := &logSink{}
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, Logger: sink.logger(),
+				Now: func() time.Time { return pollNow }}
+
+			_, err := l.PollOnce(context.Background(), mainSite)
+			require.Error(t, err)
+			res, err := l.PollOnce(context.Background(), mainSite)
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantNew, res.New)
+			_, err = l.PollOnce(context.Background(), mainSite)
+			require.NoError(t, err)
+
+			hits := srv.hitsFor(mainSite.Serial)
+			require.Len(t, hits, 3)
+			for i, h := range hits {
+				want := tc.wantStart
+				if i == 2 {
+					want = "2023-11-22" // after a success, the plain 48h window again
+				}
+				assert.Equal(t, want, h.start, "poll %d startTime", i+1)
+				assert.Equal(t, "2023-11-25", h.end, "poll %d endTime", i+1)
+			}
+
+			catchUps := sink.lines(t, "widened the poll window to cover the time since the last successful poll")
+			if tc.wantSince == "" {
+				assert.Empty(t, catchUps)
+			} else {
+				require.Len(t, catchUps, 1, "logged once, not on every retry")
+				assert.Equal(t, "INFO", catchUps[0]["level"])
+				assert.Equal(t, mainSite.Serial, catchUps[0]["chatbot"])
+				assert.Equal(t, tc.wantSince, catchUps[0]["since"])
+				assert.Equal(t, tc.lastOK.Format(time.RFC3339Nano), catchUps[0]["last_ok"])
+			}
+			warns := sink.lines(t, gapCutMessage)
+			if tc.wantWarn == "" {
+				assert.Empty(t, warns)
+			} else {
+				require.Len(t, warns, 1, "logged once, not on every retry")
+				assert.Equal(t, "WARN", warns[0]["level"])
+				assert.Equal(t, mainSite.Serial, warns[0]["chatbot"])
+				assert.Equal(t, tc.lastOK.Format(time.RFC3339Nano), warns[0]["last_ok"])
+				assert.Equal(t, tc.wantWarn, warns[0]["backfill"])
+			}
+			sink.assertNoPersonalData(t)
+		})
+	}
+}
+
+func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
+	store, hooks := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &onPollCalls{}
+	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
+		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
+	stop := runLoop(t, l)
+	require.Eventually(t, func() bool { return len(hooks.all()) >= 3 }, 10*time.Second, 5*time.Millisecond)
+	stop()
+
+	hits := srv.hitsFor(mainSite.Serial)
+	assert.Equal(t, "2023-11-18", hits[0].start, "the first poll reads the gap")
+	for _, h := range hits[1:] {
+		assert.Equal(t, "2023-11-22", h.start, "later polls read the plain window")
+	}
+	assert.Equal(t, 3, hooks.all()[0].res.New, "the record created in the gap is taken")
+	assert.Equal(t, pollNow, chatbotStates(t, store)[mainSite.Serial].LastOK)
 }
