@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
-	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // Defaults applied by Validate to keys the config leaves out, and limits.
@@ -215,7 +215,7 @@ func (v *validator) oneOf(path string, s *string, def string, allowed ...string)
 // httpURL checks s is an absolute http(s) URL, naming it only in redacted form.
 func (v *validator) httpURL(path, s string) {
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		v.add(path, "must be an http or https URL, got %s", forwarders.RedactURL(s))
+		v.add(path, "must be an http or https URL, got %s", httpx.RedactURL(s))
 	}
 }
 
@@ -441,7 +441,7 @@ func (v *validator) natsURLs(path, list string) {
 		pu, err := url.Parse(full)
 		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
 			v.add(path, "must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got %s",
-				forwarders.RedactURL(u))
+				httpx.RedactURL(u))
 		}
 	}
 }

@@ -3,14 +3,12 @@ package forwarders
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // maxErrorBody bounds how much of a failed response body goes into an error.
@@ -38,7 +36,7 @@ func CheckResponse(resp *http.Response) error {
 	case resp.StatusCode == http.StatusRequestTimeout,
 		resp.StatusCode == http.StatusTooManyRequests,
 		resp.StatusCode >= 500:
-		return RetryAfter(err, ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		return RetryAfter(err, httpx.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 	case resp.StatusCode == http.StatusGone:
 		return Gone(err)
 	default:
@@ -77,47 +75,4 @@ func isCode(s string) bool {
 		}
 	}
 	return true
-}
-
-// ParseRetryAfter reads a Retry-After header, in seconds or as an HTTP date, as a wait
-// from now. It returns 0 when the header is absent or unreadable.
-func ParseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-// RedactURL keeps a URL's scheme and host and hides everything else (user info, path,
-// query), where tokens hide in webhook URLs.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "[redacted-url]"
-	}
-	out := u.Scheme + "://" + u.Host
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		out += "/[redacted]"
-	}
-	return out
-}
-
-// TransportError turns a failed http.Client.Do into a retryable error that names the
-// target by its redacted URL instead of the full one net/http would print.
-func TransportError(target string, err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return fmt.Errorf("request to %s: %w", RedactURL(target), err)
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
-	"github.com/leadbridge/leadbridge/poller"
 )
 
 // staleIntervals is how many poll intervals a chatbot may go without a successful poll
@@ -39,11 +38,11 @@ type pollRecord struct {
 	lastError string // of the last poll; "" when it succeeded
 }
 
-// NewHealth watches the given chatbots, polled every interval (poller.DefaultInterval
-// if <= 0). now tells the time (time.Now if nil); the start is now().
+// NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
+// default, if <= 0). now tells the time (time.Now if nil); the start is now().
 func NewHealth(src StoreStats, chatbots []ChatbotInfo, interval time.Duration, now func() time.Time) *Health {
 	if interval <= 0 {
-		interval = poller.DefaultInterval
+		interval = time.Minute
 	}
 	if now == nil {
 		now = time.Now

@@ -40,6 +40,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // DefaultTimeout bounds connecting to a server and one publish (core: until the server
@@ -214,11 +215,11 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		natsgo.DrainTimeout(cfg.Timeout),
 		natsgo.ConnectHandler(func(nc *natsgo.Conn) {
 			f.setConnErr(nil)
-			f.logger.Info("nats: connected", "server", forwarders.RedactURL(nc.ConnectedUrl()))
+			f.logger.Info("nats: connected", "server", httpx.RedactURL(nc.ConnectedUrl()))
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			f.setConnErr(nil)
-			f.logger.Info("nats: reconnected", "server", forwarders.RedactURL(nc.ConnectedUrl()))
+			f.logger.Info("nats: reconnected", "server", httpx.RedactURL(nc.ConnectedUrl()))
 		}),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			if err != nil {
@@ -569,7 +570,7 @@ func parseURLs(raw string) (servers, secrets []string, err error) {
 func redactURLs(servers []string) []string {
 	out := make([]string, len(servers))
 	for i, s := range servers {
-		out[i] = forwarders.RedactURL(s)
+		out[i] = httpx.RedactURL(s)
 	}
 	return out
 }

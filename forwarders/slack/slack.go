@@ -25,6 +25,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -213,13 +214,13 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		channel:    cfg.Channel,
 		logger:     logger,
 	}
-	target := forwarders.RedactURL(cfg.WebhookURL)
+	target := httpx.RedactURL(cfg.WebhookURL)
 	if cfg.Token != "" {
 		// slack-go puts the token in the chat.postMessage form body; Slack prefers the
 		// Authorization header, so send it there too (the same token: Slack accepts both).
 		client.Transport = bearer{token: cfg.Token, next: transport}
 		f.api = slackapi.New(cfg.Token, slackapi.OptionAPIURL(apiURL), slackapi.OptionHTTPClient(client))
-		target = forwarders.RedactURL(apiURL)
+		target = httpx.RedactURL(apiURL)
 	}
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this Slack target", "target", target)
@@ -304,12 +305,12 @@ func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.webhookURL, bytes.NewReader(body))
 	if err != nil {
-		return forwarders.Errorf(f.name, "webhook: %w", forwarders.TransportError(f.webhookURL, err))
+		return forwarders.Errorf(f.name, "webhook: %w", httpx.TransportError(f.webhookURL, err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return forwarders.Errorf(f.name, "webhook: %w", forwarders.TransportError(f.webhookURL, err))
+		return forwarders.Errorf(f.name, "webhook: %w", httpx.TransportError(f.webhookURL, err))
 	}
 	if err := forwarders.CheckResponse(resp); err != nil {
 		return forwarders.Errorf(f.name, "webhook: %w", err)
@@ -357,7 +358,7 @@ func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
 		}
 		return forwarders.Permanent(e)
 	case errors.As(err, &transfer):
-		return forwarders.Errorf(f.name, "chat.postMessage: %w", forwarders.TransportError(f.apiURL, err))
+		return forwarders.Errorf(f.name, "chat.postMessage: %w", httpx.TransportError(f.apiURL, err))
 	}
 	// An answer that is not Slack's JSON (a proxy's page, a cut connection): try again.
 	return forwarders.Errorf(f.name, "chat.postMessage: %w", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // Body modes: what a delivery carries.
@@ -135,7 +136,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	logger = logger.With("forwarder", cfg.Name)
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this webhook",
-			"target", forwarders.RedactURL(cfg.URL))
+			"target", httpx.RedactURL(cfg.URL))
 	}
 	return &Forwarder{
 		name:    cfg.Name,
@@ -275,13 +276,13 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(body))
 	if err != nil {
-		return forwarders.Errorf(f.name, "%w", forwarders.TransportError(f.url, err))
+		return forwarders.Errorf(f.name, "%w", httpx.TransportError(f.url, err))
 	}
 	f.setHeaders(req.Header, ev, body, contentType, time.Now())
 
 	resp, err := f.client.Do(req)
 	if err != nil {
-		err = forwarders.Errorf(f.name, "%w", forwarders.TransportError(f.url, err))
+		err = forwarders.Errorf(f.name, "%w", httpx.TransportError(f.url, err))
 		f.debug(ctx, ev, "webhook request failed", "error", err)
 		return err
 	}
