@@ -3,6 +3,7 @@ package dedupe
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,4 +63,37 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		_, err = Open(Options{Path: path, ReadOnly: readOnly})
 		require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads version %d", path, schemaVersion+1, schemaVersion), "read-only %t", readOnly)
 	}
+}
+
+// TestOpenRefusesADamagedStore: a file whose header pages are intact but whose other
+// pages are garbage is refused with an error naming it, not a panic, and left unchanged.
+func TestOpenRefusesADamagedStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := Open(Options{Path: path, Initial: InitialEmit, Route: func(event.Event) []string { return []string{"crm"} }})
+	require.NoError(t, err)
+	leads := make([]event.Lead, 200)
+	for i := range leads {
+		leads[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i), Content: strings.Repeat("x", 200),
+			CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
+	}
+	_, err = st.Ingest("bot", leads)
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Greater(t, len(data), 3*8192)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := 8192; i < len(data); i++ {
+		data[i] = byte(rng.IntN(256))
+	}
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+
+	_, err = Open(Options{Path: path})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path)
+	assert.Contains(t, err.Error(), "damaged")
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, data, after, "the damaged file is left as it was")
 }

@@ -137,14 +137,26 @@ func Open(opts Options) (*Store, error) {
 		}
 	}
 
-	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	var db *bolt.DB
+	err = guard(func() (err error) {
+		db, err = bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+		return err
+	})
 	switch {
 	case errors.Is(err, bolt.ErrTimeout):
 		return nil, fmt.Errorf("store %s is locked by another leadbridge process: %w", opts.Path, err)
 	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
 		return nil, fmt.Errorf("store %s is not a valid bbolt database: %w", opts.Path, err)
+	case errors.Is(err, errPanicked):
+		return nil, corrupt(opts.Path, err)
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", opts.Path, err)
+	}
+	if existed {
+		if err := check(db); err != nil {
+			_ = db.Close()
+			return nil, corrupt(opts.Path, err)
+		}
 	}
 
 	if !opts.ReadOnly && existed && info.Mode().Perm()&^0o600 != 0 {
@@ -159,7 +171,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.ReadOnly {
 		prepare = db.View
 	}
-	if err := prepare(func(tx *bolt.Tx) error { return prepareTx(tx, opts.ReadOnly) }); err != nil {
+	if err := guard(func() error {
+		return prepare(func(tx *bolt.Tx) error { return prepareTx(tx, opts.ReadOnly) })
+	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
 	}
@@ -179,6 +193,38 @@ func Open(opts Options) (*Store, error) {
 		changes:     make(chan struct{}, 1),
 		readOnly:    opts.ReadOnly,
 	}, nil
+}
+
+// errPanicked marks a panic inside bbolt, which it raises on pages it cannot read.
+var errPanicked = errors.New("bbolt panicked")
+
+// guard runs f, turning a panic into an error wrapping errPanicked.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return f()
+}
+
+// check walks every page of an existing store once at open, so that a damaged file is
+// refused with a clear error at start rather than panicking in the middle of a run.
+func check(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
+func corrupt(path string, err error) error {
+	return fmt.Errorf("store %s is damaged (%v); refusing to use it. Restore a backup, or move it "+
+		"aside to start afresh (set poll.initial: skip first, or the records still in the API are announced again)", path, err)
 }
 
 // checkMagic refuses a non-empty file whose first page does not carry bbolt's magic

@@ -86,7 +86,7 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	var routes []forwarders.Route
 	for _, fc := range cfg.Forwarders {
-		f, err := buildForwarder(fc, logger.With("component", "forwarder", "forwarder", fc.Name))
+		f, err := buildForwarder(fc, logger.With("component", "forwarder"))
 		if err != nil {
 			a.Close()
 			return nil, usageError{err}

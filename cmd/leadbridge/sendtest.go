@@ -36,7 +36,7 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
 	}
 	logger := newLogger(cfg.Log, stderr)
-	f, err := buildForwarder(fc, logger.With("forwarder", name))
+	f, err := buildForwarder(fc, logger)
 	if err != nil {
 		return usageError{err}
 	}
