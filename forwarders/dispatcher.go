@@ -268,7 +268,7 @@ func (l *lane) run(ctx, hard context.Context, drain bool) {
 }
 
 const (
-	// pageSize is how many outbox entries one read returns.
+	// pageSize is how many outbox entries a read past the first returns.
 	pageSize = 64
 	// scanLimit bounds how far past entries waiting for a retry one fill looks for due ones.
 	scanLimit = 1024
@@ -290,8 +290,10 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 	}
 	now := time.Now()
 	var after uint64
-	for scanned := 0; scanned < scanLimit; {
-		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, pageSize)
+	// The first read is small: usually the oldest entries are due and fill the free slots.
+	size := 2 * l.route.Concurrency
+	for scanned := 0; scanned < scanLimit; size = pageSize {
+		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, size)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
 			l.errored = true
@@ -329,7 +331,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 				l.wake()
 			}()
 		}
-		if len(page) < pageSize {
+		if len(page) < size {
 			break
 		}
 	}
