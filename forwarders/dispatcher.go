@@ -181,8 +181,8 @@ type lane struct {
 	mu        sync.Mutex
 	paused    bool
 	flying    map[uint64]bool
-	notBefore map[uint64]time.Time                   // scheduled retries, also when persisting them failed
-	backoffs  map[uint64]*backoff.ExponentialBackOff // backoff state of entries being retried
+	notBefore map[uint64]time.Time // scheduled retries, as this process set them
+	cursor    uint64               // where the next fill resumes scanning, past entries waiting for a retry
 }
 
 func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) *lane {
@@ -205,7 +205,6 @@ func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) 
 		paused:    r.Paused,
 		flying:    make(map[uint64]bool),
 		notBefore: make(map[uint64]time.Time),
-		backoffs:  make(map[uint64]*backoff.ExponentialBackOff),
 	}
 }
 
@@ -251,7 +250,7 @@ func (l *lane) run(ctx, hard context.Context, drain bool) {
 			return
 		}
 		started, pending, nextDue := l.fill(ctx, hard, &wg)
-		if drain && !started && l.idle() && (pending == 0 || l.isPaused() || l.errored) {
+		if drain && !started && l.idle() && !l.errored && (pending == 0 || l.isPaused()) {
 			return
 		}
 		if !nextDue.IsZero() {
@@ -278,6 +277,10 @@ const (
 // are free. It reports whether it started any, whether the outbox holds any entry for
 // the lane, and when the earliest entry it skipped as not yet due falls due.
 //
+// One fill reads at most scanLimit entries. When that many are waiting for a retry, the
+// next fill goes on from where this one stopped and wraps around, so an entry behind a
+// long queue of failing ones is still reached within a few fills.
+//
 // The outbox is read and checked against the in-flight set under the lane's lock, and an
 // attempt leaves that set only after its outcome was recorded (also under the lock), so
 // an entry acknowledged while fill runs is either absent from the read or still in
@@ -289,10 +292,15 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 		return false, 0, time.Time{}
 	}
 	now := time.Now()
-	var after uint64
+	from := l.cursor
+	after, wrapped := from, from == 0
 	// The first read is small: usually the oldest entries are due and fill the free slots.
 	size := 2 * l.route.Concurrency
-	for scanned := 0; scanned < scanLimit; size = pageSize {
+	for scanned := 0; ; size = pageSize {
+		if scanned >= scanLimit {
+			l.cursor = after // resume here next time
+			return started, pending, nextDue
+		}
 		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, size)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
@@ -300,9 +308,13 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 			return started, pending, now.Add(l.rescan)
 		}
 		l.errored = false
-		pending += len(page)
-		scanned += len(page)
 		for _, entry := range page {
+			if wrapped && from != 0 && entry.Seq > from {
+				l.cursor = 0 // came round to where this fill started
+				return started, pending, nextDue
+			}
+			pending++
+			scanned++
 			after = entry.Seq
 			if l.flying[entry.Seq] {
 				continue
@@ -316,7 +328,8 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 			select {
 			case l.sem <- struct{}{}:
 			default:
-				return started, pending, nextDue // every slot is busy
+				l.cursor = 0 // every slot is busy: start from the oldest next time
+				return started, pending, nextDue
 			}
 			l.flying[entry.Seq] = true
 			started = true
@@ -332,19 +345,23 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 			}()
 		}
 		if len(page) < size {
-			break
+			if wrapped {
+				l.cursor = 0
+				return started, pending, nextDue
+			}
+			after, wrapped = 0, true // reached the end: go round to the oldest entries
 		}
 	}
-	return started, pending, nextDue
 }
 
 // dueAt is when an entry may be attempted: at once for a fresh or replayed one (no
-// failed attempts), else at its scheduled retry. Called with l.mu held.
+// failed attempts in the store), else at its scheduled retry; and never before a retry
+// this process scheduled. Called with l.mu held.
 func (l *lane) dueAt(d event.Delivery) time.Time {
-	if d.Attempts == 0 {
-		return time.Time{}
+	var due time.Time
+	if d.Attempts > 0 {
+		due = d.NextTry
 	}
-	due := d.NextTry
 	if nb := l.notBefore[d.Seq]; nb.After(due) {
 		due = nb
 	}
@@ -389,30 +406,30 @@ func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 		l.mu.Lock()
 		l.notBefore[d.Seq] = d.NextTry
 		l.mu.Unlock()
-		if serr := l.d.Outbox.Failed(d); serr != nil {
-			log.Error("recording a failed attempt failed", "err", serr)
-		}
+		l.persist(ctx, log, "recording a failed attempt", func() error { return l.d.Outbox.Failed(d) })
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
 		l.report(d, ResultRetry, took, err)
 	}
 }
 
-// nextWait is how long to wait before retrying d, from the entry's exponential backoff,
-// stretched to a Retry-After the target asked for but never past MaxInterval. It reports
-// false when the retry budget cannot cover the wait.
+// nextWait is how long to wait before retrying d after its d.Attempts-th failure: the
+// exponential backoff's interval for that attempt (InitialInterval doubling, randomised
+// by ±25%, then capped at MaxInterval), derived from the stored attempt count so that a
+// restart keeps the pace; stretched to a Retry-After the target asked for, again never
+// past MaxInterval. It reports false when the retry budget cannot cover the wait.
 func (l *lane) nextWait(d event.Delivery, err error) (time.Duration, bool) {
-	l.mu.Lock()
-	b := l.backoffs[d.Seq]
-	if b == nil {
-		b = backoff.NewExponentialBackOff(
-			backoff.WithInitialInterval(l.route.Retry.InitialInterval),
-			backoff.WithMaxInterval(l.route.Retry.MaxInterval),
-			backoff.WithMaxElapsedTime(0), // the budget counts from d.FirstTry, across restarts
-		)
-		l.backoffs[d.Seq] = b
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(l.route.Retry.InitialInterval),
+		backoff.WithMaxInterval(l.route.Retry.MaxInterval),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0.25),
+		backoff.WithMaxElapsedTime(0), // the budget counts from d.FirstTry, across restarts
+	)
+	var wait time.Duration
+	for range min(d.Attempts, 64) { // past 64 doublings every interval is MaxInterval
+		wait = b.NextBackOff()
 	}
-	wait := b.NextBackOff()
-	l.mu.Unlock()
+	wait = min(wait, l.route.Retry.MaxInterval)
 	if ra := min(RetryAfterOf(err), l.route.Retry.MaxInterval); ra > wait {
 		wait = ra
 	}
@@ -425,7 +442,6 @@ func (l *lane) nextWait(d event.Delivery, err error) (time.Duration, bool) {
 // forget drops the retry state of an entry that left the outbox.
 func (l *lane) forget(seq uint64) {
 	l.mu.Lock()
-	delete(l.backoffs, seq)
 	delete(l.notBefore, seq)
 	l.mu.Unlock()
 }

@@ -447,3 +447,96 @@ func TestDispatcherRetriesAFailedAckNotTheDelivery(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"], "the ack went through once the store recovered")
 }
+
+// TestDispatcherReachesEntriesBehindALongRetryQueue: more entries than one scan reads are
+// waiting for their retries; an entry behind them still goes out at once.
+func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
+	const waiting = 1100
+	all := leads(waiting + 1)
+	fresh := all[waiting].ID()
+	target := newSink(t, func(_ int, id string) int {
+		if id == fresh {
+			return http.StatusOK
+		}
+		return http.StatusServiceUnavailable
+	})
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", all)
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Rescan: 50 * time.Millisecond, Routes: []forwarders.Route{{
+		Forwarder:   target.forwarder(t, "crm", time.Second),
+		Concurrency: 16,
+		Retry:       forwarders.RetryPolicy{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsed: 48 * time.Hour},
+	}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		for _, id := range target.ids() {
+			if id == fresh {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	assert.LessOrEqual(t, target.count(), waiting+1, "each waiting entry was tried once, none again before its retry")
+}
+
+// failingStore is the real store whose Failed cannot write, as on a full disk.
+type failingStore struct{ *dedupe.Store }
+
+func (failingStore) Failed(event.Delivery) error { return errors.New("write: no space left on device") }
+
+func TestDispatcherDoesNotHammerATargetWhileTheStoreCannotRecordFailures(t *testing.T) {
+	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: failingStore{st}, Rescan: 10 * time.Millisecond, Routes: []forwarders.Route{{
+		Forwarder: target.forwarder(t, "crm", time.Second),
+		Retry:     forwarders.RetryPolicy{InitialInterval: 200 * time.Millisecond, MaxInterval: time.Second, MaxElapsed: time.Hour},
+	}}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	require.NoError(t, d.Run(ctx))
+	assert.LessOrEqual(t, target.count(), 3, "attempts keep their backoff even when it cannot be stored")
+}
+
+func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
+	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(1))
+	require.NoError(t, err)
+	pending, err := st.Pending("crm", 0, 1)
+	require.NoError(t, err)
+	entry := pending[0]
+	entry.Attempts, entry.FirstTry, entry.NextTry = 30, time.Now(), time.Now() // thirty failures before a restart
+	require.NoError(t, st.Failed(entry))
+
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
+		Forwarder: target.forwarder(t, "crm", time.Second),
+		Retry:     forwarders.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsed: time.Hour},
+	}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool { return target.count() == 1 }, 5*time.Second, 5*time.Millisecond)
+	var after event.Delivery
+	require.Eventually(t, func() bool {
+		p, err := st.Pending("crm", 0, 1)
+		require.NoError(t, err)
+		after = p[0]
+		return after.Attempts == 31
+	}, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, 1, target.count())
+	wait := after.NextTry.Sub(time.Now())
+	assert.Greater(t, wait, time.Second, "the 31st retry waits about max_interval, not initial_interval")
+	assert.LessOrEqual(t, wait, 2*time.Second, "never past max_interval")
+}
