@@ -309,19 +309,37 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	start := time.Now()
 	window := l.windowFor(bot.Serial, at)
 	l.announce(bot.Serial, window)
-	page, err := l.Client.List(ctx, bot, window.Window)
-	if err != nil && ctx.Err() != nil {
-		return event.Ingested{}, err
+	windows := []Window{window.Window}
+	if window.catchUp {
+		windows = l.chunks(window.Window)
 	}
-	var res event.Ingested
-	if err == nil {
+	var (
+		res     event.Ingested
+		skipped int
+		err     error
+	)
+	for _, w := range windows {
+		var page Page
+		if page, err = l.Client.List(ctx, bot, w); err != nil {
+			if ctx.Err() != nil {
+				return event.Ingested{}, err
+			}
+			break
+		}
+		skipped += len(page.Skipped)
 		for _, s := range page.Skipped {
 			log.Warn("skipped undecodable LeadList record",
 				"chatbot", bot.Serial, "index", s.Index, "reason", s.Err.Error())
 		}
-		if res, err = l.Store.Ingest(bot.Serial, page.Leads); err != nil {
-			res, err = event.Ingested{}, &storeError{serial: bot.Serial, op: "ingest", err: err}
+		var r event.Ingested
+		if r, err = l.Store.Ingest(bot.Serial, page.Leads); err != nil {
+			err = &storeError{serial: bot.Serial, op: "ingest", err: err}
+			break
 		}
+		res = merged(res, r)
+	}
+	if err != nil {
+		res = event.Ingested{}
 	}
 	if err == nil {
 		l.succeeded(bot.Serial, at)
@@ -336,12 +354,39 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	}
 	if err == nil {
 		log.Debug("polled", "chatbot", bot.Serial, "new", res.New, "dup", res.Duplicate,
-			"updated", res.Updated, "baseline", res.Baseline, "skipped", len(page.Skipped), "took", took)
+			"updated", res.Updated, "baseline", res.Baseline, "skipped", skipped, "took", took)
 	}
 	if l.OnPoll != nil {
 		l.OnPoll(bot.Serial, took, res, err)
 	}
 	return res, err
+}
+
+// chunks splits a catch-up window into pieces no wider than the plain window, oldest
+// first, each ending on the day the next one starts, so that catching up after a long
+// gap never sends one giant request that a regular poll would not (the store takes a
+// record read twice once).
+func (l *Loop) chunks(w Window) []Window {
+	days := max(int(l.lookback()/(24*time.Hour)), 1)
+	var out []Window
+	for start := w.Start; ; {
+		end := start.AddDate(0, 0, days)
+		if !end.Before(w.End) {
+			return append(out, Window{Start: start, End: w.End})
+		}
+		out = append(out, Window{Start: start, End: end})
+		start = end
+	}
+}
+
+// merged adds the counts and events of b to a.
+func merged(a, b event.Ingested) event.Ingested {
+	a.New += b.New
+	a.Duplicate += b.Duplicate
+	a.Updated += b.Updated
+	a.Baseline += b.Baseline
+	a.Events = append(a.Events, b.Events...)
+	return a
 }
 
 // logFailure logs a failed poll: an error when the store failed (records may be piling

@@ -797,22 +797,21 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 
 			_, err := l.PollOnce(context.Background(), mainSite)
 			require.Error(t, err)
+			failed := len(srv.hitsFor(mainSite.Serial))
 			res, err := l.PollOnce(context.Background(), mainSite)
 			require.NoError(t, err)
 			assert.Equal(t, tc.wantNew, res.New)
+			caughtUp := len(srv.hitsFor(mainSite.Serial))
 			_, err = l.PollOnce(context.Background(), mainSite)
 			require.NoError(t, err)
 
 			hits := srv.hitsFor(mainSite.Serial)
-			require.Len(t, hits, 3)
-			for i, h := range hits {
-				want := tc.wantStart
-				if i == 2 {
-					want = "2023-11-22" // after a success, the plain 48h window again
-				}
-				assert.Equal(t, want, h.start, "poll %d startTime", i+1)
-				assert.Equal(t, "2023-11-25", h.end, "poll %d endTime", i+1)
-			}
+			require.Equal(t, 1, failed, "the failed poll stopped at its first request")
+			assert.Equal(t, tc.wantStart, hits[0].start, "the failed poll's startTime")
+			assertCovers(t, hits[failed:caughtUp], tc.wantStart, "2023-11-25")
+			require.Len(t, hits, caughtUp+1)
+			assert.Equal(t, "2023-11-22", hits[caughtUp].start, "after a success, the plain 48h window again")
+			assert.Equal(t, "2023-11-25", hits[caughtUp].end)
 
 			catchUps := sink.lines(t, "widened the poll window to cover the time since the last successful poll")
 			if tc.wantSince == "" {
@@ -852,10 +851,30 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	stop()
 
 	hits := srv.hitsFor(mainSite.Serial)
-	assert.Equal(t, "2023-11-18", hits[0].start, "the first poll reads the gap")
-	for _, h := range hits[1:] {
+	require.Greater(t, len(hits), 4)
+	assertCovers(t, hits[:4], "2023-11-18", "2023-11-25") // 18-20, 20-22, 22-24, 24-25
+	for _, h := range hits[4:] {
 		assert.Equal(t, "2023-11-22", h.start, "later polls read the plain window")
 	}
 	assert.Equal(t, 3, hooks.all()[0].res.New, "the record created in the gap is taken")
 	assert.Equal(t, pollNow, chatbotStates(t, store)[mainSite.Serial].LastOK)
+}
+
+// assertCovers checks that the requests read the days from start to end in chunks no
+// wider than the 48h lookback, oldest first, each starting where the previous one ended.
+func assertCovers(t *testing.T, hits []hit, start, end string) {
+	t.Helper()
+	require.NotEmpty(t, hits)
+	assert.Equal(t, start, hits[0].start, "the first chunk starts at the gap")
+	assert.Equal(t, end, hits[len(hits)-1].end, "the last chunk ends with the plain window")
+	for i, h := range hits {
+		from, err := time.Parse(time.DateOnly, h.start)
+		require.NoError(t, err)
+		to, err := time.Parse(time.DateOnly, h.end)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, to.Sub(from), 3*24*time.Hour, "chunk %d is no wider than a regular poll", i)
+		if i > 0 {
+			assert.Equal(t, hits[i-1].end, h.start, "chunk %d starts where the last ended", i)
+		}
+	}
 }
