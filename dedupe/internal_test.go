@@ -97,3 +97,42 @@ func TestOpenRefusesADamagedStore(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, data, after, "the damaged file is left as it was")
 }
+
+// TestOpenRefusesAStoreWithAPagePointerPastTheEnd: a branch page pointing past the end of
+// the file faults when followed; the check at open turns that into an error.
+func TestOpenRefusesAStoreWithAPagePointerPastTheEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := Open(Options{Path: path, Initial: InitialEmit})
+	require.NoError(t, err)
+	leads := make([]event.Lead, 3000)
+	for i := range leads {
+		leads[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i),
+			CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
+	}
+	_, err = st.Ingest("bot", leads)
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	size := os.Getpagesize()
+	patched := false
+	for off := 2 * size; off+32 <= len(data); off += size {
+		// A page starts with id (8 bytes), flags (2), count (2), overflow (4); branch
+		// pages (flag 0x01) hold elements of pos (4), ksize (4), pgid (8).
+		if binary.NativeEndian.Uint16(data[off+8:]) == 0x01 && binary.NativeEndian.Uint16(data[off+10:]) > 0 {
+			binary.NativeEndian.PutUint64(data[off+16+8:], 1<<40)
+			patched = true
+			break
+		}
+	}
+	require.True(t, patched, "the store has a branch page")
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+
+	_, err = Open(Options{Path: path})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "damaged")
+	_, err = Open(Options{Path: path, ReadOnly: true})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "damaged")
+}

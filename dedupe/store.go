@@ -34,6 +34,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -139,6 +140,7 @@ func Open(opts Options) (*Store, error) {
 
 	var db *bolt.DB
 	err = guard(func() (err error) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		db, err = bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
 		return err
 	})
@@ -208,18 +210,38 @@ func guard(f func() error) (err error) {
 	return f()
 }
 
-// check walks every page of an existing store once at open, so that a damaged file is
-// refused with a clear error at start rather than panicking in the middle of a run.
+// check reads every bucket, key and value of an existing store once at open, so that a
+// damaged file is refused with a clear error at start rather than failing in the middle
+// of a run. It runs in the caller's goroutine with faults turned into panics (a page
+// pointer past the end of the mapped file would otherwise kill the process) and guard
+// turns those, and bbolt's own panics on pages it cannot read, into an error.
+// (bbolt's tx.Check is not used: it reads pages in a goroutine of its own, where such a
+// fault cannot be recovered.)
 func check(db *bolt.DB) error {
-	return db.View(func(tx *bolt.Tx) error {
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = err
-			}
-		}
-		return first
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return guard(func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+		})
 	})
+}
+
+// walk reads every key and value of b and of the buckets nested in it.
+func walk(b *bolt.Bucket) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v != nil {
+			continue
+		}
+		child := b.Bucket(k)
+		if child == nil {
+			return fmt.Errorf("nested bucket %q cannot be read", k)
+		}
+		if err := walk(child); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func corrupt(path string, err error) error {
