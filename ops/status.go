@@ -31,7 +31,9 @@ func WriteStatus(w io.Writer, s Status) error {
 			result = "not polled yet"
 		case c.LastError != "":
 			failing++
-			result = "error: " + cut(c.LastError, maxStatusText)
+			// The serial has its own column; the error need not repeat it.
+			msg := strings.TrimPrefix(c.LastError, fmt.Sprintf("leadlist chatbot %q: ", c.Serial))
+			result = "error: " + cut(msg, maxStatusText)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, ago(now, c.LastPoll), c.Seen, result)
 	}

@@ -100,7 +100,7 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
 		return err
 	}
-	pending, err := a.pending()
+	pending, err := a.pending(o.forwarder)
 	if err != nil {
 		return err
 	}
@@ -128,13 +128,17 @@ type backfill struct {
 
 func (b *backfill) chunks() []poller.Window {
 	var out []poller.Window
-	// Each chunk ends on the day the next one starts: the API's endTime may or may not be
-	// inclusive, and a record read twice is queued once (see inRange).
-	step := time.Duration(b.opts.chunkDays) * 24 * time.Hour
-	for start := b.opts.since; !start.After(b.opts.until); start = start.Add(step) {
+	// The API filters on its own days, which may be local rather than UTC and may end
+	// before or at endTime; so the requests reach a day beyond the range on both sides,
+	// each chunk ends on the day the next one starts, and inRange keeps exactly the
+	// requested days, each record once.
+	const day = 24 * time.Hour
+	first, last := b.opts.since.Add(-day), b.opts.until.Add(day)
+	step := time.Duration(b.opts.chunkDays) * day
+	for start := first; start.Before(last); start = start.Add(step) {
 		end := start.Add(step)
-		if end.After(b.opts.until) {
-			end = b.opts.until
+		if end.After(last) {
+			end = last
 		}
 		out = append(out, poller.Window{Start: start, End: end})
 	}
@@ -173,13 +177,14 @@ func (b *backfill) read(ctx context.Context) error {
 				b.progress.done()
 				return err
 			}
+			wanted := b.wanted(res.Events)
 			b.found += len(leads)
-			b.toSend += len(res.Events)
+			b.toSend += len(wanted)
 			if b.opts.dryRun {
-				b.printDry(res.Events)
+				b.printDry(wanted)
 			}
 			b.progress.step(fmt.Sprintf("%s %s..%s", bot.Name, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly)),
-				len(leads), res.New, len(res.Events))
+				len(leads), res.New, len(wanted))
 		}
 	}
 	b.progress.done()
@@ -208,17 +213,25 @@ func (b *backfill) only() []string {
 	return []string{b.opts.forwarder}
 }
 
+// targets names the forwarders an event goes to in this backfill.
+func (b *backfill) targets(ev event.Event) []string {
+	targets := b.app.cfg.Route(ev)
+	if f := b.opts.forwarder; f != "" {
+		targets = slices.DeleteFunc(targets, func(n string) bool { return n != f })
+	}
+	return targets
+}
+
+// wanted keeps the events some forwarder of this backfill takes.
+func (b *backfill) wanted(events []event.Event) []event.Event {
+	return slices.DeleteFunc(slices.Clone(events), func(ev event.Event) bool { return len(b.targets(ev)) == 0 })
+}
+
 func (b *backfill) printDry(events []event.Event) {
 	for _, ev := range events {
-		targets := b.app.cfg.Route(ev)
-		if f := b.opts.forwarder; f != "" {
-			targets = slices.DeleteFunc(targets, func(n string) bool { return n != f })
-		}
-		if len(targets) == 0 {
-			continue
-		}
 		fmt.Fprintf(b.out, "would send %s %-11s %s session %d id %s to %s\n",
-			ev.Data.CreatedAt.Format(time.RFC3339), ev.Kind(), ev.Chatbot(), ev.Data.SessionID, ev.ID, strings.Join(targets, ","))
+			ev.Data.CreatedAt.Format(time.RFC3339), ev.Kind(), ev.Chatbot(), ev.Data.SessionID, ev.ID,
+			strings.Join(b.targets(ev), ","))
 	}
 }
 

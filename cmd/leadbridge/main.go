@@ -112,6 +112,11 @@ func exitCode(stderr io.Writer, err error) int {
 	}
 }
 
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
 // newFlags returns a flag set for a subcommand that reports parse errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("leadbridge "+name, flag.ContinueOnError)

@@ -41,7 +41,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
 		return err
 	}
-	pending, err := a.pending()
+	pending, err := a.pending("")
 	if err != nil {
 		return err
 	}
@@ -65,15 +65,17 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return errSilent
 }
 
-// pending counts outbox entries owed to configured forwarders.
-func (a *app) pending() (int, error) {
+// pending counts outbox entries owed to the configured forwarders, or to only one.
+func (a *app) pending(only string) (int, error) {
 	depth, err := a.store.Depth()
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, fc := range a.cfg.Forwarders {
-		n += depth[fc.Name]
+		if only == "" || fc.Name == only {
+			n += depth[fc.Name]
+		}
 	}
 	return n, nil
 }

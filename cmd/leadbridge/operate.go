@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,6 +49,11 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 		if c, err := ops.Dial(ctx, cfg.HTTP.Listen); err == nil {
 			return c, func() {}, nil
 		}
+	}
+	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
+		// Never create a store here: a mistyped store.path would look like an empty one.
+		return nil, nil, fmt.Errorf("store %s does not exist (is store.path right?) and no daemon answered on http.listen %q",
+			cfg.Store.Path, cfg.HTTP.Listen)
 	}
 	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly})
 	if errors.Is(err, bolterrors.ErrTimeout) {
@@ -169,6 +176,10 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func forwarderCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 2 && args[0] == "resume" && isHelp(args[1]) || len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stderr, "usage: leadbridge forwarder resume NAME --config FILE")
+		return nil
+	}
 	if len(args) < 2 || args[0] != "resume" || strings.HasPrefix(args[1], "-") {
 		return usageErrorf("usage: leadbridge forwarder resume NAME --config FILE")
 	}

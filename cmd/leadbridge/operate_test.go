@@ -376,3 +376,23 @@ func TestStatusNeverCreatesAStore(t *testing.T) {
 	_, err := os.Stat(dir + "/lb.db")
 	assert.True(t, os.IsNotExist(err), "a look at the status created no store file")
 }
+
+func TestWriteCommandsNeverCreateAStore(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "http://127.0.0.1:1", "http://127.0.0.1:2", "")
+	for _, args := range [][]string{
+		{"dlq", "replay", "--all"},
+		{"dlq", "drop", "--all"},
+		{"forwarder", "resume", "crm"},
+	} {
+		code, _, stderr := runMain(t, append(args, "--config", cfg)...)
+		assert.Equal(t, 1, code, "%v", args)
+		assert.Contains(t, stderr, "does not exist", "%v", args)
+	}
+	_, err := os.Stat(dir + "/lb.db")
+	assert.True(t, os.IsNotExist(err))
+	code, _, _ := runMain(t, "send-test", "-h")
+	assert.Equal(t, 0, code)
+	code, _, _ = runMain(t, "forwarder", "resume", "-h")
+	assert.Equal(t, 0, code)
+}

@@ -16,6 +16,11 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	cfgPath := fs.String("config", "config.yaml", "config file")
 	kind := fs.String("kind", "appointment", "kind of sample record: lead or appointment")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the target")
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stderr, "usage: leadbridge send-test FORWARDER --config FILE [--kind lead|appointment] [--timeout 30s]")
+		fs.PrintDefaults()
+		return nil
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return usageErrorf("usage: leadbridge send-test FORWARDER --config FILE [--kind lead|appointment]")
 	}
