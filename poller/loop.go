@@ -418,13 +418,17 @@ func (l *Loop) newBackOff() *backoff.ExponentialBackOff {
 	)
 }
 
+// maxRetryAfter bounds how long a Retry-After may keep a chatbot from being polled, so a
+// broken or hostile answer ("Retry-After: 86400") cannot silence it for a day.
+const maxRetryAfter = time.Hour
+
 // retryWait is the wait after a failure: the next backoff, or the server's Retry-After
-// when that is longer.
+// (at most maxRetryAfter) when that is longer.
 func retryWait(bo backoff.BackOff, err error) time.Duration {
 	wait := bo.NextBackOff()
 	var se *StatusError
-	if errors.As(err, &se) && se.RetryAfter > wait {
-		wait = se.RetryAfter
+	if errors.As(err, &se) && min(se.RetryAfter, maxRetryAfter) > wait {
+		wait = min(se.RetryAfter, maxRetryAfter)
 	}
 	return wait
 }

@@ -516,6 +516,7 @@ func TestBackOffPolicy(t *testing.T) {
 		{"plain failure takes the backoff", errors.New("boom"), 20 * ms},
 		{"longer Retry-After wins", &StatusError{Code: 429, RetryAfter: time.Hour}, time.Hour},
 		{"shorter Retry-After loses", &StatusError{Code: 503, RetryAfter: ms}, 20 * ms},
+		{"an absurd Retry-After is cut to an hour", &StatusError{Code: 429, RetryAfter: 24 * time.Hour}, time.Hour},
 		{"wrapped Retry-After is found", errors.Join(&StatusError{Code: 429, RetryAfter: time.Minute}, errors.New("x")), time.Minute},
 	}
 	for _, tc := range cases {
