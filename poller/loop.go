@@ -78,6 +78,9 @@ type Loop struct {
 	// MaxLookback is the furthest back a catch-up window may start: the store's retention
 	// less a margin. 0 (or anything below Lookback) means no catch-up beyond Lookback.
 	MaxLookback time.Duration
+	// BackfillFlags, when set, is appended to the backfill command logged for a gap too
+	// long to catch up (e.g. "--config /etc/leadbridge/config.yaml").
+	BackfillFlags string
 	// Jitter spreads polls, as a fraction of Interval: a chatbot's first poll comes at a
 	// random offset in [0, Jitter*Interval] and each later wait varies by ±Jitter.
 	// 0 means DefaultJitter; a negative value turns jitter off; above 1 counts as 1.
@@ -222,6 +225,9 @@ func (l *Loop) announce(serial string, s span) {
 	if !s.lostFrom.IsZero() {
 		backfill = fmt.Sprintf("leadbridge backfill --since %s --until %s --chatbot %s",
 			s.lostFrom.Format(time.DateOnly), s.Start.Format(time.DateOnly), serial)
+		if l.BackfillFlags != "" {
+			backfill += " " + l.BackfillFlags
+		}
 	}
 	l.mu.Lock()
 	st := l.state(serial)

@@ -145,9 +145,11 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		// A catch-up window re-reads records; the store must still hold their seen keys,
 		// with the same 48h margin the config check keeps between lookback and retention.
 		MaxLookback: cfg.Store.Retention - 48*time.Hour,
-		Jitter:      loopJitter(cfg.Poll.Jitter),
-		MaxBackoff:  cfg.Poll.MaxBackoff,
-		Logger:      logger.With("component", "poller"),
+		// The logged recovery command must be run with the daemon stopped (one process per store).
+		BackfillFlags: "--config " + cfg.Source + "  # stop the daemon first",
+		Jitter:        loopJitter(cfg.Poll.Jitter),
+		MaxBackoff:    cfg.Poll.MaxBackoff,
+		Logger:        logger.With("component", "poller"),
 	}
 	return a, nil
 }
