@@ -77,8 +77,7 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 		s.signal()
 	}
 	for _, ev := range res.Events {
-		s.log.Debug("record taken", "chatbot", ev.Chatbot(), "kind", ev.Kind(), "action", ev.Action(),
-			"event_id", ev.ID, "session_id", ev.Data.SessionID)
+		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
 	}
 	return res, nil
 }

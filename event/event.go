@@ -157,3 +157,9 @@ func (e Event) Chatbot() string { return e.Data.Chatbot }
 func (e Event) Action() Action {
 	return Action(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
 }
+
+// LogAttrs are the attributes every log line about this event carries: chatbot, kind,
+// event id and session id, and never the person's name, email, phone or message.
+func (e Event) LogAttrs() []any {
+	return []any{"chatbot", e.Chatbot(), "kind", e.Kind(), "event_id", e.ID, "session_id", e.Data.SessionID}
+}

@@ -372,8 +372,7 @@ func (l *lane) dueAt(d event.Delivery) time.Time {
 // for a retry, dead-lettered, or the forwarder paused. Attempts run under hard, which
 // outlives ctx by the grace period.
 func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
-	log := l.logger.With("chatbot", d.Event.Chatbot(), "kind", d.Event.Kind(),
-		"event_id", d.Event.ID, "session_id", d.Event.Data.SessionID)
+	log := l.logger.With(d.Event.LogAttrs()...)
 	if d.FirstTry.IsZero() {
 		d.FirstTry = time.Now()
 	}

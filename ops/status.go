@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/leadbridge/leadbridge/event"
 )
 
 // maxStatusText caps error and reason texts in the status table.
@@ -88,4 +90,20 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// WriteDeadLetters prints dead letters as a table for a terminal: event id, chatbot,
+// kind, forwarder, attempts, when it failed and the last error.
+func WriteDeadLetters(w io.Writer, dead []event.DeadLetter) error {
+	if len(dead) == 0 {
+		_, err := fmt.Fprintln(w, "no dead letters")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EVENT ID\tCHATBOT\tKIND\tFORWARDER\tATTEMPTS\tFAILED\tLAST ERROR")
+	for _, d := range dead {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Event.ID, d.Event.Chatbot(), d.Event.Kind(), d.Forwarder,
+			d.Attempts, d.Failed.Local().Format(time.DateTime), cut(d.LastError, 100))
+	}
+	return tw.Flush()
 }

@@ -355,8 +355,7 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	}
 	took := time.Since(start)
 	for _, ev := range res.Events {
-		log.Info("new event", "chatbot", ev.Chatbot(), "kind", string(ev.Kind()),
-			"action", string(ev.Action()), "event_id", ev.ID, "session_id", ev.Data.SessionID)
+		log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
 	}
 	if err == nil {
 		log.Debug("polled", "chatbot", bot.Serial, "new", res.New, "dup", res.Duplicate,

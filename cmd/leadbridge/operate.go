@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -142,17 +141,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			enc.SetIndent("", "  ")
 			return enc.Encode(dead)
 		}
-		if len(dead) == 0 {
-			fmt.Fprintln(stdout, "no dead letters")
-			return nil
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "EVENT ID\tCHATBOT\tKIND\tFORWARDER\tATTEMPTS\tFAILED\tLAST ERROR")
-		for _, d := range dead {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Event.ID, d.Event.Chatbot(), d.Event.Kind(), d.Forwarder,
-				d.Attempts, d.Failed.Local().Format(time.DateTime), oneLine(d.LastError, 100))
-		}
-		return tw.Flush()
+		return ops.WriteDeadLetters(stdout, dead)
 	case "replay":
 		n, err := b.Replay(ctx, *of.forwarder, *id)
 		if err != nil {
@@ -226,14 +215,6 @@ func pickedUp(b ops.Backend) string {
 		return "; the running daemon delivers them now"
 	}
 	return "; no daemon is running: they go out on its next start (or `leadbridge once`)"
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
 }
 
 func healthcheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -387,8 +387,7 @@ func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev ev
 	}
 	if ack.Duplicate {
 		f.logger.Debug("nats: JetStream already had this event; duplicate dropped",
-			"chatbot", ev.Chatbot(), "kind", ev.Kind(), "event_id", ev.ID, "session_id", ev.Data.SessionID,
-			"stream", ack.Stream, "seq", ack.Sequence)
+			append(ev.LogAttrs(), "stream", ack.Stream, "seq", ack.Sequence)...)
 	}
 	return nil
 }

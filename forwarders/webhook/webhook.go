@@ -302,8 +302,7 @@ func (f *Forwarder) debug(ctx context.Context, ev event.Event, msg string, args 
 	if !f.logger.Enabled(ctx, slog.LevelDebug) {
 		return
 	}
-	f.logger.DebugContext(ctx, msg, append([]any{"chatbot", ev.Chatbot(), "kind", ev.Kind(),
-		"event_id", ev.ID, "session_id", ev.Data.SessionID}, args...)...)
+	f.logger.DebugContext(ctx, msg, append(ev.LogAttrs(), args...)...)
 }
 
 // setHeaders fills in a request's headers: User-Agent, the configured extras, then the
