@@ -98,6 +98,25 @@ log: {level: debug}
 	return path
 }
 
+// rig is a LeadList API, a "good" and a "bad" webhook target and a config for them with
+// the admin API on addr, for the operator tests.
+type rig struct {
+	api       *leadsim.Server
+	good, bad *webhookSink
+	addr, cfg string
+}
+
+// newRig starts the parts; bad answers badStatus (0 for 204).
+func newRig(t *testing.T, badStatus int, pollExtra string) *rig {
+	t.Helper()
+	r := &rig{api: leadsim.New(testKey), good: newWebhookSink(t), bad: newWebhookSink(t), addr: freeAddr(t)}
+	apiSrv := httptest.NewServer(r.api)
+	t.Cleanup(apiSrv.Close)
+	r.bad.answer(badStatus)
+	r.cfg = operatorConfig(t, apiSrv.URL, r.good.srv.URL, r.bad.srv.URL, r.addr, pollExtra)
+	return r
+}
+
 func scrape(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -128,20 +147,15 @@ func scrape(t *testing.T, addr string) map[string]float64 {
 }
 
 func TestMetricsMatchWhatHappened(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	good := newWebhookSink(t)
-	bad := newWebhookSink(t)
-	bad.answer(http.StatusBadRequest)
-	addr := freeAddr(t)
+	r := newRig(t, http.StatusBadRequest, "")
+	addr := r.addr
 	now := time.Now()
 	kinds := map[string]int{}
 	for i := range 5 {
-		r := api.Generate(testSerial, now.Add(-time.Duration(i)*time.Minute))
-		kinds[strings.ToLower(r.Type)]++
+		rec := r.api.Generate(testSerial, now.Add(-time.Duration(i)*time.Minute))
+		kinds[strings.ToLower(rec.Type)]++
 	}
-	d := startDaemon(t, operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, ""), addr)
+	d := startDaemon(t, r.cfg, addr)
 
 	require.Eventually(t, func() bool {
 		m := scrape(t, addr)
@@ -179,12 +193,9 @@ func readyz(t *testing.T, addr string) (int, string) {
 }
 
 func TestReadyzFollowsTheAPI(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
-	addr := freeAddr(t)
-	startDaemon(t, operatorConfig(t, apiSrv.URL, sink.srv.URL, sink.srv.URL, addr, ", max_backoff: 1s, jitter: 0"), addr)
+	r := newRig(t, 0, ", max_backoff: 1s, jitter: 0")
+	api, addr := r.api, r.addr
+	startDaemon(t, r.cfg, addr)
 	require.Eventually(t, func() bool { return api.Requests() >= 1 }, 5*time.Second, 20*time.Millisecond)
 	code, _ := readyz(t, addr)
 	assert.Equal(t, http.StatusOK, code)
@@ -208,14 +219,8 @@ func TestReadyzFollowsTheAPI(t *testing.T) {
 }
 
 func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	good := newWebhookSink(t)
-	bad := newWebhookSink(t)
-	bad.answer(http.StatusBadRequest)
-	addr := freeAddr(t)
-	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, "")
+	r := newRig(t, http.StatusBadRequest, "")
+	api, bad, addr, cfg := r.api, r.bad, r.addr, r.cfg
 	r1 := api.Generate(testSerial, time.Now().Add(-time.Hour))
 	api.Generate(testSerial, time.Now().Add(-2*time.Hour))
 	startDaemon(t, cfg, addr)
@@ -266,14 +271,8 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 }
 
 func TestGoneTargetPausesUntilResumed(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	good := newWebhookSink(t)
-	gone := newWebhookSink(t)
-	gone.answer(http.StatusGone)
-	addr := freeAddr(t)
-	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, gone.srv.URL, addr, "")
+	r := newRig(t, http.StatusGone, "")
+	api, gone, addr, cfg := r.api, r.bad, r.addr, r.cfg
 	api.Generate(testSerial, time.Now().Add(-time.Hour))
 	api.Generate(testSerial, time.Now().Add(-2*time.Hour))
 	startDaemon(t, cfg, addr)
@@ -315,14 +314,8 @@ func TestGoneTargetPausesUntilResumed(t *testing.T) {
 }
 
 func TestOperatorCommandsWithoutADaemon(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	good := newWebhookSink(t)
-	bad := newWebhookSink(t)
-	bad.answer(http.StatusForbidden)
-	addr := freeAddr(t)
-	cfg := operatorConfig(t, apiSrv.URL, good.srv.URL, bad.srv.URL, addr, "")
+	r := newRig(t, http.StatusForbidden, "")
+	api, bad, cfg := r.api, r.bad, r.cfg
 	api.Generate(testSerial, time.Now())
 	code, _, _ := runMain(t, "once", "--config", cfg)
 	require.Equal(t, 1, code, "a dead letter fails once")
