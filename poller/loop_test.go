@@ -760,7 +760,7 @@ func lastOKs(t *testing.T, s *dedupe.Store) map[string]time.Time {
 
 func TestPollCatchesUpAfterGap(t *testing.T) {
 	const day = 24 * time.Hour
-	backfill := "leadbridge backfill --since 2023-08-15 --until 2023-08-28 --chatbot " + mainSite.Serial
+	backfill := "leadbridge backfill --since 2023-08-15 --until 2023-08-28 --chatbot " + mainSite.Serial + " --config lb.yaml"
 	cases := []struct {
 		name        string
 		lastOK      time.Time // recorded in the store before the Loop starts; zero for none
@@ -776,7 +776,7 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			lastOK: pollNow.Add(-100 * day), maxLookback: 88 * day, wantStart: "2023-08-28", wantSince: "2023-08-28", wantWarn: backfill, wantNew: 3},
 		{name: "gap with MaxLookback 0 keeps the plain window",
 			lastOK: pollNow.Add(-100 * day), wantStart: "2023-11-22",
-			wantWarn: "leadbridge backfill --since 2023-08-15 --until 2023-11-22 --chatbot " + mainSite.Serial, wantNew: 2},
+			wantWarn: "leadbridge backfill --since 2023-08-15 --until 2023-11-22 --chatbot " + mainSite.Serial + " --config lb.yaml", wantNew: 2},
 		{name: "never polled successfully: plain window",
 			maxLookback: 88 * day, wantStart: "2023-11-22", wantNew: 2},
 	}
@@ -793,7 +793,7 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			require.NoError(t, store.RecordPoll("bot-other", pollNow.Add(-100*day), errors.New("down")))
 			sink := &logSink{}
 			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
-				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, Logger: sink.logger(),
+				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
