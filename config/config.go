@@ -105,6 +105,9 @@ type HTTP struct {
 	// Listen is host:port; an explicit "" in the file disables the listener. A key absent
 	// from the file (or "" in a Config built in Go) gets the default.
 	Listen string `yaml:"listen"`
+	// AdminToken, when set, is required (as a bearer token) by the admin API, so that
+	// other users of the machine cannot list or replay dead letters. A secret.
+	AdminToken string `yaml:"admin_token"`
 }
 
 // Log picks the log level and handler.

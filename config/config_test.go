@@ -44,6 +44,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"pol: unknown key (line 10)"}},
 		{"unknown nested key", head + hook + "poll:\n  intervl: 1m\n",
 			[]string{"poll.intervl: unknown key (line 11)"}},
+		{"admin token from an unset variable", head + hook + "http:\n  admin_token: ${LB_UNSET_ADMIN_TOKEN}\n",
+			[]string{"http.admin_token: empty (is the environment variable set?) (line 11)"}},
 		{"unknown key in a chatbot", "neoagent:\n  api_key: k\n  chatbots:\n    - serial: bot1\n      nmae: x\n" + hook,
 			[]string{"neoagent.chatbots[0].nmae: unknown key (line 5)"}},
 		{"unknown key in a forwarder", head + hook + "    colour: red\n",

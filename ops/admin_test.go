@@ -54,12 +54,12 @@ func startDaemon(t *testing.T) *daemon {
 		Version:    "1.2.3",
 	}
 	health := ops.NewHealth(d.store, local.Chatbots, time.Minute, nil)
-	d.handler = ops.NewServer(ops.NewMetrics("1.2.3", d.store), health, local, nil)
+	d.handler = ops.NewServer(ops.NewMetrics("1.2.3", d.store), health, local, "", nil)
 	srv := httptest.NewServer(d.handler)
 	t.Cleanup(srv.Close)
 	d.url = srv.URL
 
-	c, err := ops.Dial(t.Context(), srv.Listener.Addr().String())
+	c, err := ops.Dial(t.Context(), srv.Listener.Addr().String(), "")
 	require.NoError(t, err)
 	d.client = c
 	return d
@@ -248,7 +248,7 @@ func TestDial(t *testing.T) {
 
 	t.Run("wildcard listen address means loopback", func(t *testing.T) {
 		for _, addr := range []string{":" + port, "0.0.0.0:" + port} {
-			c, err := ops.Dial(t.Context(), addr)
+			c, err := ops.Dial(t.Context(), addr, "")
 			require.NoError(t, err, addr)
 			assert.Equal(t, "http://127.0.0.1:"+port, c.BaseURL)
 		}
@@ -258,14 +258,14 @@ func TestDial(t *testing.T) {
 		require.NoError(t, err)
 		addr := l.Addr().String()
 		require.NoError(t, l.Close())
-		_, err = ops.Dial(t.Context(), addr)
+		_, err = ops.Dial(t.Context(), addr, "")
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "no leadbridge daemon answers on http://"+addr)
 	})
 	t.Run("something else listening", func(t *testing.T) {
 		other := httptest.NewServer(http.NotFoundHandler())
 		defer other.Close()
-		_, err := ops.Dial(t.Context(), other.Listener.Addr().String())
+		_, err := ops.Dial(t.Context(), other.Listener.Addr().String(), "")
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "no leadbridge daemon answers")
 		assert.Contains(t, err.Error(), "HTTP 404")
@@ -277,13 +277,44 @@ func TestDial(t *testing.T) {
 		defer close(release)
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
-		_, err := ops.Dial(ctx, hung.Listener.Addr().String())
+		_, err := ops.Dial(ctx, hung.Listener.Addr().String(), "")
 		require.Error(t, err)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 	})
 	t.Run("bad address", func(t *testing.T) {
-		_, err := ops.Dial(t.Context(), "no-port")
+		_, err := ops.Dial(t.Context(), "no-port", "")
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `admin address "no-port"`)
 	})
+}
+
+func TestAdminToken(t *testing.T) {
+	store := openStore(t)
+	local := &ops.Local{Store: store, Version: "1.2.3"}
+	const token = "adm-token-9f2c41"
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1.2.3", store), ops.NewHealth(store, nil, time.Minute, nil), local, token, nil))
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().String()
+
+	for _, tc := range []struct {
+		name, token string
+		ok          bool
+	}{{"no token", "", false}, {"wrong token", "nope", false}, {"right token", token, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ops.Dial(t.Context(), addr, tc.token)
+			require.NoError(t, err, "health needs no token")
+			_, err = c.Status(t.Context())
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "401")
+			assert.NotContains(t, err.Error(), token, "the token is never echoed")
+		})
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "metrics need no token")
 }

@@ -18,6 +18,7 @@ import (
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:9108
 	HTTP    *http.Client // nil → a client with a 30s timeout
+	Token   string       // the daemon's http.admin_token, sent as a bearer token when set
 }
 
 var _ Backend = (*Client)(nil)
@@ -30,9 +31,9 @@ var defaultClient = &http.Client{Timeout: 30 * time.Second}
 
 // Dial returns a Client for the daemon listening on addr (http.listen, host:port; an
 // empty or wildcard host means this machine's loopback) once its /healthz answered
-// within about a second. The error says that no daemon answers; the caller may then
-// open the store itself.
-func Dial(ctx context.Context, addr string) (*Client, error) {
+// within about a second; token is the daemon's http.admin_token ("" for none). The error
+// says that no daemon answers; the caller may then open the store itself.
+func Dial(ctx context.Context, addr, token string) (*Client, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin address %q: %w", addr, err)
@@ -43,7 +44,7 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 	case "::":
 		host = "::1"
 	}
-	c := &Client{BaseURL: "http://" + net.JoinHostPort(host, port), HTTP: defaultClient}
+	c := &Client{BaseURL: "http://" + net.JoinHostPort(host, port), HTTP: defaultClient, Token: token}
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var h struct {
@@ -124,6 +125,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return fmt.Errorf("leadbridge daemon %s: %w", endpoint, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	hc := c.HTTP
 	if hc == nil {

@@ -23,7 +23,7 @@ func healthServer(t *testing.T, s *dedupe.Store) (*ops.Health, *clock, string) {
 	t.Helper()
 	c := newClock()
 	h := ops.NewHealth(s, bots, time.Minute, c.Now)
-	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("test", s), h, nil, nil))
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("test", s), h, nil, "", nil))
 	t.Cleanup(srv.Close)
 	return h, c, srv.URL
 }

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -24,9 +25,11 @@ import (
 // The admin API shows personal data and changes the store, so it answers only requests
 // from a loopback address to a loopback host name (403 otherwise, which also defeats DNS
 // rebinding), refuses cross-origin browser requests, and takes changes only by POST (405
-// otherwise). Errors are JSON {"error":"..."}. m and h must not be nil; logger nil
-// discards the admin API's logs.
-func NewServer(m *Metrics, h *Health, b Backend, logger *slog.Logger) http.Handler {
+// otherwise). With adminToken set (http.admin_token), it also wants
+// "Authorization: Bearer <adminToken>" (401 otherwise), so that other users of the
+// machine cannot reach it. Errors are JSON {"error":"..."}. m and h must not be nil;
+// logger nil discards the admin API's logs.
+func NewServer(m *Metrics, h *Health, b Backend, adminToken string, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -44,7 +47,7 @@ func NewServer(m *Metrics, h *Health, b Backend, logger *slog.Logger) http.Handl
 		writeJSON(w, code, r)
 	})
 	if b != nil {
-		mux.Handle("/admin/", adminOnly(newAdmin(b, logger)))
+		mux.Handle("/admin/", adminOnly(newAdmin(b, logger), adminToken))
 	}
 	return mux
 }
@@ -134,8 +137,9 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusInternalServerError, err.Error())
 }
 
-// adminOnly lets through only same-machine, same-origin requests.
-func adminOnly(next http.Handler) http.Handler {
+// adminOnly lets through only same-machine, same-origin requests, carrying the token when
+// one is set.
+func adminOnly(next http.Handler, token string) http.Handler {
 	csrf := http.NewCrossOriginProtection()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -149,6 +153,10 @@ func adminOnly(next http.Handler) http.Handler {
 		}
 		if err := csrf.Check(r); err != nil {
 			writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
+			return
+		}
+		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
+			writeError(w, http.StatusUnauthorized, "the admin API wants the daemon's http.admin_token (Authorization: Bearer ...)")
 			return
 		}
 		next.ServeHTTP(w, r)

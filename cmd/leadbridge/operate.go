@@ -45,7 +45,7 @@ func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 // look, so a wrong store.path never creates a file). The returned func releases it.
 func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backend, func(), error) {
 	if cfg.HTTP.Listen != "" {
-		if c, err := ops.Dial(ctx, cfg.HTTP.Listen); err == nil {
+		if c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken); err == nil {
 			return c, func() {}, nil
 		}
 	}

@@ -51,7 +51,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 		srv = &http.Server{
-			Handler:           ops.NewServer(m, h, backend, logger.With("component", "http")),
+			Handler:           ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() {
