@@ -389,3 +389,26 @@ func TestWriteCommandsNeverCreateAStore(t *testing.T) {
 	code, _, _ = runMain(t, "forwarder", "resume", "-h")
 	assert.Equal(t, 0, code)
 }
+
+func TestOperatorCommandsSendTheAdminToken(t *testing.T) {
+	r := newRig(t, 0, "")
+	t.Setenv("LB_ADMIN_TOKEN", "adm-7c1e9b2f")
+	b, err := os.ReadFile(r.cfg)
+	require.NoError(t, err)
+	withToken := strings.Replace(string(b), `http: {listen: "`+r.addr+`"}`,
+		`http: {listen: "`+r.addr+`", admin_token: "${LB_ADMIN_TOKEN}"}`, 1)
+	require.NotEqual(t, string(b), withToken)
+	require.NoError(t, os.WriteFile(r.cfg, []byte(withToken), 0o600))
+	startDaemon(t, r.cfg, r.addr)
+
+	code, stdout, stderr := runMain(t, "status", "--config", r.cfg, "--json")
+	require.Equal(t, 0, code, stderr)
+	var s ops.Status
+	require.NoError(t, json.Unmarshal([]byte(stdout), &s))
+	assert.True(t, s.Daemon, "answered by the daemon, with the token")
+
+	resp, err := http.Get("http://" + r.addr + "/admin/status")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "without the token the admin API refuses")
+}
