@@ -136,3 +136,28 @@ func TestOpenRefusesAStoreWithAPagePointerPastTheEnd(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "damaged")
 }
+
+// TestPendingSkipsAnUnreadableEntry: one entry that does not decode is skipped (and
+// logged), so the entries behind it still go out.
+func TestPendingSkipsAnUnreadableEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(Options{Path: path, Initial: InitialEmit, Route: func(event.Event) []string { return []string{"crm"} }})
+	require.NoError(t, err)
+	page := make([]event.Lead, 3)
+	for i := range page {
+		page[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i), CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
+	}
+	_, err = s.Ingest("bot", page)
+	require.NoError(t, err)
+	all, err := s.Pending("crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).Bucket([]byte("crm")).Put(seqKey(all[1].Seq), []byte("{not json"))
+	}))
+	got, err := s.Pending("crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, []uint64{all[0].Seq, all[2].Seq}, []uint64{got[0].Seq, got[2-1].Seq})
+	require.NoError(t, s.Close())
+}

@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -27,7 +28,11 @@ func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Deli
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
 			var d event.Delivery
 			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("decode outbox entry %x: %w", k, err)
+				// One unreadable entry must not stall the entries behind it: it is left
+				// in place, named in the log, and skipped.
+				s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder,
+					"seq", binary.BigEndian.Uint64(k), "err", err)
+				continue
 			}
 			out = append(out, d)
 		}

@@ -249,9 +249,12 @@ func (l *lane) run(ctx, hard context.Context, drain bool) {
 		if ctx.Err() != nil {
 			return
 		}
-		started, pending, nextDue := l.fill(ctx, hard, &wg)
-		if drain && !started && l.idle() && !l.errored && (pending == 0 || l.isPaused()) {
+		started, pending, nextDue, more := l.fill(ctx, hard, &wg)
+		if drain && !started && l.idle() && ((pending == 0 && !l.errored) || l.isPaused()) {
 			return
+		}
+		if more {
+			l.wake() // the scan stopped at scanLimit: go on with the lap at once
 		}
 		if !nextDue.IsZero() {
 			retry.Reset(max(time.Until(nextDue), time.Millisecond))
@@ -275,21 +278,25 @@ const (
 
 // fill starts attempts for due entries not already in flight, oldest first, while slots
 // are free. It reports whether it started any, whether the outbox holds any entry for
-// the lane, and when the earliest entry it skipped as not yet due falls due.
+// the lane, when the earliest entry it skipped as not yet due falls due, and whether it
+// stopped at scanLimit with more to look at.
 //
 // One fill reads at most scanLimit entries. When that many are waiting for a retry, the
-// next fill goes on from where this one stopped and wraps around, so an entry behind a
-// long queue of failing ones is still reached within a few fills.
+// next fill (at once: more is true) goes on from where this one stopped and wraps
+// around; and when the slots are full, the next fill starts at the due entry that found
+// no slot. So an entry behind a long queue of failing ones is reached without re-reading
+// that queue for every slot that frees up.
 //
 // The outbox is read and checked against the in-flight set under the lane's lock, and an
 // attempt leaves that set only after its outcome was recorded (also under the lock), so
 // an entry acknowledged while fill runs is either absent from the read or still in
 // flight: it is never started twice.
-func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int, nextDue time.Time) {
+func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int, nextDue time.Time, more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.paused {
-		return false, 0, time.Time{}
+		l.errored = false
+		return false, 0, time.Time{}, false
 	}
 	now := time.Now()
 	from := l.cursor
@@ -299,19 +306,19 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 	for scanned := 0; ; size = pageSize {
 		if scanned >= scanLimit {
 			l.cursor = after // resume here next time
-			return started, pending, nextDue
+			return started, pending, nextDue, true
 		}
 		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, size)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
 			l.errored = true
-			return started, pending, now.Add(l.rescan)
+			return started, pending, now.Add(l.rescan), false
 		}
 		l.errored = false
 		for _, entry := range page {
 			if wrapped && from != 0 && entry.Seq > from {
 				l.cursor = 0 // came round to where this fill started
-				return started, pending, nextDue
+				return started, pending, nextDue, false
 			}
 			pending++
 			scanned++
@@ -328,8 +335,8 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 			select {
 			case l.sem <- struct{}{}:
 			default:
-				l.cursor = 0 // every slot is busy: start from the oldest next time
-				return started, pending, nextDue
+				l.cursor = entry.Seq - 1 // every slot is busy: start at this due entry next time
+				return started, pending, nextDue, false
 			}
 			l.flying[entry.Seq] = true
 			started = true
@@ -347,7 +354,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 		if len(page) < size {
 			if wrapped {
 				l.cursor = 0
-				return started, pending, nextDue
+				return started, pending, nextDue, false
 			}
 			after, wrapped = 0, true // reached the end: go round to the oldest entries
 		}
@@ -373,12 +380,18 @@ func (l *lane) dueAt(d event.Delivery) time.Time {
 // outlives ctx by the grace period.
 func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 	log := l.logger.With(d.Event.LogAttrs()...)
+	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
 		d.FirstTry = time.Now()
 	}
 	start := time.Now()
 	err := l.route.Forwarder.Deliver(hard, d.Event)
 	took := time.Since(start)
+	if err != nil && hard.Err() != nil {
+		// Cut off by the end of the shutdown grace period: not a verdict on the target.
+		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
+		return
+	}
 	if err == nil {
 		l.forget(d.Seq)
 		if l.persist(ctx, log, "recording the delivery", func() error { return l.d.Outbox.Ack(d.Forwarder, d.Seq) }) {
@@ -392,6 +405,7 @@ func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 	switch {
 	case IsGone(err):
 		l.forget(d.Seq)
+		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
 		l.pause(d, err, log)
 	case IsPermanent(err):
 		l.deadLetter(ctx, d, err, took, log)

@@ -449,40 +449,49 @@ func TestDispatcherRetriesAFailedAckNotTheDelivery(t *testing.T) {
 }
 
 // TestDispatcherReachesEntriesBehindALongRetryQueue: more entries than one scan reads are
-// waiting for their retries; an entry behind them still goes out at once.
+// waiting for their retries; the entries behind them still go out at once, without a
+// rescan tick to help.
 func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
-	const waiting = 1100
-	all := leads(waiting + 1)
-	fresh := all[waiting].ID()
+	const waiting, fresh = 1100, 40
+	all := leads(waiting + fresh)
+	isFresh := map[string]bool{}
+	for _, l := range all[waiting:] {
+		isFresh[l.ID()] = true
+	}
 	target := newSink(t, func(_ int, id string) int {
-		if id == fresh {
+		if isFresh[id] {
 			return http.StatusOK
 		}
 		return http.StatusServiceUnavailable
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", all)
+	_, err := st.Ingest("bot1", all[:waiting])
 	require.NoError(t, err)
-	d := &forwarders.Dispatcher{Outbox: st, Rescan: 50 * time.Millisecond, Routes: []forwarders.Route{{
+	d := &forwarders.Dispatcher{Outbox: st, Rescan: time.Hour, Routes: []forwarders.Route{{
 		Forwarder:   target.forwarder(t, "crm", time.Second),
-		Concurrency: 16,
+		Concurrency: 4,
 		Retry:       forwarders.RetryPolicy{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsed: 48 * time.Hour},
 	}}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool { return target.count() >= waiting }, 60*time.Second, 20*time.Millisecond,
+		"every waiting entry was tried once")
+	_, err = st.Ingest("bot1", all[waiting:]) // new leads arrive behind the queue
+	require.NoError(t, err)
 	require.Eventually(t, func() bool {
+		n := 0
 		for _, id := range target.ids() {
-			if id == fresh {
-				return true
+			if isFresh[id] {
+				n++
 			}
 		}
-		return false
-	}, 20*time.Second, 20*time.Millisecond)
+		return n == fresh
+	}, 10*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
-	assert.LessOrEqual(t, target.count(), waiting+1, "each waiting entry was tried once, none again before its retry")
+	assert.Equal(t, waiting+fresh, target.count(), "none was tried twice before its retry")
 }
 
 // failingStore is the real store whose Failed cannot write, as on a full disk.
