@@ -103,6 +103,7 @@ type Loop struct {
 // botState is what the Loop remembers of a chatbot between polls.
 type botState struct {
 	lastOK    time.Time // last successful poll in this process, zero if none yet
+	caughtUp  time.Time // catch-up progress: the days before this were read since lastOK
 	announced time.Time // start of the last catch-up window logged
 	warned    string    // backfill command last logged for a gap cut short
 }
@@ -191,6 +192,9 @@ func (l *Loop) windowFor(serial string, now time.Time) span {
 	if floor := utcDay(now.Add(-l.maxLookback())); s.Start.Before(floor) {
 		s.Start, s.lostFrom = floor, s.Start
 	}
+	if done := l.progress(serial); done.After(s.Start) {
+		s.Start = done // the part of the gap read before a failure is not read again
+	}
 	s.catchUp = s.Start.Before(plain)
 	return s
 }
@@ -209,8 +213,30 @@ func (l *Loop) lastSuccess(serial string) time.Time {
 func (l *Loop) succeeded(serial string, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if st := l.state(serial); at.After(st.lastOK) {
+	st := l.state(serial)
+	if at.After(st.lastOK) {
 		st.lastOK = at
+	}
+	st.caughtUp = time.Time{}
+}
+
+// progress is how far a catch-up interrupted by a failure got, zero if none.
+func (l *Loop) progress(serial string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.bots[serial]; st != nil {
+		return st.caughtUp
+	}
+	return time.Time{}
+}
+
+// caughtUpTo notes that a catch-up chunk ending at end was read and taken, so that a
+// retry after a later failure goes on from there instead of starting over.
+func (l *Loop) caughtUpTo(serial string, end time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.state(serial); end.After(st.caughtUp) {
+		st.caughtUp = end
 	}
 }
 
@@ -315,21 +341,23 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	start := time.Now()
 	window := l.windowFor(bot.Serial, at)
 	l.announce(bot.Serial, window)
+	// The plain window goes first, so that new leads flow while a long gap is read; then
+	// the gap, oldest first, in chunks no larger than a regular poll.
 	windows := []Window{window.Window}
 	if window.catchUp {
-		windows = l.chunks(window.Window)
+		plain := utcDay(at.Add(-l.lookback()))
+		windows = append([]Window{{Start: plain, End: window.End}}, l.chunks(Window{Start: window.Start, End: plain})...)
 	}
 	var (
-		res     event.Ingested
-		skipped int
-		err     error
+		res      event.Ingested
+		skipped  int
+		err      error
+		canceled bool
 	)
-	for _, w := range windows {
+	for i, w := range windows {
 		var page Page
 		if page, err = l.Client.List(ctx, bot, w); err != nil {
-			if ctx.Err() != nil {
-				return event.Ingested{}, err
-			}
+			canceled = ctx.Err() != nil
 			break
 		}
 		skipped += len(page.Skipped)
@@ -343,9 +371,17 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 			break
 		}
 		res = merged(res, r)
+		if i > 0 {
+			l.caughtUpTo(bot.Serial, w.End)
+		}
 	}
-	if err != nil {
-		res = event.Ingested{}
+	// What was taken before a failure is in the store and the outbox: it is announced
+	// here, since the next poll will see it as seen.
+	for _, ev := range res.Events {
+		log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
+	}
+	if canceled {
+		return res, err
 	}
 	if err == nil {
 		l.succeeded(bot.Serial, at)
@@ -354,9 +390,6 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		err = errors.Join(err, &storeError{serial: bot.Serial, op: "record poll", err: rerr})
 	}
 	took := time.Since(start)
-	for _, ev := range res.Events {
-		log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
-	}
 	if err == nil {
 		log.Debug("polled", "chatbot", bot.Serial, "new", res.New, "dup", res.Duplicate,
 			"updated", res.Updated, "baseline", res.Baseline, "skipped", skipped, "took", took)

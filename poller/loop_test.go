@@ -808,8 +808,14 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 
 			hits := srv.hitsFor(mainSite.Serial)
 			require.Equal(t, 1, failed, "the failed poll stopped at its first request")
-			assert.Equal(t, tc.wantStart, hits[0].start, "the failed poll's startTime")
-			assertCovers(t, hits[failed:caughtUp], tc.wantStart, "2023-11-25")
+			assert.Equal(t, "2023-11-22", hits[0].start, "the plain window is read first")
+			assert.Equal(t, "2023-11-22", hits[failed].start, "the plain window is read first")
+			assert.Equal(t, "2023-11-25", hits[failed].end)
+			if tc.wantStart == "2023-11-22" {
+				assert.Equal(t, failed+1, caughtUp, "no gap to read")
+			} else {
+				assertCovers(t, hits[failed+1:caughtUp], tc.wantStart, "2023-11-22")
+			}
 			require.Len(t, hits, caughtUp+1)
 			assert.Equal(t, "2023-11-22", hits[caughtUp].start, "after a success, the plain 48h window again")
 			assert.Equal(t, "2023-11-25", hits[caughtUp].end)
@@ -852,9 +858,10 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	stop()
 
 	hits := srv.hitsFor(mainSite.Serial)
-	require.Greater(t, len(hits), 4)
-	assertCovers(t, hits[:4], "2023-11-18", "2023-11-25") // 18-20, 20-22, 22-24, 24-25
-	for _, h := range hits[4:] {
+	require.Greater(t, len(hits), 3)
+	assert.Equal(t, "2023-11-22", hits[0].start, "the plain window first")
+	assertCovers(t, hits[1:3], "2023-11-18", "2023-11-22") // then 18-20, 20-22
+	for _, h := range hits[3:] {
 		assert.Equal(t, "2023-11-22", h.start, "later polls read the plain window")
 	}
 	assert.Equal(t, 3, hooks.all()[0].res.New, "the record created in the gap is taken")
@@ -867,7 +874,7 @@ func assertCovers(t *testing.T, hits []hit, start, end string) {
 	t.Helper()
 	require.NotEmpty(t, hits)
 	assert.Equal(t, start, hits[0].start, "the first chunk starts at the gap")
-	assert.Equal(t, end, hits[len(hits)-1].end, "the last chunk ends with the plain window")
+	assert.Equal(t, end, hits[len(hits)-1].end, "the last chunk ends where the plain window starts")
 	for i, h := range hits {
 		from, err := time.Parse(time.DateOnly, h.start)
 		require.NoError(t, err)
@@ -878,4 +885,40 @@ func assertCovers(t *testing.T, hits []hit, start, end string) {
 			assert.Equal(t, hits[i-1].end, h.start, "chunk %d starts where the last ended", i)
 		}
 	}
+}
+
+// TestCatchUpGoesOnAfterAFailure: a catch-up interrupted by a failing chunk resumes at
+// that chunk on the next poll, and what the chunks before it took is announced and
+// reported, not lost from view.
+func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.script(mainSite.Serial,
+		reply{body: okBody(docLead)},  // the plain window, read first
+		reply{body: okBody(docInGap)}, // 2023-11-14..16
+		reply{status: 503},            // 2023-11-16..18 fails
+	)
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
+	hooks, sink := &onPollCalls{}, &logSink{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
+		Now: func() time.Time { return pollNow }}
+
+	res, err := l.PollOnce(context.Background(), mainSite)
+	require.Error(t, err)
+	assert.Equal(t, 2, res.New, "the records taken before the failure are reported")
+	assert.Len(t, sink.lines(t, "new event"), 2, "and announced")
+	require.Len(t, hooks.all(), 1)
+	assert.Equal(t, 2, hooks.all()[0].res.New)
+
+	_, err = l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	var got []string
+	for _, h := range srv.hitsFor(mainSite.Serial) {
+		got = append(got, h.start+".."+h.end)
+	}
+	assert.Equal(t, []string{
+		"2023-11-22..2023-11-25", "2023-11-14..2023-11-16", "2023-11-16..2023-11-18", // first poll
+		"2023-11-22..2023-11-25", "2023-11-16..2023-11-18", "2023-11-18..2023-11-20", "2023-11-20..2023-11-22", // resumed
+	}, got)
 }
