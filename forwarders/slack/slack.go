@@ -7,7 +7,6 @@ package slack
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,7 +130,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	case cfg.WebhookURL != "" && cfg.Token != "":
 		return nil, fail("webhook_url and token: set one, not both")
 	case cfg.WebhookURL != "":
-		if err := checkURL(cfg.WebhookURL); err != nil {
+		if err := httpx.CheckURL(cfg.WebhookURL); err != nil {
 			return nil, fail("webhook_url: %w", err)
 		}
 		if cfg.Channel != "" || cfg.APIURL != "" {
@@ -147,7 +146,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		if apiURL == "" {
 			apiURL = slackapi.APIURL
 		}
-		if err := checkURL(apiURL); err != nil {
+		if err := httpx.CheckURL(apiURL); err != nil {
 			return nil, fail("api_url: %w", err)
 		}
 		if !strings.HasSuffix(apiURL, "/") {
@@ -189,18 +188,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		gap = DefaultRateLimit
 	}
 
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: cfg.InsecureSkipVerify,
-	}
-	client := &http.Client{
-		Transport: transport,
-		Timeout:   timeout,
-		// A redirect is a failure to report: following it could carry the message, or
-		// the bearer token, to an address nobody configured.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	client, transport := httpx.NewClient(timeout, cfg.InsecureSkipVerify)
 	logger = logger.With("forwarder", cfg.Name)
 	f := &Forwarder{
 		name:       cfg.Name,
@@ -226,22 +214,6 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		logger.Warn("TLS certificate verification is disabled for this Slack target", "target", target)
 	}
 	return f, nil
-}
-
-// checkURL accepts an absolute http or https URL with a host. Its errors never quote the
-// URL, which may be a secret.
-func checkURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a valid URL")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return errors.New("scheme must be http or https")
-	}
-	if u.Host == "" {
-		return errors.New("must have a host")
-	}
-	return nil
 }
 
 // bearer adds the bot token as an Authorization header to every request.

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,7 +15,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,7 +100,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("webhook %q: "+format, append([]any{cfg.Name}, args...)...)
 	}
-	if err := checkURL(cfg.URL); err != nil {
+	if err := httpx.CheckURL(cfg.URL); err != nil {
 		return nil, fail("url: %w", err)
 	}
 	if cfg.Timeout < 0 {
@@ -128,11 +126,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		return nil, fail("secret: %w", err)
 	}
 
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: cfg.InsecureSkipVerify,
-	}
+	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify)
 	logger = logger.With("forwarder", cfg.Name)
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this webhook",
@@ -144,34 +138,9 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		lead:    lead,
 		headers: canonicalHeaders(cfg.Headers),
 		key:     key,
-		client: &http.Client{
-			Transport: transport,
-			Timeout:   timeout,
-			// A redirect is a failure to report, not to follow: following it would send
-			// the signed body to an address nobody configured.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		logger: logger,
+		client:  client,
+		logger:  logger,
 	}, nil
-}
-
-// checkURL accepts an absolute http or https URL with a host. Its errors never quote the
-// URL, which may carry a token.
-func checkURL(raw string) error {
-	if raw == "" {
-		return errors.New("must not be empty")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a valid URL")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return errors.New("scheme must be http or https")
-	}
-	if u.Host == "" {
-		return errors.New("must have a host")
-	}
-	return nil
 }
 
 // CheckHeaders reports whether New accepts h as Config.Headers: every name an HTTP

@@ -44,3 +44,24 @@ func TestTransportErrorHidesTheURL(t *testing.T) {
 	assert.Contains(t, err.Error(), "hooks.example.com")
 	assert.Contains(t, err.Error(), "connection refused")
 }
+
+func TestCheckURL(t *testing.T) {
+	for in, wantErr := range map[string]string{
+		"https://crm.example.com/hooks?token=SECRET": "",
+		"http://127.0.0.1:8080/x":                    "",
+		"":                                           "must not be empty",
+		"ftp://crm.example.com/SECRET":               "scheme must be http or https",
+		"https:///SECRET":                            "must have a host",
+		"::bad SECRET":                               "not a valid URL",
+	} {
+		err := httpx.CheckURL(in)
+		if wantErr == "" {
+			assert.NoError(t, err, in)
+			continue
+		}
+		if assert.Error(t, err, in) {
+			assert.Equal(t, wantErr, err.Error())
+			assert.NotContains(t, err.Error(), "SECRET", "the URL is never quoted")
+		}
+	}
+}
