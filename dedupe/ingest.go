@@ -2,8 +2,10 @@ package dedupe
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,12 +44,25 @@ type IngestOptions struct {
 // A record repeated within the page counts once. Result.Events holds the created and
 // updated events of the page in record order, including those no forwarder wanted.
 // Records already seen are counted as Duplicate even during the baseline.
+//
+// No single record fails the page. A record the store cannot take (another chatbot's, an
+// unknown kind, a CreatedAt outside years 0..9999, an event that cannot be encoded) is
+// checked before anything of it is written, left unseen, and listed in Result.Rejected
+// with its index in leads and a reason naming the field; the rest are taken.
+//
+// With a Retention, an unseen record created before the retention horizon is counted in
+// Result.Stale and neither taken nor marked seen: its key could have been pruned, so it
+// may be a record announced long ago. A seen record's last-seen time is refreshed when
+// it is older than a tenth of the retention, so that a poll of known records writes
+// almost nothing while keys the API still returns are never pruned.
 func (s *Store) Ingest(serial string, leads []event.Lead) (event.Ingested, error) {
 	return s.ingest(serial, leads, IngestOptions{}, false)
 }
 
 // IngestWith is Ingest for a deliberate backfill, shaped by o. Records re-sent with
-// o.Resend count as Duplicate and appear in Result.Events.
+// o.Resend count as Duplicate and appear in Result.Events. A backfill takes records
+// older than the retention horizon too (it asked for them): they are marked seen as of
+// now, so their keys outlive the retention from the backfill on.
 func (s *Store) IngestWith(serial string, leads []event.Lead, o IngestOptions) (event.Ingested, error) {
 	return s.ingest(serial, leads, o, true)
 }
@@ -56,12 +71,21 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 	if s.readOnly {
 		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
 	}
+	wall := s.now()
+	for _, l := range leads {
+		if l.Chatbot == serial && validYear(l.CreatedAt) {
+			s.clock.observe(l.CreatedAt, wall)
+		}
+	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		return event.Ingested{}, s.wrap("ingest "+serial, err)
 	}
-	in := ingestTx{s: s, tx: tx, now: time.Now(), only: o.Only, resend: o.Resend}
+	in := ingestTx{s: s, tx: tx, now: wall, storeNow: s.clock.read(wall), only: o.Only, resend: o.Resend}
 	res, err := in.run(serial, leads, deliberate)
+	if err == nil {
+		err = s.clock.persist(tx)
+	}
 	if err == nil && !o.DryRun {
 		err = tx.Commit()
 	} else {
@@ -76,20 +100,40 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 	if in.added > 0 {
 		s.signal()
 	}
+	for _, r := range res.Rejected {
+		s.log.Warn("record rejected", "chatbot", serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
+	}
+	if res.Stale > 0 {
+		s.logStale(serial, res.Stale, in.storeNow.Add(-s.retention))
+	}
 	for _, ev := range res.Events {
 		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
 	}
 	return res, nil
 }
 
+// logStale logs, once per chatbot in this process, that records older than the
+// retention horizon were ignored.
+func (s *Store) logStale(serial string, n int, horizon time.Time) {
+	s.staleMu.Lock()
+	logged := s.staleLogged[serial]
+	s.staleLogged[serial] = true
+	s.staleMu.Unlock()
+	if !logged {
+		s.log.Debug("the API returns records older than store.retention; they are ignored (logged once per chatbot)",
+			"chatbot", serial, "count", n, "horizon", horizon)
+	}
+}
+
 // ingestTx is one Ingest in progress inside a write transaction.
 type ingestTx struct {
-	s      *Store
-	tx     *bolt.Tx
-	now    time.Time
-	only   []string
-	resend bool
-	added  int // outbox entries put
+	s        *Store
+	tx       *bolt.Tx
+	now      time.Time // the wall clock: event and outbox times
+	storeNow time.Time // the store's clock: last-seen times and the retention horizon
+	only     []string
+	resend   bool
+	added    int // outbox entries put
 }
 
 func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (event.Ingested, error) {
@@ -100,48 +144,84 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
 	baseline := !deliberate && !in.s.initialEmit && !st.Initialized
+	var horizon time.Time // unseen records created before it are stale
+	if !deliberate && in.s.retention > 0 {
+		horizon = in.storeNow.Add(-in.s.retention)
+	}
 
 	seen := in.tx.Bucket(bucketSeen)
 	// A backfill for some forwarders only must not hide records from the others.
 	mark := len(in.only) == 0
 	inPage := make(map[string]struct{}, len(leads))
-	for _, l := range leads {
+	for i, l := range leads {
+		// Everything that can fail for this record alone is checked before any write.
+		if reason := invalid(serial, l); reason != "" {
+			res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
+			continue
+		}
 		key := l.Key()
 		if _, dup := inPage[key]; dup {
 			continue
 		}
 		inPage[key] = struct{}{}
 
-		val, err := seenValue(l)
+		hash, err := hex.DecodeString(l.ContentHash())
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("content hash of %s: %w", l.ID(), err)
 		}
-		old := seen.Get([]byte(key))
-		changed := old != nil && !bytes.Equal(old, val)
-		if mark && (old == nil || changed) {
-			if err := seen.Put([]byte(key), val); err != nil {
+		raw := seen.Get([]byte(key))
+		var old seenValue
+		if raw != nil {
+			if old, err = decodeSeen(raw); err != nil {
+				// Still seen; the value is rewritten below.
+				in.s.log.Warn("rewriting a malformed seen value", "chatbot", serial, "event_id", l.ID(), "err", err)
+			}
+		}
+		changed := raw != nil && !bytes.Equal(old.hash, hash)
+
+		var ev event.Event
+		switch {
+		case raw == nil && !horizon.IsZero() && l.CreatedAt.Before(horizon):
+			res.Stale++
+			continue
+		case raw == nil && baseline:
+		case raw == nil:
+			ev = event.NewCreated(l)
+		case in.resend:
+			ev = event.NewCreated(l)
+		case changed && in.s.emitUpdates && !baseline:
+			ev = event.NewUpdated(l, in.now)
+		}
+		if ev.ID != "" {
+			if _, err := json.Marshal(ev); err != nil {
+				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
+					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
+				continue
+			}
+		}
+
+		refresh := raw != nil && in.s.retention > 0 && in.storeNow.Sub(old.lastSeen) >= in.s.retention/10
+		if mark && (raw == nil || changed || refresh) {
+			v := seenValue{created: l.CreatedAt, lastSeen: in.storeNow, hash: hash}
+			if err := seen.Put([]byte(key), v.encode()); err != nil {
 				return res, fmt.Errorf("mark %s seen: %w", l.ID(), err)
 			}
 		}
 
-		var ev event.Event
 		switch {
-		case old == nil && baseline:
+		case raw == nil && baseline:
 			st.Seen++
 			res.Baseline++
 			continue
-		case old == nil:
+		case raw == nil:
 			if mark {
 				st.Seen++
 			}
 			res.New++
-			ev = event.NewCreated(l)
 		case in.resend:
 			res.Duplicate++
-			ev = event.NewCreated(l)
-		case changed && in.s.emitUpdates && !baseline:
+		case ev.ID != "":
 			res.Updated++
-			ev = event.NewUpdated(l, in.now)
 		default:
 			res.Duplicate++
 			continue
@@ -159,6 +239,27 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
 	return res, nil
+}
+
+// invalid says what keeps the store from taking l for chatbot serial, naming the field
+// and never its content; "" if nothing does.
+func invalid(serial string, l event.Lead) string {
+	switch {
+	case l.Chatbot != serial:
+		return "chatbot: the record names another chatbot than the one polled"
+	case l.Kind != event.KindLead && l.Kind != event.KindAppointment:
+		return "kind: neither lead nor appointment"
+	case !validYear(l.CreatedAt):
+		return fmt.Sprintf("created_at: year %d is outside 0..9999", l.CreatedAt.UTC().Year())
+	}
+	return ""
+}
+
+// validYear reports whether t can be written as an RFC 3339 time in UTC (what the event
+// JSON needs).
+func validYear(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }
 
 // enqueue puts one outbox entry for ev per forwarder that wants it.
@@ -194,23 +295,45 @@ func putDelivery(outbox *bolt.Bucket, d event.Delivery) error {
 	return putJSON(b, seqKey(d.Seq), d)
 }
 
-// seenValue encodes what the seen bucket keeps about a record: its CreatedAt (for
-// pruning) and its content hash (to notice updates).
-func seenValue(l event.Lead) ([]byte, error) {
-	hash, err := hex.DecodeString(l.ContentHash())
-	if err != nil {
-		return nil, fmt.Errorf("content hash of %s: %w", l.ID(), err)
-	}
-	v := make([]byte, 12, 12+len(hash))
-	binary.BigEndian.PutUint64(v, uint64(l.CreatedAt.Unix()))
-	binary.BigEndian.PutUint32(v[8:], uint32(l.CreatedAt.Nanosecond()))
-	return append(v, hash...), nil
+// seenValue is what the seen bucket keeps about a record.
+type seenValue struct {
+	created  time.Time // the record's CreatedAt
+	lastSeen time.Time // when a poll last returned it, refreshed every tenth of the retention
+	hash     []byte    // its content hash, to notice updates
 }
 
-// seenCreatedAt decodes the CreatedAt of a seen value.
-func seenCreatedAt(v []byte) (time.Time, error) {
-	if len(v) < 12 {
-		return time.Time{}, fmt.Errorf("seen value is malformed (%d bytes)", len(v))
+// Lengths of the encoded seen values: version 1 (created, hash) and version 2 (created,
+// last seen, hash).
+const (
+	seenLenV1 = 12 + sha256.Size
+	seenLenV2 = 12 + 8 + sha256.Size
+)
+
+// encode writes v in the current (version 2) form.
+func (v seenValue) encode() []byte {
+	b := make([]byte, 20, seenLenV2)
+	binary.BigEndian.PutUint64(b, uint64(v.created.Unix()))
+	binary.BigEndian.PutUint32(b[8:], uint32(v.created.Nanosecond()))
+	binary.BigEndian.PutUint64(b[12:], uint64(v.lastSeen.Unix()))
+	return append(b, v.hash...)
+}
+
+// decodeSeen reads a seen value of either version; a version 1 value's CreatedAt stands
+// for its last-seen time.
+func decodeSeen(b []byte) (seenValue, error) {
+	var v seenValue
+	switch len(b) {
+	case seenLenV1:
+		v.hash = b[12:]
+	case seenLenV2:
+		v.lastSeen = time.Unix(int64(binary.BigEndian.Uint64(b[12:])), 0)
+		v.hash = b[20:]
+	default:
+		return v, fmt.Errorf("seen value is malformed (%d bytes)", len(b))
 	}
-	return time.Unix(int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint32(v[8:]))), nil
+	v.created = time.Unix(int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint32(b[8:])))
+	if len(b) == seenLenV1 {
+		v.lastSeen = v.created
+	}
+	return v, nil
 }

@@ -61,7 +61,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 
 	for _, readOnly := range []bool{false, true} {
 		_, err = Open(Options{Path: path, ReadOnly: readOnly})
-		require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads version %d", path, schemaVersion+1, schemaVersion), "read-only %t", readOnly)
+		require.EqualError(t, err, fmt.Sprintf("store %s: schema version %d, this leadbridge reads versions %d and %d", path, schemaVersion+1, oldSchemaVersion, schemaVersion), "read-only %t", readOnly)
 	}
 }
 

@@ -131,9 +131,15 @@ func (s *Store) Paused() (map[string]Pause, error) {
 	return out, s.wrap("paused forwarders", err)
 }
 
-// Prune removes the seen keys of records created before now-Retention and returns how
-// many it removed. With Retention <= 0 it keeps everything. Retention must exceed the
-// poll lookback, so a pruned record can never be read again as new.
+// Prune removes the seen keys of records neither created nor last seen within the
+// retention before now, and returns how many it removed. With Retention <= 0 it keeps
+// everything. A key the API still returns is refreshed by Ingest and never pruned, and
+// Ingest ignores unseen records older than the retention horizon, so a pruned record is
+// never taken as new again.
+//
+// now is a wall clock reading: if it is implausibly far ahead of the time the store can
+// vouch for (see maxClockJump), or behind a time the store already used, the store's
+// clock is used instead, with a warning, so that a clock jump cannot prune keys early.
 func (s *Store) Prune(now time.Time) (int, error) {
 	if s.readOnly {
 		return 0, s.wrap("prune", ErrReadOnly)
@@ -141,17 +147,18 @@ func (s *Store) Prune(now time.Time) (int, error) {
 	if s.retention <= 0 {
 		return 0, nil
 	}
-	cutoff := now.Add(-s.retention)
-	n := 0
+	cutoff := s.clock.read(now).Add(-s.retention)
+	n, malformed := 0, 0
 	err := s.update(func(tx *bolt.Tx) error {
 		seen := tx.Bucket(bucketSeen)
 		var old [][]byte
-		err := seen.ForEach(func(k, v []byte) error {
-			created, err := seenCreatedAt(v)
+		err := seen.ForEach(func(k, raw []byte) error {
+			v, err := decodeSeen(raw)
 			if err != nil {
-				return fmt.Errorf("seen key %q: %w", k, err)
+				malformed++ // kept: losing it could announce its record again
+				return nil
 			}
-			if created.Before(cutoff) {
+			if v.created.Before(cutoff) && v.lastSeen.Before(cutoff) {
 				old = append(old, slices.Clone(k))
 			}
 			return nil
@@ -173,10 +180,13 @@ func (s *Store) Prune(now time.Time) (int, error) {
 			}
 		}
 		n = len(old)
-		return nil
+		return s.clock.persist(tx)
 	})
 	if err != nil {
 		return 0, s.wrap("prune", err)
+	}
+	if malformed > 0 {
+		s.log.Warn("kept seen keys whose values are malformed", "count", malformed)
 	}
 	if n > 0 {
 		s.log.Info("pruned seen keys", "count", n, "cutoff", cutoff)

@@ -7,11 +7,20 @@
 // both happen or neither does, so a record is never seen-but-unsent, and a crash can at
 // worst repeat a delivery whose Ack was not yet committed (with the same event id).
 //
-// Bucket layout (schema version 1):
+// Bucket layout (schema version 2):
 //
 //	meta                  "schema" → uint32 big-endian schema version
+//	                      "clock"  → two int64 big-endian Unix nanoseconds: the time the
+//	                      store vouched for at its last write and the latest time it used
+//	                      (see storeClock)
 //	seen                  lead.Key() → 8-byte big-endian Unix seconds + 4-byte big-endian
-//	                      nanoseconds of the record's CreatedAt, then the 32-byte content hash
+//	                      nanoseconds of the record's CreatedAt, 8-byte big-endian Unix
+//	                      seconds when the record was last seen, then the 32-byte content
+//	                      hash (52 bytes). Version 1 had no last-seen time (44 bytes); such a
+//	                      value is still read, its CreatedAt standing for its last-seen time,
+//	                      and is rewritten in the new form when its last-seen time is next
+//	                      refreshed. Opening a version 1 file for writing marks it version 2,
+//	                      which an older leadbridge then refuses rather than misreads.
 //	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence)
 //	                      → event.Delivery JSON
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
@@ -35,14 +44,19 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
 	bolt "go.etcd.io/bbolt"
 )
 
-// schemaVersion is the bucket layout this package reads and writes.
-const schemaVersion = 1
+// schemaVersion is the bucket layout this package writes; it also reads
+// oldSchemaVersion, whose seen values it upgrades as it refreshes them.
+const (
+	schemaVersion    = 2
+	oldSchemaVersion = 1
+)
 
 var (
 	bucketMeta     = []byte("meta")
@@ -67,13 +81,14 @@ const (
 // Options configures Open.
 type Options struct {
 	Path        string                     // bbolt file, created 0600 if missing (unless ReadOnly)
-	Retention   time.Duration              // Prune removes seen keys whose record is older; <= 0 keeps them forever
+	Retention   time.Duration              // Prune removes seen keys neither created nor seen within it, Ingest ignores older records; <= 0 keeps everything
 	Initial     string                     // InitialSkip (default) or InitialEmit
 	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
 	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none
 	Logger      *slog.Logger               // nil → discard
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
 	ReadOnly    bool                       // for operator commands: never create, change or write the file
+	Now         func() time.Time           // the wall clock Ingest reads, default time.Now (tests inject one)
 }
 
 // Store is the bbolt-backed store. Its methods are safe for concurrent use.
@@ -87,6 +102,11 @@ type Store struct {
 	log         *slog.Logger
 	changes     chan struct{}
 	readOnly    bool
+	now         func() time.Time
+	clock       *storeClock
+
+	staleMu     sync.Mutex
+	staleLogged map[string]bool // chatbots whose records older than retention were logged
 }
 
 // Open opens (creating if needed) the store file, takes its lock and creates the buckets.
@@ -183,6 +203,15 @@ func Open(opts Options) (*Store, error) {
 	// 10ms wait for companions would cap a lane of 4 at ~400 deliveries a second; 1ms
 	// still coalesces concurrent acks.
 	db.MaxBatchDelay = time.Millisecond
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	clock := &storeClock{now: now, log: log, baseMono: time.Now()}
+	_ = db.View(func(tx *bolt.Tx) error {
+		clock.base, clock.last = loadClock(tx, now())
+		return nil
+	})
 	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
@@ -194,6 +223,9 @@ func Open(opts Options) (*Store, error) {
 		log:         log,
 		changes:     make(chan struct{}, 1),
 		readOnly:    opts.ReadOnly,
+		now:         now,
+		clock:       clock,
+		staleLogged: map[string]bool{},
 	}, nil
 }
 
@@ -287,10 +319,14 @@ func prepareTx(tx *bolt.Tx, readOnly bool) error {
 		if len(v) != 4 {
 			return fmt.Errorf("schema version is malformed (%d bytes)", len(v))
 		}
-		if got := binary.BigEndian.Uint32(v); got != schemaVersion {
-			return fmt.Errorf("schema version %d, this leadbridge reads version %d", got, schemaVersion)
+		switch got := binary.BigEndian.Uint32(v); {
+		case got == schemaVersion:
+			return nil
+		case got != oldSchemaVersion:
+			return fmt.Errorf("schema version %d, this leadbridge reads versions %d and %d", got, oldSchemaVersion, schemaVersion)
+		case readOnly:
+			return nil
 		}
-		return nil
 	}
 	if readOnly {
 		return nil

@@ -27,5 +27,16 @@ type Ingested struct {
 	Duplicate int     // records seen before, unchanged (or changes not announced)
 	Updated   int     // seen records whose content changed, announced as updated events
 	Baseline  int     // records marked seen without an event (first poll with initial: skip)
+	Stale     int     // unseen records created before the retention horizon: ignored, not marked seen
 	Events    []Event // the events put in the outbox, in record order
+	// Rejected lists the records the store could not take; they are not marked seen.
+	Rejected []Rejected
+}
+
+// Rejected is a record the store could not take, by its index in the page given to the
+// store and its event id, with a reason that names the field and never its content.
+type Rejected struct {
+	Index   int
+	EventID string
+	Reason  string
 }
