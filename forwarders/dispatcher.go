@@ -78,6 +78,10 @@ type Dispatcher struct {
 	// OnResult, when set, is called after each attempt (metrics). took is the attempt's
 	// duration; d.Attempts counts failed attempts so far.
 	OnResult func(d event.Delivery, res Result, took time.Duration, err error)
+	// Now is the wall clock for the times stored on entries (first try, next try,
+	// failure), default time.Now. Waits and the retry budget within this process are
+	// measured on the monotonic clock, so a jump of the wall clock moves neither.
+	Now func() time.Time
 
 	mu    sync.Mutex
 	lanes map[string]*lane
@@ -178,11 +182,19 @@ type lane struct {
 	sem     chan struct{}
 	errored bool // the last outbox read failed; only the lane's loop uses it
 
-	mu        sync.Mutex
-	paused    bool
-	flying    map[uint64]bool
-	notBefore map[uint64]time.Time // scheduled retries, as this process set them
-	cursor    uint64               // where the next fill resumes scanning, past entries waiting for a retry
+	mu      sync.Mutex
+	paused  bool
+	flying  map[uint64]bool
+	retries map[uint64]retryState // entries this process failed or rescheduled
+	cursor  uint64                // where the next fill resumes scanning, past entries waiting for a retry
+}
+
+// retryState is what a lane knows of an entry's retries beyond the store, on the
+// monotonic clock.
+type retryState struct {
+	due    time.Time     // not before this (a monotonic reading); zero: as stored
+	anchor time.Time     // a monotonic reading at which base was credited; zero: none yet
+	base   time.Duration // retry budget spent at anchor
 }
 
 func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) *lane {
@@ -200,11 +212,11 @@ func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) 
 	}
 	return &lane{
 		d: d, route: r, logger: logger, rescan: rescan,
-		wakeC:     make(chan struct{}, 1),
-		sem:       make(chan struct{}, r.Concurrency),
-		paused:    r.Paused,
-		flying:    make(map[uint64]bool),
-		notBefore: make(map[uint64]time.Time),
+		wakeC:   make(chan struct{}, 1),
+		sem:     make(chan struct{}, r.Concurrency),
+		paused:  r.Paused,
+		flying:  make(map[uint64]bool),
+		retries: make(map[uint64]retryState),
 	}
 }
 
@@ -298,7 +310,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 		l.errored = false
 		return false, 0, time.Time{}, false
 	}
-	now := time.Now()
+	now, wall := time.Now(), l.d.now()
 	from := l.cursor
 	after, wrapped := from, from == 0
 	// The first read is small: usually the oldest entries are due and fill the free slots.
@@ -326,7 +338,7 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 			if l.flying[entry.Seq] {
 				continue
 			}
-			if due := l.dueAt(entry); due.After(now) {
+			if due := l.dueAt(entry, now, wall); due.After(now) {
 				if nextDue.IsZero() || due.Before(nextDue) {
 					nextDue = due
 				}
@@ -361,18 +373,34 @@ func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool
 	}
 }
 
-// dueAt is when an entry may be attempted: at once for a fresh or replayed one (no
-// failed attempts in the store), else at its scheduled retry; and never before a retry
-// this process scheduled. Called with l.mu held.
-func (l *lane) dueAt(d event.Delivery) time.Time {
-	var due time.Time
-	if d.Attempts > 0 {
-		due = d.NextTry
+// dueAt is when an entry may be attempted, on the monotonic clock (now is a monotonic
+// reading, wall the wall clock at the same moment): at once for a fresh or replayed one
+// (no failed attempts in the store), at a retry this process scheduled, else at its
+// stored next try. A stored next try more than MaxInterval away (the wall clock went
+// back) is pinned to MaxInterval from now. Called with l.mu held.
+func (l *lane) dueAt(d event.Delivery, now, wall time.Time) time.Time {
+	st := l.retries[d.Seq]
+	switch {
+	case !st.due.IsZero():
+		return st.due
+	case d.Attempts == 0:
+		return time.Time{}
 	}
-	if nb := l.notBefore[d.Seq]; nb.After(due) {
-		due = nb
+	wait := d.NextTry.Sub(wall)
+	if wait > l.route.Retry.MaxInterval {
+		st.due = now.Add(l.route.Retry.MaxInterval)
+		l.retries[d.Seq] = st
+		return st.due
 	}
-	return due
+	return now.Add(wait)
+}
+
+// now is the dispatcher's wall clock, without a monotonic reading.
+func (d *Dispatcher) now() time.Time {
+	if d.Now != nil {
+		return d.Now().Round(0)
+	}
+	return time.Now().Round(0)
 }
 
 // attempt makes one delivery attempt and records its outcome: acknowledged, scheduled
@@ -382,7 +410,7 @@ func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 	log := l.logger.With(d.Event.LogAttrs()...)
 	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
-		d.FirstTry = time.Now()
+		d.FirstTry = l.d.now()
 	}
 	start := time.Now()
 	err := l.route.Forwarder.Deliver(hard, d.Event)
@@ -410,14 +438,16 @@ func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 	case IsPermanent(err):
 		l.deadLetter(ctx, d, err, took, log)
 	default:
-		wait, ok := l.nextWait(d, err)
+		wait, ok := l.nextWait(d, err, l.spent(d))
 		if !ok {
 			l.deadLetter(ctx, d, fmt.Errorf("retry budget of %s spent: %w", l.route.Retry.MaxElapsed, err), took, log)
 			return
 		}
-		d.NextTry = time.Now().Add(wait)
+		d.NextTry = l.d.now().Add(wait)
 		l.mu.Lock()
-		l.notBefore[d.Seq] = d.NextTry
+		st := l.retries[d.Seq]
+		st.due = time.Now().Add(wait)
+		l.retries[d.Seq] = st
 		l.mu.Unlock()
 		l.persist(ctx, log, "recording a failed attempt", func() error { return l.d.Outbox.Failed(d) })
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
@@ -429,8 +459,9 @@ func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
 // exponential backoff's interval for that attempt (InitialInterval doubling, randomised
 // by ±25%, then capped at MaxInterval), derived from the stored attempt count so that a
 // restart keeps the pace; stretched to a Retry-After the target asked for, again never
-// past MaxInterval. It reports false when the retry budget cannot cover the wait.
-func (l *lane) nextWait(d event.Delivery, err error) (time.Duration, bool) {
+// past MaxInterval. It reports false when the retry budget, of which spent is used,
+// cannot cover the wait.
+func (l *lane) nextWait(d event.Delivery, err error, spent time.Duration) (time.Duration, bool) {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(l.route.Retry.InitialInterval),
 		backoff.WithMaxInterval(l.route.Retry.MaxInterval),
@@ -446,23 +477,43 @@ func (l *lane) nextWait(d event.Delivery, err error) (time.Duration, bool) {
 	if ra := min(RetryAfterOf(err), l.route.Retry.MaxInterval); ra > wait {
 		wait = ra
 	}
-	if time.Since(d.FirstTry)+wait > l.route.Retry.MaxElapsed {
+	if spent+wait > l.route.Retry.MaxElapsed {
 		return 0, false
 	}
 	return wait, true
 }
 
+// spent is how much of its retry budget d (after its d.Attempts-th failure) has used.
+// The first time this process sees it fail, that is the wall-clock time since its first
+// try, but no less than zero and no more than d.Attempts × MaxInterval (the waits
+// between its attempts, with room for the attempts themselves), so that a wall clock
+// that jumped, or a long downtime, cannot spend the budget in one step; from then on,
+// the monotonic time that passed is added.
+func (l *lane) spent(d event.Delivery) time.Duration {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.retries[d.Seq]
+	if st.anchor.IsZero() {
+		r := l.route.Retry
+		limit := time.Duration(min(int64(d.Attempts), int64(r.MaxElapsed/r.MaxInterval)+1)) * r.MaxInterval
+		st.anchor, st.base = now, min(max(l.d.now().Sub(d.FirstTry), 0), limit)
+		l.retries[d.Seq] = st
+	}
+	return st.base + now.Sub(st.anchor)
+}
+
 // forget drops the retry state of an entry that left the outbox.
 func (l *lane) forget(seq uint64) {
 	l.mu.Lock()
-	delete(l.notBefore, seq)
+	delete(l.retries, seq)
 	l.mu.Unlock()
 }
 
 func (l *lane) deadLetter(ctx context.Context, d event.Delivery, err error, took time.Duration, log *slog.Logger) {
 	l.forget(d.Seq)
 	d.LastError = err.Error()
-	if l.persist(ctx, log, "moving a delivery to the dead letters", func() error { return l.d.Outbox.DeadLetter(d, time.Now()) }) {
+	if l.persist(ctx, log, "moving a delivery to the dead letters", func() error { return l.d.Outbox.DeadLetter(d, l.d.now()) }) {
 		log.Error("delivery dead-lettered", "attempts", d.Attempts, "err", err)
 		l.report(d, ResultDead, took, err)
 	}
