@@ -41,69 +41,88 @@ func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Deli
 	return out, s.wrap("pending "+forwarder, err)
 }
 
-// Ack removes a delivered entry from the outbox. Concurrent acks are coalesced into one
-// transaction; acking an entry that is gone is not an error.
-func (s *Store) Ack(forwarder string, seq uint64) error {
-	if s.readOnly {
-		return s.wrap(fmt.Sprintf("ack %s #%d", forwarder, seq), ErrReadOnly)
-	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox).Bucket([]byte(forwarder))
+// Entry returns forwarder's outbox entry seq; found is false when there is none (it was
+// delivered, dropped or moved meanwhile).
+func (s *Store) Entry(forwarder string, seq uint64) (d event.Delivery, found bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := subBucket(tx, bucketOutbox, forwarder)
 		if b == nil {
 			return nil
 		}
-		return b.Delete(seqKey(seq))
+		found, err = getJSON(b, seqKey(seq), &d)
+		return err
 	})
-	return s.wrap(fmt.Sprintf("ack %s #%d", forwarder, seq), err)
+	return d, found, s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), err)
+}
+
+// Record applies the outcomes of delivery attempts in one transaction (one fsync for
+// all): an Acked entry leaves the outbox, a Retrying one keeps its attempt count, first
+// and next try and last error, a Dead one moves to the dead letters. An outcome for an
+// entry no longer in the outbox (dropped, moved, already recorded) is skipped.
+func (s *Store) Record(outcomes []event.Outcome) error {
+	if s.readOnly {
+		return s.wrap("record delivery outcomes", ErrReadOnly)
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		for _, o := range outcomes {
+			if err := recordOutcome(tx, o); err != nil {
+				return fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err)
+			}
+		}
+		return nil
+	})
+	return s.wrap("record delivery outcomes", err)
+}
+
+func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
+	d := o.Delivery
+	b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
+	if b == nil {
+		return nil
+	}
+	if o.Verdict == event.Acked {
+		return b.Delete(seqKey(d.Seq))
+	}
+	var cur event.Delivery
+	if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
+		return err
+	}
+	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
+	if o.Verdict != event.Dead {
+		return putJSON(b, seqKey(d.Seq), cur)
+	}
+	dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
+	if err != nil {
+		return err
+	}
+	seq, err := dead.NextSequence()
+	if err != nil {
+		return err
+	}
+	if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: o.At}); err != nil {
+		return err
+	}
+	return b.Delete(seqKey(d.Seq))
+}
+
+// Ack removes a delivered entry from the outbox; acking an entry that is gone is not an
+// error. It is Record of one Acked outcome.
+func (s *Store) Ack(forwarder string, seq uint64) error {
+	return s.Record([]event.Outcome{{Delivery: event.Delivery{Forwarder: forwarder, Seq: seq}, Verdict: event.Acked}})
 }
 
 // Failed records a failed attempt: it persists d.Attempts, d.FirstTry, d.NextTry and
 // d.LastError on the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an
-// error.
+// error. It is Record of one Retrying outcome.
 func (s *Store) Failed(d event.Delivery) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
-		if b == nil {
-			return nil
-		}
-		var cur event.Delivery
-		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
-			return err
-		}
-		cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
-		return putJSON(b, seqKey(d.Seq), cur)
-	})
-	return s.wrap(fmt.Sprintf("record failure %s #%d", d.Forwarder, d.Seq), err)
+	return s.Record([]event.Outcome{{Delivery: d, Verdict: event.Retrying}})
 }
 
-// DeadLetter moves the outbox entry (d.Forwarder, d.Seq) to the dead letters in one
-// transaction, keeping d.Attempts and d.LastError, given up at failed. An entry that is
-// no longer in the outbox (already acked or dead-lettered) is left alone.
+// DeadLetter moves the outbox entry (d.Forwarder, d.Seq) to the dead letters, keeping
+// d.Attempts and d.LastError, given up at failed. An entry that is no longer in the
+// outbox is left alone. It is Record of one Dead outcome.
 func (s *Store) DeadLetter(d event.Delivery, failed time.Time) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
-		if b == nil {
-			return nil
-		}
-		var cur event.Delivery
-		if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
-			return err
-		}
-		cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
-		dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
-		if err != nil {
-			return err
-		}
-		seq, err := dead.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: failed}); err != nil {
-			return err
-		}
-		return b.Delete(seqKey(d.Seq))
-	})
-	return s.wrap(fmt.Sprintf("dead-letter %s #%d", d.Forwarder, d.Seq), err)
+	return s.Record([]event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}})
 }
 
 // Depth counts the outbox entries per forwarder (forwarders that ever had one).

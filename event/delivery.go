@@ -40,3 +40,22 @@ type Rejected struct {
 	EventID string
 	Reason  string
 }
+
+// Verdict is what became of a delivery attempt, as the outbox records it.
+type Verdict int
+
+// The verdicts an attempt can end in.
+const (
+	Acked    Verdict = iota + 1 // the target took it: the entry leaves the outbox
+	Retrying                    // a failure to retry: Attempts, FirstTry, NextTry and LastError are kept
+	Dead                        // given up: the entry moves to the dead letters
+)
+
+// Outcome is one attempt's verdict on the outbox entry (Delivery.Forwarder,
+// Delivery.Seq), for the outbox to record. For Retrying and Dead the entry takes
+// Delivery's Attempts, FirstTry, NextTry and LastError; At is when a Dead one was given up.
+type Outcome struct {
+	Delivery Delivery
+	Verdict  Verdict
+	At       time.Time
+}

@@ -1,6 +1,7 @@
 package forwarders
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,17 +15,18 @@ import (
 
 // Outbox is the durable queue the Dispatcher drains. The dedupe store implements it.
 //
-// Pending returns a forwarder's entries with Seq > after, oldest first. Ack removes an
-// entry once its target took it; Failed records a failed attempt (attempts, first try,
-// last error) so that a restart keeps the retry budget; DeadLetter moves an entry to the
-// dead letters. Changes is signalled when entries were added. Pause records that a
-// forwarder's target is gone, so that it stays paused across restarts while its config
-// is unchanged.
+// Pending returns a forwarder's entries with Seq > after, oldest first; a lane reads each
+// entry's schedule with it once, when the entry first shows up. Entry reads one entry
+// when it is attempted (found is false once it left the outbox by other means: dropped,
+// moved). Record applies the verdicts of several attempts in one write: an acknowledged
+// entry leaves the outbox, a failed one keeps its attempts and next try so that a restart
+// keeps the retry budget, a dead one moves to the dead letters. Changes is signalled
+// when entries were added. Pause records that a forwarder's target is gone, so that it
+// stays paused across restarts while its config is unchanged.
 type Outbox interface {
 	Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error)
-	Ack(forwarder string, seq uint64) error
-	Failed(d event.Delivery) error
-	DeadLetter(d event.Delivery, failed time.Time) error
+	Entry(forwarder string, seq uint64) (d event.Delivery, found bool, err error)
+	Record(outcomes []event.Outcome) error
 	Pause(forwarder, reason, configHash string) error
 	Changes() <-chan struct{}
 }
@@ -56,16 +58,30 @@ const (
 	ResultPaused Result = "paused" // the target is gone; the forwarder is paused
 )
 
+const (
+	// loadPage is how many outbox entries a lane reads at a time while it learns of them.
+	loadPage = 1024
+	// maxBatch bounds how many outcomes one store write records.
+	maxBatch = 1024
+)
+
 // Dispatcher hands outbox entries to their forwarders, each forwarder in its own lane
 // with bounded concurrency, so a slow or dead target never holds up another. A failed
 // attempt is scheduled again after an exponential backoff under its route's policy
 // (never sooner than a Retry-After, capped at MaxInterval), and its slot goes to other
 // entries meanwhile, so a few failing records never hold up the rest of a lane. An
-// entry ends when it succeeds (Ack), fails permanently or spends its budget
-// (DeadLetter), or the target says it is gone (the lane pauses, keeping its entries).
+// entry ends when it succeeds, fails permanently or spends its budget (dead letter), or
+// the target says it is gone (the lane pauses, keeping its entries).
 //
-// Delivery is at least once: an entry leaves the outbox only after its target took it,
-// so a crash between the two repeats the delivery with the same event id.
+// Each lane keeps its entries' schedule in memory, a heap by due time: it reads the
+// outbox once at start and then only the entries added since (Changes), so finding the
+// next due entry never re-reads the store. The store is the durable log: one writer
+// records the verdicts of all lanes, many per transaction, while the slot that produced
+// a verdict goes straight on to the next delivery.
+//
+// Delivery is at least once: an entry leaves the outbox only after its target took it
+// and that was recorded, so a crash between the two repeats the delivery with the same
+// event id.
 type Dispatcher struct {
 	Outbox Outbox
 	Routes []Route
@@ -73,10 +89,10 @@ type Dispatcher struct {
 	// Grace is how long in-flight attempts may finish after the context given to Run or
 	// Drain is done. Default 10s.
 	Grace time.Duration
-	// Rescan is how often a lane looks at the outbox without being woken. Default 5s.
+	// Rescan is how soon a lane reads the outbox again after a read failed. Default 5s.
 	Rescan time.Duration
-	// OnResult, when set, is called after each attempt (metrics). took is the attempt's
-	// duration; d.Attempts counts failed attempts so far.
+	// OnResult, when set, is called after each attempt's verdict was recorded (metrics).
+	// took is the attempt's duration; d.Attempts counts failed attempts so far.
 	OnResult func(d event.Delivery, res Result, took time.Duration, err error)
 	// Now is the wall clock for the times stored on entries (first try, next try,
 	// failure), default time.Now. Waits and the retry budget within this process are
@@ -111,12 +127,20 @@ func (d *Dispatcher) Resume(name string) bool {
 	return true
 }
 
-// wake makes every lane look at the outbox now.
-func (d *Dispatcher) wake() {
+// now is the dispatcher's wall clock, without a monotonic reading.
+func (d *Dispatcher) now() time.Time {
+	if d.Now != nil {
+		return d.Now().Round(0)
+	}
+	return time.Now().Round(0)
+}
+
+// added tells every lane that the outbox has new entries.
+func (d *Dispatcher) added() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.lanes {
-		l.wake()
+		l.signal(&l.addedC)
 	}
 }
 
@@ -133,8 +157,9 @@ func (d *Dispatcher) run(ctx context.Context, drain bool) error {
 	if rescan <= 0 {
 		rescan = 5 * time.Second
 	}
-	// Attempts run under hard, which outlives ctx by the grace period, so that an attempt
-	// under way when shutdown starts can finish; no new attempt starts after ctx is done.
+	// Attempts and store writes run under hard, which outlives ctx by the grace period,
+	// so that an attempt under way when shutdown starts can finish and be recorded; no
+	// new attempt starts after ctx is done.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() {
@@ -143,61 +168,91 @@ func (d *Dispatcher) run(ctx context.Context, drain bool) error {
 	})
 	defer stop()
 
+	w := &recorder{d: d, in: make(chan verdict, maxBatch), logger: logger}
 	lanes := make(map[string]*lane, len(d.Routes))
 	for _, r := range d.Routes {
-		l := newLane(d, r, logger.With("forwarder", r.Forwarder.Name()), rescan)
-		lanes[r.Forwarder.Name()] = l
+		lanes[r.Forwarder.Name()] = newLane(d, r, w, logger.With("forwarder", r.Forwarder.Name()), rescan)
 	}
 	d.mu.Lock()
 	d.lanes = lanes
 	d.mu.Unlock()
 
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		w.run(ctx)
+	}()
 	var wg sync.WaitGroup
 	for _, l := range lanes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.run(ctx, hard, drain)
-		}()
+		wg.Go(func() { l.run(ctx, hard, drain) })
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	for {
 		select {
 		case <-done:
+			close(w.in) // every attempt has handed in its verdict
+			<-recorded
 			return nil
 		case <-d.Outbox.Changes():
-			d.wake()
+			d.added()
 		}
 	}
 }
 
+// item is an outbox entry as its lane schedules it: the stored entry's schedule, kept
+// up to date in memory as attempts fail. due and anchor are monotonic clock readings.
+type item struct {
+	seq      uint64
+	due      time.Time     // zero: at once
+	attempts int           // failed attempts so far
+	firstTry time.Time     // wall clock; zero until the first attempt
+	anchor   time.Time     // when spent was credited in this process; zero: not yet
+	spent    time.Duration // retry budget used at anchor
+}
+
+// schedule is a lane's entries not in flight, earliest due first, then oldest.
+type schedule []item
+
+func (s schedule) Len() int { return len(s) }
+func (s schedule) Less(i, j int) bool {
+	if !s[i].due.Equal(s[j].due) {
+		return s[i].due.Before(s[j].due)
+	}
+	return s[i].seq < s[j].seq
+}
+func (s schedule) Swap(i, j int) { s[i], s[j] = s[j], s[i] }
+func (s *schedule) Push(x any)   { *s = append(*s, x.(item)) }
+func (s *schedule) Pop() any {
+	old := *s
+	it := old[len(old)-1]
+	*s = old[:len(old)-1]
+	return it
+}
+
 // lane delivers one forwarder's entries.
 type lane struct {
-	d       *Dispatcher
-	route   Route
-	logger  *slog.Logger
-	rescan  time.Duration
-	wakeC   chan struct{}
-	sem     chan struct{}
-	errored bool // the last outbox read failed; only the lane's loop uses it
+	d      *Dispatcher
+	route  Route
+	rec    *recorder
+	logger *slog.Logger
+	rescan time.Duration
+	sem    chan struct{}
+	// addedC says the outbox has new entries; freedC that a slot came free or the lane
+	// was resumed.
+	addedC, freedC chan struct{}
 
-	mu      sync.Mutex
-	paused  bool
-	flying  map[uint64]bool
-	retries map[uint64]retryState // entries this process failed or rescheduled
-	cursor  uint64                // where the next fill resumes scanning, past entries waiting for a retry
+	// Only the lane's loop uses these.
+	loaded  uint64 // the highest Seq read from the outbox
+	readErr bool   // the last outbox read failed
+
+	mu     sync.Mutex
+	paused bool
+	queue  schedule
+	flying int
 }
 
-// retryState is what a lane knows of an entry's retries beyond the store, on the
-// monotonic clock.
-type retryState struct {
-	due    time.Time     // not before this (a monotonic reading); zero: as stored
-	anchor time.Time     // a monotonic reading at which base was credited; zero: none yet
-	base   time.Duration // retry budget spent at anchor
-}
-
-func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) *lane {
+func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan time.Duration) *lane {
 	if r.Concurrency <= 0 {
 		r.Concurrency = 4
 	}
@@ -211,18 +266,18 @@ func newLane(d *Dispatcher, r Route, logger *slog.Logger, rescan time.Duration) 
 		r.Retry.MaxElapsed = 24 * time.Hour
 	}
 	return &lane{
-		d: d, route: r, logger: logger, rescan: rescan,
-		wakeC:   make(chan struct{}, 1),
-		sem:     make(chan struct{}, r.Concurrency),
-		paused:  r.Paused,
-		flying:  make(map[uint64]bool),
-		retries: make(map[uint64]retryState),
+		d: d, route: r, rec: rec, logger: logger, rescan: rescan,
+		sem:    make(chan struct{}, r.Concurrency),
+		addedC: make(chan struct{}, 1),
+		freedC: make(chan struct{}, 1),
+		paused: r.Paused,
 	}
 }
 
-func (l *lane) wake() {
+// signal wakes the lane's loop through c without blocking.
+func (l *lane) signal(c *chan struct{}) {
 	select {
-	case l.wakeC <- struct{}{}:
+	case *c <- struct{}{}:
 	default:
 	}
 }
@@ -232,227 +287,180 @@ func (l *lane) resume() {
 	l.paused = false
 	l.mu.Unlock()
 	l.logger.Info("forwarder resumed")
-	l.wake()
+	l.signal(&l.freedC)
 }
 
-func (l *lane) isPaused() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.paused
-}
-
-func (l *lane) idle() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.flying) == 0
-}
-
-// run is the lane's loop: start what is due up to the concurrency bound, then wait for a
-// wake (new entries, a finished attempt), the next scheduled retry, or the rescan tick.
-// In drain mode it returns once the outbox holds nothing for it and nothing is in flight.
+// run is the lane's loop: learn of new entries, start what is due up to the concurrency
+// bound, then wait for new entries, a free slot, the next due time or, after a failed
+// read, the rescan delay. In drain mode it returns once it holds nothing, nothing is in
+// flight and the last read succeeded, or once it is paused with nothing in flight.
 func (l *lane) run(ctx, hard context.Context, drain bool) {
-	ticker := time.NewTicker(l.rescan)
-	defer ticker.Stop()
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		if ctx.Err() != nil {
+	l.load()
+	for ctx.Err() == nil {
+		next := l.start(ctx, hard, &wg)
+		if drain && l.drained() {
 			return
 		}
-		started, pending, nextDue, more := l.fill(ctx, hard, &wg)
-		if drain && !started && l.idle() && ((pending == 0 && !l.errored) || l.isPaused()) {
-			return
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
 		}
-		if more {
-			l.wake() // the scan stopped at scanLimit: go on with the lap at once
+		if l.readErr {
+			wait = min(wait, l.rescan)
 		}
-		if !nextDue.IsZero() {
-			retry.Reset(max(time.Until(nextDue), time.Millisecond))
-		}
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-l.wakeC:
-		case <-retry.C:
-		case <-ticker.C:
+		case <-l.addedC:
+			l.load()
+		case <-l.freedC:
+		case <-timer.C:
+			if l.readErr {
+				l.load()
+			}
 		}
 	}
 }
 
-const (
-	// pageSize is how many outbox entries a read past the first returns.
-	pageSize = 64
-	// scanLimit bounds how far past entries waiting for a retry one fill looks for due ones.
-	scanLimit = 1024
-)
-
-// fill starts attempts for due entries not already in flight, oldest first, while slots
-// are free. It reports whether it started any, whether the outbox holds any entry for
-// the lane, when the earliest entry it skipped as not yet due falls due, and whether it
-// stopped at scanLimit with more to look at.
-//
-// One fill reads at most scanLimit entries. When that many are waiting for a retry, the
-// next fill (at once: more is true) goes on from where this one stopped and wraps
-// around; and when the slots are full, the next fill starts at the due entry that found
-// no slot. So an entry behind a long queue of failing ones is reached without re-reading
-// that queue for every slot that frees up.
-//
-// The outbox is read and checked against the in-flight set under the lane's lock, and an
-// attempt leaves that set only after its outcome was recorded (also under the lock), so
-// an entry acknowledged while fill runs is either absent from the read or still in
-// flight: it is never started twice.
-func (l *lane) fill(ctx, hard context.Context, wg *sync.WaitGroup) (started bool, pending int, nextDue time.Time, more bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.paused {
-		l.errored = false
-		return false, 0, time.Time{}, false
-	}
-	now, wall := time.Now(), l.d.now()
-	from := l.cursor
-	after, wrapped := from, from == 0
-	// The first read is small: usually the oldest entries are due and fill the free slots.
-	size := 2 * l.route.Concurrency
-	for scanned := 0; ; size = pageSize {
-		if scanned >= scanLimit {
-			l.cursor = after // resume here next time
-			return started, pending, nextDue, true
-		}
-		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), after, size)
+// load reads the entries added to the outbox since the last read and schedules them.
+func (l *lane) load() {
+	for {
+		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), l.loaded, loadPage)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
-			l.errored = true
-			return started, pending, now.Add(l.rescan), false
+			l.readErr = true
+			return
 		}
-		l.errored = false
-		for _, entry := range page {
-			if wrapped && from != 0 && entry.Seq > from {
-				l.cursor = 0 // came round to where this fill started
-				return started, pending, nextDue, false
+		l.readErr = false
+		now, wall := time.Now(), l.d.now()
+		l.mu.Lock()
+		for _, d := range page {
+			it := item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry}
+			if d.Attempts > 0 { // a fresh or replayed entry is due at once
+				// A stored next try more than MaxInterval away (the wall clock went back
+				// since it was written) is pulled in to MaxInterval.
+				it.due = now.Add(min(d.NextTry.Sub(wall), l.route.Retry.MaxInterval))
 			}
-			pending++
-			scanned++
-			after = entry.Seq
-			if l.flying[entry.Seq] {
-				continue
-			}
-			if due := l.dueAt(entry, now, wall); due.After(now) {
-				if nextDue.IsZero() || due.Before(nextDue) {
-					nextDue = due
-				}
-				continue
-			}
-			select {
-			case l.sem <- struct{}{}:
-			default:
-				l.cursor = entry.Seq - 1 // every slot is busy: start at this due entry next time
-				return started, pending, nextDue, false
-			}
-			l.flying[entry.Seq] = true
-			started = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l.attempt(ctx, hard, entry)
-				l.mu.Lock()
-				delete(l.flying, entry.Seq)
-				l.mu.Unlock()
-				<-l.sem
-				l.wake()
-			}()
+			heap.Push(&l.queue, it)
+			l.loaded = max(l.loaded, d.Seq)
 		}
-		if len(page) < size {
-			if wrapped {
-				l.cursor = 0
-				return started, pending, nextDue, false
-			}
-			after, wrapped = 0, true // reached the end: go round to the oldest entries
+		l.mu.Unlock()
+		if len(page) < loadPage {
+			return
 		}
 	}
 }
 
-// dueAt is when an entry may be attempted, on the monotonic clock (now is a monotonic
-// reading, wall the wall clock at the same moment): at once for a fresh or replayed one
-// (no failed attempts in the store), at a retry this process scheduled, else at its
-// stored next try. A stored next try more than MaxInterval away (the wall clock went
-// back) is pinned to MaxInterval from now. Called with l.mu held.
-func (l *lane) dueAt(d event.Delivery, now, wall time.Time) time.Time {
-	st := l.retries[d.Seq]
-	switch {
-	case !st.due.IsZero():
-		return st.due
-	case d.Attempts == 0:
-		return time.Time{}
+// start begins attempts for due entries while slots are free. It returns when the next
+// entry not yet due falls due (zero if none, or if the slots are full).
+func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	for !l.paused && len(l.queue) > 0 {
+		head := l.queue[0]
+		if head.due.After(now) {
+			return head.due
+		}
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
+		}
+		heap.Pop(&l.queue)
+		l.flying++
+		wg.Go(func() {
+			l.attempt(ctx, hard, head)
+			l.mu.Lock()
+			l.flying--
+			l.mu.Unlock()
+			<-l.sem
+			l.signal(&l.freedC)
+		})
 	}
-	wait := d.NextTry.Sub(wall)
-	if wait > l.route.Retry.MaxInterval {
-		st.due = now.Add(l.route.Retry.MaxInterval)
-		l.retries[d.Seq] = st
-		return st.due
-	}
-	return now.Add(wait)
+	return time.Time{}
 }
 
-// now is the dispatcher's wall clock, without a monotonic reading.
-func (d *Dispatcher) now() time.Time {
-	if d.Now != nil {
-		return d.Now().Round(0)
-	}
-	return time.Now().Round(0)
+// drained reports whether a draining lane is done: nothing in flight, and it holds no
+// entry (after a read that succeeded) or is paused. An attempt puts a failed entry back
+// before it leaves the flight, so one check under the lock cannot miss it.
+func (l *lane) drained() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.flying == 0 && ((len(l.queue) == 0 && !l.readErr) || l.paused)
 }
 
-// attempt makes one delivery attempt and records its outcome: acknowledged, scheduled
-// for a retry, dead-lettered, or the forwarder paused. Attempts run under hard, which
-// outlives ctx by the grace period.
-func (l *lane) attempt(ctx, hard context.Context, d event.Delivery) {
+// reschedule puts an entry back in the lane's schedule.
+func (l *lane) reschedule(it item) {
+	l.mu.Lock()
+	heap.Push(&l.queue, it)
+	l.mu.Unlock()
+}
+
+// attempt makes one delivery attempt of the entry it names and hands its verdict to the
+// recorder: delivered, scheduled for a retry, dead-lettered, or the forwarder paused.
+// Attempts run under hard, which outlives ctx by the grace period.
+func (l *lane) attempt(ctx, hard context.Context, it item) {
+	name := l.route.Forwarder.Name()
+	d, found, err := l.d.Outbox.Entry(name, it.seq)
+	if err != nil {
+		l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
+		return
+	}
+	if !found {
+		return // dropped or moved since it was scheduled
+	}
+	d.Attempts, d.FirstTry = it.attempts, it.firstTry // this process may know of failures not yet recorded
 	log := l.logger.With(d.Event.LogAttrs()...)
 	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
 		d.FirstTry = l.d.now()
 	}
 	start := time.Now()
-	err := l.route.Forwarder.Deliver(hard, d.Event)
+	err = l.route.Forwarder.Deliver(hard, d.Event)
 	took := time.Since(start)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
 		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
 		return
 	}
+	v := verdict{lane: l, log: log, took: took, err: err}
 	if err == nil {
-		l.forget(d.Seq)
-		if l.persist(ctx, log, "recording the delivery", func() error { return l.d.Outbox.Ack(d.Forwarder, d.Seq) }) {
-			log.Info("delivered", "attempts", d.Attempts+1)
-			l.report(d, ResultOK, took, nil)
-		}
+		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked}, ResultOK
+		l.rec.hand(v)
 		return
 	}
 	d.Attempts++
 	d.LastError = err.Error()
 	switch {
 	case IsGone(err):
-		l.forget(d.Seq)
 		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
+		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
 		l.pause(d, err, log)
+		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
 	case IsPermanent(err):
-		l.deadLetter(ctx, d, err, took, log)
+		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
 	default:
-		wait, ok := l.nextWait(d, err, l.spent(d))
+		it = l.credit(it, d)
+		wait, ok := l.nextWait(d, err, it.spent+time.Since(it.anchor))
 		if !ok {
-			l.deadLetter(ctx, d, fmt.Errorf("retry budget of %s spent: %w", l.route.Retry.MaxElapsed, err), took, log)
-			return
+			v.err = fmt.Errorf("retry budget of %s spent: %w", l.route.Retry.MaxElapsed, err)
+			d.LastError = v.err.Error()
+			v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
+			break
 		}
 		d.NextTry = l.d.now().Add(wait)
-		l.mu.Lock()
-		st := l.retries[d.Seq]
-		st.due = time.Now().Add(wait)
-		l.retries[d.Seq] = st
-		l.mu.Unlock()
-		l.persist(ctx, log, "recording a failed attempt", func() error { return l.d.Outbox.Failed(d) })
+		it.due, it.attempts, it.firstTry = time.Now().Add(wait), d.Attempts, d.FirstTry
+		l.reschedule(it)
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
-		l.report(d, ResultRetry, took, err)
+		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Retrying}, ResultRetry
 	}
+	l.rec.hand(v)
 }
 
 // nextWait is how long to wait before retrying d after its d.Attempts-th failure: the
@@ -483,61 +491,19 @@ func (l *lane) nextWait(d event.Delivery, err error, spent time.Duration) (time.
 	return wait, true
 }
 
-// spent is how much of its retry budget d (after its d.Attempts-th failure) has used.
-// The first time this process sees it fail, that is the wall-clock time since its first
-// try, but no less than zero and no more than d.Attempts × MaxInterval (the waits
-// between its attempts, with room for the attempts themselves), so that a wall clock
-// that jumped, or a long downtime, cannot spend the budget in one step; from then on,
-// the monotonic time that passed is added.
-func (l *lane) spent(d event.Delivery) time.Duration {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.retries[d.Seq]
-	if st.anchor.IsZero() {
+// credit anchors the retry budget d (after its d.Attempts-th failure) has used, the first
+// time this process sees it fail: the wall-clock time since its first try, but no less
+// than zero and no more than d.Attempts × MaxInterval (the waits between its attempts,
+// with room for the attempts themselves), so that a wall clock that jumped, or a long
+// downtime, cannot spend the budget in one step. From then on the monotonic time since
+// the anchor is added.
+func (l *lane) credit(it item, d event.Delivery) item {
+	if it.anchor.IsZero() {
 		r := l.route.Retry
 		limit := time.Duration(min(int64(d.Attempts), int64(r.MaxElapsed/r.MaxInterval)+1)) * r.MaxInterval
-		st.anchor, st.base = now, min(max(l.d.now().Sub(d.FirstTry), 0), limit)
-		l.retries[d.Seq] = st
+		it.anchor, it.spent = time.Now(), min(max(l.d.now().Sub(d.FirstTry), 0), limit)
 	}
-	return st.base + now.Sub(st.anchor)
-}
-
-// forget drops the retry state of an entry that left the outbox.
-func (l *lane) forget(seq uint64) {
-	l.mu.Lock()
-	delete(l.retries, seq)
-	l.mu.Unlock()
-}
-
-func (l *lane) deadLetter(ctx context.Context, d event.Delivery, err error, took time.Duration, log *slog.Logger) {
-	l.forget(d.Seq)
-	d.LastError = err.Error()
-	if l.persist(ctx, log, "moving a delivery to the dead letters", func() error { return l.d.Outbox.DeadLetter(d, l.d.now()) }) {
-		log.Error("delivery dead-lettered", "attempts", d.Attempts, "err", err)
-		l.report(d, ResultDead, took, err)
-	}
-}
-
-// persist retries a store write until it succeeds or ctx ends, backing off, so that a
-// failing store (disk full) never turns into attempts repeated as fast as the target
-// answers. The entry stays in flight meanwhile. It reports whether the write succeeded;
-// if it did not, the entry is still in the outbox and is attempted again after a restart,
-// with the same event id.
-func (l *lane) persist(ctx context.Context, log *slog.Logger, what string, write func() error) bool {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond),
-		backoff.WithMaxInterval(30*time.Second),
-		backoff.WithMaxElapsedTime(0),
-	)
-	err := backoff.RetryNotify(write, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		log.Error(what+" failed; retrying the store write, not the delivery", "retry_in", wait.Round(time.Millisecond), "err", err)
-	})
-	if err != nil {
-		log.Error(what+" failed; the entry stays in the outbox", "err", err)
-		return false
-	}
-	return true
+	return it
 }
 
 func (l *lane) pause(d event.Delivery, err error, log *slog.Logger) {
@@ -545,9 +511,6 @@ func (l *lane) pause(d event.Delivery, err error, log *slog.Logger) {
 	already := l.paused
 	l.paused = true
 	l.mu.Unlock()
-	if serr := l.d.Outbox.Failed(d); serr != nil {
-		log.Error("recording a failed attempt failed", "err", serr)
-	}
 	if already {
 		return
 	}
@@ -562,4 +525,89 @@ func (l *lane) report(d event.Delivery, res Result, took time.Duration, err erro
 	if l.d.OnResult != nil {
 		l.d.OnResult(d, res, took, err)
 	}
+}
+
+// verdict is an attempt's outcome on its way to the store, with what to report once it
+// is recorded (result "" reports nothing: a pause was reported when it happened).
+type verdict struct {
+	event.Outcome
+	lane   *lane
+	log    *slog.Logger
+	result Result
+	took   time.Duration
+	err    error
+}
+
+// recorder is the one writer of verdicts: it records whatever has gathered in one store
+// write, so that many deliveries share a transaction and its fsync.
+type recorder struct {
+	d      *Dispatcher
+	in     chan verdict
+	logger *slog.Logger
+}
+
+// hand gives the recorder a verdict to record; it blocks only while maxBatch verdicts
+// are already waiting.
+func (w *recorder) hand(v verdict) { w.in <- v }
+
+// run records verdicts until in is closed and empty. A failing write is retried with
+// backoff until it succeeds or ctx ends; after that, during shutdown, each write is tried
+// once. What was not recorded stays in the outbox as it was and is attempted again after
+// a restart, with the same event ids.
+func (w *recorder) run(ctx context.Context) {
+	batch := make([]verdict, 0, maxBatch)
+	outcomes := make([]event.Outcome, 0, maxBatch)
+	for v := range w.in {
+		batch = append(batch[:0], v)
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case v, ok := <-w.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, v)
+			default:
+				break gather
+			}
+		}
+		outcomes = outcomes[:0]
+		for _, v := range batch {
+			outcomes = append(outcomes, v.Outcome)
+		}
+		if !w.persist(ctx, func() error { return w.d.Outbox.Record(outcomes) }) {
+			continue
+		}
+		for _, v := range batch {
+			switch v.result {
+			case ResultOK:
+				v.log.Info("delivered", "attempts", v.Delivery.Attempts+1)
+			case ResultDead:
+				v.log.Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
+			}
+			if v.result != "" {
+				v.lane.report(v.Delivery, v.result, v.took, v.err)
+			}
+		}
+	}
+}
+
+// persist retries a store write until it succeeds or ctx ends, backing off, so that a
+// failing store (disk full) never turns into a busy loop. It reports whether the write
+// succeeded.
+func (w *recorder) persist(ctx context.Context, write func() error) bool {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	err := backoff.RetryNotify(write, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		w.logger.Error("recording delivery outcomes failed; retrying the store write, not the deliveries",
+			"retry_in", wait.Round(time.Millisecond), "err", err)
+	})
+	if err != nil {
+		w.logger.Error("recording delivery outcomes failed; the entries stay in the outbox", "err", err)
+		return false
+	}
+	return true
 }

@@ -423,14 +423,14 @@ type flakyAcks struct {
 	fails int
 }
 
-func (f *flakyAcks) Ack(forwarder string, seq uint64) error {
+func (f *flakyAcks) Record(outcomes []event.Outcome) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fails > 0 {
 		f.fails--
 		return errors.New("write: no space left on device")
 	}
-	return f.Store.Ack(forwarder, seq)
+	return f.Store.Record(outcomes)
 }
 
 func TestDispatcherRetriesAFailedAckNotTheDelivery(t *testing.T) {
@@ -494,10 +494,17 @@ func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
 	assert.Equal(t, waiting+fresh, target.count(), "none was tried twice before its retry")
 }
 
-// failingStore is the real store whose Failed cannot write, as on a full disk.
+// failingStore is the real store that cannot record failed attempts, as on a full disk.
 type failingStore struct{ *dedupe.Store }
 
-func (failingStore) Failed(event.Delivery) error { return errors.New("write: no space left on device") }
+func (f failingStore) Record(outcomes []event.Outcome) error {
+	for _, o := range outcomes {
+		if o.Verdict == event.Retrying {
+			return errors.New("write: no space left on device")
+		}
+	}
+	return f.Store.Record(outcomes)
+}
 
 func TestDispatcherDoesNotHammerATargetWhileTheStoreCannotRecordFailures(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
@@ -548,4 +555,67 @@ func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
 	wait := after.NextTry.Sub(time.Now())
 	assert.Greater(t, wait, time.Second, "the 31st retry waits about max_interval, not initial_interval")
 	assert.LessOrEqual(t, wait, 2*time.Second, "never past max_interval")
+}
+
+// countingOutbox is the real store, counting the reads and writes the dispatcher makes
+// and holding the first Record until release is closed.
+type countingOutbox struct {
+	*dedupe.Store
+	mu       sync.Mutex
+	pending  int   // Pending calls
+	records  []int // outcomes per Record call
+	release  chan struct{}
+	holdOnce sync.Once
+}
+
+func (c *countingOutbox) Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error) {
+	c.mu.Lock()
+	c.pending++
+	c.mu.Unlock()
+	return c.Store.Pending(forwarder, after, limit)
+}
+
+func (c *countingOutbox) Record(outcomes []event.Outcome) error {
+	c.holdOnce.Do(func() { <-c.release })
+	c.mu.Lock()
+	c.records = append(c.records, len(outcomes))
+	c.mu.Unlock()
+	return c.Store.Record(outcomes)
+}
+
+// TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites: while the store is busy
+// with one write, the slots go on delivering; the verdicts gathered meanwhile are recorded
+// together; and the outbox is read once per batch of new entries, not once per delivery.
+func TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites(t *testing.T) {
+	const n = 60
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(n))
+	require.NoError(t, err)
+	outbox := &countingOutbox{Store: st, release: make(chan struct{})}
+	go func() {
+		require.Eventually(t, func() bool { return target.count() >= 30 }, 10*time.Second, time.Millisecond,
+			"deliveries went on while the first verdict was being recorded")
+		close(outbox.release)
+	}()
+	d := &forwarders.Dispatcher{Outbox: outbox, Routes: []forwarders.Route{{
+		Forwarder: target.forwarder(t, "crm", time.Second), Concurrency: 4, Retry: fastRetry(),
+	}}}
+	drain(t, d)
+
+	assert.Len(t, target.ids(), n, "each entry delivered once")
+	depth, err := st.Depth()
+	require.NoError(t, err)
+	assert.Zero(t, depth["crm"], "every delivery recorded")
+	outbox.mu.Lock()
+	defer outbox.mu.Unlock()
+	total, largest := 0, 0
+	for _, k := range outbox.records {
+		total += k
+		largest = max(largest, k)
+	}
+	assert.Equal(t, n, total)
+	assert.GreaterOrEqual(t, largest, 20, "the verdicts that gathered during the held write share one write")
+	assert.LessOrEqual(t, outbox.pending, 2, "the outbox is read once at start, not per delivery")
 }
