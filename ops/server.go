@@ -2,7 +2,6 @@ package ops
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -137,30 +136,48 @@ func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusInternalServerError, err.Error())
 }
 
-// adminOnly lets through only same-machine, same-origin requests, carrying the token when
-// one is set.
+// guard lets through only same-machine, same-origin requests and, when a token is set,
+// only those that prove they hold it (see auth.go); it also serves the challenge.
+type guard struct {
+	next       http.Handler
+	token      string
+	csrf       *http.CrossOriginProtection
+	challenges *challenges
+}
+
 func adminOnly(next http.Handler, token string) http.Handler {
-	csrf := http.NewCrossOriginProtection()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil || !isLoopback(host) {
-			writeError(w, http.StatusForbidden, "the admin API answers only on loopback; run the command on the daemon's machine")
+	return &guard{next: next, token: token, csrf: http.NewCrossOriginProtection(), challenges: newChallenges()}
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || !isLoopback(host) {
+		writeError(w, http.StatusForbidden, "the admin API answers only on loopback; run the command on the daemon's machine")
+		return
+	}
+	if !isLoopback(hostOnly(r.Host)) {
+		writeError(w, http.StatusForbidden, "the admin API answers only to a loopback host name (127.0.0.1, ::1, localhost)")
+		return
+	}
+	if err := g.csrf.Check(r); err != nil {
+		writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
+		return
+	}
+	if r.URL.Path == "/admin/challenge" {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, "POST /admin/challenge?nonce=<64 hex digits>")
 			return
 		}
-		if !isLoopback(hostOnly(r.Host)) {
-			writeError(w, http.StatusForbidden, "the admin API answers only to a loopback host name (127.0.0.1, ::1, localhost)")
-			return
-		}
-		if err := csrf.Check(r); err != nil {
-			writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
-			return
-		}
-		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
-			writeError(w, http.StatusUnauthorized, "the admin API wants the daemon's http.admin_token (Authorization: Bearer ...)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+		g.challenge(w, r)
+		return
+	}
+	if g.token != "" && !g.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "the admin API wants proof of the daemon's http.admin_token "+
+			"(the leadbridge operator commands give it; scripts may send Authorization: Bearer ...)")
+		return
+	}
+	g.next.ServeHTTP(w, r)
 }
 
 // isLoopback reports whether host is "localhost" or a loopback IP.

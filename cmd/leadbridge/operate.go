@@ -45,8 +45,17 @@ func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 // look, so a wrong store.path never creates a file). The returned func releases it.
 func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backend, func(), error) {
 	if cfg.HTTP.Listen != "" {
-		if c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken); err == nil {
+		c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken)
+		switch {
+		case err == nil:
 			return c, func() {}, nil
+		case errors.Is(err, ops.ErrUnproven):
+			// Something answers on the daemon's address but is not this config's daemon.
+			// Opening the store instead would hide that: if it is our daemon with another
+			// admin_token, it holds the store anyway; if it is an impostor, the operator
+			// must learn that a process squats on http.listen (the daemon cannot start).
+			return nil, nil, fmt.Errorf("%w\nCheck what listens on http.listen %q (e.g. `ss -ltnp`) and that the daemon "+
+				"runs with this config's http.admin_token; the store was not opened", err, cfg.HTTP.Listen)
 		}
 	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
