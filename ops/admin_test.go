@@ -476,3 +476,61 @@ func TestAnImpostorNeverSeesTheToken(t *testing.T) {
 		})
 	}
 }
+
+func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
+	d := startDaemon(t) // 3 deliveries stranded with "old"; bus and crm are configured
+	ctx := t.Context()
+	health := ops.NewHealth(d.store, nil, []ops.ForwarderInfo{{Name: "bus"}, {Name: "crm"}}, time.Minute, nil)
+	r := health.Check()
+	assert.False(t, r.Ready, "stranded deliveries are an operator problem: not ready")
+	assert.Equal(t, []ops.Stranded{{Forwarder: "old", Pending: 3}}, r.Stranded)
+	require.Len(t, r.Reasons, 1)
+	assert.Contains(t, r.Reasons[0], "3 deliveries stranded: forwarder old is not in the config")
+	assert.Contains(t, r.Reasons[0], "outbox move --from old --to NEW")
+
+	for _, c := range []struct{ from, to, want string }{
+		{"bus", "crm", `from "bus" is a configured forwarder`},
+		{"old", "nowhere", `to "nowhere" is not a configured forwarder`},
+		{"", "crm", "from is empty"},
+	} {
+		_, err := d.client.MovePending(ctx, c.from, c.to)
+		require.Error(t, err, "%+v", c)
+		assert.Contains(t, err.Error(), c.want)
+		assert.Contains(t, err.Error(), "HTTP 400")
+	}
+	_, err := d.client.DropPending(ctx, "bus")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `forwarder "bus" is a configured forwarder`)
+	assert.Len(t, pending(t, d.store, "old"), 3, "refused requests changed nothing")
+	assert.Len(t, pending(t, d.store, "bus"), 1)
+
+	drainChanges(d.store)
+	m, err := d.client.MovePending(ctx, "old", "crm")
+	require.NoError(t, err)
+	assert.Equal(t, ops.OutboxMove{Moved: 3}, m)
+	select {
+	case <-d.store.Changes():
+	default:
+		t.Fatal("a move wakes the dispatcher through the store")
+	}
+	assert.Len(t, pending(t, d.store, "crm"), 3)
+	r = health.Check()
+	assert.True(t, r.Ready, "%v", r.Reasons)
+	assert.Empty(t, r.Stranded)
+
+	require.NoError(t, d.store.Close())
+	s := openStore(t, "gone")
+	ingest(t, s, 2)
+	local := &ops.Local{Store: s, Forwarders: []ops.ForwarderInfo{{Name: "bus"}}}
+	n, err := local.DropPending(ctx, "gone")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.Empty(t, pending(t, s, "gone"))
+}
+
+func drainChanges(s *dedupe.Store) {
+	select {
+	case <-s.Changes():
+	default:
+	}
+}

@@ -125,6 +125,22 @@ func (c *Client) Resume(ctx context.Context, forwarder string) (bool, error) {
 	return out.Resumed, err
 }
 
+// MovePending moves a stranded forwarder's deliveries (POST /admin/outbox/move).
+func (c *Client) MovePending(ctx context.Context, from, to string) (OutboxMove, error) {
+	var m OutboxMove
+	err := c.do(ctx, http.MethodPost, "/admin/outbox/move", url.Values{"from": {from}, "to": {to}}, &m)
+	return m, err
+}
+
+// DropPending deletes a stranded forwarder's deliveries (POST /admin/outbox/drop).
+func (c *Client) DropPending(ctx context.Context, forwarder string) (int, error) {
+	var out struct {
+		Count int `json:"count"`
+	}
+	err := c.do(ctx, http.MethodPost, "/admin/outbox/drop", url.Values{"forwarder": {forwarder}}, &out)
+	return out.Count, err
+}
+
 func forwarderQuery(forwarder string) url.Values {
 	q := url.Values{}
 	if forwarder != "" {

@@ -85,7 +85,7 @@ type Readiness struct {
 	Store            string             `json:"store"` // "open", or "error: ..." when it does not answer
 	Chatbots         []ChatbotReadiness `json:"chatbots"`
 	PausedForwarders []PausedForwarder  `json:"paused_forwarders"`
-	Stranded         []Stranded         `json:"stranded"` // deliveries owed to forwarders not in the config
+	Stranded         []Stranded         `json:"stranded"`          // deliveries owed to forwarders not in the config
 	Reasons          []string           `json:"reasons,omitempty"` // why it is not ready, one line each
 }
 

@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,13 +21,17 @@ import (
 //	POST /admin/dlq/replay?forwarder=F&id=ID    → {"count":N}   (all=1 instead of id: every one)
 //	POST /admin/dlq/drop?forwarder=F&id=ID      → {"count":N}   (likewise)
 //	POST /admin/forwarders/{name}/resume        → {"resumed":bool}
+//	POST /admin/outbox/move?from=OLD&to=NEW     → OutboxMove (OLD not configured, NEW configured)
+//	POST /admin/outbox/drop?forwarder=OLD       → {"count":N} (OLD not configured)
+//	POST /admin/challenge?nonce=HEX             → the daemon's proof of the token (see auth.go)
 //
 // The admin API shows personal data and changes the store, so it answers only requests
 // from a loopback address to a loopback host name (403 otherwise, which also defeats DNS
 // rebinding), refuses cross-origin browser requests, and takes changes only by POST (405
 // otherwise). With adminToken set (http.admin_token), it also wants
-// "Authorization: Bearer <adminToken>" (401 otherwise), so that other users of the
-// machine cannot reach it. Errors are JSON {"error":"..."}. m and h must not be nil;
+// proof of it (401 otherwise), so that other users of the machine cannot reach it: the
+// HMAC exchange of auth.go, which the operator commands use, or, for scripts,
+// "Authorization: Bearer <adminToken>" (which trusts whatever listens on the address). Errors are JSON {"error":"..."}. m and h must not be nil;
 // logger nil discards the admin API's logs.
 func NewServer(m *Metrics, h *Health, b Backend, adminToken string, logger *slog.Logger) http.Handler {
 	if logger == nil {
@@ -65,6 +70,8 @@ func newAdmin(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /admin/dlq/replay", a.dlqChange("replay", b.Replay))
 	mux.HandleFunc("POST /admin/dlq/drop", a.dlqChange("drop", b.Drop))
 	mux.HandleFunc("POST /admin/forwarders/{name}/resume", a.resume)
+	mux.HandleFunc("POST /admin/outbox/move", a.outboxMove)
+	mux.HandleFunc("POST /admin/outbox/drop", a.outboxDrop)
 	return mux
 }
 
@@ -131,7 +138,33 @@ func (a *admin) resume(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"resumed": was})
 }
 
+func (a *admin) outboxMove(w http.ResponseWriter, r *http.Request) {
+	from, to := r.URL.Query().Get("from"), r.URL.Query().Get("to")
+	m, err := a.b.MovePending(r.Context(), from, to)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("stranded deliveries moved through the admin API", "from", from, "to", to, "moved", m.Moved, "already_owed", m.Already)
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (a *admin) outboxDrop(w http.ResponseWriter, r *http.Request) {
+	forwarder := r.URL.Query().Get("forwarder")
+	n, err := a.b.DropPending(r.Context(), forwarder)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("stranded deliveries dropped through the admin API", "forwarder", forwarder, "count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"count": n})
+}
+
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if refused, ok := errors.AsType[*RefusedError](err); ok {
+		writeError(w, http.StatusBadRequest, refused.Reason)
+		return
+	}
 	a.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, err.Error())
 }

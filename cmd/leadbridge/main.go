@@ -48,8 +48,10 @@ func commands() []command {
 		{"backfill", "publish the records of a date range on purpose", backfillCmd},
 		{"dlq", "list, replay or drop dead letters", dlqCmd},
 		{"forwarder", "forwarder resume NAME: resume a paused forwarder", forwarderCmd},
+		{"outbox", "move or drop the deliveries of a renamed or removed forwarder", outboxCmd},
 		{"status", "show chatbots, outbox depth and dead letters", statusCmd},
 		{"healthcheck", "exit 0 when a running daemon answers /healthz", healthcheckCmd},
+		{"secret", "print a fresh whsec_ webhook signing secret", secretCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

@@ -449,7 +449,7 @@ func TestOperatorCommandsNeverTellAnImpostorTheToken(t *testing.T) {
 	imp.Start()
 	for _, args := range [][]string{
 		{"dlq", "list"}, {"dlq", "drop", "--all"}, {"dlq", "replay", "--all"}, {"status"},
-		{"forwarder", "resume", "bad"},
+		{"forwarder", "resume", "bad"}, {"outbox", "drop", "--forwarder", "gone"},
 	} {
 		code, stdout, stderr := runMain(t, append(args, "--config", r.cfg)...)
 		assert.Equal(t, 1, code, "%v: %s", args, stdout)
