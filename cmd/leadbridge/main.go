@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -126,7 +127,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, turning a bad flag or a stray argument into a usage error.
+// parseFlags parses args, turning a bad flag, a stray argument or a duration out of range
+// into a usage error. No duration flag may be negative, and one whose default is not 0
+// (a wait, a timeout, an interval) must be positive; a 0 default means "none" or "off".
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -137,7 +140,22 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
-	return nil
+	var bad error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if !ok || bad != nil {
+			return
+		}
+		d, ok := g.Get().(time.Duration)
+		switch {
+		case !ok:
+		case d < 0:
+			bad = usageErrorf("--%s: want a duration of 0 or more, got %s", f.Name, d)
+		case d == 0 && f.DefValue != "0s":
+			bad = usageErrorf("--%s: want a positive duration, got %s", f.Name, d)
+		}
+	})
+	return bad
 }
 
 func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
