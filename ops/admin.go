@@ -29,6 +29,9 @@ type Backend interface {
 	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
 	// and returns how many it deleted.
 	DropPending(ctx context.Context, forwarder string) (int, error)
+	// DryIngest says what taking chatbot serial's leads would queue (o.DryRun is implied:
+	// nothing is written), for `backfill --dry-run`.
+	DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
 }
 
 // OutboxMove is what a move of outbox entries did.
@@ -98,6 +101,7 @@ type LocalStore interface {
 	Resume(forwarder string) (bool, error)
 	MovePending(from, to string) (moved, already int, err error)
 	DropPending(forwarder string) (int, error)
+	IngestWith(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
 }
 
 var _ LocalStore = (*dedupe.Store)(nil)
@@ -244,4 +248,10 @@ func (l *Local) DropPending(_ context.Context, forwarder string) (int, error) {
 		return 0, err
 	}
 	return l.Store.DropPending(forwarder)
+}
+
+// DryIngest computes what ingesting leads would queue, writing nothing.
+func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+	o.DryRun = true
+	return l.Store.IngestWith(serial, leads, o)
 }

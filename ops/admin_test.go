@@ -534,3 +534,43 @@ func drainChanges(s *dedupe.Store) {
 	default:
 	}
 }
+
+func TestAdminDryIngestWritesNothing(t *testing.T) {
+	d := startDaemon(t) // records 0..2 of serialA are seen
+	ctx := t.Context()
+	leads := []event.Lead{record(event.KindAppointment, 1), record(event.KindLead, 7)}
+	drainChanges(d.store)
+	res, err := d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.New)
+	assert.Equal(t, 1, res.Duplicate)
+	require.Len(t, res.Events, 1)
+	assert.Equal(t, leads[1].ID(), res.Events[0].ID)
+	res, err = d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{Resend: true, Only: []string{"bus"}})
+	require.NoError(t, err)
+	assert.Len(t, res.Events, 2, "resend reaches the daemon")
+
+	assert.Len(t, pending(t, d.store, "bus"), 1, "nothing was queued")
+	again, err := d.store.IngestWith(serialA, leads[1:], dedupe.IngestOptions{DryRun: true})
+	require.NoError(t, err)
+	assert.Equal(t, 1, again.New, "nothing was marked seen")
+	select {
+	case <-d.store.Changes():
+		t.Fatal("a dry run must not wake the dispatcher")
+	default:
+	}
+
+	for q, want := range map[string]string{
+		"":                          "chatbot=<serial> is required",
+		"chatbot=x&resend=maybe":    "resend=",
+		"chatbot=" + serialA + "&x": "body: want a JSON array of leads",
+	} {
+		resp, err := http.Post(d.url+"/admin/ingest/dry-run?"+q, "application/json", strings.NewReader(`{"not":"a list"}`))
+		require.NoError(t, err)
+		var body map[string]string
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
+		assert.Contains(t, body["error"], want, q)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -141,6 +142,21 @@ func (c *Client) DropPending(ctx context.Context, forwarder string) (int, error)
 	return out.Count, err
 }
 
+// DryIngest asks the daemon what taking the leads would queue (POST /admin/ingest/dry-run).
+func (c *Client) DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+	q := url.Values{"chatbot": {serial}, "only": o.Only}
+	if o.Resend {
+		q.Set("resend", "1")
+	}
+	body, err := json.Marshal(leads)
+	if err != nil {
+		return event.Ingested{}, fmt.Errorf("leadbridge daemon POST /admin/ingest/dry-run: %w", err)
+	}
+	var res event.Ingested
+	err = c.doBody(ctx, http.MethodPost, "/admin/ingest/dry-run", q, body, &res)
+	return res, err
+}
+
 func forwarderQuery(forwarder string) url.Values {
 	q := url.Values{}
 	if forwarder != "" {
@@ -152,6 +168,11 @@ func forwarderQuery(forwarder string) url.Values {
 // do calls one endpoint with the daemon's proof and the client's authorization when
 // Token is set, and decodes its JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	return c.doBody(ctx, method, path, q, nil, out)
+}
+
+// doBody is do with a JSON request body (nil for none).
+func (c *Client) doBody(ctx context.Context, method, path string, q url.Values, body []byte, out any) error {
 	uri := path
 	if len(q) > 0 {
 		uri += "?" + q.Encode()
@@ -164,7 +185,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, out 
 		}
 		auth = authScheme + " " + sn + ":" + mac(c.Token, labelClient, sn, method, uri)
 	}
-	return c.send(ctx, method, uri, nil, auth, out)
+	return c.send(ctx, method, uri, body, auth, out)
 }
 
 // prove runs the challenge (steps 1 to 3 in auth.go) and returns the daemon's nonce for

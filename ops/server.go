@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -23,6 +24,8 @@ import (
 //	POST /admin/forwarders/{name}/resume        → {"resumed":bool}
 //	POST /admin/outbox/move?from=OLD&to=NEW     → OutboxMove (OLD not configured, NEW configured)
 //	POST /admin/outbox/drop?forwarder=OLD       → {"count":N} (OLD not configured)
+//	POST /admin/ingest/dry-run?chatbot=S[&resend=1][&only=F]... body []event.Lead
+//	                                            → event.Ingested, what a backfill would queue; writes nothing
 //	POST /admin/challenge?nonce=HEX             → the daemon's proof of the token (see auth.go)
 //
 // The admin API shows personal data and changes the store, so it answers only requests
@@ -72,6 +75,7 @@ func newAdmin(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /admin/forwarders/{name}/resume", a.resume)
 	mux.HandleFunc("POST /admin/outbox/move", a.outboxMove)
 	mux.HandleFunc("POST /admin/outbox/drop", a.outboxDrop)
+	mux.HandleFunc("POST /admin/ingest/dry-run", a.dryIngest)
 	return mux
 }
 
@@ -158,6 +162,37 @@ func (a *admin) outboxDrop(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("stranded deliveries dropped through the admin API", "forwarder", forwarder, "count", n)
 	writeJSON(w, http.StatusOK, map[string]int{"count": n})
+}
+
+// maxDryRunBody caps the leads one dry-run request may carry.
+const maxDryRunBody = 64 << 20
+
+func (a *admin) dryIngest(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	serial := q.Get("chatbot")
+	if serial == "" {
+		writeError(w, http.StatusBadRequest, "chatbot=<serial> is required")
+		return
+	}
+	resend := false
+	if v := q.Get("resend"); v != "" {
+		var err error
+		if resend, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, "resend="+strconv.Quote(v)+" is not a boolean; use resend=1")
+			return
+		}
+	}
+	var leads []event.Lead
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxDryRunBody)).Decode(&leads); err != nil {
+		writeError(w, http.StatusBadRequest, "body: want a JSON array of leads: "+err.Error())
+		return
+	}
+	res, err := a.b.DryIngest(r.Context(), serial, leads, dedupe.IngestOptions{Resend: resend, Only: q["only"]})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -63,7 +63,8 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 		return nil, nil, fmt.Errorf("store %s does not exist (is store.path right?) and no daemon answered on http.listen %q",
 			cfg.Store.Path, cfg.HTTP.Listen)
 	}
-	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly})
+	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly,
+		Route: cfg.Route, EmitUpdates: cfg.Dedupe.EmitUpdates, Initial: cfg.Poll.Initial})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, nil, fmt.Errorf("%w\nA daemon holds the store but its admin API does not answer on http.listen %q; "+
 			"enable http.listen (loopback) in the config the daemon runs with, or stop the daemon", err, cfg.HTTP.Listen)
