@@ -83,7 +83,7 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	a, err := openApp(cfg, stderr)
 	if err != nil {
-		return err
+		return daemonHolds(err, "backfill writes to the store: stop the daemon first (--dry-run works while it runs)")
 	}
 	defer a.Close()
 

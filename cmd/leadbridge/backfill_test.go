@@ -153,3 +153,15 @@ func TestBackfillDryRunWithoutAStoreCreatesNone(t *testing.T) {
 	_, err := os.Stat(filepath.Join(dir, "lb.db"))
 	assert.True(t, os.IsNotExist(err), "a dry run records nothing, not even an empty store")
 }
+
+func TestWritingCommandsSayWhatToDoWhileTheDaemonRuns(t *testing.T) {
+	r := newRig(t, 0, "")
+	startDaemon(t, r.cfg, r.addr)
+	code, _, stderr := runMain(t, "backfill", "--config", r.cfg, "--since", time.Now().UTC().Format(time.DateOnly))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "locked")
+	assert.Contains(t, stderr, "stop the daemon first (--dry-run works while it runs)")
+	code, _, stderr = runMain(t, "once", "--config", r.cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "let the daemon do it, or stop it first")
+}

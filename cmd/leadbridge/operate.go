@@ -76,6 +76,14 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	return local, func() { _ = st.Close() }, nil
 }
 
+// daemonHolds adds advice to an error that says another process holds the store.
+func daemonHolds(err error, advice string) error {
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("%w\n%s", err, advice)
+	}
+	return err
+}
+
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	cfgPath := fs.String("config", "config.yaml", "config file")
