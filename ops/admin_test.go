@@ -574,3 +574,19 @@ func TestAdminDryIngestWritesNothing(t *testing.T) {
 		assert.Contains(t, body["error"], want, q)
 	}
 }
+
+func TestAChallengeFloodLocksNobodyOut(t *testing.T) {
+	store := openStore(t)
+	const token = "adm-token-flood01"
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", store), ops.NewHealth(store, nil, nil, time.Minute, nil),
+		&ops.Local{Store: store}, token, nil))
+	t.Cleanup(srv.Close)
+	c, err := ops.Dial(t.Context(), srv.Listener.Addr().String(), token)
+	require.NoError(t, err)
+	for range 600 { // more than the daemon keeps
+		code, _, _ := challenge(t, srv.URL, strings.Repeat("ef", 32))
+		require.Equal(t, http.StatusOK, code)
+	}
+	_, err = c.Status(t.Context())
+	require.NoError(t, err, "the operator's own challenge still works")
+}

@@ -36,8 +36,7 @@ const (
 	labelDaemon  = "leadbridge admin v1: daemon proof"
 	labelClient  = "leadbridge admin v1: client request"
 	challengeTTL = time.Minute
-	// maxChallenges bounds the outstanding challenges a local process can make the
-	// daemon keep.
+	// maxChallenges bounds the outstanding challenges the daemon keeps.
 	maxChallenges = 256
 )
 
@@ -81,22 +80,27 @@ func newChallenges() *challenges {
 	return &challenges{now: time.Now, m: map[string]time.Time{}}
 }
 
-// issue returns a fresh nonce, or false when too many are outstanding.
-func (c *challenges) issue() (string, bool) {
+// issue returns a fresh nonce. When maxChallenges are outstanding it forgets the oldest:
+// a client uses its nonce within milliseconds, so a local process flooding the endpoint
+// cannot lock the operator commands out, and the daemon's memory stays bounded.
+func (c *challenges) issue() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
+	oldest := ""
 	for n, exp := range c.m {
 		if !now.Before(exp) {
 			delete(c.m, n)
+		} else if oldest == "" || exp.Before(c.m[oldest]) {
+			oldest = n
 		}
 	}
 	if len(c.m) >= maxChallenges {
-		return "", false
+		delete(c.m, oldest)
 	}
 	n := newNonce()
 	c.m[n] = now.Add(challengeTTL)
-	return n, true
+	return n
 }
 
 // take consumes nonce n and reports whether it was outstanding and unexpired.
@@ -127,11 +131,7 @@ func (g *guard) challenge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "nonce: want 64 lower-case hex digits (32 random bytes)")
 		return
 	}
-	sn, ok := g.challenges.issue()
-	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "too many outstanding admin challenges; try again in a minute")
-		return
-	}
+	sn := g.challenges.issue()
 	writeJSON(w, http.StatusOK, challengeAnswer{Nonce: sn, Proof: mac(g.token, labelDaemon, cn, sn, localAddr(r))})
 }
 
