@@ -3,6 +3,7 @@ package dedupe
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -278,6 +279,95 @@ func (s *Store) Drop(forwarder, eventID string) (int, error) {
 	}
 	if n > 0 {
 		s.log.Info("dead letters dropped", "forwarder", forwarder, "event_id", eventID, "count", n)
+	}
+	return n, nil
+}
+
+// MovePending moves every outbox entry of forwarder from to forwarder to, in one
+// transaction, for a forwarder that was renamed. Each entry keeps its event (same id) and
+// Enqueued time, takes a new Seq after to's entries, and starts afresh against the new
+// target: attempts, first try, next try and last error are reset, since failures against
+// the old target say nothing about the new one. An entry whose event to already owes is
+// not copied twice; it is removed from from and counted in already. A running dispatcher
+// is woken through Changes.
+func (s *Store) MovePending(from, to string) (moved, already int, err error) {
+	op := fmt.Sprintf("move outbox %s to %s", from, to)
+	if from == "" || to == "" || from == to {
+		return 0, 0, s.wrap(op, errors.New("want two different forwarder names"))
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		outbox := tx.Bucket(bucketOutbox)
+		src := outbox.Bucket([]byte(from))
+		if src == nil {
+			return nil
+		}
+		owed := map[string]bool{}
+		if dst := outbox.Bucket([]byte(to)); dst != nil {
+			if err := dst.ForEach(func(k, v []byte) error {
+				var d event.Delivery
+				if err := json.Unmarshal(v, &d); err != nil {
+					return fmt.Errorf("decode outbox entry %s #%d: %w", to, binary.BigEndian.Uint64(k), err)
+				}
+				owed[d.Event.ID] = true
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		err := src.ForEach(func(k, v []byte) error {
+			var d event.Delivery
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("decode outbox entry %s #%d: %w", from, binary.BigEndian.Uint64(k), err)
+			}
+			if owed[d.Event.ID] {
+				already++
+				return nil
+			}
+			owed[d.Event.ID] = true
+			d.Forwarder = to
+			d.Attempts, d.FirstTry, d.NextTry, d.LastError = 0, time.Time{}, time.Time{}, ""
+			moved++
+			return putDelivery(outbox, d)
+		})
+		if err != nil {
+			return err
+		}
+		return outbox.DeleteBucket([]byte(from))
+	})
+	if err != nil {
+		return 0, 0, s.wrap(op, err)
+	}
+	if moved > 0 {
+		s.signal()
+	}
+	if moved+already > 0 {
+		s.log.Info("outbox entries moved to another forwarder", "from", from, "to", to, "moved", moved, "already_owed", already)
+	}
+	return moved, already, nil
+}
+
+// DropPending deletes every outbox entry of forwarder, for a forwarder that was removed
+// on purpose, and returns how many it deleted.
+func (s *Store) DropPending(forwarder string) (int, error) {
+	op := "drop outbox " + forwarder
+	if forwarder == "" {
+		return 0, s.wrap(op, errors.New("want a forwarder name"))
+	}
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		outbox := tx.Bucket(bucketOutbox)
+		b := outbox.Bucket([]byte(forwarder))
+		if b == nil {
+			return nil
+		}
+		n = b.Stats().KeyN
+		return outbox.DeleteBucket([]byte(forwarder))
+	})
+	if err != nil {
+		return 0, s.wrap(op, err)
+	}
+	if n > 0 {
+		s.log.Info("outbox entries dropped", "forwarder", forwarder, "count", n)
 	}
 	return n, nil
 }

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -22,7 +23,28 @@ type Backend interface {
 	Drop(ctx context.Context, forwarder, id string) (int, error)
 	// Resume unpauses a forwarder whose target was gone and reports whether it was paused.
 	Resume(ctx context.Context, forwarder string) (bool, error)
+	// MovePending moves the outbox entries of from, a forwarder no longer configured, to
+	// the configured forwarder to (see dedupe.Store.MovePending).
+	MovePending(ctx context.Context, from, to string) (OutboxMove, error)
+	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
+	// and returns how many it deleted.
+	DropPending(ctx context.Context, forwarder string) (int, error)
+	// DryIngest says what taking chatbot serial's leads would queue (o.DryRun is implied:
+	// nothing is written), for `backfill --dry-run`.
+	DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
 }
+
+// OutboxMove is what a move of outbox entries did.
+type OutboxMove struct {
+	Moved   int `json:"moved"`   // entries now owed to the new forwarder
+	Already int `json:"already"` // entries whose event the new forwarder owed already, removed
+}
+
+// RefusedError is an operator request refused because of what it asked for (HTTP 400
+// through the admin API), e.g. moving the deliveries of a forwarder that is configured.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
 
 // Status is the state `leadbridge status` shows.
 type Status struct {
@@ -77,6 +99,9 @@ type LocalStore interface {
 	Replay(forwarder, eventID string) (int, error)
 	Drop(forwarder, eventID string) (int, error)
 	Resume(forwarder string) (bool, error)
+	MovePending(from, to string) (moved, already int, err error)
+	DropPending(forwarder string) (int, error)
+	IngestWith(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
 }
 
 var _ LocalStore = (*dedupe.Store)(nil)
@@ -183,4 +208,50 @@ func (l *Local) Resume(_ context.Context, forwarder string) (bool, error) {
 		l.Resumer(forwarder)
 	}
 	return was, nil
+}
+
+// configured reports whether name is a configured forwarder.
+func (l *Local) configured(name string) bool {
+	return slices.ContainsFunc(l.Forwarders, func(f ForwarderInfo) bool { return f.Name == name })
+}
+
+// notConfigured refuses to touch the outbox of a configured forwarder: its lane (in a
+// running daemon) may be delivering those very entries.
+func (l *Local) notConfigured(flag, name string) error {
+	switch {
+	case name == "":
+		return &RefusedError{flag + " is empty: name the forwarder whose deliveries are stranded"}
+	case l.configured(name):
+		return &RefusedError{fmt.Sprintf("%s %q is a configured forwarder: its deliveries are not stranded "+
+			"(remove it from the config, restart, then move or drop what it left)", flag, name)}
+	}
+	return nil
+}
+
+// MovePending moves the stranded deliveries of from to the configured forwarder to; a
+// running dispatcher is woken by the store and delivers them.
+func (l *Local) MovePending(_ context.Context, from, to string) (OutboxMove, error) {
+	if err := l.notConfigured("from", from); err != nil {
+		return OutboxMove{}, err
+	}
+	if !l.configured(to) {
+		return OutboxMove{}, &RefusedError{fmt.Sprintf("to %q is not a configured forwarder; "+
+			"moving deliveries there would strand them again", to)}
+	}
+	moved, already, err := l.Store.MovePending(from, to)
+	return OutboxMove{Moved: moved, Already: already}, err
+}
+
+// DropPending deletes the stranded deliveries of forwarder.
+func (l *Local) DropPending(_ context.Context, forwarder string) (int, error) {
+	if err := l.notConfigured("forwarder", forwarder); err != nil {
+		return 0, err
+	}
+	return l.Store.DropPending(forwarder)
+}
+
+// DryIngest computes what ingesting leads would queue, writing nothing.
+func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+	o.DryRun = true
+	return l.Store.IngestWith(serial, leads, o)
 }

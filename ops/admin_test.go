@@ -2,10 +2,15 @@ package ops_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +58,7 @@ func startDaemon(t *testing.T) *daemon {
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}, {Name: "crm", Type: "slack"}},
 		Version:    "1.2.3",
 	}
-	health := ops.NewHealth(d.store, local.Chatbots, time.Minute, nil)
+	health := ops.NewHealth(d.store, local.Chatbots, local.Forwarders, time.Minute, nil)
 	d.handler = ops.NewServer(ops.NewMetrics("1.2.3", d.store), health, local, "", nil)
 	srv := httptest.NewServer(d.handler)
 	t.Cleanup(srv.Close)
@@ -292,29 +297,296 @@ func TestAdminToken(t *testing.T) {
 	store := openStore(t)
 	local := &ops.Local{Store: store, Version: "1.2.3"}
 	const token = "adm-token-9f2c41"
-	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1.2.3", store), ops.NewHealth(store, nil, time.Minute, nil), local, token, nil))
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1.2.3", store), ops.NewHealth(store, nil, nil, time.Minute, nil), local, token, nil))
 	t.Cleanup(srv.Close)
 	addr := srv.Listener.Addr().String()
 
-	for _, tc := range []struct {
-		name, token string
-		ok          bool
-	}{{"no token", "", false}, {"wrong token", "nope", false}, {"right token", token, true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := ops.Dial(t.Context(), addr, tc.token)
-			require.NoError(t, err, "health needs no token")
-			_, err = c.Status(t.Context())
-			if tc.ok {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), "401")
-			assert.NotContains(t, err.Error(), token, "the token is never echoed")
-		})
-	}
+	t.Run("right token", func(t *testing.T) {
+		c, err := ops.Dial(t.Context(), addr, token)
+		require.NoError(t, err)
+		_, err = c.Status(t.Context())
+		require.NoError(t, err)
+	})
+	t.Run("wrong token: the daemon's proof does not check out", func(t *testing.T) {
+		_, err := ops.Dial(t.Context(), addr, "nope")
+		require.ErrorIs(t, err, ops.ErrUnproven)
+		assert.NotContains(t, err.Error(), token)
+	})
+	t.Run("no token", func(t *testing.T) {
+		c, err := ops.Dial(t.Context(), addr, "")
+		require.NoError(t, err, "health needs no token")
+		_, err = c.Status(t.Context())
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "401")
+		assert.NotContains(t, err.Error(), token, "the token is never echoed")
+	})
+	t.Run("bearer token for scripts", func(t *testing.T) {
+		for bearer, want := range map[string]int{token: http.StatusOK, "nope": http.StatusUnauthorized} {
+			req, err := http.NewRequest(http.MethodGet, srv.URL+"/admin/status", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", "Bearer "+bearer)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			assert.Equal(t, want, resp.StatusCode, bearer)
+		}
+	})
 	resp, err := http.Get(srv.URL + "/metrics")
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "metrics need no token")
+}
+
+// challenge asks srv for a proof with client nonce cn and returns the answer.
+func challenge(t *testing.T, srv string, cn string) (code int, nonce, proof string) {
+	t.Helper()
+	resp, err := http.Post(srv+"/admin/challenge?nonce="+cn, "", nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var ans struct{ Nonce, Proof string }
+	_ = json.NewDecoder(resp.Body).Decode(&ans)
+	return resp.StatusCode, ans.Nonce, ans.Proof
+}
+
+func TestAdminProofCannotBeReplayedOrReflected(t *testing.T) {
+	store := openStore(t)
+	const token = "adm-token-5d77aa"
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", store), ops.NewHealth(store, nil, nil, time.Minute, nil),
+		&ops.Local{Store: store}, token, nil))
+	t.Cleanup(srv.Close)
+	get := func(auth string) int {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/admin/status", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cn := strings.Repeat("ab", 32)
+	code, sn, proof := challenge(t, srv.URL, cn)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, sn, 64)
+
+	// Reflection: the daemon's own proof, offered back as a client MAC, is refused.
+	assert.Equal(t, http.StatusUnauthorized, get("LeadBridge-HMAC "+sn+":"+proof))
+	// The nonce was spent by that attempt: even a right MAC over it is refused now.
+	right := func(sn string) string {
+		h := hmac.New(sha256.New, []byte(token))
+		h.Write([]byte("leadbridge admin v1: client request\x00" + sn + "\x00GET\x00/admin/status"))
+		return "LeadBridge-HMAC " + sn + ":" + hex.EncodeToString(h.Sum(nil))
+	}
+	assert.Equal(t, http.StatusUnauthorized, get(right(sn)), "a nonce is good for one try")
+	_, sn, _ = challenge(t, srv.URL, cn)
+	assert.Equal(t, http.StatusOK, get(right(sn)))
+	assert.Equal(t, http.StatusUnauthorized, get(right(sn)), "a request cannot be replayed")
+	assert.Equal(t, http.StatusUnauthorized, get(right(strings.Repeat("cd", 32))), "a nonce the daemon never issued")
+
+	for _, bad := range []string{"", "short", strings.Repeat("AB", 32), strings.Repeat("zz", 32)} {
+		code, _, _ := challenge(t, srv.URL, bad)
+		assert.Equal(t, http.StatusBadRequest, code, "nonce %q", bad)
+	}
+	resp, err := http.Get(srv.URL + "/admin/challenge?nonce=" + cn)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+// impostor stands on an admin address: it answers /healthz like a daemon and records
+// every request it gets.
+type impostor struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	got []string // method, URI and every header of each request
+}
+
+func newImpostor(t *testing.T, challenge http.HandlerFunc) *impostor {
+	im := &impostor{}
+	im.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		im.mu.Lock()
+		line := r.Method + " " + r.URL.RequestURI()
+		for k, vs := range r.Header {
+			line += " " + k + "=" + strings.Join(vs, ",")
+		}
+		im.got = append(im.got, line)
+		im.mu.Unlock()
+		switch {
+		case r.URL.Path == "/healthz":
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+		case r.URL.Path == "/admin/challenge" && challenge != nil:
+			challenge(w, r)
+		default:
+			_, _ = w.Write([]byte(`{"count":0}`))
+		}
+	}))
+	t.Cleanup(im.srv.Close)
+	return im
+}
+
+func (im *impostor) requests() []string {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return slices.Clone(im.got)
+}
+
+func TestAnImpostorNeverSeesTheToken(t *testing.T) {
+	const token = "adm-token-31f0be"
+	// The real daemon, with the same token, on another address: an impostor may relay.
+	store := openStore(t)
+	real := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", store), ops.NewHealth(store, nil, nil, time.Minute, nil),
+		&ops.Local{Store: store}, token, nil))
+	t.Cleanup(real.Close)
+
+	cases := map[string]http.HandlerFunc{
+		"no challenge endpoint": nil,
+		"a made-up proof": func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte(`{"nonce":"` + strings.Repeat("ab", 32) + `","proof":"` + strings.Repeat("00", 32) + `"}`))
+		},
+		"the real daemon's proof, relayed": func(w http.ResponseWriter, r *http.Request) {
+			resp, err := http.Post(real.URL+r.URL.RequestURI(), "", nil)
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer resp.Body.Close()
+			_, _ = io.Copy(w, resp.Body)
+		},
+	}
+	for name, ch := range cases {
+		t.Run(name, func(t *testing.T) {
+			im := newImpostor(t, ch)
+			_, err := ops.Dial(t.Context(), im.srv.Listener.Addr().String(), token)
+			require.ErrorIs(t, err, ops.ErrUnproven)
+			assert.Contains(t, err.Error(), "nothing was sent to it")
+
+			// A Client made directly sends nothing either.
+			c := &ops.Client{BaseURL: im.srv.URL, Token: token}
+			_, err = c.Drop(t.Context(), "", "")
+			require.ErrorIs(t, err, ops.ErrUnproven)
+			_, err = c.DeadLetters(t.Context(), "")
+			require.ErrorIs(t, err, ops.ErrUnproven)
+
+			got := im.requests()
+			require.NotEmpty(t, got)
+			for _, line := range got {
+				assert.NotContains(t, line, token)
+				assert.NotContains(t, line, "Authorization", "no credentials of any kind")
+				assert.False(t, strings.Contains(line, "/admin/") && !strings.Contains(line, "/admin/challenge"),
+					"no admin request but the challenge: %s", line)
+			}
+		})
+	}
+}
+
+func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
+	d := startDaemon(t) // 3 deliveries stranded with "old"; bus and crm are configured
+	ctx := t.Context()
+	health := ops.NewHealth(d.store, nil, []ops.ForwarderInfo{{Name: "bus"}, {Name: "crm"}}, time.Minute, nil)
+	r := health.Check()
+	assert.False(t, r.Ready, "stranded deliveries are an operator problem: not ready")
+	assert.Equal(t, []ops.Stranded{{Forwarder: "old", Pending: 3}}, r.Stranded)
+	require.Len(t, r.Reasons, 1)
+	assert.Contains(t, r.Reasons[0], "3 deliveries stranded: forwarder old is not in the config")
+	assert.Contains(t, r.Reasons[0], "outbox move --from old --to NEW")
+
+	for _, c := range []struct{ from, to, want string }{
+		{"bus", "crm", `from "bus" is a configured forwarder`},
+		{"old", "nowhere", `to "nowhere" is not a configured forwarder`},
+		{"", "crm", "from is empty"},
+	} {
+		_, err := d.client.MovePending(ctx, c.from, c.to)
+		require.Error(t, err, "%+v", c)
+		assert.Contains(t, err.Error(), c.want)
+		assert.Contains(t, err.Error(), "HTTP 400")
+	}
+	_, err := d.client.DropPending(ctx, "bus")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `forwarder "bus" is a configured forwarder`)
+	assert.Len(t, pending(t, d.store, "old"), 3, "refused requests changed nothing")
+	assert.Len(t, pending(t, d.store, "bus"), 1)
+
+	drainChanges(d.store)
+	m, err := d.client.MovePending(ctx, "old", "crm")
+	require.NoError(t, err)
+	assert.Equal(t, ops.OutboxMove{Moved: 3}, m)
+	select {
+	case <-d.store.Changes():
+	default:
+		t.Fatal("a move wakes the dispatcher through the store")
+	}
+	assert.Len(t, pending(t, d.store, "crm"), 3)
+	r = health.Check()
+	assert.True(t, r.Ready, "%v", r.Reasons)
+	assert.Empty(t, r.Stranded)
+
+	require.NoError(t, d.store.Close())
+	s := openStore(t, "gone")
+	ingest(t, s, 2)
+	local := &ops.Local{Store: s, Forwarders: []ops.ForwarderInfo{{Name: "bus"}}}
+	n, err := local.DropPending(ctx, "gone")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.Empty(t, pending(t, s, "gone"))
+}
+
+func drainChanges(s *dedupe.Store) {
+	select {
+	case <-s.Changes():
+	default:
+	}
+}
+
+func TestAdminDryIngestWritesNothing(t *testing.T) {
+	d := startDaemon(t) // records 0..2 of serialA are seen
+	ctx := t.Context()
+	leads := []event.Lead{record(event.KindAppointment, 1), record(event.KindLead, 7)}
+	drainChanges(d.store)
+	res, err := d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.New)
+	assert.Equal(t, 1, res.Duplicate)
+	require.Len(t, res.Events, 1)
+	assert.Equal(t, leads[1].ID(), res.Events[0].ID)
+	res, err = d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{Resend: true, Only: []string{"bus"}})
+	require.NoError(t, err)
+	assert.Len(t, res.Events, 2, "resend reaches the daemon")
+
+	assert.Len(t, pending(t, d.store, "bus"), 1, "nothing was queued")
+	again, err := d.store.IngestWith(serialA, leads[1:], dedupe.IngestOptions{DryRun: true})
+	require.NoError(t, err)
+	assert.Equal(t, 1, again.New, "nothing was marked seen")
+	select {
+	case <-d.store.Changes():
+		t.Fatal("a dry run must not wake the dispatcher")
+	default:
+	}
+
+	for q, want := range map[string]string{
+		"":                          "chatbot=<serial> is required",
+		"chatbot=x&resend=maybe":    "resend=",
+		"chatbot=" + serialA + "&x": "body: want a JSON array of leads",
+	} {
+		resp, err := http.Post(d.url+"/admin/ingest/dry-run?"+q, "application/json", strings.NewReader(`{"not":"a list"}`))
+		require.NoError(t, err)
+		var body map[string]string
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		assert.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
+		assert.Contains(t, body["error"], want, q)
+	}
+}
+
+func TestAChallengeFloodLocksNobodyOut(t *testing.T) {
+	store := openStore(t)
+	const token = "adm-token-flood01"
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", store), ops.NewHealth(store, nil, nil, time.Minute, nil),
+		&ops.Local{Store: store}, token, nil))
+	t.Cleanup(srv.Close)
+	c, err := ops.Dial(t.Context(), srv.Listener.Addr().String(), token)
+	require.NoError(t, err)
+	for range 600 { // more than the daemon keeps
+		code, _, _ := challenge(t, srv.URL, strings.Repeat("ef", 32))
+		require.Equal(t, http.StatusOK, code)
+	}
+	_, err = c.Status(t.Context())
+	require.NoError(t, err, "the operator's own challenge still works")
 }

@@ -17,13 +17,15 @@ const staleIntervals = 3
 // maxReasonError caps the error text quoted in a readiness reason.
 const maxReasonError = 200
 
-// Health decides readiness: the store answers, no forwarder is paused, and every
+// Health decides readiness: the store answers, no forwarder is paused, the outbox holds
+// no delivery stranded with a forwarder the config no longer has, and every
 // chatbot had a successful poll within 3 poll intervals (a chatbot that has not yet
 // succeeded counts from the start, so a fresh start is ready). It learns about polls
 // from ObservePoll and is safe for concurrent use.
 type Health struct {
 	store    StoreStats
 	chatbots []ChatbotInfo
+	known    map[string]bool // configured forwarders
 	interval time.Duration
 	now      func() time.Time
 	start    time.Time
@@ -39,17 +41,23 @@ type pollRecord struct {
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
-// default, if <= 0). now tells the time (time.Now if nil); the start is now().
-func NewHealth(src StoreStats, chatbots []ChatbotInfo, interval time.Duration, now func() time.Time) *Health {
+// default, if <= 0), and the outbox entries of forwarders not among the configured ones.
+// now tells the time (time.Now if nil); the start is now().
+func NewHealth(src StoreStats, chatbots []ChatbotInfo, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
 	if interval <= 0 {
 		interval = time.Minute
 	}
 	if now == nil {
 		now = time.Now
 	}
+	known := make(map[string]bool, len(forwarders))
+	for _, f := range forwarders {
+		known[f.Name] = true
+	}
 	return &Health{
 		store:    src,
 		chatbots: slices.Clone(chatbots),
+		known:    known,
 		interval: interval,
 		now:      now,
 		start:    now(),
@@ -77,6 +85,7 @@ type Readiness struct {
 	Store            string             `json:"store"` // "open", or "error: ..." when it does not answer
 	Chatbots         []ChatbotReadiness `json:"chatbots"`
 	PausedForwarders []PausedForwarder  `json:"paused_forwarders"`
+	Stranded         []Stranded         `json:"stranded"`          // deliveries owed to forwarders not in the config
 	Reasons          []string           `json:"reasons,omitempty"` // why it is not ready, one line each
 }
 
@@ -97,10 +106,20 @@ type PausedForwarder struct {
 	Reason string    `json:"reason"`
 }
 
-// Check computes readiness now.
+// Stranded counts the outbox entries owed to a forwarder that is not in the config: no
+// lane delivers them until the forwarder comes back or an operator moves or drops them.
+type Stranded struct {
+	Forwarder string `json:"forwarder"`
+	Pending   int    `json:"pending"`
+}
+
+// Check computes readiness now. Stranded deliveries make it not ready, like a paused
+// forwarder: leads are waiting that will never go out by themselves, and only an operator
+// can fix it (`leadbridge outbox move` or `outbox drop`), which is what readiness alerts
+// are watched for. Restarting does not help, so /healthz (liveness) stays ok.
 func (h *Health) Check() Readiness {
 	now := h.now()
-	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}}
+	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}, Stranded: []Stranded{}}
 
 	paused, err := h.store.Paused()
 	if err != nil {
@@ -108,18 +127,27 @@ func (h *Health) Check() Readiness {
 		r.Store = "error: " + err.Error()
 		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
 	}
-	names := make([]string, 0, len(paused))
-	for name := range paused {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range sortedKeys(paused) {
 		p := paused[name]
 		r.Ready = false
 		r.PausedForwarders = append(r.PausedForwarders, PausedForwarder{Name: name, Since: p.Since, Reason: p.Reason})
 		r.Reasons = append(r.Reasons, fmt.Sprintf(
 			"forwarder %s is paused since %s because its target is gone (%s); its deliveries wait in the outbox: fix the target, then run `leadbridge forwarder resume %s`",
 			name, p.Since.UTC().Format(time.RFC3339), cut(p.Reason, maxReasonError), name))
+	}
+
+	depth, err := h.store.Depth()
+	if err != nil && r.Store == "open" {
+		r.Ready = false
+		r.Store = "error: " + err.Error()
+		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
+	}
+	for _, name := range sortedKeys(depth) {
+		if n := depth[name]; n > 0 && !h.known[name] {
+			r.Ready = false
+			r.Stranded = append(r.Stranded, Stranded{Forwarder: name, Pending: n})
+			r.Reasons = append(r.Reasons, strandedReason(name, n))
+		}
 	}
 
 	limit := staleIntervals * h.interval
@@ -156,4 +184,29 @@ func cut(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// strandedReason says that n deliveries of forwarder name are stranded and how to fix it.
+func strandedReason(name string, n int) string {
+	return fmt.Sprintf("%s stranded: forwarder %s is not in the config, so nothing delivers them; "+
+		"run `leadbridge outbox move --from %s --to NEW` (renamed) or `leadbridge outbox drop --forwarder %s` (removed)",
+		deliveries(n), name, name, name)
+}
+
+// deliveries is "1 delivery" or "N deliveries".
+func deliveries(n int) string {
+	if n == 1 {
+		return "1 delivery"
+	}
+	return fmt.Sprintf("%d deliveries", n)
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

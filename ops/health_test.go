@@ -22,7 +22,7 @@ var bots = []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}, {Serial: seri
 func healthServer(t *testing.T, s *dedupe.Store) (*ops.Health, *clock, string) {
 	t.Helper()
 	c := newClock()
-	h := ops.NewHealth(s, bots, time.Minute, c.Now)
+	h := ops.NewHealth(s, bots, nil, time.Minute, c.Now)
 	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("test", s), h, nil, "", nil))
 	t.Cleanup(srv.Close)
 	return h, c, srv.URL

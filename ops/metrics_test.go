@@ -29,7 +29,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	t.Helper()
 	s := openStore(t, "bus", "crm")
 	m := ops.NewMetrics("1.2.3", s)
-	srv := httptest.NewServer(ops.NewServer(m, ops.NewHealth(s, nil, time.Minute, nil), nil, "", nil))
+	srv := httptest.NewServer(ops.NewServer(m, ops.NewHealth(s, nil, nil, time.Minute, nil), nil, "", nil))
 	t.Cleanup(srv.Close)
 
 	res := ingest(t, s, 4)

@@ -2,14 +2,15 @@ package ops
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -21,13 +22,19 @@ import (
 //	POST /admin/dlq/replay?forwarder=F&id=ID    → {"count":N}   (all=1 instead of id: every one)
 //	POST /admin/dlq/drop?forwarder=F&id=ID      → {"count":N}   (likewise)
 //	POST /admin/forwarders/{name}/resume        → {"resumed":bool}
+//	POST /admin/outbox/move?from=OLD&to=NEW     → OutboxMove (OLD not configured, NEW configured)
+//	POST /admin/outbox/drop?forwarder=OLD       → {"count":N} (OLD not configured)
+//	POST /admin/ingest/dry-run?chatbot=S[&resend=1][&only=F]... body []event.Lead
+//	                                            → event.Ingested, what a backfill would queue; writes nothing
+//	POST /admin/challenge?nonce=HEX             → the daemon's proof of the token (see auth.go)
 //
 // The admin API shows personal data and changes the store, so it answers only requests
 // from a loopback address to a loopback host name (403 otherwise, which also defeats DNS
 // rebinding), refuses cross-origin browser requests, and takes changes only by POST (405
 // otherwise). With adminToken set (http.admin_token), it also wants
-// "Authorization: Bearer <adminToken>" (401 otherwise), so that other users of the
-// machine cannot reach it. Errors are JSON {"error":"..."}. m and h must not be nil;
+// proof of it (401 otherwise), so that other users of the machine cannot reach it: the
+// HMAC exchange of auth.go, which the operator commands use, or, for scripts,
+// "Authorization: Bearer <adminToken>" (which trusts whatever listens on the address). Errors are JSON {"error":"..."}. m and h must not be nil;
 // logger nil discards the admin API's logs.
 func NewServer(m *Metrics, h *Health, b Backend, adminToken string, logger *slog.Logger) http.Handler {
 	if logger == nil {
@@ -66,6 +73,9 @@ func newAdmin(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /admin/dlq/replay", a.dlqChange("replay", b.Replay))
 	mux.HandleFunc("POST /admin/dlq/drop", a.dlqChange("drop", b.Drop))
 	mux.HandleFunc("POST /admin/forwarders/{name}/resume", a.resume)
+	mux.HandleFunc("POST /admin/outbox/move", a.outboxMove)
+	mux.HandleFunc("POST /admin/outbox/drop", a.outboxDrop)
+	mux.HandleFunc("POST /admin/ingest/dry-run", a.dryIngest)
 	return mux
 }
 
@@ -132,35 +142,110 @@ func (a *admin) resume(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"resumed": was})
 }
 
+func (a *admin) outboxMove(w http.ResponseWriter, r *http.Request) {
+	from, to := r.URL.Query().Get("from"), r.URL.Query().Get("to")
+	m, err := a.b.MovePending(r.Context(), from, to)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("stranded deliveries moved through the admin API", "from", from, "to", to, "moved", m.Moved, "already_owed", m.Already)
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (a *admin) outboxDrop(w http.ResponseWriter, r *http.Request) {
+	forwarder := r.URL.Query().Get("forwarder")
+	n, err := a.b.DropPending(r.Context(), forwarder)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("stranded deliveries dropped through the admin API", "forwarder", forwarder, "count", n)
+	writeJSON(w, http.StatusOK, map[string]int{"count": n})
+}
+
+// maxDryRunBody caps the leads one dry-run request may carry.
+const maxDryRunBody = 64 << 20
+
+func (a *admin) dryIngest(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	serial := q.Get("chatbot")
+	if serial == "" {
+		writeError(w, http.StatusBadRequest, "chatbot=<serial> is required")
+		return
+	}
+	resend := false
+	if v := q.Get("resend"); v != "" {
+		var err error
+		if resend, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, "resend="+strconv.Quote(v)+" is not a boolean; use resend=1")
+			return
+		}
+	}
+	var leads []event.Lead
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxDryRunBody)).Decode(&leads); err != nil {
+		writeError(w, http.StatusBadRequest, "body: want a JSON array of leads: "+err.Error())
+		return
+	}
+	res, err := a.b.DryIngest(r.Context(), serial, leads, dedupe.IngestOptions{Resend: resend, Only: q["only"]})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
 func (a *admin) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if refused, ok := errors.AsType[*RefusedError](err); ok {
+		writeError(w, http.StatusBadRequest, refused.Reason)
+		return
+	}
 	a.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusInternalServerError, err.Error())
 }
 
-// adminOnly lets through only same-machine, same-origin requests, carrying the token when
-// one is set.
+// guard lets through only same-machine, same-origin requests and, when a token is set,
+// only those that prove they hold it (see auth.go); it also serves the challenge.
+type guard struct {
+	next       http.Handler
+	token      string
+	csrf       *http.CrossOriginProtection
+	challenges *challenges
+}
+
 func adminOnly(next http.Handler, token string) http.Handler {
-	csrf := http.NewCrossOriginProtection()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil || !isLoopback(host) {
-			writeError(w, http.StatusForbidden, "the admin API answers only on loopback; run the command on the daemon's machine")
+	return &guard{next: next, token: token, csrf: http.NewCrossOriginProtection(), challenges: newChallenges()}
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || !isLoopback(host) {
+		writeError(w, http.StatusForbidden, "the admin API answers only on loopback; run the command on the daemon's machine")
+		return
+	}
+	if !isLoopback(hostOnly(r.Host)) {
+		writeError(w, http.StatusForbidden, "the admin API answers only to a loopback host name (127.0.0.1, ::1, localhost)")
+		return
+	}
+	if err := g.csrf.Check(r); err != nil {
+		writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
+		return
+	}
+	if r.URL.Path == "/admin/challenge" {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, "POST /admin/challenge?nonce=<64 hex digits>")
 			return
 		}
-		if !isLoopback(hostOnly(r.Host)) {
-			writeError(w, http.StatusForbidden, "the admin API answers only to a loopback host name (127.0.0.1, ::1, localhost)")
-			return
-		}
-		if err := csrf.Check(r); err != nil {
-			writeError(w, http.StatusForbidden, "the admin API refuses cross-origin browser requests")
-			return
-		}
-		if token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+token)) != 1 {
-			writeError(w, http.StatusUnauthorized, "the admin API wants the daemon's http.admin_token (Authorization: Bearer ...)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+		g.challenge(w, r)
+		return
+	}
+	if g.token != "" && !g.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "the admin API wants proof of the daemon's http.admin_token "+
+			"(the leadbridge operator commands give it; scripts may send Authorization: Bearer ...)")
+		return
+	}
+	g.next.ServeHTTP(w, r)
 }
 
 // isLoopback reports whether host is "localhost" or a loopback IP.

@@ -14,7 +14,9 @@ import (
 const maxStatusText = 60
 
 // WriteStatus writes s as tables a person reads in a terminal: each chatbot's last poll
-// and its result, each forwarder's outbox, dead letters and pause, and a summary line.
+// and its result, each forwarder's outbox, dead letters and pause (and, for a forwarder
+// no longer configured, that its deliveries are stranded and how to fix it), and a
+// summary line.
 func WriteStatus(w io.Writer, s Status) error {
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -40,12 +42,21 @@ func WriteStatus(w io.Writer, s Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, ago(now, c.LastPoll), c.Seen, result)
 	}
 
-	pending, dead, paused := 0, 0, 0
+	pending, dead, paused, stranded := 0, 0, 0, 0
 	fmt.Fprintln(tw, "\nFORWARDER\tTYPE\tPENDING\tDEAD\tSTATE")
 	for _, f := range s.Forwarders {
 		pending += f.Pending
 		dead += f.Dead
 		state := "running"
+		switch {
+		case f.Type == TypeUnconfigured && f.Pending > 0:
+			stranded += f.Pending
+			state = fmt.Sprintf("STRANDED: not in the config; `outbox move --from %s --to NEW` or `outbox drop --forwarder %s`", f.Name, f.Name)
+		case f.Type == TypeUnconfigured && f.Dead > 0:
+			state = fmt.Sprintf("not in the config; its dead letters: `dlq drop --forwarder %s --all`", f.Name)
+		case f.Type == TypeUnconfigured:
+			state = "not in the config"
+		}
 		if f.Paused {
 			paused++
 			state = fmt.Sprintf("PAUSED %s: %s", ago(now, f.PausedSince), cut(f.PausedReason, maxStatusText))
@@ -53,9 +64,9 @@ func WriteStatus(w io.Writer, s Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.Name, orDash(f.Type), f.Pending, f.Dead, state)
 	}
 
-	fmt.Fprintf(tw, "\n%s (%d failing), %s (%d paused), %d pending, %s\n",
+	fmt.Fprintf(tw, "\n%s (%d failing), %s (%d paused), %d pending (%d stranded), %s\n",
 		plural(len(s.Chatbots), "chatbot"), failing, plural(len(s.Forwarders), "forwarder"), paused,
-		pending, plural(dead, "dead letter"))
+		pending, stranded, plural(dead, "dead letter"))
 	return tw.Flush()
 }
 

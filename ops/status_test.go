@@ -27,6 +27,7 @@ func TestWriteStatus(t *testing.T) {
 			{Name: "crm", Type: "webhook", Pending: 3, Dead: 1, Paused: true,
 				PausedReason: "webhook crm: HTTP 410 Gone", PausedSince: now.Add(-90 * time.Minute)},
 			{Name: "old", Type: ops.TypeUnconfigured, Pending: 1},
+			{Name: "gone", Type: ops.TypeUnconfigured, Dead: 2},
 		},
 	}
 	var b strings.Builder
@@ -56,9 +57,10 @@ func TestWriteStatus(t *testing.T) {
 
 	assert.Regexp(t, `^bus\s+nats\s+0\s+0\s+running`, line("bus "))
 	assert.Regexp(t, `^crm\s+webhook\s+3\s+1\s+PAUSED 1h ago: webhook crm: HTTP 410 Gone`, line("crm "))
-	assert.Regexp(t, `^old\s+unconfigured\s+1\s+0\s+running`, line("old "))
+	assert.Regexp(t, "^old\\s+unconfigured\\s+1\\s+0\\s+STRANDED: not in the config; `outbox move --from old --to NEW` or `outbox drop --forwarder old`$", line("old "))
+	assert.Regexp(t, "^gone\\s+unconfigured\\s+0\\s+2\\s+not in the config; its dead letters: `dlq drop --forwarder gone --all`$", line("gone "))
 
-	assert.Equal(t, "3 chatbots (1 failing), 3 forwarders (1 paused), 4 pending, 1 dead letter", lines[len(lines)-2])
+	assert.Equal(t, "3 chatbots (1 failing), 4 forwarders (1 paused), 4 pending (1 stranded), 3 dead letters", lines[len(lines)-2])
 }
 
 func TestLocalStatusWithoutDaemon(t *testing.T) {

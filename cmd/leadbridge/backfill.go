@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
 
@@ -72,19 +78,19 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return usageErrorf("--forwarder %q is not in %s", o.forwarder, *cfgPath)
 		}
 	}
+	if o.dryRun {
+		return dryBackfill(ctx, cfg, o, stdout, stderr)
+	}
 	a, err := openApp(cfg, stderr)
 	if err != nil {
-		return err
+		return daemonHolds(err, "backfill writes to the store: stop the daemon first (--dry-run works while it runs)")
 	}
 	defer a.Close()
 
-	b := &backfill{app: a, opts: o, out: stdout, progress: newProgress(stderr)}
+	b := &backfill{cfg: cfg, client: a.loop.Client, logger: a.logger, ingest: a.store.IngestWith,
+		opts: o, out: stdout, progress: newProgress(stderr)}
 	if err := b.read(ctx); err != nil {
 		return err
-	}
-	if o.dryRun {
-		fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.found, b.toSend)
-		return nil
 	}
 	var sent, dead atomic.Int64
 	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
@@ -115,9 +121,68 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+// dryBackfill reads the range and prints what a backfill would send, asking the store
+// which records it has seen: through the running daemon when one answers (it holds the
+// store), else on the store file, else (no store yet) as if nothing was seen. It sends,
+// records and builds nothing.
+func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, stdout, stderr io.Writer) error {
+	logger := newLogger(cfg.Log, stderr)
+	var ingest ingestFunc
+	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) && !daemonAnswers(ctx, cfg) {
+		// Nothing was seen yet: a throwaway store in a temp dir says what is new.
+		dir, err := os.MkdirTemp("", "leadbridge-dry-run-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		st, err := dedupe.Open(dedupe.Options{Path: filepath.Join(dir, "dry.db"), Route: cfg.Route, EmitUpdates: cfg.Dedupe.EmitUpdates})
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ingest = func(serial string, leads []event.Lead, opts dedupe.IngestOptions) (event.Ingested, error) {
+			opts.DryRun = true
+			return st.IngestWith(serial, leads, opts)
+		}
+	} else {
+		b, release, err := backend(ctx, cfg, false)
+		if err != nil {
+			return err
+		}
+		defer release()
+		ingest = func(serial string, leads []event.Lead, opts dedupe.IngestOptions) (event.Ingested, error) {
+			return b.DryIngest(ctx, serial, leads, opts)
+		}
+	}
+	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
+	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+	b := &backfill{cfg: cfg, client: client, logger: logger, ingest: ingest, opts: o, out: stdout, progress: newProgress(stderr)}
+	if err := b.read(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.found, b.toSend)
+	return nil
+}
+
+// daemonAnswers reports whether something answers /healthz on http.listen (backend then
+// decides whether it is our daemon).
+func daemonAnswers(ctx context.Context, cfg *config.Config) bool {
+	if cfg.HTTP.Listen == "" {
+		return false
+	}
+	_, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken)
+	return err == nil || errors.Is(err, ops.ErrUnproven)
+}
+
+// ingestFunc takes one page of a chatbot's records (dedupe.Store.IngestWith's shape).
+type ingestFunc func(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+
 // backfill reads a date range chunk by chunk and queues what it finds.
 type backfill struct {
-	app      *app
+	cfg      *config.Config
+	client   *poller.Client
+	logger   *slog.Logger
+	ingest   ingestFunc
 	opts     backfillOptions
 	out      io.Writer
 	progress *progress
@@ -147,7 +212,7 @@ func (b *backfill) chunks() []poller.Window {
 
 func (b *backfill) read(ctx context.Context) error {
 	var bots []poller.Chatbot
-	for _, cb := range chatbots(b.app.cfg) {
+	for _, cb := range chatbots(b.cfg) {
 		if b.opts.chatbot == "" || cb.Serial == b.opts.chatbot {
 			bots = append(bots, cb)
 		}
@@ -161,16 +226,16 @@ func (b *backfill) read(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			page, err := b.app.loop.Client.List(ctx, bot, w)
+			page, err := b.client.List(ctx, bot, w)
 			if err != nil {
 				b.progress.done()
 				return fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)
 			}
 			for _, s := range page.Skipped {
-				b.app.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
+				b.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
 			}
 			leads := b.inRange(page.Leads)
-			res, err := b.app.store.IngestWith(bot.Serial, leads, dedupe.IngestOptions{
+			res, err := b.ingest(bot.Serial, leads, dedupe.IngestOptions{
 				Resend: b.opts.resend, Only: b.only(), DryRun: b.opts.dryRun,
 			})
 			if err != nil {
@@ -215,7 +280,7 @@ func (b *backfill) only() []string {
 
 // targets names the forwarders an event goes to in this backfill.
 func (b *backfill) targets(ev event.Event) []string {
-	targets := b.app.cfg.Route(ev)
+	targets := b.cfg.Route(ev)
 	if f := b.opts.forwarder; f != "" {
 		targets = slices.DeleteFunc(targets, func(n string) bool { return n != f })
 	}

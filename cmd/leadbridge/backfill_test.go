@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/ops"
 )
 
 func TestBackfillNinetyDaysInChunks(t *testing.T) {
@@ -96,4 +101,67 @@ func TestSendTestReportsTheOutcome(t *testing.T) {
 
 	code, _, _ = runMain(t, "send-test", "nope", "--config", cfg)
 	assert.Equal(t, 2, code)
+}
+
+func TestBackfillDryRunWhileTheDaemonRuns(t *testing.T) {
+	r := newRig(t, 0, "")
+	r.withAdminToken(t, "adm-d1e2f3a4b5")
+	now := time.Now().UTC()
+	r.api.Generate(testSerial, now.Add(-time.Hour))           // the daemon takes this one
+	old1 := r.api.Generate(testSerial, now.AddDate(0, 0, -9)) // beyond the poll lookback
+	old2 := r.api.Generate(testSerial, now.AddDate(0, 0, -8))
+	startDaemon(t, r.cfg, r.addr)
+	require.Eventually(t, func() bool { return len(r.good.received()) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	since := now.AddDate(0, 0, -10).Format(time.DateOnly)
+	code, stdout, stderr := runMain(t, "backfill", "--config", r.cfg, "--since", since, "--dry-run")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, 2, strings.Count(stdout, "would send"), stdout)
+	assert.Contains(t, stdout, fmt.Sprintf("session %d ", old1.SessionID))
+	assert.Contains(t, stdout, fmt.Sprintf("session %d ", old2.SessionID))
+	assert.Contains(t, stdout, "to good,bad")
+	assert.Contains(t, stdout, "dry run: 3 records found, 2 would be sent; nothing was sent or recorded")
+
+	code, stdout, stderr = runMain(t, "backfill", "--config", r.cfg, "--since", since, "--dry-run", "--resend", "--forwarder", "bad")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "3 would be sent", "--resend and --forwarder reach the daemon")
+	assert.NotContains(t, stdout, "good")
+
+	// The store shows that the dry runs recorded nothing: one record seen, nothing owed.
+	code, stdout, stderr = runMain(t, "status", "--config", r.cfg, "--json")
+	require.Equal(t, 0, code, stderr)
+	var s ops.Status
+	require.NoError(t, json.Unmarshal([]byte(stdout), &s))
+	assert.True(t, s.Daemon)
+	assert.Equal(t, 1, s.Chatbots[0].Seen)
+	for _, f := range s.Forwarders {
+		assert.Zero(t, f.Pending, f.Name)
+	}
+	assert.Len(t, r.good.received(), 1, "a dry run sends nothing")
+}
+
+func TestBackfillDryRunWithoutAStoreCreatesNone(t *testing.T) {
+	api := leadsim.New(testKey)
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, apiSrv.URL, "http://127.0.0.1:1", "")
+	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
+	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10", "--dry-run")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "1 would be sent")
+	_, err := os.Stat(filepath.Join(dir, "lb.db"))
+	assert.True(t, os.IsNotExist(err), "a dry run records nothing, not even an empty store")
+}
+
+func TestWritingCommandsSayWhatToDoWhileTheDaemonRuns(t *testing.T) {
+	r := newRig(t, 0, "")
+	startDaemon(t, r.cfg, r.addr)
+	code, _, stderr := runMain(t, "backfill", "--config", r.cfg, "--since", time.Now().UTC().Format(time.DateOnly))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "locked")
+	assert.Contains(t, stderr, "stop the daemon first (--dry-run works while it runs)")
+	code, _, stderr = runMain(t, "once", "--config", r.cfg)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "let the daemon do it, or stop it first")
 }

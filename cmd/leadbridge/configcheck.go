@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,7 +15,7 @@ import (
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 )
 
-func configCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" {
 		return usageErrorf("usage: leadbridge config check --config FILE")
 	}
@@ -30,7 +32,44 @@ func configCmd(_ context.Context, args []string, stdout, stderr io.Writer) error
 		return usageErrorf("config %s: %d problems the forwarders found:\n  %s", *cfgPath, len(problems), strings.Join(problems, "\n  "))
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d chatbots, %d forwarders)\n", *cfgPath, len(cfg.NeoAgent.Chatbots), len(cfg.Forwarders))
+	for _, w := range strandedWarnings(ctx, cfg) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	return nil
+}
+
+// strandedWarnings reads the store the config names (through its daemon, or the file
+// read-only; none yet is fine) and names each forwarder that holds deliveries or dead
+// letters there but is not in this config: under this config nothing delivers them.
+func strandedWarnings(ctx context.Context, cfg *config.Config) []string {
+	b, release, err := backend(ctx, cfg, true)
+	if err != nil {
+		if _, statErr := os.Stat(cfg.Store.Path); errors.Is(statErr, fs.ErrNotExist) {
+			return nil // a new install: no store, no daemon
+		}
+		return []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
+	}
+	defer release()
+	s, err := b.Status(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
+	}
+	var out []string
+	for _, f := range s.Forwarders {
+		if _, ok := cfg.Forwarder(f.Name); ok || f.Pending+f.Dead == 0 {
+			continue
+		}
+		w := fmt.Sprintf("store %s: forwarder %q is not in this config but has %d pending deliveries and %d dead letters; "+
+			"nothing delivers them under this config", cfg.Store.Path, f.Name, f.Pending, f.Dead)
+		if f.Pending > 0 {
+			w += fmt.Sprintf(". If it was renamed: `leadbridge outbox move --from %s --to NEW`; if removed: `leadbridge outbox drop --forwarder %s`", f.Name, f.Name)
+		}
+		if f.Dead > 0 {
+			w += fmt.Sprintf(". Its dead letters: `leadbridge dlq drop --forwarder %s --all`", f.Name)
+		}
+		out = append(out, w)
+	}
+	return out
 }
 
 // checkForwarders runs each forwarder's own checks without touching the network:

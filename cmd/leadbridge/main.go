@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -48,8 +49,10 @@ func commands() []command {
 		{"backfill", "publish the records of a date range on purpose", backfillCmd},
 		{"dlq", "list, replay or drop dead letters", dlqCmd},
 		{"forwarder", "forwarder resume NAME: resume a paused forwarder", forwarderCmd},
+		{"outbox", "move or drop the deliveries of a renamed or removed forwarder", outboxCmd},
 		{"status", "show chatbots, outbox depth and dead letters", statusCmd},
 		{"healthcheck", "exit 0 when a running daemon answers /healthz", healthcheckCmd},
+		{"secret", "print a fresh whsec_ webhook signing secret", secretCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
@@ -124,7 +127,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, turning a bad flag or a stray argument into a usage error.
+// parseFlags parses args, turning a bad flag, a stray argument or a duration out of range
+// into a usage error. No duration flag may be negative, and one whose default is not 0
+// (a wait, a timeout, an interval) must be positive; a 0 default means "none" or "off".
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -135,7 +140,22 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
-	return nil
+	var bad error
+	fs.VisitAll(func(f *flag.Flag) {
+		g, ok := f.Value.(flag.Getter)
+		if !ok || bad != nil {
+			return
+		}
+		d, ok := g.Get().(time.Duration)
+		switch {
+		case !ok:
+		case d < 0:
+			bad = usageErrorf("--%s: want a duration of 0 or more, got %s", f.Name, d)
+		case d == 0 && f.DefValue != "0s":
+			bad = usageErrorf("--%s: want a positive duration, got %s", f.Name, d)
+		}
+	})
+	return bad
 }
 
 func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -24,7 +24,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	a, err := openApp(cfg, stderr)
 	if err != nil {
-		return err
+		return daemonHolds(err, "once polls and delivers like the daemon; let the daemon do it, or stop it first")
 	}
 	defer a.Close()
 	logger := a.logger

@@ -45,8 +45,17 @@ func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 // look, so a wrong store.path never creates a file). The returned func releases it.
 func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backend, func(), error) {
 	if cfg.HTTP.Listen != "" {
-		if c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken); err == nil {
+		c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken)
+		switch {
+		case err == nil:
 			return c, func() {}, nil
+		case errors.Is(err, ops.ErrUnproven):
+			// Something answers on the daemon's address but is not this config's daemon.
+			// Opening the store instead would hide that: if it is our daemon with another
+			// admin_token, it holds the store anyway; if it is an impostor, the operator
+			// must learn that a process squats on http.listen (the daemon cannot start).
+			return nil, nil, fmt.Errorf("%w\nCheck what listens on http.listen %q (e.g. `ss -ltnp`) and that the daemon "+
+				"runs with this config's http.admin_token; the store was not opened", err, cfg.HTTP.Listen)
 		}
 	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
@@ -54,7 +63,8 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 		return nil, nil, fmt.Errorf("store %s does not exist (is store.path right?) and no daemon answered on http.listen %q",
 			cfg.Store.Path, cfg.HTTP.Listen)
 	}
-	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly})
+	st, err := dedupe.Open(dedupe.Options{Path: cfg.Store.Path, ReadOnly: readOnly,
+		Route: cfg.Route, EmitUpdates: cfg.Dedupe.EmitUpdates, Initial: cfg.Poll.Initial})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, nil, fmt.Errorf("%w\nA daemon holds the store but its admin API does not answer on http.listen %q; "+
 			"enable http.listen (loopback) in the config the daemon runs with, or stop the daemon", err, cfg.HTTP.Listen)
@@ -64,6 +74,14 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	}
 	local := &ops.Local{Store: st, Chatbots: chatbotInfo(cfg), Forwarders: forwarderInfo(cfg), Version: Version}
 	return local, func() { _ = st.Close() }, nil
+}
+
+// daemonHolds adds advice to an error that says another process holds the store.
+func daemonHolds(err error, advice string) error {
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("%w\n%s", err, advice)
+	}
+	return err
 }
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -392,13 +392,7 @@ func TestWriteCommandsNeverCreateAStore(t *testing.T) {
 
 func TestOperatorCommandsSendTheAdminToken(t *testing.T) {
 	r := newRig(t, 0, "")
-	t.Setenv("LB_ADMIN_TOKEN", "adm-7c1e9b2f")
-	b, err := os.ReadFile(r.cfg)
-	require.NoError(t, err)
-	withToken := strings.Replace(string(b), `http: {listen: "`+r.addr+`"}`,
-		`http: {listen: "`+r.addr+`", admin_token: "${LB_ADMIN_TOKEN}"}`, 1)
-	require.NotEqual(t, string(b), withToken)
-	require.NoError(t, os.WriteFile(r.cfg, []byte(withToken), 0o600))
+	r.withAdminToken(t, "adm-7c1e9b2f")
 	startDaemon(t, r.cfg, r.addr)
 
 	code, stdout, stderr := runMain(t, "status", "--config", r.cfg, "--json")
@@ -411,4 +405,69 @@ func TestOperatorCommandsSendTheAdminToken(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "without the token the admin API refuses")
+}
+
+// withAdminToken sets http.admin_token in the rig's config.
+func (r *rig) withAdminToken(t *testing.T, token string) {
+	t.Helper()
+	t.Setenv("LB_ADMIN_TOKEN", token)
+	b, err := os.ReadFile(r.cfg)
+	require.NoError(t, err)
+	withToken := strings.Replace(string(b), `http: {listen: "`+r.addr+`"}`,
+		`http: {listen: "`+r.addr+`", admin_token: "${LB_ADMIN_TOKEN}"}`, 1)
+	require.NotEqual(t, string(b), withToken)
+	require.NoError(t, os.WriteFile(r.cfg, []byte(withToken), 0o600))
+}
+
+func TestOperatorCommandsNeverTellAnImpostorTheToken(t *testing.T) {
+	const token = "adm-4b9e0c77d1"
+	r := newRig(t, http.StatusForbidden, "")
+	r.withAdminToken(t, token)
+	r.api.Generate(testSerial, time.Now())
+	code, _, _ := runMain(t, "once", "--config", r.cfg)
+	require.Equal(t, 1, code, "one dead letter for bad")
+
+	// With the daemon stopped, another process takes its address and plays a daemon.
+	var mu sync.Mutex
+	var seen []string
+	ln, err := net.Listen("tcp", r.addr)
+	require.NoError(t, err)
+	imp := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		mu.Lock()
+		line := req.Method + " " + req.URL.RequestURI()
+		for k, vs := range req.Header {
+			line += " " + k + "=" + strings.Join(vs, ",")
+		}
+		seen = append(seen, line)
+		mu.Unlock()
+		if req.URL.Path == "/healthz" {
+			_, _ = io.WriteString(w, `{"status":"ok"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"count":0,"nonce":"`+strings.Repeat("ab", 32)+`","proof":"x"}`)
+	})}}
+	imp.Start()
+	for _, args := range [][]string{
+		{"dlq", "list"}, {"dlq", "drop", "--all"}, {"dlq", "replay", "--all"}, {"status"},
+		{"forwarder", "resume", "bad"}, {"outbox", "drop", "--forwarder", "gone"},
+	} {
+		code, stdout, stderr := runMain(t, append(args, "--config", r.cfg)...)
+		assert.Equal(t, 1, code, "%v: %s", args, stdout)
+		assert.Contains(t, stderr, "not this config's leadbridge daemon", "%v", args)
+		assert.Contains(t, stderr, "the store was not opened", "%v", args)
+	}
+	imp.Close()
+	mu.Lock()
+	require.NotEmpty(t, seen)
+	for _, line := range seen {
+		assert.NotContains(t, line, token)
+		assert.NotContains(t, line, "Authorization")
+	}
+	mu.Unlock()
+
+	code, stdout, stderr := runMain(t, "dlq", "list", "--config", r.cfg, "--json")
+	require.Equal(t, 0, code, stderr)
+	var dead []event.DeadLetter
+	require.NoError(t, json.Unmarshal([]byte(stdout), &dead))
+	assert.Len(t, dead, 1, "the dead letter is still there: the impostor's drop touched nothing")
 }
