@@ -43,6 +43,9 @@ const (
 	// maxFaults bounds the malformed records remembered per chatbot, so that one the API
 	// repeats on every poll is warned about once; the oldest is forgotten first.
 	maxFaults = 1024
+	// maxFaultWarnings bounds the malformed-record warnings of one page; the rest are
+	// logged at debug and summed up in one warning.
+	maxFaultWarnings = 20
 )
 
 // Store is what the loop needs of the dedupe store.
@@ -472,17 +475,26 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 // that fault, a debug line on each repeat, so that a record the API keeps serving does
 // not flood the log. Every skip goes to OnSkip.
 func (l *Loop) reportFaults(serial string, page Page) {
+	warned, unwarned := 0, 0
 	report := func(msg string, e RecordError) {
 		l.mu.Lock()
 		first := l.state(serial).faults.add(e.sum)
 		l.mu.Unlock()
 		level := slog.LevelDebug
-		if first {
-			level = slog.LevelWarn
+		if first && warned < maxFaultWarnings {
+			level, warned = slog.LevelWarn, warned+1
+		} else if first {
+			unwarned++
 		}
 		l.logger().Log(context.Background(), level, msg, "chatbot", serial, "index", e.Index,
 			"field", e.Field, "reason", e.Err.Error(), "repeat", !first)
 	}
+	defer func() {
+		if unwarned > 0 {
+			l.logger().Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
+				"chatbot", serial, "not_warned", unwarned)
+		}
+	}()
 	for _, e := range page.Skipped {
 		report("skipped undecodable LeadList record", e)
 		if l.OnSkip != nil {

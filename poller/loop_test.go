@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -1143,4 +1144,33 @@ func TestClockSetBackKeepsCatchUp(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, res.Events, 1, "the gap since the last real success is read")
 	assert.Equal(t, int64(31500), res.Events[0].Data.SessionID)
+}
+
+// TestManyMalformedRecordsWarnedInSum: a page full of distinct malformed records gets a
+// bounded number of warnings and one that sums up the rest.
+func TestManyMalformedRecordsWarnedInSum(t *testing.T) {
+	bad := make([]string, maxFaultWarnings+30)
+	for i := range bad {
+		bad[i] = fmt.Sprintf(`{"Type":"Ticket","CreateTime":"2023-11-23T18:36:21-08:00","SessionID":%d}`, i)
+	}
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, append(bad, docLead)...)
+	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
+	for range 2 {
+		res, err := l.PollOnce(context.Background(), mainSite)
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.New+res.Duplicate)
+	}
+	var warns int
+	for _, line := range sink.lines(t, "skipped undecodable LeadList record") {
+		if line["level"] == "WARN" {
+			warns++
+		}
+	}
+	assert.Equal(t, maxFaultWarnings, warns)
+	sum := sink.lines(t, "more malformed LeadList records than are warned about one by one: the rest are logged at debug")
+	require.Len(t, sum, 1, "the second poll's are all repeats")
+	assert.Equal(t, 30.0, sum[0]["not_warned"])
 }
