@@ -489,12 +489,6 @@ func (l *Loop) reportFaults(serial string, page Page) {
 		l.logger().Log(context.Background(), level, msg, "chatbot", serial, "index", e.Index,
 			"field", e.Field, "reason", e.Err.Error(), "repeat", !first)
 	}
-	defer func() {
-		if unwarned > 0 {
-			l.logger().Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
-				"chatbot", serial, "not_warned", unwarned)
-		}
-	}()
 	for _, e := range page.Skipped {
 		report("skipped undecodable LeadList record", e)
 		if l.OnSkip != nil {
@@ -503,6 +497,10 @@ func (l *Loop) reportFaults(serial string, page Page) {
 	}
 	for _, e := range page.Warned {
 		report("took a LeadList record without a field it could not read", e)
+	}
+	if unwarned > 0 {
+		l.logger().Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
+			"chatbot", serial, "not_warned", unwarned)
 	}
 }
 
