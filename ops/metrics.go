@@ -39,6 +39,7 @@ type Metrics struct {
 	polls        *prometheus.CounterVec
 	pollDuration *prometheus.HistogramVec
 	records      *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
 	lastSuccess  *prometheus.GaugeVec
 	deliveries   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
@@ -63,6 +64,10 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 			Name: "leadbridge_records_total",
 			Help: "Polled records by chatbot serial, kind and outcome (new, duplicate, updated, baseline); kind is empty for duplicate and baseline.",
 		}, []string{"chatbot", "kind", "outcome"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_records_skipped_total",
+			Help: "Polled records skipped as undecodable, by chatbot serial and the API field at fault (record: not an object); a record the API repeats counts on every poll.",
+		}, []string{"chatbot", "reason_field"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "leadbridge_last_successful_poll_timestamp_seconds",
 			Help: "Unix time of the last successful poll, by chatbot serial.",
@@ -92,7 +97,7 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.polls, m.pollDuration, m.records, m.lastSuccess,
+		m.polls, m.pollDuration, m.records, m.skipped, m.lastSuccess,
 		m.deliveries, m.latency, m.attempts, buildInfo,
 		newStoreCollector(src),
 	)
@@ -123,6 +128,11 @@ func (m *Metrics) ObservePoll(serial string, took time.Duration, res event.Inges
 	if res.Baseline > 0 {
 		m.records.WithLabelValues(serial, "", "baseline").Add(float64(res.Baseline))
 	}
+}
+
+// ObserveSkip counts one record a poll skipped; it fits poller.Loop.OnSkip.
+func (m *Metrics) ObserveSkip(serial, field string) {
+	m.skipped.WithLabelValues(serial, field).Inc()
 }
 
 // kindLabel keeps the kind label to the known kinds.

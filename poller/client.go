@@ -91,13 +91,19 @@ type Window struct {
 type Page struct {
 	Leads   []event.Lead
 	Skipped []RecordError
+	// Warned are fields of records in Leads that could not be read and were left at their
+	// zero value (a Count of the wrong type, say), one per field.
+	Warned []RecordError
 }
 
-// RecordError is a record of Data that could not be decoded. Err names the field at
-// fault and never carries the record's personal data.
+// RecordError is a record of Data that could not be decoded, or one of its fields. Err
+// names the field at fault and never carries the record's personal data.
 type RecordError struct {
 	Index int
+	Field string // the API field at fault, or "record" when the record is not an object
 	Err   error
+
+	sum uint64 // fingerprint of the raw record and Field, to tell repeats
 }
 
 // Error says which record failed and why.

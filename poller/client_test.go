@@ -145,8 +145,9 @@ func TestListEmptyData(t *testing.T) {
 	c := srv.client(time.Second)
 	for _, body := range []string{
 		`{"Data":[],"Success":true,"Code":200}`,
-		`{"Data":null,"Success":true}`,
-		`{"Success":true,"Code":200,"Message":""}`,
+		`{"Data":[],"Success":true,"Code":"204"}`,
+		`{"Data":[],"Success":true,"Code":null}`,
+		`{"Data":[],"Success":true,"Code":""}`,
 		`{"Data":[]}`,
 	} {
 		srv.script(mainSite.Serial, reply{body: body})
@@ -183,17 +184,15 @@ func TestListSkipsMalformedRecords(t *testing.T) {
 	for _, l := range page.Leads {
 		sessions = append(sessions, l.SessionID)
 	}
-	assert.Equal(t, []int64{1, 3, 9}, sessions)
+	assert.Equal(t, []int64{1, 3, 6, 7, 9}, sessions, "a bad Name or Count costs that field, not the record")
 
 	wantReasons := map[int]string{
-		1:  "unknown record Type",
+		1:  "field Type: unknown record Type",
 		3:  "field CreateTime: missing",
 		4:  "field CreateTime: not a recognised timestamp",
-		5:  "field Name: got a JSON object",
 		6:  "field SessionID: want an integer",
 		7:  "record is a JSON string",
-		8:  "unknown record Type",
-		9:  "field Count: want an integer",
+		8:  "record is null",
 		10: "field CreateTime: zero time",
 	}
 	require.Len(t, page.Skipped, len(wantReasons))
@@ -205,6 +204,20 @@ func TestListSkipsMalformedRecords(t *testing.T) {
 			assert.NotContains(t, s.Error(), personal)
 		}
 	}
+	require.Len(t, page.Warned, 2)
+	assert.Equal(t, []int{5, 9}, []int{page.Warned[0].Index, page.Warned[1].Index})
+	assert.Equal(t, "Name", page.Warned[0].Field)
+	assert.ErrorContains(t, page.Warned[0], "field Name: got a JSON object, want a string; left empty")
+	assert.Equal(t, "Count", page.Warned[1].Field)
+	assert.ErrorContains(t, page.Warned[1], "field Count: want an integer or a numeric string; taken as 0")
+	for _, w := range page.Warned {
+		for _, personal := range []string{"Jane", "Roe", "jane@example.com", "555", "call me"} {
+			assert.NotContains(t, w.Error(), personal)
+		}
+	}
+	assert.Empty(t, page.Leads[2].Name)
+	assert.Zero(t, page.Leads[3].Count)
+	assert.Equal(t, "jane@example.com", page.Leads[3].Email, "the other fields are kept")
 }
 
 func TestListErrors(t *testing.T) {

@@ -34,6 +34,18 @@ const (
 	// gapCutMessage is the warning for a gap wider than MaxLookback.
 	gapCutMessage = "polling gap is wider than the store's retention allows; records created in its " +
 		"older part are not read: run the backfill command to recover them"
+	// futureMarkMessage is the warning for a last-success mark later than now.
+	futureMarkMessage = "the last successful poll is recorded in the future (the clock was ahead, or was set back): " +
+		"its gap is unknown, so the poll reads back as far as the store's retention allows"
+	// clockSkew is how far in the future a last-success mark may lie and still be taken as
+	// now (a small step of the clock); a mark further ahead is suspect.
+	clockSkew = 5 * time.Minute
+	// maxFaults bounds the malformed records remembered per chatbot, so that one the API
+	// repeats on every poll is warned about once; the oldest is forgotten first.
+	maxFaults = 1024
+	// maxFaultWarnings bounds the malformed-record warnings of one page; the rest are
+	// logged at debug and summed up in one warning.
+	maxFaultWarnings = 20
 )
 
 // Store is what the loop needs of the dedupe store.
@@ -93,6 +105,10 @@ type Loop struct {
 	// OnPoll, if set, is called after every poll, e.g. to update metrics. It must be safe
 	// for concurrent use.
 	OnPoll func(serial string, took time.Duration, res event.Ingested, err error)
+	// OnSkip, if set, is called for every record a poll skipped because it could not be
+	// decoded, with the API field at fault ("record" when it is not an object), whether or
+	// not it was skipped before. It must be safe for concurrent use.
+	OnSkip func(serial, field string)
 	// Now tells the time for windows and RecordPoll (time.Now if nil).
 	Now func() time.Time
 
@@ -102,16 +118,46 @@ type Loop struct {
 
 // botState is what the Loop remembers of a chatbot between polls.
 type botState struct {
-	lastOK    time.Time // last successful poll in this process, zero if none yet
-	caughtUp  time.Time // catch-up progress: the days before this were read since lastOK
-	announced time.Time // start of the last catch-up window logged
-	warned    string    // backfill command last logged for a gap cut short
+	lastOK    time.Time  // last successful poll in this process (with its monotonic reading), zero if none yet
+	caughtUp  time.Time  // catch-up progress: the days before this were read since lastOK
+	announced time.Time  // start of the last catch-up window logged
+	warned    string     // backfill command last logged for a gap cut short
+	future    time.Time  // last-success mark in the future last warned about
+	faults    seenFaults // malformed records already warned about
+}
+
+// seenFaults remembers the fingerprints of the last maxFaults malformed records warned
+// about, forgetting the oldest first.
+type seenFaults struct {
+	set  map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+// add remembers sum and reports whether it is new.
+func (f *seenFaults) add(sum uint64) bool {
+	if _, ok := f.set[sum]; ok {
+		return false
+	}
+	if f.set == nil {
+		f.set = make(map[uint64]struct{})
+	}
+	if len(f.ring) < maxFaults {
+		f.ring = append(f.ring, sum)
+	} else {
+		delete(f.set, f.ring[f.next])
+		f.ring[f.next] = sum
+		f.next = (f.next + 1) % maxFaults
+	}
+	f.set[sum] = struct{}{}
+	return true
 }
 
 // span is the window a poll asks for and how it was chosen.
 type span struct {
 	Window
 	lastOK   time.Time // the chatbot's last successful poll, zero if none
+	future   bool      // lastOK is later than now: suspect, so Start is as early as MaxLookback allows
 	catchUp  bool      // Start is earlier than the plain Lookback window's
 	lostFrom time.Time // when the catch-up was cut at MaxLookback: the UTC day it wanted to start; else zero
 }
@@ -180,16 +226,25 @@ func (l *Loop) PollAll(ctx context.Context) error {
 // now and starts on the UTC day of now-Lookback or, when earlier, the day before the
 // chatbot's last success, but not before the UTC day of now-max(MaxLookback, Lookback).
 // The day before and the day after are wide enough for CreateTime's local offsets.
+// A last success later than now (beyond clockSkew) tells nothing of the gap since the
+// real one, so the window then starts as early as MaxLookback allows.
 func (l *Loop) windowFor(serial string, now time.Time) span {
 	plain := utcDay(now.Add(-l.lookback()))
-	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: l.lastSuccess(serial)}
+	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: l.lastSuccess(serial, now)}
 	if s.lastOK.IsZero() {
 		return s
 	}
-	if want := utcDay(s.lastOK.Add(-catchUpMargin)); want.Before(plain) {
+	floor := utcDay(now.Add(-l.maxLookback()))
+	switch wall := now.Round(0); {
+	case s.lastOK.After(wall.Add(clockSkew)):
+		s.future, s.Start = true, floor
+	case s.lastOK.After(wall):
+		s.lastOK = wall // a small step of the clock: taken as now
+	}
+	if want := utcDay(s.lastOK.Add(-catchUpMargin)); !s.future && want.Before(plain) {
 		s.Start = want
 	}
-	if floor := utcDay(now.Add(-l.maxLookback())); s.Start.Before(floor) {
+	if s.Start.Before(floor) {
 		s.Start, s.lostFrom = floor, s.Start
 	}
 	if done := l.progress(serial); done.After(s.Start) {
@@ -199,24 +254,31 @@ func (l *Loop) windowFor(serial string, now time.Time) span {
 	return s
 }
 
-// lastSuccess is serial's last successful poll: this process's latest, else LastOK.
-func (l *Loop) lastSuccess(serial string) time.Time {
+// lastSuccess is serial's last successful poll as a wall time: this process's latest,
+// else LastOK. For this process's, now.Sub measures the time since on the monotonic clock
+// when both readings carry one (Now unset), so a step of the wall clock since cannot
+// shorten or lengthen it; of that and the wall reading, the earlier is kept, so that a
+// forward step cannot hide a gap either.
+func (l *Loop) lastSuccess(serial string, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if st := l.bots[serial]; st != nil && !st.lastOK.IsZero() {
-		return st.lastOK
+		elapsed := now.Add(-now.Sub(st.lastOK)).Round(0)
+		if wall := st.lastOK.Round(0); wall.Before(elapsed) {
+			return wall
+		}
+		return elapsed
 	}
 	return l.LastOK[serial]
 }
 
-// succeeded remembers a successful poll of serial at at.
+// succeeded remembers a successful poll of serial at at. It replaces the mark even with
+// an earlier one: a clock set back must not leave the mark in the future.
 func (l *Loop) succeeded(serial string, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.state(serial)
-	if at.After(st.lastOK) {
-		st.lastOK = at
-	}
+	st.lastOK = at
 	st.caughtUp = time.Time{}
 }
 
@@ -244,7 +306,7 @@ func (l *Loop) caughtUpTo(serial string, end time.Time) {
 // the command that recovers it. Each is logged once, and again only if it changes (a
 // failing chatbot's cut moves a day forward every day), not on every retry.
 func (l *Loop) announce(serial string, s span) {
-	if !s.catchUp && s.lostFrom.IsZero() {
+	if !s.catchUp && s.lostFrom.IsZero() && !s.future {
 		return
 	}
 	var backfill string
@@ -265,9 +327,16 @@ func (l *Loop) announce(serial string, s span) {
 	if logCut {
 		st.warned = backfill
 	}
+	logFuture := s.future && !st.future.Equal(s.lastOK)
+	if logFuture {
+		st.future = s.lastOK
+	}
 	l.mu.Unlock()
 
 	log := l.logger()
+	if logFuture {
+		log.Warn(futureMarkMessage, "chatbot", serial, "last_ok", s.lastOK, "since", s.Start.Format(time.DateOnly))
+	}
 	if logCut {
 		log.Warn(gapCutMessage, "chatbot", serial, "last_ok", s.lastOK, "backfill", backfill)
 	}
@@ -361,10 +430,7 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 			break
 		}
 		skipped += len(page.Skipped)
-		for _, s := range page.Skipped {
-			log.Warn("skipped undecodable LeadList record",
-				"chatbot", bot.Serial, "index", s.Index, "reason", s.Err.Error())
-		}
+		l.reportFaults(bot.Serial, page)
 		var r event.Ingested
 		if r, err = l.Store.Ingest(bot.Serial, page.Leads); err != nil {
 			err = &storeError{serial: bot.Serial, op: "ingest", err: err}
@@ -379,6 +445,10 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	// here, since the next poll will see it as seen.
 	for _, ev := range res.Events {
 		log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
+	}
+	if res.Baseline > 0 {
+		log.Info("first poll: records already in the API were taken as known and not sent (poll.initial: skip)",
+			"chatbot", bot.Serial, "baseline", res.Baseline)
 	}
 	if canceled {
 		return res, err
@@ -398,6 +468,40 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		l.OnPoll(bot.Serial, took, res, err)
 	}
 	return res, err
+}
+
+// reportFaults logs the records of page that were skipped, or taken without a field that
+// could not be read: a warning the first time the chatbot's API serves that record with
+// that fault, a debug line on each repeat, so that a record the API keeps serving does
+// not flood the log. Every skip goes to OnSkip.
+func (l *Loop) reportFaults(serial string, page Page) {
+	warned, unwarned := 0, 0
+	report := func(msg string, e RecordError) {
+		l.mu.Lock()
+		first := l.state(serial).faults.add(e.sum)
+		l.mu.Unlock()
+		level := slog.LevelDebug
+		if first && warned < maxFaultWarnings {
+			level, warned = slog.LevelWarn, warned+1
+		} else if first {
+			unwarned++
+		}
+		l.logger().Log(context.Background(), level, msg, "chatbot", serial, "index", e.Index,
+			"field", e.Field, "reason", e.Err.Error(), "repeat", !first)
+	}
+	for _, e := range page.Skipped {
+		report("skipped undecodable LeadList record", e)
+		if l.OnSkip != nil {
+			l.OnSkip(serial, e.Field)
+		}
+	}
+	for _, e := range page.Warned {
+		report("took a LeadList record without a field it could not read", e)
+	}
+	if unwarned > 0 {
+		l.logger().Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
+			"chatbot", serial, "not_warned", unwarned)
+	}
 }
 
 // chunks splits a catch-up window into pieces no wider than the plain window, oldest
@@ -423,6 +527,8 @@ func merged(a, b event.Ingested) event.Ingested {
 	a.Duplicate += b.Duplicate
 	a.Updated += b.Updated
 	a.Baseline += b.Baseline
+	a.Stale += b.Stale
+	a.Rejected = append(a.Rejected, b.Rejected...)
 	a.Events = append(a.Events, b.Events...)
 	return a
 }

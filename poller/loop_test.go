@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -378,6 +379,7 @@ func TestWindowFor(t *testing.T) {
 		start, end  time.Time
 		catchUp     bool
 		lostFrom    time.Time // zero: nothing cut at MaxLookback
+		future      bool      // lastOK is suspect: later than now
 	}{
 		{name: "midday, default lookback 48h", now: noon, start: date(2025, 3, 8), end: date(2025, 3, 11)},
 		{name: "just before midnight", lookback: 48 * time.Hour, now: time.Date(2025, 3, 10, 23, 59, 59, 999, time.UTC), start: date(2025, 3, 8), end: date(2025, 3, 11)},
@@ -400,6 +402,12 @@ func TestWindowFor(t *testing.T) {
 			start: date(2025, 3, 8), end: date(2025, 3, 11), lostFrom: date(2025, 2, 28)},
 		{name: "MaxLookback below the lookback counts as the lookback", maxLookback: day, lastOK: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), now: noon,
 			start: date(2025, 3, 8), end: date(2025, 3, 11), lostFrom: date(2025, 2, 28)},
+		{name: "last success in the future: as far back as MaxLookback", maxLookback: 10 * day, lastOK: noon.Add(72 * time.Hour), now: noon,
+			start: date(2025, 2, 28), end: date(2025, 3, 11), catchUp: true, future: true},
+		{name: "last success in the future, MaxLookback 0: the plain window", lastOK: noon.Add(72 * time.Hour), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11), future: true},
+		{name: "last success a minute in the future: taken as now", maxLookback: 10 * day, lastOK: noon.Add(time.Minute), now: noon,
+			start: date(2025, 3, 8), end: date(2025, 3, 11)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -413,6 +421,7 @@ func TestWindowFor(t *testing.T) {
 			assert.Same(t, time.UTC, w.Start.Location())
 			assert.Equal(t, tc.catchUp, w.catchUp)
 			assert.Equal(t, tc.lostFrom, w.lostFrom)
+			assert.Equal(t, tc.future, w.future)
 			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now)
 			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now), "other chatbots keep the plain window")
 		})
@@ -921,4 +930,247 @@ func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
 		"2023-11-22..2023-11-25", "2023-11-14..2023-11-16", "2023-11-16..2023-11-18", // first poll
 		"2023-11-22..2023-11-25", "2023-11-16..2023-11-18", "2023-11-18..2023-11-20", "2023-11-20..2023-11-22", // resumed
 	}, got)
+}
+
+// TestFirstPollThatIsNoPageKeepsTheBaseline: a first poll answered with a business error
+// dressed as success (Success true, yet Code 500 or no Data array) fails: it neither
+// spends the initial: skip baseline nor moves the last-success mark, so the next real
+// page is taken as the baseline instead of flooding every existing record.
+func TestFirstPollThatIsNoPageKeepsTheBaseline(t *testing.T) {
+	for _, body := range []string{
+		`{"Success":true,"Code":500,"Data":null}`,
+		`{"Success":true,"Code":"503","Data":[]}`,
+		`{"Success":true,"Code":200,"Data":null}`,
+		`{"Success":true,"Code":200,"Message":""}`,
+	} {
+		t.Run(body, func(t *testing.T) {
+			srv := newLeadListServer(t)
+			srv.setRecords(mainSite.Serial, docLead, docAppointment)
+			srv.script(mainSite.Serial, reply{body: body})
+			store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialSkip}), &logSink{}
+			now := pollNow
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+				Logger: sink.logger(), Now: func() time.Time { return now }}
+
+			_, err := l.PollOnce(context.Background(), mainSite)
+			require.Error(t, err, "not a successful poll")
+			st := chatbotStates(t, store)[mainSite.Serial]
+			assert.False(t, st.Initialized, "the baseline is not spent")
+			assert.Zero(t, st.LastOK, "the last-success mark does not move")
+			assert.Equal(t, pollNow, st.LastPoll)
+			assert.NotEmpty(t, st.LastError)
+			assert.Empty(t, sink.lines(t, "first poll: records already in the API were taken as known and not sent (poll.initial: skip)"))
+
+			now = pollNow.Add(time.Minute)
+			res, err := l.PollOnce(context.Background(), mainSite)
+			require.NoError(t, err)
+			assert.Equal(t, 2, res.Baseline, "the real page is the baseline")
+			assert.Zero(t, res.New, "nothing floods")
+			assert.Empty(t, pending(t, store))
+			st = chatbotStates(t, store)[mainSite.Serial]
+			assert.True(t, st.Initialized)
+			assert.Equal(t, now, st.LastOK)
+
+			baseline := sink.lines(t, "first poll: records already in the API were taken as known and not sent (poll.initial: skip)")
+			require.Len(t, baseline, 1)
+			assert.Equal(t, "INFO", baseline[0]["level"])
+			assert.Equal(t, mainSite.Serial, baseline[0]["chatbot"])
+			assert.Equal(t, 2.0, baseline[0]["baseline"])
+
+			srv.setRecords(mainSite.Serial, docLead, docAppointment, docLater)
+			res, err = l.PollOnce(context.Background(), mainSite)
+			require.NoError(t, err)
+			assert.Equal(t, 1, res.New, "a record created after the baseline is sent")
+			assert.Len(t, sink.lines(t, "first poll: records already in the API were taken as known and not sent (poll.initial: skip)"), 1)
+			sink.assertNoPersonalData(t)
+		})
+	}
+}
+
+// skipCalls records OnSkip calls.
+type skipCalls struct {
+	mu    sync.Mutex
+	calls []string // serial/field
+}
+
+func (s *skipCalls) hook(serial, field string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, serial+"/"+field)
+}
+
+func (s *skipCalls) all() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.calls...)
+}
+
+// TestMalformedRecordWarnedOnce: a malformed record the API serves on every poll is
+// warned about once, then logged at debug; every skip is counted. A record kept without
+// its bad Count is taken, with the same once-only warning.
+func TestMalformedRecordWarnedOnce(t *testing.T) {
+	const (
+		badType  = `{"Type":"Ticket","Name":"test444","Email":"test444@qq.com","CreateTime":"2023-11-23T18:36:21-08:00","SessionID":1}`
+		badCount = `{"Type":"Lead","Name":"test444","CreateTime":"2023-11-23T18:37:00-08:00","SessionID":2,"Count":"lots"}`
+		skipMsg  = "skipped undecodable LeadList record"
+		warnMsg  = "took a LeadList record without a field it could not read"
+	)
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead, badType, badCount)
+	store, sink, skips := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}, &skipCalls{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Logger: sink.logger(), OnSkip: skips.hook, Now: func() time.Time { return pollNow }}
+
+	for range 3 {
+		_, err := l.PollOnce(context.Background(), mainSite)
+		require.NoError(t, err)
+	}
+	levels := func(msg string) []any {
+		var out []any
+		for _, line := range sink.lines(t, msg) {
+			out = append(out, line["level"])
+		}
+		return out
+	}
+	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG"}, levels(skipMsg))
+	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG"}, levels(warnMsg))
+	first := sink.lines(t, skipMsg)[0]
+	assert.Equal(t, "Type", first["field"])
+	assert.Equal(t, 1.0, first["index"])
+	assert.Equal(t, false, first["repeat"])
+	warned := sink.lines(t, warnMsg)[0]
+	assert.Equal(t, "Count", warned["field"])
+	assert.Equal(t, 2.0, warned["index"])
+	assert.Contains(t, warned["reason"], "field Count: ")
+	assert.Equal(t, []string{mainSite.Serial + "/Type", mainSite.Serial + "/Type", mainSite.Serial + "/Type"}, skips.all(),
+		"every skip is counted, repeats included")
+	assert.Equal(t, 2, chatbotStates(t, store)[mainSite.Serial].Seen, "the record with a bad Count is taken")
+
+	// A different malformed record is news: warned about, even at the same index.
+	srv.setRecords(mainSite.Serial, docLead, strings.Replace(badType, `"SessionID":1`, `"SessionID":3`, 1), badCount)
+	_, err := l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG", "WARN"}, levels(skipMsg))
+	// Another chatbot's copy of the same record is news too.
+	other := Chatbot{Serial: "bot-other"}
+	srv.setRecords(other.Serial, badType)
+	_, err = l.PollOnce(context.Background(), other)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG", "WARN", "WARN"}, levels(skipMsg))
+	sink.assertNoPersonalData(t)
+}
+
+func TestSeenFaultsIsBounded(t *testing.T) {
+	var f seenFaults
+	for i := range uint64(maxFaults) {
+		require.True(t, f.add(i))
+	}
+	assert.False(t, f.add(0), "remembered")
+	assert.True(t, f.add(maxFaults), "one more evicts the oldest")
+	assert.Len(t, f.set, maxFaults)
+	assert.Len(t, f.ring, maxFaults)
+	assert.True(t, f.add(0), "the oldest was forgotten")
+	assert.False(t, f.add(maxFaults))
+	assert.False(t, f.add(maxFaults-1))
+}
+
+// TestLastSuccessInTheFuture: a last-success mark later than now (written while the
+// clock was ahead) cannot tell how long the chatbot went unread, so the poll reads back
+// as far as MaxLookback allows, warns once, and the next success puts the mark right.
+func TestLastSuccessInTheFuture(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
+	srv.script(mainSite.Serial, reply{status: 503})
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(72*time.Hour), nil))
+	sink := &logSink{}
+	now := pollNow
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		LastOK: lastOKs(t, store), MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
+		Now: func() time.Time { return now }}
+
+	_, err := l.PollOnce(context.Background(), mainSite)
+	require.Error(t, err)
+	res, err := l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.New, "the record created in the unknown gap is taken")
+	hits := srv.hitsFor(mainSite.Serial)
+	assertCovers(t, hits[2:], "2023-11-14", "2023-11-22")
+
+	warns := sink.lines(t, futureMarkMessage)
+	require.Len(t, warns, 1, "warned once, not on every retry")
+	assert.Equal(t, "WARN", warns[0]["level"])
+	assert.Equal(t, mainSite.Serial, warns[0]["chatbot"])
+	assert.Equal(t, pollNow.Add(72*time.Hour).Format(time.RFC3339Nano), warns[0]["last_ok"])
+	assert.Equal(t, "2023-11-14", warns[0]["since"])
+	assert.Equal(t, pollNow, chatbotStates(t, store)[mainSite.Serial].LastOK, "the success puts the mark right")
+
+	now = pollNow.Add(time.Minute)
+	seen := len(srv.hitsFor(mainSite.Serial))
+	_, err = l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	hits = srv.hitsFor(mainSite.Serial)
+	require.Len(t, hits, seen+1, "then the plain window again")
+	assert.Equal(t, "2023-11-22", hits[seen].start)
+	assert.Len(t, sink.lines(t, futureMarkMessage), 1)
+	sink.assertNoPersonalData(t)
+}
+
+// TestClockSetBackKeepsCatchUp: a success while the clock was 72h ahead must not leave
+// a mark that, once the clock is set right, hides a later gap: the success after the
+// correction replaces it, and a gap after that is caught up.
+func TestClockSetBackKeepsCatchUp(t *testing.T) {
+	srv := newLeadListServer(t)
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	now := pollNow.Add(72 * time.Hour)
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		MaxLookback: 10 * 24 * time.Hour, Now: func() time.Time { return now }}
+	_, err := l.PollOnce(context.Background(), mainSite) // clock ahead
+	require.NoError(t, err)
+	now = pollNow // clock set right
+	_, err = l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+
+	// The API then fails for 60 hours; meanwhile a record is created.
+	srv.script(mainSite.Serial, reply{status: 503})
+	now = pollNow.Add(time.Hour)
+	_, err = l.PollOnce(context.Background(), mainSite)
+	require.Error(t, err)
+	created := `{"Type":"Lead","Name":"test","CreateTime":"2023-11-24T18:00:00Z","SessionID":31500,"Count":1}`
+	srv.setRecords(mainSite.Serial, created)
+
+	now = pollNow.Add(60 * time.Hour) // 2023-11-27T00:00Z: the plain window starts on the 25th
+	res, err := l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	require.Len(t, res.Events, 1, "the gap since the last real success is read")
+	assert.Equal(t, int64(31500), res.Events[0].Data.SessionID)
+}
+
+// TestManyMalformedRecordsWarnedInSum: a page full of distinct malformed records gets a
+// bounded number of warnings and one that sums up the rest.
+func TestManyMalformedRecordsWarnedInSum(t *testing.T) {
+	bad := make([]string, maxFaultWarnings+30)
+	for i := range bad {
+		bad[i] = fmt.Sprintf(`{"Type":"Ticket","CreateTime":"2023-11-23T18:36:21-08:00","SessionID":%d}`, i)
+	}
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, append(bad, docLead)...)
+	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
+	for range 2 {
+		res, err := l.PollOnce(context.Background(), mainSite)
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.New+res.Duplicate)
+	}
+	var warns int
+	for _, line := range sink.lines(t, "skipped undecodable LeadList record") {
+		if line["level"] == "WARN" {
+			warns++
+		}
+	}
+	assert.Equal(t, maxFaultWarnings, warns)
+	sum := sink.lines(t, "more malformed LeadList records than are warned about one by one: the rest are logged at debug")
+	require.Len(t, sum, 1, "the second poll's are all repeats")
+	assert.Equal(t, 30.0, sum[0]["not_warned"])
 }

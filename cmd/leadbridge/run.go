@@ -41,6 +41,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		m.ObservePoll(serial, took, res, err)
 		h.ObservePoll(serial, took, res, err)
 	}
+	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.chatbotInfo(),
 		Forwarders: a.forwarderInfo(), Version: Version}
