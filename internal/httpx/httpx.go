@@ -48,14 +48,35 @@ func RedactURL(raw string) string {
 }
 
 // TransportError turns a failed http.Client.Do into a retryable error that names the
-// target by its redacted URL instead of the full one net/http would print.
+// target by its redacted URL instead of the full one net/http would print. When the
+// target answered something that is not HTTP, net/http quotes what it got ("malformed
+// HTTP status code \"...\""): that part is left out, as it may echo the lead or a
+// secret. The original error stays reachable through errors.Is and errors.As.
 func TransportError(target string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	msg := err.Error()
+	if i := strings.Index(msg, "malformed "); i >= 0 {
+		if j := strings.IndexAny(msg[i:], "\":"); j >= 0 {
+			err = &quietError{msg: strings.TrimSpace(msg[:i+j]) + " (answer not quoted)", err: err}
+		}
+	}
 	return fmt.Errorf("request to %s: %w", RedactURL(target), err)
 }
+
+// quietError replaces an error's text, keeping the error for errors.Is and errors.As.
+type quietError struct {
+	msg string
+	err error
+}
+
+// Error returns the replacement text.
+func (e *quietError) Error() string { return e.msg }
+
+// Unwrap returns the original error.
+func (e *quietError) Unwrap() error { return e.err }
 
 // CheckURL accepts an absolute http or https URL with a host. Its errors never quote the
 // URL, which may carry a token.

@@ -1,7 +1,10 @@
 package httpx_test
 
 import (
+	"bufio"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -124,4 +127,34 @@ func TestNewClientNamesLeadbridge(t *testing.T) {
 	}
 	assert.Equal(t, "leadbridge/"+httpx.Version, <-got)
 	assert.Equal(t, "custom/1", <-got, "a request's own User-Agent is kept")
+}
+
+// A target that answers something other than HTTP gets its first line quoted by net/http
+// ("malformed HTTP response \"...\""); that line may echo the lead or a secret.
+func TestTransportErrorQuotesNoAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.Copy(io.Discard, req.Body)
+			}
+			_, _ = io.WriteString(c, "HELLO Ada Lovelace 5551234567\r\nX: y\r\n\r\n")
+			_ = c.Close()
+		}
+	}()
+	target := "http://" + ln.Addr().String() + "/hook"
+	client, _ := httpx.NewClient(time.Second, false)
+	_, err = client.Post(target, "text/plain", strings.NewReader("x"))
+	require.Error(t, err)
+	msg := httpx.TransportError(target, err).Error()
+	t.Log(msg)
+	assert.Contains(t, msg, "malformed HTTP")
+	assert.NotContains(t, msg, "Ada")
+	assert.NotContains(t, msg, "5551234567")
 }
