@@ -10,8 +10,9 @@
 //   - A bare $word (no braces) is left as it is, so a password such as "pa$word" survives.
 //   - A malformed reference ("${", "${}", "${1X}") is an error.
 //
-// Messages show any value taken from the environment (6 characters or longer) as
-// [redacted], wherever it ended up, on top of never quoting the secret keys.
+// Messages show any word holding a value taken from the environment (6 characters or
+// longer), or 8 characters or more of one, as [redacted], wherever it ended up, on top of
+// never quoting the secret keys.
 //
 // Expansion happens before YAML parsing, so a value that may contain YAML syntax
 // (": ", " #", quotes) should be quoted in the file: api_key: "${NEOAGENT_API_KEY}".

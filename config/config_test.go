@@ -517,3 +517,18 @@ func TestSlogLevel(t *testing.T) {
 		assert.Equal(t, want, Log{Level: level}.SlogLevel().String())
 	}
 }
+
+// A value that holds an environment secret inside a longer word (a second secret made
+// from the first, a key with a prefix) is hidden whole, not just the part that matched.
+func TestNoSecretAroundAHiddenValue(t *testing.T) {
+	t.Setenv("T_API_KEY", "S3CRET-apikey-1111")
+	_, err := Parse([]byte("neoagent:\n  timeout: \"pre-${T_API_KEY}-and-more-private\"\n"+
+		"poll:\n  interval: \"${T_API_KEY}/x y\"\n"), "secret.yaml")
+	require.Error(t, err)
+	t.Log(err)
+	assert.Contains(t, err.Error(), "neoagent.timeout")
+	assert.Contains(t, err.Error(), "poll.interval")
+	for _, part := range []string{"S3CRET", "pre-", "-and-more-private", "/x"} {
+		assert.NotContains(t, err.Error(), part)
+	}
+}

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // docInfo is what decoding learnt about the YAML document beyond the values themselves.
@@ -21,23 +22,18 @@ type docInfo struct {
 	empty    []string        // string keys present with an empty value, in document order
 	bad      map[string]bool // key paths whose value failed to decode
 	problems []Problem       // decode problems, in document order
-	hide     []string        // values taken from the environment, longest first
+	hide     *httpx.Redactor // hides the values taken from the environment
 }
 
 // minHidden is the length from which an environment value is hidden in messages; shorter
 // ones ("info", "true") are too common to be secrets and hiding them would garble text.
 const minHidden = 6
 
-// scrub replaces every environment value in s, plain or as escaped by %q, with
-// [redacted], so that a secret placed under the wrong key is not echoed either.
+// scrub replaces every word of s holding an environment value, plain or escaped, with
+// [redacted] (see httpx.Redactor), so that a secret placed under the wrong key is not
+// echoed either, nor what surrounds it in the same word.
 func (d *docInfo) scrub(s string) string {
-	for _, v := range d.hide {
-		s = strings.ReplaceAll(s, v, "[redacted]")
-		if q := strconv.Quote(v); q[1:len(q)-1] != v {
-			s = strings.ReplaceAll(s, q[1:len(q)-1], "[redacted]")
-		}
-	}
-	return s
+	return d.hide.Redact(s)
 }
 
 var (
@@ -58,12 +54,13 @@ var typeKeys = map[string]map[string]int{
 // parse.
 func decodeYAML(data []byte, envValues []string, c *Config) string {
 	c.doc = &docInfo{lines: map[string]int{}, set: map[string]bool{}, bad: map[string]bool{}}
+	var hide []string
 	for _, v := range envValues {
 		if len(v) >= minHidden {
-			c.doc.hide = append(c.doc.hide, v)
+			hide = append(hide, v)
 		}
 	}
-	slices.SortFunc(c.doc.hide, func(a, b string) int { return len(b) - len(a) })
+	c.doc.hide = httpx.NewRedactor(hide...)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {

@@ -29,6 +29,18 @@ func TestCheckResponse(t *testing.T) {
 		{status: 429, retryAfter: "7", want: "HTTP 429", wait: 7 * time.Second},
 		{status: 503, body: "<html>down</html>", retryAfter: "soon", want: "HTTP 503"},
 		{status: 408, want: "HTTP 408"},
+		// Hostile targets: a one-word body that is a number, a phone number, a configured
+		// secret or header value, part of one, or a word of the lead.
+		{status: 422, body: "5551234567", want: "HTTP 422", permanent: true},
+		{status: 422, body: "555-123-4567", want: "HTTP 422", permanent: true},
+		{status: 422, body: "ext5551234567", want: "HTTP 422", permanent: true},
+		{status: 401, body: "hdr-SECRET-value", want: "HTTP 401", permanent: true},
+		{status: 401, body: `{"error":"HDR-secret-VALUE"}`, want: "HTTP 401", permanent: true},
+		{status: 401, body: "SECRET-val", want: "HTTP 401", permanent: true},
+		{status: 401, body: "x-hdr-SECRET-value-y", want: "HTTP 401", permanent: true},
+		{status: 422, body: `{"code":"Ada"}`, want: "HTTP 422", permanent: true},
+		{status: 422, body: "ab", want: "HTTP 422", permanent: true},
+		{status: 422, body: "validation.failed", want: "HTTP 422: validation.failed", permanent: true},
 	}
 	for _, tc := range cases {
 		rec := httptest.NewRecorder()
@@ -37,7 +49,7 @@ func TestCheckResponse(t *testing.T) {
 		}
 		rec.WriteHeader(tc.status)
 		_, _ = rec.WriteString(tc.body)
-		err := forwarders.CheckResponse(rec.Result())
+		err := forwarders.CheckResponse(rec.Result(), forwarders.SafeCode([]string{"hdr-SECRET-value", "Ada Lovelace"}))
 		if tc.want == "" {
 			assert.NoError(t, err)
 			continue

@@ -28,19 +28,13 @@ const DefaultMaxBodyBytes int64 = 64 << 20
 // DefaultTimeout is the HTTP timeout NewClient uses when it is given none.
 const DefaultTimeout = 30 * time.Second
 
-// DefaultUserAgent is the User-Agent header NewClient sets.
-const DefaultUserAgent = "leadbridge"
-
 // ErrBodyTooLarge is wrapped by the DecodeError of a response over Client.MaxBodyBytes.
 var ErrBodyTooLarge = errors.New("response body too large")
 
 const (
 	dateLayout   = "2006-01-02" // the API's startTime/endTime: a UTC day
-	snippetLen   = 120          // body start quoted in a DecodeError
-	errorBodyLen = 200          // body start quoted in a StatusError
-	messageLen   = 512          // longest APIError message kept
+	errorBodyLen = 4 << 10      // read at most this much of a failed answer for its Code
 	drainLimit   = 256 << 10    // read at most this much of an unwanted body to reuse the connection
-	redacted     = "[redacted]"
 )
 
 // Client calls the LeadList endpoint of one NeoAgent (or white-label) host.
@@ -53,7 +47,8 @@ type Client struct {
 	HTTPClient *http.Client
 	// MaxBodyBytes bounds the response body; a larger one is a DecodeError (ErrBodyTooLarge).
 	MaxBodyBytes int64
-	// UserAgent is sent as the User-Agent header.
+	// UserAgent is sent as the User-Agent header; NewClient sets httpx.UserAgent(),
+	// "leadbridge/<version>".
 	UserAgent string
 
 	apiKey string // sent raw in Authorization; never printed
@@ -69,7 +64,7 @@ func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 		BaseURL:      strings.TrimRight(baseURL, "/"),
 		HTTPClient:   &http.Client{Timeout: timeout},
 		MaxBodyBytes: DefaultMaxBodyBytes,
-		UserAgent:    DefaultUserAgent,
+		UserAgent:    httpx.UserAgent(),
 		apiKey:       apiKey,
 	}
 }
@@ -128,58 +123,71 @@ func (e *TransportError) Error() string {
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // StatusError is a non-2xx HTTP response. For 429 and 503, RetryAfter is the wait the
-// Retry-After header asked for (0 when absent).
+// Retry-After header asked for (0 when absent). No text of the body is kept: it may echo
+// the key or people's data, and the error reaches logs, `leadbridge status` and /readyz.
 type StatusError struct {
 	Serial     string
 	Code       int
 	RetryAfter time.Duration
 	URL        string // redacted base URL
-	Body       string // start of the body, with the API key removed
+	// APICode is the numeric Code of a body that is the API's JSON envelope, else 0.
+	APICode int
 }
 
-// Error names the chatbot, the status, the redacted host and the body's start.
+// Error names the chatbot, the status, the redacted host and the API's code.
 func (e *StatusError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "leadlist chatbot %q: HTTP %d from %s", e.Serial, e.Code, e.URL)
+	if e.APICode != 0 {
+		fmt.Fprintf(&b, " (API code %d)", e.APICode)
+	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter.Round(time.Millisecond))
-	}
-	if e.Body != "" {
-		fmt.Fprintf(&b, ": %q", e.Body)
 	}
 	return b.String()
 }
 
 // APIError is an HTTP 200 response whose body says Success: false.
 type APIError struct {
-	Serial  string
-	Code    int    // the body's Code
-	Message string // the body's Message, with the API key removed
+	Serial string
+	Code   int // the body's Code
+	// Message is the body's Message when it is a plain error code (see httpx.SafeCode,
+	// with the API key as the secret), else "": free text may quote the key or people.
+	Message string
 }
 
 // Error names the chatbot and the API's code and message.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("leadlist chatbot %q: API refused the request: code %d: %q", e.Serial, e.Code, e.Message)
+	s := fmt.Sprintf("leadlist chatbot %q: API refused the request: code %d", e.Serial, e.Code)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// apiMessage keeps msg, the Message of a Success: false body, only if it is a safe code.
+func (c *Client) apiMessage(msg string) string {
+	if httpx.SafeCode(msg, []string{c.apiKey}) {
+		return msg
+	}
+	return ""
 }
 
 // DecodeError is a 2xx response whose body is not a LeadList response.
 type DecodeError struct {
 	Serial string
 	URL    string // redacted base URL
-	// Snippet is the start of a body that is not JSON (an HTML error page, say). It is
-	// empty for JSON bodies, which may carry people's names and emails.
-	Snippet string
-	Err     error
+	// Shape says what the body looked like, never what it said: "JSON", "HTML", "text"
+	// or "empty". Size is its length in bytes as read (cut at the body limit).
+	Shape string
+	Size  int
+	Err   error
 }
 
-// Error names the chatbot, the redacted host, the failure and, for a body that is not
-// JSON, its start.
+// Error names the chatbot, the redacted host, the failure and the body's shape and size.
 func (e *DecodeError) Error() string {
-	s := fmt.Sprintf("leadlist chatbot %q: undecodable response from %s: %v", e.Serial, e.URL, e.Err)
-	if e.Snippet != "" {
-		s += fmt.Sprintf(" (body starts %q)", e.Snippet)
-	}
-	return s
+	return fmt.Sprintf("leadlist chatbot %q: undecodable response from %s: %v (%s, %d bytes)",
+		e.Serial, e.URL, e.Err, e.Shape, e.Size)
 }
 
 // Unwrap returns the decoding failure.
@@ -251,7 +259,7 @@ func (c *Client) readBody(bot Chatbot, resp *http.Response) ([]byte, error) {
 		return c.decodeError(bot, start, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit))
 	}
 	if resp.ContentLength > limit {
-		start, _ := io.ReadAll(io.LimitReader(resp.Body, snippetLen+int64(len(c.apiKey))))
+		start, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, tooLarge(start)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
@@ -265,12 +273,17 @@ func (c *Client) readBody(bot Chatbot, resp *http.Response) ([]byte, error) {
 }
 
 func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
-	start, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLen+int64(len(c.apiKey))))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLen))
+	var envelope struct{ Code json.RawMessage }
 	e := &StatusError{
 		Serial: bot.Serial,
 		Code:   resp.StatusCode,
 		URL:    httpx.RedactURL(c.BaseURL),
-		Body:   strings.TrimSpace(c.clip(string(start), errorBodyLen)),
+	}
+	if json.Unmarshal(body, &envelope) == nil {
+		if code, err := parseInt(envelope.Code, 32); err == nil {
+			e.APICode = int(code)
+		}
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		e.RetryAfter = httpx.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
@@ -279,24 +292,22 @@ func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
 }
 
 func (c *Client) decodeError(bot Chatbot, body []byte, err error) *DecodeError {
-	e := &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Err: err}
-	if first := bytes.TrimLeftFunc(body, unicode.IsSpace); len(first) > 0 && first[0] != '{' && first[0] != '[' {
-		start := body[:min(len(body), snippetLen+len(c.apiKey))]
-		e.Snippet = strings.TrimSpace(c.clip(string(start), snippetLen))
-	}
-	return e
+	return &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Shape: shape(body), Size: len(body), Err: err}
 }
 
-// clip removes the API key from s, then cuts it to n bytes. A caller taking s from a
-// longer text takes n+len(key) bytes, so that a key straddling byte n is found whole.
-func (c *Client) clip(s string, n int) string {
-	if c.apiKey != "" {
-		s = strings.ReplaceAll(s, c.apiKey, redacted)
+// shape names what a body looks like without quoting it: "empty", "JSON" (it starts
+// with { or [), "HTML" (it starts with <) or "text".
+func shape(body []byte) string {
+	first := bytes.TrimLeftFunc(body, unicode.IsSpace)
+	switch {
+	case len(first) == 0:
+		return "empty"
+	case first[0] == '{' || first[0] == '[':
+		return "JSON"
+	case first[0] == '<':
+		return "HTML"
 	}
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
+	return "text"
 }
 
 func formatDate(t time.Time) string {

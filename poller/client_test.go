@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +27,7 @@ func TestNewClientDefaults(t *testing.T) {
 	assert.Equal(t, "https://app.neoagent.co", c.BaseURL)
 	assert.Equal(t, DefaultTimeout, c.HTTPClient.Timeout)
 	assert.Equal(t, int64(64<<20), c.MaxBodyBytes)
-	assert.Equal(t, "leadbridge", c.UserAgent)
+	assert.Regexp(t, `^leadbridge/\S+$`, c.UserAgent)
 
 	assert.Equal(t, 5*time.Second, NewClient("https://x", testKey, 5*time.Second).HTTPClient.Timeout)
 }
@@ -243,8 +245,8 @@ func TestListErrors(t *testing.T) {
 				require.ErrorAs(t, err, &se)
 				assert.Equal(t, 500, se.Code)
 				assert.Zero(t, se.RetryAfter)
-				assert.Contains(t, se.Body, "internal error")
 				assert.Contains(t, err.Error(), "HTTP 500")
+				assert.NotContains(t, err.Error(), "internal error", "no text of the body")
 			},
 		},
 		{
@@ -275,7 +277,10 @@ func TestListErrors(t *testing.T) {
 				var se *StatusError
 				require.ErrorAs(t, err, &se)
 				assert.Equal(t, 401, se.Code)
-				assert.Contains(t, se.Body, redacted)
+				assert.Equal(t, 401, se.APICode)
+				assert.Contains(t, err.Error(), "HTTP 401 from")
+				assert.Contains(t, err.Error(), "(API code 401)")
+				assert.NotContains(t, err.Error(), "not valid")
 			},
 		},
 		{
@@ -285,17 +290,18 @@ func TestListErrors(t *testing.T) {
 				var ae *APIError
 				require.ErrorAs(t, err, &ae)
 				assert.Equal(t, 401, ae.Code)
-				assert.Equal(t, "Authorization "+redacted+" is invalid", ae.Message)
+				assert.Empty(t, ae.Message, "free text is dropped")
 			},
 		},
 		{
 			name:  "Success false with string code",
-			reply: reply{body: `{"Success":false,"Code":"500","Message":"serial not found"}`},
+			reply: reply{body: `{"Success":false,"Code":"500","Message":"serial_not_found"}`},
 			check: func(t *testing.T, err error) {
 				var ae *APIError
 				require.ErrorAs(t, err, &ae)
 				assert.Equal(t, 500, ae.Code)
-				assert.Equal(t, "serial not found", ae.Message)
+				assert.Equal(t, "serial_not_found", ae.Message, "a plain error code is kept")
+				assert.ErrorContains(t, err, "code 500: serial_not_found")
 			},
 		},
 		{
@@ -304,7 +310,7 @@ func TestListErrors(t *testing.T) {
 			check: func(t *testing.T, err error) {
 				var de *DecodeError
 				require.ErrorAs(t, err, &de)
-				assert.Empty(t, de.Snippet, "a JSON body may hold personal data")
+				assert.Equal(t, "JSON", de.Shape)
 				assert.NotContains(t, err.Error(), "Jane")
 			},
 		},
@@ -317,12 +323,15 @@ func TestListErrors(t *testing.T) {
 			check: func(t *testing.T, err error) {
 				var de *DecodeError
 				require.ErrorAs(t, err, &de)
-				assert.True(t, strings.HasPrefix(de.Snippet, "<html><head><title>502 Bad Gateway"), de.Snippet)
+				assert.Equal(t, "HTML", de.Shape)
+				assert.Equal(t, len("<html><head><title>502 Bad Gateway</title></head><body>upstream for "+testKey+" is down</body></html>"), de.Size)
+				assert.ErrorContains(t, err, fmt.Sprintf("(HTML, %d bytes)", de.Size))
+				assert.NotContains(t, err.Error(), "Bad Gateway")
 			},
 		},
 		{
-			name:  "HTML with the key across the snippet's end",
-			reply: reply{body: strings.Repeat("\n", 10) + "<p>" + strings.Repeat("x", snippetLen-9) + testKey + "</p>"},
+			name:  "HTML with the key after a long start",
+			reply: reply{body: strings.Repeat("\n", 10) + "<p>" + strings.Repeat("x", 111) + testKey + "</p>"},
 			check: func(t *testing.T, err error) {
 				var de *DecodeError
 				require.ErrorAs(t, err, &de)
@@ -331,7 +340,7 @@ func TestListErrors(t *testing.T) {
 		},
 		{
 			name:  "500 with the key across the snippet's end",
-			reply: reply{status: 500, body: strings.Repeat(" ", 10) + strings.Repeat("x", errorBodyLen-6) + testKey},
+			reply: reply{status: 500, body: strings.Repeat(" ", 10) + strings.Repeat("x", 194) + testKey},
 			check: func(t *testing.T, err error) {
 				var se *StatusError
 				require.ErrorAs(t, err, &se)
@@ -444,3 +453,60 @@ func assertSafeError(t *testing.T, err error, secret string) {
 }
 
 func date(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
+
+// A hostile or broken LeadList host puts people's data, the key, or things that contain
+// the key into its answers; none of it may reach an error, which ends up in logs, in
+// `leadbridge status` and in the unauthenticated /readyz. Only status codes, numeric API
+// codes and messages that are plain error codes are kept.
+func TestListErrorsCarryNoBodyText(t *testing.T) {
+	const leak = "Jane Roe jane@example.com +1 555 0100"
+	for _, tc := range []struct {
+		name  string
+		reply reply
+		keep  string   // what the error must still say
+		never []string // what it must not
+	}{
+		{"500 text", reply{status: 500, body: "internal error for " + leak}, "HTTP 500", []string{"internal error", "Jane"}},
+		{"400 one word", reply{status: 400, body: "5551234567"}, "HTTP 400", []string{"5551234567"}},
+		{"401 JSON envelope", reply{status: 401, body: `{"Success":false,"Code":401,"Message":"no such key ` + testKey + `x"}`},
+			"HTTP 401 from", []string{"no such key", testKey[:8]}},
+		{"a message holding a key that contains the API key", reply{body: `{"Success":false,"Code":403,"Message":"x` + testKey + `y"}`},
+			"code 403", []string{testKey[:8], "x[redacted]y", "y\""}},
+		{"a message that is a phone number", reply{body: `{"Success":false,"Code":400,"Message":"5551234567"}`},
+			"code 400", []string{"5551234567"}},
+		{"a message that is personal data", reply{body: `{"Success":false,"Code":400,"Message":"` + leak + `"}`},
+			"code 400", []string{"Jane", "jane@"}},
+		{"a message that is a fragment of the key", reply{body: `{"Success":false,"Code":401,"Message":"` + testKey[3:15] + `"}`},
+			"code 401", []string{testKey[3:15]}},
+		{"HTML page", reply{header: map[string]string{"Content-Type": "text/html"},
+			body: "<html><title>502 Bad Gateway</title><body>" + leak + "</body></html>"},
+			"HTML", []string{"Bad Gateway", "Jane", "<html>"}},
+		{"plain text", reply{body: "upstream said " + leak}, "text", []string{"upstream", "Jane"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newLeadListServer(t)
+			srv.script(mainSite.Serial, tc.reply)
+			_, err := srv.client(time.Second).List(context.Background(), mainSite, Window{})
+			require.Error(t, err)
+			t.Log(err)
+			assert.Contains(t, err.Error(), tc.keep)
+			for _, s := range tc.never {
+				assert.NotContains(t, err.Error(), s)
+			}
+			assertSafeError(t, err, testKey)
+		})
+	}
+}
+
+// The API is told who calls it: leadbridge and its version.
+func TestListUserAgent(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("User-Agent")
+		_, _ = io.WriteString(w, docExample)
+	}))
+	t.Cleanup(srv.Close)
+	_, err := NewClient(srv.URL, testKey, time.Second).List(context.Background(), mainSite, Window{})
+	require.NoError(t, err)
+	assert.Regexp(t, `^leadbridge/\S+$`, <-got)
+}

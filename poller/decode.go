@@ -70,11 +70,7 @@ func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
 	}
 	if resp.Success != nil && !*resp.Success {
 		code, _ := parseInt(resp.Code, 32)
-		msg := resp.Message
-		if cut := messageLen + len(c.apiKey); len(msg) > cut {
-			msg = msg[:cut]
-		}
-		return Page{}, &APIError{Serial: bot.Serial, Code: int(code), Message: c.clip(msg, messageLen)}
+		return Page{}, &APIError{Serial: bot.Serial, Code: int(code), Message: c.apiMessage(resp.Message)}
 	}
 	switch _, codeErr := parseInt(resp.Code, 32); {
 	case codeErr != nil:

@@ -438,7 +438,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 		srv.always(b.Serial, reply{delay: 50 * time.Millisecond, body: okBody(docLead)})
 	}
 	srv.always("bot-failing-500", reply{status: 500})
-	srv.always("bot-failing-api", reply{body: `{"Success":false,"Code":404,"Message":"no such chatbot"}`})
+	srv.always("bot-failing-api", reply{body: `{"Success":false,"Code":404,"Message":"no_such_chatbot"}`})
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: bots, Now: func() time.Time { return pollNow }}
 
@@ -449,7 +449,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 	assert.Equal(t, 500, se.Code)
 	var ae *APIError
 	require.ErrorAs(t, err, &ae)
-	assert.Equal(t, "no such chatbot", ae.Message)
+	assert.Equal(t, "no_such_chatbot", ae.Message)
 	assert.Contains(t, err.Error(), `"bot-failing-500"`)
 	assert.Contains(t, err.Error(), `"bot-failing-api"`)
 	assert.NotContains(t, err.Error(), "bot-ok")

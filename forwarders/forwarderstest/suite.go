@@ -1,10 +1,12 @@
 // Package forwarderstest is the shared test every forwarder passes: each kind of target
 // failure is classified the same way (retryable, rate limited, permanent), and no secret
-// leaks into a returned error.
+// and none of the lead's personal data leaks into a returned error, however hostile the
+// target's answer.
 package forwarderstest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +27,27 @@ const (
 	RateLimited Fault = "ratelimited" // HTTP 429 with Retry-After: 2
 	Permanent   Fault = "permanent"   // a failure retrying cannot fix (HTTP 400, invalid_auth)
 	Unreachable Fault = "unreachable" // nothing listens at the target's address
+	// EchoSecret is a refusal (HTTP 401/403, or Slack's ok:false) whose body, or error
+	// code, is nothing but one of the harness's Secrets (a token, a header value).
+	EchoSecret Fault = "echosecret"
+	// EchoLead is a refusal (HTTP 422, or Slack's ok:false) that quotes the lead back: the
+	// first word of its name as the error code, and the lead's name, email and phone in
+	// every free-text field the target's protocol has (Slack's response_metadata.messages).
+	EchoLead Fault = "echolead"
+	// PhoneWord is a refusal (HTTP 422, or Slack's ok:false) whose whole body, or error
+	// code, is a bare phone number: PhoneNumber.
+	PhoneWord Fault = "phoneword"
 )
+
+// PhoneNumber is the phone number a PhoneWord target answers with.
+const PhoneNumber = "5551234567"
+
+// PersonalData is what no error may contain of the SampleEvent: its name, email, phone and
+// content, the first word of its name, and PhoneNumber.
+func PersonalData() []string {
+	l := SampleEvent().Data
+	return []string{l.Name, l.Email, l.Phone, l.Content, strings.Fields(l.Name)[0], "evil.example", PhoneNumber}
+}
 
 // Harness tells the suite how to build a forwarder of one kind against a target staged
 // to behave as the fault says. Faults lists those the kind can stage; OK is required.
@@ -79,8 +101,11 @@ func Run(t *testing.T, h Harness) {
 					assert.NotContains(t, err.Error(), s, "a secret leaked into the error")
 				}
 			}
+			for _, p := range PersonalData() {
+				assert.NotContains(t, err.Error(), p, "personal data leaked into the error")
+			}
 			switch fault {
-			case Permanent:
+			case Permanent, EchoSecret, EchoLead, PhoneWord:
 				assert.True(t, forwarders.IsPermanent(err), "want permanent: %v", err)
 			case RateLimited:
 				assert.False(t, forwarders.IsPermanent(err), "want retryable: %v", err)

@@ -20,7 +20,6 @@
 package nats
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -29,7 +28,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"text/template"
@@ -102,7 +100,7 @@ type Forwarder struct {
 	stream        string
 	timeout       time.Duration
 	logger        *slog.Logger
-	secrets       *strings.Replacer // nil when there is nothing to hide
+	secrets       *httpx.Redactor // the URL credentials, password and token
 	nc            *natsgo.Conn
 	js            jetstream.JetStream // nil in core mode
 	closed        chan struct{}       // closed by nats.go's closed handler
@@ -171,9 +169,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		closed:        make(chan struct{}),
 		streamSem:     make(chan struct{}, 1),
 	}
-	if pairs := secretPairs(append(urlSecrets, cfg.Password, cfg.Token)); len(pairs) > 0 {
-		f.secrets = strings.NewReplacer(pairs...)
-	}
+	f.secrets = httpx.NewRedactor(append(urlSecrets, cfg.Password, cfg.Token)...)
 
 	opts, err := f.options(cfg)
 	if err != nil {
@@ -508,25 +504,8 @@ func (f *Forwarder) errorf(format string, args ...any) error {
 	return &redactedError{msg: f.redact(err.Error()), err: err}
 }
 
-func (f *Forwarder) redact(s string) string {
-	if f.secrets == nil {
-		return s
-	}
-	return f.secrets.Replace(s)
-}
-
-// secretPairs turns secrets into strings.NewReplacer pairs, longest first so a secret
-// containing another is masked whole.
-func secretPairs(secrets []string) []string {
-	secrets = slices.DeleteFunc(slices.Clone(secrets), func(s string) bool { return s == "" })
-	slices.SortFunc(secrets, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
-	secrets = slices.Compact(secrets)
-	pairs := make([]string, 0, 2*len(secrets))
-	for _, s := range secrets {
-		pairs = append(pairs, s, "[redacted]")
-	}
-	return pairs
-}
+// redact hides every word of s that holds one of the forwarder's secrets.
+func (f *Forwarder) redact(s string) string { return f.secrets.Redact(s) }
 
 // parseURLs splits and checks the comma-separated server list. It returns the URLs
 // with a scheme and the secrets they carry (passwords, tokens as user names). Errors

@@ -631,3 +631,15 @@ func benchmarkDeliver(b *testing.B, f *Forwarder) {
 		}
 	}
 }
+
+// Text around a secret in the same word (a rotated token with a suffix, a credential
+// glued to a host) is hidden with it, and so is a long part of a secret on its own.
+func TestRedactHidesTheWholeWord(t *testing.T) {
+	ns := startServer(t, func(o *server.Options) { o.JetStream, o.Authorization = false, testToken })
+	f, err := New(Config{Name: "bus", URL: ns.ClientURL(), Token: testToken}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+
+	got := f.redact("auth with " + testToken + "-rotated2 failed; tried xx" + testToken + "@nats.example, " + testToken[2:12])
+	assert.Equal(t, "auth with [redacted] failed; tried [redacted] [redacted]", got)
+}

@@ -36,6 +36,51 @@ const (
 	DefaultRateLimit = time.Second
 )
 
+// knownErrors is Slack's documented error vocabulary: the error strings of
+// chat.postMessage (its own and the ones every Web API method shares) and those of incoming
+// webhooks. Only these are quoted in an error; anything else a target answers (a
+// compatible server's words, a proxy's page, text echoing the message) is reported as an
+// unknown error, since it may hold the lead's personal data or a secret.
+var knownErrors = map[string]bool{}
+
+func init() {
+	for _, code := range strings.Fields(`
+		access_denied accesslimited account_inactive as_user_not_supported
+		cannot_reply_to_message channel_not_found deprecated_endpoint
+		duplicate_channel_not_found duplicate_message_not_found ekm_access_denied
+		enterprise_is_restricted fatal_error internal_error invalid_arg_name
+		invalid_arguments invalid_array_arg invalid_auth invalid_blocks
+		invalid_blocks_format invalid_charset invalid_form_data invalid_metadata_format
+		invalid_metadata_schema invalid_post_type is_archived markdown_text_conflict
+		message_limit_exceeded messages_tab_disabled metadata_must_be_sent_from_app
+		metadata_too_large method_deprecated missing_post_type missing_scope
+		msg_blocks_too_long msg_too_long no_permission no_text not_allowed_token_type
+		not_authed not_in_channel org_login_required rate_limited ratelimited
+		request_timeout restricted_action restricted_action_non_threadable_channel
+		restricted_action_read_only_channel restricted_action_thread_only_channel
+		service_unavailable slack_connect_file_link_sharing_blocked team_access_not_granted
+		team_added_to_org token_expired token_revoked too_many_attachments
+		too_many_contact_cards two_factor_setup_required
+
+		action_prohibited channel_is_archived invalid_payload invalid_token
+		missing_text_or_fallback_or_attachments no_active_hooks no_service no_team
+		posting_to_general_channel_denied rollup_error team_disabled user_not_found`) {
+		knownErrors[code] = true
+	}
+}
+
+// unknownError stands for an error string outside knownErrors.
+const unknownError = "unknown Slack error"
+
+// knownCode is the forwarders.CodeFunc of Slack's webhook answers: the body's error code
+// when it is in Slack's vocabulary.
+func knownCode(body []byte) string {
+	if c := forwarders.BodyCode(body); knownErrors[c] {
+		return c
+	}
+	return ""
+}
+
 // transientAPIErrors are the chat.postMessage error strings worth retrying. Every other
 // error string names a problem with the token, the channel or the message, which
 // retrying cannot fix.
@@ -47,6 +92,7 @@ var transientAPIErrors = map[string]bool{
 	"request_timeout":     true,
 	"service_unavailable": true,
 	"team_added_to_org":   true,
+	"rollup_error":        true, // an incoming webhook's 500
 }
 
 // goneAPIErrors say the channel is archived, like a webhook's HTTP 410: no message can
@@ -206,7 +252,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	if cfg.Token != "" {
 		// slack-go puts the token in the chat.postMessage form body; Slack prefers the
 		// Authorization header, so send it there too (the same token: Slack accepts both).
-		client.Transport = bearer{token: cfg.Token, next: transport}
+		client.Transport = bearer{token: cfg.Token, next: client.Transport}
 		f.api = slackapi.New(cfg.Token, slackapi.OptionAPIURL(apiURL), slackapi.OptionHTTPClient(client))
 		target = httpx.RedactURL(apiURL)
 	}
@@ -261,9 +307,10 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 
 // postWebhook POSTs msg to the incoming webhook. slack-go's PostWebhook reports a
 // refusal as "slack server error: 404 Not Found", dropping the body where Slack names the
-// problem (no_service, invalid_token, channel_is_archived...), so the request is made
-// here, with slack-go's WebhookMessage as the payload and forwarders.CheckResponse
-// classifying the answer like every other HTTP target.
+// problem (no_service, invalid_token, channel_is_archived...), and takes any 200 as
+// success, so the request is made here, with slack-go's WebhookMessage as the payload.
+// A status other than 2xx is classified like every other HTTP target's; a 2xx must say it
+// took the message (see webhookAnswer).
 func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 	off := false
 	body, err := json.Marshal(&slackapi.WebhookMessage{
@@ -284,21 +331,81 @@ func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 	if err != nil {
 		return forwarders.Errorf(f.name, "webhook: %w", httpx.TransportError(f.webhookURL, err))
 	}
-	if err := forwarders.CheckResponse(resp); err != nil {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return forwarders.Errorf(f.name, "webhook: %w", forwarders.CheckResponse(resp, knownCode))
+	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	_ = resp.Body.Close()
+	if err != nil {
+		return forwarders.Errorf(f.name, "webhook: reading the answer: %w", httpx.TransportError(f.webhookURL, err))
+	}
+	if err := webhookAnswer(resp.StatusCode, answer); err != nil {
 		return forwarders.Errorf(f.name, "webhook: %w", err)
 	}
 	return nil
 }
 
+// maxAnswer bounds how much of a webhook's 2xx answer is read.
+const maxAnswer = 4 << 10
+
+// webhookAnswer judges a 2xx answer of an incoming webhook. Slack answers "ok"; the
+// answers taken as success are that text, a JSON object with "ok": true (or, lacking
+// "ok", "success": true, as Rocket.Chat answers), and a 204 No Content. Any other answer,
+// an empty 200 included, did not confirm the message: a proxy's page, or a compatible
+// target saying "ok": false. It is classified by its Slack error string like a Web API
+// refusal (transient errors retry, an archived channel is Gone); without a known one it
+// is permanent, so the event waits in the dead letters instead of being posted again and
+// again to a target that may have shown it.
+func webhookAnswer(status int, body []byte) error {
+	body = bytes.TrimSpace(body)
+	if status == http.StatusNoContent || string(body) == "ok" {
+		return nil
+	}
+	var answer struct {
+		OK      *bool `json:"ok"`
+		Success *bool `json:"success"`
+	}
+	if json.Unmarshal(body, &answer) == nil {
+		if (answer.OK != nil && *answer.OK) || (answer.OK == nil && answer.Success != nil && *answer.Success) {
+			return nil
+		}
+	}
+	code := knownCode(body)
+	e := forwarders.StatusText(status, code)
+	if code == "" {
+		e = fmt.Errorf("%w: the answer does not confirm the message (Slack answers \"ok\")", e)
+	}
+	return classify(code, e)
+}
+
+// classify marks e, a refusal carrying Slack's error string code (or ""), as retryable,
+// Gone or permanent.
+func classify(code string, e error) error {
+	switch {
+	case transientAPIErrors[code]:
+		return e
+	case goneAPIErrors[code]:
+		return forwarders.Gone(e)
+	}
+	return forwarders.Permanent(e)
+}
+
 // postMessage posts msg with chat.postMessage and classifies slack-go's error.
 func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
-	_, _, err := f.api.PostMessageContext(ctx, f.channel,
+	_, ts, err := f.api.PostMessageContext(ctx, f.channel,
 		slackapi.MsgOptionText(msg.Text, false), // already escaped
 		slackapi.MsgOptionBlocks(msg.Blocks.BlockSet...),
 		slackapi.MsgOptionDisableLinkUnfurl(),
 		slackapi.MsgOptionDisableMediaUnfurl(),
 	)
 	if err == nil {
+		if ts == "" {
+			// slack-go reports no error for "ok": false without an error string, nor for an
+			// answer without "ok"; Slack confirms a message with its timestamp.
+			return forwarders.Permanent(forwarders.Errorf(f.name,
+				"chat.postMessage: the answer does not confirm the message (no ok and ts)"))
+		}
 		return nil
 	}
 	var (
@@ -312,14 +419,13 @@ func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
 		return forwarders.RetryAfter(forwarders.Errorf(f.name,
 			"chat.postMessage: rate limited, retry after %s", limited.RetryAfter), limited.RetryAfter)
 	case errors.As(err, &refused):
-		e := forwarders.Errorf(f.name, "chat.postMessage: %s", describe(refused))
-		switch {
-		case transientAPIErrors[refused.Err]:
-			return e
-		case goneAPIErrors[refused.Err]:
-			return forwarders.Gone(e)
+		// Only the error string, and only a documented one: response_metadata.messages
+		// quote the message back, the lead's name and email included.
+		code := refused.Err
+		if !knownErrors[code] {
+			code = unknownError
 		}
-		return forwarders.Permanent(e)
+		return classify(refused.Err, forwarders.Errorf(f.name, "chat.postMessage: %s", code))
 	case errors.As(err, &status):
 		e := forwarders.Errorf(f.name, "chat.postMessage: HTTP %d", status.Code)
 		switch {
@@ -332,25 +438,9 @@ func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
 	case errors.As(err, &transfer):
 		return forwarders.Errorf(f.name, "chat.postMessage: %w", httpx.TransportError(f.apiURL, err))
 	}
-	// An answer that is not Slack's JSON (a proxy's page, a cut connection): try again.
-	return forwarders.Errorf(f.name, "chat.postMessage: %w", err)
-}
-
-// maxDetail bounds the diagnostics of a Slack refusal quoted in an error.
-const maxDetail = 512
-
-// describe is Slack's error string, followed by its diagnostics when it sent any (for
-// invalid_blocks, which block and why).
-func describe(r slackapi.SlackErrorResponse) string {
-	details := r.ResponseMetadata.Messages
-	if len(details) == 0 {
-		return r.Err
-	}
-	d := strings.Join(details, "; ")
-	if len(d) > maxDetail {
-		d = strings.ToValidUTF8(d[:maxDetail], "") + "…"
-	}
-	return r.Err + " (" + d + ")"
+	// An answer that is not Slack's JSON (a proxy's page, a cut connection, a Retry-After
+	// that is no number): try again. The decoder's words may quote the answer: not kept.
+	return forwarders.Errorf(f.name, "chat.postMessage: unreadable answer (%T)", err)
 }
 
 // debug logs one attempt's outcome, naming the record but none of its personal fields.

@@ -387,7 +387,10 @@ func TestDeliverRefusals(t *testing.T) {
 		{1, "no_text", apiError("no_text"), permanent, "no_text"},
 		{1, "invalid_blocks with details", reply{status: http.StatusOK,
 			body: `{"ok":false,"error":"invalid_blocks","response_metadata":{"messages":["[ERROR] must be less than 151 characters [json-pointer:/blocks/0/text/text]"]}}`},
-			permanent, "invalid_blocks ([ERROR] must be less than 151 characters"},
+			permanent, "chat.postMessage: invalid_blocks"},
+		{1, "ok:false without an error", reply{status: http.StatusOK, body: `{"ok":false}`}, permanent, "chat.postMessage"},
+		{1, "an empty JSON answer", reply{status: http.StatusOK, body: `{}`}, permanent, "chat.postMessage"},
+		{1, "an error outside Slack's vocabulary", apiError("Ada_Lovelace"), permanent, "chat.postMessage: unknown Slack error"},
 		{1, "is_archived", apiError("is_archived"), gone, "is_archived"},
 		{1, "internal_error", apiError("internal_error"), retryable, "internal_error"},
 		{1, "fatal_error", apiError("fatal_error"), retryable, "fatal_error"},
@@ -402,6 +405,13 @@ func TestDeliverRefusals(t *testing.T) {
 		{0, "channel_is_archived", reply{status: http.StatusGone, body: "channel_is_archived"}, gone, "channel_is_archived"},
 		{0, "rollup_error", reply{status: http.StatusInternalServerError, body: "rollup_error"}, retryable, "rollup_error"},
 		{0, "429 without Retry-After", reply{status: http.StatusTooManyRequests, body: "rate_limited"}, retryable, "rate_limited"},
+		{0, "200 ok:false", apiError("invalid_blocks"), permanent, "HTTP 200: invalid_blocks"},
+		{0, "200 ok:false transient", apiError("internal_error"), retryable, "HTTP 200: internal_error"},
+		{0, "200 ok:false archived", apiError("channel_is_archived"), gone, "HTTP 200: channel_is_archived"},
+		{0, "200 ok:false without an error", reply{status: http.StatusOK, body: `{"ok":false}`}, permanent, "HTTP 200"},
+		{0, "200 with an empty body", reply{status: http.StatusOK}, permanent, "HTTP 200"},
+		{0, "200 with a proxy's page", reply{status: http.StatusOK, body: "<html>sign in</html>"}, permanent, "HTTP 200"},
+		{0, "200 with a text error", reply{status: http.StatusOK, body: "invalid_payload"}, permanent, "HTTP 200: invalid_payload"},
 	} {
 		m := modes[tc.mode]
 		t.Run(m.name+"/"+tc.name, func(t *testing.T) {
@@ -415,6 +425,42 @@ func TestDeliverRefusals(t *testing.T) {
 			assert.NotContains(t, err.Error(), "XXXXSECRET")
 			assert.Equal(t, tc.want != retryable, forwarders.IsPermanent(err), "permanent? %v", err)
 			assert.Equal(t, tc.want == gone, forwarders.IsGone(err), "gone? %v", err)
+		})
+	}
+}
+
+// Slack's incoming webhook answers a message it took with the text "ok"; compatible
+// targets (Mattermost, Rocket.Chat, proxies) answer in their own ways. Only an answer that
+// says it took the message counts as delivered.
+func TestDeliverWebhookAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply reply
+	}{
+		{"Slack's ok", reply{status: http.StatusOK, body: "ok"}},
+		{"ok with a newline", reply{status: http.StatusOK, body: "ok\n"}},
+		{"JSON ok:true", reply{status: http.StatusOK, body: `{"ok":true}`}},
+		{"JSON success:true", reply{status: http.StatusOK, body: `{"success":true}`}},
+		{"204 No Content", reply{status: http.StatusNoContent}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFakeSlack(t, tc.reply)
+			require.NoError(t, deliver(t, modes[0].new(t, fs.srv.URL, nil), forwarderstest.SampleEvent()))
+			assert.Len(t, fs.received(), 1)
+		})
+	}
+}
+
+// Every request names leadbridge and its version, in both modes.
+func TestDeliverUserAgent(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			fs := newFakeSlack(t)
+			require.NoError(t, deliver(t, m.new(t, fs.srv.URL, nil), forwarderstest.SampleEvent()))
+			got := fs.received()
+			require.Len(t, got, 1)
+			assert.True(t, strings.HasPrefix(got[0].header.Get("User-Agent"), "leadbridge/"),
+				"User-Agent %q", got[0].header.Get("User-Agent"))
 		})
 	}
 }
@@ -502,11 +548,18 @@ func TestConformance(t *testing.T) {
 			forwarderstest.Retryable:   {status: http.StatusInternalServerError, body: "rollup_error"},
 			forwarderstest.RateLimited: {status: http.StatusTooManyRequests, retryAfter: "2", body: "rate_limited"},
 			forwarderstest.Permanent:   {status: http.StatusForbidden, body: "invalid_token"},
+			forwarderstest.EchoSecret:  {status: http.StatusForbidden, body: "XXXXSECRET"},
+			forwarderstest.EchoLead:    {status: http.StatusBadRequest, body: "Ada"},
+			forwarderstest.PhoneWord:   {status: http.StatusBadRequest, body: forwarderstest.PhoneNumber},
 		},
 		"token": {
 			forwarderstest.Retryable:   {status: http.StatusInternalServerError, body: "oops"},
 			forwarderstest.RateLimited: {status: http.StatusTooManyRequests, retryAfter: "2", body: `{"ok":false,"error":"ratelimited"}`},
 			forwarderstest.Permanent:   {status: http.StatusOK, body: `{"ok":false,"error":"invalid_auth"}`},
+			forwarderstest.EchoSecret:  {status: http.StatusOK, body: `{"ok":false,"error":"` + testToken + `"}`},
+			forwarderstest.EchoLead: {status: http.StatusOK, body: `{"ok":false,"error":"invalid_blocks","response_metadata":` +
+				`{"messages":["[ERROR] Ada <!channel> ada@example.com +1 555 0100 [json-pointer:/blocks/0]"]}}`},
+			forwarderstest.PhoneWord: {status: http.StatusOK, body: `{"ok":false,"error":"` + forwarderstest.PhoneNumber + `"}`},
 		},
 	}
 	for _, m := range modes {
@@ -524,7 +577,8 @@ func TestConformance(t *testing.T) {
 					return m.new(t, newFakeSlack(t, replies...).srv.URL, nil)
 				},
 				Faults: []forwarderstest.Fault{forwarderstest.OK, forwarderstest.Retryable,
-					forwarderstest.RateLimited, forwarderstest.Permanent, forwarderstest.Unreachable},
+					forwarderstest.RateLimited, forwarderstest.Permanent, forwarderstest.Unreachable,
+					forwarderstest.EchoSecret, forwarderstest.EchoLead, forwarderstest.PhoneWord},
 				Secrets: []string{testToken, webhookPath, "XXXXSECRET"},
 			})
 		})

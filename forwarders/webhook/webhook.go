@@ -46,9 +46,6 @@ const (
 // secretPrefix marks a Standard Webhooks secret: the base64 of the key follows it.
 const secretPrefix = "whsec_"
 
-// userAgent identifies leadbridge to the target.
-const userAgent = "leadbridge"
-
 // Config configures one webhook target.
 type Config struct {
 	// Name is the forwarder's name; every error it returns names it.
@@ -78,7 +75,8 @@ type Forwarder struct {
 	url     string
 	lead    bool
 	headers http.Header
-	key     []byte // HMAC key; nil when requests are not signed
+	key     []byte   // HMAC key; nil when requests are not signed
+	secrets []string // the secret and every header value, kept out of errors
 	client  *http.Client
 	logger  *slog.Logger
 }
@@ -132,8 +130,13 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		logger.Warn("TLS certificate verification is disabled for this webhook",
 			"target", httpx.RedactURL(cfg.URL))
 	}
+	secrets := []string{cfg.Secret, strings.TrimPrefix(cfg.Secret, secretPrefix)}
+	for _, v := range cfg.Headers {
+		secrets = append(secrets, v)
+	}
 	return &Forwarder{
 		name:    cfg.Name,
+		secrets: secrets,
 		url:     cfg.URL,
 		lead:    lead,
 		headers: canonicalHeaders(cfg.Headers),
@@ -227,7 +230,9 @@ func (f *Forwarder) Name() string { return f.name }
 // Deliver makes one POST of ev. The webhook-id header is ev.ID on every attempt, so the
 // target can drop repeats; webhook-timestamp is the time of this attempt. A 2xx answer is
 // success; 408, 429, 5xx and network errors are retryable (Retry-After honoured); 410 is
-// Gone; anything else, redirects included, is permanent.
+// Gone; anything else, redirects included, is permanent. The error quotes the target's
+// error code only when it is a plain code that is none of the forwarder's secrets or
+// header values and no part of the lead (see forwarders.SafeCode).
 func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	var (
 		body        []byte
@@ -256,9 +261,9 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 		return err
 	}
 	status := resp.StatusCode
-	if err := forwarders.CheckResponse(resp); err != nil {
+	private := append(slices.Clone(f.secrets), forwarders.PersonalData(ev)...)
+	if err := forwarders.CheckResponse(resp, forwarders.SafeCode(private)); err != nil {
 		err = forwarders.Errorf(f.name, "%w", err)
-		// Only the status: the error quotes the response body, which may echo the lead.
 		f.debug(ctx, ev, "webhook refused the event", "status", status)
 		return err
 	}
@@ -277,7 +282,7 @@ func (f *Forwarder) debug(ctx context.Context, ev event.Event, msg string, args 
 // setHeaders fills in a request's headers: User-Agent, the configured extras, then the
 // headers the forwarder owns (Content-Type, ce-* in lead mode, webhook-*).
 func (f *Forwarder) setHeaders(h http.Header, ev event.Event, body []byte, contentType string, now time.Time) {
-	h.Set("User-Agent", userAgent)
+	h.Set("User-Agent", httpx.UserAgent())
 	for name, values := range f.headers {
 		h[name] = values
 	}

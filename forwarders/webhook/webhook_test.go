@@ -27,6 +27,7 @@ import (
 	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/forwarders/forwarderstest"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // A 32-byte key in the Standard Webhooks serialisation, and a plain-string secret.
@@ -309,7 +310,8 @@ func TestCloudEventBody(t *testing.T) {
 
 	req := tg.seen()[0]
 	assert.Equal(t, "application/cloudevents+json", req.Header.Get("Content-Type"))
-	assert.Equal(t, "leadbridge", req.Header.Get("User-Agent"))
+	assert.Equal(t, httpx.UserAgent(), req.Header.Get("User-Agent"))
+	assert.Regexp(t, `^leadbridge/\S+$`, req.Header.Get("User-Agent"))
 	assert.Empty(t, req.Header.Get("ce-id"), "structured mode carries metadata in the body")
 	var got event.Event
 	require.NoError(t, json.Unmarshal(req.Body, &got))
@@ -511,6 +513,18 @@ func TestConformance(t *testing.T) {
 						status(http.StatusTooManyRequests, "Retry-After", "2")(w)
 					case forwarderstest.Permanent:
 						status(http.StatusBadRequest)(w)
+					case forwarderstest.EchoSecret:
+						w.WriteHeader(http.StatusUnauthorized)
+						_, _ = io.WriteString(w, r.Header.Get("X-Api-Key"))
+					case forwarderstest.EchoLead:
+						var ev event.Event
+						_ = json.NewDecoder(r.Body).Decode(&ev)
+						w.WriteHeader(http.StatusUnprocessableEntity)
+						_, _ = fmt.Fprintf(w, `{"error":%q,"name":%q,"email":%q,"phone":%q}`,
+							strings.Fields(ev.Data.Name)[0], ev.Data.Name, ev.Data.Email, ev.Data.Phone)
+					case forwarderstest.PhoneWord:
+						w.WriteHeader(http.StatusUnprocessableEntity)
+						_, _ = io.WriteString(w, forwarderstest.PhoneNumber)
 					default:
 						status(http.StatusNoContent)(w)
 					}
@@ -522,6 +536,7 @@ func TestConformance(t *testing.T) {
 				Name:               "crm",
 				URL:                "https://" + host + "/hooks/SECRETTOKEN?key=SECRETQ",
 				Secret:             secret,
+				Headers:            map[string]string{"X-Api-Key": "hdr-SECRET-value"},
 				Timeout:            2 * time.Second,
 				InsecureSkipVerify: true,
 			})
@@ -529,8 +544,9 @@ func TestConformance(t *testing.T) {
 		Faults: []forwarderstest.Fault{
 			forwarderstest.OK, forwarderstest.Retryable, forwarderstest.RateLimited,
 			forwarderstest.Permanent, forwarderstest.Unreachable,
+			forwarderstest.EchoSecret, forwarderstest.EchoLead, forwarderstest.PhoneWord,
 		},
-		Secrets: []string{secret, strings.TrimPrefix(secret, "whsec_"), "SECRETTOKEN", "SECRETQ"},
+		Secrets: []string{secret, strings.TrimPrefix(secret, "whsec_"), "SECRETTOKEN", "SECRETQ", "hdr-SECRET-value"},
 	})
 }
 

@@ -1,5 +1,6 @@
 // Package httpx holds the small HTTP helpers the LeadList client and the forwarders
-// share: reading Retry-After, and keeping secrets in URLs out of errors.
+// share: reading Retry-After, naming leadbridge in User-Agent, and keeping secrets and
+// personal data out of errors (URLs, peers' error codes, text holding a secret).
 package httpx
 
 import (
@@ -47,14 +48,35 @@ func RedactURL(raw string) string {
 }
 
 // TransportError turns a failed http.Client.Do into a retryable error that names the
-// target by its redacted URL instead of the full one net/http would print.
+// target by its redacted URL instead of the full one net/http would print. When the
+// target answered something that is not HTTP, net/http quotes what it got ("malformed
+// HTTP status code \"...\""): that part is left out, as it may echo the lead or a
+// secret. The original error stays reachable through errors.Is and errors.As.
 func TransportError(target string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	msg := err.Error()
+	if i := strings.Index(msg, "malformed "); i >= 0 {
+		if j := strings.IndexAny(msg[i:], "\":"); j >= 0 {
+			err = &quietError{msg: strings.TrimSpace(msg[:i+j]) + " (answer not quoted)", err: err}
+		}
+	}
 	return fmt.Errorf("request to %s: %w", RedactURL(target), err)
 }
+
+// quietError replaces an error's text, keeping the error for errors.Is and errors.As.
+type quietError struct {
+	msg string
+	err error
+}
+
+// Error returns the replacement text.
+func (e *quietError) Error() string { return e.msg }
+
+// Unwrap returns the original error.
+func (e *quietError) Unwrap() error { return e.err }
 
 // CheckURL accepts an absolute http or https URL with a host. Its errors never quote the
 // URL, which may carry a token.
@@ -78,14 +100,26 @@ func CheckURL(raw string) error {
 // NewClient returns an HTTP client for a target: TLS 1.2 or later with certificates
 // checked unless insecure, the given timeout per request, and redirects not followed (a
 // redirect is a failure to report; following it could carry a signed body or a token to
-// an address nobody configured). The transport is returned too, to wrap or to close idle
-// connections.
+// an address nobody configured). Every request carries UserAgent unless it sets its own.
+// The transport is returned too, to close idle connections.
 func NewClient(timeout time.Duration, insecure bool) (*http.Client, *http.Transport) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
 	return &http.Client{
-		Transport:     transport,
+		Transport:     userAgent{next: transport},
 		Timeout:       timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, transport
+}
+
+// userAgent sets UserAgent on requests that carry none (slack-go's, for one).
+type userAgent struct{ next http.RoundTripper }
+
+// RoundTrip sends req, or a copy of it naming leadbridge.
+func (u userAgent) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("User-Agent", UserAgent())
+	}
+	return u.next.RoundTrip(req)
 }
