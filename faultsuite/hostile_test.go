@@ -182,6 +182,7 @@ func TestHostileAPI(t *testing.T) {
 	began := time.Now()
 	seed := suiteSeed(t)
 	bin := buildBridge(t)
+	built := time.Since(began)
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte(signingKey))
 
 	api := &hostileAPI{Server: leadsim.New(apiKey), want: map[string]record{}, known: map[string]record{}, stale: map[string]record{}}
@@ -219,9 +220,16 @@ func TestHostileAPI(t *testing.T) {
 	api.addStale(now.Add(-10 * 24 * time.Hour))
 
 	br.start()
+	phase := time.Now()
+	var phases []string
+	lap := func(name string) {
+		phases = append(phases, fmt.Sprintf("%s:%s", name, time.Since(phase).Round(100*time.Millisecond)))
+		phase = time.Now()
+	}
 	// A chatbot's third request proves its second poll, the first that got an answer,
 	// has ended: the baseline is taken.
 	started := waitPolls(br, api, map[string]int{}, 3, hostileStart)
+	lap("baseline")
 
 	// Batch 1, and the rows with odd numbers.
 	for _, s := range serials {
@@ -231,10 +239,12 @@ func TestHostileAPI(t *testing.T) {
 	}
 	api.addOddNumbers(time.Now())
 	batch1 := waitHostile(br, nb, crm, api.want, hostileBatchWait)
+	lap("batch1")
 
 	// A restart prunes the store; then batch 2 and one more stale row.
 	restart := br.term(termDeadline)
 	br.start()
+	lap("restart")
 	api.addStale(time.Now().Add(-hostileRetention - 48*time.Hour))
 	for _, s := range serials {
 		for range hostilePerBatch {
@@ -242,6 +252,7 @@ func TestHostileAPI(t *testing.T) {
 		}
 	}
 	complete := waitHostile(br, nb, crm, api.want, hostileBatchWait)
+	lap("batch2")
 	// Every poll from here on sees every row; a few more give a stale or known row every
 	// chance to be taken, then the targets must go quiet.
 	mark := map[string]int{}
@@ -249,6 +260,7 @@ func TestHostileAPI(t *testing.T) {
 		mark[s] = api.RequestsFor(s)
 	}
 	extra := waitPolls(br, api, mark, hostileExtraPolls+1, hostileBatchWait)
+	lap("extra_polls")
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && !crm.quietFor(hostileQuiet) {
 		time.Sleep(100 * time.Millisecond)
@@ -259,6 +271,7 @@ func TestHostileAPI(t *testing.T) {
 	if p := br.current(); p != nil && p.alive() {
 		final = br.term(termDeadline)
 	}
+	lap("quiet_and_stop")
 
 	// The store, after the process is gone.
 	store, err := dedupe.Open(dedupe.Options{Path: storePath, OpenTimeout: 5 * time.Second})
@@ -329,9 +342,9 @@ func TestHostileAPI(t *testing.T) {
 	require.NoError(t, err)
 
 	took := time.Since(began).Round(100 * time.Millisecond)
-	summary := fmt.Sprintf("faultsuite hostile records=%d lost=%d repeats: nats=%d crm=%d flood=%d stale=%d float_ids=%d bad_count=%d skip_warnings=%v skip_metric=%g outbox=%d dead=%d took=%s",
+	summary := fmt.Sprintf("faultsuite hostile records=%d lost=%d repeats: nats=%d crm=%d flood=%d stale=%d float_ids=%d bad_count=%d skip_warnings=%v skip_metric=%g outbox=%d dead=%d took=%s (build:%s %s)",
 		len(api.want), lost, reports[0].repeats, reports[1].repeats, flood, staleDelivered, floatRead, badCount,
-		warned, skipMetric, outbox, dead, took)
+		warned, skipMetric, outbox, dead, took, built.Round(100*time.Millisecond), strings.Join(phases, " "))
 	t.Log(summary)
 	fmt.Println(summary)
 
