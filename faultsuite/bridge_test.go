@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,16 +35,43 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
+// built is the leadbridge binary the package's tests share, built once.
+var built struct {
+	once sync.Once
+	dir  string // removed by TestMain
+	bin  string
+	out  []byte
+	err  error
+}
+
+// TestMain removes the shared binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
 // buildBridge builds the leadbridge binary (without -race, for speed) into a temporary
-// directory and returns its path.
+// directory, once for all the package's tests, and returns its path.
 func buildBridge(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "leadbridge")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/leadbridge")
-	cmd.Dir = moduleRoot(t)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/leadbridge:\n%s", out)
-	return bin
+	built.once.Do(func() {
+		built.err = errors.New("the build was abandoned")
+		root := moduleRoot(t)
+		dir, err := os.MkdirTemp("", "leadbridge-faultsuite-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.dir, built.bin = dir, filepath.Join(dir, "leadbridge")
+		cmd := exec.Command("go", "build", "-o", built.bin, "./cmd/leadbridge")
+		cmd.Dir = root
+		built.out, built.err = cmd.CombinedOutput()
+	})
+	require.NoError(t, built.err, "go build ./cmd/leadbridge:\n%s", built.out)
+	return built.bin
 }
 
 // proc is one run of the bridge process.

@@ -1,7 +1,9 @@
 // Package leadsim is a simulated LeadList API: an http.Handler that answers
 // POST /chat/Chatbot/LeadList the way the real platform does (every record of the date
 // window on every call, CreateTime with a -08:00 offset, business errors inside HTTP 200),
-// with faults that can be injected. The demo and the end-to-end tests poll it.
+// with faults that can be injected, and hostile answers a compatible host might give
+// (hand-made envelopes, rows its date filter lets through). The demo and the end-to-end
+// tests poll it.
 package leadsim
 
 import (
@@ -38,6 +40,9 @@ type Fault struct {
 	Malformed  bool          // a body that is not JSON
 	Delay      time.Duration // wait before answering (or until the client gives up)
 	BadRecord  bool          // put one malformed record among the good ones
+	// Body, when non-empty, is answered as it is with HTTP 200: an envelope the platform
+	// should not send, e.g. {"Success":true,"Code":500,"Data":null}.
+	Body string
 }
 
 // Server is the simulated API. Its methods are safe for concurrent use.
@@ -46,8 +51,11 @@ type Server struct {
 	offset   *time.Location
 	mu       sync.Mutex
 	records  map[string][]Record // by serial
+	raw      map[string][]json.RawMessage
 	faults   []Fault
+	botFault map[string][]Fault // by serial, answered before faults
 	requests int
+	perBot   map[string]int // requests by the serial they named
 	nextSess int64
 	rng      *rand.Rand
 }
@@ -58,6 +66,9 @@ func New(apiKey string) *Server {
 		key:      apiKey,
 		offset:   time.FixedZone("PST", -8*3600),
 		records:  make(map[string][]Record),
+		raw:      make(map[string][]json.RawMessage),
+		botFault: make(map[string][]Fault),
+		perBot:   make(map[string]int),
 		nextSess: 31000,
 		rng:      rand.New(rand.NewPCG(1, 2)),
 	}
@@ -69,6 +80,16 @@ func (s *Server) Add(serial string, r Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.records[serial] = append(s.records[serial], r)
+}
+
+// AddRaw stores a Data row for a chatbot exactly as given (it need not be a valid
+// record). It is returned by every later request for that chatbot whatever window or
+// session the request asked for, as a host does whose filter lets a row through: a date
+// it cannot place, a row older than anyone asked for.
+func (s *Server) AddRaw(serial string, row json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.raw[serial] = append(s.raw[serial], row)
 }
 
 // Update changes the Count and Content of an existing record, as the platform does when
@@ -91,6 +112,21 @@ func (s *Server) Inject(f ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = append(s.faults, f...)
+}
+
+// InjectFor queues faults for one chatbot; each answers one request naming that serial,
+// in order, before any fault queued by Inject.
+func (s *Server) InjectFor(serial string, f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.botFault[serial] = append(s.botFault[serial], f...)
+}
+
+// RequestsFor counts the requests served so far whose body named serial.
+func (s *Server) RequestsFor(serial string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.perBot[serial]
 }
 
 // Requests counts the requests served so far.
@@ -180,10 +216,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	var req request
+	reqErr := json.NewDecoder(r.Body).Decode(&req)
 	s.mu.Lock()
 	s.requests++
 	var fault Fault
-	if len(s.faults) > 0 {
+	if req.SerialNumber != "" {
+		s.perBot[req.SerialNumber]++
+	}
+	if q := s.botFault[req.SerialNumber]; req.SerialNumber != "" && len(q) > 0 {
+		fault, s.botFault[req.SerialNumber] = q[0], q[1:]
+	} else if len(s.faults) > 0 {
 		fault = s.faults[0]
 		s.faults = s.faults[1:]
 	}
@@ -208,6 +251,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"Data":[{"Type":"Lead",`))
 		return
 	}
+	if fault.Body != "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		_, _ = w.Write([]byte(fault.Body))
+		return
+	}
 	if fault.APIError != "" {
 		writeJSON(w, response{Version: "1.0.0", Code: 500, Message: fault.APIError})
 		return
@@ -216,8 +264,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, response{Version: "1.0.0", Code: 401, Message: "invalid secret key"})
 		return
 	}
-	var req request
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.SerialNumber == "" {
+	if reqErr != nil || req.SerialNumber == "" {
 		writeJSON(w, response{Version: "1.0.0", Code: 400, Message: "serialNumber is required"})
 		return
 	}
@@ -238,6 +285,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		data = append(data, rec)
+	}
+	for _, row := range s.raw[req.SerialNumber] {
+		data = append(data, row)
 	}
 	s.mu.Unlock()
 	if fault.BadRecord {
