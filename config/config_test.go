@@ -167,9 +167,9 @@ func TestParseErrors(t *testing.T) {
 		{"chatbots filter unknown serial", head + hook + "    chatbots: [bot1, bot9]\n",
 			[]string{`forwarders[0].chatbots[1]: unknown chatbot "bot9" (not a serial in neoagent.chatbots) (line 10)`}},
 		{"concurrency zero", head + hook + "    concurrency: 0\n",
-			[]string{"forwarders[0].concurrency: must be between 1 and 64, got 0 (line 10)"}},
-		{"concurrency too high", head + hook + "    concurrency: 65\n",
-			[]string{"forwarders[0].concurrency: must be between 1 and 64, got 65 (line 10)"}},
+			[]string{"forwarders[0].concurrency: must be between 1 and 256, got 0 (line 10)"}},
+		{"concurrency too high", head + hook + "    concurrency: 257\n",
+			[]string{"forwarders[0].concurrency: must be between 1 and 256, got 257 (line 10)"}},
 		{"retry max below initial", head + hook + "    retry: {initial_interval: 10s, max_interval: 5s}\n",
 			[]string{"forwarders[0].retry.max_interval: must be at least retry.initial_interval (10s), got 5s (line 10)"}},
 		{"retry max_elapsed zero", head + hook + "    retry: {max_elapsed: 0s}\n",
@@ -289,9 +289,9 @@ func TestDefaults(t *testing.T) {
 
 	retry := Retry{InitialInterval: time.Second, MaxInterval: 5 * time.Minute, MaxElapsed: 24 * time.Hour}
 	require.Len(t, c.Forwarders, 3)
-	assert.Equal(t, ForwarderConfig{Name: "crm", Type: TypeWebhook, Concurrency: 4, Retry: retry,
+	assert.Equal(t, ForwarderConfig{Name: "crm", Type: TypeWebhook, Concurrency: 16, Retry: retry,
 		Webhook: &Webhook{URL: "https://crm.example.com/hook", Timeout: 10 * time.Second, Body: "cloudevent"}}, c.Forwarders[0])
-	assert.Equal(t, ForwarderConfig{Name: "bus", Type: TypeNATS, Concurrency: 4, Retry: retry,
+	assert.Equal(t, ForwarderConfig{Name: "bus", Type: TypeNATS, Concurrency: 256, Retry: retry,
 		NATS: &NATS{URL: "nats://127.0.0.1:4222", Subject: "neoagent.{{.Chatbot}}.{{.Kind}}", Timeout: 5 * time.Second}}, c.Forwarders[1])
 	assert.Equal(t, ForwarderConfig{Name: "s", Type: TypeSlack, Concurrency: 4, Retry: retry,
 		Slack: &Slack{WebhookURL: "https://hooks.slack.com/x", Timezone: "UTC", Timeout: 10 * time.Second}}, c.Forwarders[2])

@@ -27,14 +27,19 @@ const (
 	defaultListen        = "127.0.0.1:9108"
 	defaultNATSSubject   = "neoagent.{{.Chatbot}}.{{.Kind}}"
 	defaultSlackTimezone = "UTC"
-	defaultConcurrency   = 4
-	maxConcurrency       = 64
+	maxConcurrency       = 256
 	defaultJitter        = 0.1
 	retentionMargin      = 48 * time.Hour
 	minPollInterval      = time.Second
 	minLookback          = 24 * time.Hour
 	emptyValue           = "empty (is the environment variable set?)"
 )
+
+// defaultConcurrency is how many deliveries a forwarder of each type keeps in flight
+// unless its config says: a JetStream publish waits for its ack, so a wide window keeps
+// the server busy; a webhook target takes a handful of parallel requests; Slack takes one
+// message a second whatever we do.
+var defaultConcurrency = map[string]int{TypeWebhook: 16, TypeNATS: 256, TypeSlack: 4}
 
 // Problem is one thing wrong with a config, located by its key path (such as
 // "forwarders[2].url", lists counted from 0) and, when known, its line in the file.
@@ -319,7 +324,7 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		}
 	}
 	if f.Concurrency == 0 && !v.set(path+".concurrency") {
-		f.Concurrency = defaultConcurrency
+		f.Concurrency = max(defaultConcurrency[f.Type], 1) // an unknown type is reported on its own
 	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)

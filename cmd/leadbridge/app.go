@@ -195,6 +195,7 @@ func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.
 		return webhook.New(webhook.Config{
 			Name: fc.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
 			Body: w.Body, Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify,
+			Concurrency: fc.Concurrency,
 		}, logger)
 	case fc.NATS != nil:
 		n := fc.NATS

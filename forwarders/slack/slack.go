@@ -234,7 +234,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		gap = DefaultRateLimit
 	}
 
-	client, transport := httpx.NewClient(timeout, cfg.InsecureSkipVerify)
+	client, transport := httpx.NewClient(timeout, cfg.InsecureSkipVerify, 0)
 	logger = logger.With("forwarder", cfg.Name)
 	f := &Forwarder{
 		name:       cfg.Name,

@@ -67,6 +67,9 @@ type Config struct {
 	// InsecureSkipVerify turns off TLS certificate verification (self-signed test
 	// endpoints only); New logs a warning when it is set.
 	InsecureSkipVerify bool
+	// Concurrency is how many deliveries the dispatcher keeps in flight to this target;
+	// the forwarder keeps as many connections to it open between requests.
+	Concurrency int
 }
 
 // Forwarder POSTs events to one webhook endpoint. It is safe for concurrent use.
@@ -124,7 +127,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		return nil, fail("secret: %w", err)
 	}
 
-	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify)
+	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify, cfg.Concurrency)
 	logger = logger.With("forwarder", cfg.Name)
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this webhook",

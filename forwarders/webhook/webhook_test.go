@@ -567,3 +567,40 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}
 }
+
+// A forwarder with several deliveries in flight keeps as many connections open: rounds of
+// concurrent deliveries reuse them instead of dialling for most requests (with Go's
+// default of two idle connections per host, most of each round dialled anew).
+func TestConcurrentDeliveriesReuseConnections(t *testing.T) {
+	const inFlight, rounds = 12, 8
+	var (
+		mu    sync.Mutex
+		dials int
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(5 * time.Millisecond) // keep the round's requests in flight together
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	f := newForwarder(t, webhook.Config{URL: srv.URL, Concurrency: inFlight})
+	ev := forwarderstest.SampleEvent()
+	for range rounds {
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() { assert.NoError(t, deliver(t, f, ev)) })
+		}
+		wg.Wait()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.LessOrEqual(t, dials, 2*inFlight, "%d connections for %d requests", dials, inFlight*rounds)
+}

@@ -101,10 +101,15 @@ func CheckURL(raw string) error {
 // checked unless insecure, the given timeout per request, and redirects not followed (a
 // redirect is a failure to report; following it could carry a signed body or a token to
 // an address nobody configured). Every request carries UserAgent unless it sets its own.
-// The transport is returned too, to close idle connections.
-func NewClient(timeout time.Duration, insecure bool) (*http.Client, *http.Transport) {
+// It keeps up to idle connections to the target open between requests (at least 2, Go's
+// default), so that a forwarder with that many deliveries in flight reuses them instead
+// of dialling anew for most requests. The transport is returned too, to close idle
+// connections.
+func NewClient(timeout time.Duration, insecure bool, idle int) (*http.Client, *http.Transport) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	transport.MaxIdleConnsPerHost = max(idle, http.DefaultMaxIdleConnsPerHost)
+	transport.MaxIdleConns = max(transport.MaxIdleConns, idle)
 	return &http.Client{
 		Transport:     userAgent{next: transport},
 		Timeout:       timeout,

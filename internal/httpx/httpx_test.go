@@ -114,7 +114,7 @@ func TestNewClientNamesLeadbridge(t *testing.T) {
 		got <- r.Header.Get("User-Agent")
 	}))
 	t.Cleanup(srv.Close)
-	client, _ := httpx.NewClient(time.Second, false)
+	client, _ := httpx.NewClient(time.Second, false, 0)
 	for _, ua := range []string{"", "custom/1"} {
 		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
 		require.NoError(t, err)
@@ -149,7 +149,7 @@ func TestTransportErrorQuotesNoAnswer(t *testing.T) {
 		}
 	}()
 	target := "http://" + ln.Addr().String() + "/hook"
-	client, _ := httpx.NewClient(time.Second, false)
+	client, _ := httpx.NewClient(time.Second, false, 0)
 	_, err = client.Post(target, "text/plain", strings.NewReader("x"))
 	require.Error(t, err)
 	msg := httpx.TransportError(target, err).Error()
