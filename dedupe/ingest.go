@@ -77,34 +77,27 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 			s.clock.observe(l.CreatedAt, wall)
 		}
 	}
-	tx, err := s.db.Begin(true)
-	if err != nil {
-		return event.Ingested{}, s.wrap("ingest "+serial, err)
-	}
-	in := ingestTx{s: s, tx: tx, now: wall, storeNow: s.clock.read(wall), only: o.Only, resend: o.Resend}
-	res, err := in.run(serial, leads, deliberate)
-	if err == nil {
-		err = s.clock.persist(tx)
-	}
-	if err == nil && !o.DryRun {
-		err = tx.Commit()
-	} else {
-		err = errors.Join(err, tx.Rollback())
-	}
-	if err != nil {
-		return event.Ingested{}, s.wrap("ingest "+serial, err)
+	page := ingestPage{only: o.Only, resend: o.Resend, deliberate: deliberate,
+		now: wall, storeNow: s.clock.read(wall), inPage: make(map[string]struct{}, min(len(leads), maxTxRecords))}
+	var res event.Ingested
+	for start := 0; start == 0 || start < len(leads); start += maxTxRecords {
+		chunk := leads[start:min(start+maxTxRecords, len(leads))]
+		r, err := s.ingestChunk(serial, chunk, start, start+len(chunk) == len(leads), &page, o.DryRun)
+		if err != nil {
+			// The chunks before this one are taken, with their deliveries: announce them
+			// (the next poll sees them as seen) and report the failure.
+			return res, s.wrap("ingest "+serial, err)
+		}
+		res = res.Add(r)
 	}
 	if o.DryRun {
 		return res, nil
-	}
-	if in.added > 0 {
-		s.signal()
 	}
 	for _, r := range res.Rejected {
 		s.log.Warn("record rejected", "chatbot", serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
 	}
 	if res.Stale > 0 {
-		s.logStale(serial, res.Stale, in.storeNow.Add(-s.retention))
+		s.logStale(serial, res.Stale, page.storeNow.Add(-s.retention))
 	}
 	for _, ev := range res.Events {
 		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
@@ -125,35 +118,82 @@ func (s *Store) logStale(serial string, n int, horizon time.Time) {
 	}
 }
 
-// ingestTx is one Ingest in progress inside a write transaction.
-type ingestTx struct {
-	s        *Store
-	tx       *bolt.Tx
-	now      time.Time // the wall clock: event and outbox times
-	storeNow time.Time // the store's clock: last-seen times and the retention horizon
-	only     []string
-	resend   bool
-	added    int // outbox entries put
+// maxTxRecords bounds the records one write transaction takes. A large page is taken in
+// several transactions, each record still atomically with its deliveries, so that memory
+// and the cost of inserting into bbolt stay bounded; a crash between two leaves the rest
+// of the page to the next poll.
+const maxTxRecords = 1000
+
+// ingestPage is what the transactions of one Ingest share.
+type ingestPage struct {
+	now        time.Time // the wall clock: event and outbox times
+	storeNow   time.Time // the store's clock: last-seen times and the retention horizon
+	only       []string
+	resend     bool
+	deliberate bool
+	baseline   bool                // decided by the first transaction: this page is the chatbot's baseline
+	inPage     map[string]struct{} // keys met so far in the page
 }
 
-func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (event.Ingested, error) {
+// ingestChunk takes leads, which start at index offset of the page, in one write
+// transaction; last says it is the page's last chunk, which marks the chatbot
+// initialized. A transaction that would write nothing is rolled back, not committed, so
+// that a poll of known records costs no fsync.
+func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, dryRun bool) (event.Ingested, error) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return event.Ingested{}, err
+	}
+	in := ingestTx{s: s, tx: tx, ingestPage: page}
+	res, err := in.run(serial, leads, offset, last)
+	if err == nil && in.wrote && !dryRun {
+		if err = s.clock.persist(tx); err == nil {
+			err = tx.Commit()
+		}
+	} else {
+		err = errors.Join(err, tx.Rollback())
+	}
+	if err != nil {
+		return event.Ingested{}, err
+	}
+	if in.added > 0 && !dryRun {
+		s.signal()
+	}
+	return res, nil
+}
+
+// ingestTx is one chunk of an Ingest in progress inside a write transaction.
+type ingestTx struct {
+	*ingestPage
+	s     *Store
+	tx    *bolt.Tx
+	added int  // outbox entries put
+	wrote bool // anything put at all
+}
+
+func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool) (event.Ingested, error) {
 	var res event.Ingested
 	chatbots := in.tx.Bucket(bucketChatbots)
 	var st ChatbotState
 	if _, err := getJSON(chatbots, []byte(serial), &st); err != nil {
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
-	baseline := !deliberate && !in.s.initialEmit && !st.Initialized
+	before := st
+	if offset == 0 {
+		in.baseline = !in.deliberate && !in.s.initialEmit && !st.Initialized
+	}
+	baseline := in.baseline
 	var horizon time.Time // unseen records created before it are stale
-	if !deliberate && in.s.retention > 0 {
+	if !in.deliberate && in.s.retention > 0 {
 		horizon = in.storeNow.Add(-in.s.retention)
 	}
 
 	seen := in.tx.Bucket(bucketSeen)
 	// A backfill for some forwarders only must not hide records from the others.
 	mark := len(in.only) == 0
-	inPage := make(map[string]struct{}, len(leads))
-	for i, l := range leads {
+	inPage := in.inPage
+	for j, l := range leads {
+		i := offset + j
 		// Everything that can fail for this record alone is checked before any write.
 		if reason := invalid(serial, l); reason != "" {
 			res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
@@ -206,6 +246,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 			if err := seen.Put([]byte(key), v.encode()); err != nil {
 				return res, fmt.Errorf("mark %s seen: %w", l.ID(), err)
 			}
+			in.wrote = true
 		}
 
 		switch {
@@ -232,9 +273,13 @@ func (in *ingestTx) run(serial string, leads []event.Lead, deliberate bool) (eve
 		}
 	}
 
-	if !deliberate {
+	if !in.deliberate && last {
 		st.Initialized = true
 	}
+	if st == before {
+		return res, nil
+	}
+	in.wrote = true
 	if err := putJSON(chatbots, []byte(serial), st); err != nil {
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
@@ -278,6 +323,7 @@ func (in *ingestTx) enqueue(ev event.Event) error {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 		in.added++
+		in.wrote = true
 	}
 	return nil
 }

@@ -33,6 +33,18 @@ type Ingested struct {
 	Rejected []Rejected
 }
 
+// Add returns the counts and events of in and b together (b's after in's).
+func (in Ingested) Add(b Ingested) Ingested {
+	in.New += b.New
+	in.Duplicate += b.Duplicate
+	in.Updated += b.Updated
+	in.Baseline += b.Baseline
+	in.Stale += b.Stale
+	in.Rejected = append(in.Rejected, b.Rejected...)
+	in.Events = append(in.Events, b.Events...)
+	return in
+}
+
 // Rejected is a record the store could not take, by its index in the page given to the
 // store and its event id, with a reason that names the field and never its content.
 type Rejected struct {

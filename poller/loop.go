@@ -436,7 +436,7 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 			err = &storeError{serial: bot.Serial, op: "ingest", err: err}
 			break
 		}
-		res = merged(res, r)
+		res = res.Add(r)
 		if i > 0 {
 			l.caughtUpTo(bot.Serial, w.End)
 		}
@@ -519,18 +519,6 @@ func (l *Loop) chunks(w Window) []Window {
 		out = append(out, Window{Start: start, End: end})
 		start = end
 	}
-}
-
-// merged adds the counts and events of b to a.
-func merged(a, b event.Ingested) event.Ingested {
-	a.New += b.New
-	a.Duplicate += b.Duplicate
-	a.Updated += b.Updated
-	a.Baseline += b.Baseline
-	a.Stale += b.Stale
-	a.Rejected = append(a.Rejected, b.Rejected...)
-	a.Events = append(a.Events, b.Events...)
-	return a
 }
 
 // logFailure logs a failed poll: an error when the store failed (records may be piling
