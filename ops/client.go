@@ -65,14 +65,14 @@ func Dial(ctx context.Context, addr, token string) (*Client, error) {
 		Status string `json:"status"`
 	}
 	// The probe carries no credentials: the peer has proved nothing yet.
-	if err := c.send(ctx, http.MethodGet, "/healthz", nil, "", &h); err != nil {
+	if err := c.send(ctx, c.httpClient(), http.MethodGet, "/healthz", nil, "", &h); err != nil {
 		return nil, fmt.Errorf("no leadbridge daemon answers on %s: %w", c.BaseURL, err)
 	}
 	if h.Status != "ok" {
 		return nil, fmt.Errorf("no leadbridge daemon answers on %s: /healthz said %q", c.BaseURL, h.Status)
 	}
 	if token != "" {
-		if _, err := c.prove(ctx); err != nil {
+		if _, _, err := c.prove(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -177,41 +177,69 @@ func (c *Client) doBody(ctx context.Context, method, path string, q url.Values, 
 	if len(q) > 0 {
 		uri += "?" + q.Encode()
 	}
-	auth := ""
-	if c.Token != "" {
-		sn, err := c.prove(ctx)
-		if err != nil {
-			return err
-		}
-		auth = authScheme + " " + sn + ":" + mac(c.Token, labelClient, sn, method, uri)
+	if c.Token == "" {
+		return c.send(ctx, c.httpClient(), method, uri, body, "", out)
 	}
-	return c.send(ctx, method, uri, body, auth, out)
+	sn, peer, err := c.prove(ctx)
+	if err != nil {
+		return err
+	}
+	auth := authScheme + " " + sn + ":" + mac(c.Token, labelClient, sn, method, uri)
+	return c.send(ctx, c.pinned(peer), method, uri, body, auth, out)
+}
+
+// httpClient is c.HTTP (or the default) made never to follow a redirect: an answer that
+// sends the request elsewhere is a failure, never a second hop whose peer would then
+// stand in for the address dialled.
+func (c *Client) httpClient() *http.Client {
+	hc := *defaultClient
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &hc
+}
+
+// pinned is httpClient on a fresh connection to exactly peer, the address that proved it
+// holds the token, so that the authorized request cannot reach another process (one on
+// another address that the host name also resolves to, say).
+func (c *Client) pinned(peer string) *http.Client {
+	hc := c.httpClient()
+	dialer := &net.Dialer{Timeout: dialTimeout}
+	hc.Transport = &http.Transport{
+		DialContext:       func(ctx context.Context, network, _ string) (net.Conn, error) { return dialer.DialContext(ctx, network, peer) },
+		DisableKeepAlives: true,
+	}
+	return hc
 }
 
 // prove runs the challenge (steps 1 to 3 in auth.go) and returns the daemon's nonce for
-// one request. Its error wraps ErrUnproven unless the peer could not be reached at all.
-func (c *Client) prove(ctx context.Context) (string, error) {
+// one request and the address that proved itself. Its error wraps ErrUnproven unless the
+// peer could not be reached at all.
+func (c *Client) prove(ctx context.Context) (nonce, peer string, err error) {
 	cn := newNonce()
-	var peer string
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { peer = info.Conn.RemoteAddr().String() }}
+	var peers []string
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		peers = append(peers, info.Conn.RemoteAddr().String())
+	}}
 	var ans challengeAnswer
-	err := c.send(httptrace.WithClientTrace(ctx, trace), http.MethodPost, "/admin/challenge?nonce="+cn, nil, "", &ans)
+	err = c.send(httptrace.WithClientTrace(ctx, trace), c.httpClient(), http.MethodPost, "/admin/challenge?nonce="+cn, nil, "", &ans)
 	var reach *url.Error
 	switch {
 	case errors.As(err, &reach):
-		return "", fmt.Errorf("leadbridge daemon on %s: %w", c.BaseURL, err)
+		return "", "", fmt.Errorf("leadbridge daemon on %s: %w", c.BaseURL, err)
 	case err != nil:
-		return "", fmt.Errorf("the process on %s is not this config's leadbridge daemon: %w (%v); nothing was sent to it", c.BaseURL, ErrUnproven, err)
-	case !isNonce(ans.Nonce) || peer == "" ||
-		!hmac.Equal([]byte(ans.Proof), []byte(mac(c.Token, labelDaemon, cn, ans.Nonce, peer))):
-		return "", fmt.Errorf("the process on %s is not this config's leadbridge daemon: %w (wrong proof: another process holds the address, or the daemon runs with another admin_token); nothing was sent to it", c.BaseURL, ErrUnproven)
+		return "", "", fmt.Errorf("the process on %s is not this config's leadbridge daemon: %w (%v); nothing was sent to it", c.BaseURL, ErrUnproven, err)
+	case !isNonce(ans.Nonce) || len(peers) != 1 ||
+		!hmac.Equal([]byte(ans.Proof), []byte(mac(c.Token, labelDaemon, cn, ans.Nonce, peers[0]))):
+		return "", "", fmt.Errorf("the process on %s is not this config's leadbridge daemon: %w (wrong proof: another process holds the address, or the daemon runs with another admin_token); nothing was sent to it", c.BaseURL, ErrUnproven)
 	}
-	return ans.Nonce, nil
+	return ans.Nonce, peers[0], nil
 }
 
 // send makes one request (auth is the Authorization header, "" for none) and decodes its
 // JSON answer into out. Its errors name the endpoint and carry the daemon's message.
-func (c *Client) send(ctx context.Context, method, uri string, body []byte, auth string, out any) error {
+func (c *Client) send(ctx context.Context, hc *http.Client, method, uri string, body []byte, auth string, out any) error {
 	path, _, _ := strings.Cut(uri, "?")
 	endpoint := method + " " + path
 	var rd io.Reader
@@ -227,10 +255,6 @@ func (c *Client) send(ctx context.Context, method, uri string, body []byte, auth
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = defaultClient
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
