@@ -207,7 +207,9 @@ func (c *Client) pinned(peer string) *http.Client {
 	hc := c.httpClient()
 	dialer := &net.Dialer{Timeout: dialTimeout}
 	hc.Transport = &http.Transport{
-		DialContext:       func(ctx context.Context, network, _ string) (net.Conn, error) { return dialer.DialContext(ctx, network, peer) },
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, peer)
+		},
 		DisableKeepAlives: true,
 	}
 	return hc
