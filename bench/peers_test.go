@@ -297,4 +297,4 @@ func (b *natsBox) tally(t testing.TB, want map[string]struct{}) tally {
 }
 
 // serialName is the serial of chatbot i of a run.
-func serialName(i int) string { return "benchbot-" + strconv.Itoa(100000 + i) }
+func serialName(i int) string { return "benchbot-" + strconv.Itoa(100000+i) }

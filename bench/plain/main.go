@@ -246,6 +246,10 @@ func dedupe(db *bolt.DB, serial string, leads []event.Lead, batch int, emit func
 	return fresh, nil
 }
 
+// stallWait is how long a publish waits while the client's 4,000 unacknowledged async
+// publishes are outstanding: backpressure, not a failure.
+const stallWait = 30 * time.Second
+
 // publish sends every event to JetStream without waiting for each ack, then waits for
 // all of them.
 func publish(ctx context.Context, js jetstream.JetStream, in <-chan []event.Event, published *atomic.Int64) error {
@@ -268,7 +272,7 @@ func publish(ctx context.Context, js jetstream.JetStream, in <-chan []event.Even
 			msg.Header.Set("Ce-Type", ev.Type)
 			msg.Header.Set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
 			msg.Header.Set("Ce-Subject", ev.Subject)
-			if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID)); err != nil {
+			if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithStallWait(stallWait)); err != nil {
 				firstErr = fmt.Errorf("nats: publish: %w", err)
 				continue
 			}
