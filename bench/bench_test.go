@@ -1,0 +1,312 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	recordsFlag     = flag.String("bench.records", "20000", "BenchmarkPipeline: comma-separated record counts, one LeadList answer each")
+	concurrencyFlag = flag.Int("bench.concurrency", 0, "BenchmarkPipeline: concurrency of both forwarders of the real pipeline; 0 keeps the config default")
+	idleFlag        = flag.String("bench.idle", "1000", "BenchmarkIdle: comma-separated chatbot counts")
+	idleInterval    = flag.Duration("bench.idle-interval", 0, "BenchmarkIdle: poll.interval of the daemon (figures are scaled to 1m); 0 means 6ms per chatbot, at least 1s")
+	idleRounds      = flag.Int("bench.idle-rounds", 5, "BenchmarkIdle: polls of every chatbot in the measured window")
+)
+
+// recordsPerIdleAnswer is the size of each answer the idle daemon gets, all seen before.
+const recordsPerIdleAnswer = 20
+
+// idleIntervalPerChatbot sets the default poll interval of the idle benchmark: 1,000
+// chatbots every 6s, 10,000 every minute, the same polls per second (~167), ten times a
+// production rate for 1,000 chatbots, so the measured window stays short.
+const idleIntervalPerChatbot = 6 * time.Millisecond
+
+// counts parses a comma-separated list of positive integers.
+func counts(b *testing.B, flagName, list string) []int {
+	var out []int
+	for f := range strings.SplitSeq(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(b, err, "-%s: %q is not a number", flagName, f)
+		require.Positive(b, n, "-%s: %d", flagName, n)
+		out = append(out, n)
+	}
+	return out
+}
+
+// runEnv is the environment of both pipelines: ours plus the API key.
+func runEnv() []string { return append(os.Environ(), "LBBENCH_API_KEY="+apiKey) }
+
+// row is one pipeline's figures in one run.
+type row struct {
+	pipeline string
+	records  int
+	repeats  int // deliveries beyond the first of an id (at least once allows them; a clean run has none)
+	usage
+}
+
+func (r row) rate() float64 { return float64(r.records) / r.wall.Seconds() }
+
+// BenchmarkPipeline delivers -bench.records new records (one LeadList answer) to
+// JetStream and one webhook, first with the plain baseline, then with `leadbridge once`
+// on a fresh store, each as its own process; it checks that both delivered every record
+// to each target (repeats are counted and shown) and prints records/s, peak RSS and the
+// ratio real/plain.
+func BenchmarkPipeline(b *testing.B) {
+	bridge, plain := buildBinaries(b)
+	nb := newNATSBox(b)
+	for _, n := range counts(b, "bench.records", *recordsFlag) {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			api := newStandIn(n)
+			apiSrv := newServer(b, api)
+			serial := serialName(0)
+			want := api.ids(serial)
+			require.Len(b, want, n, "the stand-in's records have distinct ids")
+			var last [2]row
+			for range b.N {
+				for i, pipeline := range []string{"plain", "real"} {
+					dir := b.TempDir()
+					nb.resetStream(b)
+					hook := newSink(b, want)
+					var args []string
+					bin := plain
+					if pipeline == "plain" {
+						args = []string{"-api", apiSrv, "-serial", serial, "-nats", nb.url(),
+							"-webhook", hook.srv.URL + "/hooks/plain", "-store", filepath.Join(dir, "plain.db")}
+					} else {
+						bin = bridge
+						cfg := writeOnceConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/real", *concurrencyFlag)
+						args = []string{"once", "--config", cfg, "--max-wait", "30m"}
+					}
+					u, err := runToEnd(bin, args, runEnv(), filepath.Join(dir, pipeline+".log"))
+					require.NoError(b, err)
+					got, js := hook.tally(), nb.tally(b, want)
+					for _, target := range []struct {
+						name string
+						t    tally
+					}{{"webhook", got}, {"jetstream", js}} {
+						require.Truef(b, target.t.distinct == n && target.t.unexpected == 0 && target.t.bad == 0,
+							"%s pipeline, %s: %s; want all %d: a run that lost records has no figure",
+							pipeline, target.name, target.t, n)
+					}
+					last[i] = row{pipeline: pipeline, records: n, repeats: got.repeats + js.repeats, usage: u}
+				}
+				printPipeline(last)
+			}
+			b.ReportMetric(last[0].rate(), "plain-records/s")
+			b.ReportMetric(last[1].rate(), "real-records/s")
+			b.ReportMetric(last[1].rate()/last[0].rate(), "ratio")
+			b.ReportMetric(mb(last[0].peakRSS), "plain-peak-MB")
+			b.ReportMetric(mb(last[1].peakRSS), "real-peak-MB")
+		})
+	}
+}
+
+// newServer serves h on a loopback port until the benchmark ends and returns its URL.
+func newServer(b *testing.B, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	b.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func printPipeline(rows [2]row) {
+	fmt.Printf("\npipeline benchmark (issue 14) %s, %d CPUs, %s\n", time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version())
+	fmt.Printf("%-9s %9s %9s %11s %12s %8s %8s %7s\n", "pipeline", "records", "seconds", "records/s", "peak RSS MB", "CPU s", "repeats", "ratio")
+	for _, r := range rows {
+		fmt.Printf("%-9s %9d %9.2f %11.0f %12.1f %8.2f %8d %7.3f\n",
+			r.pipeline, r.records, r.wall.Seconds(), r.rate(), mb(r.peakRSS), r.cpu.Seconds(), r.repeats, r.rate()/rows[0].rate())
+	}
+}
+
+// writeOnceConfig writes the real pipeline's config: one chatbot, initial emit (every
+// record is new), JetStream and one webhook, no listener, JSON logs at info.
+func writeOnceConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL string, concurrency int) string {
+	conc := ""
+	if concurrency > 0 {
+		conc = fmt.Sprintf("\n    concurrency: %d", concurrency)
+	}
+	body := fmt.Sprintf(`neoagent:
+  base_url: %s
+  api_key: "${LBBENCH_API_KEY}"
+  timeout: 5m
+  chatbots:
+    - {serial: %s, name: Bench bot}
+poll: {interval: 1m, lookback: 48h, initial: emit, jitter: 0}
+store: {path: %s}
+forwarders:
+  - name: bus
+    type: nats
+    url: %s
+    jetstream: true%s
+  - name: crm
+    type: webhook
+    url: %s%s
+http: {listen: ""}
+log: {level: info, format: json}
+`, apiURL, serial, filepath.Join(dir, "leadbridge.db"), natsURL, conc, hookURL, conc)
+	path := filepath.Join(dir, "leadbridge.yaml")
+	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
+
+// BenchmarkIdle runs the daemon (`leadbridge run`) polling -bench.idle chatbots every
+// -bench.idle-interval (default: idleIntervalPerChatbot times the chatbots), each answer
+// recordsPerIdleAnswer records seen before. The first round of polls marks them seen
+// (initial: skip), the second settles; the next -bench.idle-rounds rounds are measured:
+// CPU from /proc/<pid>/stat, memory from /proc/<pid>/status. CPU per poll, scaled to a
+// 1-minute interval, is the idle cost. Any delivery, or any warning or error in the log,
+// fails the run.
+func BenchmarkIdle(b *testing.B) {
+	bridge, _ := buildBinaries(b)
+	nb := newNATSBox(b)
+	for _, k := range counts(b, "bench.idle", *idleFlag) {
+		b.Run(fmt.Sprintf("chatbots=%d", k), func(b *testing.B) {
+			interval := *idleInterval
+			if interval == 0 {
+				interval = max(time.Duration(k)*idleIntervalPerChatbot, time.Second)
+			}
+			for range b.N {
+				r := runIdle(b, bridge, nb, k, interval)
+				r.print()
+				b.ReportMetric(r.corePerMinute()*100, "%core@1m")
+				b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.polls), "µs-CPU/poll")
+				b.ReportMetric(mb(r.rss), "RSS-MB")
+				b.ReportMetric(mb(r.hwm), "peak-MB")
+			}
+		})
+	}
+}
+
+// idleResult is one measured window of an idle daemon.
+type idleResult struct {
+	chatbots int
+	interval time.Duration
+	polls    int64
+	window   time.Duration
+	cpu      time.Duration
+	rss, hwm int64
+}
+
+// corePerMinute is the share of one core the daemon would use polling every chatbot
+// once a minute: the CPU of one poll times the polls per second.
+func (r idleResult) corePerMinute() float64 {
+	perPoll := r.cpu.Seconds() / float64(r.polls)
+	return perPoll * float64(r.chatbots) / 60
+}
+
+func (r idleResult) print() {
+	fmt.Printf("\nidle cost (issue 14) %s, %d CPUs, %s: chatbots=%d, %d records per answer all seen, interval %s\n",
+		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version(), r.chatbots, recordsPerIdleAnswer, r.interval)
+	fmt.Printf("measured %d polls in %.1fs: CPU %.2fs = %.0fµs per poll, %.2f%% of a core at this interval\n",
+		r.polls, r.window.Seconds(), r.cpu.Seconds(), float64(r.cpu.Microseconds())/float64(r.polls), 100*r.cpu.Seconds()/r.window.Seconds())
+	fmt.Printf("at a 1m interval: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB\n", 100*r.corePerMinute(), mb(r.rss), mb(r.hwm))
+}
+
+func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration) idleResult {
+	dir := b.TempDir()
+	nb.resetStream(b)
+	api := newStandIn(recordsPerIdleAnswer)
+	apiSrv := newServer(b, api)
+	hook := newSink(b, nil)
+	cfg := writeIdleConfig(b, dir, apiSrv, nb.url(), hook.srv.URL+"/hooks/idle", k, interval)
+	logPath := filepath.Join(dir, "run.log")
+	logFile, err := os.Create(logPath)
+	require.NoError(b, err)
+	defer logFile.Close()
+	cmd := exec.Command(bridge, "run", "--config", cfg)
+	cmd.Env = runEnv()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	require.NoError(b, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	// waitPolls waits until the stand-in has answered n polls in all.
+	settle := 3*interval + time.Minute
+	waitPolls := func(n int64, what string) {
+		deadline := time.Now().Add(settle + time.Duration(k)*time.Millisecond)
+		for api.requests.Load() < n {
+			select {
+			case err := <-exited:
+				stopped = true
+				b.Fatalf("the daemon exited %s: %v; log ends:\n%s", what, err, tail(logPath, 20))
+			case <-time.After(20 * time.Millisecond):
+			}
+			require.Truef(b, time.Now().Before(deadline), "%s: %d of %d polls answered", what, api.requests.Load(), n)
+		}
+	}
+	pid := cmd.Process.Pid
+	waitPolls(int64(2*k), "before the measured window (baseline round, then one settling round)")
+	cpu0, err := procCPU(pid)
+	require.NoError(b, err)
+	polls0, t0 := api.requests.Load(), time.Now()
+	waitPolls(polls0+int64(*idleRounds*k), "during the measured window")
+	cpu1, err := procCPU(pid)
+	require.NoError(b, err)
+	polls1, window := api.requests.Load(), time.Since(t0)
+	rss, hwm, err := procMemory(pid)
+	require.NoError(b, err)
+
+	require.NoError(b, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		stopped = true
+		require.NoError(b, err, "exit after SIGTERM; log ends:\n%s", tail(logPath, 20))
+	case <-time.After(time.Minute):
+		b.Fatalf("the daemon did not exit within a minute of SIGTERM")
+	}
+	got := hook.tally()
+	require.Zero(b, got.total, "the idle daemon delivered to the webhook: every record was seen before")
+	require.Zero(b, nb.tally(b, nil).total, "the idle daemon published to JetStream: every record was seen before")
+	log, err := os.ReadFile(logPath)
+	require.NoError(b, err)
+	for line := range strings.SplitSeq(string(log), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			b.Fatalf("the idle daemon logged a problem; its figures would not be idle ones:\n%s", line)
+		}
+	}
+	return idleResult{chatbots: k, interval: interval, polls: polls1 - polls0, window: window,
+		cpu: cpu1 - cpu0, rss: rss, hwm: hwm}
+}
+
+// writeIdleConfig writes the idle daemon's config: k chatbots, initial skip, the same
+// two targets, metrics on a loopback port as in production, JSON logs at info.
+func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, interval time.Duration) string {
+	var bots strings.Builder
+	for i := range k {
+		fmt.Fprintf(&bots, "    - {serial: %s}\n", serialName(i))
+	}
+	body := fmt.Sprintf(`neoagent:
+  base_url: %s
+  api_key: "${LBBENCH_API_KEY}"
+  chatbots:
+%spoll: {interval: %s, lookback: 48h, initial: skip}
+store: {path: %s}
+forwarders:
+  - {name: bus, type: nats, url: %s, jetstream: true}
+  - {name: crm, type: webhook, url: %s}
+http: {listen: "127.0.0.1:0"}
+log: {level: info, format: json}
+`, apiURL, bots.String(), interval, filepath.Join(dir, "leadbridge.db"), natsURL, hookURL)
+	path := filepath.Join(dir, "leadbridge.yaml")
+	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
