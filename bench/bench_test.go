@@ -178,6 +178,7 @@ log: {level: info, format: json}
 // fails the run.
 func BenchmarkIdle(b *testing.B) {
 	skipUnlessLinux(b)
+	require.Positive(b, *idleRounds, "-bench.idle-rounds: the measured window needs at least one round")
 	bridge, _ := buildBinaries(b)
 	nb := newNATSBox(b)
 	for _, k := range counts(b, "bench.idle", *idleFlag) {
