@@ -46,6 +46,13 @@ func counts(b *testing.B, flagName, list string) []int {
 	return out
 }
 
+// skipUnlessLinux skips a benchmark that reads /proc and Linux's rusage units.
+func skipUnlessLinux(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("the pipeline benchmark reads /proc and Linux rusage (KiB); it runs on Linux only")
+	}
+}
+
 // runEnv is the environment of both pipelines: ours plus the API key.
 func runEnv() []string { return append(os.Environ(), "LBBENCH_API_KEY="+apiKey) }
 
@@ -65,6 +72,7 @@ func (r row) rate() float64 { return float64(r.records) / r.wall.Seconds() }
 // to each target (repeats are counted and shown) and prints records/s, peak RSS and the
 // ratio real/plain.
 func BenchmarkPipeline(b *testing.B) {
+	skipUnlessLinux(b)
 	bridge, plain := buildBinaries(b)
 	nb := newNATSBox(b)
 	for _, n := range counts(b, "bench.records", *recordsFlag) {
@@ -169,6 +177,8 @@ log: {level: info, format: json}
 // 1-minute interval, is the idle cost. Any delivery, or any warning or error in the log,
 // fails the run.
 func BenchmarkIdle(b *testing.B) {
+	skipUnlessLinux(b)
+	require.Positive(b, *idleRounds, "-bench.idle-rounds: the measured window needs at least one round")
 	bridge, _ := buildBinaries(b)
 	nb := newNATSBox(b)
 	for _, k := range counts(b, "bench.idle", *idleFlag) {
@@ -239,10 +249,10 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 		}
 	}()
 
-	// waitPolls waits until the stand-in has answered n polls in all.
-	settle := 3*interval + time.Minute
-	waitPolls := func(n int64, what string) {
-		deadline := time.Now().Add(settle + time.Duration(k)*time.Millisecond)
+	// waitPolls waits until the stand-in has answered n polls in all, giving up after
+	// twice the rounds' intervals plus a minute (and a millisecond per chatbot).
+	waitPolls := func(n int64, rounds int, what string) {
+		deadline := time.Now().Add(2*time.Duration(rounds)*interval + time.Minute + time.Duration(k)*time.Millisecond)
 		for api.requests.Load() < n {
 			select {
 			case err := <-exited:
@@ -254,11 +264,11 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 		}
 	}
 	pid := cmd.Process.Pid
-	waitPolls(int64(2*k), "before the measured window (baseline round, then one settling round)")
+	waitPolls(int64(2*k), 2, "before the measured window (baseline round, then one settling round)")
 	cpu0, err := procCPU(pid)
 	require.NoError(b, err)
 	polls0, t0 := api.requests.Load(), time.Now()
-	waitPolls(polls0+int64(*idleRounds*k), "during the measured window")
+	waitPolls(polls0+int64(*idleRounds*k), *idleRounds, "during the measured window")
 	cpu1, err := procCPU(pid)
 	require.NoError(b, err)
 	polls1, window := api.requests.Load(), time.Since(t0)

@@ -80,7 +80,7 @@ func runToEnd(bin string, args, env []string, logPath string) (usage, error) {
 	runErr := cmd.Run()
 	wall := time.Since(start)
 	if runErr != nil {
-		return usage{}, fmt.Errorf("%s %s: %v; log ends:\n%s", filepath.Base(bin), args[0], runErr, tail(logPath, 20))
+		return usage{}, fmt.Errorf("%s: %v; log ends:\n%s", filepath.Base(bin), runErr, tail(logPath, 20))
 	}
 	return usageOf(cmd.ProcessState, wall), nil
 }
