@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -94,6 +96,10 @@ type Dispatcher struct {
 	// OnResult, when set, is called after each attempt's verdict was recorded (metrics).
 	// took is the attempt's duration; d.Attempts counts failed attempts so far.
 	OnResult func(d event.Delivery, res Result, took time.Duration, err error)
+	// SummaryEvery is how often the dispatcher logs, per forwarder, how many deliveries
+	// were made, retried and dead-lettered since the last such line (and once more when it
+	// stops); each single delivery is logged at debug. Default 10s.
+	SummaryEvery time.Duration
 	// Now is the wall clock for the times stored on entries (first try, next try,
 	// failure), default time.Now. Waits and the retry budget within this process are
 	// measured on the monotonic clock, so a jump of the wall clock moves neither.
@@ -125,6 +131,13 @@ func (d *Dispatcher) Resume(name string) bool {
 	}
 	l.resume()
 	return true
+}
+
+func (d *Dispatcher) summaryEvery() time.Duration {
+	if d.SummaryEvery > 0 {
+		return d.SummaryEvery
+	}
+	return 10 * time.Second
 }
 
 // now is the dispatcher's wall clock, without a monotonic reading.
@@ -557,7 +570,22 @@ func (w *recorder) hand(v verdict) { w.in <- v }
 func (w *recorder) run(ctx context.Context) {
 	batch := make([]verdict, 0, maxBatch)
 	outcomes := make([]event.Outcome, 0, maxBatch)
-	for v := range w.in {
+	tick := time.NewTicker(w.d.summaryEvery())
+	defer tick.Stop()
+	sum := tally{}
+	defer sum.log(w.logger)
+	for {
+		var v verdict
+		select {
+		case <-tick.C:
+			sum.log(w.logger)
+			continue
+		case got, ok := <-w.in:
+			if !ok {
+				return
+			}
+			v = got
+		}
 		batch = append(batch[:0], v)
 	gather:
 		for len(batch) < maxBatch {
@@ -581,14 +609,37 @@ func (w *recorder) run(ctx context.Context) {
 		for _, v := range batch {
 			switch v.result {
 			case ResultOK:
-				v.log.Info("delivered", "attempts", v.Delivery.Attempts+1)
+				v.log.Debug("delivered", "attempts", v.Delivery.Attempts+1, "took", v.took)
 			case ResultDead:
 				v.log.Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
 			}
 			if v.result != "" {
+				sum.add(v.Delivery.Forwarder, v.result)
 				v.lane.report(v.Delivery, v.result, v.took, v.err)
 			}
 		}
+	}
+}
+
+// tally counts recorded results per forwarder between two summary lines.
+type tally map[string]map[Result]int
+
+func (t tally) add(forwarder string, r Result) {
+	if t[forwarder] == nil {
+		t[forwarder] = map[Result]int{}
+	}
+	t[forwarder][r]++
+}
+
+// log writes one info line per forwarder that had results since the last call, and
+// starts over. Single deliveries are logged at debug; this line tells the operator what
+// flowed without a line per record.
+func (t tally) log(logger *slog.Logger) {
+	for _, name := range slices.Sorted(maps.Keys(t)) {
+		n := t[name]
+		logger.Info("deliveries", "forwarder", name, "delivered", n[ResultOK], "retrying", n[ResultRetry],
+			"dead_lettered", n[ResultDead], "paused", n[ResultPaused] > 0)
+		delete(t, name)
 	}
 }
 

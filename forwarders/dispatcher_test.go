@@ -1,13 +1,16 @@
 package forwarders_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -618,4 +621,59 @@ func TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites(t *testing.T)
 	assert.Equal(t, n, total)
 	assert.GreaterOrEqual(t, largest, 20, "the verdicts that gathered during the held write share one write")
 	assert.LessOrEqual(t, outbox.pending, 2, "the outbox is read once at start, not per delivery")
+}
+
+// A burst of deliveries is summed up in one info line per forwarder, not one per record;
+// each delivery is still there at debug.
+func TestDispatcherSumsUpDeliveriesInOneInfoLine(t *testing.T) {
+	const n = 25
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest("bot1", leads(n))
+	require.NoError(t, err)
+	var buf safeBuffer
+	d := &forwarders.Dispatcher{Outbox: st, SummaryEvery: time.Hour,
+		Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
+	drain(t, d)
+
+	var debug, info int
+	for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		var rec struct {
+			Level, Msg, Forwarder string
+			Delivered             int
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &rec))
+		switch {
+		case rec.Msg == "delivered":
+			assert.Equal(t, "DEBUG", rec.Level)
+			debug++
+		case rec.Msg == "deliveries":
+			assert.Equal(t, "INFO", rec.Level)
+			assert.Equal(t, "crm", rec.Forwarder)
+			assert.Equal(t, n, rec.Delivered)
+			info++
+		}
+	}
+	assert.Equal(t, n, debug, "each delivery at debug")
+	assert.Equal(t, 1, info, "one summary line when the dispatcher stops")
+}
+
+// safeBuffer is a bytes.Buffer for a logger written from several goroutines.
+type safeBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *safeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *safeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
