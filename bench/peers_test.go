@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // apiKey is the key the LeadList stand-in accepts.
@@ -205,48 +205,25 @@ func (s *sink) tally() tally {
 // streamName is the JetStream stream both pipelines publish into.
 const streamName = "BENCH"
 
-// natsBox is an in-process nats-server with JetStream on a temporary directory.
+// natsBox is the shared in-process NATS server with a client on it.
 type natsBox struct {
-	ns *natsserver.Server
-	nc *natsgo.Conn
+	*leadtest.NATS
 	js jetstream.JetStream
 }
 
 func newNATSBox(t testing.TB) *natsBox {
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	require.NoError(t, err)
-	ns.Start()
-	require.True(t, ns.ReadyForConnections(10*time.Second), "nats-server did not start")
-	nc, err := natsgo.Connect(ns.ClientURL())
-	require.NoError(t, err)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	b := &natsBox{ns: ns, nc: nc, js: js}
-	t.Cleanup(func() {
-		nc.Close()
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return b
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, js := ns.Connect()
+	t.Cleanup(nc.Close)
+	return &natsBox{NATS: ns, js: js}
 }
 
-func (b *natsBox) url() string { return b.ns.ClientURL() }
+func (b *natsBox) url() string { return b.URL() }
 
 // resetStream deletes and creates the stream over neoagent.>, so that a run starts empty
 // and its duplicate window knows no id of an earlier run.
-func (b *natsBox) resetStream(t testing.TB) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := b.js.DeleteStream(ctx, streamName); err != nil {
-		require.ErrorIs(t, err, jetstream.ErrStreamNotFound)
-	}
-	_, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: streamName, Subjects: []string{"neoagent.>"}, Storage: jetstream.FileStorage,
-		Duplicates: 10 * time.Minute,
-	})
-	require.NoError(t, err)
+func (b *natsBox) resetStream(testing.TB) {
+	b.CreateStream(streamName, 10*time.Minute, "neoagent.>")
 }
 
 // tally reads every message of the stream and counts its distinct Nats-Msg-Id values

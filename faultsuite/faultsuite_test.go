@@ -23,6 +23,7 @@ import (
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 var seedFlag = flag.String("seed", "",
@@ -279,8 +280,8 @@ func TestFaults(t *testing.T) {
 	api := leadsim.New(apiKey)
 	apiSrv := httptest.NewServer(api)
 	t.Cleanup(apiSrv.Close)
-	nb := newNATSBox(t, natsUser, natsPassword)
-	nb.createStream()
+	nb := leadtest.StartNATS(t, leadtest.NATSOptions{User: natsUser, Password: natsPassword})
+	nb.CreateStream(streamName, 30*time.Minute, "neoagent.>")
 	crm := newWebhookSink(t, "crm", seed, sinkFaultPct, []byte(signingKey))
 	one := newWebhookSink(t, "crm-one", seed, sinkFaultPct, []byte(signingKey))
 	slack := newSlackStandIn(t, slackSecret, seed, slackFaultPct)
@@ -292,7 +293,7 @@ func TestFaults(t *testing.T) {
 		require.NoError(t, os.MkdirAll(logDir, 0o700))
 	}
 	storePath := filepath.Join(dir, "leadbridge.db")
-	cfg := writeConfig(t, dir, apiSrv.URL, nb.url(), crm.srv.URL, one.srv.URL, storePath, freeAddr(t))
+	cfg := writeConfig(t, dir, apiSrv.URL, nb.URL(), crm.srv.URL, one.srv.URL, storePath, freeAddr(t))
 	env := append(os.Environ(),
 		"LBFS_API_KEY="+apiKey, "LBFS_NATS_PASSWORD="+natsPassword,
 		"LBFS_CRM_SECRET="+secret, "LBFS_SLACK_URL="+slack.url())
@@ -350,9 +351,9 @@ func TestFaults(t *testing.T) {
 			br.term(termDeadline)
 			br.start()
 		case "nats-stop":
-			nb.stop()
+			nb.Stop()
 		case "nats-start":
-			nb.start()
+			nb.Start()
 		}
 	}
 
@@ -413,7 +414,7 @@ func TestFaults(t *testing.T) {
 	}
 
 	// What each target got.
-	natsGot, natsRead, natsIssues := tallyStream(nb.readStream())
+	natsGot, natsRead, natsIssues := tallyStream(readStream(nb))
 	reports := []targetReport{
 		compare("bus", records, wantAll, record.describe, natsGot, natsRead),
 		compare("crm", records, wantAll, record.describe, crm.received(), crm.described()),
@@ -491,9 +492,9 @@ func TestFaults(t *testing.T) {
 // waitDelivered polls the targets until each wanted record was delivered to each target
 // (NATS: the stream holds every record), the bridge dies, or drainDeadline passes. It
 // reports whether everything arrived.
-func waitDelivered(t *testing.T, br *bridge, nb *natsBox, records map[string]record, sinks []*tally, wants []func(record) bool) bool {
+func waitDelivered(t *testing.T, br *bridge, nb *leadtest.NATS, records map[string]record, sinks []*tally, wants []func(record) bool) bool {
 	t.Helper()
-	nc, js := nb.connect()
+	nc, js := nb.Connect()
 	defer nc.Close()
 	deadline := time.Now().Add(drainDeadline)
 	for time.Now().Before(deadline) && !br.crashed() {

@@ -21,6 +21,7 @@ import (
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // The hostile-API phase's shape. Its store keeps seen keys for hostileRetention, the
@@ -187,8 +188,8 @@ func TestHostileAPI(t *testing.T) {
 	api := &hostileAPI{Server: leadsim.New(apiKey), want: map[string]record{}, known: map[string]record{}, stale: map[string]record{}}
 	apiSrv := httptest.NewServer(api)
 	t.Cleanup(apiSrv.Close)
-	nb := newNATSBox(t, natsUser, natsPassword)
-	nb.createStream()
+	nb := leadtest.StartNATS(t, leadtest.NATSOptions{User: natsUser, Password: natsPassword})
+	nb.CreateStream(streamName, 30*time.Minute, "neoagent.>")
 	crm := newWebhookSink(t, "crm", 0, 0, []byte(signingKey)) // no target faults here
 
 	dir := t.TempDir()
@@ -199,7 +200,7 @@ func TestHostileAPI(t *testing.T) {
 	}
 	storePath := filepath.Join(dir, "leadbridge.db")
 	listen := freeAddr(t)
-	cfg := writeHostileConfig(t, dir, apiSrv.URL, nb.url(), crm.srv.URL, storePath, listen)
+	cfg := writeHostileConfig(t, dir, apiSrv.URL, nb.URL(), crm.srv.URL, storePath, listen)
 	env := append(os.Environ(), "LBFS_API_KEY="+apiKey, "LBFS_NATS_PASSWORD="+natsPassword, "LBFS_CRM_SECRET="+secret)
 	br := newBridge(t, bin, cfg, logDir, env)
 
@@ -291,7 +292,7 @@ func TestHostileAPI(t *testing.T) {
 	}
 
 	// What the targets got.
-	msgs := nb.readStream()
+	msgs := readStream(nb)
 	natsGot, natsRead, natsIssues := tallyStream(msgs)
 	wantAll := func(record) bool { return true }
 	reports := []targetReport{
@@ -450,7 +451,7 @@ func waitBaselines(br *bridge, listen string, d time.Duration) bool {
 
 // waitHostile waits until both targets hold every wanted record, the bridge dies, or d
 // passes, and reports whether they do.
-func waitHostile(br *bridge, nb *natsBox, crm *webhookSink, want map[string]record, d time.Duration) bool {
+func waitHostile(br *bridge, nb *leadtest.NATS, crm *webhookSink, want map[string]record, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) && !br.crashed() {
 		if holdsAll(crm.received(), want) && holdsAll(streamIDs(nb), want) {
@@ -471,8 +472,8 @@ func holdsAll(got map[string]int, want map[string]record) bool {
 }
 
 // streamIDs counts the stream's messages by Nats-Msg-Id; nil when it cannot be read.
-func streamIDs(nb *natsBox) map[string]int {
-	nc, js := nb.connect()
+func streamIDs(nb *leadtest.NATS) map[string]int {
+	nc, js := nb.Connect()
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
