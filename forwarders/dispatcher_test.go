@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,84 +20,35 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
-// sink is a webhook target whose answers the test scripts per request number.
-type sink struct {
-	mu       sync.Mutex
-	received []string    // event ids, in arrival order, including failed attempts
-	at       []time.Time // arrival times
-	answer   func(n int, id string) int
-	block    chan struct{} // when non-nil, requests wait on it after being recorded
-	srv      *httptest.Server
-}
+// sink is the shared webhook target, with a forwarder to it.
+type sink struct{ *leadtest.Sink }
 
 func newSink(t testing.TB, answer func(n int, id string) int) *sink {
-	s := &sink{answer: answer}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var ev event.Event
-		if err := json.Unmarshal(body, &ev); err != nil || ev.ID != r.Header.Get("webhook-id") {
-			http.Error(w, "bad body", http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		n := len(s.received)
-		s.received = append(s.received, ev.ID)
-		s.at = append(s.at, time.Now())
-		block := s.block
-		s.mu.Unlock()
-		if block != nil {
-			select {
-			case <-block:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		status := http.StatusNoContent
-		if s.answer != nil {
-			status = s.answer(n, ev.ID)
-		}
-		if status == http.StatusTooManyRequests {
-			w.Header().Set("Retry-After", "1")
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
+	return &sink{leadtest.NewSink(t, answer)}
 }
 
-func (s *sink) ids() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.received...)
-}
+func (s *sink) ids() []string { return s.IDs() }
 
-func (s *sink) count() int { return len(s.ids()) }
+func (s *sink) count() int { return s.Count() }
 
 func (s *sink) forwarder(t testing.TB, name string, timeout time.Duration) forwarders.Forwarder {
-	f, err := webhook.New(webhook.Config{Name: name, URL: s.srv.URL + "/hook", Timeout: timeout}, nil)
+	f, err := webhook.New(webhook.Config{Name: name, URL: s.URL + "/hook", Timeout: timeout}, nil)
 	require.NoError(t, err)
 	return f
 }
 
 func openStore(t testing.TB, path string, routes ...string) *dedupe.Store {
 	t.Helper()
-	st, err := dedupe.Open(dedupe.Options{
-		Path: path, Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit,
-		Route: func(event.Event) []string { return routes },
+	return leadtest.OpenStore(t, dedupe.Options{
+		Path: path, Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit, Route: leadtest.RouteTo(routes...),
 	})
-	require.NoError(t, err)
-	return st
 }
 
 func leads(n int) []event.Lead {
-	out := make([]event.Lead, n)
-	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	for i := range out {
-		out[i] = event.Lead{Chatbot: "bot1", Kind: event.KindLead, SessionID: int64(1000 + i), CreatedAt: base.Add(time.Duration(i) * time.Second)}
-	}
-	return out
+	return leadtest.Leads("bot1", 1000, n, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC))
 }
 
 func fastRetry() forwarders.RetryPolicy {
@@ -173,7 +122,7 @@ func TestDispatcherPermanentFailureDeadLettersWithoutHoldingOthers(t *testing.T)
 
 func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
 	slow := newSink(t, nil)
-	slow.block = make(chan struct{}) // never answers
+	slow.Hold() // never answers
 	fast := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "slow", "fast")
 	defer st.Close()
@@ -192,7 +141,7 @@ func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
 		"the hanging target times out and is retried")
 	cancel()
 	require.NoError(t, <-done)
-	close(slow.block)
+	slow.Release()
 
 	depth, err := st.Depth()
 	require.NoError(t, err)
@@ -206,7 +155,7 @@ func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
 func TestDispatcherCrashBeforeAckRedeliversSameID(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	target := newSink(t, nil)
-	target.block = make(chan struct{}) // takes the event, then the process "dies" before answering
+	target.Hold() // takes the event, then the process "dies" before answering
 	st := openStore(t, path, "crm")
 	_, err := st.Ingest("bot1", leads(1))
 	require.NoError(t, err)
@@ -222,9 +171,7 @@ func TestDispatcherCrashBeforeAckRedeliversSameID(t *testing.T) {
 	require.NoError(t, <-done)
 	require.NoError(t, st.Close())
 
-	target.mu.Lock()
-	target.block = nil
-	target.mu.Unlock()
+	target.Release()
 	st = openStore(t, path, "crm")
 	defer st.Close()
 	d = &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
@@ -271,10 +218,9 @@ func TestDispatcherHonoursRetryAfter(t *testing.T) {
 	policy.MaxInterval = 2 * time.Second
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: policy}}}
 	drain(t, d)
-	target.mu.Lock()
-	defer target.mu.Unlock()
-	require.Len(t, target.at, 2)
-	assert.GreaterOrEqual(t, target.at[1].Sub(target.at[0]), time.Second, "the second attempt waited for Retry-After")
+	at := target.Times()
+	require.Len(t, at, 2)
+	assert.GreaterOrEqual(t, at[1].Sub(at[0]), time.Second, "the second attempt waited for Retry-After")
 }
 
 func TestDispatcherGonePausesUntilResumed(t *testing.T) {
@@ -372,10 +318,9 @@ func TestDispatcherCapsRetryAfterAtMaxInterval(t *testing.T) {
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
 	drain(t, d)
-	target.mu.Lock()
-	defer target.mu.Unlock()
-	require.Len(t, target.at, 2)
-	assert.Less(t, target.at[1].Sub(target.at[0]), 900*time.Millisecond, "a Retry-After beyond max_interval waits max_interval")
+	at := target.Times()
+	require.Len(t, at, 2)
+	assert.Less(t, at[1].Sub(at[0]), 900*time.Millisecond, "a Retry-After beyond max_interval waits max_interval")
 }
 
 // TestDispatcherFailingEntriesDoNotStallTheLane: with one slot, an entry the target keeps
