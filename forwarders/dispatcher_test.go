@@ -236,9 +236,12 @@ func TestDispatcherGonePausesUntilResumed(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(3))
+	all := leads(5)
+	_, err := st.Ingest("bot1", all[:3])
 	require.NoError(t, err)
-	d := &forwarders.Dispatcher{Outbox: st, Rescan: 20 * time.Millisecond, Routes: []forwarders.Route{
+	outbox := &countingOutbox{Store: st, release: make(chan struct{})}
+	close(outbox.release)
+	d := &forwarders.Dispatcher{Outbox: outbox, Routes: []forwarders.Route{
 		{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry(), Concurrency: 1, ConfigHash: "h1"},
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -248,17 +251,24 @@ func TestDispatcherGonePausesUntilResumed(t *testing.T) {
 		p, err := st.Paused()
 		return err == nil && p["crm"].ConfigHash == "h1"
 	}, 5*time.Second, 10*time.Millisecond)
-	time.Sleep(100 * time.Millisecond) // several rescans: a paused lane makes no attempt
-	assert.Equal(t, 1, target.count())
+	// New entries wake the paused lane. Once it has read the second, it has been through a
+	// whole turn of its loop after the first, with every chance to attempt something.
+	for _, l := range all[3:] {
+		reads := outbox.reads()
+		_, err = st.Ingest("bot1", []event.Lead{l})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return outbox.reads() > reads }, 5*time.Second, time.Millisecond)
+	}
+	assert.Equal(t, 1, target.count(), "a paused lane makes no attempt")
 	depth, err := st.Depth()
 	require.NoError(t, err)
-	assert.Equal(t, 3, depth["crm"], "deliveries are kept while paused")
+	assert.Equal(t, 5, depth["crm"], "deliveries are kept while paused")
 
 	mu.Lock()
 	gone = false
 	mu.Unlock()
 	require.True(t, d.Resume("crm"))
-	require.Eventually(t, func() bool { return target.count() == 4 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return target.count() == 6 }, 5*time.Second, 10*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
 	depth, err = st.Depth()
@@ -521,6 +531,12 @@ func (c *countingOutbox) Pending(forwarder string, after uint64, limit int) ([]e
 	c.pending++
 	c.mu.Unlock()
 	return c.Store.Pending(forwarder, after, limit)
+}
+
+func (c *countingOutbox) reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pending
 }
 
 func (c *countingOutbox) Record(outcomes []event.Outcome) error {
