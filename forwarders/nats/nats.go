@@ -30,6 +30,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -106,10 +107,7 @@ type Forwarder struct {
 	closed        chan struct{}       // closed by nats.go's closed handler
 	closeOnce     sync.Once
 	closeErr      error
-
-	// streamSem guards streamSubjects; a channel so a waiting Deliver honours ctx.
-	streamSem      chan struct{}
-	streamSubjects []string // the subjects Stream captures; nil until looked up
+	streamChecked atomic.Bool // checkStream passed and no publish failed since; see publishJetStream
 
 	// connErr is why the connection is down (redacted), "" while connected. It is
 	// set from nats.go's callbacks, which also report failures LastError has cleared.
@@ -167,7 +165,6 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		timeout:       cfg.Timeout,
 		logger:        logger.With("forwarder", cfg.Name),
 		closed:        make(chan struct{}),
-		streamSem:     make(chan struct{}, 1),
 	}
 	f.secrets = httpx.NewRedactor(append(urlSecrets, cfg.Password, cfg.Token)...)
 
@@ -358,27 +355,26 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	return f.publishJetStream(ctx, msg, ev)
 }
 
-// publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack;
-// with Stream set it first makes sure that stream exists and captures the subject.
+// publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack.
+// With Stream set, the server stores msg in that stream only (it refuses the publish
+// when another stream captures the subject, and none answers when none does). Before
+// the first publish and after any failure, checkStream makes sure the stream exists
+// and captures the subject, so a missing stream is created and a stream that does not
+// capture the subject is reported as such.
 func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
 	if f.stream != "" {
-		subjects, err := f.lookupStream(ctx)
-		if err != nil {
-			return f.errorf("stream %q: %v", f.stream, err)
-		}
-		if !captures(subjects, msg.Subject) {
-			f.forgetStream()
-			return f.errorf("stream %q does not capture subject %q (it captures %s); add the subject to the stream",
-				f.stream, msg.Subject, strings.Join(subjects, ", "))
+		if !f.streamChecked.Load() {
+			if err := f.checkStream(ctx, msg.Subject); err != nil {
+				return f.errorf("stream %q: %v", f.stream, err)
+			}
+			f.streamChecked.Store(true)
 		}
 		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
 	ack, err := f.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
-		if f.stream != "" {
-			f.forgetStream() // deleted or changed meanwhile? look again next time
-		}
+		f.streamChecked.Store(false) // deleted or changed meanwhile? check again next time
 		return f.publishError(ctx, msg.Subject, err)
 	}
 	if ack.Duplicate {
@@ -388,53 +384,50 @@ func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev ev
 	return nil
 }
 
-// lookupStream returns the subjects Stream captures, creating the stream when missing.
-// The answer is cached until forgetStream.
-func (f *Forwarder) lookupStream(ctx context.Context) ([]string, error) {
-	select {
-	case f.streamSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-f.streamSem }()
-	if f.streamSubjects != nil {
-		return f.streamSubjects, nil
+// checkStream asks the server which stream captures subject. When it is not Stream, it
+// creates Stream if missing, else says which subjects Stream captures instead.
+func (f *Forwarder) checkStream(ctx context.Context, subject string) error {
+	owner, err := f.js.StreamNameBySubject(ctx, subject)
+	switch {
+	case err == nil && owner == f.stream:
+		return nil
+	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("find the stream that captures subject %q: %w", subject, err)
 	}
 	s, err := f.js.Stream(ctx, f.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = f.createStream(ctx)
+		return f.createStream(ctx)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cfg := s.CachedInfo().Config
-	f.streamSubjects = cfg.Subjects
-	if len(f.streamSubjects) == 0 {
-		f.streamSubjects = []string{cfg.Name} // a stream without subjects captures its name
+	captured := strings.Join(s.CachedInfo().Config.Subjects, ", ")
+	if captured == "" {
+		captured = "no subject" // a mirror
 	}
-	return f.streamSubjects, nil
+	if owner != "" {
+		return fmt.Errorf("does not capture subject %q (it captures %s; stream %q does): move the subject to this stream",
+			subject, captured, owner)
+	}
+	return fmt.Errorf("does not capture subject %q (it captures %s); add the subject to the stream", subject, captured)
 }
 
-func (f *Forwarder) createStream(ctx context.Context) (jetstream.Stream, error) {
+// createStream creates Stream capturing streamSubject; one created by someone else
+// meanwhile is fine.
+func (f *Forwarder) createStream(ctx context.Context) error {
 	if f.streamSubject == "" {
-		return nil, errors.New("stream not found, and the subject template starts with an action, " +
+		return errors.New("stream not found, and the subject template starts with an action, " +
 			"so no subject to capture can be derived: create the stream")
 	}
-	s, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: f.stream, Subjects: []string{f.streamSubject}})
+	_, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: f.stream, Subjects: []string{f.streamSubject}})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return f.js.Stream(ctx, f.stream) // created by someone else meanwhile
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create with subject %q: %w", f.streamSubject, err)
+		return fmt.Errorf("create with subject %q: %w", f.streamSubject, err)
 	}
 	f.logger.Info("nats: created JetStream stream", "stream", f.stream, "subjects", f.streamSubject)
-	return s, nil
-}
-
-func (f *Forwarder) forgetStream() {
-	f.streamSem <- struct{}{}
-	f.streamSubjects = nil
-	<-f.streamSem
+	return nil
 }
 
 // publishError classifies a failed publish: too large is permanent, the rest retryable.
