@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,10 +192,24 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	return f, nil
 }
 
-// options builds the connection options: identity, endless reconnects without an
-// in-memory buffer, auth, TLS and logging handlers.
+// options builds the connection options: identity and reconnects, state handlers,
+// auth and TLS.
 func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
-	opts := []natsgo.Option{
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tlsOpts, err := tlsOptions(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Concat(connOptions(cfg), f.handlerOptions(), auth, tlsOpts), nil
+}
+
+// connOptions names the connection and makes it reconnect forever without an
+// in-memory buffer.
+func connOptions(cfg Config) []natsgo.Option {
+	return []natsgo.Option{
 		natsgo.Name("leadbridge/" + cfg.Name),
 		natsgo.Timeout(cfg.Timeout),
 		natsgo.RetryOnFailedConnect(true),
@@ -206,6 +221,12 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		// Keep retrying after repeated auth failures, so fixed credentials recover.
 		natsgo.IgnoreAuthErrorAbort(),
 		natsgo.DrainTimeout(cfg.Timeout),
+	}
+}
+
+// handlerOptions log the connection's changes and keep connErr up to date.
+func (f *Forwarder) handlerOptions() []natsgo.Option {
+	return []natsgo.Option{
 		natsgo.ConnectHandler(func(nc *natsgo.Conn) {
 			f.setConnErr(nil)
 			f.logger.Info("nats: connected", "server", httpx.RedactURL(nc.ConnectedUrl()))
@@ -233,10 +254,13 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 			close(f.closed)
 		}),
 	}
+}
 
-	methods := 0
+// authOptions returns the option of the one configured way to authenticate, if any.
+func authOptions(cfg Config) ([]natsgo.Option, error) {
+	var opts []natsgo.Option
 	if cfg.CredsFile != "" {
-		methods++
+		// UserCredentials reads the file only when connecting: check it names a file now.
 		fh, err := os.Open(cfg.CredsFile)
 		if err != nil {
 			return nil, fmt.Errorf("creds_file: %w", err)
@@ -245,7 +269,6 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
 	}
 	if cfg.NKeyFile != "" {
-		methods++
 		opt, err := natsgo.NkeyOptionFromSeed(cfg.NKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("nkey_file: %w", err)
@@ -253,52 +276,51 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		opts = append(opts, opt)
 	}
 	if cfg.User != "" || cfg.Password != "" {
-		methods++
 		if cfg.User == "" || cfg.Password == "" {
 			return nil, errors.New("user, password: set both or neither")
 		}
 		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.Token != "" {
-		methods++
 		opts = append(opts, natsgo.Token(cfg.Token))
 	}
-	if methods > 1 {
+	if len(opts) > 1 {
 		return nil, errors.New("creds_file, nkey_file, user/password, token: choose one way to authenticate")
 	}
+	return opts, nil
+}
 
-	// TLS options load their files when applied: try each here so that an unreadable
-	// file is reported naming its field rather than as a connect failure.
-	t := cfg.TLS
-	var tlsOpts []natsgo.Option
-	addTLS := func(field string, o natsgo.Option) error {
-		if err := o(&natsgo.Options{}); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
-		}
-		tlsOpts = append(tlsOpts, o)
-		return nil
+// tlsOptions returns the options t asks for. They load their files when applied: each
+// is tried here, so that an unreadable file is reported naming its field rather than
+// as a connect failure.
+func tlsOptions(t TLS) ([]natsgo.Option, error) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
 	}
+	type fieldOption struct {
+		field string
+		opt   natsgo.Option
+	}
+	var wanted []fieldOption
 	if t.InsecureSkipVerify {
 		// Secure replaces the TLS config, so it goes before RootCAs and ClientCert.
 		insecure := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} // asked for; warned about
-		if err := addTLS("tls.insecure_skip_verify", natsgo.Secure(insecure)); err != nil {
-			return nil, err
-		}
+		wanted = append(wanted, fieldOption{"tls.insecure_skip_verify", natsgo.Secure(insecure)})
 	}
 	if t.CAFile != "" {
-		if err := addTLS("tls.ca_file", natsgo.RootCAs(t.CAFile)); err != nil {
-			return nil, err
-		}
+		wanted = append(wanted, fieldOption{"tls.ca_file", natsgo.RootCAs(t.CAFile)})
 	}
-	switch {
-	case t.CertFile != "" && t.KeyFile != "":
-		if err := addTLS("tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)); err != nil {
-			return nil, err
-		}
-	case t.CertFile != "" || t.KeyFile != "":
-		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
+	if t.CertFile != "" {
+		wanted = append(wanted, fieldOption{"tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)})
 	}
-	return append(opts, tlsOpts...), nil
+	opts := make([]natsgo.Option, 0, len(wanted))
+	for _, w := range wanted {
+		if err := w.opt(&natsgo.Options{}); err != nil {
+			return nil, fmt.Errorf("%s: %w", w.field, err)
+		}
+		opts = append(opts, w.opt)
+	}
+	return opts, nil
 }
 
 // setConnErr records why the connection is down (nil: it is up) and reports whether
