@@ -460,9 +460,9 @@ func (f *Forwarder) publishError(ctx context.Context, subject string, err error)
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
 		return forwarders.Permanent(f.errorf("publish to %q: event too large for the server or stream: %v", subject, err))
 	case errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		what := "the server's confirmation"
+		what := "confirmation from the server"
 		if f.js != nil {
-			what = "a JetStream ack"
+			what = "JetStream ack"
 		}
 		return f.errorf("publish to %q: no %s within the timeout (%s)", subject, what, f.timeout)
 	case errors.Is(err, jetstream.ErrNoStreamResponse):

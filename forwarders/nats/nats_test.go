@@ -384,6 +384,19 @@ func TestJetStreamSubjectOfAnotherStream(t *testing.T) {
 	}
 }
 
+// A JetStream publish that a plain subscriber hears but no stream captures gets no
+// ack (and no "no responders" either); the error says what did not come.
+func TestJetStreamNoAck(t *testing.T) {
+	ns := startServer(t, nil)
+	subscribe(t, connect(t, ns.ClientURL()), "neoagent.>")
+	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Timeout: time.Second})
+	err := deliver(f, forwarderstest.SampleEvent())
+	require.Error(t, err)
+	assert.False(t, forwarders.IsPermanent(err), "want retryable: %v", err)
+	assert.Contains(t, err.Error(), `"bus"`)
+	assert.Contains(t, err.Error(), "no JetStream ack within the timeout (1s)")
+}
+
 func TestJetStreamUnderivableStream(t *testing.T) {
 	ns := startServer(t, nil)
 	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "LEADS", Subject: "{{.Chatbot}}.leads"})
