@@ -168,28 +168,33 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		closed:        make(chan struct{}),
 	}
 	f.secrets = httpx.NewRedactor(append(urlSecrets, cfg.Password, cfg.Token)...)
-
-	opts, err := f.options(cfg)
-	if err != nil {
+	if err := f.connect(servers, cfg); err != nil {
 		return nil, fail("%s", f.redact(err.Error()))
 	}
-	nc, err := natsgo.Connect(strings.Join(servers, ","), opts...)
+	return f, nil
+}
+
+// connect starts the connection to servers, and JetStream on it when cfg asks.
+func (f *Forwarder) connect(servers []string, cfg Config) error {
+	opts, err := f.options(cfg)
 	if err != nil {
-		return nil, fail("connect: %s", f.redact(err.Error()))
+		return err
 	}
-	f.nc = nc
+	if f.nc, err = natsgo.Connect(strings.Join(servers, ","), opts...); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
 	if cfg.JetStream {
-		if f.js, err = jetstream.New(nc); err != nil {
-			nc.Close()
-			return nil, fail("jetstream: %s", f.redact(err.Error()))
+		if f.js, err = jetstream.New(f.nc); err != nil {
+			f.nc.Close()
+			return fmt.Errorf("jetstream: %w", err)
 		}
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		f.logger.Warn("nats: TLS server verification is off (tls.insecure_skip_verify); use only for tests")
 	}
 	f.logger.Info("nats: forwarder started", "servers", redactURLs(servers), "jetstream", cfg.JetStream,
-		"stream", cfg.Stream, "status", nc.Status().String())
-	return f, nil
+		"stream", cfg.Stream, "status", f.nc.Status().String())
+	return nil
 }
 
 // options builds the connection options: identity and reconnects, state handlers,
