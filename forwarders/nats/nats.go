@@ -77,7 +77,8 @@ type Config struct {
 	// created on first use when missing, capturing the template's literal start plus
 	// ">" (the default template gives "neoagent.>"; a template without actions gives
 	// its one subject). An existing stream is not changed: a subject it does not
-	// capture fails, retryably, until an operator extends it.
+	// capture fails, retryably, until an operator extends it; the event is never
+	// stored in another stream meanwhile.
 	Stream string
 	// CredsFile is a .creds file (user JWT and nkey seed).
 	CredsFile string
