@@ -28,8 +28,10 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -75,7 +77,8 @@ type Config struct {
 	// created on first use when missing, capturing the template's literal start plus
 	// ">" (the default template gives "neoagent.>"; a template without actions gives
 	// its one subject). An existing stream is not changed: a subject it does not
-	// capture fails, retryably, until an operator extends it.
+	// capture fails, retryably, until an operator extends it; the event is never
+	// stored in another stream meanwhile.
 	Stream string
 	// CredsFile is a .creds file (user JWT and nkey seed).
 	CredsFile string
@@ -106,10 +109,7 @@ type Forwarder struct {
 	closed        chan struct{}       // closed by nats.go's closed handler
 	closeOnce     sync.Once
 	closeErr      error
-
-	// streamSem guards streamSubjects; a channel so a waiting Deliver honours ctx.
-	streamSem      chan struct{}
-	streamSubjects []string // the subjects Stream captures; nil until looked up
+	streamChecked atomic.Bool // checkStream passed and no publish failed since; see publishJetStream
 
 	// connErr is why the connection is down (redacted), "" while connected. It is
 	// set from nats.go's callbacks, which also report failures LastError has cleared.
@@ -167,37 +167,55 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		timeout:       cfg.Timeout,
 		logger:        logger.With("forwarder", cfg.Name),
 		closed:        make(chan struct{}),
-		streamSem:     make(chan struct{}, 1),
 	}
 	f.secrets = httpx.NewRedactor(append(urlSecrets, cfg.Password, cfg.Token)...)
-
-	opts, err := f.options(cfg)
-	if err != nil {
+	if err := f.connect(servers, cfg); err != nil {
 		return nil, fail("%s", f.redact(err.Error()))
 	}
-	nc, err := natsgo.Connect(strings.Join(servers, ","), opts...)
+	return f, nil
+}
+
+// connect starts the connection to servers, and JetStream on it when cfg asks.
+func (f *Forwarder) connect(servers []string, cfg Config) error {
+	opts, err := f.options(cfg)
 	if err != nil {
-		return nil, fail("connect: %s", f.redact(err.Error()))
+		return err
 	}
-	f.nc = nc
+	if f.nc, err = natsgo.Connect(strings.Join(servers, ","), opts...); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
 	if cfg.JetStream {
-		if f.js, err = jetstream.New(nc); err != nil {
-			nc.Close()
-			return nil, fail("jetstream: %s", f.redact(err.Error()))
+		if f.js, err = jetstream.New(f.nc); err != nil {
+			f.nc.Close()
+			return fmt.Errorf("jetstream: %w", err)
 		}
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		f.logger.Warn("nats: TLS server verification is off (tls.insecure_skip_verify); use only for tests")
 	}
 	f.logger.Info("nats: forwarder started", "servers", redactURLs(servers), "jetstream", cfg.JetStream,
-		"stream", cfg.Stream, "status", nc.Status().String())
-	return f, nil
+		"stream", cfg.Stream, "status", f.nc.Status().String())
+	return nil
 }
 
-// options builds the connection options: identity, endless reconnects without an
-// in-memory buffer, auth, TLS and logging handlers.
+// options builds the connection options: identity and reconnects, state handlers,
+// auth and TLS.
 func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
-	opts := []natsgo.Option{
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tlsOpts, err := tlsOptions(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Concat(connOptions(cfg), f.handlerOptions(), auth, tlsOpts), nil
+}
+
+// connOptions names the connection and makes it reconnect forever without an
+// in-memory buffer.
+func connOptions(cfg Config) []natsgo.Option {
+	return []natsgo.Option{
 		natsgo.Name("leadbridge/" + cfg.Name),
 		natsgo.Timeout(cfg.Timeout),
 		natsgo.RetryOnFailedConnect(true),
@@ -209,6 +227,12 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		// Keep retrying after repeated auth failures, so fixed credentials recover.
 		natsgo.IgnoreAuthErrorAbort(),
 		natsgo.DrainTimeout(cfg.Timeout),
+	}
+}
+
+// handlerOptions log the connection's changes and keep connErr up to date.
+func (f *Forwarder) handlerOptions() []natsgo.Option {
+	return []natsgo.Option{
 		natsgo.ConnectHandler(func(nc *natsgo.Conn) {
 			f.setConnErr(nil)
 			f.logger.Info("nats: connected", "server", httpx.RedactURL(nc.ConnectedUrl()))
@@ -236,10 +260,13 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 			close(f.closed)
 		}),
 	}
+}
 
-	methods := 0
+// authOptions returns the option of the one configured way to authenticate, if any.
+func authOptions(cfg Config) ([]natsgo.Option, error) {
+	var opts []natsgo.Option
 	if cfg.CredsFile != "" {
-		methods++
+		// UserCredentials reads the file only when connecting: check it names a file now.
 		fh, err := os.Open(cfg.CredsFile)
 		if err != nil {
 			return nil, fmt.Errorf("creds_file: %w", err)
@@ -248,7 +275,6 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
 	}
 	if cfg.NKeyFile != "" {
-		methods++
 		opt, err := natsgo.NkeyOptionFromSeed(cfg.NKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("nkey_file: %w", err)
@@ -256,52 +282,51 @@ func (f *Forwarder) options(cfg Config) ([]natsgo.Option, error) {
 		opts = append(opts, opt)
 	}
 	if cfg.User != "" || cfg.Password != "" {
-		methods++
 		if cfg.User == "" || cfg.Password == "" {
 			return nil, errors.New("user, password: set both or neither")
 		}
 		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.Token != "" {
-		methods++
 		opts = append(opts, natsgo.Token(cfg.Token))
 	}
-	if methods > 1 {
+	if len(opts) > 1 {
 		return nil, errors.New("creds_file, nkey_file, user/password, token: choose one way to authenticate")
 	}
+	return opts, nil
+}
 
-	// TLS options load their files when applied: try each here so that an unreadable
-	// file is reported naming its field rather than as a connect failure.
-	t := cfg.TLS
-	var tlsOpts []natsgo.Option
-	addTLS := func(field string, o natsgo.Option) error {
-		if err := o(&natsgo.Options{}); err != nil {
-			return fmt.Errorf("%s: %w", field, err)
-		}
-		tlsOpts = append(tlsOpts, o)
-		return nil
+// tlsOptions returns the options t asks for. They load their files when applied: each
+// is tried here, so that an unreadable file is reported naming its field rather than
+// as a connect failure.
+func tlsOptions(t TLS) ([]natsgo.Option, error) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
 	}
+	type fieldOption struct {
+		field string
+		opt   natsgo.Option
+	}
+	var wanted []fieldOption
 	if t.InsecureSkipVerify {
 		// Secure replaces the TLS config, so it goes before RootCAs and ClientCert.
 		insecure := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true} // asked for; warned about
-		if err := addTLS("tls.insecure_skip_verify", natsgo.Secure(insecure)); err != nil {
-			return nil, err
-		}
+		wanted = append(wanted, fieldOption{"tls.insecure_skip_verify", natsgo.Secure(insecure)})
 	}
 	if t.CAFile != "" {
-		if err := addTLS("tls.ca_file", natsgo.RootCAs(t.CAFile)); err != nil {
-			return nil, err
-		}
+		wanted = append(wanted, fieldOption{"tls.ca_file", natsgo.RootCAs(t.CAFile)})
 	}
-	switch {
-	case t.CertFile != "" && t.KeyFile != "":
-		if err := addTLS("tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)); err != nil {
-			return nil, err
-		}
-	case t.CertFile != "" || t.KeyFile != "":
-		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
+	if t.CertFile != "" {
+		wanted = append(wanted, fieldOption{"tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)})
 	}
-	return append(opts, tlsOpts...), nil
+	opts := make([]natsgo.Option, 0, len(wanted))
+	for _, w := range wanted {
+		if err := w.opt(&natsgo.Options{}); err != nil {
+			return nil, fmt.Errorf("%s: %w", w.field, err)
+		}
+		opts = append(opts, w.opt)
+	}
+	return opts, nil
 }
 
 // setConnErr records why the connection is down (nil: it is up) and reports whether
@@ -358,27 +383,26 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	return f.publishJetStream(ctx, msg, ev)
 }
 
-// publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack;
-// with Stream set it first makes sure that stream exists and captures the subject.
+// publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack.
+// With Stream set, the server stores msg in that stream only (it refuses the publish
+// when another stream captures the subject, and none answers when none does). Before
+// the first publish and after any failure, checkStream makes sure the stream exists
+// and captures the subject, so a missing stream is created and a stream that does not
+// capture the subject is reported as such.
 func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
 	if f.stream != "" {
-		subjects, err := f.lookupStream(ctx)
-		if err != nil {
-			return f.errorf("stream %q: %v", f.stream, err)
-		}
-		if !captures(subjects, msg.Subject) {
-			f.forgetStream()
-			return f.errorf("stream %q does not capture subject %q (it captures %s); add the subject to the stream",
-				f.stream, msg.Subject, strings.Join(subjects, ", "))
+		if !f.streamChecked.Load() {
+			if err := f.checkStream(ctx, msg.Subject); err != nil {
+				return f.errorf("stream %q: %v", f.stream, err)
+			}
+			f.streamChecked.Store(true)
 		}
 		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
 	ack, err := f.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
-		if f.stream != "" {
-			f.forgetStream() // deleted or changed meanwhile? look again next time
-		}
+		f.streamChecked.Store(false) // deleted or changed meanwhile? check again next time
 		return f.publishError(ctx, msg.Subject, err)
 	}
 	if ack.Duplicate {
@@ -388,53 +412,50 @@ func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev ev
 	return nil
 }
 
-// lookupStream returns the subjects Stream captures, creating the stream when missing.
-// The answer is cached until forgetStream.
-func (f *Forwarder) lookupStream(ctx context.Context) ([]string, error) {
-	select {
-	case f.streamSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-f.streamSem }()
-	if f.streamSubjects != nil {
-		return f.streamSubjects, nil
+// checkStream asks the server which stream captures subject. When it is not Stream, it
+// creates Stream if missing, else says which subjects Stream captures instead.
+func (f *Forwarder) checkStream(ctx context.Context, subject string) error {
+	owner, err := f.js.StreamNameBySubject(ctx, subject)
+	switch {
+	case err == nil && owner == f.stream:
+		return nil
+	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("find the stream that captures subject %q: %w", subject, err)
 	}
 	s, err := f.js.Stream(ctx, f.stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = f.createStream(ctx)
+		return f.createStream(ctx)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cfg := s.CachedInfo().Config
-	f.streamSubjects = cfg.Subjects
-	if len(f.streamSubjects) == 0 {
-		f.streamSubjects = []string{cfg.Name} // a stream without subjects captures its name
+	captured := strings.Join(s.CachedInfo().Config.Subjects, ", ")
+	if captured == "" {
+		captured = "no subject" // a mirror
 	}
-	return f.streamSubjects, nil
+	if owner != "" {
+		return fmt.Errorf("does not capture subject %q (it captures %s; stream %q does): move the subject to this stream",
+			subject, captured, owner)
+	}
+	return fmt.Errorf("does not capture subject %q (it captures %s); add the subject to the stream", subject, captured)
 }
 
-func (f *Forwarder) createStream(ctx context.Context) (jetstream.Stream, error) {
+// createStream creates Stream capturing streamSubject; one created by someone else
+// meanwhile is fine.
+func (f *Forwarder) createStream(ctx context.Context) error {
 	if f.streamSubject == "" {
-		return nil, errors.New("stream not found, and the subject template starts with an action, " +
+		return errors.New("stream not found, and the subject template starts with an action, " +
 			"so no subject to capture can be derived: create the stream")
 	}
-	s, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: f.stream, Subjects: []string{f.streamSubject}})
+	_, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: f.stream, Subjects: []string{f.streamSubject}})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return f.js.Stream(ctx, f.stream) // created by someone else meanwhile
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create with subject %q: %w", f.streamSubject, err)
+		return fmt.Errorf("create with subject %q: %w", f.streamSubject, err)
 	}
 	f.logger.Info("nats: created JetStream stream", "stream", f.stream, "subjects", f.streamSubject)
-	return s, nil
-}
-
-func (f *Forwarder) forgetStream() {
-	f.streamSem <- struct{}{}
-	f.streamSubjects = nil
-	<-f.streamSem
+	return nil
 }
 
 // publishError classifies a failed publish: too large is permanent, the rest retryable.
@@ -445,9 +466,9 @@ func (f *Forwarder) publishError(ctx context.Context, subject string, err error)
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
 		return forwarders.Permanent(f.errorf("publish to %q: event too large for the server or stream: %v", subject, err))
 	case errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		what := "the server's confirmation"
+		what := "confirmation from the server"
 		if f.js != nil {
-			what = "a JetStream ack"
+			what = "JetStream ack"
 		}
 		return f.errorf("publish to %q: no %s within the timeout (%s)", subject, what, f.timeout)
 	case errors.Is(err, jetstream.ErrNoStreamResponse):

@@ -151,29 +151,3 @@ func validSubject(s string) error {
 	}
 	return nil
 }
-
-// subjectMatches reports whether the subject pattern (which may use * and >) matches
-// the literal subject.
-func subjectMatches(pattern, subject string) bool {
-	pt := strings.Split(pattern, ".")
-	st := strings.Split(subject, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || (p != "*" && p != st[i]) {
-			return false
-		}
-	}
-	return len(pt) == len(st)
-}
-
-// captures reports whether any of the stream's subjects matches subject.
-func captures(streamSubjects []string, subject string) bool {
-	for _, p := range streamSubjects {
-		if subjectMatches(p, subject) {
-			return true
-		}
-	}
-	return false
-}
