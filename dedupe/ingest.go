@@ -80,31 +80,33 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 // in transactions of at most 1,000 records, and returns what it did, Events included.
 // The parts are one page: a record repeated across parts counts once, Rejected indices
 // count from the page's first record, and the first-start baseline (initial: skip) is
-// decided before the first part, for all of them. The chatbot is marked initialized
-// only once read returns nil, so a page cut short by a failure leaves the baseline to
-// the next poll. A failing take returns the store's error, after which read should
-// stop; IngestPage returns read's error (which may be take's).
-func (s *Store) IngestPage(serial string, read func(take func([]event.Lead) (event.Ingested, error)) error) error {
+// decided before the first part, for all of them. The page is complete, and the chatbot
+// marked initialized, with the part handed over with last set (in that part's last
+// transaction), or else once read returns nil; a page cut short by a failure leaves the
+// baseline to the next poll. A failing take returns the store's error, after which read
+// should stop; IngestPage returns read's error (which may be take's).
+func (s *Store) IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
 	if s.readOnly {
 		return s.wrap("ingest "+serial, ErrReadOnly)
 	}
 	p := s.newPageIngest(serial, IngestOptions{}, false)
-	failed := false
-	err := read(func(leads []event.Lead) (event.Ingested, error) {
-		if failed {
-			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("the page already failed"))
+	var failed, done bool
+	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
+		if failed || done {
+			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("part handed over after the page failed or ended"))
 		}
-		res, err := p.add(leads, false)
-		failed = err != nil
+		res, err := p.add(leads, last)
+		failed, done = err != nil, last
 		return res, err
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return err
-	}
-	if failed {
+	case failed:
 		return s.wrap("ingest "+serial, errors.New("read went on after a failed part"))
+	case !done:
+		_, err = p.add(nil, true)
 	}
-	_, err = p.add(nil, true)
 	return err
 }
 

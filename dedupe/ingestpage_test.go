@@ -13,13 +13,13 @@ import (
 
 // parts is a read function for IngestPage that hands over each part in turn, keeping
 // take's results, and fails with failAfter's error once that many parts are taken.
-func parts(got *[]event.Ingested, failAfter int, fail error, ps ...[]event.Lead) func(func([]event.Lead) (event.Ingested, error)) error {
-	return func(take func([]event.Lead) (event.Ingested, error)) error {
+func parts(got *[]event.Ingested, failAfter int, fail error, ps ...[]event.Lead) func(func([]event.Lead, bool) (event.Ingested, error)) error {
+	return func(take func([]event.Lead, bool) (event.Ingested, error)) error {
 		for i, p := range ps {
 			if fail != nil && i == failAfter {
 				return fail
 			}
-			res, err := take(p)
+			res, err := take(p, false)
 			if err != nil {
 				return err
 			}
@@ -66,6 +66,26 @@ func TestIngestPageBaselineSpansItsParts(t *testing.T) {
 	assert.Equal(t, []string{next[0].ID()}, ids(got[1].Events))
 	assert.Equal(t, []string{next[1].ID()}, ids(got[2].Events))
 	assert.Len(t, pending(t, s, "bus"), 2)
+}
+
+func TestIngestPageLastPartCompletesThePage(t *testing.T) {
+	s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
+	all := leads(bot, 1, 3)
+	err := s.IngestPage(bot, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+		res, err := take(all[:2], false)
+		require.NoError(t, err)
+		assert.Equal(t, event.Ingested{Baseline: 2}, res)
+		res, err = take(all[2:], true)
+		require.NoError(t, err)
+		assert.Equal(t, event.Ingested{Baseline: 1}, res)
+		bots, err := s.Chatbots()
+		require.NoError(t, err)
+		assert.True(t, bots[bot].Initialized, "the last part's transaction marks the chatbot initialized")
+		_, err = take(nil, false)
+		assert.ErrorContains(t, err, "after the page failed or ended")
+		return nil
+	})
+	require.NoError(t, err)
 }
 
 func TestIngestPageRejectedIndexCountsFromThePage(t *testing.T) {

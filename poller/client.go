@@ -93,6 +93,8 @@ type Page struct {
 	// Warned are fields of records in Leads that could not be read and were left at their
 	// zero value (a Count of the wrong type, say), one per field.
 	Warned []RecordError
+
+	last bool // Stream: the response's last chunk
 }
 
 // RecordError is a record of Data that could not be decoded, or one of its fields. Err
@@ -228,7 +230,8 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 // MaxBodyBytes, to a temporary file in SpoolDir while checking that it is a successful
 // LeadList response, and only then reads Data's records back from the file and hands
 // them to take in order, DefaultChunkRecords records at a time (each call's Page holds
-// one chunk; indices count from the start of Data). So nothing reaches take from a
+// one chunk; indices count from the start of Data; take is called at least once, with
+// an empty Page for an empty Data). So nothing reaches take from a
 // response that turns out not to be a page, whatever the order of its fields, and
 // memory holds one chunk, not the body. The file is removed before Stream returns.
 //

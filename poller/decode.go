@@ -153,7 +153,7 @@ func (c *Client) records(ctx context.Context, bot Chatbot, r io.Reader, take fun
 			l.Chatbot, l.ChatbotName = bot.Serial, bot.Name
 			chunk.Leads = append(chunk.Leads, l)
 		}
-		if n == DefaultChunkRecords {
+		if n == DefaultChunkRecords && dec.More() {
 			if err := ctx.Err(); err != nil {
 				return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 			}
@@ -163,10 +163,11 @@ func (c *Client) records(ctx context.Context, bot Chatbot, r io.Reader, take fun
 			chunk, n = Page{Leads: make([]event.Lead, 0, DefaultChunkRecords)}, 0
 		}
 	}
-	if n > 0 {
-		return take(chunk)
+	if err := ctx.Err(); err != nil {
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
-	return nil
+	chunk.last = true // even when empty: it completes the page
+	return take(chunk)
 }
 
 // scan is what the first pass learnt of a body: its envelope, decoded as json.Unmarshal
