@@ -71,18 +71,84 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 	if s.readOnly {
 		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
 	}
+	p := s.newPageIngest(serial, o, deliberate)
+	return p.add(leads, true)
+}
+
+// IngestPage is Ingest for a page handed over in parts, so that the caller never holds
+// all of it: read calls take with each part in order; take records it as Ingest would,
+// in transactions of at most 1,000 records, and returns what it did, Events included.
+// The parts are one page: a record repeated across parts counts once, Rejected indices
+// count from the page's first record, and the first-start baseline (initial: skip) is
+// decided before the first part, for all of them. The page is complete, and the chatbot
+// marked initialized, with the part handed over with last set (in that part's last
+// transaction), or else once read returns nil; a page cut short by a failure leaves the
+// baseline to the next poll. A failing take returns the store's error, after which read
+// should stop; IngestPage returns read's error (which may be take's).
+func (s *Store) IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
+	if s.readOnly {
+		return s.wrap("ingest "+serial, ErrReadOnly)
+	}
+	p := s.newPageIngest(serial, IngestOptions{}, false)
+	var failed, done bool
+	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
+		if failed || done {
+			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("part handed over after the page failed or ended"))
+		}
+		res, err := p.add(leads, last)
+		failed, done = err != nil, last
+		return res, err
+	})
+	switch {
+	case err != nil:
+		return err
+	case failed:
+		return s.wrap("ingest "+serial, errors.New("read went on after a failed part"))
+	case !done:
+		_, err = p.add(nil, true)
+	}
+	return err
+}
+
+// pageIngest is one page being taken, in one or more parts.
+type pageIngest struct {
+	s       *Store
+	serial  string
+	o       IngestOptions
+	page    ingestPage
+	offset  int  // records of the page taken so far
+	started bool // page.now and page.storeNow are set
+}
+
+func (s *Store) newPageIngest(serial string, o IngestOptions, deliberate bool) *pageIngest {
+	return &pageIngest{s: s, serial: serial, o: o, page: ingestPage{only: o.Only, resend: o.Resend,
+		deliberate: deliberate, inPage: make(map[string]struct{})}}
+}
+
+// add takes the next part of the page; last marks the chatbot initialized (unless
+// deliberate). The page's clock is read at its first part, after the store's clock has
+// observed that part's record times.
+func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) {
+	s, serial := p.s, p.serial
 	wall := s.now()
+	if p.started {
+		wall = p.page.now
+	}
 	for _, l := range leads {
 		if l.Chatbot == serial && validYear(l.CreatedAt) {
 			s.clock.observe(l.CreatedAt, wall)
 		}
 	}
-	page := ingestPage{only: o.Only, resend: o.Resend, deliberate: deliberate,
-		now: wall, storeNow: s.clock.read(wall), inPage: make(map[string]struct{}, min(len(leads), maxTxRecords))}
+	if !p.started {
+		p.started, p.page.now, p.page.storeNow = true, wall, s.clock.read(wall)
+	}
 	var res event.Ingested
+	if len(leads) == 0 && !last { // the baseline is decided by the first part with records, or at the end
+		return res, nil
+	}
 	for start := 0; start == 0 || start < len(leads); start += maxTxRecords {
 		chunk := leads[start:min(start+maxTxRecords, len(leads))]
-		r, err := s.ingestChunk(serial, chunk, start, start+len(chunk) == len(leads), &page, o.DryRun)
+		r, err := s.ingestChunk(serial, chunk, p.offset+start, last && start+len(chunk) == len(leads), &p.page, p.o.DryRun)
 		if err != nil {
 			// The chunks before this one are taken, with their deliveries: announce them
 			// (the next poll sees them as seen) and report the failure.
@@ -90,14 +156,15 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 		}
 		res = res.Add(r)
 	}
-	if o.DryRun {
+	p.offset += len(leads)
+	if p.o.DryRun {
 		return res, nil
 	}
 	for _, r := range res.Rejected {
 		s.log.Warn("record rejected", "chatbot", serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
 	}
 	if res.Stale > 0 {
-		s.logStale(serial, res.Stale, page.storeNow.Add(-s.retention))
+		s.logStale(serial, res.Stale, p.page.storeNow.Add(-s.retention))
 	}
 	for _, ev := range res.Events {
 		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)

@@ -111,14 +111,25 @@ type Dispatcher struct {
 
 // Run delivers until ctx is done, then lets in-flight attempts finish within Grace.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	return d.run(ctx, false)
+	return d.run(ctx, nil)
 }
 
 // Drain delivers until the outbox holds nothing deliverable for any running forwarder,
 // or ctx is done; what is left stays in the outbox. It is what `leadbridge once` uses.
 func (d *Dispatcher) Drain(ctx context.Context) error {
-	return d.run(ctx, true)
+	return d.DrainAfter(ctx, closedChan)
 }
+
+// DrainAfter is Drain that may start while entries are still being added: it does not
+// end before more is closed (polling is over), however empty the outbox runs meanwhile.
+// Once more is closed, each lane reads the outbox again before it may end, so an entry
+// added before the close is always delivered or left pending, never overlooked.
+func (d *Dispatcher) DrainAfter(ctx context.Context, more <-chan struct{}) error {
+	return d.run(ctx, more)
+}
+
+// closedChan is a closed channel: Drain's "no more entries coming".
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Resume unpauses a forwarder paused because its target was gone. It reports whether
 // the forwarder is known to a running dispatcher.
@@ -157,7 +168,9 @@ func (d *Dispatcher) added() {
 	}
 }
 
-func (d *Dispatcher) run(ctx context.Context, drain bool) error {
+// run delivers until ctx is done or, when more is not nil (draining), until more is
+// closed and every lane is drained.
+func (d *Dispatcher) run(ctx context.Context, more <-chan struct{}) error {
 	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -197,7 +210,7 @@ func (d *Dispatcher) run(ctx context.Context, drain bool) error {
 	}()
 	var wg sync.WaitGroup
 	for _, l := range lanes {
-		wg.Go(func() { l.run(ctx, hard, drain) })
+		wg.Go(func() { l.run(ctx, hard, more) })
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -305,17 +318,36 @@ func (l *lane) resume() {
 
 // run is the lane's loop: learn of new entries, start what is due up to the concurrency
 // bound, then wait for new entries, a free slot, the next due time or, after a failed
-// read, the rescan delay. In drain mode it returns once it holds nothing, nothing is in
-// flight and the last read succeeded, or once it is paused with nothing in flight.
-func (l *lane) run(ctx, hard context.Context, drain bool) {
+// read, the rescan delay. Draining (more not nil), once more is closed and the outbox
+// read again, it returns once it holds nothing, nothing is in flight and the last read
+// succeeded, or once it is paused with nothing in flight.
+func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// ended: more was seen closed, before a read of the outbox that then saw everything
+	// added before the close, whether or not its signal has come yet.
+	ended := false
+	seen := func() bool {
+		select {
+		case <-more:
+			ended, more = true, nil
+			return true
+		default:
+			return false
+		}
+	}
+	if more != nil {
+		seen()
+	}
 	l.load()
 	for ctx.Err() == nil {
+		if more != nil && seen() {
+			l.load()
+		}
 		next := l.start(ctx, hard, &wg)
-		if drain && l.drained() {
+		if ended && l.drained() {
 			return
 		}
 		wait := time.Hour
@@ -329,6 +361,7 @@ func (l *lane) run(ctx, hard context.Context, drain bool) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-more: // nil once seen closed, or when not draining
 		case <-l.addedC:
 			l.load()
 		case <-l.freedC:

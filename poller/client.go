@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -47,6 +48,9 @@ type Client struct {
 	HTTPClient *http.Client
 	// MaxBodyBytes bounds the response body; a larger one is a DecodeError (ErrBodyTooLarge).
 	MaxBodyBytes int64
+	// SpoolDir is where Stream keeps a response body while it reads it ("" for
+	// os.TempDir()); it needs room for MaxBodyBytes.
+	SpoolDir string
 	// UserAgent is sent as the User-Agent header; NewClient sets httpx.UserAgent(),
 	// "leadbridge/<version>".
 	UserAgent string
@@ -89,6 +93,8 @@ type Page struct {
 	// Warned are fields of records in Leads that could not be read and were left at their
 	// zero value (a Count of the wrong type, say), one per field.
 	Warned []RecordError
+
+	last bool // Stream: the response's last chunk
 }
 
 // RecordError is a record of Data that could not be decoded, or one of its fields. Err
@@ -199,23 +205,51 @@ type listRequest struct {
 	EndTime      string `json:"endTime,omitempty"`
 }
 
+// DefaultChunkRecords is how many records of Data Stream hands over at a time.
+const DefaultChunkRecords = 1000
+
 // List asks for bot's leads and appointments created in w. Errors are a *TransportError,
 // *StatusError, *APIError or *DecodeError; each names the chatbot and none contains the
 // API key or credentials from the base URL. Records that fail to decode are reported in
-// Page.Skipped rather than failing the call.
+// Page.Skipped rather than failing the call. List holds the whole page; Stream does not.
 func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) {
+	page := Page{Leads: []event.Lead{}}
+	err := c.Stream(ctx, bot, w, func(p Page) error {
+		page.Leads = append(page.Leads, p.Leads...)
+		page.Skipped = append(page.Skipped, p.Skipped...)
+		page.Warned = append(page.Warned, p.Warned...)
+		return nil
+	})
+	if err != nil {
+		return Page{}, err
+	}
+	return page, nil
+}
+
+// Stream is List for pages too large to hold: it copies the response body, up to
+// MaxBodyBytes, to a temporary file in SpoolDir while checking that it is a successful
+// LeadList response, and only then reads Data's records back from the file and hands
+// them to take in order, DefaultChunkRecords records at a time (each call's Page holds
+// one chunk; indices count from the start of Data; take is called at least once, with
+// an empty Page for an empty Data). So nothing reaches take from a
+// response that turns out not to be a page, whatever the order of its fields, and
+// memory holds one chunk, not the body. The file is removed before Stream returns.
+//
+// Errors are those of List; an error from take ends the stream and is returned as it
+// is; a failure to write the temporary file is an error naming the chatbot.
+func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Page) error) error {
 	body, err := json.Marshal(listRequest{
 		SerialNumber: bot.Serial,
 		StartTime:    formatDate(w.Start),
 		EndTime:      formatDate(w.End),
 	})
 	if err != nil {
-		return Page{}, fmt.Errorf("leadlist chatbot %q: encode request: %w", bot.Serial, err)
+		return fmt.Errorf("leadlist chatbot %q: encode request: %w", bot.Serial, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
 		strings.TrimRight(c.BaseURL, "/")+LeadListPath, bytes.NewReader(body))
 	if err != nil {
-		return Page{}, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	req.Header.Set("Authorization", c.apiKey)
 	req.Header.Set("Content-Type", "application/json")
@@ -225,18 +259,64 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return Page{}, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return Page{}, c.statusError(bot, resp)
+		return c.statusError(bot, resp)
 	}
-	data, err := c.readBody(bot, resp)
+	limit := c.maxBody()
+	if resp.ContentLength > limit {
+		br := &bodyReader{r: io.LimitReader(resp.Body, 512), limit: limit}
+		_, _ = io.Copy(io.Discard, br)
+		return c.decodeError(bot, br, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit))
+	}
+	spool, err := os.CreateTemp(c.SpoolDir, "leadbridge-leadlist-*")
 	if err != nil {
-		return Page{}, err
+		return fmt.Errorf("leadlist chatbot %q: spool the response: %w", bot.Serial, err)
 	}
-	return c.decode(bot, data)
+	defer func() {
+		_ = spool.Close()
+		_ = os.Remove(spool.Name())
+	}()
+	return c.stream(ctx, bot, &bodyReader{r: io.LimitReader(resp.Body, limit+1), limit: limit, spool: spool}, spool, take)
 }
+
+// bodyReader is a response body as stream reads it: it counts the bytes read and keeps
+// the first few (for an error's shape), copies them to the spool, and keeps a failure to
+// read apart from the body's end.
+type bodyReader struct {
+	r     io.Reader // the body, cut at limit+1 bytes
+	limit int64
+	spool io.Writer // nil: the body is in memory already
+	n     int64
+	head  []byte
+	err   error // a read failure other than the end
+	werr  error // a failure to write the spool
+}
+
+// headLen is how much of a body bodyReader keeps to tell its shape.
+const headLen = 512
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if keep := min(n, headLen-len(b.head)); keep > 0 {
+		b.head = append(b.head, p[:keep]...)
+	}
+	b.n += int64(n)
+	if n > 0 && b.spool != nil && b.werr == nil {
+		if _, b.werr = b.spool.Write(p[:n]); b.werr != nil {
+			return n, b.werr
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.err = err
+	}
+	return n, err
+}
+
+// tooLarge reports whether the body went over its limit.
+func (b *bodyReader) tooLarge() bool { return b.n > b.limit }
 
 func (c *Client) httpClient() *http.Client {
 	if c.HTTPClient != nil {
@@ -250,26 +330,6 @@ func (c *Client) maxBody() int64 {
 		return c.MaxBodyBytes
 	}
 	return DefaultMaxBodyBytes
-}
-
-// readBody reads a 2xx body up to MaxBodyBytes.
-func (c *Client) readBody(bot Chatbot, resp *http.Response) ([]byte, error) {
-	limit := c.maxBody()
-	tooLarge := func(start []byte) error {
-		return c.decodeError(bot, start, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit))
-	}
-	if resp.ContentLength > limit {
-		start, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, tooLarge(start)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
-	}
-	if int64(len(data)) > limit {
-		return nil, tooLarge(data)
-	}
-	return data, nil
 }
 
 func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
@@ -291,8 +351,8 @@ func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
 	return e
 }
 
-func (c *Client) decodeError(bot Chatbot, body []byte, err error) *DecodeError {
-	return &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Shape: shape(body), Size: len(body), Err: err}
+func (c *Client) decodeError(bot Chatbot, body *bodyReader, err error) *DecodeError {
+	return &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Shape: shape(body.head), Size: int(body.n), Err: err}
 }
 
 // shape names what a body looks like without quoting it: "empty", "JSON" (it starts

@@ -2,16 +2,19 @@ package poller
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
 // apiResponse is the LeadList envelope. Data stays raw so each record decodes on its own
@@ -52,48 +55,306 @@ var createTimeLayouts = []string{
 	"2006-01-02T15:04:05",
 }
 
-// decode turns a 2xx body into a Page, or an *APIError (Success: false, or a Code outside
-// 2xx) or a *DecodeError. Only a body that holds a Data array (an empty one included)
-// counts as a page: a poll that is not one must not spend the first start's baseline or
-// move the last-success mark.
+// decode turns a whole 2xx body into a Page, or an *APIError (Success: false, or a Code
+// outside 2xx) or a *DecodeError: stream over a body held in memory.
 func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
-	var resp apiResponse
-	if err := json.Unmarshal(body, &resp); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			err = fmt.Errorf("%w (at byte %d of %d)", err, se.Offset, len(body))
-		}
-		return Page{}, c.decodeError(bot, body, err)
+	page := Page{Leads: []event.Lead{}}
+	err := c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))}, bytes.NewReader(body),
+		func(p Page) error {
+			page.Leads = append(page.Leads, p.Leads...)
+			page.Skipped = append(page.Skipped, p.Skipped...)
+			page.Warned = append(page.Warned, p.Warned...)
+			return nil
+		})
+	if err != nil {
+		return Page{}, err
 	}
+	return page, nil
+}
+
+// stream reads a 2xx body in two passes. The first reads it from body to its end (the
+// caller keeps a copy of every byte read, readable through spool) and checks that it is
+// one well-formed JSON object whose envelope (Success, Code, Message) says success and
+// which holds a Data array; it keeps no record. Only then does the second pass read
+// Data's records from spool and hand them to take, DefaultChunkRecords at a time.
+//
+// Validating first is what lets a bad envelope fail the page wherever it stands: the
+// API puts Success and Code after Data, so records read before them cannot be known to
+// belong to a successful page. A body whose fields repeat is read as json.Unmarshal
+// would: the last Success, Code, Message and Data count. The rules are those of a
+// decoder that unmarshals the whole body: a syntax error anywhere fails it, and only a
+// body with a Data array (an empty one included) counts as a page, so that a poll that
+// is not one never spends the first start's baseline or moves the last-success mark.
+func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spool io.ReaderAt, take func(Page) error) error {
+	sc, err := scanBody(body)
+	if err != nil {
+		_, _ = io.Copy(io.Discard, body) // the rest, for its size and the limit
+	}
+	switch {
+	case body.werr != nil:
+		return fmt.Errorf("leadlist chatbot %q: spool the response: %w", bot.Serial, body.werr)
+	case body.err != nil:
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, body.err)}
+	case body.tooLarge():
+		return c.decodeError(bot, body, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, body.limit))
+	case err != nil:
+		return c.decodeError(bot, body, err)
+	}
+	resp := sc.resp
 	if refused(resp.Code) {
 		resp.Success = new(false) // a Code outside 2xx is a refusal, whatever Success says
 	}
 	if resp.Success != nil && !*resp.Success {
 		code, _ := parseInt(resp.Code, 32)
-		return Page{}, &APIError{Serial: bot.Serial, Code: int(code), Message: c.apiMessage(resp.Message)}
+		return &APIError{Serial: bot.Serial, Code: int(code), Message: c.apiMessage(resp.Message)}
 	}
 	switch _, codeErr := parseInt(resp.Code, 32); {
 	case codeErr != nil:
-		return Page{}, c.decodeError(bot, body, fmt.Errorf("field Code: %w", codeErr))
+		return c.decodeError(bot, body, fmt.Errorf("field Code: %w", codeErr))
 	case resp.Success == nil && resp.Data == nil:
-		return Page{}, c.decodeError(bot, body, errors.New("neither Success nor Data present: not a LeadList response"))
+		return c.decodeError(bot, body, errors.New("neither Success nor Data present: not a LeadList response"))
 	case resp.Data == nil:
-		return Page{}, c.decodeError(bot, body, errors.New("field Data: missing or null, want an array (empty when there are no records)"))
+		return c.decodeError(bot, body, errors.New("field Data: missing or null, want an array (empty when there are no records)"))
 	}
-	page := Page{Leads: make([]event.Lead, 0, len(resp.Data))}
-	for i, raw := range resp.Data {
+	at, err := sc.dataOffset()
+	if err != nil {
+		return c.decodeError(bot, body, err)
+	}
+	return c.records(ctx, bot, io.NewSectionReader(spool, at, body.n-at), take)
+}
+
+// records reads the Data array that r starts with, record by record, and hands them to
+// take in chunks of DefaultChunkRecords records (Leads, Skipped and Warned alike, with
+// their indices in Data), stopping with a *TransportError once ctx is done. The array was checked by scanBody, so a syntax error here is
+// a failure to read the spool.
+func (c *Client) records(ctx context.Context, bot Chatbot, r io.Reader, take func(Page) error) error {
+	dec := json.NewDecoder(r)
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
+	}
+	var (
+		chunk Page
+		n     int // records in chunk
+		raw   json.RawMessage
+	)
+	for i := 0; dec.More(); i++ {
+		raw = raw[:0]
+		if err := dec.Decode(&raw); err != nil {
+			return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
+		}
+		n++
 		l, warns, err := decodeRecord(raw)
 		if err != nil {
-			page.Skipped = append(page.Skipped, recordError(i, raw, err))
-			continue
+			chunk.Skipped = append(chunk.Skipped, recordError(i, raw, err))
+		} else {
+			for _, w := range warns {
+				chunk.Warned = append(chunk.Warned, recordError(i, raw, w))
+			}
+			l.Chatbot, l.ChatbotName = bot.Serial, bot.Name
+			chunk.Leads = append(chunk.Leads, l)
 		}
-		for _, w := range warns {
-			page.Warned = append(page.Warned, recordError(i, raw, w))
+		if n == DefaultChunkRecords && dec.More() {
+			if err := ctx.Err(); err != nil {
+				return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+			}
+			if err := take(chunk); err != nil {
+				return err
+			}
+			chunk, n = Page{Leads: make([]event.Lead, 0, DefaultChunkRecords)}, 0
 		}
-		l.Chatbot, l.ChatbotName = bot.Serial, bot.Name
-		page.Leads = append(page.Leads, l)
 	}
-	return page, nil
+	if err := ctx.Err(); err != nil {
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+	}
+	chunk.last = true // even when empty: it completes the page
+	return take(chunk)
+}
+
+// scan is what the first pass learnt of a body: its envelope, decoded as json.Unmarshal
+// decodes the whole body except that each Data array stands in as [k], k its index in
+// arrays; and the offset in the body of each Data array.
+type scan struct {
+	resp   apiResponse
+	arrays []int64
+}
+
+// dataOffset is the offset of the Data array that counts (the last one).
+func (s scan) dataOffset() (int64, error) {
+	if len(s.resp.Data) == 1 {
+		if k, err := strconv.Atoi(string(s.resp.Data[0])); err == nil && k >= 0 && k < len(s.arrays) {
+			return s.arrays[k], nil
+		}
+	}
+	return 0, errors.New("field Data: could not locate the array") // cannot happen: the stand-in is ours
+}
+
+// envelopeFields are the fields of apiResponse; other fields of the body are skipped.
+var envelopeFields = []string{"Data", "Success", "Code", "Message"}
+
+// scanBody reads r, a whole body, checking its JSON syntax to the end and keeping only
+// the envelope fields; Data's records are checked and dropped one at a time, so memory
+// stays bounded by the largest record, not the body. Errors name the failure but never
+// quote the body.
+func scanBody(r io.Reader) (scan, error) {
+	var sc scan
+	dec := json.NewDecoder(r)
+	dec.UseNumber() // a number token is kept as written: 1e700 is valid JSON, not a float64
+	tok, err := dec.Token()
+	if err != nil {
+		return sc, syntaxError(err, dec)
+	}
+	if tok != json.Delim('{') {
+		// Not an object: a syntax error if the value or what follows is malformed, else
+		// the type error (or, for null, the empty envelope) json.Unmarshal gives.
+		standIn, err := skipRest(dec, tok)
+		if err != nil {
+			return sc, err
+		}
+		if err := trailing(dec); err != nil {
+			return sc, err
+		}
+		return sc, json.Unmarshal([]byte(standIn), &sc.resp)
+	}
+	env := []byte{'{'}
+	var raw json.RawMessage
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return sc, syntaxError(err, dec)
+		}
+		key, _ := tok.(string) // the decoder only returns a string as a key
+		field := ""
+		for _, f := range envelopeFields {
+			if strings.EqualFold(key, f) {
+				field = f
+			}
+		}
+		var value []byte
+		switch field {
+		case "":
+			if err := skipValue(dec); err != nil {
+				return sc, err
+			}
+			continue
+		case "Data":
+			if value, err = scanData(dec, &sc); err != nil {
+				return sc, err
+			}
+		default:
+			raw = raw[:0]
+			if err := dec.Decode(&raw); err != nil {
+				return sc, syntaxError(err, dec)
+			}
+			value = raw
+		}
+		if len(env) > 1 {
+			env = append(env, ',')
+		}
+		k, _ := json.Marshal(key)
+		env = append(append(append(env, k...), ':'), value...)
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return sc, syntaxError(err, dec)
+	}
+	if err := trailing(dec); err != nil {
+		return sc, err
+	}
+	env = append(env, '}')
+	return sc, json.Unmarshal(env, &sc.resp)
+}
+
+// scanData reads the value of a Data field and returns its stand-in in the envelope:
+// [k] for an array, noting its offset as arrays[k] and checking each record's syntax;
+// null; or a value of the same JSON type as the one read, for its type error.
+func scanData(dec *json.Decoder, sc *scan) ([]byte, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, syntaxError(err, dec)
+	}
+	if tok != json.Delim('[') {
+		return skipRest(dec, tok)
+	}
+	sc.arrays = append(sc.arrays, dec.InputOffset()-1)
+	var raw json.RawMessage
+	for dec.More() {
+		raw = raw[:0]
+		if err := dec.Decode(&raw); err != nil {
+			return nil, syntaxError(err, dec)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing bracket
+		return nil, syntaxError(err, dec)
+	}
+	return []byte("[" + strconv.Itoa(len(sc.arrays)-1) + "]"), nil
+}
+
+// skipRest reads the rest of a value whose first token is tok and returns a small value
+// of its JSON type: {} for an object, [] for an array, null, "", 0 or true.
+func skipRest(dec *json.Decoder, tok json.Token) ([]byte, error) {
+	switch tok := tok.(type) {
+	case json.Delim:
+		if err := skipNested(dec, 1); err != nil {
+			return nil, err
+		}
+		if tok == '{' {
+			return []byte("{}"), nil
+		}
+		return []byte("[]"), nil
+	case nil:
+		return []byte("null"), nil
+	case string:
+		return []byte(`""`), nil
+	case bool:
+		return []byte("true"), nil
+	}
+	return []byte("0"), nil
+}
+
+// skipValue reads one value, token by token, keeping nothing.
+func skipValue(dec *json.Decoder) error {
+	return skipNested(dec, 0)
+}
+
+// skipNested reads tokens until depth open objects and arrays are closed (or, from
+// depth 0, one whole value).
+func skipNested(dec *json.Decoder, depth int) error {
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return syntaxError(err, dec)
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+// trailing checks that nothing but white space follows the top-level value.
+func trailing(dec *json.Decoder) error {
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return syntaxError(err, dec)
+	}
+	return fmt.Errorf("invalid data after the top-level value (at byte %d)", dec.InputOffset())
+}
+
+// syntaxError words a decoder's error as json.Unmarshal would, with where it happened.
+func syntaxError(err error, dec *json.Decoder) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("unexpected end of JSON input (at byte %d)", dec.InputOffset())
+	}
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Errorf("%w (at byte %d)", se, se.Offset)
+	}
+	return err
 }
 
 // fieldError is what is wrong with one field of a record. It never quotes the value.

@@ -13,7 +13,8 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 )
 
-// FuzzDecode feeds arbitrary bodies to the response decoder. Seeds live in
+// FuzzDecode feeds arbitrary bodies to the response decoder, which must read each as
+// the whole-body decoder it replaced does. Seeds live in
 // testdata/fuzz/FuzzDecode; run with: go test -run '^$' -fuzz FuzzDecode ./poller/
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(docExample))
@@ -21,6 +22,7 @@ func FuzzDecode(f *testing.F) {
 	c := NewClient("http://user:pw@127.0.0.1:1", testKey, time.Second)
 	bot := Chatbot{Serial: "fuzz-bot", Name: "Fuzz"}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		requireSameAsWhole(t, c, bot, body)
 		page, err := c.decode(bot, body)
 		if err != nil {
 			var de *DecodeError

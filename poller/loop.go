@@ -50,10 +50,13 @@ const (
 
 // Store is what the loop needs of the dedupe store.
 type Store interface {
-	// Ingest takes one polled page of a chatbot's records. It decides which are new (the
-	// same records arrive on every poll; telling them apart is the store's job) and has
-	// durably recorded them, with their pending deliveries, when it returns nil.
-	Ingest(serial string, leads []event.Lead) (event.Ingested, error)
+	// IngestPage takes one polled page of a chatbot's records, handed over in parts: read
+	// calls take with each part in order, and take has durably recorded that part's new
+	// records, with their pending deliveries, when it returns (telling new records from
+	// the ones every poll returns is the store's job), and says what it did. The parts
+	// are one page (for the first start's baseline, decided once); the page is complete
+	// with the part marked last, or once read returns nil. IngestPage returns read's error.
+	IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error
 	// RecordPoll notes that a chatbot was polled at the given time and how it went
 	// (pollErr nil for success).
 	RecordPoll(serial string, at time.Time, pollErr error) error
@@ -109,6 +112,10 @@ type Loop struct {
 	// decoded, with the API field at fault ("record" when it is not an object), whether or
 	// not it was skipped before. It must be safe for concurrent use.
 	OnSkip func(serial, field string)
+	// DropEvents leaves Events out of the results of PollOnce and PollAll and of OnPoll
+	// (their counts stay), so that a large page's events are never all held at once:
+	// each part's events are logged as it is taken and then dropped.
+	DropEvents bool
 	// Now tells the time for windows and RecordPoll (time.Now if nil).
 	Now func() time.Time
 
@@ -422,30 +429,41 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		skipped  int
 		err      error
 		canceled bool
+		faults   faultCount
 	)
 	for i, w := range windows {
-		var page Page
-		if page, err = l.Client.List(ctx, bot, w); err != nil {
-			canceled = ctx.Err() != nil
+		var polled, stored error
+		err = l.Store.IngestPage(bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+			polled = l.Client.Stream(ctx, bot, w, func(page Page) error {
+				skipped += len(page.Skipped)
+				l.reportFaults(bot.Serial, page, &faults)
+				r, err := take(page.Leads, page.last)
+				// What was taken is in the store and the outbox, even if the page fails
+				// later: announce it now, since the next poll will see it as seen.
+				for _, ev := range r.Events {
+					log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
+				}
+				if l.DropEvents {
+					r.Events = nil
+				}
+				res = res.Add(r)
+				stored = err
+				return err
+			})
+			return polled
+		})
+		if err != nil {
+			if stored != nil || polled == nil { // the store failed, maybe only to finish the page
+				err = &storeError{serial: bot.Serial, op: "ingest", err: err}
+			}
+			canceled = stored == nil && polled != nil && ctx.Err() != nil
 			break
 		}
-		skipped += len(page.Skipped)
-		l.reportFaults(bot.Serial, page)
-		var r event.Ingested
-		if r, err = l.Store.Ingest(bot.Serial, page.Leads); err != nil {
-			err = &storeError{serial: bot.Serial, op: "ingest", err: err}
-			break
-		}
-		res = res.Add(r)
 		if i > 0 {
 			l.caughtUpTo(bot.Serial, w.End)
 		}
 	}
-	// What was taken before a failure is in the store and the outbox: it is announced
-	// here, since the next poll will see it as seen.
-	for _, ev := range res.Events {
-		log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
-	}
+	faults.summarise(l.logger(), bot.Serial)
 	if res.Baseline > 0 {
 		log.Info("first poll: records already in the API were taken as known and not sent (poll.initial: skip)",
 			"chatbot", bot.Serial, "baseline", res.Baseline)
@@ -470,21 +488,33 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 	return res, err
 }
 
-// reportFaults logs the records of page that were skipped, or taken without a field that
-// could not be read: a warning the first time the chatbot's API serves that record with
-// that fault, a debug line on each repeat, so that a record the API keeps serving does
-// not flood the log. Every skip goes to OnSkip.
-func (l *Loop) reportFaults(serial string, page Page) {
-	warned, unwarned := 0, 0
+// faultCount is how many malformed records of one poll were warned about one by one,
+// and how many were not because there were too many.
+type faultCount struct{ warned, unwarned int }
+
+// summarise logs, once per poll, that some malformed records were logged at debug only.
+func (f *faultCount) summarise(log *slog.Logger, serial string) {
+	if f.unwarned > 0 {
+		log.Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
+			"chatbot", serial, "not_warned", f.unwarned)
+	}
+}
+
+// reportFaults logs the records of page (one chunk of a poll) that were skipped, or
+// taken without a field that could not be read: a warning the first time the chatbot's
+// API serves that record with that fault (at most maxFaultWarnings per poll, counted in
+// fc), a debug line on each repeat, so that a record the API keeps serving does not
+// flood the log. Every skip goes to OnSkip.
+func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
 	report := func(msg string, e RecordError) {
 		l.mu.Lock()
 		first := l.state(serial).faults.add(e.sum)
 		l.mu.Unlock()
 		level := slog.LevelDebug
-		if first && warned < maxFaultWarnings {
-			level, warned = slog.LevelWarn, warned+1
+		if first && fc.warned < maxFaultWarnings {
+			level, fc.warned = slog.LevelWarn, fc.warned+1
 		} else if first {
-			unwarned++
+			fc.unwarned++
 		}
 		l.logger().Log(context.Background(), level, msg, "chatbot", serial, "index", e.Index,
 			"field", e.Field, "reason", e.Err.Error(), "repeat", !first)
@@ -497,10 +527,6 @@ func (l *Loop) reportFaults(serial string, page Page) {
 	}
 	for _, e := range page.Warned {
 		report("took a LeadList record without a field it could not read", e)
-	}
-	if unwarned > 0 {
-		l.logger().Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
-			"chatbot", serial, "not_warned", unwarned)
 	}
 }
 

@@ -155,6 +155,8 @@ func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
 	code, _, stderr := runMain(t, "once", "--config", cfg, "--max-wait", "300ms")
 	assert.Equal(t, 1, code, "deliveries remain pending")
 	assert.Contains(t, stderr, "still pending")
+	assert.Regexp(t, `[1-9][0-9]* deliveries still pending after --max-wait 300ms; .*\(0 delivered in [0-9.]+m?s, 0\.0/s\)`, stderr,
+		"the message says how many are left and how fast deliveries went")
 	failed := sink.received()
 	require.NotEmpty(t, failed)
 

@@ -29,18 +29,32 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer a.Close()
 	logger := a.logger
 
-	var dead atomic.Int64
+	var dead, delivered atomic.Int64
 	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
-		if res == forwarders.ResultDead {
+		switch res {
+		case forwarders.ResultDead:
 			dead.Add(1)
+		case forwarders.ResultOK:
+			delivered.Add(1)
 		}
 	}
-	pollErr := a.loop.PollAll(ctx)
-	drainCtx, cancel := context.WithTimeout(ctx, *maxWait)
+	// Delivery starts with the first part a poll takes; --max-wait counts from the end
+	// of polling, as before.
+	a.loop.DropEvents = true
+	drainCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := a.dispatcher.Drain(drainCtx); err != nil {
+	polled := make(chan struct{})
+	started := time.Now()
+	drained := make(chan error, 1)
+	go func() { drained <- a.dispatcher.DrainAfter(drainCtx, polled) }()
+	pollErr := a.loop.PollAll(ctx)
+	close(polled)
+	stopAt := time.AfterFunc(*maxWait, cancel)
+	defer stopAt.Stop()
+	if err := <-drained; err != nil {
 		return err
 	}
+	took := time.Since(started)
 	pending, err := a.pending("")
 	if err != nil {
 		return err
@@ -53,7 +67,9 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		problems = append(problems, fmt.Sprintf("%d deliveries dead-lettered (see `leadbridge dlq list`)", n))
 	}
 	if pending > 0 {
-		problems = append(problems, fmt.Sprintf("%d deliveries still pending; they stay in the outbox for the next run", pending))
+		n := delivered.Load()
+		problems = append(problems, fmt.Sprintf("%d deliveries still pending after --max-wait %s; they stay in the outbox for the next run "+
+			"(%d delivered in %s, %.1f/s)", pending, *maxWait, n, took.Round(time.Millisecond), float64(n)/max(took.Seconds(), 0.001)))
 	}
 	if len(problems) == 0 {
 		logger.Info("once: everything delivered")
