@@ -29,11 +29,14 @@ const (
 	defaultSlackTimezone = "UTC"
 	maxConcurrency       = 256
 	defaultJitter        = 0.1
-	retentionMargin      = 48 * time.Hour
 	minPollInterval      = time.Second
 	minLookback          = 24 * time.Hour
 	emptyValue           = "empty (is the environment variable set?)"
 )
+
+// RetentionMargin is how much store.retention must exceed poll.lookback: it covers time
+// zone offsets and the API's day rounding, so a pruned seen key is never read again.
+const RetentionMargin = 48 * time.Hour
 
 // defaultConcurrency is how many deliveries a forwarder of each type keeps in flight
 // unless its config says: a JetStream publish waits for its ack, so a wide window keeps
@@ -294,9 +297,9 @@ func (v *validator) store() {
 	v.durationDefault("store.retention", &s.Retention, defaultRetention)
 	// Records are re-read for poll.lookback; the margin covers time zone offsets and the
 	// API's day rounding. A key pruned sooner could be read again and look new.
-	if minimum := v.c.Poll.Lookback + retentionMargin; s.Retention <= minimum {
+	if minimum := v.c.Poll.Lookback + RetentionMargin; s.Retention <= minimum {
 		v.add("store.retention", "must exceed poll.lookback (%s) + %s = %s, got %s",
-			v.c.Poll.Lookback, retentionMargin, minimum, s.Retention)
+			v.c.Poll.Lookback, RetentionMargin, minimum, s.Retention)
 	}
 }
 

@@ -143,25 +143,15 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		Lookback: cfg.Poll.Lookback,
 		LastOK:   lastOK,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
-		// with the same 48h margin the config check keeps between lookback and retention.
-		MaxLookback: cfg.Store.Retention - 48*time.Hour,
+		// with the margin the config keeps between lookback and retention.
+		MaxLookback: cfg.Store.Retention - config.RetentionMargin,
 		// The logged recovery command must be run with the daemon stopped (one process per store).
 		BackfillFlags: "--config " + cfg.Source + "  # stop the daemon first",
-		Jitter:        loopJitter(cfg.Poll.Jitter),
+		Jitter:        cfg.Poll.Jitter,
 		MaxBackoff:    cfg.Poll.MaxBackoff,
 		Logger:        logger.With("component", "poller"),
 	}
 	return a, nil
-}
-
-// loopJitter maps poll.jitter to poller.Loop.Jitter: in the config 0 turns jitter off
-// (the default 0.1 is filled in by the config), in the Loop 0 means the default and a
-// negative value turns it off.
-func loopJitter(j float64) float64 {
-	if j == 0 {
-		return -1
-	}
-	return j
 }
 
 func chatbots(cfg *config.Config) []poller.Chatbot {
