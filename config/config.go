@@ -31,6 +31,9 @@ import (
 	_ "time/tzdata" // slack.timezone must load even in a minimal image without zoneinfo
 
 	"github.com/leadbridge/leadbridge/event"
+	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
 )
 
 // Forwarder types accepted in forwarders[].type.
@@ -192,6 +195,44 @@ type Slack struct {
 	Template           string        `yaml:"template"`
 	Timeout            time.Duration `yaml:"timeout"`
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
+}
+
+// WebhookConfig is this webhook entry's settings as package webhook takes them.
+func (f ForwarderConfig) WebhookConfig() webhook.Config {
+	w := f.Webhook
+	if w == nil {
+		w = &Webhook{}
+	}
+	return webhook.Config{
+		Name: f.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout, Body: w.Body,
+		Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify, Concurrency: f.Concurrency,
+	}
+}
+
+// NATSConfig is this nats entry's settings as package forwarders/nats takes them.
+func (f ForwarderConfig) NATSConfig() natsfwd.Config {
+	n := f.NATS
+	if n == nil {
+		n = &NATS{}
+	}
+	return natsfwd.Config{
+		Name: f.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
+		CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
+		TLS:     natsfwd.TLS(n.TLS),
+		Timeout: n.Timeout,
+	}
+}
+
+// SlackConfig is this slack entry's settings as package forwarders/slack takes them.
+func (f ForwarderConfig) SlackConfig() slackfwd.Config {
+	s := f.Slack
+	if s == nil {
+		s = &Slack{}
+	}
+	return slackfwd.Config{
+		Name: f.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
+		Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
+	}
 }
 
 // Load reads, expands, decodes and validates the config file at path.

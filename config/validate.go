@@ -1,20 +1,20 @@
 package config
 
 import (
-	"encoding/base64"
 	"fmt"
-	"maps"
 	"net"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
 	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
@@ -25,7 +25,6 @@ const (
 	defaultStorePath     = "./leadbridge.db"
 	defaultRetention     = 90 * 24 * time.Hour
 	defaultListen        = "127.0.0.1:9108"
-	defaultNATSSubject   = "neoagent.{{.Chatbot}}.{{.Kind}}"
 	defaultSlackTimezone = "UTC"
 	maxConcurrency       = 256
 	defaultJitter        = 0.1
@@ -83,14 +82,7 @@ func (e *ValidationError) Error() string {
 var (
 	forwarderName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	headerName    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
-
-// natsSubjectFuncs declares the functions a nats subject template may call, so that
-// such a template parses here. Package forwarders/nats owns the real token function and
-// also renders a sample event, which config cannot; `config check` in cmd runs
-// nats.CheckSubject for that. This stub never runs.
-var natsSubjectFuncs = template.FuncMap{"token": func(any) string { return "" }}
 
 // Validate fills in defaults for keys the config leaves out, then checks the whole
 // config. It returns a *ValidationError listing every problem (decoding problems
@@ -105,6 +97,10 @@ func (c *Config) Validate() error {
 			if p != "http.listen" {
 				v.add(p, emptyValue)
 			}
+		}
+		v.empty = make(map[string]bool, len(c.doc.empty))
+		for _, p := range c.doc.empty {
+			v.empty[p] = true
 		}
 	}
 	v.neoAgent()
@@ -150,10 +146,15 @@ func (c *Config) Validate() error {
 type validator struct {
 	c     *Config
 	probs []Problem
+	empty map[string]bool // paths reported empty: nothing more is said about them
 }
 
-// add records a problem at path unless decoding already reported one there or above.
+// add records a problem at path unless decoding already reported one there or above,
+// or the key is there but empty (reported as such).
 func (v *validator) add(path, format string, args ...any) {
+	if v.empty[path] {
+		return
+	}
 	line := 0
 	if doc := v.c.doc; doc != nil {
 		for p := path; p != ""; p = parentPath(p) {
@@ -224,12 +225,6 @@ func (v *validator) oneOf(path string, s *string, def string, allowed ...string)
 func (v *validator) httpURL(path, s string) {
 	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		v.add(path, "must be an http or https URL, got %s", httpx.RedactURL(s))
-	}
-}
-
-func (v *validator) template(path, name, text string, funcs template.FuncMap) {
-	if _, err := template.New(name).Funcs(funcs).Parse(text); err != nil {
-		v.add(path, "invalid template: %v", err)
 	}
 }
 
@@ -348,16 +343,19 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 			f.Webhook = &Webhook{}
 		}
 		v.webhook(path, f.Webhook)
+		v.owned(path, webhook.Check(f.WebhookConfig()))
 	case TypeNATS:
 		if f.NATS == nil {
 			f.NATS = &NATS{}
 		}
 		v.nats(path, f.NATS)
+		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
 		if f.Slack == nil {
 			f.Slack = &Slack{}
 		}
 		v.slack(path, f.Slack)
+		v.owned(path, slackfwd.Check(f.SlackConfig()))
 	case "":
 		v.required(path+".type", f.Type)
 	default:
@@ -365,127 +363,28 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 	}
 }
 
+// owned records the problems a forwarder's own Check found, under the forwarder's path.
+func (v *validator) owned(path string, probs []forwarders.SettingError) {
+	for _, p := range probs {
+		v.add(path+"."+p.Key, "%s", p.Msg)
+	}
+}
+
 func (v *validator) webhook(path string, w *Webhook) {
-	v.required(path+".url", w.URL)
-	if w.URL != "" {
-		v.httpURL(path+".url", w.URL)
-	}
-	// The rules of webhook.CheckHeaders, which owns them.
-	for _, name := range slices.Sorted(maps.Keys(w.Headers)) {
-		canon := http.CanonicalHeaderKey(name)
-		switch {
-		case !headerName.MatchString(name):
-			v.add(path+".headers", "invalid header name %s", quote(name))
-		case canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-"):
-			v.add(path+".headers", "header %s is set by the forwarder and cannot be configured", quote(name))
-		case strings.ContainsFunc(w.Headers[name], func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }):
-			v.add(path+".headers", "header %s: value contains control characters", quote(name))
-		}
-	}
-	// The rule of the webhook forwarder: "whsec_" announces a base64 key.
-	if encoded, ok := strings.CutPrefix(w.Secret, "whsec_"); ok {
-		if key, err := base64.StdEncoding.DecodeString(encoded); err != nil {
-			v.add(path+".secret", `the part after "whsec_" is not valid base64`)
-		} else if len(key) == 0 {
-			v.add(path+".secret", `the key after "whsec_" is empty`)
-		}
-	}
-	v.durationDefault(path+".timeout", &w.Timeout, 10*time.Second)
+	v.durationDefault(path+".timeout", &w.Timeout, webhook.DefaultTimeout)
 	v.positive(path+".timeout", w.Timeout)
-	v.oneOf(path+".body", &w.Body, "cloudevent", "cloudevent", "lead")
+	stringDefault(&w.Body, webhook.BodyCloudEvent)
 }
 
 func (v *validator) nats(path string, n *NATS) {
-	v.required(path+".url", n.URL)
-	if n.URL != "" {
-		v.natsURLs(path+".url", n.URL)
-	}
-	stringDefault(&n.Subject, defaultNATSSubject)
-	v.template(path+".subject", "subject", n.Subject, natsSubjectFuncs)
-	if n.Stream != "" && !n.JetStream {
-		v.add(path+".stream", "requires jetstream: true")
-	}
-	if strings.ContainsAny(n.Stream, " \t\r\n.*>/\\") {
-		v.add(path+".stream", "%s is not a valid stream name (no whitespace, ., *, >, / or \\)", quote(n.Stream))
-	}
-	if n.User != "" && n.Password == "" && !v.present(path+".password") {
-		v.add(path+".password", "required with user")
-	}
-	if n.Password != "" && n.User == "" {
-		v.add(path+".user", "required with password")
-	}
-	var auth []string
-	for _, a := range []struct{ key, val string }{
-		{"creds_file", n.CredsFile}, {"nkey_file", n.NKeyFile}, {"user", n.User}, {"token", n.Token},
-	} {
-		if a.val != "" {
-			auth = append(auth, a.key)
-		}
-	}
-	if len(auth) > 1 {
-		v.add(path+"."+auth[1], "cannot be combined with %s: set at most one of creds_file, nkey_file, user, token", auth[0])
-	}
-	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
-		v.add(path+".tls", "cert_file and key_file must be set together")
-	}
-	v.durationDefault(path+".timeout", &n.Timeout, 5*time.Second)
+	stringDefault(&n.Subject, natsfwd.DefaultSubject)
+	v.durationDefault(path+".timeout", &n.Timeout, natsfwd.DefaultTimeout)
 	v.positive(path+".timeout", n.Timeout)
 }
 
-// natsURLs checks a comma-separated server list by the rules of the nats forwarder,
-// which owns them: no empty entry; each a URL with a host and scheme nats, tls, ws or
-// wss, or a bare host:port (meaning nats://).
-func (v *validator) natsURLs(path, list string) {
-	for i, u := range strings.Split(list, ",") {
-		u = strings.TrimSpace(u)
-		if u == "" {
-			v.add(path, "entry %d of the comma-separated list is empty", i+1)
-			continue
-		}
-		full := u
-		if !strings.Contains(u, "://") {
-			full = "nats://" + u
-		}
-		pu, err := url.Parse(full)
-		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
-			v.add(path, "must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got %s",
-				httpx.RedactURL(u))
-		}
-	}
-}
-
 func (v *validator) slack(path string, s *Slack) {
-	hasURL := s.WebhookURL != "" || v.present(path+".webhook_url")
-	hasToken := s.Token != "" || v.present(path+".token")
-	hasChannel := s.Channel != "" || v.present(path+".channel")
-	switch {
-	case hasURL && hasToken:
-		v.add(path+".token", "cannot be combined with webhook_url: set webhook_url, or token and channel")
-	case hasURL && hasChannel:
-		v.add(path+".channel", "cannot be combined with webhook_url: the incoming webhook picks the channel")
-	case hasToken && !hasChannel:
-		v.add(path+".channel", "required with token")
-	case hasChannel && !hasToken:
-		v.add(path+".token", "required with channel")
-	case !hasURL && !hasToken:
-		v.add(path+".webhook_url", "required (or token and channel)")
-	}
-	if s.WebhookURL != "" {
-		if u, err := url.Parse(s.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.add(path+".webhook_url", "must be an http or https URL")
-		}
-	}
-	if s.APIURL != "" {
-		v.httpURL(path+".api_url", s.APIURL)
-	}
 	stringDefault(&s.Timezone, defaultSlackTimezone)
-	if _, err := time.LoadLocation(s.Timezone); err != nil {
-		v.add(path+".timezone", "unknown time zone %s (want an IANA name such as Europe/Berlin)", quote(s.Timezone))
-	}
-	if s.Template != "" {
-		v.template(path+".template", "slack", s.Template, nil)
-	}
-	v.durationDefault(path+".timeout", &s.Timeout, 10*time.Second)
+	v.durationDefault(path+".timeout", &s.Timeout, slackfwd.DefaultTimeout)
 	v.positive(path+".timeout", s.Timeout)
 }
 

@@ -179,31 +179,13 @@ func (a *app) warnOrphans() {
 
 // buildForwarder makes the forwarder a config entry describes.
 func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.Forwarder, error) {
-	switch {
-	case fc.Webhook != nil:
-		w := fc.Webhook
-		return webhook.New(webhook.Config{
-			Name: fc.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
-			Body: w.Body, Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify,
-			Concurrency: fc.Concurrency,
-		}, logger)
-	case fc.NATS != nil:
-		n := fc.NATS
-		return natsfwd.New(natsfwd.Config{
-			Name: fc.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
-			CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
-			TLS: natsfwd.TLS{
-				CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
-				InsecureSkipVerify: n.TLS.InsecureSkipVerify,
-			},
-			Timeout: n.Timeout,
-		}, logger)
-	case fc.Slack != nil:
-		s := fc.Slack
-		return slackfwd.New(slackfwd.Config{
-			Name: fc.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
-			Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
-		}, logger)
+	switch fc.Type {
+	case config.TypeWebhook:
+		return webhook.New(fc.WebhookConfig(), logger)
+	case config.TypeNATS:
+		return natsfwd.New(fc.NATSConfig(), logger)
+	case config.TypeSlack:
+		return slackfwd.New(fc.SlackConfig(), logger)
 	}
 	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
 }
