@@ -18,7 +18,6 @@ import (
 // docInfo is what decoding learnt about the YAML document beyond the values themselves.
 type docInfo struct {
 	lines    map[string]int  // key path → line of its key (or list item)
-	set      map[string]bool // key paths given a non-empty value
 	empty    []string        // string keys present with an empty value, in document order
 	bad      map[string]bool // key paths whose value failed to decode
 	problems []Problem       // decode problems, in document order
@@ -53,7 +52,7 @@ var typeKeys = map[string]map[string]int{
 // envValues are hidden from messages. It returns a message only for YAML that does not
 // parse.
 func decodeYAML(data []byte, envValues []string, c *Config) string {
-	c.doc = &docInfo{lines: map[string]int{}, set: map[string]bool{}, bad: map[string]bool{}}
+	c.doc = &docInfo{lines: map[string]int{}, bad: map[string]bool{}}
 	var hide []string
 	for _, v := range envValues {
 		if len(v) >= minHidden {
@@ -92,10 +91,15 @@ func (d decoder) problem(path string, n *yaml.Node, format string, args ...any) 
 	})
 }
 
-// value decodes n into v, whose key path is path.
+// value decodes n into v, whose key path is path. A null leaves v as it is (holding
+// its default), except that a string becomes "" (reported as empty, or for http.listen
+// meaning off).
 func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	n = resolve(n)
 	if isNull(n) {
+		if v.Kind() == reflect.String {
+			v.SetString("")
+		}
 		return
 	}
 	switch {
@@ -210,13 +214,8 @@ func (d decoder) mapping(n *yaml.Node, path string, field func(key string) (refl
 		}
 		d.doc.lines[p] = k.Line
 		d.value(val, dst, p)
-		switch {
-		case dst.Kind() == reflect.String && (isNull(val) || dst.String() == ""):
-			if !d.doc.bad[p] {
-				d.doc.empty = append(d.doc.empty, p)
-			}
-		case !isNull(val):
-			d.doc.set[p] = true
+		if dst.Kind() == reflect.String && dst.String() == "" && !d.doc.bad[p] {
+			d.doc.empty = append(d.doc.empty, p)
 		}
 		for _, s := range store {
 			s(k.Value, dst)
@@ -238,16 +237,14 @@ func (d decoder) forwarder(n *yaml.Node, v reflect.Value, path string) {
 			break
 		}
 	}
+	*f = DefaultForwarder(typ)
 	var specific reflect.Value
 	switch typ {
 	case TypeWebhook:
-		f.Webhook = &Webhook{}
 		specific = reflect.ValueOf(f.Webhook).Elem()
 	case TypeNATS:
-		f.NATS = &NATS{}
 		specific = reflect.ValueOf(f.NATS).Elem()
 	case TypeSlack:
-		f.Slack = &Slack{}
 		specific = reflect.ValueOf(f.Slack).Elem()
 	}
 	common := fieldsOf(forwarderType)

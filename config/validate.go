@@ -18,30 +18,17 @@ import (
 	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
-// Defaults applied by Validate to keys the config leaves out, and limits.
+// Limits.
 const (
-	defaultBaseURL       = "https://app.neoagent.co"
-	defaultMaxBodyBytes  = 64 << 20
-	defaultStorePath     = "./leadbridge.db"
-	defaultRetention     = 90 * 24 * time.Hour
-	defaultListen        = "127.0.0.1:9108"
-	defaultSlackTimezone = "UTC"
-	maxConcurrency       = 256
-	defaultJitter        = 0.1
-	minPollInterval      = time.Second
-	minLookback          = 24 * time.Hour
-	emptyValue           = "empty (is the environment variable set?)"
+	maxConcurrency  = 256
+	minPollInterval = time.Second
+	minLookback     = 24 * time.Hour
+	emptyValue      = "empty (is the environment variable set?)"
 )
 
 // RetentionMargin is how much store.retention must exceed poll.lookback: it covers time
 // zone offsets and the API's day rounding, so a pruned seen key is never read again.
 const RetentionMargin = 48 * time.Hour
-
-// defaultConcurrency is how many deliveries a forwarder of each type keeps in flight
-// unless its config says: a JetStream publish waits for its ack, so a wide window keeps
-// the server busy; a webhook target takes a handful of parallel requests; Slack takes one
-// message a second whatever we do.
-var defaultConcurrency = map[string]int{TypeWebhook: 16, TypeNATS: 256, TypeSlack: 4}
 
 // Problem is one thing wrong with a config, located by its key path (such as
 // "forwarders[2].url", lists counted from 0) and, when known, its line in the file.
@@ -84,14 +71,16 @@ var (
 	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
-// Validate fills in defaults for keys the config leaves out, then checks the whole
-// config. It returns a *ValidationError listing every problem (decoding problems
-// included, for a config from Parse), or nil. A zero value counts as left out unless the
-// YAML set it explicitly; so jitter: 0 in a file means no jitter, while a Config built in
-// Go with Jitter 0 gets the default.
+// Validate checks the whole config. It returns a *ValidationError listing every problem
+// (decoding problems included, for a config from Parse), or nil. A config from Parse
+// was decoded over DefaultConfig, so a key left out holds its default and an explicit
+// zero (jitter: 0) is kept. A Config built in Go has its zero fields set from
+// DefaultConfig first: there a zero counts as left out.
 func (c *Config) Validate() error {
 	v := &validator{c: c}
-	if c.doc != nil {
+	if c.doc == nil {
+		c.fillDefaults()
+	} else {
 		v.probs = slices.Clone(c.doc.problems)
 		for _, p := range c.doc.empty {
 			if p != "http.listen" {
@@ -106,7 +95,6 @@ func (c *Config) Validate() error {
 	v.neoAgent()
 	v.poll()
 	v.store()
-	v.durationDefault("shutdown.grace", &c.Shutdown.Grace, 30*time.Second)
 	v.positive("shutdown.grace", c.Shutdown.Grace)
 	if len(c.Forwarders) == 0 {
 		v.add("forwarders", "at least one forwarder is required")
@@ -115,16 +103,13 @@ func (c *Config) Validate() error {
 	for i := range c.Forwarders {
 		v.forwarder(i, &c.Forwarders[i], names)
 	}
-	if !v.present("http.listen") && c.HTTP.Listen == "" {
-		c.HTTP.Listen = defaultListen
-	}
 	if l := c.HTTP.Listen; l != "" {
 		if _, port, err := net.SplitHostPort(l); err != nil || !validPort(port) {
 			v.add("http.listen", "must be host:port (or \"\" to disable), got %s", quote(l))
 		}
 	}
-	v.oneOf("log.level", &c.Log.Level, "info", "debug", "info", "warn", "error")
-	v.oneOf("log.format", &c.Log.Format, "text", "text", "json")
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
 	if len(v.probs) == 0 {
 		return nil
 	}
@@ -178,46 +163,23 @@ func parentPath(p string) string {
 	return p[:max(strings.LastIndexAny(p, ".["), 0)]
 }
 
-// present reports whether the YAML document had the key, whatever its value.
-func (v *validator) present(path string) bool {
-	return v.c.doc != nil && v.c.doc.lines[path] > 0
-}
-
-// set reports whether the YAML document gave the key a non-empty value.
-func (v *validator) set(path string) bool {
-	return v.c.doc != nil && v.c.doc.set[path]
-}
-
-func (v *validator) durationDefault(path string, d *time.Duration, def time.Duration) {
-	if *d == 0 && !v.set(path) {
-		*d = def
-	}
-}
-
-func stringDefault(s *string, def string) {
-	if *s == "" {
-		*s = def
-	}
-}
-
 func (v *validator) positive(path string, d time.Duration) {
 	if d <= 0 {
 		v.add(path, "must be positive, got %s", d)
 	}
 }
 
-// required reports a missing value; an empty one is reported from the document.
+// required reports a missing value (add skips one reported empty from the document).
 func (v *validator) required(path, s string) {
-	if s == "" && !v.present(path) {
+	if s == "" {
 		v.add(path, "required")
 	}
 }
 
-// oneOf defaults *s to def and checks it is one of allowed.
-func (v *validator) oneOf(path string, s *string, def string, allowed ...string) {
-	stringDefault(s, def)
-	if !slices.Contains(allowed, *s) {
-		v.add(path, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(*s))
+// oneOf checks s is one of allowed.
+func (v *validator) oneOf(path, s string, allowed ...string) {
+	if !slices.Contains(allowed, s) {
+		v.add(path, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(s))
 	}
 }
 
@@ -230,16 +192,9 @@ func (v *validator) httpURL(path, s string) {
 
 func (v *validator) neoAgent() {
 	n := &v.c.NeoAgent
-	if n.BaseURL == "" {
-		n.BaseURL = defaultBaseURL
-	}
 	v.httpURL("neoagent.base_url", n.BaseURL)
 	v.required("neoagent.api_key", n.APIKey)
-	v.durationDefault("neoagent.timeout", &n.Timeout, 30*time.Second)
 	v.positive("neoagent.timeout", n.Timeout)
-	if n.MaxBodyBytes == 0 && !v.set("neoagent.max_body_bytes") {
-		n.MaxBodyBytes = defaultMaxBodyBytes
-	}
 	if n.MaxBodyBytes <= 0 {
 		v.add("neoagent.max_body_bytes", "must be positive, got %d", n.MaxBodyBytes)
 	}
@@ -261,35 +216,29 @@ func (v *validator) neoAgent() {
 			v.add(path+".serial", "duplicate serial %s (also neoagent.chatbots[%d])", quote(cb.Serial), j)
 		}
 		serials[cb.Serial] = i
-		stringDefault(&cb.Name, cb.Serial)
+		if cb.Name == "" {
+			cb.Name = cb.Serial
+		}
 	}
 }
 
 func (v *validator) poll() {
 	p := &v.c.Poll
-	v.durationDefault("poll.interval", &p.Interval, time.Minute)
 	if p.Interval < minPollInterval {
 		v.add("poll.interval", "must be at least %s, got %s", minPollInterval, p.Interval)
 	}
-	v.durationDefault("poll.lookback", &p.Lookback, 48*time.Hour)
 	if p.Lookback < minLookback {
 		v.add("poll.lookback", "must be at least %s, got %s", minLookback, p.Lookback)
 	}
-	v.oneOf("poll.initial", &p.Initial, "skip", "skip", "emit")
-	if p.Jitter == 0 && !v.set("poll.jitter") {
-		p.Jitter = defaultJitter
-	}
+	v.oneOf("poll.initial", p.Initial, "skip", "emit")
 	if !(p.Jitter >= 0 && p.Jitter <= 1) {
 		v.add("poll.jitter", "must be between 0 and 1, got %g", p.Jitter)
 	}
-	v.durationDefault("poll.max_backoff", &p.MaxBackoff, 10*time.Minute)
 	v.positive("poll.max_backoff", p.MaxBackoff)
 }
 
 func (v *validator) store() {
 	s := &v.c.Store
-	stringDefault(&s.Path, defaultStorePath)
-	v.durationDefault("store.retention", &s.Retention, defaultRetention)
 	// Records are re-read for poll.lookback; the margin covers time zone offsets and the
 	// API's day rounding. A key pruned sooner could be read again and look new.
 	if minimum := v.c.Poll.Lookback + RetentionMargin; s.Retention <= minimum {
@@ -321,16 +270,10 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
 		}
 	}
-	if f.Concurrency == 0 && !v.set(path+".concurrency") {
-		f.Concurrency = max(defaultConcurrency[f.Type], 1) // an unknown type is reported on its own
-	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
 	}
 	r := &f.Retry
-	v.durationDefault(path+".retry.initial_interval", &r.InitialInterval, time.Second)
-	v.durationDefault(path+".retry.max_interval", &r.MaxInterval, 5*time.Minute)
-	v.durationDefault(path+".retry.max_elapsed", &r.MaxElapsed, 24*time.Hour)
 	v.positive(path+".retry.initial_interval", r.InitialInterval)
 	v.positive(path+".retry.max_elapsed", r.MaxElapsed)
 	if r.MaxInterval < r.InitialInterval {
@@ -339,22 +282,13 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 
 	switch f.Type {
 	case TypeWebhook:
-		if f.Webhook == nil {
-			f.Webhook = &Webhook{}
-		}
-		v.webhook(path, f.Webhook)
+		v.positive(path+".timeout", f.WebhookConfig().Timeout)
 		v.owned(path, webhook.Check(f.WebhookConfig()))
 	case TypeNATS:
-		if f.NATS == nil {
-			f.NATS = &NATS{}
-		}
-		v.nats(path, f.NATS)
+		v.positive(path+".timeout", f.NATSConfig().Timeout)
 		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
-		if f.Slack == nil {
-			f.Slack = &Slack{}
-		}
-		v.slack(path, f.Slack)
+		v.positive(path+".timeout", f.SlackConfig().Timeout)
 		v.owned(path, slackfwd.Check(f.SlackConfig()))
 	case "":
 		v.required(path+".type", f.Type)
@@ -368,24 +302,6 @@ func (v *validator) owned(path string, probs []forwarders.SettingError) {
 	for _, p := range probs {
 		v.add(path+"."+p.Key, "%s", p.Msg)
 	}
-}
-
-func (v *validator) webhook(path string, w *Webhook) {
-	v.durationDefault(path+".timeout", &w.Timeout, webhook.DefaultTimeout)
-	v.positive(path+".timeout", w.Timeout)
-	stringDefault(&w.Body, webhook.BodyCloudEvent)
-}
-
-func (v *validator) nats(path string, n *NATS) {
-	stringDefault(&n.Subject, natsfwd.DefaultSubject)
-	v.durationDefault(path+".timeout", &n.Timeout, natsfwd.DefaultTimeout)
-	v.positive(path+".timeout", n.Timeout)
-}
-
-func (v *validator) slack(path string, s *Slack) {
-	stringDefault(&s.Timezone, defaultSlackTimezone)
-	v.durationDefault(path+".timeout", &s.Timeout, slackfwd.DefaultTimeout)
-	v.positive(path+".timeout", s.Timeout)
 }
 
 func validPort(p string) bool {
