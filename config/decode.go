@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,18 @@ const minHidden = 6
 // echoed either, nor what surrounds it in the same word.
 func (d *docInfo) scrub(s string) string {
 	return d.hide.Redact(s)
+}
+
+// scalars names what a key of each plain kind takes, and the YAML tags it accepts: a
+// bool only true or false (not "yes"), an integer no float.
+var scalars = map[reflect.Kind]struct {
+	name string
+	tags []string
+}{
+	reflect.Bool:    {"true or false", []string{"!!bool"}},
+	reflect.Int:     {"an integer", []string{"!!int"}},
+	reflect.Int64:   {"an integer", []string{"!!int"}},
+	reflect.Float64: {"a number", []string{"!!int", "!!float"}},
 }
 
 var (
@@ -134,28 +147,11 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetString(n.Value)
-	case reflect.Bool:
-		b, err := strconv.ParseBool(n.Value)
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
-			d.problem(path, n, "expected true or false, got %s", describe(n))
-			return
+	case reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
+		want := scalars[v.Kind()]
+		if n.Kind != yaml.ScalarNode || !slices.Contains(want.tags, n.ShortTag()) || n.Decode(v.Addr().Interface()) != nil {
+			d.problem(path, n, "expected %s, got %s", want.name, describe(n))
 		}
-		v.SetBool(b)
-	case reflect.Int, reflect.Int64:
-		var i int64
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
-			d.problem(path, n, "expected an integer, got %s", describe(n))
-			return
-		}
-		v.SetInt(i)
-	case reflect.Float64:
-		var f float64
-		tag := n.ShortTag()
-		if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || n.Decode(&f) != nil {
-			d.problem(path, n, "expected a number, got %s", describe(n))
-			return
-		}
-		v.SetFloat(f)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.problem(path, n, "expected a list, got %s", describe(n))
