@@ -115,25 +115,12 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		return
 	}
-	switch {
-	case v.Type() == durationType:
-		if n.Kind != yaml.ScalarNode {
-			d.problem(path, n, "expected a duration such as 30s, got %s", describe(n))
-			return
-		}
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.problem(path, n, "invalid duration %s", quote(n.Value))
-			return
-		}
-		v.SetInt(int64(dur))
-		return
-	case v.Type() == forwarderType:
-		d.forwarder(n, v, path)
-		return
-	}
 	switch v.Kind() {
 	case reflect.Struct:
+		if v.Type() == forwarderType {
+			d.forwarder(n, v, path)
+			return
+		}
 		fields := fieldsOf(v.Type())
 		d.mapping(n, path, func(key string) (reflect.Value, string) {
 			if i, ok := fields[key]; ok {
@@ -141,17 +128,6 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			}
 			return reflect.Value{}, "unknown key"
 		})
-	case reflect.String:
-		if n.Kind != yaml.ScalarNode {
-			d.problem(path, n, "expected a string, got %s", describe(n))
-			return
-		}
-		v.SetString(n.Value)
-	case reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
-		want := scalars[v.Kind()]
-		if n.Kind != yaml.ScalarNode || !slices.Contains(want.tags, n.ShortTag()) || n.Decode(v.Addr().Interface()) != nil {
-			d.problem(path, n, "expected %s, got %s", want.name, describe(n))
-		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.problem(path, n, "expected a list, got %s", describe(n))
@@ -173,7 +149,32 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		})
 		v.Set(m)
 	default:
+		d.scalar(n, v, path)
+	}
+}
+
+// scalar decodes the scalar n into v: a duration, a string, or a kind in scalars.
+func (d decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
+	want, ok := scalars[v.Kind()]
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a duration such as 30s, got %s", describe(n))
+		} else if dur, err := time.ParseDuration(n.Value); err != nil {
+			d.problem(path, n, "invalid duration %s", quote(n.Value))
+		} else {
+			v.SetInt(int64(dur))
+		}
+	case v.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a string, got %s", describe(n))
+		} else {
+			v.SetString(n.Value)
+		}
+	case !ok:
 		panic(fmt.Sprintf("config: no decoder for %s at %s", v.Type(), path))
+	case n.Kind != yaml.ScalarNode || !slices.Contains(want.tags, n.ShortTag()) || n.Decode(v.Addr().Interface()) != nil:
+		d.problem(path, n, "expected %s, got %s", want.name, describe(n))
 	}
 }
 
