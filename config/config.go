@@ -268,10 +268,7 @@ func fillZero(dst, def reflect.Value) {
 
 // WebhookConfig is this webhook entry's settings as package webhook takes them.
 func (f ForwarderConfig) WebhookConfig() webhook.Config {
-	w := f.Webhook
-	if w == nil {
-		w = &Webhook{}
-	}
+	w := deref(f.Webhook)
 	return webhook.Config{
 		Name: f.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout, Body: w.Body,
 		Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify, Concurrency: f.Concurrency,
@@ -280,10 +277,7 @@ func (f ForwarderConfig) WebhookConfig() webhook.Config {
 
 // NATSConfig is this nats entry's settings as package forwarders/nats takes them.
 func (f ForwarderConfig) NATSConfig() natsfwd.Config {
-	n := f.NATS
-	if n == nil {
-		n = &NATS{}
-	}
+	n := deref(f.NATS)
 	return natsfwd.Config{
 		Name: f.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
 		CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
@@ -294,14 +288,20 @@ func (f ForwarderConfig) NATSConfig() natsfwd.Config {
 
 // SlackConfig is this slack entry's settings as package forwarders/slack takes them.
 func (f ForwarderConfig) SlackConfig() slackfwd.Config {
-	s := f.Slack
-	if s == nil {
-		s = &Slack{}
-	}
+	s := deref(f.Slack)
 	return slackfwd.Config{
 		Name: f.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
 		Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
 	}
+}
+
+// deref is *p, or the zero value for nil (a forwarder entry of another type).
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }
 
 // Load reads, expands, decodes and validates the config file at path.
