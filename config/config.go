@@ -26,11 +26,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"time"
 	_ "time/tzdata" // slack.timezone must load even in a minimal image without zoneinfo
 
 	"github.com/leadbridge/leadbridge/event"
+	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
 )
 
 // Forwarder types accepted in forwarders[].type.
@@ -194,6 +198,112 @@ type Slack struct {
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
 }
 
+// DefaultConfig is the one owner of the defaults: a Config holding the value of every key
+// a file may leave out. Parse decodes over it; Validate fills a Go-built Config's zero
+// fields from it. Forwarder entries get theirs from DefaultForwarder.
+func DefaultConfig() *Config {
+	return &Config{
+		NeoAgent: NeoAgent{BaseURL: "https://app.neoagent.co", Timeout: 30 * time.Second, MaxBodyBytes: 64 << 20},
+		Poll: Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1,
+			MaxBackoff: 10 * time.Minute},
+		Store:    Store{Path: "./leadbridge.db", Retention: 90 * 24 * time.Hour},
+		Shutdown: Shutdown{Grace: 30 * time.Second},
+		HTTP:     HTTP{Listen: "127.0.0.1:9108"},
+		Log:      Log{Level: "info", Format: "text"},
+	}
+}
+
+// defaultConcurrency is how many deliveries a forwarder of each type keeps in flight
+// unless its config says: a JetStream publish waits for its ack, so a wide window keeps
+// the server busy; a webhook target takes a handful of parallel requests; Slack takes one
+// message a second whatever we do.
+var defaultConcurrency = map[string]int{TypeWebhook: 16, TypeNATS: 256, TypeSlack: 4}
+
+// DefaultForwarder is a forwarder entry of type typ holding the defaults of every key it
+// may leave out; the timeouts and the like are the forwarder packages' own defaults.
+// An unknown type gets only the common keys' defaults.
+func DefaultForwarder(typ string) ForwarderConfig {
+	f := ForwarderConfig{
+		Type:        typ,
+		Concurrency: max(defaultConcurrency[typ], 1),
+		Retry:       Retry{InitialInterval: time.Second, MaxInterval: 5 * time.Minute, MaxElapsed: 24 * time.Hour},
+	}
+	switch typ {
+	case TypeWebhook:
+		f.Webhook = &Webhook{Timeout: webhook.DefaultTimeout, Body: webhook.BodyCloudEvent}
+	case TypeNATS:
+		f.NATS = &NATS{Subject: natsfwd.DefaultSubject, Timeout: natsfwd.DefaultTimeout}
+	case TypeSlack:
+		f.Slack = &Slack{Timezone: "UTC", Timeout: slackfwd.DefaultTimeout}
+	}
+	return f
+}
+
+// fillDefaults sets every zero field of a Go-built config from DefaultConfig and each
+// forwarder's from DefaultForwarder.
+func (c *Config) fillDefaults() {
+	fillZero(reflect.ValueOf(c).Elem(), reflect.ValueOf(DefaultConfig()).Elem())
+	for i := range c.Forwarders {
+		f := &c.Forwarders[i]
+		fillZero(reflect.ValueOf(f).Elem(), reflect.ValueOf(DefaultForwarder(f.Type)))
+	}
+}
+
+// fillZero sets each zero field of the struct dst to the same field of def, going into
+// nested structs and pointers to them.
+func fillZero(dst, def reflect.Value) {
+	for i := range dst.NumField() {
+		d, f := dst.Field(i), def.Field(i)
+		switch {
+		case !d.CanSet():
+		case d.Kind() == reflect.Struct:
+			fillZero(d, f)
+		case d.Kind() == reflect.Pointer && !d.IsNil() && !f.IsNil():
+			fillZero(d.Elem(), f.Elem())
+		case d.IsZero():
+			d.Set(f)
+		}
+	}
+}
+
+// WebhookConfig is this webhook entry's settings as package webhook takes them.
+func (f ForwarderConfig) WebhookConfig() webhook.Config {
+	w := deref(f.Webhook)
+	return webhook.Config{
+		Name: f.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout, Body: w.Body,
+		Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify, Concurrency: f.Concurrency,
+	}
+}
+
+// NATSConfig is this nats entry's settings as package forwarders/nats takes them.
+func (f ForwarderConfig) NATSConfig() natsfwd.Config {
+	n := deref(f.NATS)
+	return natsfwd.Config{
+		Name: f.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
+		CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
+		TLS:     natsfwd.TLS(n.TLS),
+		Timeout: n.Timeout,
+	}
+}
+
+// SlackConfig is this slack entry's settings as package forwarders/slack takes them.
+func (f ForwarderConfig) SlackConfig() slackfwd.Config {
+	s := deref(f.Slack)
+	return slackfwd.Config{
+		Name: f.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
+		Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
+	}
+}
+
+// deref is *p, or the zero value for nil (a forwarder entry of another type).
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
 // Load reads, expands, decodes and validates the config file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
@@ -211,7 +321,8 @@ func Parse(data []byte, source string) (*Config, error) {
 	if len(probs) > 0 {
 		return nil, &ValidationError{Source: source, Problems: probs}
 	}
-	c := &Config{Source: source}
+	c := DefaultConfig()
+	c.Source = source
 	if msg := decodeYAML(expanded, envValues, c); msg != "" {
 		return nil, &ValidationError{Source: source, Problems: []Problem{{Msg: msg}}}
 	}

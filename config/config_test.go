@@ -532,3 +532,31 @@ func TestNoSecretAroundAHiddenValue(t *testing.T) {
 		assert.NotContains(t, err.Error(), part)
 	}
 }
+
+// The forwarders' own Check functions own their rules: Parse reports what New would
+// refuse at start, under the forwarder's key path and line, not only `config check`.
+func TestParseRunsTheForwardersChecks(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+		line             int
+	}{
+		{"nats subject that renders no valid subject", head + "forwarders:\n  - name: bus\n    type: nats\n    url: nats://a:4222\n    subject: \"neoagent.{{.Serial}}\"\n",
+			"forwarders[0].subject: invalid template: for a sample event: ", 10},
+		{"slack template naming no field", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    template: \"{{.Nmae}}\"\n",
+			"forwarders[0].template: invalid template: template: slack:1:2: executing \"slack\" at <.Nmae>: can't evaluate field Nmae", 10},
+		{"slack api_url with a webhook", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    api_url: https://slack.example/api/\n",
+			"forwarders[0].api_url: only used with token: the incoming webhook is the whole target (line 10)", 10},
+		{"slack token with a space", head + "forwarders:\n  - name: s\n    type: slack\n    token: \"xoxb-1 2\"\n    channel: C1\n",
+			"forwarders[0].token: must not contain spaces or control characters (line 9)", 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "test.yaml")
+			var ve *ValidationError
+			require.ErrorAs(t, err, &ve)
+			require.Len(t, ve.Problems, 1, err.Error())
+			assert.Contains(t, ve.Problems[0].String(), tt.want)
+			assert.Equal(t, tt.line, ve.Problems[0].Line, "the line of the key")
+		})
+	}
+}

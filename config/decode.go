@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,6 @@ import (
 // docInfo is what decoding learnt about the YAML document beyond the values themselves.
 type docInfo struct {
 	lines    map[string]int  // key path → line of its key (or list item)
-	set      map[string]bool // key paths given a non-empty value
 	empty    []string        // string keys present with an empty value, in document order
 	bad      map[string]bool // key paths whose value failed to decode
 	problems []Problem       // decode problems, in document order
@@ -34,6 +34,18 @@ const minHidden = 6
 // echoed either, nor what surrounds it in the same word.
 func (d *docInfo) scrub(s string) string {
 	return d.hide.Redact(s)
+}
+
+// scalars names what a key of each plain kind takes, and the YAML tags it accepts: a
+// bool only true or false (not "yes"), an integer no float.
+var scalars = map[reflect.Kind]struct {
+	name string
+	tags []string
+}{
+	reflect.Bool:    {"true or false", []string{"!!bool"}},
+	reflect.Int:     {"an integer", []string{"!!int"}},
+	reflect.Int64:   {"an integer", []string{"!!int"}},
+	reflect.Float64: {"a number", []string{"!!int", "!!float"}},
 }
 
 var (
@@ -53,7 +65,7 @@ var typeKeys = map[string]map[string]int{
 // envValues are hidden from messages. It returns a message only for YAML that does not
 // parse.
 func decodeYAML(data []byte, envValues []string, c *Config) string {
-	c.doc = &docInfo{lines: map[string]int{}, set: map[string]bool{}, bad: map[string]bool{}}
+	c.doc = &docInfo{lines: map[string]int{}, bad: map[string]bool{}}
 	var hide []string
 	for _, v := range envValues {
 		if len(v) >= minHidden {
@@ -92,31 +104,23 @@ func (d decoder) problem(path string, n *yaml.Node, format string, args ...any) 
 	})
 }
 
-// value decodes n into v, whose key path is path.
+// value decodes n into v, whose key path is path. A null leaves v as it is (holding
+// its default), except that a string becomes "" (reported as empty, or for http.listen
+// meaning off).
 func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	n = resolve(n)
 	if isNull(n) {
-		return
-	}
-	switch {
-	case v.Type() == durationType:
-		if n.Kind != yaml.ScalarNode {
-			d.problem(path, n, "expected a duration such as 30s, got %s", describe(n))
-			return
+		if v.Kind() == reflect.String {
+			v.SetString("")
 		}
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil {
-			d.problem(path, n, "invalid duration %s", quote(n.Value))
-			return
-		}
-		v.SetInt(int64(dur))
-		return
-	case v.Type() == forwarderType:
-		d.forwarder(n, v, path)
 		return
 	}
 	switch v.Kind() {
 	case reflect.Struct:
+		if v.Type() == forwarderType {
+			d.forwarder(n, v, path)
+			return
+		}
 		fields := fieldsOf(v.Type())
 		d.mapping(n, path, func(key string) (reflect.Value, string) {
 			if i, ok := fields[key]; ok {
@@ -124,34 +128,6 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			}
 			return reflect.Value{}, "unknown key"
 		})
-	case reflect.String:
-		if n.Kind != yaml.ScalarNode {
-			d.problem(path, n, "expected a string, got %s", describe(n))
-			return
-		}
-		v.SetString(n.Value)
-	case reflect.Bool:
-		b, err := strconv.ParseBool(n.Value)
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
-			d.problem(path, n, "expected true or false, got %s", describe(n))
-			return
-		}
-		v.SetBool(b)
-	case reflect.Int, reflect.Int64:
-		var i int64
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
-			d.problem(path, n, "expected an integer, got %s", describe(n))
-			return
-		}
-		v.SetInt(i)
-	case reflect.Float64:
-		var f float64
-		tag := n.ShortTag()
-		if n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || n.Decode(&f) != nil {
-			d.problem(path, n, "expected a number, got %s", describe(n))
-			return
-		}
-		v.SetFloat(f)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.problem(path, n, "expected a list, got %s", describe(n))
@@ -173,7 +149,32 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		})
 		v.Set(m)
 	default:
+		d.scalar(n, v, path)
+	}
+}
+
+// scalar decodes the scalar n into v: a duration, a string, or a kind in scalars.
+func (d decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
+	want, ok := scalars[v.Kind()]
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a duration such as 30s, got %s", describe(n))
+		} else if dur, err := time.ParseDuration(n.Value); err != nil {
+			d.problem(path, n, "invalid duration %s", quote(n.Value))
+		} else {
+			v.SetInt(int64(dur))
+		}
+	case v.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.problem(path, n, "expected a string, got %s", describe(n))
+		} else {
+			v.SetString(n.Value)
+		}
+	case !ok:
 		panic(fmt.Sprintf("config: no decoder for %s at %s", v.Type(), path))
+	case n.Kind != yaml.ScalarNode || !slices.Contains(want.tags, n.ShortTag()) || n.Decode(v.Addr().Interface()) != nil:
+		d.problem(path, n, "expected %s, got %s", want.name, describe(n))
 	}
 }
 
@@ -210,13 +211,8 @@ func (d decoder) mapping(n *yaml.Node, path string, field func(key string) (refl
 		}
 		d.doc.lines[p] = k.Line
 		d.value(val, dst, p)
-		switch {
-		case dst.Kind() == reflect.String && (isNull(val) || dst.String() == ""):
-			if !d.doc.bad[p] {
-				d.doc.empty = append(d.doc.empty, p)
-			}
-		case !isNull(val):
-			d.doc.set[p] = true
+		if dst.Kind() == reflect.String && dst.String() == "" && !d.doc.bad[p] {
+			d.doc.empty = append(d.doc.empty, p)
 		}
 		for _, s := range store {
 			s(k.Value, dst)
@@ -238,16 +234,14 @@ func (d decoder) forwarder(n *yaml.Node, v reflect.Value, path string) {
 			break
 		}
 	}
+	*f = DefaultForwarder(typ)
 	var specific reflect.Value
 	switch typ {
 	case TypeWebhook:
-		f.Webhook = &Webhook{}
 		specific = reflect.ValueOf(f.Webhook).Elem()
 	case TypeNATS:
-		f.NATS = &NATS{}
 		specific = reflect.ValueOf(f.NATS).Elem()
 	case TypeSlack:
-		f.Slack = &Slack{}
 		specific = reflect.ValueOf(f.Slack).Elem()
 	}
 	common := fieldsOf(forwarderType)

@@ -1,45 +1,34 @@
 package config
 
 import (
-	"encoding/base64"
 	"fmt"
-	"maps"
 	"net"
-	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
 	"github.com/leadbridge/leadbridge/internal/httpx"
 )
 
-// Defaults applied by Validate to keys the config leaves out, and limits.
+// Limits.
 const (
-	defaultBaseURL       = "https://app.neoagent.co"
-	defaultMaxBodyBytes  = 64 << 20
-	defaultStorePath     = "./leadbridge.db"
-	defaultRetention     = 90 * 24 * time.Hour
-	defaultListen        = "127.0.0.1:9108"
-	defaultNATSSubject   = "neoagent.{{.Chatbot}}.{{.Kind}}"
-	defaultSlackTimezone = "UTC"
-	maxConcurrency       = 256
-	defaultJitter        = 0.1
-	retentionMargin      = 48 * time.Hour
-	minPollInterval      = time.Second
-	minLookback          = 24 * time.Hour
-	emptyValue           = "empty (is the environment variable set?)"
+	maxConcurrency  = 256
+	minPollInterval = time.Second
+	minLookback     = 24 * time.Hour
+	emptyValue      = "empty (is the environment variable set?)"
 )
 
-// defaultConcurrency is how many deliveries a forwarder of each type keeps in flight
-// unless its config says: a JetStream publish waits for its ack, so a wide window keeps
-// the server busy; a webhook target takes a handful of parallel requests; Slack takes one
-// message a second whatever we do.
-var defaultConcurrency = map[string]int{TypeWebhook: 16, TypeNATS: 256, TypeSlack: 4}
+// RetentionMargin is how much store.retention must exceed poll.lookback: it covers time
+// zone offsets and the API's day rounding, so a pruned seen key is never read again.
+const RetentionMargin = 48 * time.Hour
 
 // Problem is one thing wrong with a config, located by its key path (such as
 // "forwarders[2].url", lists counted from 0) and, when known, its line in the file.
@@ -80,34 +69,32 @@ func (e *ValidationError) Error() string {
 var (
 	forwarderName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	headerName    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
-// natsSubjectFuncs declares the functions a nats subject template may call, so that
-// such a template parses here. Package forwarders/nats owns the real token function and
-// also renders a sample event, which config cannot; `config check` in cmd runs
-// nats.CheckSubject for that. This stub never runs.
-var natsSubjectFuncs = template.FuncMap{"token": func(any) string { return "" }}
-
-// Validate fills in defaults for keys the config leaves out, then checks the whole
-// config. It returns a *ValidationError listing every problem (decoding problems
-// included, for a config from Parse), or nil. A zero value counts as left out unless the
-// YAML set it explicitly; so jitter: 0 in a file means no jitter, while a Config built in
-// Go with Jitter 0 gets the default.
+// Validate checks the whole config. It returns a *ValidationError listing every problem
+// (decoding problems included, for a config from Parse), or nil. A config from Parse
+// was decoded over DefaultConfig, so a key left out holds its default and an explicit
+// zero (jitter: 0) is kept. A Config built in Go has its zero fields set from
+// DefaultConfig first: there a zero counts as left out.
 func (c *Config) Validate() error {
 	v := &validator{c: c}
-	if c.doc != nil {
+	if c.doc == nil {
+		c.fillDefaults()
+	} else {
 		v.probs = slices.Clone(c.doc.problems)
 		for _, p := range c.doc.empty {
 			if p != "http.listen" {
 				v.add(p, emptyValue)
 			}
 		}
+		v.empty = make(map[string]bool, len(c.doc.empty))
+		for _, p := range c.doc.empty {
+			v.empty[p] = true
+		}
 	}
 	v.neoAgent()
 	v.poll()
 	v.store()
-	v.durationDefault("shutdown.grace", &c.Shutdown.Grace, 30*time.Second)
 	v.positive("shutdown.grace", c.Shutdown.Grace)
 	if len(c.Forwarders) == 0 {
 		v.add("forwarders", "at least one forwarder is required")
@@ -116,16 +103,13 @@ func (c *Config) Validate() error {
 	for i := range c.Forwarders {
 		v.forwarder(i, &c.Forwarders[i], names)
 	}
-	if !v.present("http.listen") && c.HTTP.Listen == "" {
-		c.HTTP.Listen = defaultListen
-	}
 	if l := c.HTTP.Listen; l != "" {
 		if _, port, err := net.SplitHostPort(l); err != nil || !validPort(port) {
 			v.add("http.listen", "must be host:port (or \"\" to disable), got %s", quote(l))
 		}
 	}
-	v.oneOf("log.level", &c.Log.Level, "info", "debug", "info", "warn", "error")
-	v.oneOf("log.format", &c.Log.Format, "text", "text", "json")
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
 	if len(v.probs) == 0 {
 		return nil
 	}
@@ -147,10 +131,15 @@ func (c *Config) Validate() error {
 type validator struct {
 	c     *Config
 	probs []Problem
+	empty map[string]bool // paths reported empty: nothing more is said about them
 }
 
-// add records a problem at path unless decoding already reported one there or above.
+// add records a problem at path unless decoding already reported one there or above,
+// or the key is there but empty (reported as such).
 func (v *validator) add(path, format string, args ...any) {
+	if v.empty[path] {
+		return
+	}
 	line := 0
 	if doc := v.c.doc; doc != nil {
 		for p := path; p != ""; p = parentPath(p) {
@@ -174,46 +163,23 @@ func parentPath(p string) string {
 	return p[:max(strings.LastIndexAny(p, ".["), 0)]
 }
 
-// present reports whether the YAML document had the key, whatever its value.
-func (v *validator) present(path string) bool {
-	return v.c.doc != nil && v.c.doc.lines[path] > 0
-}
-
-// set reports whether the YAML document gave the key a non-empty value.
-func (v *validator) set(path string) bool {
-	return v.c.doc != nil && v.c.doc.set[path]
-}
-
-func (v *validator) durationDefault(path string, d *time.Duration, def time.Duration) {
-	if *d == 0 && !v.set(path) {
-		*d = def
-	}
-}
-
-func stringDefault(s *string, def string) {
-	if *s == "" {
-		*s = def
-	}
-}
-
 func (v *validator) positive(path string, d time.Duration) {
 	if d <= 0 {
 		v.add(path, "must be positive, got %s", d)
 	}
 }
 
-// required reports a missing value; an empty one is reported from the document.
+// required reports a missing value (add skips one reported empty from the document).
 func (v *validator) required(path, s string) {
-	if s == "" && !v.present(path) {
+	if s == "" {
 		v.add(path, "required")
 	}
 }
 
-// oneOf defaults *s to def and checks it is one of allowed.
-func (v *validator) oneOf(path string, s *string, def string, allowed ...string) {
-	stringDefault(s, def)
-	if !slices.Contains(allowed, *s) {
-		v.add(path, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(*s))
+// oneOf checks s is one of allowed.
+func (v *validator) oneOf(path, s string, allowed ...string) {
+	if !slices.Contains(allowed, s) {
+		v.add(path, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(s))
 	}
 }
 
@@ -224,24 +190,11 @@ func (v *validator) httpURL(path, s string) {
 	}
 }
 
-func (v *validator) template(path, name, text string, funcs template.FuncMap) {
-	if _, err := template.New(name).Funcs(funcs).Parse(text); err != nil {
-		v.add(path, "invalid template: %v", err)
-	}
-}
-
 func (v *validator) neoAgent() {
 	n := &v.c.NeoAgent
-	if n.BaseURL == "" {
-		n.BaseURL = defaultBaseURL
-	}
 	v.httpURL("neoagent.base_url", n.BaseURL)
 	v.required("neoagent.api_key", n.APIKey)
-	v.durationDefault("neoagent.timeout", &n.Timeout, 30*time.Second)
 	v.positive("neoagent.timeout", n.Timeout)
-	if n.MaxBodyBytes == 0 && !v.set("neoagent.max_body_bytes") {
-		n.MaxBodyBytes = defaultMaxBodyBytes
-	}
 	if n.MaxBodyBytes <= 0 {
 		v.add("neoagent.max_body_bytes", "must be positive, got %d", n.MaxBodyBytes)
 	}
@@ -263,40 +216,34 @@ func (v *validator) neoAgent() {
 			v.add(path+".serial", "duplicate serial %s (also neoagent.chatbots[%d])", quote(cb.Serial), j)
 		}
 		serials[cb.Serial] = i
-		stringDefault(&cb.Name, cb.Serial)
+		if cb.Name == "" {
+			cb.Name = cb.Serial
+		}
 	}
 }
 
 func (v *validator) poll() {
 	p := &v.c.Poll
-	v.durationDefault("poll.interval", &p.Interval, time.Minute)
 	if p.Interval < minPollInterval {
 		v.add("poll.interval", "must be at least %s, got %s", minPollInterval, p.Interval)
 	}
-	v.durationDefault("poll.lookback", &p.Lookback, 48*time.Hour)
 	if p.Lookback < minLookback {
 		v.add("poll.lookback", "must be at least %s, got %s", minLookback, p.Lookback)
 	}
-	v.oneOf("poll.initial", &p.Initial, "skip", "skip", "emit")
-	if p.Jitter == 0 && !v.set("poll.jitter") {
-		p.Jitter = defaultJitter
-	}
+	v.oneOf("poll.initial", p.Initial, "skip", "emit")
 	if !(p.Jitter >= 0 && p.Jitter <= 1) {
 		v.add("poll.jitter", "must be between 0 and 1, got %g", p.Jitter)
 	}
-	v.durationDefault("poll.max_backoff", &p.MaxBackoff, 10*time.Minute)
 	v.positive("poll.max_backoff", p.MaxBackoff)
 }
 
 func (v *validator) store() {
 	s := &v.c.Store
-	stringDefault(&s.Path, defaultStorePath)
-	v.durationDefault("store.retention", &s.Retention, defaultRetention)
 	// Records are re-read for poll.lookback; the margin covers time zone offsets and the
 	// API's day rounding. A key pruned sooner could be read again and look new.
-	if minimum := v.c.Poll.Lookback + retentionMargin; s.Retention <= minimum {
+	if minimum := v.c.Poll.Lookback + RetentionMargin; s.Retention <= minimum {
 		v.add("store.retention", "must exceed poll.lookback (%s) + %s = %s, got %s",
-			v.c.Poll.Lookback, retentionMargin, minimum, s.Retention)
+			v.c.Poll.Lookback, RetentionMargin, minimum, s.Retention)
 	}
 }
 
@@ -323,16 +270,10 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
 		}
 	}
-	if f.Concurrency == 0 && !v.set(path+".concurrency") {
-		f.Concurrency = max(defaultConcurrency[f.Type], 1) // an unknown type is reported on its own
-	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
 	}
 	r := &f.Retry
-	v.durationDefault(path+".retry.initial_interval", &r.InitialInterval, time.Second)
-	v.durationDefault(path+".retry.max_interval", &r.MaxInterval, 5*time.Minute)
-	v.durationDefault(path+".retry.max_elapsed", &r.MaxElapsed, 24*time.Hour)
 	v.positive(path+".retry.initial_interval", r.InitialInterval)
 	v.positive(path+".retry.max_elapsed", r.MaxElapsed)
 	if r.MaxInterval < r.InitialInterval {
@@ -341,20 +282,14 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 
 	switch f.Type {
 	case TypeWebhook:
-		if f.Webhook == nil {
-			f.Webhook = &Webhook{}
-		}
-		v.webhook(path, f.Webhook)
+		v.positive(path+".timeout", f.WebhookConfig().Timeout)
+		v.owned(path, webhook.Check(f.WebhookConfig()))
 	case TypeNATS:
-		if f.NATS == nil {
-			f.NATS = &NATS{}
-		}
-		v.nats(path, f.NATS)
+		v.positive(path+".timeout", f.NATSConfig().Timeout)
+		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
-		if f.Slack == nil {
-			f.Slack = &Slack{}
-		}
-		v.slack(path, f.Slack)
+		v.positive(path+".timeout", f.SlackConfig().Timeout)
+		v.owned(path, slackfwd.Check(f.SlackConfig()))
 	case "":
 		v.required(path+".type", f.Type)
 	default:
@@ -362,128 +297,11 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 	}
 }
 
-func (v *validator) webhook(path string, w *Webhook) {
-	v.required(path+".url", w.URL)
-	if w.URL != "" {
-		v.httpURL(path+".url", w.URL)
+// owned records the problems a forwarder's own Check found, under the forwarder's path.
+func (v *validator) owned(path string, probs []forwarders.SettingError) {
+	for _, p := range probs {
+		v.add(path+"."+p.Key, "%s", p.Msg)
 	}
-	// The rules of webhook.CheckHeaders, which owns them.
-	for _, name := range slices.Sorted(maps.Keys(w.Headers)) {
-		canon := http.CanonicalHeaderKey(name)
-		switch {
-		case !headerName.MatchString(name):
-			v.add(path+".headers", "invalid header name %s", quote(name))
-		case canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-"):
-			v.add(path+".headers", "header %s is set by the forwarder and cannot be configured", quote(name))
-		case strings.ContainsFunc(w.Headers[name], func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }):
-			v.add(path+".headers", "header %s: value contains control characters", quote(name))
-		}
-	}
-	// The rule of the webhook forwarder: "whsec_" announces a base64 key.
-	if encoded, ok := strings.CutPrefix(w.Secret, "whsec_"); ok {
-		if key, err := base64.StdEncoding.DecodeString(encoded); err != nil {
-			v.add(path+".secret", `the part after "whsec_" is not valid base64`)
-		} else if len(key) == 0 {
-			v.add(path+".secret", `the key after "whsec_" is empty`)
-		}
-	}
-	v.durationDefault(path+".timeout", &w.Timeout, 10*time.Second)
-	v.positive(path+".timeout", w.Timeout)
-	v.oneOf(path+".body", &w.Body, "cloudevent", "cloudevent", "lead")
-}
-
-func (v *validator) nats(path string, n *NATS) {
-	v.required(path+".url", n.URL)
-	if n.URL != "" {
-		v.natsURLs(path+".url", n.URL)
-	}
-	stringDefault(&n.Subject, defaultNATSSubject)
-	v.template(path+".subject", "subject", n.Subject, natsSubjectFuncs)
-	if n.Stream != "" && !n.JetStream {
-		v.add(path+".stream", "requires jetstream: true")
-	}
-	if strings.ContainsAny(n.Stream, " \t\r\n.*>/\\") {
-		v.add(path+".stream", "%s is not a valid stream name (no whitespace, ., *, >, / or \\)", quote(n.Stream))
-	}
-	if n.User != "" && n.Password == "" && !v.present(path+".password") {
-		v.add(path+".password", "required with user")
-	}
-	if n.Password != "" && n.User == "" {
-		v.add(path+".user", "required with password")
-	}
-	var auth []string
-	for _, a := range []struct{ key, val string }{
-		{"creds_file", n.CredsFile}, {"nkey_file", n.NKeyFile}, {"user", n.User}, {"token", n.Token},
-	} {
-		if a.val != "" {
-			auth = append(auth, a.key)
-		}
-	}
-	if len(auth) > 1 {
-		v.add(path+"."+auth[1], "cannot be combined with %s: set at most one of creds_file, nkey_file, user, token", auth[0])
-	}
-	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
-		v.add(path+".tls", "cert_file and key_file must be set together")
-	}
-	v.durationDefault(path+".timeout", &n.Timeout, 5*time.Second)
-	v.positive(path+".timeout", n.Timeout)
-}
-
-// natsURLs checks a comma-separated server list by the rules of the nats forwarder,
-// which owns them: no empty entry; each a URL with a host and scheme nats, tls, ws or
-// wss, or a bare host:port (meaning nats://).
-func (v *validator) natsURLs(path, list string) {
-	for i, u := range strings.Split(list, ",") {
-		u = strings.TrimSpace(u)
-		if u == "" {
-			v.add(path, "entry %d of the comma-separated list is empty", i+1)
-			continue
-		}
-		full := u
-		if !strings.Contains(u, "://") {
-			full = "nats://" + u
-		}
-		pu, err := url.Parse(full)
-		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
-			v.add(path, "must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got %s",
-				httpx.RedactURL(u))
-		}
-	}
-}
-
-func (v *validator) slack(path string, s *Slack) {
-	hasURL := s.WebhookURL != "" || v.present(path+".webhook_url")
-	hasToken := s.Token != "" || v.present(path+".token")
-	hasChannel := s.Channel != "" || v.present(path+".channel")
-	switch {
-	case hasURL && hasToken:
-		v.add(path+".token", "cannot be combined with webhook_url: set webhook_url, or token and channel")
-	case hasURL && hasChannel:
-		v.add(path+".channel", "cannot be combined with webhook_url: the incoming webhook picks the channel")
-	case hasToken && !hasChannel:
-		v.add(path+".channel", "required with token")
-	case hasChannel && !hasToken:
-		v.add(path+".token", "required with channel")
-	case !hasURL && !hasToken:
-		v.add(path+".webhook_url", "required (or token and channel)")
-	}
-	if s.WebhookURL != "" {
-		if u, err := url.Parse(s.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			v.add(path+".webhook_url", "must be an http or https URL")
-		}
-	}
-	if s.APIURL != "" {
-		v.httpURL(path+".api_url", s.APIURL)
-	}
-	stringDefault(&s.Timezone, defaultSlackTimezone)
-	if _, err := time.LoadLocation(s.Timezone); err != nil {
-		v.add(path+".timezone", "unknown time zone %s (want an IANA name such as Europe/Berlin)", quote(s.Timezone))
-	}
-	if s.Template != "" {
-		v.template(path+".template", "slack", s.Template, nil)
-	}
-	v.durationDefault(path+".timeout", &s.Timeout, 10*time.Second)
-	v.positive(path+".timeout", s.Timeout)
 }
 
 func validPort(p string) bool {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -91,4 +92,28 @@ func RetryAfterOf(err error) time.Duration {
 // Errorf builds an error that names the forwarder, for use inside Deliver.
 func Errorf(forwarder, format string, args ...any) error {
 	return fmt.Errorf("forwarder %q: "+format, append([]any{forwarder}, args...)...)
+}
+
+// SettingError is one problem with a forwarder's settings, as found by its package's
+// Check, which owns the rules. Config places it under the forwarder's key path.
+type SettingError struct {
+	// Key is the setting's config key under the forwarder, such as "url" or "tls".
+	Key string
+	// Msg says what is wrong; it never quotes a secret.
+	Msg string
+}
+
+// Error formats the problem as "key: msg".
+func (e SettingError) Error() string { return e.Key + ": " + e.Msg }
+
+// JoinSettingErrors joins problems into one error ("key: msg; key: msg"), nil for none.
+func JoinSettingErrors(probs []SettingError) error {
+	if len(probs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(probs))
+	for i, p := range probs {
+		msgs[i] = p.Error()
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }

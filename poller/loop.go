@@ -18,7 +18,6 @@ import (
 const (
 	DefaultInterval   = time.Minute      // wait between successful polls of a chatbot
 	DefaultLookback   = 48 * time.Hour   // how far back a poll's window starts
-	DefaultJitter     = 0.1              // spread of poll times, as a fraction of Interval
 	DefaultMaxBackoff = 10 * time.Minute // longest wait between polls of a failing chatbot
 )
 
@@ -98,7 +97,7 @@ type Loop struct {
 	BackfillFlags string
 	// Jitter spreads polls, as a fraction of Interval: a chatbot's first poll comes at a
 	// random offset in [0, Jitter*Interval] and each later wait varies by ±Jitter.
-	// 0 means DefaultJitter; a negative value turns jitter off; above 1 counts as 1.
+	// 0 (or below) means none; above 1 counts as 1. The default lives in the config.
 	Jitter float64
 	// MaxBackoff caps the wait between polls of a failing chatbot (DefaultMaxBackoff if 0).
 	// A Retry-After longer than the backoff is honoured even beyond this cap.
@@ -637,13 +636,7 @@ func (l *Loop) maxLookback() time.Duration {
 }
 
 func (l *Loop) jitter() float64 {
-	switch {
-	case l.Jitter == 0:
-		return DefaultJitter
-	case l.Jitter < 0:
-		return 0
-	}
-	return min(l.Jitter, 1)
+	return min(max(l.Jitter, 0), 1)
 }
 
 func (l *Loop) maxBackoff() time.Duration {

@@ -500,7 +500,7 @@ func TestLoopValidates(t *testing.T) {
 }
 
 func TestBackOffPolicy(t *testing.T) {
-	l := &Loop{Interval: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond, Jitter: -1}
+	l := &Loop{Interval: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond}
 	bo := l.newBackOff()
 	assert.Zero(t, bo.MaxElapsedTime, "a failing chatbot is retried forever")
 	var waits []time.Duration
@@ -514,7 +514,10 @@ func TestBackOffPolicy(t *testing.T) {
 
 	assert.Equal(t, 5*time.Second, (&Loop{}).newBackOff().InitialInterval, "a long interval starts at 5s")
 	assert.Equal(t, DefaultMaxBackoff, (&Loop{}).newBackOff().MaxInterval)
-	assert.Equal(t, 0.1, (&Loop{}).newBackOff().RandomizationFactor)
+	assert.Zero(t, (&Loop{}).newBackOff().RandomizationFactor, "Jitter 0 means none, as poll.jitter: 0 does")
+	assert.Equal(t, 0.1, (&Loop{Jitter: 0.1}).newBackOff().RandomizationFactor)
+	assert.Zero(t, (&Loop{Jitter: -1}).newBackOff().RandomizationFactor)
+	assert.Equal(t, 1.0, (&Loop{Jitter: 3}).newBackOff().RandomizationFactor)
 	assert.Equal(t, time.Second, (&Loop{MaxBackoff: time.Second}).newBackOff().InitialInterval)
 
 	cases := []struct {

@@ -143,25 +143,15 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		Lookback: cfg.Poll.Lookback,
 		LastOK:   lastOK,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
-		// with the same 48h margin the config check keeps between lookback and retention.
-		MaxLookback: cfg.Store.Retention - 48*time.Hour,
+		// with the margin the config keeps between lookback and retention.
+		MaxLookback: cfg.Store.Retention - config.RetentionMargin,
 		// The logged recovery command must be run with the daemon stopped (one process per store).
 		BackfillFlags: "--config " + cfg.Source + "  # stop the daemon first",
-		Jitter:        loopJitter(cfg.Poll.Jitter),
+		Jitter:        cfg.Poll.Jitter,
 		MaxBackoff:    cfg.Poll.MaxBackoff,
 		Logger:        logger.With("component", "poller"),
 	}
 	return a, nil
-}
-
-// loopJitter maps poll.jitter to poller.Loop.Jitter: in the config 0 turns jitter off
-// (the default 0.1 is filled in by the config), in the Loop 0 means the default and a
-// negative value turns it off.
-func loopJitter(j float64) float64 {
-	if j == 0 {
-		return -1
-	}
-	return j
 }
 
 func chatbots(cfg *config.Config) []poller.Chatbot {
@@ -189,31 +179,13 @@ func (a *app) warnOrphans() {
 
 // buildForwarder makes the forwarder a config entry describes.
 func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.Forwarder, error) {
-	switch {
-	case fc.Webhook != nil:
-		w := fc.Webhook
-		return webhook.New(webhook.Config{
-			Name: fc.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout,
-			Body: w.Body, Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify,
-			Concurrency: fc.Concurrency,
-		}, logger)
-	case fc.NATS != nil:
-		n := fc.NATS
-		return natsfwd.New(natsfwd.Config{
-			Name: fc.Name, URL: n.URL, Subject: n.Subject, JetStream: n.JetStream, Stream: n.Stream,
-			CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
-			TLS: natsfwd.TLS{
-				CAFile: n.TLS.CAFile, CertFile: n.TLS.CertFile, KeyFile: n.TLS.KeyFile,
-				InsecureSkipVerify: n.TLS.InsecureSkipVerify,
-			},
-			Timeout: n.Timeout,
-		}, logger)
-	case fc.Slack != nil:
-		s := fc.Slack
-		return slackfwd.New(slackfwd.Config{
-			Name: fc.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
-			Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
-		}, logger)
+	switch fc.Type {
+	case config.TypeWebhook:
+		return webhook.New(fc.WebhookConfig(), logger)
+	case config.TypeNATS:
+		return natsfwd.New(fc.NATSConfig(), logger)
+	case config.TypeSlack:
+		return slackfwd.New(fc.SlackConfig(), logger)
 	}
 	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
 }

@@ -136,26 +136,12 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("nats forwarder %q: "+format, append([]any{cfg.Name}, args...)...)
 	}
-	servers, urlSecrets, err := parseURLs(cfg.URL)
-	if err != nil {
-		return nil, fail("url: %v", err)
+	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
+		return nil, fail("%w", err)
 	}
-	tmpl, streamSubject, err := parseSubject(cfg.Subject)
-	if err != nil {
-		return nil, fail("subject: %v", err)
-	}
-	if cfg.Stream != "" {
-		if !cfg.JetStream {
-			return nil, fail("stream: requires jetstream")
-		}
-		if strings.ContainsAny(cfg.Stream, " \t\r\n.*>/\\") {
-			return nil, fail("stream: %q is not a valid stream name", cfg.Stream)
-		}
-	}
-	switch {
-	case cfg.Timeout < 0:
-		return nil, fail("timeout: must not be negative")
-	case cfg.Timeout == 0:
+	servers, urlSecrets, _ := parseURLs(cfg.URL)
+	tmpl, streamSubject, _ := parseSubject(cfg.Subject)
+	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 
@@ -262,16 +248,11 @@ func (f *Forwarder) handlerOptions() []natsgo.Option {
 	}
 }
 
-// authOptions returns the option of the one configured way to authenticate, if any.
+// authOptions returns the option of the one configured way to authenticate, if any;
+// Check has seen to it that there is at most one.
 func authOptions(cfg Config) ([]natsgo.Option, error) {
 	var opts []natsgo.Option
-	if cfg.CredsFile != "" {
-		// UserCredentials reads the file only when connecting: check it names a file now.
-		fh, err := os.Open(cfg.CredsFile)
-		if err != nil {
-			return nil, fmt.Errorf("creds_file: %w", err)
-		}
-		fh.Close()
+	if cfg.CredsFile != "" { // readable: Check saw to it
 		opts = append(opts, natsgo.UserCredentials(cfg.CredsFile))
 	}
 	if cfg.NKeyFile != "" {
@@ -281,17 +262,11 @@ func authOptions(cfg Config) ([]natsgo.Option, error) {
 		}
 		opts = append(opts, opt)
 	}
-	if cfg.User != "" || cfg.Password != "" {
-		if cfg.User == "" || cfg.Password == "" {
-			return nil, errors.New("user, password: set both or neither")
-		}
+	if cfg.User != "" {
 		opts = append(opts, natsgo.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.Token != "" {
 		opts = append(opts, natsgo.Token(cfg.Token))
-	}
-	if len(opts) > 1 {
-		return nil, errors.New("creds_file, nkey_file, user/password, token: choose one way to authenticate")
 	}
 	return opts, nil
 }
@@ -300,9 +275,6 @@ func authOptions(cfg Config) ([]natsgo.Option, error) {
 // is tried here, so that an unreadable file is reported naming its field rather than
 // as a connect failure.
 func tlsOptions(t TLS) ([]natsgo.Option, error) {
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("tls.cert_file, tls.key_file: set both or neither")
-	}
 	type fieldOption struct {
 		field string
 		opt   natsgo.Option
@@ -316,7 +288,7 @@ func tlsOptions(t TLS) ([]natsgo.Option, error) {
 	if t.CAFile != "" {
 		wanted = append(wanted, fieldOption{"tls.ca_file", natsgo.RootCAs(t.CAFile)})
 	}
-	if t.CertFile != "" {
+	if t.CertFile != "" { // with KeyFile: Check saw to it
 		wanted = append(wanted, fieldOption{"tls.cert_file", natsgo.ClientCert(t.CertFile, t.KeyFile)})
 	}
 	opts := make([]natsgo.Option, 0, len(wanted))
@@ -528,9 +500,72 @@ func (f *Forwarder) errorf(format string, args ...any) error {
 // redact hides every word of s that holds one of the forwarder's secrets.
 func (f *Forwarder) redact(s string) string { return f.secrets.Redact(s) }
 
-// parseURLs splits and checks the comma-separated server list. It returns the URLs
-// with a scheme and the secrets they carry (passwords, tokens as user names). Errors
-// never repeat a URL, which may hold credentials.
+// Check reports the problems New would find in cfg's settings (the name aside), each
+// under its config key: url a list of server URLs, subject a template that renders a
+// sample event to a valid subject, stream only with JetStream and a valid name, at most
+// one way to authenticate (user with password), tls cert_file with key_file, timeout not
+// negative, every file named (creds, nkey seed, TLS) readable; whether a file holds valid
+// material New finds when it loads it. No message quotes a secret.
+func Check(cfg Config) []forwarders.SettingError {
+	var probs []forwarders.SettingError
+	add := func(key, format string, args ...any) {
+		probs = append(probs, forwarders.SettingError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if _, _, err := parseURLs(cfg.URL); err != nil {
+		add("url", "%v", err)
+	}
+	if _, _, err := parseSubject(cfg.Subject); err != nil {
+		add("subject", "invalid template: %v", err)
+	}
+	if cfg.Stream != "" && !cfg.JetStream {
+		add("stream", "requires jetstream: true")
+	}
+	if strings.ContainsAny(cfg.Stream, " \t\r\n.*>/\\") {
+		add("stream", "%q is not a valid stream name (no whitespace, ., *, >, / or \\)", cfg.Stream)
+	}
+	switch {
+	case cfg.User != "" && cfg.Password == "":
+		add("password", "required with user")
+	case cfg.Password != "" && cfg.User == "":
+		add("user", "required with password")
+	}
+	var auth []string
+	for _, a := range []struct{ key, val string }{
+		{"creds_file", cfg.CredsFile}, {"nkey_file", cfg.NKeyFile}, {"user", cfg.User}, {"token", cfg.Token},
+	} {
+		if a.val != "" {
+			auth = append(auth, a.key)
+		}
+	}
+	if len(auth) > 1 {
+		add(auth[1], "cannot be combined with %s: set at most one of creds_file, nkey_file, user, token", auth[0])
+	}
+	if (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == "") {
+		add("tls", "cert_file and key_file must be set together")
+	}
+	if cfg.Timeout < 0 {
+		add("timeout", "must not be negative, got %s", cfg.Timeout)
+	}
+	for _, kf := range []struct{ key, file string }{
+		{"creds_file", cfg.CredsFile}, {"nkey_file", cfg.NKeyFile}, {"tls.ca_file", cfg.TLS.CAFile},
+		{"tls.cert_file", cfg.TLS.CertFile}, {"tls.key_file", cfg.TLS.KeyFile},
+	} {
+		if kf.file == "" {
+			continue
+		}
+		if fh, err := os.Open(kf.file); err != nil {
+			add(kf.key, "%v", err)
+		} else {
+			_ = fh.Close()
+		}
+	}
+	return probs
+}
+
+// parseURLs splits and checks the comma-separated server list: no empty entry; each a
+// URL with a host and scheme nats, tls, ws or wss, or a bare host:port (meaning nats://).
+// It returns the URLs with a scheme and the secrets they carry (passwords, tokens as
+// user names). Errors show a URL only redacted.
 func parseURLs(raw string) (servers, secrets []string, err error) {
 	if strings.TrimSpace(raw) == "" {
 		return nil, nil, errors.New("required")
@@ -538,19 +573,16 @@ func parseURLs(raw string) (servers, secrets []string, err error) {
 	for i, s := range strings.Split(raw, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
-			return nil, nil, fmt.Errorf("entry %d is empty", i+1)
+			return nil, nil, fmt.Errorf("entry %d of the comma-separated list is empty", i+1)
 		}
+		full := s
 		if !strings.Contains(s, "://") {
-			s = "nats://" + s
+			full = "nats://" + s
 		}
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return nil, nil, fmt.Errorf("entry %d is not a valid URL", i+1)
-		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return nil, nil, fmt.Errorf("entry %d: scheme %q is not one of nats, tls, ws, wss", i+1, u.Scheme)
+		u, err := url.Parse(full)
+		if err != nil || u.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, u.Scheme) {
+			return nil, nil, fmt.Errorf("must be nats://, tls://, ws:// or wss:// URLs (or host:port) separated by commas, got %s",
+				httpx.RedactURL(s))
 		}
 		if u.User != nil {
 			secrets = append(secrets, u.User.String())
@@ -560,7 +592,7 @@ func parseURLs(raw string) (servers, secrets []string, err error) {
 				secrets = append(secrets, u.User.Username()) // nats://token@host
 			}
 		}
-		servers = append(servers, s)
+		servers = append(servers, full)
 	}
 	return servers, secrets, nil
 }

@@ -232,7 +232,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"missing creds file", Config{Name: "bus", URL: url, CredsFile: "/nonexistent/bus.creds"}, "creds_file"},
 		{"missing nkey file", Config{Name: "bus", URL: url, NKeyFile: "/nonexistent/bus.nk"}, "nkey_file"},
 		{"missing ca file", Config{Name: "bus", URL: url, TLS: TLS{CAFile: "/nonexistent/ca.pem"}}, "tls.ca_file"},
-		{"cert without key", Config{Name: "bus", URL: url, TLS: TLS{CertFile: "/nonexistent/c.pem"}}, "tls.key_file"},
+		{"cert without key", Config{Name: "bus", URL: url, TLS: TLS{CertFile: "/nonexistent/c.pem"}}, "tls: cert_file and key_file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -263,17 +263,19 @@ func TestCheckSubject(t *testing.T) {
 		{"neoagent..{{.Kind}}", false},
 	}
 	for _, tc := range cases {
-		err := CheckSubject(tc.template)
+		cfg := Config{Name: "bus", URL: "nats://127.0.0.1:4222", Subject: tc.template}
+		probs := Check(cfg)
 		if tc.ok {
-			assert.NoError(t, err, tc.template)
+			assert.Empty(t, probs, tc.template)
 			continue
 		}
-		require.Error(t, err, tc.template)
+		require.Len(t, probs, 1, tc.template)
+		assert.Equal(t, "subject", probs[0].Key)
 		// New checks the subject before connecting, so this makes no connection.
-		f, newErr := New(Config{Name: "bus", URL: "nats://127.0.0.1:4222", Subject: tc.template}, nil)
+		f, newErr := New(cfg, nil)
 		assert.Nil(t, f)
 		require.Error(t, newErr, tc.template)
-		assert.Contains(t, newErr.Error(), "subject: "+err.Error(), "New reports what CheckSubject does")
+		assert.Contains(t, newErr.Error(), probs[0].Error(), "New reports what Check does")
 	}
 }
 

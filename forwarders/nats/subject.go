@@ -68,15 +68,6 @@ var subjectFuncs = template.FuncMap{
 	},
 }
 
-// CheckSubject reports whether New accepts text as Config.Subject: it must parse with
-// the functions a subject template may call (token) and render a sample event to a
-// valid literal subject. An empty text means DefaultSubject, as in New. The error does
-// not name the field; the caller does.
-func CheckSubject(text string) error {
-	_, _, err := parseSubject(text)
-	return err
-}
-
 // parseSubject parses and tries a subject template ("" means DefaultSubject); it also
 // returns the stream subject that captures every subject the template can render (""
 // when none can be derived).

@@ -6,6 +6,7 @@ package slack
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -171,68 +172,21 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("slack %q: "+format, append([]any{cfg.Name}, args...)...)
 	}
+	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
+		return nil, fail("%w", err)
+	}
 	apiURL := cfg.APIURL
-	switch {
-	case cfg.WebhookURL != "" && cfg.Token != "":
-		return nil, fail("webhook_url and token: set one, not both")
-	case cfg.WebhookURL != "":
-		if err := httpx.CheckURL(cfg.WebhookURL); err != nil {
-			return nil, fail("webhook_url: %w", err)
-		}
-		if cfg.Channel != "" || cfg.APIURL != "" {
-			return nil, fail("channel and api_url: only used with token; a webhook posts to its own channel")
-		}
-	case cfg.Token != "":
-		if strings.IndexFunc(cfg.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
-			return nil, fail("token: must not contain spaces or control characters")
-		}
-		if strings.TrimSpace(cfg.Channel) == "" {
-			return nil, fail("channel: required with token")
-		}
+	if cfg.Token != "" {
 		if apiURL == "" {
 			apiURL = slackapi.APIURL
-		}
-		if err := httpx.CheckURL(apiURL); err != nil {
-			return nil, fail("api_url: %w", err)
 		}
 		if !strings.HasSuffix(apiURL, "/") {
 			apiURL += "/" // slack-go appends the method name
 		}
-	default:
-		return nil, fail("webhook_url or token: one is required")
 	}
-	loc := time.UTC
-	if cfg.Timezone != "" {
-		var err error
-		if loc, err = time.LoadLocation(cfg.Timezone); err != nil {
-			return nil, fail("timezone: %w", err)
-		}
-	}
-	var tmpl *template.Template
-	if cfg.Template != "" {
-		var err error
-		if tmpl, err = template.New("slack").Parse(cfg.Template); err != nil {
-			return nil, fail("template: %w", err)
-		}
-		// Field names are only checked when the template runs: run it once now.
-		if err := tmpl.Execute(io.Discard, templateData(templateProbe, loc)); err != nil {
-			return nil, fail("template: %w", err)
-		}
-	}
-	if cfg.Timeout < 0 {
-		return nil, fail("timeout: must not be negative, got %s", cfg.Timeout)
-	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
-	if cfg.RateLimit < 0 {
-		return nil, fail("rate_limit: must not be negative, got %s", cfg.RateLimit)
-	}
-	gap := cfg.RateLimit
-	if gap == 0 {
-		gap = DefaultRateLimit
-	}
+	loc, tmpl, _ := parseLook(cfg)
+	timeout := cmp.Or(cfg.Timeout, DefaultTimeout)
+	gap := cmp.Or(cfg.RateLimit, DefaultRateLimit)
 
 	client, transport := httpx.NewClient(timeout, cfg.InsecureSkipVerify, 0)
 	logger = logger.With("forwarder", cfg.Name)
@@ -260,6 +214,77 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		logger.Warn("TLS certificate verification is disabled for this Slack target", "target", target)
 	}
 	return f, nil
+}
+
+// Check reports every problem New would find in cfg's settings (the name aside), each
+// under its config key: webhook_url (an http or https URL), or token with channel (and
+// optionally api_url), not both; a known timezone; a template that runs on a sample
+// record; no negative timeout or rate_limit. No message quotes the token or the URL.
+func Check(cfg Config) []forwarders.SettingError {
+	var probs []forwarders.SettingError
+	add := func(key, format string, args ...any) {
+		probs = append(probs, forwarders.SettingError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	hasURL, hasToken, hasChannel := cfg.WebhookURL != "", cfg.Token != "", strings.TrimSpace(cfg.Channel) != ""
+	switch {
+	case hasURL && hasToken:
+		add("token", "cannot be combined with webhook_url: set webhook_url, or token and channel")
+	case hasURL && hasChannel:
+		add("channel", "cannot be combined with webhook_url: the incoming webhook picks the channel")
+	case hasURL && cfg.APIURL != "":
+		add("api_url", "only used with token: the incoming webhook is the whole target")
+	case hasToken && !hasChannel:
+		add("channel", "required with token")
+	case hasChannel && !hasToken:
+		add("token", "required with channel")
+	case !hasURL && !hasToken:
+		add("webhook_url", "required (or token and channel)")
+	}
+	if hasURL && httpx.CheckURL(cfg.WebhookURL) != nil {
+		add("webhook_url", "must be an http or https URL")
+	}
+	if strings.ContainsFunc(cfg.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		add("token", "must not contain spaces or control characters")
+	}
+	if cfg.APIURL != "" && httpx.CheckURL(cfg.APIURL) != nil {
+		add("api_url", "must be an http or https URL, got %s", httpx.RedactURL(cfg.APIURL))
+	}
+	_, _, look := parseLook(cfg)
+	probs = append(probs, look...)
+	if cfg.Timeout < 0 {
+		add("timeout", "must not be negative, got %s", cfg.Timeout)
+	}
+	if cfg.RateLimit < 0 {
+		add("rate_limit", "must not be negative, got %s", cfg.RateLimit)
+	}
+	return probs
+}
+
+// parseLook loads the time zone (UTC when unset) and parses the template (nil when
+// unset), running it once on a sample record: field names are only checked when a
+// template runs.
+func parseLook(cfg Config) (*time.Location, *template.Template, []forwarders.SettingError) {
+	var probs []forwarders.SettingError
+	loc := time.UTC
+	if cfg.Timezone != "" {
+		if l, err := time.LoadLocation(cfg.Timezone); err == nil {
+			loc = l
+		} else {
+			probs = append(probs, forwarders.SettingError{Key: "timezone",
+				Msg: fmt.Sprintf("unknown time zone %q (want an IANA name such as Europe/Berlin)", cfg.Timezone)})
+		}
+	}
+	if cfg.Template == "" {
+		return loc, nil, probs
+	}
+	tmpl, err := template.New("slack").Parse(cfg.Template)
+	if err == nil {
+		err = tmpl.Execute(io.Discard, templateData(templateProbe, loc))
+	}
+	if err != nil {
+		probs = append(probs, forwarders.SettingError{Key: "template", Msg: "invalid template: " + err.Error()})
+	}
+	return loc, tmpl, probs
 }
 
 // bearer adds the bot token as an Authorization header to every request.

@@ -497,12 +497,13 @@ func TestNew(t *testing.T) {
 		want string
 	}{
 		{"no name", Config{WebhookURL: webhook}, "name"},
-		{"no target", Config{Name: "sales"}, "webhook_url or token"},
-		{"both targets", Config{Name: "sales", WebhookURL: webhook, Token: testToken, Channel: testChannel}, "set one, not both"},
+		{"no target", Config{Name: "sales"}, "webhook_url: required (or token and channel)"},
+		{"both targets", Config{Name: "sales", WebhookURL: webhook, Token: testToken, Channel: testChannel}, "token: cannot be combined with webhook_url"},
 		{"token without channel", Config{Name: "sales", Token: testToken}, "channel"},
 		{"channel with webhook", Config{Name: "sales", WebhookURL: webhook, Channel: testChannel}, "channel"},
 		{"webhook not http", Config{Name: "sales", WebhookURL: "ftp://hooks.slack.com" + webhookPath}, "webhook_url"},
 		{"webhook without host", Config{Name: "sales", WebhookURL: "https://" + webhookPath}, "webhook_url"},
+		{"api_url with webhook", Config{Name: "sales", WebhookURL: webhook, APIURL: "http://127.0.0.1:1/api"}, "api_url"},
 		{"bad api_url", Config{Name: "sales", Token: testToken, Channel: testChannel, APIURL: "slack.com/api"}, "api_url"},
 		{"token with space", Config{Name: "sales", Token: testToken + " x", Channel: testChannel}, "token"},
 		{"bad timezone", Config{Name: "sales", WebhookURL: webhook, Timezone: "Mars/Olympus"}, "timezone"},

@@ -101,31 +101,14 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("webhook %q: "+format, append([]any{cfg.Name}, args...)...)
 	}
-	if err := httpx.CheckURL(cfg.URL); err != nil {
-		return nil, fail("url: %w", err)
-	}
-	if cfg.Timeout < 0 {
-		return nil, fail("timeout: must not be negative, got %s", cfg.Timeout)
+	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
+		return nil, fail("%w", err)
 	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	var lead bool
-	switch cfg.Body {
-	case "", BodyCloudEvent:
-	case BodyLead:
-		lead = true
-	default:
-		return nil, fail("body: must be %q or %q, got %q", BodyCloudEvent, BodyLead, cfg.Body)
-	}
-	if err := CheckHeaders(cfg.Headers); err != nil {
-		return nil, fail("headers: %w", err)
-	}
-	key, err := signingKey(cfg.Secret)
-	if err != nil {
-		return nil, fail("secret: %w", err)
-	}
+	key, _ := signingKey(cfg.Secret) // Check accepted it
 
 	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify, cfg.Concurrency)
 	logger = logger.With("forwarder", cfg.Name)
@@ -141,7 +124,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		name:    cfg.Name,
 		secrets: secrets,
 		url:     cfg.URL,
-		lead:    lead,
+		lead:    cfg.Body == BodyLead,
 		headers: canonicalHeaders(cfg.Headers),
 		key:     key,
 		client:  client,
@@ -149,28 +132,46 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	}, nil
 }
 
-// CheckHeaders reports whether New accepts h as Config.Headers: every name an HTTP
-// token and not one the forwarder sets itself (Content-Type, webhook-*, ce-*, in any
-// case), every value free of control characters other than tab. The error names the
-// header, never its value (often a credential), and not the field; the caller does.
-func CheckHeaders(h map[string]string) error {
-	// In name order, to report the same problem first on every run.
-	for _, name := range slices.Sorted(maps.Keys(h)) {
-		if !validHeaderName(name) {
-			return fmt.Errorf("%q is not a valid header name", name)
-		}
+// Check reports every problem New would find in cfg's settings (the name aside), each
+// under its config key: url an absolute http(s) URL, timeout not negative, body a known
+// mode, headers valid and not ones the forwarder sets itself (Content-Type, webhook-*,
+// ce-*, in any case), secret a valid key. No message quotes a secret or a header value.
+func Check(cfg Config) []forwarders.SettingError {
+	var probs []forwarders.SettingError
+	add := func(key, format string, args ...any) {
+		probs = append(probs, forwarders.SettingError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case cfg.URL == "":
+		add("url", "required")
+	case httpx.CheckURL(cfg.URL) != nil:
+		add("url", "must be an http or https URL, got %s", httpx.RedactURL(cfg.URL))
+	}
+	if cfg.Timeout < 0 {
+		add("timeout", "must not be negative, got %s", cfg.Timeout)
+	}
+	if cfg.Body != "" && cfg.Body != BodyCloudEvent && cfg.Body != BodyLead {
+		add("body", "must be one of %s, %s, got %q", BodyCloudEvent, BodyLead, cfg.Body)
+	}
+	// In name order, to report the same problems in the same order on every run.
+	for _, name := range slices.Sorted(maps.Keys(cfg.Headers)) {
 		canon := http.CanonicalHeaderKey(name)
-		if canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-") {
-			return fmt.Errorf("%q is set by the forwarder and cannot be configured", name)
-		}
-		if !validHeaderValue(h[name]) {
-			return fmt.Errorf("%q: value contains control characters", name)
+		switch {
+		case !validHeaderName(name):
+			add("headers", "invalid header name %q", name)
+		case canon == "Content-Type" || strings.HasPrefix(canon, "Webhook-") || strings.HasPrefix(canon, "Ce-"):
+			add("headers", "header %q is set by the forwarder and cannot be configured", name)
+		case !validHeaderValue(cfg.Headers[name]):
+			add("headers", "header %q: value contains control characters", name)
 		}
 	}
-	return nil
+	if _, err := signingKey(cfg.Secret); err != nil {
+		add("secret", "%v", err)
+	}
+	return probs
 }
 
-// canonicalHeaders turns headers CheckHeaders accepted into an http.Header. Of names
+// canonicalHeaders turns headers Check accepted into an http.Header. Of names
 // differing only in case, the last in byte order wins, the same on every run.
 func canonicalHeaders(in map[string]string) http.Header {
 	out := make(http.Header, len(in))

@@ -359,6 +359,7 @@ func TestCustomHeaders(t *testing.T) {
 }
 
 func TestCheckHeaders(t *testing.T) {
+	good := webhook.Config{Name: "crm", URL: "https://crm.example.com/"}
 	cases := []struct {
 		name    string
 		headers map[string]string
@@ -375,18 +376,21 @@ func TestCheckHeaders(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := webhook.CheckHeaders(tc.headers)
-			f, newErr := webhook.New(webhook.Config{Name: "crm", URL: "https://crm.example.com/", Headers: tc.headers}, nil)
+			cfg := good
+			cfg.Headers = tc.headers
+			probs := webhook.Check(cfg)
+			f, newErr := webhook.New(cfg, nil)
 			if tc.ok {
-				require.NoError(t, err)
-				require.NoError(t, newErr, "New accepts what CheckHeaders accepts")
+				require.Empty(t, probs)
+				require.NoError(t, newErr, "New accepts what Check accepts")
 				assert.NoError(t, f.Close())
 				return
 			}
-			require.Error(t, err)
-			assert.NotContains(t, err.Error(), "SECRET")
+			require.Len(t, probs, 1)
+			assert.Equal(t, "headers", probs[0].Key)
+			assert.NotContains(t, probs[0].Msg, "SECRET")
 			require.Error(t, newErr)
-			assert.Contains(t, newErr.Error(), "headers: "+err.Error(), "New reports what CheckHeaders does")
+			assert.Contains(t, newErr.Error(), probs[0].Error(), "New reports what Check does")
 		})
 	}
 }
