@@ -191,23 +191,13 @@ type backfill struct {
 	taken    map[string]bool // keys queued in this run, so a record in two chunks goes once
 }
 
+// chunks are the requests that read the range. The API filters on its own days, which
+// may be local rather than UTC and may end before or at endTime; so the requests reach a
+// day beyond the range on both sides, and inRange keeps exactly the requested days, each
+// record once.
 func (b *backfill) chunks() []poller.Window {
-	var out []poller.Window
-	// The API filters on its own days, which may be local rather than UTC and may end
-	// before or at endTime; so the requests reach a day beyond the range on both sides,
-	// each chunk ends on the day the next one starts, and inRange keeps exactly the
-	// requested days, each record once.
 	const day = 24 * time.Hour
-	first, last := b.opts.since.Add(-day), b.opts.until.Add(day)
-	step := time.Duration(b.opts.chunkDays) * day
-	for start := first; start.Before(last); start = start.Add(step) {
-		end := start.Add(step)
-		if end.After(last) {
-			end = last
-		}
-		out = append(out, poller.Window{Start: start, End: end})
-	}
-	return out
+	return poller.Window{Start: b.opts.since.Add(-day), End: b.opts.until.Add(day)}.Chunks(b.opts.chunkDays)
 }
 
 func (b *backfill) read(ctx context.Context) error {
