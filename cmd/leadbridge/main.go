@@ -157,12 +157,3 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	})
 	return bad
 }
-
-func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "leadbridge %s\n", Version)
-	return nil
-}
