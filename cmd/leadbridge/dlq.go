@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -53,29 +52,33 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(dead)
+			return writeJSON(stdout, dead)
 		}
 		return ops.WriteDeadLetters(stdout, dead)
 	case "replay":
 		n, err := b.Replay(ctx, *of.forwarder, *id)
-		if err != nil {
+		if err := acted(n, err, *id, *of.forwarder); err != nil {
 			return err
-		}
-		if n == 0 && *id != "" {
-			return fmt.Errorf("no dead letter with event id %q%s", *id, ofForwarder(*of.forwarder))
 		}
 		fmt.Fprintf(stdout, "replayed %d dead letters: back in the outbox%s\n", n, pickedUp(b))
 	case "drop":
 		n, err := b.Drop(ctx, *of.forwarder, *id)
-		if err != nil {
+		if err := acted(n, err, *id, *of.forwarder); err != nil {
 			return err
 		}
-		if n == 0 && *id != "" {
-			return fmt.Errorf("no dead letter with event id %q%s", *id, ofForwarder(*of.forwarder))
-		}
 		fmt.Fprintf(stdout, "dropped %d dead letters\n", n)
+	}
+	return nil
+}
+
+// acted checks what a replay or drop of n dead letters returned: err, or an error when
+// the event id it was given matched none (of forwarder, if given).
+func acted(n int, err error, id, forwarder string) error {
+	if err != nil {
+		return err
+	}
+	if n == 0 && id != "" {
+		return fmt.Errorf("no dead letter with event id %q%s", id, ofForwarder(forwarder))
 	}
 	return nil
 }

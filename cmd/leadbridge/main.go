@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -113,6 +114,13 @@ func exitCode(stderr io.Writer, err error) int {
 		fmt.Fprintf(stderr, "leadbridge: %v\n", err)
 		return exitFailure
 	}
+}
+
+// writeJSON prints v as indented JSON, for scripts.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // isHelp reports whether arg asks for help.
