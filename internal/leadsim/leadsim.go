@@ -182,7 +182,7 @@ func (s *Server) Generate(serial string, at time.Time) Record {
 }
 
 // GenerateEvery adds a new record (Generate) to one of serials, picked at random, every
-// period until ctx is done, as visitors chat.
+// period until ctx is done, as visitors chat. serials must not be empty, nor period 0.
 func (s *Server) GenerateEvery(ctx context.Context, period time.Duration, serials ...string) {
 	t := time.NewTicker(period)
 	defer t.Stop()
