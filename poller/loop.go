@@ -529,23 +529,6 @@ func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
 	}
 }
 
-// chunks splits a catch-up window into pieces no wider than the plain window, oldest
-// first, each ending on the day the next one starts, so that catching up after a long
-// gap never sends one giant request that a regular poll would not (the store takes a
-// record read twice once).
-func (l *Loop) chunks(w Window) []Window {
-	days := max(int(l.lookback()/(24*time.Hour)), 1)
-	var out []Window
-	for start := w.Start; ; {
-		end := start.AddDate(0, 0, days)
-		if !end.Before(w.End) {
-			return append(out, Window{Start: start, End: w.End})
-		}
-		out = append(out, Window{Start: start, End: end})
-		start = end
-	}
-}
-
 // logFailure logs a failed poll: an error when the store failed (records may be piling
 // up unrecorded), a warning when the API did. retryIn is the wait before the next try,
 // 0 when there is none.

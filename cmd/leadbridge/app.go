@@ -15,6 +15,7 @@ import (
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
 
@@ -79,11 +80,6 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	a.store = store
 
-	paused, err := store.Paused()
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
 	var routes []forwarders.Route
 	for _, fc := range cfg.Forwarders {
 		f, err := buildForwarder(fc, logger.With("component", "forwarder"))
@@ -102,19 +98,11 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 				MaxElapsed:      fc.Retry.MaxElapsed,
 			},
 		}
-		if p, ok := paused[fc.Name]; ok {
-			if p.ConfigHash == route.ConfigHash {
-				route.Paused = true
-				logger.Warn("forwarder is paused: its target said it is gone; fix it and run `leadbridge forwarder resume`",
-					"forwarder", fc.Name, "since", p.Since, "reason", p.Reason)
-			} else if _, err := store.Resume(fc.Name); err != nil {
-				a.Close()
-				return nil, err
-			} else {
-				logger.Info("forwarder resumed: its config changed since it was paused", "forwarder", fc.Name)
-			}
-		}
 		routes = append(routes, route)
+	}
+	if err := ops.RestorePauses(store, routes, logger); err != nil {
+		a.Close()
+		return nil, err
 	}
 	a.warnOrphans()
 

@@ -11,13 +11,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
-	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -33,6 +31,8 @@ type backfillOptions struct {
 	maxWait      time.Duration
 }
 
+// backfillCmd publishes the records of a date range on purpose (or, with --dry-run, shows
+// what it would publish).
 func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("backfill", stderr)
 	cfgPath := fs.String("config", "config.yaml", "config file")
@@ -68,19 +68,34 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if o.chatbot != "" {
-		if _, ok := cfg.Chatbot(o.chatbot); !ok {
-			return usageErrorf("--chatbot %q is not in %s", o.chatbot, *cfgPath)
-		}
-	}
-	if o.forwarder != "" {
-		if _, ok := cfg.Forwarder(o.forwarder); !ok {
-			return usageErrorf("--forwarder %q is not in %s", o.forwarder, *cfgPath)
-		}
+	if err := o.check(cfg, *cfgPath); err != nil {
+		return err
 	}
 	if o.dryRun {
 		return dryBackfill(ctx, cfg, o, stdout, stderr)
 	}
+	return liveBackfill(ctx, cfg, o, stdout, stderr)
+}
+
+// check makes sure --chatbot and --forwarder, when given, name entries of cfg (read from
+// cfgPath).
+func (o backfillOptions) check(cfg *config.Config, cfgPath string) error {
+	if o.chatbot != "" {
+		if _, ok := cfg.Chatbot(o.chatbot); !ok {
+			return usageErrorf("--chatbot %q is not in %s", o.chatbot, cfgPath)
+		}
+	}
+	if o.forwarder != "" {
+		if _, ok := cfg.Forwarder(o.forwarder); !ok {
+			return usageErrorf("--forwarder %q is not in %s", o.forwarder, cfgPath)
+		}
+	}
+	return nil
+}
+
+// liveBackfill reads the range into the store's outbox, delivers for at most --max-wait
+// and prints the tally; dead letters or deliveries left pending make it fail.
+func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, stdout, stderr io.Writer) error {
 	a, err := openApp(cfg, stderr)
 	if err != nil {
 		return daemonHolds(err, "backfill writes to the store: stop the daemon first (--dry-run works while it runs)")
@@ -92,31 +107,17 @@ func backfillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := b.read(ctx); err != nil {
 		return err
 	}
-	var sent, dead atomic.Int64
-	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
-		switch res {
-		case forwarders.ResultOK:
-			sent.Add(1)
-		case forwarders.ResultDead:
-			dead.Add(1)
-		}
-	}
-	drainCtx, cancel := context.WithTimeout(ctx, o.maxWait)
-	defer cancel()
-	if err := a.dispatcher.Drain(drainCtx); err != nil {
-		return err
-	}
-	pending, err := a.pending(o.forwarder)
+	t, err := a.drain(ctx, o.maxWait, o.forwarder)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "backfill: %d records found, %d queued, %d sent, %d dead-lettered, %d still pending\n",
-		b.found, b.toSend, sent.Load(), dead.Load(), pending)
+		b.found, b.toSend, t.sent, t.dead, t.pending)
 	switch {
-	case dead.Load() > 0:
-		return fmt.Errorf("%d deliveries dead-lettered (see `leadbridge dlq list`)", dead.Load())
-	case pending > 0:
-		return fmt.Errorf("%d deliveries still pending; they stay in the outbox for `leadbridge run` or the next `once`", pending)
+	case t.dead > 0:
+		return fmt.Errorf("%d deliveries dead-lettered (see `leadbridge dlq list`)", t.dead)
+	case t.pending > 0:
+		return fmt.Errorf("%d deliveries still pending; they stay in the outbox for `leadbridge run` or the next `once`", t.pending)
 	}
 	return nil
 }
@@ -191,23 +192,13 @@ type backfill struct {
 	taken    map[string]bool // keys queued in this run, so a record in two chunks goes once
 }
 
+// chunks are the requests that read the range. The API filters on its own days, which
+// may be local rather than UTC and may end before or at endTime; so the requests reach a
+// day beyond the range on both sides, and inRange keeps exactly the requested days, each
+// record once.
 func (b *backfill) chunks() []poller.Window {
-	var out []poller.Window
-	// The API filters on its own days, which may be local rather than UTC and may end
-	// before or at endTime; so the requests reach a day beyond the range on both sides,
-	// each chunk ends on the day the next one starts, and inRange keeps exactly the
-	// requested days, each record once.
 	const day = 24 * time.Hour
-	first, last := b.opts.since.Add(-day), b.opts.until.Add(day)
-	step := time.Duration(b.opts.chunkDays) * day
-	for start := first; start.Before(last); start = start.Add(step) {
-		end := start.Add(step)
-		if end.After(last) {
-			end = last
-		}
-		out = append(out, poller.Window{Start: start, End: end})
-	}
-	return out
+	return poller.Window{Start: b.opts.since.Add(-day), End: b.opts.until.Add(day)}.Chunks(b.opts.chunkDays)
 }
 
 func (b *backfill) read(ctx context.Context) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/leadbridge/leadbridge/config"
 )
 
 // outboxCmd moves or drops the deliveries stranded with a forwarder that was renamed or
@@ -35,32 +37,14 @@ func outboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	// The config the command reads decides which forwarders are configured; the daemon
-	// checks against its own as well.
-	configured := func(flag, name string) error {
-		switch _, ok := cfg.Forwarder(name); {
-		case name == "":
-			return usageErrorf("outbox %s needs --%s", sub, flag)
-		case ok:
-			return usageErrorf("--%s %q is a forwarder in %s: its deliveries are not stranded "+
-				"(remove it from the config and restart the daemon first)", flag, name, *cfgPath)
-		}
-		return nil
-	}
 	if sub == "move" {
-		if err := configured("from", *from); err != nil {
-			return err
-		}
-		if *to == "" {
-			return usageErrorf("outbox move needs --to")
-		}
-		if _, ok := cfg.Forwarder(*to); !ok {
-			return usageErrorf("--to %q is not a forwarder in %s; moving deliveries there would strand them again", *to, *cfgPath)
-		}
-	} else if err := configured("forwarder", *forwarder); err != nil {
+		err = checkMove(cfg, *cfgPath, *from, *to)
+	} else {
+		err = checkStranded(cfg, *cfgPath, "drop", "forwarder", *forwarder)
+	}
+	if err != nil {
 		return err
 	}
-
 	b, release, err := backend(ctx, cfg, false)
 	if err != nil {
 		return err
@@ -86,5 +70,35 @@ func outboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprint(stdout, pickedUp(b))
 	}
 	fmt.Fprintln(stdout)
+	return nil
+}
+
+// checkMove makes sure outbox move takes deliveries from a forwarder not in cfg (read
+// from cfgPath) to one in it, so that they are not stranded again.
+func checkMove(cfg *config.Config, cfgPath, from, to string) error {
+	if err := checkStranded(cfg, cfgPath, "move", "from", from); err != nil {
+		return err
+	}
+	if to == "" {
+		return usageErrorf("outbox move needs --to")
+	}
+	if _, ok := cfg.Forwarder(to); !ok {
+		return usageErrorf("--to %q is not a forwarder in %s; moving deliveries there would strand them again", to, cfgPath)
+	}
+	return nil
+}
+
+// checkStranded makes sure the forwarder name, given to outbox sub as --flag, is set and
+// not in cfg (read from cfgPath): only the deliveries of a forwarder the config lost are
+// stranded. The config the command reads decides; the daemon checks against its own as
+// well.
+func checkStranded(cfg *config.Config, cfgPath, sub, flag, name string) error {
+	switch _, ok := cfg.Forwarder(name); {
+	case name == "":
+		return usageErrorf("outbox %s needs --%s", sub, flag)
+	case ok:
+		return usageErrorf("--%s %q is a forwarder in %s: its deliveries are not stranded "+
+			"(remove it from the config and restart the daemon first)", flag, name, cfgPath)
+	}
 	return nil
 }

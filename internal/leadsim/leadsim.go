@@ -7,6 +7,7 @@
 package leadsim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -178,6 +179,21 @@ func (s *Server) Generate(serial string, at time.Time) Record {
 	s.mu.Unlock()
 	s.Add(serial, r)
 	return r
+}
+
+// GenerateEvery adds a new record (Generate) to one of serials, picked at random, every
+// period until ctx is done, as visitors chat. serials must not be empty, nor period 0.
+func (s *Server) GenerateEvery(ctx context.Context, period time.Duration, serials ...string) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.Generate(serials[rand.IntN(len(serials))], now)
+		}
+	}
 }
 
 func lower(s string) string {

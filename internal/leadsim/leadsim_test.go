@@ -1,6 +1,7 @@
 package leadsim
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -77,4 +78,27 @@ func TestFaultsForOneChatbot(t *testing.T) {
 	assert.Equal(t, 1, s.RequestsFor("bot-a"))
 	assert.Equal(t, 3, s.RequestsFor("bot-b"))
 	assert.Equal(t, 4, s.Requests())
+}
+
+func TestGenerateEveryUntilCanceled(t *testing.T) {
+	s := New(testKey)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.GenerateEvery(ctx, time.Millisecond, "bot-a", "bot-b")
+	}()
+	count := func() (a, b int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.records["bot-a"]), len(s.records["bot-b"])
+	}
+	require.Eventually(t, func() bool { a, b := count(); return a > 0 && b > 0 }, 10*time.Second, time.Millisecond,
+		"records go to every chatbot")
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GenerateEvery did not return once ctx was done")
+	}
 }
