@@ -161,7 +161,11 @@ func Open(opts Options) (*Store, error) {
 	var db *bolt.DB
 	err = guard(func() (err error) {
 		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		db, err = bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+		db, err = bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly,
+			// The outbox churns: a hash-map freelist keeps a commit from merging a long sorted
+			// list of free pages. (NoFreelistSync would also save writing it, but rebuilding
+			// it at open walks a damaged file in a goroutine whose panic cannot be caught.)
+			FreelistType: bolt.FreelistMapType})
 		return err
 	})
 	switch {

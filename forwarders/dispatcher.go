@@ -235,6 +235,9 @@ type item struct {
 	firstTry time.Time     // wall clock; zero until the first attempt
 	anchor   time.Time     // when spent was credited in this process; zero: not yet
 	spent    time.Duration // retry budget used at anchor
+	// d is the entry as read for its first attempt in this process, so that the attempt
+	// need not read and decode it again; nil: read it when attempted.
+	d *event.Delivery
 }
 
 // schedule is a lane's entries not in flight, earliest due first, then oldest.
@@ -269,12 +272,14 @@ type lane struct {
 	addedC, freedC chan struct{}
 
 	// Only the lane's loop uses these.
-	loaded  uint64 // the highest Seq read from the outbox
-	readErr bool   // the last outbox read failed
+	loaded    uint64 // the highest Seq read from the outbox
+	readErr   bool   // the last outbox read failed
+	exhausted bool   // the last read reached the end of the outbox
 
 	mu     sync.Mutex
 	paused bool
 	queue  schedule
+	ready  int // entries in queue that hold their Delivery
 	flying int
 }
 
@@ -344,7 +349,10 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 	l.load()
 	for ctx.Err() == nil {
 		if more != nil && seen() {
-			l.load()
+			l.exhausted = false
+		}
+		if !l.exhausted || l.readErr {
+			l.load() // refill the window as attempts take from it
 		}
 		next := l.start(ctx, hard, &wg)
 		if ended && l.drained() {
@@ -363,40 +371,54 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 			return
 		case <-more: // nil once seen closed, or when not draining
 		case <-l.addedC:
-			l.load()
+			l.exhausted = false
 		case <-l.freedC:
 		case <-timer.C:
-			if l.readErr {
-				l.load()
-			}
 		}
 	}
 }
 
-// load reads the entries added to the outbox since the last read and schedules them.
+// window is how many fresh entries, read and decoded, a lane keeps ahead of its slots.
+func (l *lane) window() int { return 2*l.route.Concurrency + loadPage/4 }
+
+// load reads entries past the last one read, oldest first, while the lane holds fewer
+// than half a window of fresh ones: a fresh entry keeps its Delivery for its attempt, an
+// entry that failed before only its schedule (it may wait long, and many may). So the
+// lane reads each entry once and holds a bounded number of them, however long the
+// outbox.
 func (l *lane) load() {
 	for {
-		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), l.loaded, loadPage)
+		l.mu.Lock()
+		want := l.window() - l.ready
+		l.mu.Unlock()
+		if want < l.window()/2 {
+			return
+		}
+		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), l.loaded, want)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
 			l.readErr = true
 			return
 		}
 		l.readErr = false
+		l.exhausted = len(page) < want
 		now, wall := time.Now(), l.d.now()
 		l.mu.Lock()
 		for _, d := range page {
 			it := item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry}
-			if d.Attempts > 0 { // a fresh or replayed entry is due at once
+			if d.Attempts > 0 {
 				// A stored next try more than MaxInterval away (the wall clock went back
 				// since it was written) is pulled in to MaxInterval.
 				it.due = now.Add(min(d.NextTry.Sub(wall), l.route.Retry.MaxInterval))
+			} else { // a fresh or replayed entry is due at once
+				it.d = &d
+				l.ready++
 			}
 			heap.Push(&l.queue, it)
 			l.loaded = max(l.loaded, d.Seq)
 		}
 		l.mu.Unlock()
-		if len(page) < loadPage {
+		if l.exhausted {
 			return
 		}
 	}
@@ -419,6 +441,9 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
 		}
 		heap.Pop(&l.queue)
+		if head.d != nil {
+			l.ready--
+		}
 		l.flying++
 		wg.Go(func() {
 			l.attempt(ctx, hard, head)
@@ -433,12 +458,12 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 }
 
 // drained reports whether a draining lane is done: nothing in flight, and it holds no
-// entry (after a read that succeeded) or is paused. An attempt puts a failed entry back
+// entry (after a read that succeeded and reached the end of the outbox) or is paused. An attempt puts a failed entry back
 // before it leaves the flight, so one check under the lock cannot miss it.
 func (l *lane) drained() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.flying == 0 && ((len(l.queue) == 0 && !l.readErr) || l.paused)
+	return l.flying == 0 && ((len(l.queue) == 0 && l.exhausted && !l.readErr) || l.paused)
 }
 
 // reschedule puts an entry back in the lane's schedule.
@@ -452,14 +477,18 @@ func (l *lane) reschedule(it item) {
 // recorder: delivered, scheduled for a retry, dead-lettered, or the forwarder paused.
 // Attempts run under hard, which outlives ctx by the grace period.
 func (l *lane) attempt(ctx, hard context.Context, it item) {
-	name := l.route.Forwarder.Name()
-	d, found, err := l.d.Outbox.Entry(name, it.seq)
-	if err != nil {
-		l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
-		return
-	}
-	if !found {
-		return // dropped or moved since it was scheduled
+	var d event.Delivery
+	if it.d != nil {
+		d, it.d = *it.d, nil
+	} else {
+		var found bool
+		var err error
+		if d, found, err = l.d.Outbox.Entry(l.route.Forwarder.Name(), it.seq); err != nil {
+			l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
+			return
+		} else if !found {
+			return // dropped or moved since it was scheduled
+		}
 	}
 	d.Attempts, d.FirstTry = it.attempts, it.firstTry // this process may know of failures not yet recorded
 	log := l.logger.With(d.Event.LogAttrs()...)
@@ -468,7 +497,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 		d.FirstTry = l.d.now()
 	}
 	start := time.Now()
-	err = l.route.Forwarder.Deliver(hard, d.Event)
+	err := l.route.Forwarder.Deliver(hard, d.Event)
 	took := time.Since(start)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
