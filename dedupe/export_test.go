@@ -40,3 +40,6 @@ func CommittedTx(s *Store) int {
 	_ = s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
 	return id
 }
+
+// CloseFile closes s's bbolt file behind its back, so that its next write fails.
+func CloseFile(s *Store) error { return s.db.Close() }

@@ -1,7 +1,9 @@
 package dedupe_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -136,4 +138,21 @@ func TestRecordPollSurvivesClose(t *testing.T) {
 	bots, err := ro.Chatbots()
 	require.NoError(t, err)
 	assert.Equal(t, dedupe.ChatbotState{LastPoll: at, LastOK: at}, bots[bot])
+}
+
+// TestRecordPollFlushFailureAtClose: a flush that fails at Close is returned and logged
+// (Close is often deferred with its error dropped), naming the store and not the marks.
+func TestRecordPollFlushFailureAtClose(t *testing.T) {
+	var logs bytes.Buffer
+	path := dbPath(t)
+	s, _, err := dedupe.OpenWithFlushTicks(dedupe.Options{Path: path, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
+	require.NoError(t, s.RecordPoll(bot, t0, errors.New("leadlist: HTTP 503 from secret-host")))
+	require.NoError(t, dedupe.CloseFile(s))
+
+	err = s.Close()
+	require.ErrorIs(t, err, berrors.ErrDatabaseNotOpen)
+	assert.Contains(t, err.Error(), path)
+	assert.Contains(t, logs.String(), "writing the poll bookkeeping at close failed")
+	assert.NotContains(t, logs.String(), "secret-host", "a poll's error text stays out of the log")
 }

@@ -382,7 +382,10 @@ func (s *Store) Close() error {
 	var flushErr error
 	if s.stopFlush != nil {
 		s.stopFlush()
-		flushErr = s.FlushPolls()
+		if flushErr = s.FlushPolls(); flushErr != nil {
+			// Callers often defer Close; the error is logged so that it is not lost.
+			s.log.Error("writing the poll bookkeeping at close failed; the next start catches up from older marks", "err", flushErr)
+		}
 	}
 	if err := s.db.Close(); err != nil {
 		return errors.Join(flushErr, fmt.Errorf("close store %s: %w", s.path, err))
