@@ -74,20 +74,24 @@ func (m pollMark) apply(st *ChatbotState) {
 // (pollErr nil = success, which clears LastError). Chatbots sees it at once; the file
 // gets it at the next flush (every Options.PollFlushInterval, and at Close), in one
 // transaction with every other chatbot's, so that a poll that finds nothing new costs
-// no fsync.
+// no fsync. The one exception is a chatbot's first success while the file holds none
+// for it: that is written before RecordPoll returns.
 //
 // A crash loses at most the marks of the last flush interval, and that is safe: no
 // record's fate depends on them. Which records are new is decided by the seen keys,
 // written durably by Ingest with the deliveries. LastOK only starts the catch-up window
 // of the next start (a day before it); a lost mark leaves an older one, so that window
 // starts at most one flush interval earlier, and records read again in it are seen.
+// A lost first mark would leave none, and a chatbot without one gets only the plain
+// lookback window, which after a long downtime would miss the gap's older part: hence
+// the exception.
 func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 	if s.readOnly {
 		return s.wrap("record poll of "+serial, ErrReadOnly)
 	}
 	s.pollMu.Lock()
-	defer s.pollMu.Unlock()
 	if s.closed {
+		s.pollMu.Unlock()
 		return s.wrap("record poll of "+serial, berrors.ErrDatabaseNotOpen)
 	}
 	m := s.polls[serial]
@@ -98,7 +102,12 @@ func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 		m.lastError = pollErr.Error()
 	}
 	s.polls[serial] = m
-	return nil
+	now := pollErr == nil && !s.durableOK[serial]
+	s.pollMu.Unlock()
+	if !now {
+		return nil
+	}
+	return s.flush(serial)
 }
 
 // FlushPolls writes the poll bookkeeping noted since the last flush in one transaction.
@@ -108,38 +117,67 @@ func (s *Store) FlushPolls() error {
 	if s.readOnly {
 		return nil
 	}
+	return s.flush("")
+}
+
+// flush writes the marks noted so far, of every chatbot or only of serial.
+func (s *Store) flush(serial string) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	s.pollMu.Lock()
 	marks := make(map[string]pollMark, len(s.polls))
-	for serial, m := range s.polls {
-		marks[serial] = m
+	for k, m := range s.polls {
+		if serial == "" || k == serial {
+			marks[k] = m
+		}
 	}
 	s.pollMu.Unlock()
 	if len(marks) == 0 {
 		return nil
 	}
 	err := s.update(func(tx *bolt.Tx) error {
-		for serial, m := range marks {
-			if err := updateChatbotTx(tx, serial, m.apply); err != nil {
+		for k, m := range marks {
+			if err := updateChatbotTx(tx, k, m.apply); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
+		if serial != "" {
+			return s.wrap("record poll of "+serial, err)
+		}
 		return s.wrap(fmt.Sprintf("record the polls of %d chatbots", len(marks)), err)
 	}
 	// Readers saw the marks in memory until now; they see them in the file from now.
 	// A mark noted again during the write stays for the next flush.
 	s.pollMu.Lock()
-	for serial, m := range marks {
-		if s.polls[serial] == m {
-			delete(s.polls, serial)
+	for k, m := range marks {
+		if !m.lastOK.IsZero() {
+			s.durableOK[k] = true
+		}
+		if s.polls[k] == m {
+			delete(s.polls, k)
 		}
 	}
 	s.pollMu.Unlock()
 	return nil
+}
+
+// loadDurableOK notes in ok the chatbots whose stored state has a last success. A state
+// that cannot be read counts as none (Ingest and RecordPoll report it when they need it).
+func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
+	b := tx.Bucket(bucketChatbots)
+	if b == nil {
+		return
+	}
+	_ = b.ForEach(func(k, _ []byte) error {
+		var st ChatbotState
+		if _, err := getJSON(b, k, &st); err == nil && !st.LastOK.IsZero() {
+			ok[string(k)] = true
+		}
+		return nil
+	})
 }
 
 // flushPolls runs FlushPolls at every tick until stop is closed.

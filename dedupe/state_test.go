@@ -95,19 +95,26 @@ func TestRecordPollReadersSeeMemory(t *testing.T) {
 }
 
 // TestRecordPollCrashLosesAtMostOneInterval: at any instant the file holds every poll
-// noted before the last flush; a crash loses only what came after it.
+// noted before the last flush, and a chatbot's first success at once; a crash loses
+// only what came after.
 func TestRecordPollCrashLosesAtMostOneInterval(t *testing.T) {
-	s, tick := openFlushTicks(t, dbPath(t))
+	path := dbPath(t)
+	s, tick := openFlushTicks(t, path)
 	const other = "3254a9d0424c4806b9ea3d0763ccf002"
-	at1, at2 := t0.Add(time.Hour), t0.Add(time.Hour+time.Minute)
+	at0, at1, at2 := t0.Add(time.Hour), t0.Add(time.Hour+time.Minute), t0.Add(time.Hour+2*time.Minute)
 
-	require.NoError(t, s.RecordPoll(bot, at1, nil))
+	require.NoError(t, s.RecordPoll(bot, at0, nil))
+	assert.Equal(t, dedupe.ChatbotState{LastPoll: at0, LastOK: at0}, crashState(t, s)[bot],
+		"a first success is written at once: without any mark, the next start would not catch up a long downtime")
 	require.NoError(t, s.RecordPoll(other, at1, errors.New("leadlist: HTTP 500")))
-	assert.Empty(t, crashState(t, s), "nothing flushed yet: a crash now loses both marks")
+	require.NoError(t, s.RecordPoll(bot, at1, nil))
+	crashed := crashState(t, s)
+	assert.Equal(t, dedupe.ChatbotState{LastPoll: at0, LastOK: at0}, crashed[bot], "later marks wait for the flush")
+	assert.NotContains(t, crashed, other, "a failure is no first success: it waits for the flush")
+
 	flushed(tick)
 	require.NoError(t, s.RecordPoll(bot, at2, errors.New("leadlist: HTTP 503")))
-
-	crashed := crashState(t, s)
+	crashed = crashState(t, s)
 	assert.Equal(t, dedupe.ChatbotState{LastPoll: at1, LastOK: at1}, crashed[bot], "the flushed mark survives a crash; only the later one is lost")
 	assert.Equal(t, dedupe.ChatbotState{LastPoll: at1, LastError: "leadlist: HTTP 500"}, crashed[other])
 	bots, err := s.Chatbots()
@@ -116,6 +123,12 @@ func TestRecordPollCrashLosesAtMostOneInterval(t *testing.T) {
 
 	flushed(tick)
 	assert.Equal(t, bots[bot], crashState(t, s)[bot], "the next flush writes the later mark")
+
+	// The next process knows the file holds a success: its first one waits for the flush.
+	require.NoError(t, s.Close())
+	s, _ = openFlushTicks(t, path)
+	require.NoError(t, s.RecordPoll(bot, at2.Add(time.Minute), nil))
+	assert.Equal(t, dedupe.ChatbotState{LastPoll: at2, LastOK: at1, LastError: "leadlist: HTTP 503"}, crashState(t, s)[bot])
 }
 
 // TestRecordPollSurvivesClose: Close writes what was not flushed yet, and the next
@@ -125,8 +138,9 @@ func TestRecordPollSurvivesClose(t *testing.T) {
 	s, _ := openFlushTicks(t, path) // never ticks: only Close writes
 	at := t0.Add(time.Hour)
 	require.NoError(t, s.RecordPoll(bot, at, nil))
+	require.NoError(t, s.RecordPoll(bot, at.Add(time.Minute), errors.New("leadlist: HTTP 503")))
 	require.NoError(t, s.Close())
-	err := s.RecordPoll(bot, at.Add(time.Minute), nil)
+	err := s.RecordPoll(bot, at.Add(2*time.Minute), nil)
 	require.ErrorIs(t, err, berrors.ErrDatabaseNotOpen, "a poll noted after Close would never reach the file")
 	assert.Contains(t, err.Error(), bot)
 	require.NoError(t, s.Close(), "closing twice")
@@ -137,7 +151,7 @@ func TestRecordPollSurvivesClose(t *testing.T) {
 	require.ErrorIs(t, ro.RecordPoll(bot, at, nil), dedupe.ErrReadOnly)
 	bots, err := ro.Chatbots()
 	require.NoError(t, err)
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at, LastOK: at}, bots[bot])
+	assert.Equal(t, dedupe.ChatbotState{LastPoll: at.Add(time.Minute), LastOK: at, LastError: "leadlist: HTTP 503"}, bots[bot])
 }
 
 // TestRecordPollFlushFailureAtClose: a flush that fails at Close is returned and logged

@@ -113,6 +113,7 @@ type Store struct {
 
 	pollMu    sync.Mutex
 	polls     map[string]pollMark // poll bookkeeping not yet flushed, by serial
+	durableOK map[string]bool     // chatbots whose file holds a last success
 	closed    bool                // Close began: RecordPoll refuses, as the file would never get it
 	flushMu   sync.Mutex          // one FlushPolls at a time
 	stopFlush func()              // stops the periodic flush and waits for it; nil if none runs
@@ -250,6 +251,8 @@ func open(opts Options) (*Store, error) {
 		clock.base, clock.last = loadClock(tx, now())
 		return nil
 	})
+	durableOK := map[string]bool{}
+	_ = db.View(func(tx *bolt.Tx) error { loadDurableOK(tx, durableOK); return nil })
 	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
@@ -265,6 +268,7 @@ func open(opts Options) (*Store, error) {
 		clock:       clock,
 		staleLogged: map[string]bool{},
 		polls:       map[string]pollMark{},
+		durableOK:   durableOK,
 	}, nil
 }
 
