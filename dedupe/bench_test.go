@@ -60,3 +60,26 @@ func BenchmarkPendingAck(b *testing.B) {
 		b.Fatalf("%d deliveries left", len(rest))
 	}
 }
+
+// BenchmarkIdlePoll is the store's part of an idle poll: a page of 20 records all seen
+// before, and the poll's bookkeeping.
+func BenchmarkIdlePoll(b *testing.B) {
+	s := open(b, dbPath(b), nil)
+	page := leads(bot, 0, 20)
+	if _, err := s.Ingest(bot, page); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := s.Ingest(bot, page)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Duplicate != 20 {
+			b.Fatalf("got %+v, want 20 duplicates", res)
+		}
+		if err := s.RecordPoll(bot, t0, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // ChatbotState is what the store knows about one chatbot.
@@ -18,7 +19,9 @@ type ChatbotState struct {
 	Seen        int       `json:"seen"` // seen keys held for it
 }
 
-// Chatbots returns the state of every chatbot the store has heard of, by serial.
+// Chatbots returns the state of every chatbot the store has heard of, by serial. The
+// poll bookkeeping (LastPoll, LastOK, LastError) is this process's latest, including
+// what RecordPoll noted but has not flushed yet.
 func (s *Store) Chatbots() (map[string]ChatbotState, error) {
 	out := map[string]ChatbotState{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -35,27 +38,160 @@ func (s *Store) Chatbots() (map[string]ChatbotState, error) {
 			return nil
 		})
 	})
-	return out, s.wrap("chatbots", err)
+	if err != nil {
+		return out, s.wrap("chatbots", err)
+	}
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	for serial, m := range s.polls {
+		st := out[serial]
+		m.apply(&st)
+		out[serial] = st
+	}
+	return out, nil
+}
+
+// DefaultPollFlushInterval is how often the poll bookkeeping noted by RecordPoll is
+// written to the file when Options.PollFlushInterval is zero.
+const DefaultPollFlushInterval = 30 * time.Second
+
+// pollMark is the poll bookkeeping of one chatbot noted since the last flush.
+type pollMark struct {
+	lastPoll  time.Time
+	lastOK    time.Time // zero when no poll since the last flush succeeded
+	lastError string
+}
+
+// apply puts m over st's poll fields.
+func (m pollMark) apply(st *ChatbotState) {
+	st.LastPoll, st.LastError = m.lastPoll, m.lastError
+	if !m.lastOK.IsZero() {
+		st.LastOK = m.lastOK
+	}
 }
 
 // RecordPoll notes a poll of chatbot serial at the given time and its outcome
-// (pollErr nil = success, which clears LastError).
+// (pollErr nil = success, which clears LastError). Chatbots sees it at once; the file
+// gets it at the next flush (every Options.PollFlushInterval, and at Close), in one
+// transaction with every other chatbot's, so that a poll that finds nothing new costs
+// no fsync. The one exception is a chatbot's first success while the file holds none
+// for it: that is written before RecordPoll returns.
+//
+// A crash loses at most the marks of the last flush interval, and that is safe: no
+// record's fate depends on them. Which records are new is decided by the seen keys,
+// written durably by Ingest with the deliveries. LastOK only starts the catch-up window
+// of the next start (a day before it); a lost mark leaves an older one, so that window
+// starts at most one flush interval earlier, and records read again in it are seen.
+// A lost first mark would leave none, and a chatbot without one gets only the plain
+// lookback window, which after a long downtime would miss the gap's older part: hence
+// the exception.
 func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
-	err := s.updateChatbot(serial, func(st *ChatbotState) {
-		st.LastPoll = at
-		if pollErr == nil {
-			st.LastOK, st.LastError = at, ""
-		} else {
-			st.LastError = pollErr.Error()
-		}
-	})
-	return s.wrap("record poll of "+serial, err)
+	if s.readOnly {
+		return s.wrap("record poll of "+serial, ErrReadOnly)
+	}
+	s.pollMu.Lock()
+	if s.closed {
+		s.pollMu.Unlock()
+		return s.wrap("record poll of "+serial, berrors.ErrDatabaseNotOpen)
+	}
+	m := s.polls[serial]
+	m.lastPoll = at
+	if pollErr == nil {
+		m.lastOK, m.lastError = at, ""
+	} else {
+		m.lastError = pollErr.Error()
+	}
+	s.polls[serial] = m
+	now := pollErr == nil && !s.durableOK[serial]
+	s.pollMu.Unlock()
+	if !now {
+		return nil
+	}
+	return s.flush(serial)
 }
 
-func (s *Store) updateChatbot(serial string, fn func(*ChatbotState)) error {
-	return s.update(func(tx *bolt.Tx) error {
-		return updateChatbotTx(tx, serial, fn)
+// FlushPolls writes the poll bookkeeping noted since the last flush in one transaction.
+// It runs every Options.PollFlushInterval and at Close; nothing else needs to call it.
+// If the write fails, the marks are kept for the next flush.
+func (s *Store) FlushPolls() error {
+	if s.readOnly {
+		return nil
+	}
+	return s.flush("")
+}
+
+// flush writes the marks noted so far, of every chatbot or only of serial.
+func (s *Store) flush(serial string) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.pollMu.Lock()
+	marks := make(map[string]pollMark, len(s.polls))
+	for k, m := range s.polls {
+		if serial == "" || k == serial {
+			marks[k] = m
+		}
+	}
+	s.pollMu.Unlock()
+	if len(marks) == 0 {
+		return nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		for k, m := range marks {
+			if err := updateChatbotTx(tx, k, m.apply); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	if err != nil {
+		if serial != "" {
+			return s.wrap("record poll of "+serial, err)
+		}
+		return s.wrap(fmt.Sprintf("record the polls of %d chatbots", len(marks)), err)
+	}
+	// Readers saw the marks in memory until now; they see them in the file from now.
+	// A mark noted again during the write stays for the next flush.
+	s.pollMu.Lock()
+	for k, m := range marks {
+		if !m.lastOK.IsZero() {
+			s.durableOK[k] = true
+		}
+		if s.polls[k] == m {
+			delete(s.polls, k)
+		}
+	}
+	s.pollMu.Unlock()
+	return nil
+}
+
+// loadDurableOK notes in ok the chatbots whose stored state has a last success. A state
+// that cannot be read counts as none (Ingest and RecordPoll report it when they need it).
+func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
+	b := tx.Bucket(bucketChatbots)
+	if b == nil {
+		return
+	}
+	_ = b.ForEach(func(k, _ []byte) error {
+		var st ChatbotState
+		if _, err := getJSON(b, k, &st); err == nil && !st.LastOK.IsZero() {
+			ok[string(k)] = true
+		}
+		return nil
+	})
+}
+
+// flushPolls runs FlushPolls at every tick until stop is closed.
+func (s *Store) flushPolls(tick <-chan time.Time, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick:
+			if err := s.FlushPolls(); err != nil {
+				s.log.Error("writing the poll bookkeeping failed; it is kept and written at the next try", "err", err)
+			}
+		}
+	}
 }
 
 func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {

@@ -89,6 +89,9 @@ type Options struct {
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
 	ReadOnly    bool                       // for operator commands: never create, change or write the file
 	Now         func() time.Time           // the wall clock Ingest reads, default time.Now (tests inject one)
+	// PollFlushInterval is how often RecordPoll's bookkeeping is written to the file
+	// (DefaultPollFlushInterval if <= 0); a crash loses at most this much of it.
+	PollFlushInterval time.Duration
 }
 
 // Store is the bbolt-backed store. Its methods are safe for concurrent use.
@@ -107,6 +110,13 @@ type Store struct {
 
 	staleMu     sync.Mutex
 	staleLogged map[string]bool // chatbots whose records older than retention were logged
+
+	pollMu    sync.Mutex
+	polls     map[string]pollMark // poll bookkeeping not yet flushed, by serial
+	durableOK map[string]bool     // chatbots whose file holds a last success
+	closed    bool                // Close began: RecordPoll refuses, as the file would never get it
+	flushMu   sync.Mutex          // one FlushPolls at a time
+	stopFlush func()              // stops the periodic flush and waits for it; nil if none runs
 }
 
 // Open opens (creating if needed) the store file, takes its lock and creates the buckets.
@@ -119,6 +129,35 @@ type Store struct {
 // and neither its permissions nor its content are changed. Reads work, a bucket missing
 // from the file reads as empty, and every write method returns ErrReadOnly.
 func Open(opts Options) (*Store, error) {
+	s, err := open(opts)
+	if err != nil || opts.ReadOnly {
+		return s, err
+	}
+	interval := opts.PollFlushInterval
+	if interval <= 0 {
+		interval = DefaultPollFlushInterval
+	}
+	ticker := time.NewTicker(interval)
+	s.startFlush(ticker.C, ticker.Stop)
+	return s, nil
+}
+
+// startFlush runs FlushPolls at every tick until Close, which then calls release.
+func (s *Store) startFlush(tick <-chan time.Time, release func()) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		s.flushPolls(tick, stop)
+	}()
+	s.stopFlush = sync.OnceFunc(func() {
+		close(stop)
+		<-done
+		release()
+	})
+}
+
+// open is Open without the periodic flush of the poll bookkeeping.
+func open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("store: path is empty")
 	}
@@ -216,6 +255,8 @@ func Open(opts Options) (*Store, error) {
 		clock.base, clock.last = loadClock(tx, now())
 		return nil
 	})
+	durableOK := map[string]bool{}
+	_ = db.View(func(tx *bolt.Tx) error { loadDurableOK(tx, durableOK); return nil })
 	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
@@ -230,6 +271,8 @@ func Open(opts Options) (*Store, error) {
 		now:         now,
 		clock:       clock,
 		staleLogged: map[string]bool{},
+		polls:       map[string]pollMark{},
+		durableOK:   durableOK,
 	}, nil
 }
 
@@ -338,12 +381,24 @@ func prepareTx(tx *bolt.Tx, readOnly bool) error {
 	return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
 }
 
-// Close releases the file lock. Pending writes are already durable.
+// Close writes the poll bookkeeping not yet flushed and releases the file lock. Every
+// other write is already durable. The store must not be used after Close.
 func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close store %s: %w", s.path, err)
+	s.pollMu.Lock()
+	s.closed = true
+	s.pollMu.Unlock()
+	var flushErr error
+	if s.stopFlush != nil {
+		s.stopFlush()
+		if flushErr = s.FlushPolls(); flushErr != nil {
+			// Callers often defer Close; the error is logged so that it is not lost.
+			s.log.Error("writing the poll bookkeeping at close failed; the next start catches up from older marks", "err", flushErr)
+		}
 	}
-	return nil
+	if err := s.db.Close(); err != nil {
+		return errors.Join(flushErr, fmt.Errorf("close store %s: %w", s.path, err))
+	}
+	return flushErr
 }
 
 // Changes is signalled (buffer 1, never blocking the writer) after a write that added

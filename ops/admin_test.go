@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -79,6 +80,25 @@ func deadIDs(t *testing.T, b ops.Backend, forwarder string) []string {
 		ids = append(ids, dl.Event.ID)
 	}
 	return ids
+}
+
+// TestAdminStatusSeesUnflushedPolls: the store writes poll bookkeeping in batches; the
+// status an operator asks the running daemon for still shows the latest poll.
+func TestAdminStatusSeesUnflushedPolls(t *testing.T) {
+	d := startDaemon(t)
+	states, err := d.store.Chatbots()
+	require.NoError(t, err)
+	ok := states[serialA].LastOK
+	failed := ok.Add(time.Minute)
+	require.NoError(t, d.store.RecordPoll(serialA, failed, errors.New("leadlist: HTTP 503")))
+
+	s, err := d.client.Status(t.Context())
+	require.NoError(t, err)
+	require.Len(t, s.Chatbots, 1)
+	c := s.Chatbots[0]
+	assert.True(t, failed.Equal(c.LastPoll), "last poll %s, want %s", c.LastPoll, failed)
+	assert.True(t, ok.Equal(c.LastOK))
+	assert.Equal(t, "leadlist: HTTP 503", c.LastError)
 }
 
 func TestAdminStatus(t *testing.T) {

@@ -25,6 +25,9 @@ const (
 	// maxInitialBackoff caps the first wait after a failure, so a passing fault on a
 	// long interval is retried soon; later waits double up to MaxBackoff.
 	maxInitialBackoff = 5 * time.Second
+	// maxFirstSpread bounds the span over which Run spreads the first polls: a chatbot
+	// is first polled within min(Interval, maxFirstSpread) of the start.
+	maxFirstSpread = time.Minute
 	// pollAllConcurrency bounds how many chatbots PollAll polls at once.
 	pollAllConcurrency = 4
 	// catchUpMargin is how far before a chatbot's last success a catch-up window starts,
@@ -95,9 +98,11 @@ type Loop struct {
 	// BackfillFlags, when set, is appended to the backfill command logged for a gap too
 	// long to catch up (e.g. "--config /etc/leadbridge/config.yaml").
 	BackfillFlags string
-	// Jitter spreads polls, as a fraction of Interval: a chatbot's first poll comes at a
-	// random offset in [0, Jitter*Interval] and each later wait varies by ±Jitter.
-	// 0 (or below) means none; above 1 counts as 1. The default lives in the config.
+	// Jitter spreads polls, as a fraction of Interval: each wait after a success varies
+	// by ±Jitter. With jitter on, the first polls after Run starts are also spread over
+	// min(Interval, 1m), so that chatbots started together do not poll in phase.
+	// 0 (or below) means none (every chatbot is first polled at once); above 1 counts as
+	// 1. The default lives in the config.
 	Jitter float64
 	// MaxBackoff caps the wait between polls of a failing chatbot (DefaultMaxBackoff if 0).
 	// A Retry-After longer than the backoff is honoured even beyond this cap.
@@ -190,8 +195,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	for _, bot := range l.Chatbots {
-		wg.Go(func() { l.run(ctx, bot) })
+	for i, bot := range l.Chatbots {
+		wg.Go(func() { l.run(ctx, bot, l.firstWait(i, len(l.Chatbots))) })
 	}
 	wg.Wait()
 	return nil
@@ -389,11 +394,23 @@ func (l *Loop) validate() error {
 	return errors.Join(errs...)
 }
 
-// run is one chatbot's schedule.
-func (l *Loop) run(ctx context.Context, bot Chatbot) {
+// firstWait is the wait before the first poll of the i-th of n chatbots: with jitter on,
+// the first round is spread over min(Interval, maxFirstSpread), each chatbot at a random
+// point of its own n-th of that span, so that chatbots started together neither poll in
+// phase (their CPU would come in bursts) nor clump; 0 with jitter off.
+func (l *Loop) firstWait(i, n int) time.Duration {
+	if l.jitter() == 0 || n <= 0 {
+		return 0
+	}
+	span := min(l.interval(), maxFirstSpread)
+	return time.Duration((float64(i) + rand.Float64()) / float64(n) * float64(span))
+}
+
+// run is one chatbot's schedule, starting with a wait of first.
+func (l *Loop) run(ctx context.Context, bot Chatbot, first time.Duration) {
 	interval, jitter := l.interval(), l.jitter()
 	bo := l.newBackOff()
-	wait := time.Duration(rand.Float64() * jitter * float64(interval))
+	wait := first
 	for sleep(ctx, wait) {
 		_, err := l.poll(ctx, bot)
 		if ctx.Err() != nil {

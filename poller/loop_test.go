@@ -1177,3 +1177,31 @@ func TestManyMalformedRecordsWarnedInSum(t *testing.T) {
 	require.Len(t, sum, 1, "the second poll's are all repeats")
 	assert.Equal(t, 30.0, sum[0]["not_warned"])
 }
+
+// TestFirstPollsSpread: chatbots started together get their first polls spread over
+// min(Interval, 1m), each in its own slice of that span, so they do not poll in phase;
+// every one is still first polled within that span.
+func TestFirstPollsSpread(t *testing.T) {
+	const n = 1000
+	cases := []struct {
+		name     string
+		interval time.Duration
+		span     time.Duration
+	}{
+		{"default interval", 0, time.Minute},
+		{"short interval", 6 * time.Second, 6 * time.Second},
+		{"long interval: still within a minute", time.Hour, time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &Loop{Interval: tc.interval, Jitter: 0.1}
+			slice := tc.span / n
+			for i := range n {
+				w := l.firstWait(i, n)
+				require.GreaterOrEqual(t, w, time.Duration(i)*slice, "chatbot %d", i)
+				require.Less(t, w, time.Duration(i+1)*slice+1, "chatbot %d", i)
+			}
+		})
+	}
+	assert.Zero(t, (&Loop{}).firstWait(n-1, n), "jitter off (0): every chatbot is polled at once")
+}
