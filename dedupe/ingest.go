@@ -299,8 +299,9 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		case changed && in.s.emitUpdates && !baseline:
 			ev = event.NewUpdated(l, in.now)
 		}
+		var evJSON []byte // the event, encoded once for every outbox entry of it
 		if ev.ID != "" {
-			if _, err := json.Marshal(ev); err != nil {
+			if evJSON, err = json.Marshal(ev); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 				continue
@@ -335,7 +336,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 			continue
 		}
 		res.Events = append(res.Events, ev)
-		if err := in.enqueue(ev); err != nil {
+		if err := in.enqueue(ev, evJSON); err != nil {
 			return res, err
 		}
 	}
@@ -374,8 +375,8 @@ func validYear(t time.Time) bool {
 	return y >= 0 && y <= 9999
 }
 
-// enqueue puts one outbox entry for ev per forwarder that wants it.
-func (in *ingestTx) enqueue(ev event.Event) error {
+// enqueue puts one outbox entry for ev, encoded as evJSON, per forwarder that wants it.
+func (in *ingestTx) enqueue(ev event.Event, evJSON []byte) error {
 	if in.s.route == nil {
 		return nil
 	}
@@ -386,7 +387,7 @@ func (in *ingestTx) enqueue(ev event.Event) error {
 			continue
 		}
 		done = append(done, name)
-		if err := putDelivery(outbox, event.Delivery{Forwarder: name, Event: ev, Enqueued: in.now}); err != nil {
+		if err := putEntry(outbox, entry{Forwarder: name, Event: evJSON, Enqueued: in.now}); err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 		in.added++
@@ -406,6 +407,28 @@ func putDelivery(outbox *bolt.Bucket, d event.Delivery) error {
 		return err
 	}
 	return putJSON(b, seqKey(d.Seq), d)
+}
+
+// entry is a fresh outbox entry whose event is already encoded, so that a record's event
+// is encoded once however many forwarders owe it. It encodes as the event.Delivery it
+// stands for (same keys; the retry fields are zero).
+type entry struct {
+	Forwarder string          `json:"forwarder"`
+	Seq       uint64          `json:"seq"`
+	Event     json.RawMessage `json:"event"`
+	Enqueued  time.Time       `json:"enqueued"`
+}
+
+// putEntry stores e like putDelivery.
+func putEntry(outbox *bolt.Bucket, e entry) error {
+	b, err := outbox.CreateBucketIfNotExists([]byte(e.Forwarder))
+	if err != nil {
+		return err
+	}
+	if e.Seq, err = b.NextSequence(); err != nil {
+		return err
+	}
+	return putJSON(b, seqKey(e.Seq), e)
 }
 
 // seenValue is what the seen bucket keeps about a record.
