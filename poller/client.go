@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -58,15 +57,22 @@ type Client struct {
 	apiKey string // sent raw in Authorization; never printed
 }
 
+// idleConns is how many connections to the API host a Client keeps open between polls:
+// many chatbots polled close together reuse them instead of dialling.
+const idleConns = 16
+
 // NewClient returns a Client for baseURL authenticating with apiKey, whose HTTP calls
-// time out after timeout (DefaultTimeout when timeout <= 0).
+// time out after timeout (DefaultTimeout when timeout <= 0). It follows no redirect: a
+// 3xx is an error naming its status (a redirected POST would turn into a GET, or carry
+// the API key elsewhere), so base_url must be the final address.
 func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	client, _ := httpx.NewClient(timeout, false, idleConns)
 	return &Client{
 		BaseURL:      strings.TrimRight(baseURL, "/"),
-		HTTPClient:   &http.Client{Timeout: timeout},
+		HTTPClient:   client,
 		MaxBodyBytes: DefaultMaxBodyBytes,
 		UserAgent:    httpx.UserAgent(),
 		apiKey:       apiKey,
@@ -227,8 +233,9 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 }
 
 // Stream is List for pages too large to hold: it copies the response body, up to
-// MaxBodyBytes, to a temporary file in SpoolDir while checking that it is a successful
-// LeadList response, and only then reads Data's records back from the file and hands
+// MaxBodyBytes, aside (in memory up to 1 MiB, beyond that to a temporary file in
+// SpoolDir) while checking that it is a successful LeadList response, and only then
+// reads Data's records back and hands
 // them to take in order, DefaultChunkRecords records at a time (each call's Page holds
 // one chunk; indices count from the start of Data; take is called at least once, with
 // an empty Page for an empty Data). So nothing reaches take from a
@@ -271,15 +278,9 @@ func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Pa
 		_, _ = io.Copy(io.Discard, br)
 		return c.decodeError(bot, br, fmt.Errorf("%w: over %d bytes", ErrBodyTooLarge, limit))
 	}
-	spool, err := os.CreateTemp(c.SpoolDir, "leadbridge-leadlist-*")
-	if err != nil {
-		return fmt.Errorf("leadlist chatbot %q: spool the response: %w", bot.Serial, err)
-	}
-	defer func() {
-		_ = spool.Close()
-		_ = os.Remove(spool.Name())
-	}()
-	return c.stream(ctx, bot, &bodyReader{r: io.LimitReader(resp.Body, limit+1), limit: limit, spool: spool}, spool, take)
+	sp := &spool{dir: c.SpoolDir}
+	defer sp.Close()
+	return c.stream(ctx, bot, &bodyReader{r: io.LimitReader(resp.Body, limit+1), limit: limit, spool: sp}, sp, take)
 }
 
 // bodyReader is a response body as stream reads it: it counts the bytes read and keeps

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -509,4 +510,23 @@ func TestListUserAgent(t *testing.T) {
 	_, err := NewClient(srv.URL, testKey, time.Second).List(context.Background(), mainSite, Window{})
 	require.NoError(t, err)
 	assert.Regexp(t, `^leadbridge/\S+$`, <-got)
+}
+
+// A redirect is a failed poll naming its status: the key and the request go nowhere else.
+func TestListFollowsNoRedirect(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		_, _ = io.WriteString(w, docExample)
+	}))
+	t.Cleanup(other.Close)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(srv.Close)
+	_, err := NewClient(srv.URL, testKey, time.Second).List(context.Background(), mainSite, Window{})
+	var se *StatusError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, http.StatusTemporaryRedirect, se.Code)
+	assert.Zero(t, elsewhere.Load(), "the redirect was not followed")
 }
