@@ -6,9 +6,11 @@ package poller
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"strings"
@@ -245,6 +247,16 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 // Errors are those of List; an error from take ends the stream and is returned as it
 // is; a failure to write the temporary file is an error naming the chatbot.
 func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Page) error) error {
+	return c.StreamChanged(ctx, bot, w, nil, take)
+}
+
+// Sum identifies a response body: its SHA-256.
+type Sum [sha256.Size]byte
+
+// StreamChanged is Stream for a poll that may skip an answer it took before: once the
+// body proved to be a successful page, known (if not nil) is given its Sum, and when it
+// says the page is known the records are not read back and take is not called.
+func (c *Client) StreamChanged(ctx context.Context, bot Chatbot, w Window, known func(Sum) bool, take func(Page) error) error {
 	body, err := json.Marshal(listRequest{
 		SerialNumber: bot.Serial,
 		StartTime:    formatDate(w.Start),
@@ -280,7 +292,7 @@ func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Pa
 	}
 	sp := &spool{dir: c.SpoolDir}
 	defer sp.Close()
-	return c.stream(ctx, bot, &bodyReader{r: io.LimitReader(resp.Body, limit+1), limit: limit, spool: sp}, sp, take)
+	return c.stream(ctx, bot, &bodyReader{r: io.LimitReader(resp.Body, limit+1), limit: limit, spool: sp, sum: sha256.New()}, sp, known, take)
 }
 
 // bodyReader is a response body as stream reads it: it counts the bytes read and keeps
@@ -290,6 +302,7 @@ type bodyReader struct {
 	r     io.Reader // the body, cut at limit+1 bytes
 	limit int64
 	spool io.Writer // nil: the body is in memory already
+	sum   hash.Hash // when set, fed every byte read
 	n     int64
 	head  []byte
 	err   error // a read failure other than the end
@@ -305,6 +318,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		b.head = append(b.head, p[:keep]...)
 	}
 	b.n += int64(n)
+	if b.sum != nil {
+		b.sum.Write(p[:n])
+	}
 	if n > 0 && b.spool != nil && b.werr == nil {
 		if _, b.werr = b.spool.Write(p[:n]); b.werr != nil {
 			return n, b.werr

@@ -59,7 +59,7 @@ var createTimeLayouts = []string{
 // outside 2xx) or a *DecodeError: stream over a body held in memory.
 func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
 	page := Page{Leads: []event.Lead{}}
-	err := c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))}, bytes.NewReader(body),
+	err := c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))}, bytes.NewReader(body), nil,
 		func(p Page) error {
 			page.Leads = append(page.Leads, p.Leads...)
 			page.Skipped = append(page.Skipped, p.Skipped...)
@@ -85,7 +85,7 @@ func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
 // decoder that unmarshals the whole body: a syntax error anywhere fails it, and only a
 // body with a Data array (an empty one included) counts as a page, so that a poll that
 // is not one never spends the first start's baseline or moves the last-success mark.
-func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spool io.ReaderAt, take func(Page) error) error {
+func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spool io.ReaderAt, known func(Sum) bool, take func(Page) error) error {
 	sc, err := scanBody(body)
 	if err != nil {
 		_, _ = io.Copy(io.Discard, body) // the rest, for its size and the limit
@@ -119,6 +119,13 @@ func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spoo
 	at, err := sc.dataOffset()
 	if err != nil {
 		return c.decodeError(bot, body, err)
+	}
+	if known != nil && body.sum != nil {
+		var sum Sum
+		body.sum.Sum(sum[:0])
+		if known(sum) {
+			return nil
+		}
 	}
 	return c.records(ctx, bot, io.NewSectionReader(spool, at, body.n-at), take)
 }

@@ -135,6 +135,45 @@ type botState struct {
 	warned    string     // backfill command last logged for a gap cut short
 	future    time.Time  // last-success mark in the future last warned about
 	faults    seenFaults // malformed records already warned about
+	taken     takenPage  // the last plain-window answer taken whole
+}
+
+// takenPage is an answer the store took whole: the same answer to the same window again
+// holds nothing the store has not seen, so it is not read record by record.
+type takenPage struct {
+	window Window
+	sum    Sum
+	at     time.Time // monotonic; the memo lasts takenFor
+	// res is what the same answer makes of the store now: every record it took,
+	// knew or took as baseline is a duplicate; stale and rejected ones stay so.
+	res   event.Ingested
+	skips []string // the fields of the records the decoder skipped, for the skip metric
+}
+
+// takenFor is how long an answer taken whole lets the same answer skip the store. The
+// store refreshes a seen key's last-seen time when a poll returns it at most once per a
+// tenth of its retention (at least 7h): reading every answer at least hourly keeps that.
+const takenFor = time.Hour
+
+// known returns the answer with sum to w if the store took it whole lately.
+func (l *Loop) known(serial string, w Window, sum Sum) (takenPage, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.bots[serial]
+	if st == nil || st.taken.window != w || st.taken.sum != sum || time.Since(st.taken.at) >= takenFor {
+		return takenPage{}, false
+	}
+	return st.taken, true
+}
+
+// took notes that the store took the answer with sum to w whole, with result res and
+// the decoder skipping records at fields skips.
+func (l *Loop) took(serial string, w Window, sum Sum, res event.Ingested, skips []string) {
+	again := event.Ingested{Duplicate: res.New + res.Duplicate + res.Updated + res.Baseline,
+		Stale: res.Stale, Rejected: res.Rejected}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.state(serial).taken = takenPage{window: w, sum: sum, at: time.Now(), res: again, skips: skips}
 }
 
 // seenFaults remembers the fingerprints of the last maxFaults malformed records warned
@@ -448,12 +487,32 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		faults   faultCount
 	)
 	for i, w := range windows {
-		var polled, stored error
+		var (
+			polled, stored error
+			sum            Sum
+			same           bool
+			memo           takenPage
+			pageRes        event.Ingested // of this window's answer
+			pageSkips      []string
+		)
+		// Only the plain window's answer is remembered: a catch-up chunk is read once.
+		known := func(s Sum) bool {
+			sum = s
+			if i == 0 {
+				memo, same = l.known(bot.Serial, w, s)
+			}
+			return same
+		}
 		err = l.Store.IngestPage(bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
-			polled = l.Client.Stream(ctx, bot, w, func(page Page) error {
+			polled = l.Client.StreamChanged(ctx, bot, w, known, func(page Page) error {
 				skipped += len(page.Skipped)
+				for _, e := range page.Skipped {
+					pageSkips = append(pageSkips, e.Field)
+				}
 				l.reportFaults(bot.Serial, page, &faults)
 				r, err := take(page.Leads, page.last)
+				pageRes = pageRes.Add(event.Ingested{New: r.New, Duplicate: r.Duplicate, Updated: r.Updated,
+					Baseline: r.Baseline, Stale: r.Stale, Rejected: r.Rejected})
 				// What was taken is in the store and the outbox, even if the page fails
 				// later: announce it now, since the next poll will see it as seen.
 				for _, ev := range r.Events {
@@ -474,6 +533,18 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 			}
 			canceled = stored == nil && polled != nil && ctx.Err() != nil
 			break
+		}
+		switch {
+		case same: // the store has taken this very answer: what it would make of it is known
+			res = res.Add(memo.res)
+			skipped += len(memo.skips)
+			for _, field := range memo.skips {
+				if l.OnSkip != nil {
+					l.OnSkip(bot.Serial, field)
+				}
+			}
+		case i == 0:
+			l.took(bot.Serial, w, sum, pageRes, pageSkips)
 		}
 		if i > 0 {
 			l.caughtUpTo(bot.Serial, w.End)

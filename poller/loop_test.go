@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1035,8 +1036,10 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 		}
 		return out
 	}
-	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG"}, levels(skipMsg))
-	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG"}, levels(warnMsg))
+	// The same answer again is not read record by record (the store took it whole): no
+	// more lines about its records, but every skip is still counted.
+	assert.Equal(t, []any{"WARN"}, levels(skipMsg))
+	assert.Equal(t, []any{"WARN"}, levels(warnMsg))
 	first := sink.lines(t, skipMsg)[0]
 	assert.Equal(t, "Type", first["field"])
 	assert.Equal(t, 1.0, first["index"])
@@ -1049,17 +1052,25 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 		"every skip is counted, repeats included")
 	assert.Equal(t, 2, chatbotStates(t, store)[mainSite.Serial].Seen, "the record with a bad Count is taken")
 
-	// A different malformed record is news: warned about, even at the same index.
-	srv.setRecords(mainSite.Serial, docLead, strings.Replace(badType, `"SessionID":1`, `"SessionID":3`, 1), badCount)
+	// A changed answer holding the same malformed records is read again: they are
+	// repeats, logged at debug.
+	srv.setRecords(mainSite.Serial, docLead, badType, badCount, docAppointment)
 	_, err := l.PollOnce(context.Background(), mainSite)
 	require.NoError(t, err)
-	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG", "WARN"}, levels(skipMsg))
+	assert.Equal(t, []any{"WARN", "DEBUG"}, levels(skipMsg))
+	assert.Equal(t, []any{"WARN", "DEBUG"}, levels(warnMsg))
+
+	// A different malformed record is news: warned about, even at the same index.
+	srv.setRecords(mainSite.Serial, docLead, strings.Replace(badType, `"SessionID":1`, `"SessionID":3`, 1), badCount)
+	_, err = l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	assert.Equal(t, []any{"WARN", "DEBUG", "WARN"}, levels(skipMsg))
 	// Another chatbot's copy of the same record is news too.
 	other := Chatbot{Serial: "bot-other"}
 	srv.setRecords(other.Serial, badType)
 	_, err = l.PollOnce(context.Background(), other)
 	require.NoError(t, err)
-	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG", "WARN", "WARN"}, levels(skipMsg))
+	assert.Equal(t, []any{"WARN", "DEBUG", "WARN", "WARN"}, levels(skipMsg))
 	sink.assertNoPersonalData(t)
 }
 
@@ -1204,4 +1215,49 @@ func TestFirstPollsSpread(t *testing.T) {
 		})
 	}
 	assert.Zero(t, (&Loop{}).firstWait(n-1, n), "jitter off (0): every chatbot is polled at once")
+}
+
+// countingStore is the real store, counting the records handed to it.
+type countingStore struct {
+	*dedupe.Store
+	records atomic.Int64
+}
+
+func (c *countingStore) IngestPage(serial string, read func(take func([]event.Lead, bool) (event.Ingested, error)) error) error {
+	return c.Store.IngestPage(serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+		return read(func(leads []event.Lead, last bool) (event.Ingested, error) {
+			c.records.Add(int64(len(leads)))
+			return take(leads, last)
+		})
+	})
+}
+
+// An answer the store took whole is not read again while it stays the same: the store
+// gets no records, and the poll reports them as the duplicates they are. A changed
+// answer, or the same answer to another day's window, is read again.
+func TestUnchangedAnswerIsNotReadAgain(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead, docAppointment)
+	store := &countingStore{Store: openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})}
+	now := pollNow
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Now: func() time.Time { return now }}
+	poll := func() event.Ingested {
+		res, err := l.PollOnce(context.Background(), mainSite)
+		require.NoError(t, err)
+		return res
+	}
+
+	assert.Equal(t, 2, poll().New)
+	assert.EqualValues(t, 2, store.records.Load())
+	assert.Equal(t, event.Ingested{Duplicate: 2}, poll())
+	assert.EqualValues(t, 2, store.records.Load(), "the same answer was not handed to the store again")
+
+	srv.setRecords(mainSite.Serial, docLead)
+	assert.Equal(t, event.Ingested{Duplicate: 1}, poll())
+	assert.EqualValues(t, 3, store.records.Load(), "a changed answer is read")
+
+	now = now.Add(24 * time.Hour)
+	assert.Equal(t, event.Ingested{Duplicate: 1}, poll())
+	assert.EqualValues(t, 4, store.records.Load(), "another day's window is read")
 }
