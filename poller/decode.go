@@ -86,7 +86,21 @@ func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
 // body with a Data array (an empty one included) counts as a page, so that a poll that
 // is not one never spends the first start's baseline or moves the last-success mark.
 func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spool io.ReaderAt, known func(Sum) bool, take func(Page) error) error {
-	sc, err := scanBody(body)
+	var from io.Reader = body
+	if known != nil && body.sum != nil {
+		// The whole body first, to tell by its sum whether it is an answer taken before:
+		// one is not even checked again. A new one is checked from the spool.
+		_, _ = io.Copy(io.Discard, body)
+		if body.werr == nil && body.err == nil && !body.tooLarge() {
+			var sum Sum
+			body.sum.Sum(sum[:0])
+			if known(sum) {
+				return nil
+			}
+		}
+		from = io.NewSectionReader(spool, 0, body.n)
+	}
+	sc, err := scanBody(from)
 	if err != nil {
 		_, _ = io.Copy(io.Discard, body) // the rest, for its size and the limit
 	}
@@ -119,13 +133,6 @@ func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spoo
 	at, err := sc.dataOffset()
 	if err != nil {
 		return c.decodeError(bot, body, err)
-	}
-	if known != nil && body.sum != nil {
-		var sum Sum
-		body.sum.Sum(sum[:0])
-		if known(sum) {
-			return nil
-		}
 	}
 	return c.records(ctx, bot, io.NewSectionReader(spool, at, body.n-at), take)
 }
