@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -105,6 +106,26 @@ type SettingError struct {
 
 // Error formats the problem as "key: msg".
 func (e SettingError) Error() string { return e.Key + ": " + e.Msg }
+
+// Begin is how every forwarder's New starts: the forwarder must have a name and its
+// settings must pass its own check (probs). It returns the logger to use (one that
+// discards when logger is nil) and fail, which prefixes an error with the forwarder's
+// kind and name, as every error New returns is.
+func Begin(kind, name string, logger *slog.Logger, probs []SettingError) (*slog.Logger, func(format string, args ...any) error, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if strings.TrimSpace(name) == "" {
+		return nil, nil, fmt.Errorf("%s: name: must not be empty", kind)
+	}
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%s %q: "+format, append([]any{kind, name}, args...)...)
+	}
+	if err := JoinSettingErrors(probs); err != nil {
+		return nil, nil, fail("%w", err)
+	}
+	return logger, fail, nil
+}
 
 // JoinSettingErrors joins problems into one error ("key: msg; key: msg"), nil for none.
 func JoinSettingErrors(probs []SettingError) error {

@@ -127,17 +127,9 @@ var (
 // fails retryably meanwhile. It only blocks for one dial attempt per URL, each bounded
 // by the timeout.
 func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Name == "" {
-		return nil, errors.New("nats forwarder: name: required")
-	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("nats forwarder %q: "+format, append([]any{cfg.Name}, args...)...)
-	}
-	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
-		return nil, fail("%w", err)
+	logger, fail, err := forwarders.Begin("nats forwarder", cfg.Name, logger, Check(cfg))
+	if err != nil {
+		return nil, err
 	}
 	servers, urlSecrets, _ := parseURLs(cfg.URL)
 	tmpl, streamSubject, _ := parseSubject(cfg.Subject)

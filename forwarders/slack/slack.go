@@ -163,17 +163,9 @@ var (
 // New validates cfg, applies defaults and builds the forwarder. Errors name the offending
 // field but never repeat the token or the webhook URL.
 func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if strings.TrimSpace(cfg.Name) == "" {
-		return nil, errors.New("slack: name: must not be empty")
-	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("slack %q: "+format, append([]any{cfg.Name}, args...)...)
-	}
-	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
-		return nil, fail("%w", err)
+	logger, _, err := forwarders.Begin("slack", cfg.Name, logger, Check(cfg))
+	if err != nil {
+		return nil, err
 	}
 	apiURL := cfg.APIURL
 	if cfg.Token != "" {

@@ -92,17 +92,9 @@ var (
 // New validates cfg, applies defaults and builds the forwarder. Errors name the offending
 // field but never repeat a secret or the full URL.
 func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if strings.TrimSpace(cfg.Name) == "" {
-		return nil, errors.New("webhook: name: must not be empty")
-	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("webhook %q: "+format, append([]any{cfg.Name}, args...)...)
-	}
-	if err := forwarders.JoinSettingErrors(Check(cfg)); err != nil {
-		return nil, fail("%w", err)
+	logger, _, err := forwarders.Begin("webhook", cfg.Name, logger, Check(cfg))
+	if err != nil {
+		return nil, err
 	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
