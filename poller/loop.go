@@ -166,6 +166,17 @@ func (l *Loop) known(serial string, w Window, sum Sum) (takenPage, bool) {
 	return st.taken, true
 }
 
+// forget drops what the memo says of serial: the store is taking records for it that
+// are not those of the remembered answer (another answer, taken whole or not, or a
+// catch-up chunk), which may change what the remembered answer would do to it.
+func (l *Loop) forget(serial string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.bots[serial]; st != nil {
+		st.taken = takenPage{}
+	}
+}
+
 // took notes that the store took the answer with sum to w whole, with result res and
 // the decoder skipping records at fields skips.
 func (l *Loop) took(serial string, w Window, sum Sum, res event.Ingested, skips []string) {
@@ -510,6 +521,7 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 					pageSkips = append(pageSkips, e.Field)
 				}
 				l.reportFaults(bot.Serial, page, &faults)
+				l.forget(bot.Serial)
 				r, err := take(page.Leads, page.last)
 				pageRes = pageRes.Add(event.Ingested{New: r.New, Duplicate: r.Duplicate, Updated: r.Updated,
 					Baseline: r.Baseline, Stale: r.Stale, Rejected: r.Rejected})
