@@ -101,7 +101,7 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	assert.Equal(t, 1, bots[bot].Seen, "a stale record is not marked seen")
 	assert.Len(t, pending(t, s, "bus"), 1, "only the fresh record was ever queued")
 
-	res, err := s.IngestWith(bot, []event.Lead{ancient}, dedupe.IngestOptions{})
+	res, err := s.IngestWith(bot, []event.Lead{ancient}, event.IngestOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{ancient.ID()}, ids(res.Events), "a backfill asked for it: it is taken")
 }

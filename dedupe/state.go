@@ -6,31 +6,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leadbridge/leadbridge/event"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// ChatbotState is what the store knows about one chatbot.
-type ChatbotState struct {
-	Initialized bool      `json:"initialized"` // its first Ingest happened (the baseline is done)
-	LastPoll    time.Time `json:"last_poll"`   // last poll, successful or not
-	LastOK      time.Time `json:"last_ok"`     // last successful poll
-	LastError   string    `json:"last_error,omitempty"`
-	Seen        int       `json:"seen"` // seen keys held for it
-}
-
 // Chatbots returns the state of every chatbot the store has heard of, by serial. The
 // poll bookkeeping (LastPoll, LastOK, LastError) is this process's latest, including
 // what RecordPoll noted but has not flushed yet.
-func (s *Store) Chatbots() (map[string]ChatbotState, error) {
-	out := map[string]ChatbotState{}
+func (s *Store) Chatbots() (map[string]event.ChatbotState, error) {
+	out := map[string]event.ChatbotState{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChatbots)
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			var st ChatbotState
+			var st event.ChatbotState
 			if _, err := getJSON(b, k, &st); err != nil {
 				return fmt.Errorf("chatbot %s: %w", k, err)
 			}
@@ -63,7 +55,7 @@ type pollMark struct {
 }
 
 // apply puts m over st's poll fields.
-func (m pollMark) apply(st *ChatbotState) {
+func (m pollMark) apply(st *event.ChatbotState) {
 	st.LastPoll, st.LastError = m.lastPoll, m.lastError
 	if !m.lastOK.IsZero() {
 		st.LastOK = m.lastOK
@@ -172,7 +164,7 @@ func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
 		return
 	}
 	_ = b.ForEach(func(k, _ []byte) error {
-		var st ChatbotState
+		var st event.ChatbotState
 		if _, err := getJSON(b, k, &st); err == nil && !st.LastOK.IsZero() {
 			ok[string(k)] = true
 		}
@@ -194,9 +186,9 @@ func (s *Store) flushPolls(tick <-chan time.Time, stop <-chan struct{}) {
 	}
 }
 
-func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {
+func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*event.ChatbotState)) error {
 	b := tx.Bucket(bucketChatbots)
-	var st ChatbotState
+	var st event.ChatbotState
 	if _, err := getJSON(b, []byte(serial), &st); err != nil {
 		return fmt.Errorf("chatbot %s: %w", serial, err)
 	}
@@ -204,19 +196,12 @@ func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {
 	return putJSON(b, []byte(serial), st)
 }
 
-// Pause is why and since when a forwarder is paused.
-type Pause struct {
-	Reason     string    `json:"reason"`
-	ConfigHash string    `json:"config_hash"` // the forwarder's config when paused; a changed config may resume it
-	Since      time.Time `json:"since"`
-}
-
 // Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the
 // outbox. Pausing a paused forwarder updates reason and config hash but keeps Since.
 func (s *Store) Pause(forwarder, reason, configHash string) error {
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
-		p := Pause{Since: time.Now()}
+		p := event.Pause{Since: time.Now()}
 		if _, err := getJSON(b, []byte(forwarder), &p); err != nil {
 			return err
 		}
@@ -248,15 +233,15 @@ func (s *Store) Resume(forwarder string) (bool, error) {
 }
 
 // Paused returns the paused forwarders by name.
-func (s *Store) Paused() (map[string]Pause, error) {
-	out := map[string]Pause{}
+func (s *Store) Paused() (map[string]event.Pause, error) {
+	out := map[string]event.Pause{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			var p Pause
+			var p event.Pause
 			if _, err := getJSON(b, k, &p); err != nil {
 				return fmt.Errorf("paused %s: %w", k, err)
 			}
@@ -311,7 +296,7 @@ func (s *Store) Prune(now time.Time) (int, error) {
 			}
 		}
 		for serial, removed := range perChatbot {
-			if err := updateChatbotTx(tx, serial, func(st *ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
+			if err := updateChatbotTx(tx, serial, func(st *event.ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
 				return err
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	berrors "go.etcd.io/bbolt/errors"
@@ -27,7 +28,7 @@ func openFlushTicks(t *testing.T, path string) (*dedupe.Store, chan<- time.Time)
 
 // crashState is what a crash of s at this instant leaves for the next start: the state
 // of each chatbot in its committed file.
-func crashState(t *testing.T, s *dedupe.Store) map[string]dedupe.ChatbotState {
+func crashState(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "crashed.db")
 	require.NoError(t, dedupe.CrashCopy(s, path))
@@ -83,9 +84,9 @@ func TestRecordPollReadersSeeMemory(t *testing.T) {
 
 	bots, err := s.Chatbots()
 	require.NoError(t, err)
-	want := dedupe.ChatbotState{Initialized: true, Seen: 3, LastPoll: at1, LastError: "leadlist: HTTP 503"}
+	want := event.ChatbotState{Initialized: true, Seen: 3, LastPoll: at1, LastError: "leadlist: HTTP 503"}
 	assert.Equal(t, want, bots[bot])
-	assert.Equal(t, dedupe.ChatbotState{Initialized: true, Seen: 3}, crashState(t, s)[bot], "not flushed yet")
+	assert.Equal(t, event.ChatbotState{Initialized: true, Seen: 3}, crashState(t, s)[bot], "not flushed yet")
 
 	flushed(tick)
 	assert.Equal(t, want, crashState(t, s)[bot], "the flush kept what Ingest wrote")
@@ -104,22 +105,22 @@ func TestRecordPollCrashLosesAtMostOneInterval(t *testing.T) {
 	at0, at1, at2 := t0.Add(time.Hour), t0.Add(time.Hour+time.Minute), t0.Add(time.Hour+2*time.Minute)
 
 	require.NoError(t, s.RecordPoll(bot, at0, nil))
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at0, LastOK: at0}, crashState(t, s)[bot],
+	assert.Equal(t, event.ChatbotState{LastPoll: at0, LastOK: at0}, crashState(t, s)[bot],
 		"a first success is written at once: without any mark, the next start would not catch up a long downtime")
 	require.NoError(t, s.RecordPoll(other, at1, errors.New("leadlist: HTTP 500")))
 	require.NoError(t, s.RecordPoll(bot, at1, nil))
 	crashed := crashState(t, s)
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at0, LastOK: at0}, crashed[bot], "later marks wait for the flush")
+	assert.Equal(t, event.ChatbotState{LastPoll: at0, LastOK: at0}, crashed[bot], "later marks wait for the flush")
 	assert.NotContains(t, crashed, other, "a failure is no first success: it waits for the flush")
 
 	flushed(tick)
 	require.NoError(t, s.RecordPoll(bot, at2, errors.New("leadlist: HTTP 503")))
 	crashed = crashState(t, s)
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at1, LastOK: at1}, crashed[bot], "the flushed mark survives a crash; only the later one is lost")
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at1, LastError: "leadlist: HTTP 500"}, crashed[other])
+	assert.Equal(t, event.ChatbotState{LastPoll: at1, LastOK: at1}, crashed[bot], "the flushed mark survives a crash; only the later one is lost")
+	assert.Equal(t, event.ChatbotState{LastPoll: at1, LastError: "leadlist: HTTP 500"}, crashed[other])
 	bots, err := s.Chatbots()
 	require.NoError(t, err)
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at2, LastOK: at1, LastError: "leadlist: HTTP 503"}, bots[bot])
+	assert.Equal(t, event.ChatbotState{LastPoll: at2, LastOK: at1, LastError: "leadlist: HTTP 503"}, bots[bot])
 
 	flushed(tick)
 	assert.Equal(t, bots[bot], crashState(t, s)[bot], "the next flush writes the later mark")
@@ -128,7 +129,7 @@ func TestRecordPollCrashLosesAtMostOneInterval(t *testing.T) {
 	require.NoError(t, s.Close())
 	s, _ = openFlushTicks(t, path)
 	require.NoError(t, s.RecordPoll(bot, at2.Add(time.Minute), nil))
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at2, LastOK: at1, LastError: "leadlist: HTTP 503"}, crashState(t, s)[bot])
+	assert.Equal(t, event.ChatbotState{LastPoll: at2, LastOK: at1, LastError: "leadlist: HTTP 503"}, crashState(t, s)[bot])
 }
 
 // TestRecordPollSurvivesClose: Close writes what was not flushed yet, and the next
@@ -151,7 +152,7 @@ func TestRecordPollSurvivesClose(t *testing.T) {
 	require.ErrorIs(t, ro.RecordPoll(bot, at, nil), dedupe.ErrReadOnly)
 	bots, err := ro.Chatbots()
 	require.NoError(t, err)
-	assert.Equal(t, dedupe.ChatbotState{LastPoll: at.Add(time.Minute), LastOK: at, LastError: "leadlist: HTTP 503"}, bots[bot])
+	assert.Equal(t, event.ChatbotState{LastPoll: at.Add(time.Minute), LastOK: at, LastError: "leadlist: HTTP 503"}, bots[bot])
 }
 
 // TestRecordPollFlushFailureAtClose: a flush that fails at Close is returned and logged

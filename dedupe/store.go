@@ -25,7 +25,7 @@
 //	                      → event.Delivery JSON
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
-//	chatbots              serial → ChatbotState JSON
+//	chatbots              serial → event.ChatbotState JSON
 //	paused                forwarder → Pause JSON
 //
 // bbolt allows one writing process per file; the file is opened with an exclusive lock,

@@ -445,7 +445,7 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("only", func(t *testing.T) {
 		s := open(t, dbPath(t), nil)
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, dedupe.IngestOptions{Only: []string{"sales"}})
+		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, event.IngestOptions{Only: []string{"sales"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.New)
 		assert.Empty(t, pending(t, s, "bus"))
@@ -458,7 +458,7 @@ func TestIngestWith(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) {
 			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
 		})
-		res, err := s.IngestWith(bot, []event.Lead{lead}, dedupe.IngestOptions{Only: []string{"crm"}})
+		res, err := s.IngestWith(bot, []event.Lead{lead}, event.IngestOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
@@ -497,7 +497,7 @@ func TestIngestWith(t *testing.T) {
 		changed := lead
 		changed.Content = "hello again"
 
-		res, err := s.IngestWith(bot, []event.Lead{changed}, dedupe.IngestOptions{Only: []string{"crm"}})
+		res, err := s.IngestWith(bot, []event.Lead{changed}, event.IngestOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
 		crm := pending(t, s, "crm")
@@ -516,7 +516,7 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("no baseline and no initialization", func(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
-		res, err := s.IngestWith(bot, []event.Lead{appt}, dedupe.IngestOptions{})
+		res, err := s.IngestWith(bot, []event.Lead{appt}, event.IngestOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Zero(t, res.Baseline)
@@ -540,7 +540,7 @@ func TestIngestWith(t *testing.T) {
 			require.NoError(t, s.Ack("bus", d.Seq))
 		}
 		newer := mkLead(bot, event.KindLead, 3, t0)
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead, newer}, dedupe.IngestOptions{Resend: true, Only: []string{"bus"}})
+		res, err := s.IngestWith(bot, []event.Lead{appt, lead, newer}, event.IngestOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
@@ -560,7 +560,7 @@ func TestIngestWith(t *testing.T) {
 		_, err := s.Ingest(bot, []event.Lead{lead})
 		require.NoError(t, err)
 		<-s.Changes()
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, dedupe.IngestOptions{DryRun: true, Resend: true})
+		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, event.IngestOptions{DryRun: true, Resend: true})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, 1, res.Duplicate)
@@ -833,7 +833,7 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 		"failed":      func() error { return ro.Failed(sales[0]) },
 		"dead-letter": func() error { return ro.DeadLetter(sales[0], failed) },
 		"ingest":      func() error { _, err := ro.Ingest(bot, leads(bot, 10, 1)); return err },
-		"ingest with": func() error { _, err := ro.IngestWith(bot, appts, dedupe.IngestOptions{Resend: true}); return err },
+		"ingest with": func() error { _, err := ro.IngestWith(bot, appts, event.IngestOptions{Resend: true}); return err },
 		"record poll": func() error { return ro.RecordPoll(bot, time.Now(), nil) },
 		"pause":       func() error { return ro.Pause("sales", "x", "y") },
 		"resume":      func() error { _, err := ro.Resume("bus"); return err },

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -24,14 +23,14 @@ type Backend interface {
 	// Resume unpauses a forwarder whose target was gone and reports whether it was paused.
 	Resume(ctx context.Context, forwarder string) (bool, error)
 	// MovePending moves the outbox entries of from, a forwarder no longer configured, to
-	// the configured forwarder to (see dedupe.Store.MovePending).
+	// the configured forwarder to (see LocalStore.MovePending).
 	MovePending(ctx context.Context, from, to string) (OutboxMove, error)
 	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
 	// and returns how many it deleted.
 	DropPending(ctx context.Context, forwarder string) (int, error)
 	// DryIngest says what taking chatbot serial's leads would queue (o.DryRun is implied:
 	// nothing is written), for `backfill --dry-run`.
-	DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+	DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 }
 
 // OutboxMove is what a move of outbox entries did.
@@ -79,32 +78,24 @@ type ForwarderStatus struct {
 	PausedSince  time.Time `json:"paused_since,omitzero"`
 }
 
-// ChatbotInfo is a configured chatbot.
-type ChatbotInfo struct {
-	Serial string
-	Name   string
-}
-
 // ForwarderInfo is a configured forwarder.
 type ForwarderInfo struct {
 	Name string
 	Type string
 }
 
-// LocalStore is what Local needs of the store; *dedupe.Store implements it.
+// LocalStore is what Local needs of the store; the bbolt store implements it.
 type LocalStore interface {
 	StoreStats
-	Chatbots() (map[string]dedupe.ChatbotState, error)
+	Chatbots() (map[string]event.ChatbotState, error)
 	DeadLetters(forwarder string) ([]event.DeadLetter, error)
 	Replay(forwarder, eventID string) (int, error)
 	Drop(forwarder, eventID string) (int, error)
 	Resume(forwarder string) (bool, error)
 	MovePending(from, to string) (moved, already int, err error)
 	DropPending(forwarder string) (int, error)
-	IngestWith(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+	IngestWith(serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 }
-
-var _ LocalStore = (*dedupe.Store)(nil)
 
 // Local is the Backend over an open store: the daemon serves it through the admin API,
 // and the commands use it directly when no daemon runs.
@@ -113,7 +104,7 @@ type Local struct {
 	// Resumer unpauses a forwarder in the running dispatcher (Dispatcher.Resume); nil
 	// when no daemon runs. Its presence makes Status report Daemon.
 	Resumer    func(name string) bool
-	Chatbots   []ChatbotInfo
+	Chatbots   []event.Chatbot
 	Forwarders []ForwarderInfo
 	Version    string
 }
@@ -251,7 +242,7 @@ func (l *Local) DropPending(_ context.Context, forwarder string) (int, error) {
 }
 
 // DryIngest computes what ingesting leads would queue, writing nothing.
-func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
 	o.DryRun = true
 	return l.Store.IngestWith(serial, leads, o)
 }

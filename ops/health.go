@@ -24,7 +24,7 @@ const maxReasonError = 200
 // from ObservePoll and is safe for concurrent use.
 type Health struct {
 	store    StoreStats
-	chatbots []ChatbotInfo
+	chatbots []event.Chatbot
 	known    map[string]bool // configured forwarders
 	interval time.Duration
 	now      func() time.Time
@@ -43,7 +43,7 @@ type pollRecord struct {
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
 // default, if <= 0), and the outbox entries of forwarders not among the configured ones.
 // now tells the time (time.Now if nil); the start is now().
-func NewHealth(src StoreStats, chatbots []ChatbotInfo, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
+func NewHealth(src StoreStats, chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
 	if interval <= 0 {
 		interval = time.Minute
 	}

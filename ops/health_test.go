@@ -16,7 +16,7 @@ import (
 	"github.com/leadbridge/leadbridge/ops"
 )
 
-var bots = []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}, {Serial: serialB, Name: "Shop"}}
+var bots = []event.Chatbot{{Serial: serialA, Name: chatbotName}, {Serial: serialB, Name: "Shop"}}
 
 // healthServer serves a Health over the store on a fake clock, polled every minute.
 func healthServer(t *testing.T, s *dedupe.Store) (*ops.Health, *clock, string) {

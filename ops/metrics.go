@@ -14,17 +14,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
 // StoreStats is what metrics and readiness read from the store at scrape time.
-// *dedupe.Store implements it.
+// The bbolt store implements it.
 type StoreStats interface {
-	Depth() (map[string]int, error)           // outbox entries per forwarder
-	DeadCount() (map[string]int, error)       // dead letters per forwarder
-	Paused() (map[string]dedupe.Pause, error) // paused forwarders by name
+	Depth() (map[string]int, error)          // outbox entries per forwarder
+	DeadCount() (map[string]int, error)      // dead letters per forwarder
+	Paused() (map[string]event.Pause, error) // paused forwarders by name
 }
 
 // Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and

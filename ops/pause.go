@@ -3,17 +3,15 @@ package ops
 import (
 	"log/slog"
 
-	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
-// PauseStore is where pauses outlive a process; *dedupe.Store implements it.
+// PauseStore is where pauses outlive a process; the bbolt store implements it.
 type PauseStore interface {
-	Paused() (map[string]dedupe.Pause, error)
+	Paused() (map[string]event.Pause, error)
 	Resume(forwarder string) (bool, error)
 }
-
-var _ PauseStore = (*dedupe.Store)(nil)
 
 // RestorePauses carries the pauses in store over to the routes a process starts with,
 // changing routes in place. A route whose forwarder is paused with the route's

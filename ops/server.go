@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -187,7 +186,7 @@ func (a *admin) dryIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: want a JSON array of leads: "+err.Error())
 		return
 	}
-	res, err := a.b.DryIngest(r.Context(), serial, leads, dedupe.IngestOptions{Resend: resend, Only: q["only"]})
+	res, err := a.b.DryIngest(r.Context(), serial, leads, event.IngestOptions{Resend: resend, Only: q["only"]})
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -68,7 +69,7 @@ func TestLocalStatusWithoutDaemon(t *testing.T) {
 	ingest(t, s, 2)
 	local := &ops.Local{
 		Store:      s,
-		Chatbots:   []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}},
+		Chatbots:   []event.Chatbot{{Serial: serialA, Name: chatbotName}},
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}},
 		Version:    "1.2.3",
 	}

@@ -73,12 +73,6 @@ func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 	}
 }
 
-// Chatbot is one chatbot to poll: its serial number and a display name for events.
-type Chatbot struct {
-	Serial string
-	Name   string
-}
-
 // Window is the range of UTC days a poll asks for; both ends are sent as YYYY-MM-DD and
 // a zero end is left out of the request.
 type Window struct {
@@ -212,7 +206,7 @@ const DefaultChunkRecords = 1000
 // *StatusError, *APIError or *DecodeError; each names the chatbot and none contains the
 // API key or credentials from the base URL. Records that fail to decode are reported in
 // Page.Skipped rather than failing the call. List holds the whole page; Stream does not.
-func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) {
+func (c *Client) List(ctx context.Context, bot event.Chatbot, w Window) (Page, error) {
 	page := Page{Leads: []event.Lead{}}
 	err := c.Stream(ctx, bot, w, func(p Page) error {
 		page.Leads = append(page.Leads, p.Leads...)
@@ -237,7 +231,7 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 //
 // Errors are those of List; an error from take ends the stream and is returned as it
 // is; a failure to write the temporary file is an error naming the chatbot.
-func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Page) error) error {
+func (c *Client) Stream(ctx context.Context, bot event.Chatbot, w Window, take func(Page) error) error {
 	body, err := json.Marshal(listRequest{
 		SerialNumber: bot.Serial,
 		StartTime:    formatDate(w.Start),
@@ -332,7 +326,7 @@ func (c *Client) maxBody() int64 {
 	return DefaultMaxBodyBytes
 }
 
-func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
+func (c *Client) statusError(bot event.Chatbot, resp *http.Response) *StatusError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLen))
 	var envelope struct{ Code json.RawMessage }
 	e := &StatusError{
@@ -351,7 +345,7 @@ func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
 	return e
 }
 
-func (c *Client) decodeError(bot Chatbot, body *bodyReader, err error) *DecodeError {
+func (c *Client) decodeError(bot event.Chatbot, body *bodyReader, err error) *DecodeError {
 	return &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Shape: shape(body.head), Size: int(body.n), Err: err}
 }
 

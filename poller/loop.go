@@ -81,7 +81,7 @@ type Loop struct {
 	// Store takes the records.
 	Store Store
 	// Chatbots are the chatbots to poll, each in its own goroutine.
-	Chatbots []Chatbot
+	Chatbots []event.Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
 	Interval time.Duration
 	// Lookback is how far back a poll's window starts when no gap needs catching up
@@ -205,7 +205,7 @@ func (l *Loop) Run(ctx context.Context) error {
 // PollOnce polls one chatbot once: List, Ingest, RecordPoll, logs and OnPoll. A failure
 // is logged and returned; its error names the chatbot. A poll cut short because ctx is
 // done is returned without being recorded, logged or reported to OnPoll.
-func (l *Loop) PollOnce(ctx context.Context, bot Chatbot) (event.Ingested, error) {
+func (l *Loop) PollOnce(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
 	res, err := l.poll(ctx, bot)
 	if err != nil && ctx.Err() == nil {
 		l.logFailure(bot, err, 0)
@@ -407,7 +407,7 @@ func (l *Loop) firstWait(i, n int) time.Duration {
 }
 
 // run is one chatbot's schedule, starting with a wait of first.
-func (l *Loop) run(ctx context.Context, bot Chatbot, first time.Duration) {
+func (l *Loop) run(ctx context.Context, bot event.Chatbot, first time.Duration) {
 	interval, jitter := l.interval(), l.jitter()
 	bo := l.newBackOff()
 	wait := first
@@ -427,7 +427,7 @@ func (l *Loop) run(ctx context.Context, bot Chatbot, first time.Duration) {
 }
 
 // poll is one poll without the failure log, which differs between PollOnce and run.
-func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
+func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
 	log := l.logger()
 	at := l.now()
 	start := time.Now()
@@ -549,7 +549,7 @@ func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
 // logFailure logs a failed poll: an error when the store failed (records may be piling
 // up unrecorded), a warning when the API did. retryIn is the wait before the next try,
 // 0 when there is none.
-func (l *Loop) logFailure(bot Chatbot, err error, retryIn time.Duration) {
+func (l *Loop) logFailure(bot event.Chatbot, err error, retryIn time.Duration) {
 	level, msg := slog.LevelWarn, "LeadList poll failed"
 	var se *storeError
 	if errors.As(err, &se) {

@@ -54,7 +54,7 @@ func openStore(t *testing.T, opts dedupe.Options) *dedupe.Store {
 }
 
 // chatbotStates returns what the store holds about every chatbot.
-func chatbotStates(t *testing.T, s *dedupe.Store) map[string]dedupe.ChatbotState {
+func chatbotStates(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState {
 	t.Helper()
 	states, err := s.Chatbots()
 	require.NoError(t, err)
@@ -177,7 +177,7 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	sink, hooks := &logSink{}, &onPollCalls{}
 	l := &Loop{
-		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow },
 	}
 
@@ -208,7 +208,7 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	outbox := pending(t, store)
 	require.Len(t, outbox, 2)
 	assert.Equal(t, []string{first.Events[0].ID, first.Events[1].ID}, eventIDs(outbox))
-	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
+	assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
 		chatbotStates(t, store)[mainSite.Serial])
 
 	for _, h := range srv.hitsFor(mainSite.Serial) {
@@ -244,7 +244,7 @@ func TestPollOnceLogsSkippedRecords(t *testing.T) {
 		`{"Type":"Ticket","Name":"test444","Email":"test444@qq.com","CreateTime":"2023-11-23T18:36:21-08:00"}`,
 		`{"Type":"Lead","Name":"test444","Content":"Please share anything","SessionID":"555 0100"}`)
 	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
 
 	res, err := l.PollOnce(context.Background(), mainSite)
@@ -308,7 +308,7 @@ func TestPollOnceFailures(t *testing.T) {
 				require.NoError(t, store.Close())
 			}
 			sink, hooks := &logSink{}, &onPollCalls{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -354,7 +354,7 @@ func TestPollOnceCancelledIsNotRecorded(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.script(mainSite.Serial, reply{delay: 5 * time.Second})
 	store, sink, hooks := openStore(t, dedupe.Options{}), &logSink{}, &onPollCalls{}
-	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -430,7 +430,7 @@ func TestWindowFor(t *testing.T) {
 
 func TestPollAllJoinsErrors(t *testing.T) {
 	srv := newLeadListServer(t)
-	bots := []Chatbot{
+	bots := []event.Chatbot{
 		{Serial: "bot-ok-1"}, {Serial: "bot-failing-500"}, {Serial: "bot-ok-2"},
 		{Serial: "bot-failing-api"}, {Serial: "bot-ok-3"}, {Serial: "bot-ok-4"}, {Serial: "bot-ok-5"},
 	}
@@ -464,7 +464,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 		st := states[b.Serial]
 		assert.Equal(t, pollNow, st.LastPoll, b.Serial)
 		if strings.HasPrefix(b.Serial, "bot-ok") {
-			assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 1}, st, b.Serial)
+			assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 1}, st, b.Serial)
 			assert.Equal(t, 1, delivered[b.Serial], b.Serial)
 		} else {
 			assert.Contains(t, st.LastError, b.Serial)
@@ -485,11 +485,11 @@ func TestLoopValidates(t *testing.T) {
 		loop *Loop
 		want string
 	}{
-		{"no client", &Loop{Store: store, Chatbots: []Chatbot{mainSite}}, "Client is nil"},
-		{"no store", &Loop{Client: c, Chatbots: []Chatbot{mainSite}}, "Store is nil"},
+		{"no client", &Loop{Store: store, Chatbots: []event.Chatbot{mainSite}}, "Client is nil"},
+		{"no store", &Loop{Client: c, Chatbots: []event.Chatbot{mainSite}}, "Store is nil"},
 		{"no chatbots", &Loop{Client: c, Store: store}, "no chatbots"},
-		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
-		{"duplicate serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{mainSite, mainSite}}, "listed twice"},
+		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []event.Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
+		{"duplicate serial", &Loop{Client: c, Store: store, Chatbots: []event.Chatbot{mainSite, mainSite}}, "listed twice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -571,7 +571,7 @@ func gaps(hits []hit) []time.Duration {
 }
 
 func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
-	healthy, failing := Chatbot{Serial: "bot-healthy"}, Chatbot{Serial: "bot-failing"}
+	healthy, failing := event.Chatbot{Serial: "bot-healthy"}, event.Chatbot{Serial: "bot-failing"}
 	srv := newLeadListServer(t)
 	srv.setRecords(healthy.Serial, docLead, docAppointment)
 	srv.always(failing.Serial, reply{status: 500, delay: 30 * time.Millisecond})
@@ -579,7 +579,7 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 	hooks, sink := &onPollCalls{}, &logSink{}
 	const interval, maxBackoff = 20 * time.Millisecond, 160 * time.Millisecond
 	l := &Loop{
-		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{failing, healthy},
+		Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{failing, healthy},
 		Interval: interval, MaxBackoff: maxBackoff, OnPoll: hooks.hook, Logger: sink.logger(),
 		Now: func() time.Time { return pollNow },
 	}
@@ -617,7 +617,7 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 		assert.Equal(t, event.Ingested{Duplicate: 2}, res)
 	}
 	states := chatbotStates(t, store)
-	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2}, states[healthy.Serial])
+	assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2}, states[healthy.Serial])
 	assert.Zero(t, states[failing.Serial].Seen, "the failing chatbot handed the store nothing")
 	assert.False(t, states[failing.Serial].Initialized)
 	assert.Zero(t, states[failing.Serial].LastOK)
@@ -641,7 +641,7 @@ func TestRunBackoffResetsAfterSuccess(t *testing.T) {
 	srv := newLeadListServer(t)
 	fail := reply{status: 502}
 	srv.script(mainSite.Serial, fail, fail, fail, fail, fail, reply{body: okBody()}, fail)
-	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{mainSite},
 		Interval: 20 * time.Millisecond, MaxBackoff: 2 * time.Second}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) >= 8 }, 10*time.Second, 10*time.Millisecond)
@@ -656,10 +656,10 @@ func TestRunBackoffResetsAfterSuccess(t *testing.T) {
 }
 
 func TestRunHonoursRetryAfter(t *testing.T) {
-	limited, other := Chatbot{Serial: "bot-limited"}, Chatbot{Serial: "bot-other"}
+	limited, other := event.Chatbot{Serial: "bot-limited"}, event.Chatbot{Serial: "bot-other"}
 	srv := newLeadListServer(t)
 	srv.script(limited.Serial, reply{status: 429, header: map[string]string{"Retry-After": "1"}})
-	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{limited, other},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{limited, other},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(limited.Serial)) >= 2 }, 10*time.Second, 10*time.Millisecond)
@@ -677,11 +677,11 @@ func TestRunHonoursRetryAfter(t *testing.T) {
 }
 
 func TestRunStopsPromptlyOnCancel(t *testing.T) {
-	inFlight, waiting := Chatbot{Serial: "bot-in-flight"}, Chatbot{Serial: "bot-waiting"}
+	inFlight, waiting := event.Chatbot{Serial: "bot-in-flight"}, event.Chatbot{Serial: "bot-waiting"}
 	srv := newLeadListServer(t)
 	srv.always(inFlight.Serial, reply{delay: time.Minute})
 	srv.always(waiting.Serial, reply{status: 429, header: map[string]string{"Retry-After": "3600"}})
-	l := &Loop{Client: srv.client(time.Minute), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{inFlight, waiting},
+	l := &Loop{Client: srv.client(time.Minute), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{inFlight, waiting},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool {
@@ -707,7 +707,7 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 			srv := newLeadListServer(t)
 			srv.setRecords(mainSite.Serial, docLead, docAppointment)
 			store, hooks, sink := openStore(t, dedupe.Options{Initial: tc.initial}), &onPollCalls{}, &logSink{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Interval: 10 * time.Millisecond, OnPoll: hooks.hook, Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 			stop := runLoop(t, l)
@@ -804,7 +804,7 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			}
 			require.NoError(t, store.RecordPoll("bot-other", pollNow.Add(-100*day), errors.New("down")))
 			sink := &logSink{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 
@@ -862,7 +862,7 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
 	store, hooks := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &onPollCalls{}
 	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
 		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 	stop := runLoop(t, l)
@@ -912,7 +912,7 @@ func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
 	hooks, sink := &onPollCalls{}, &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
 		Now: func() time.Time { return pollNow }}
 
@@ -952,7 +952,7 @@ func TestFirstPollThatIsNoPageKeepsTheBaseline(t *testing.T) {
 			srv.script(mainSite.Serial, reply{body: body})
 			store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialSkip}), &logSink{}
 			now := pollNow
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Logger: sink.logger(), Now: func() time.Time { return now }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -1021,7 +1021,7 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead, badType, badCount)
 	store, sink, skips := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}, &skipCalls{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnSkip: skips.hook, Now: func() time.Time { return pollNow }}
 
 	for range 3 {
@@ -1055,7 +1055,7 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []any{"WARN", "DEBUG", "DEBUG", "WARN"}, levels(skipMsg))
 	// Another chatbot's copy of the same record is news too.
-	other := Chatbot{Serial: "bot-other"}
+	other := event.Chatbot{Serial: "bot-other"}
 	srv.setRecords(other.Serial, badType)
 	_, err = l.PollOnce(context.Background(), other)
 	require.NoError(t, err)
@@ -1088,7 +1088,7 @@ func TestLastSuccessInTheFuture(t *testing.T) {
 	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(72*time.Hour), nil))
 	sink := &logSink{}
 	now := pollNow
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		LastOK: lastOKs(t, store), MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
 		Now: func() time.Time { return now }}
 
@@ -1126,7 +1126,7 @@ func TestClockSetBackKeepsCatchUp(t *testing.T) {
 	srv := newLeadListServer(t)
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	now := pollNow.Add(72 * time.Hour)
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		MaxLookback: 10 * 24 * time.Hour, Now: func() time.Time { return now }}
 	_, err := l.PollOnce(context.Background(), mainSite) // clock ahead
 	require.NoError(t, err)
@@ -1159,7 +1159,7 @@ func TestManyMalformedRecordsWarnedInSum(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, append(bad, docLead)...)
 	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
 	for range 2 {
 		res, err := l.PollOnce(context.Background(), mainSite)

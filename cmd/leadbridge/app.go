@@ -11,6 +11,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
@@ -28,6 +29,14 @@ type app struct {
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
 }
+
+// The store is every store the other packages define as an interface where they use it.
+var (
+	_ poller.Store      = (*dedupe.Store)(nil)
+	_ forwarders.Outbox = (*dedupe.Store)(nil)
+	_ ops.LocalStore    = (*dedupe.Store)(nil)
+	_ ops.PauseStore    = (*dedupe.Store)(nil)
+)
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).
 func loadConfig(path string) (*config.Config, error) {
@@ -142,10 +151,11 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	return a, nil
 }
 
-func chatbots(cfg *config.Config) []poller.Chatbot {
-	out := make([]poller.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
+// chatbots are the configured chatbots, as the poller, status and readiness take them.
+func chatbots(cfg *config.Config) []event.Chatbot {
+	out := make([]event.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
 	for _, cb := range cfg.NeoAgent.Chatbots {
-		out = append(out, poller.Chatbot{Serial: cb.Serial, Name: cb.Name})
+		out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name})
 	}
 	return out
 }
