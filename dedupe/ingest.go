@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -35,21 +36,24 @@ import (
 // may be a record announced long ago. A seen record's last-seen time is refreshed when
 // it is older than a tenth of the retention, so that a poll of known records writes
 // almost nothing while keys the API still returns are never pruned.
-func (s *Store) Ingest(serial string, leads []event.Lead) (event.Ingested, error) {
-	return s.ingest(serial, leads, event.IngestOptions{}, false)
+func (s *Store) Ingest(ctx context.Context, serial string, leads []event.Lead) (event.Ingested, error) {
+	return s.ingest(ctx, serial, leads, event.IngestOptions{}, false)
 }
 
 // IngestWith is Ingest for a deliberate backfill, shaped by o. Records re-sent with
 // o.Resend count as Duplicate and appear in Result.Events. A backfill takes records
 // older than the retention horizon too (it asked for them): they are marked seen as of
 // now, so their keys outlive the retention from the backfill on.
-func (s *Store) IngestWith(serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
-	return s.ingest(serial, leads, o, true)
+func (s *Store) IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
+	return s.ingest(ctx, serial, leads, o, true)
 }
 
-func (s *Store) ingest(serial string, leads []event.Lead, o event.IngestOptions, deliberate bool) (event.Ingested, error) {
+func (s *Store) ingest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions, deliberate bool) (event.Ingested, error) {
 	if s.readOnly {
 		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return event.Ingested{}, s.wrap("ingest "+serial, err)
 	}
 	p := s.newPageIngest(serial, o, deliberate)
 	return p.add(leads, true)
@@ -65,9 +69,12 @@ func (s *Store) ingest(serial string, leads []event.Lead, o event.IngestOptions,
 // transaction), or else once read returns nil; a page cut short by a failure leaves the
 // baseline to the next poll. A failing take returns the store's error, after which read
 // should stop; IngestPage returns read's error (which may be take's).
-func (s *Store) IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
+func (s *Store) IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
 	if s.readOnly {
 		return s.wrap("ingest "+serial, ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.wrap("ingest "+serial, err)
 	}
 	p := s.newPageIngest(serial, event.IngestOptions{}, false)
 	var failed, done bool

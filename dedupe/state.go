@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,9 +15,9 @@ import (
 // Chatbots returns the state of every chatbot the store has heard of, by serial. The
 // poll bookkeeping (LastPoll, LastOK, LastError) is this process's latest, including
 // what RecordPoll noted but has not flushed yet.
-func (s *Store) Chatbots() (map[string]event.ChatbotState, error) {
+func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, error) {
 	out := map[string]event.ChatbotState{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChatbots)
 		if b == nil {
 			return nil
@@ -77,9 +78,12 @@ func (m pollMark) apply(st *event.ChatbotState) {
 // A lost first mark would leave none, and a chatbot without one gets only the plain
 // lookback window, which after a long downtime would miss the gap's older part: hence
 // the exception.
-func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
+func (s *Store) RecordPoll(ctx context.Context, serial string, at time.Time, pollErr error) error {
 	if s.readOnly {
 		return s.wrap("record poll of "+serial, ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.wrap("record poll of "+serial, err)
 	}
 	s.pollMu.Lock()
 	if s.closed {
@@ -99,21 +103,21 @@ func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 	if !now {
 		return nil
 	}
-	return s.flush(serial)
+	return s.flush(ctx, serial)
 }
 
 // FlushPolls writes the poll bookkeeping noted since the last flush in one transaction.
 // It runs every Options.PollFlushInterval and at Close; nothing else needs to call it.
 // If the write fails, the marks are kept for the next flush.
-func (s *Store) FlushPolls() error {
+func (s *Store) FlushPolls(ctx context.Context) error {
 	if s.readOnly {
 		return nil
 	}
-	return s.flush("")
+	return s.flush(ctx, "")
 }
 
 // flush writes the marks noted so far, of every chatbot or only of serial.
-func (s *Store) flush(serial string) error {
+func (s *Store) flush(ctx context.Context, serial string) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	s.pollMu.Lock()
@@ -127,7 +131,7 @@ func (s *Store) flush(serial string) error {
 	if len(marks) == 0 {
 		return nil
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		for k, m := range marks {
 			if err := updateChatbotTx(tx, k, m.apply); err != nil {
 				return err
@@ -179,7 +183,7 @@ func (s *Store) flushPolls(tick <-chan time.Time, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-tick:
-			if err := s.FlushPolls(); err != nil {
+			if err := s.FlushPolls(context.Background()); err != nil {
 				s.log.Error("writing the poll bookkeeping failed; it is kept and written at the next try", "err", err)
 			}
 		}
@@ -198,8 +202,8 @@ func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*event.ChatbotState)) e
 
 // Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the
 // outbox. Pausing a paused forwarder updates reason and config hash but keeps Since.
-func (s *Store) Pause(forwarder, reason, configHash string) error {
-	err := s.update(func(tx *bolt.Tx) error {
+func (s *Store) Pause(ctx context.Context, forwarder, reason, configHash string) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		p := event.Pause{Since: time.Now()}
 		if _, err := getJSON(b, []byte(forwarder), &p); err != nil {
@@ -216,9 +220,9 @@ func (s *Store) Pause(forwarder, reason, configHash string) error {
 }
 
 // Resume unpauses forwarder and reports whether it was paused.
-func (s *Store) Resume(forwarder string) (bool, error) {
+func (s *Store) Resume(ctx context.Context, forwarder string) (bool, error) {
 	was := false
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		was = b.Get([]byte(forwarder)) != nil
 		return b.Delete([]byte(forwarder))
@@ -233,9 +237,9 @@ func (s *Store) Resume(forwarder string) (bool, error) {
 }
 
 // Paused returns the paused forwarders by name.
-func (s *Store) Paused() (map[string]event.Pause, error) {
+func (s *Store) Paused(ctx context.Context) (map[string]event.Pause, error) {
 	out := map[string]event.Pause{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		if b == nil {
 			return nil
@@ -261,7 +265,7 @@ func (s *Store) Paused() (map[string]event.Pause, error) {
 // now is a wall clock reading: if it is implausibly far ahead of the time the store can
 // vouch for (see maxClockJump), or behind a time the store already used, the store's
 // clock is used instead, with a warning, so that a clock jump cannot prune keys early.
-func (s *Store) Prune(now time.Time) (int, error) {
+func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 	if s.readOnly {
 		return 0, s.wrap("prune", ErrReadOnly)
 	}
@@ -270,7 +274,7 @@ func (s *Store) Prune(now time.Time) (int, error) {
 	}
 	cutoff := s.clock.read(now).Add(-s.retention)
 	n, malformed := 0, 0
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		seen := tx.Bucket(bucketSeen)
 		var old [][]byte
 		err := seen.ForEach(func(k, raw []byte) error {

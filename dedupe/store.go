@@ -35,6 +35,7 @@
 package dedupe
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -94,7 +95,10 @@ type Options struct {
 	PollFlushInterval time.Duration
 }
 
-// Store is the bbolt-backed store. Its methods are safe for concurrent use.
+// Store is the bbolt-backed store. Its methods are safe for concurrent use. Every I/O
+// method takes a ctx and, when ctx is done as it starts, returns ctx's error (wrapped)
+// without touching the file; bbolt takes no context, so an operation once begun runs to
+// its end.
 type Store struct {
 	db          *bolt.DB
 	path        string
@@ -390,7 +394,7 @@ func (s *Store) Close() error {
 	var flushErr error
 	if s.stopFlush != nil {
 		s.stopFlush()
-		if flushErr = s.FlushPolls(); flushErr != nil {
+		if flushErr = s.FlushPolls(context.Background()); flushErr != nil {
 			// Callers often defer Close; the error is logged so that it is not lost.
 			s.log.Error("writing the poll bookkeeping at close failed; the next start catches up from older marks", "err", flushErr)
 		}
@@ -412,12 +416,24 @@ func (s *Store) signal() {
 	}
 }
 
-// update runs fn in a write transaction, or returns ErrReadOnly.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
+// update runs fn in a write transaction, or returns ErrReadOnly, or ctx's error if ctx
+// is done (bbolt takes no context: a transaction once begun runs to its end).
+func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	return s.db.Update(fn)
+}
+
+// view runs fn in a read transaction, or returns ctx's error if ctx is done.
+func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(fn)
 }
 
 // wrap names the store file and the operation in an error.

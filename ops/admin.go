@@ -87,14 +87,14 @@ type ForwarderInfo struct {
 // LocalStore is what Local needs of the store; the bbolt store implements it.
 type LocalStore interface {
 	StoreStats
-	Chatbots() (map[string]event.ChatbotState, error)
-	DeadLetters(forwarder string) ([]event.DeadLetter, error)
-	Replay(forwarder, eventID string) (int, error)
-	Drop(forwarder, eventID string) (int, error)
-	Resume(forwarder string) (bool, error)
-	MovePending(from, to string) (moved, already int, err error)
-	DropPending(forwarder string) (int, error)
-	IngestWith(serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
+	Chatbots(ctx context.Context) (map[string]event.ChatbotState, error)
+	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
+	Replay(ctx context.Context, forwarder, eventID string) (int, error)
+	Drop(ctx context.Context, forwarder, eventID string) (int, error)
+	Resume(ctx context.Context, forwarder string) (bool, error)
+	MovePending(ctx context.Context, from, to string) (moved, already int, err error)
+	DropPending(ctx context.Context, forwarder string) (int, error)
+	IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 }
 
 // Local is the Backend over an open store: the daemon serves it through the admin API,
@@ -113,20 +113,20 @@ var _ Backend = (*Local)(nil)
 
 // Status reads the configured chatbots' poll state and every forwarder's outbox, dead
 // letters and pause, including forwarders not in the config that still have any.
-func (l *Local) Status(_ context.Context) (Status, error) {
-	states, err := l.Store.Chatbots()
+func (l *Local) Status(ctx context.Context) (Status, error) {
+	states, err := l.Store.Chatbots(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	depth, err := l.Store.Depth()
+	depth, err := l.Store.Depth(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	dead, err := l.Store.DeadCount()
+	dead, err := l.Store.DeadCount(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	paused, err := l.Store.Paused()
+	paused, err := l.Store.Paused(ctx)
 	if err != nil {
 		return Status{}, err
 	}
@@ -175,23 +175,23 @@ func (l *Local) Status(_ context.Context) (Status, error) {
 }
 
 // DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
-func (l *Local) DeadLetters(_ context.Context, forwarder string) ([]event.DeadLetter, error) {
-	return l.Store.DeadLetters(forwarder)
+func (l *Local) DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error) {
+	return l.Store.DeadLetters(ctx, forwarder)
 }
 
 // Replay puts dead letters back in the outbox; a running dispatcher is woken by the store.
-func (l *Local) Replay(_ context.Context, forwarder, id string) (int, error) {
-	return l.Store.Replay(forwarder, id)
+func (l *Local) Replay(ctx context.Context, forwarder, id string) (int, error) {
+	return l.Store.Replay(ctx, forwarder, id)
 }
 
 // Drop deletes dead letters.
-func (l *Local) Drop(_ context.Context, forwarder, id string) (int, error) {
-	return l.Store.Drop(forwarder, id)
+func (l *Local) Drop(ctx context.Context, forwarder, id string) (int, error) {
+	return l.Store.Drop(ctx, forwarder, id)
 }
 
 // Resume clears the forwarder's pause in the store and, with a daemon, in its dispatcher.
-func (l *Local) Resume(_ context.Context, forwarder string) (bool, error) {
-	was, err := l.Store.Resume(forwarder)
+func (l *Local) Resume(ctx context.Context, forwarder string) (bool, error) {
+	was, err := l.Store.Resume(ctx, forwarder)
 	if err != nil {
 		return false, err
 	}
@@ -221,7 +221,7 @@ func (l *Local) notConfigured(flag, name string) error {
 
 // MovePending moves the stranded deliveries of from to the configured forwarder to; a
 // running dispatcher is woken by the store and delivers them.
-func (l *Local) MovePending(_ context.Context, from, to string) (OutboxMove, error) {
+func (l *Local) MovePending(ctx context.Context, from, to string) (OutboxMove, error) {
 	if err := l.notConfigured("from", from); err != nil {
 		return OutboxMove{}, err
 	}
@@ -229,20 +229,20 @@ func (l *Local) MovePending(_ context.Context, from, to string) (OutboxMove, err
 		return OutboxMove{}, &RefusedError{fmt.Sprintf("to %q is not a configured forwarder; "+
 			"moving deliveries there would strand them again", to)}
 	}
-	moved, already, err := l.Store.MovePending(from, to)
+	moved, already, err := l.Store.MovePending(ctx, from, to)
 	return OutboxMove{Moved: moved, Already: already}, err
 }
 
 // DropPending deletes the stranded deliveries of forwarder.
-func (l *Local) DropPending(_ context.Context, forwarder string) (int, error) {
+func (l *Local) DropPending(ctx context.Context, forwarder string) (int, error) {
 	if err := l.notConfigured("forwarder", forwarder); err != nil {
 		return 0, err
 	}
-	return l.Store.DropPending(forwarder)
+	return l.Store.DropPending(ctx, forwarder)
 }
 
 // DryIngest computes what ingesting leads would queue, writing nothing.
-func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
+func (l *Local) DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
 	o.DryRun = true
-	return l.Store.IngestWith(serial, leads, o)
+	return l.Store.IngestWith(ctx, serial, leads, o)
 }

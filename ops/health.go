@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -117,11 +118,11 @@ type Stranded struct {
 // forwarder: leads are waiting that will never go out by themselves, and only an operator
 // can fix it (`leadbridge outbox move` or `outbox drop`), which is what readiness alerts
 // are watched for. Restarting does not help, so /healthz (liveness) stays ok.
-func (h *Health) Check() Readiness {
+func (h *Health) Check(ctx context.Context) Readiness {
 	now := h.now()
 	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}, Stranded: []Stranded{}}
 
-	paused, err := h.store.Paused()
+	paused, err := h.store.Paused(ctx)
 	if err != nil {
 		r.Ready = false
 		r.Store = "error: " + err.Error()
@@ -136,7 +137,7 @@ func (h *Health) Check() Readiness {
 			name, p.Since.UTC().Format(time.RFC3339), cut(p.Reason, maxReasonError), name))
 	}
 
-	depth, err := h.store.Depth()
+	depth, err := h.store.Depth(ctx)
 	if err != nil && r.Store == "open" {
 		r.Ready = false
 		r.Store = "error: " + err.Error()

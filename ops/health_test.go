@@ -104,7 +104,7 @@ func TestReadyzFollowsPolls(t *testing.T) {
 func TestReadyzPausedForwarder(t *testing.T) {
 	s := openStore(t)
 	_, _, base := healthServer(t, s)
-	require.NoError(t, s.Pause("crm", "webhook crm: HTTP 410 Gone", "hash"))
+	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 
 	code, r := ready(t, base)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -115,7 +115,7 @@ func TestReadyzPausedForwarder(t *testing.T) {
 	assert.Contains(t, r.Reasons[0], "forwarder crm is paused")
 	assert.Contains(t, r.Reasons[0], "leadbridge forwarder resume crm")
 
-	_, err := s.Resume("crm")
+	_, err := s.Resume(t.Context(), "crm")
 	require.NoError(t, err)
 	code, r = ready(t, base)
 	assert.Equal(t, http.StatusOK, code)

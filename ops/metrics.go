@@ -5,6 +5,7 @@
 package ops
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"slices"
@@ -21,9 +22,9 @@ import (
 // StoreStats is what metrics and readiness read from the store at scrape time.
 // The bbolt store implements it.
 type StoreStats interface {
-	Depth() (map[string]int, error)          // outbox entries per forwarder
-	DeadCount() (map[string]int, error)      // dead letters per forwarder
-	Paused() (map[string]event.Pause, error) // paused forwarders by name
+	Depth(ctx context.Context) (map[string]int, error)          // outbox entries per forwarder
+	DeadCount(ctx context.Context) (map[string]int, error)      // dead letters per forwarder
+	Paused(ctx context.Context) (map[string]event.Pause, error) // paused forwarders by name
 }
 
 // Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and
@@ -198,17 +199,18 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Every forwarder the store knows of gets all
 // three gauges, so a paused one shows 0 pending rather than nothing.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	depth, err := c.src.Depth()
+	ctx := context.Background() // a scrape's request does not reach a Collector
+	depth, err := c.src.Depth(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.depth, err)
 		return
 	}
-	dead, err := c.src.DeadCount()
+	dead, err := c.src.DeadCount(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.dead, err)
 		return
 	}
-	paused, err := c.src.Paused()
+	paused, err := c.src.Paused(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.paused, err)
 		return

@@ -46,7 +46,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	ok := bus[0]
 	ok.Enqueued = time.Now().Add(-90 * time.Second)
 	ok.Attempts = 2
-	require.NoError(t, s.Ack("bus", ok.Seq))
+	require.NoError(t, s.Ack(t.Context(), "bus", ok.Seq))
 	m.ObserveDelivery(ok, forwarders.ResultOK, 0, nil)
 
 	failing := bus[1]
@@ -58,7 +58,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 
 	crm := pending(t, s, "crm")[0]
 	crm.Attempts = 1
-	require.NoError(t, s.Pause("crm", "webhook crm: HTTP 410 Gone", "hash"))
+	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 	m.ObserveDelivery(crm, forwarders.ResultPaused, time.Second, errors.New("webhook crm: HTTP 410 Gone"))
 
 	return s, srv.URL + "/metrics"

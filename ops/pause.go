@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -9,8 +10,8 @@ import (
 
 // PauseStore is where pauses outlive a process; the bbolt store implements it.
 type PauseStore interface {
-	Paused() (map[string]event.Pause, error)
-	Resume(forwarder string) (bool, error)
+	Paused(ctx context.Context) (map[string]event.Pause, error)
+	Resume(ctx context.Context, forwarder string) (bool, error)
 }
 
 // RestorePauses carries the pauses in store over to the routes a process starts with,
@@ -18,8 +19,8 @@ type PauseStore interface {
 // ConfigHash starts Paused (its target said it is gone; a warning names the way out). A
 // paused forwarder whose config changed since is resumed in the store: the change is
 // taken as the operator's fix. Pauses of forwarders with no route stay as they are.
-func RestorePauses(store PauseStore, routes []forwarders.Route, logger *slog.Logger) error {
-	paused, err := store.Paused()
+func RestorePauses(ctx context.Context, store PauseStore, routes []forwarders.Route, logger *slog.Logger) error {
+	paused, err := store.Paused(ctx)
 	if err != nil {
 		return err
 	}
@@ -34,7 +35,7 @@ func RestorePauses(store PauseStore, routes []forwarders.Route, logger *slog.Log
 			logger.Warn("forwarder is paused: its target said it is gone; fix it and run `leadbridge forwarder resume`",
 				"forwarder", name, "since", p.Since, "reason", p.Reason)
 		default:
-			if _, err := store.Resume(name); err != nil {
+			if _, err := store.Resume(ctx, name); err != nil {
 				return err
 			}
 			logger.Info("forwarder resumed: its config changed since it was paused", "forwarder", name)

@@ -44,8 +44,8 @@ func NewServer(m *Metrics, h *Health, b Backend, adminToken string, logger *slog
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := h.Check()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+		r := h.Check(req.Context())
 		code := http.StatusOK
 		if !r.Ready {
 			code = http.StatusServiceUnavailable

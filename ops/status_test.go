@@ -79,7 +79,7 @@ func TestLocalStatusWithoutDaemon(t *testing.T) {
 	assert.Equal(t, []ops.ForwarderStatus{{Name: "bus", Type: "webhook", Pending: 2}}, st.Forwarders)
 	assert.Equal(t, 2, st.Chatbots[0].Seen)
 
-	require.NoError(t, s.Pause("bus", "gone", "hash"))
+	require.NoError(t, s.Pause(t.Context(), "bus", "gone", "hash"))
 	was, err := local.Resume(t.Context(), "bus")
 	require.NoError(t, err)
 	assert.True(t, was, "resume works on the store alone")

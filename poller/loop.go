@@ -58,10 +58,10 @@ type Store interface {
 	// the ones every poll returns is the store's job), and says what it did. The parts
 	// are one page (for the first start's baseline, decided once); the page is complete
 	// with the part marked last, or once read returns nil. IngestPage returns read's error.
-	IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error
+	IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error
 	// RecordPoll notes that a chatbot was polled at the given time and how it went
 	// (pollErr nil for success).
-	RecordPoll(serial string, at time.Time, pollErr error) error
+	RecordPoll(ctx context.Context, serial string, at time.Time, pollErr error) error
 }
 
 // Loop polls every chatbot on its own schedule and feeds the records to the Store.
@@ -449,7 +449,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 	)
 	for i, w := range windows {
 		var polled, stored error
-		err = l.Store.IngestPage(bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+		err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
 			polled = l.Client.Stream(ctx, bot, w, func(page Page) error {
 				skipped += len(page.Skipped)
 				l.reportFaults(bot.Serial, page, &faults)
@@ -490,7 +490,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 	if err == nil {
 		l.succeeded(bot.Serial, at)
 	}
-	if rerr := l.Store.RecordPoll(bot.Serial, at, err); rerr != nil {
+	if rerr := l.Store.RecordPoll(context.WithoutCancel(ctx), bot.Serial, at, err); rerr != nil {
 		err = errors.Join(err, &storeError{serial: bot.Serial, op: "record poll", err: rerr})
 	}
 	took := time.Since(start)

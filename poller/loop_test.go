@@ -56,7 +56,7 @@ func openStore(t *testing.T, opts dedupe.Options) *dedupe.Store {
 // chatbotStates returns what the store holds about every chatbot.
 func chatbotStates(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState {
 	t.Helper()
-	states, err := s.Chatbots()
+	states, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	return states
 }
@@ -64,7 +64,7 @@ func chatbotStates(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState 
 // pending returns testForwarder's outbox entries, oldest first.
 func pending(t *testing.T, s *dedupe.Store) []event.Delivery {
 	t.Helper()
-	ds, err := s.Pending(testForwarder, 0, 0)
+	ds, err := s.Pending(t.Context(), testForwarder, 0, 0)
 	require.NoError(t, err)
 	return ds
 }
@@ -800,9 +800,9 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			srv.script(mainSite.Serial, reply{status: 503})
 			store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 			if !tc.lastOK.IsZero() {
-				require.NoError(t, store.RecordPoll(mainSite.Serial, tc.lastOK, nil))
+				require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, tc.lastOK, nil))
 			}
-			require.NoError(t, store.RecordPoll("bot-other", pollNow.Add(-100*day), errors.New("down")))
+			require.NoError(t, store.RecordPoll(t.Context(), "bot-other", pollNow.Add(-100*day), errors.New("down")))
 			sink := &logSink{}
 			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
@@ -861,7 +861,7 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
 	store, hooks := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &onPollCalls{}
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
 		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
@@ -910,7 +910,7 @@ func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
 		reply{status: 503},            // 2023-11-16..18 fails
 	)
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
 	hooks, sink := &onPollCalls{}, &logSink{}
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
@@ -1085,7 +1085,7 @@ func TestLastSuccessInTheFuture(t *testing.T) {
 	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
 	srv.script(mainSite.Serial, reply{status: 503})
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(72*time.Hour), nil))
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(72*time.Hour), nil))
 	sink := &logSink{}
 	now := pollNow
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},

@@ -73,7 +73,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 // openApp sets up logging to logOut, opens the store and builds every forwarder; Close
 // releases them.
-func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
+func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {
 	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger}
 	store, err := dedupe.Open(dedupe.Options{
@@ -109,11 +109,11 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		}
 		routes = append(routes, route)
 	}
-	if err := ops.RestorePauses(store, routes, logger); err != nil {
+	if err := ops.RestorePauses(ctx, store, routes, logger); err != nil {
 		a.Close()
 		return nil, err
 	}
-	a.warnOrphans()
+	a.warnOrphans(ctx)
 
 	a.dispatcher = &forwarders.Dispatcher{
 		Outbox: store,
@@ -123,7 +123,7 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
 	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-	states, err := store.Chatbots()
+	states, err := store.Chatbots(ctx)
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -162,8 +162,8 @@ func chatbots(cfg *config.Config) []event.Chatbot {
 
 // warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in
 // the store until the forwarder comes back (or `dlq`-style tools remove them).
-func (a *app) warnOrphans() {
-	depth, err := a.store.Depth()
+func (a *app) warnOrphans(ctx context.Context) {
+	depth, err := a.store.Depth(ctx)
 	if err != nil {
 		return
 	}
@@ -207,8 +207,10 @@ func (a *app) pruneEvery(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		n, err := a.store.Prune(time.Now())
+		n, err := a.store.Prune(ctx, time.Now())
 		switch {
+		case ctx.Err() != nil:
+			return // shutting down: what is left is pruned after the next start
 		case err != nil:
 			a.logger.Error("pruning seen keys failed", "err", err)
 		case n > 0:
