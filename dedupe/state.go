@@ -94,6 +94,7 @@ func (s *Store) RecordPoll(ctx context.Context, serial string, at time.Time, pol
 	m.lastPoll = at
 	if pollErr == nil {
 		m.lastOK, m.lastError = at, ""
+		s.lastOK[serial] = at
 	} else {
 		m.lastError = pollErr.Error()
 	}
@@ -160,9 +161,20 @@ func (s *Store) flush(ctx context.Context, serial string) error {
 	return nil
 }
 
-// loadDurableOK notes in ok the chatbots whose stored state has a last success. A state
-// that cannot be read counts as none (Ingest and RecordPoll report it when they need it).
-func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
+// LastOK returns chatbot serial's last successful poll, zero if none: the latest success
+// RecordPoll noted in this process, as it was given (with its monotonic clock reading,
+// if any), else the one stored when the store was opened. It is read from memory, so it
+// answers even when the file does not (ctx goes unused).
+func (s *Store) LastOK(_ context.Context, serial string) (time.Time, error) {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	return s.lastOK[serial], nil
+}
+
+// loadLastOK notes in last the stored last success of every chatbot that has one. A
+// state that cannot be read counts as none (Ingest and RecordPoll report it when they
+// need it).
+func loadLastOK(tx *bolt.Tx, last map[string]time.Time) {
 	b := tx.Bucket(bucketChatbots)
 	if b == nil {
 		return
@@ -170,7 +182,7 @@ func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
 	_ = b.ForEach(func(k, _ []byte) error {
 		var st event.ChatbotState
 		if _, err := getJSON(b, k, &st); err == nil && !st.LastOK.IsZero() {
-			ok[string(k)] = true
+			last[string(k)] = st.LastOK
 		}
 		return nil
 	})

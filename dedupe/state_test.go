@@ -171,3 +171,29 @@ func TestRecordPollFlushFailureAtClose(t *testing.T) {
 	assert.Contains(t, logs.String(), "writing the poll bookkeeping at close failed")
 	assert.NotContains(t, logs.String(), "secret-host", "a poll's error text stays out of the log")
 }
+
+// TestLastOK: the last success is this process's latest as it was given (monotonic
+// reading and all), a failure does not move it, and after a restart it is the stored one.
+func TestLastOK(t *testing.T) {
+	path := dbPath(t)
+	s, err := dedupe.Open(dedupe.Options{Path: path})
+	require.NoError(t, err)
+	got, err := s.LastOK(t.Context(), bot)
+	require.NoError(t, err)
+	assert.True(t, got.IsZero(), "never polled")
+
+	at := time.Now() // carries a monotonic reading
+	require.NoError(t, s.RecordPoll(t.Context(), bot, at, nil))
+	require.NoError(t, s.RecordPoll(t.Context(), bot, at.Add(time.Minute), errors.New("leadlist: HTTP 503")))
+	got, err = s.LastOK(t.Context(), bot)
+	require.NoError(t, err)
+	assert.True(t, got == at, "the success as given, monotonic reading included: %v", got)
+	require.NoError(t, s.Close())
+
+	s, err = dedupe.Open(dedupe.Options{Path: path})
+	require.NoError(t, err)
+	defer s.Close()
+	got, err = s.LastOK(t.Context(), bot)
+	require.NoError(t, err)
+	assert.True(t, got.Equal(at), "the stored success: %v, want %v", got, at)
+}

@@ -116,11 +116,12 @@ type Store struct {
 	staleLogged map[string]bool // chatbots whose records older than retention were logged
 
 	pollMu    sync.Mutex
-	polls     map[string]pollMark // poll bookkeeping not yet flushed, by serial
-	durableOK map[string]bool     // chatbots whose file holds a last success
-	closed    bool                // Close began: RecordPoll refuses, as the file would never get it
-	flushMu   sync.Mutex          // one FlushPolls at a time
-	stopFlush func()              // stops the periodic flush and waits for it; nil if none runs
+	polls     map[string]pollMark  // poll bookkeeping not yet flushed, by serial
+	durableOK map[string]bool      // chatbots whose file holds a last success
+	lastOK    map[string]time.Time // last success by serial: the file's at Open, then RecordPoll's
+	closed    bool                 // Close began: RecordPoll refuses, as the file would never get it
+	flushMu   sync.Mutex           // one FlushPolls at a time
+	stopFlush func()               // stops the periodic flush and waits for it; nil if none runs
 }
 
 // Open opens (creating if needed) the store file, takes its lock and creates the buckets.
@@ -259,8 +260,12 @@ func open(opts Options) (*Store, error) {
 		clock.base, clock.last = loadClock(tx, now())
 		return nil
 	})
-	durableOK := map[string]bool{}
-	_ = db.View(func(tx *bolt.Tx) error { loadDurableOK(tx, durableOK); return nil })
+	lastOK := map[string]time.Time{}
+	_ = db.View(func(tx *bolt.Tx) error { loadLastOK(tx, lastOK); return nil })
+	durableOK := make(map[string]bool, len(lastOK))
+	for serial := range lastOK {
+		durableOK[serial] = true
+	}
 	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
@@ -277,6 +282,7 @@ func open(opts Options) (*Store, error) {
 		staleLogged: map[string]bool{},
 		polls:       map[string]pollMark{},
 		durableOK:   durableOK,
+		lastOK:      lastOK,
 	}, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -21,8 +20,9 @@ const maxReasonError = 200
 // Health decides readiness: the store answers, no forwarder is paused, the outbox holds
 // no delivery stranded with a forwarder the config no longer has, and every
 // chatbot had a successful poll within 3 poll intervals (a chatbot that has not yet
-// succeeded counts from the start, so a fresh start is ready). It learns about polls
-// from ObservePoll and is safe for concurrent use.
+// succeeded counts from the start, so a fresh start is ready). It reads the polls from
+// the store's chatbot state, counting only those since its start (this process's), and
+// is safe for concurrent use.
 type Health struct {
 	store    StoreStats
 	chatbots []event.Chatbot
@@ -30,15 +30,6 @@ type Health struct {
 	interval time.Duration
 	now      func() time.Time
 	start    time.Time
-
-	mu    sync.Mutex
-	polls map[string]pollRecord
-}
-
-// pollRecord is what Health remembers of one chatbot's polls.
-type pollRecord struct {
-	lastOK    time.Time
-	lastError string // of the last poll; "" when it succeeded
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
@@ -62,22 +53,7 @@ func NewHealth(src StoreStats, chatbots []event.Chatbot, forwarders []ForwarderI
 		interval: interval,
 		now:      now,
 		start:    now(),
-		polls:    map[string]pollRecord{},
 	}
-}
-
-// ObservePoll notes a poll's outcome; it fits poller.Loop.OnPoll.
-func (h *Health) ObservePoll(serial string, _ time.Duration, _ event.Ingested, err error) {
-	at := h.now()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	rec := h.polls[serial]
-	if err == nil {
-		rec.lastOK, rec.lastError = at, ""
-	} else {
-		rec.lastError = err.Error()
-	}
-	h.polls[serial] = rec
 }
 
 // Readiness is the /readyz answer, meant to be read by a person as much as a probe.
@@ -151,15 +127,19 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		}
 	}
 
+	states, err := h.store.Chatbots(ctx)
+	if err != nil && r.Store == "open" {
+		r.Ready = false
+		r.Store = "error: " + err.Error()
+		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
+	}
 	limit := staleIntervals * h.interval
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	r.Chatbots = make([]ChatbotReadiness, 0, len(h.chatbots))
 	for _, bot := range h.chatbots {
-		rec := h.polls[bot.Serial]
-		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: rec.lastOK,
-			LastError: cut(rec.lastError, maxReasonError), OK: true}
-		since, from := rec.lastOK, ""
+		lastOK, lastError := h.sinceStart(states[bot.Serial])
+		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: lastOK,
+			LastError: cut(lastError, maxReasonError), OK: true}
+		since, from := lastOK, ""
 		if since.IsZero() {
 			since, from = h.start, " since start"
 		}
@@ -176,6 +156,19 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		r.Chatbots = append(r.Chatbots, c)
 	}
 	return r
+}
+
+// sinceStart is the last success and the last poll's error of st, counting only the
+// polls since h's start: an earlier one is a previous process's, and readiness speaks
+// of this one.
+func (h *Health) sinceStart(st event.ChatbotState) (lastOK time.Time, lastError string) {
+	if st.LastPoll.Before(h.start) {
+		return time.Time{}, ""
+	}
+	if st.LastOK.Before(h.start) {
+		return time.Time{}, st.LastError
+	}
+	return st.LastOK, st.LastError
 }
 
 // cut shortens s to at most n runes, marking the cut with "…", and puts it on one line.

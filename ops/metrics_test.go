@@ -34,12 +34,15 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 
 	res := ingest(t, s, 4)
 	require.Equal(t, 4, res.New)
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
 	m.ObservePoll(serialA, 250*time.Millisecond, res, nil)
 	res = ingest(t, s, 4)
 	require.Equal(t, 4, res.Duplicate)
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
 	m.ObservePoll(serialA, 100*time.Millisecond, res, nil)
-	m.ObservePoll(serialB, 2*time.Second, event.Ingested{},
-		errors.New("LeadList HTTP 500 for https://app.example/api?key="+secret))
+	apiDown := errors.New("LeadList HTTP 500 for https://app.example/api?key=" + secret)
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now(), apiDown))
+	m.ObservePoll(serialB, 2*time.Second, event.Ingested{}, apiDown)
 
 	bus := pending(t, s, "bus")
 	require.Len(t, bus, 4)

@@ -412,18 +412,15 @@ func TestWindowFor(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &Loop{Lookback: tc.lookback, MaxLookback: tc.maxLookback}
-			if !tc.lastOK.IsZero() {
-				l.LastOK = map[string]time.Time{mainSite.Serial: tc.lastOK}
-			}
-			w := l.windowFor(mainSite.Serial, tc.now)
+			w := l.windowFor(mainSite.Serial, tc.now, tc.lastOK)
 			assert.Equal(t, tc.start, w.Start)
 			assert.Equal(t, tc.end, w.End)
 			assert.Same(t, time.UTC, w.Start.Location())
 			assert.Equal(t, tc.catchUp, w.catchUp)
 			assert.Equal(t, tc.lostFrom, w.lostFrom)
 			assert.Equal(t, tc.future, w.future)
-			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now)
-			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now), "other chatbots keep the plain window")
+			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now, time.Time{})
+			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now, time.Time{}), "other chatbots keep the plain window")
 		})
 	}
 }
@@ -759,17 +756,6 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 // window, so only a catch-up window reads it.
 const docInGap = `{"Type":"Lead","Name":"test","Email":"test@qq.com","PhoneNumber":"+1 555 0100","CreateTime":"2023-11-21T07:00:00-08:00","Content":"test","SessionID":31290,"URI":"www.xxx.com","Count":1}`
 
-// lastOKs reads every chatbot's last successful poll from the store, as cmd does to fill
-// Loop.LastOK.
-func lastOKs(t *testing.T, s *dedupe.Store) map[string]time.Time {
-	t.Helper()
-	out := map[string]time.Time{}
-	for serial, st := range chatbotStates(t, s) {
-		out[serial] = st.LastOK
-	}
-	return out
-}
-
 func TestPollCatchesUpAfterGap(t *testing.T) {
 	const day = 24 * time.Hour
 	backfill := "leadbridge backfill --since 2023-08-15 --until 2023-08-28 --chatbot " + mainSite.Serial + " --config lb.yaml"
@@ -805,7 +791,7 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			require.NoError(t, store.RecordPoll(t.Context(), "bot-other", pollNow.Add(-100*day), errors.New("down")))
 			sink := &logSink{}
 			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
-				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
+				MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -863,7 +849,7 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	store, hooks := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &onPollCalls{}
 	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
+		MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
 		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(hooks.all()) >= 3 }, 10*time.Second, 5*time.Millisecond)
@@ -913,7 +899,7 @@ func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
 	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
 	hooks, sink := &onPollCalls{}, &logSink{}
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
+		MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
 		Now: func() time.Time { return pollNow }}
 
 	res, err := l.PollOnce(context.Background(), mainSite)
@@ -1089,7 +1075,7 @@ func TestLastSuccessInTheFuture(t *testing.T) {
 	sink := &logSink{}
 	now := pollNow
 	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
+		MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
 		Now: func() time.Time { return now }}
 
 	_, err := l.PollOnce(context.Background(), mainSite)

@@ -123,22 +123,12 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 	}
 	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
 	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-	states, err := store.Chatbots(ctx)
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	lastOK := make(map[string]time.Time, len(states))
-	for serial, st := range states {
-		lastOK[serial] = st.LastOK
-	}
 	a.loop = &poller.Loop{
 		Client:   client,
 		Store:    store,
 		Chatbots: chatbots(cfg),
 		Interval: cfg.Poll.Interval,
 		Lookback: cfg.Poll.Lookback,
-		LastOK:   lastOK,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
 		// with the margin the config keeps between lookback and retention.
 		MaxLookback: cfg.Store.Retention - config.RetentionMargin,

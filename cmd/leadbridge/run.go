@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -37,10 +36,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
 	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
-	a.loop.OnPoll = func(serial string, took time.Duration, res event.Ingested, err error) {
-		m.ObservePoll(serial, took, res, err)
-		h.ObservePoll(serial, took, res, err)
-	}
+	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
