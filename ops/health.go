@@ -99,11 +99,7 @@ func (h *Health) Check(ctx context.Context) Readiness {
 	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}, Stranded: []Stranded{}}
 
 	paused, err := h.store.Paused(ctx)
-	if err != nil {
-		r.Ready = false
-		r.Store = "error: " + err.Error()
-		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
-	}
+	r.storeFailed(err)
 	for _, name := range sortedKeys(paused) {
 		p := paused[name]
 		r.Ready = false
@@ -114,11 +110,7 @@ func (h *Health) Check(ctx context.Context) Readiness {
 	}
 
 	depth, err := h.store.Depth(ctx)
-	if err != nil && r.Store == "open" {
-		r.Ready = false
-		r.Store = "error: " + err.Error()
-		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
-	}
+	r.storeFailed(err)
 	for _, name := range sortedKeys(depth) {
 		if n := depth[name]; n > 0 && !h.known[name] {
 			r.Ready = false
@@ -128,15 +120,13 @@ func (h *Health) Check(ctx context.Context) Readiness {
 	}
 
 	states, err := h.store.Chatbots(ctx)
-	if err != nil && r.Store == "open" {
-		r.Ready = false
-		r.Store = "error: " + err.Error()
-		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
-	}
+	r.storeFailed(err)
 	limit := staleIntervals * h.interval
 	r.Chatbots = make([]ChatbotReadiness, 0, len(h.chatbots))
 	for _, bot := range h.chatbots {
-		lastOK, lastError := h.sinceStart(states[bot.Serial])
+		lastOK, err := h.store.LastOK(ctx, bot.Serial)
+		r.storeFailed(err)
+		lastOK, lastError := h.sinceStart(lastOK, states[bot.Serial])
 		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: lastOK,
 			LastError: cut(lastError, maxReasonError), OK: true}
 		since, from := lastOK, ""
@@ -158,17 +148,30 @@ func (h *Health) Check(ctx context.Context) Readiness {
 	return r
 }
 
-// sinceStart is the last success and the last poll's error of st, counting only the
-// polls since h's start: an earlier one is a previous process's, and readiness speaks
-// of this one.
-func (h *Health) sinceStart(st event.ChatbotState) (lastOK time.Time, lastError string) {
+// sinceStart is a chatbot's last success (as the store's LastOK answers it: this
+// process's carries its monotonic clock reading, so that a step of the wall clock does
+// not age it) and its last poll's error (of its state st), counting only the polls since
+// h's start: an earlier one is a previous process's, and readiness speaks of this one.
+func (h *Health) sinceStart(lastOK time.Time, st event.ChatbotState) (time.Time, string) {
+	lastError := st.LastError
 	if st.LastPoll.Before(h.start) {
-		return time.Time{}, ""
+		lastError = ""
 	}
-	if st.LastOK.Before(h.start) {
-		return time.Time{}, st.LastError
+	if lastOK.Before(h.start) {
+		lastOK = time.Time{}
 	}
-	return st.LastOK, st.LastError
+	return lastOK, lastError
+}
+
+// storeFailed makes r not ready because the store failed with err, if err is not nil;
+// the first failure is the one shown.
+func (r *Readiness) storeFailed(err error) {
+	if err == nil || r.Store != "open" {
+		return
+	}
+	r.Ready = false
+	r.Store = "error: " + err.Error()
+	r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
 }
 
 // cut shortens s to at most n runes, marking the cut with "…", and puts it on one line.

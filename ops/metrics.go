@@ -27,6 +27,9 @@ type StoreStats interface {
 	Paused(ctx context.Context) (map[string]event.Pause, error) // paused forwarders by name
 	// Chatbots is every chatbot's state by serial, its latest poll included.
 	Chatbots(ctx context.Context) (map[string]event.ChatbotState, error)
+	// LastOK is a chatbot's last successful poll, zero if none; this process's as it
+	// was recorded, with its monotonic clock reading.
+	LastOK(ctx context.Context, serial string) (time.Time, error)
 }
 
 // Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and
