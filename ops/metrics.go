@@ -174,11 +174,13 @@ type storeCollector struct {
 	dead   *prometheus.Desc
 	paused *prometheus.Desc
 	lastOK *prometheus.Desc
+	start  time.Time // successes before it are a previous process's
 }
 
 func newStoreCollector(src StoreStats) *storeCollector {
 	return &storeCollector{
-		src: src,
+		src:   src,
+		start: time.Now(),
 		depth: prometheus.NewDesc("leadbridge_outbox_depth",
 			"Deliveries waiting in the outbox, by forwarder.", []string{"forwarder"}, nil),
 		dead: prometheus.NewDesc("leadbridge_dead_letters",
@@ -200,7 +202,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector. Every forwarder the store knows of gets all
 // three forwarder gauges, so a paused one shows 0 pending rather than nothing; every
-// chatbot with a successful poll gets its time.
+// chatbot with a successful poll in this process gets its time.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx := context.Background() // a scrape's request does not reach a Collector
 	c.collectPolls(ctx, ch)
@@ -240,7 +242,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectPolls sends each chatbot's last successful poll, as the store holds it.
+// collectPolls sends each chatbot's last successful poll, as the store holds it, if it
+// was this process's: a chatbot since removed from the config would otherwise show its
+// last success forever, and an alert on its age would never clear.
 func (c *storeCollector) collectPolls(ctx context.Context, ch chan<- prometheus.Metric) {
 	states, err := c.src.Chatbots(ctx)
 	if err != nil {
@@ -248,7 +252,7 @@ func (c *storeCollector) collectPolls(ctx context.Context, ch chan<- prometheus.
 		return
 	}
 	for serial, st := range states {
-		if !st.LastOK.IsZero() {
+		if !st.LastOK.Before(c.start) {
 			ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, float64(st.LastOK.UnixNano())/1e9, serial)
 		}
 	}

@@ -148,3 +148,19 @@ func TestMetricsServedWhenStoreFails(t *testing.T) {
 	assert.Equal(t, 2.0, value(t, mfs, "leadbridge_polls_total", map[string]string{"chatbot": serialA, "result": "ok"}))
 	assert.NotContains(t, mfs, "leadbridge_outbox_depth", "a store that cannot be read has no depth to show")
 }
+
+// TestLastSuccessGaugeIsThisProcess: the gauge shows successes of this process only, so
+// a chatbot removed from the config does not show its last success forever.
+func TestLastSuccessGaugeIsThisProcess(t *testing.T) {
+	s := openStore(t)
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now().Add(-time.Hour), nil))
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", s), ops.NewHealth(s, nil, nil, time.Minute, nil), nil, "", nil))
+	t.Cleanup(srv.Close)
+
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
+	mfs, _ := scrape(t, srv.URL+"/metrics")
+	_, ok := find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", map[string]string{"chatbot": serialB})
+	assert.False(t, ok, "a success before this process started")
+	_, ok = find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", map[string]string{"chatbot": serialA})
+	assert.True(t, ok)
+}
