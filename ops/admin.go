@@ -23,7 +23,7 @@ type Backend interface {
 	// Resume unpauses a forwarder whose target was gone and reports whether it was paused.
 	Resume(ctx context.Context, forwarder string) (bool, error)
 	// MovePending moves the outbox entries of from, a forwarder no longer configured, to
-	// the configured forwarder to (see LocalStore.MovePending).
+	// the configured forwarder to (the store's MovePending).
 	MovePending(ctx context.Context, from, to string) (OutboxMove, error)
 	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
 	// and returns how many it deleted.
