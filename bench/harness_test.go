@@ -30,7 +30,7 @@ func TestStandInAnswersThePoller(t *testing.T) {
 	t.Cleanup(srv.Close)
 	now := time.Now().UTC()
 	w := poller.Window{Start: now.Add(-48 * time.Hour), End: now.Add(24 * time.Hour)}
-	bot := poller.Chatbot{Serial: serialName(7), Name: "Bench bot"}
+	bot := event.Chatbot{Serial: serialName(7), Name: "Bench bot"}
 
 	page, err := poller.NewClient(srv.URL, apiKey, 10*time.Second).List(context.Background(), bot, w)
 	require.NoError(t, err)
@@ -57,7 +57,7 @@ func sampleEvents(t *testing.T, api *standIn, n int) []event.Event {
 	defer srv.Close()
 	now := time.Now().UTC()
 	page, err := poller.NewClient(srv.URL, apiKey, 10*time.Second).List(context.Background(),
-		poller.Chatbot{Serial: serialName(0)}, poller.Window{Start: now.Add(-48 * time.Hour), End: now})
+		event.Chatbot{Serial: serialName(0)}, poller.Window{Start: now.Add(-48 * time.Hour), End: now})
 	require.NoError(t, err)
 	require.Len(t, page.Leads, api.perBot)
 	evs := make([]event.Event, n)

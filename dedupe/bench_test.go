@@ -8,14 +8,14 @@ import (
 // BenchmarkIngest ingests pages of 100 records of which half were seen on the previous page.
 func BenchmarkIngest(b *testing.B) {
 	s := open(b, dbPath(b), nil)
-	_, err := s.Ingest(bot, leads(bot, 0, 100))
+	_, err := s.Ingest(b.Context(), bot, leads(bot, 0, 100))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	from := 50
 	for b.Loop() {
-		res, err := s.Ingest(bot, leads(bot, from, 100))
+		res, err := s.Ingest(b.Context(), bot, leads(bot, from, 100))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -31,7 +31,7 @@ func BenchmarkIngest(b *testing.B) {
 func BenchmarkPendingAck(b *testing.B) {
 	s := open(b, dbPath(b), nil)
 	for i := 0; i < b.N; i += 100 {
-		if _, err := s.Ingest(bot, leads(bot, i, min(100, b.N-i))); err != nil {
+		if _, err := s.Ingest(b.Context(), bot, leads(bot, i, min(100, b.N-i))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -39,14 +39,14 @@ func BenchmarkPendingAck(b *testing.B) {
 	b.ResetTimer()
 	var after uint64
 	for done := 0; done < b.N; {
-		batch, err := s.Pending("bus", after, 100)
+		batch, err := s.Pending(b.Context(), "bus", after, 100)
 		if err != nil {
 			b.Fatal(err)
 		}
 		var wg sync.WaitGroup
 		for _, d := range batch {
 			wg.Go(func() {
-				if err := s.Ack(d.Forwarder, d.Seq); err != nil {
+				if err := s.Ack(b.Context(), d.Forwarder, d.Seq); err != nil {
 					b.Error(err)
 				}
 			})
@@ -56,7 +56,7 @@ func BenchmarkPendingAck(b *testing.B) {
 		done += len(batch)
 	}
 	b.StopTimer()
-	if rest, _ := s.Pending("bus", 0, 0); len(rest) != 0 {
+	if rest, _ := s.Pending(b.Context(), "bus", 0, 0); len(rest) != 0 {
 		b.Fatalf("%d deliveries left", len(rest))
 	}
 }
@@ -66,19 +66,19 @@ func BenchmarkPendingAck(b *testing.B) {
 func BenchmarkIdlePoll(b *testing.B) {
 	s := open(b, dbPath(b), nil)
 	page := leads(bot, 0, 20)
-	if _, err := s.Ingest(bot, page); err != nil {
+	if _, err := s.Ingest(b.Context(), bot, page); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		res, err := s.Ingest(bot, page)
+		res, err := s.Ingest(b.Context(), bot, page)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if res.Duplicate != 20 {
 			b.Fatalf("got %+v, want 20 duplicates", res)
 		}
-		if err := s.RecordPoll(bot, t0, nil); err != nil {
+		if err := s.RecordPoll(b.Context(), bot, t0, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

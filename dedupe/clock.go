@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leadbridge/leadbridge/event"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -115,7 +116,7 @@ func loadClock(tx *bolt.Tx, wall time.Time) (vouched, floor time.Time) {
 	var latest time.Time
 	if b := tx.Bucket(bucketChatbots); b != nil {
 		_ = b.ForEach(func(k, _ []byte) error {
-			var st ChatbotState
+			var st event.ChatbotState
 			if _, err := getJSON(b, k, &st); err == nil && st.LastPoll.After(latest) {
 				latest = st.LastPoll
 			}

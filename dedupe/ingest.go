@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -14,26 +15,6 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	bolt "go.etcd.io/bbolt"
 )
-
-// IngestOptions changes how IngestWith treats a page; it serves backfill. IngestWith never
-// applies the initial=skip baseline (a backfill is deliberate) and never marks the
-// chatbot initialized.
-//
-// With Only set, the backfill is for those forwarders alone and writes no seen key, so
-// the other forwarders still get every record from normal polling:
-//   - A record never seen is queued for the Only forwarders (intersected with Route) and
-//     counted New, but it is NOT marked seen and does not count toward the chatbot's
-//     Seen. The next Ingest takes it as new and queues it for every forwarder Route
-//     names, the Only ones again with the same event id (an identifiable repeat).
-//   - A seen record is treated as without Only (Resend re-queues its created event; a
-//     changed one is an updated event if EmitUpdates is on), for the Only forwarders.
-//     A changed record's new content is not stored, so the next Ingest still sends its
-//     updated event (same id) to every forwarder.
-type IngestOptions struct {
-	Resend bool     // seen records go to the outbox again, as their created event (same id)
-	Only   []string // if set, deliveries only for these forwarders (intersected with Route), and nothing marked seen
-	DryRun bool     // compute the result (Events = what would be sent) and write nothing
-}
 
 // Ingest records one polled page of a chatbot's records in a single transaction: unseen
 // records are marked seen and put in the outbox for every forwarder Route names; seen
@@ -55,21 +36,24 @@ type IngestOptions struct {
 // may be a record announced long ago. A seen record's last-seen time is refreshed when
 // it is older than a tenth of the retention, so that a poll of known records writes
 // almost nothing while keys the API still returns are never pruned.
-func (s *Store) Ingest(serial string, leads []event.Lead) (event.Ingested, error) {
-	return s.ingest(serial, leads, IngestOptions{}, false)
+func (s *Store) Ingest(ctx context.Context, serial string, leads []event.Lead) (event.Ingested, error) {
+	return s.ingest(ctx, serial, leads, event.IngestOptions{}, false)
 }
 
 // IngestWith is Ingest for a deliberate backfill, shaped by o. Records re-sent with
 // o.Resend count as Duplicate and appear in Result.Events. A backfill takes records
 // older than the retention horizon too (it asked for them): they are marked seen as of
 // now, so their keys outlive the retention from the backfill on.
-func (s *Store) IngestWith(serial string, leads []event.Lead, o IngestOptions) (event.Ingested, error) {
-	return s.ingest(serial, leads, o, true)
+func (s *Store) IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
+	return s.ingest(ctx, serial, leads, o, true)
 }
 
-func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, deliberate bool) (event.Ingested, error) {
+func (s *Store) ingest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions, deliberate bool) (event.Ingested, error) {
 	if s.readOnly {
 		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return event.Ingested{}, s.wrap("ingest "+serial, err)
 	}
 	p := s.newPageIngest(serial, o, deliberate)
 	return p.add(leads, true)
@@ -85,11 +69,14 @@ func (s *Store) ingest(serial string, leads []event.Lead, o IngestOptions, delib
 // transaction), or else once read returns nil; a page cut short by a failure leaves the
 // baseline to the next poll. A failing take returns the store's error, after which read
 // should stop; IngestPage returns read's error (which may be take's).
-func (s *Store) IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
+func (s *Store) IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
 	if s.readOnly {
 		return s.wrap("ingest "+serial, ErrReadOnly)
 	}
-	p := s.newPageIngest(serial, IngestOptions{}, false)
+	if err := ctx.Err(); err != nil {
+		return s.wrap("ingest "+serial, err)
+	}
+	p := s.newPageIngest(serial, event.IngestOptions{}, false)
 	var failed, done bool
 	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
 		if failed || done {
@@ -114,13 +101,13 @@ func (s *Store) IngestPage(serial string, read func(take func(leads []event.Lead
 type pageIngest struct {
 	s       *Store
 	serial  string
-	o       IngestOptions
+	o       event.IngestOptions
 	page    ingestPage
 	offset  int  // records of the page taken so far
 	started bool // page.now and page.storeNow are set
 }
 
-func (s *Store) newPageIngest(serial string, o IngestOptions, deliberate bool) *pageIngest {
+func (s *Store) newPageIngest(serial string, o event.IngestOptions, deliberate bool) *pageIngest {
 	return &pageIngest{s: s, serial: serial, o: o, page: ingestPage{only: o.Only, resend: o.Resend,
 		deliberate: deliberate, inPage: make(map[string]struct{})}}
 }
@@ -241,7 +228,7 @@ type ingestTx struct {
 func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool) (event.Ingested, error) {
 	var res event.Ingested
 	chatbots := in.tx.Bucket(bucketChatbots)
-	var st ChatbotState
+	var st event.ChatbotState
 	if _, err := getJSON(chatbots, []byte(serial), &st); err != nil {
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}

@@ -34,19 +34,19 @@ func TestIngestFailedTransactionMarksNothing(t *testing.T) {
 	require.NoError(t, err)
 	s.db.MaxSize = int(info.Size())
 
-	_, err = s.Ingest("bot", page)
+	_, err = s.Ingest(t.Context(), "bot", page)
 	require.ErrorIs(t, err, berrors.ErrMaxSizeReached)
 	assert.Contains(t, err.Error(), path)
 
 	s.db.MaxSize = 0
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, depth)
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, bots, "not even the chatbot was marked initialized")
 
-	res, err := s.Ingest("bot", page)
+	res, err := s.Ingest(t.Context(), "bot", page)
 	require.NoError(t, err)
 	assert.Equal(t, len(page), res.New, "once there is room, every record is still new")
 }
@@ -77,7 +77,7 @@ func TestOpenRefusesADamagedStore(t *testing.T) {
 		leads[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i), Content: strings.Repeat("x", 200),
 			CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
 	}
-	_, err = st.Ingest("bot", leads)
+	_, err = st.Ingest(t.Context(), "bot", leads)
 	require.NoError(t, err)
 	require.NoError(t, st.Close())
 
@@ -110,7 +110,7 @@ func TestOpenRefusesAStoreWithAPagePointerPastTheEnd(t *testing.T) {
 		leads[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i),
 			CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
 	}
-	_, err = st.Ingest("bot", leads)
+	_, err = st.Ingest(t.Context(), "bot", leads)
 	require.NoError(t, err)
 	require.NoError(t, st.Close())
 
@@ -148,15 +148,15 @@ func TestPendingSkipsAnUnreadableEntry(t *testing.T) {
 	for i := range page {
 		page[i] = event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: int64(i), CreatedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)}
 	}
-	_, err = s.Ingest("bot", page)
+	_, err = s.Ingest(t.Context(), "bot", page)
 	require.NoError(t, err)
-	all, err := s.Pending("crm", 0, 0)
+	all, err := s.Pending(t.Context(), "crm", 0, 0)
 	require.NoError(t, err)
 	require.Len(t, all, 3)
 	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOutbox).Bucket([]byte("crm")).Put(seqKey(all[1].Seq), []byte("{not json"))
 	}))
-	got, err := s.Pending("crm", 0, 0)
+	got, err := s.Pending(t.Context(), "crm", 0, 0)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	assert.Equal(t, []uint64{all[0].Seq, all[2].Seq}, []uint64{got[0].Seq, got[2-1].Seq})

@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -15,12 +16,12 @@ import (
 
 // Pending returns up to limit (<= 0: all) of forwarder's outbox entries with Seq > after,
 // in ascending Seq order. An unknown forwarder has none.
-func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error) {
+func (s *Store) Pending(ctx context.Context, forwarder string, after uint64, limit int) ([]event.Delivery, error) {
 	var out []event.Delivery
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := subBucket(tx, bucketOutbox, forwarder)
 		if b == nil {
 			return nil
@@ -44,8 +45,8 @@ func (s *Store) Pending(forwarder string, after uint64, limit int) ([]event.Deli
 
 // Entry returns forwarder's outbox entry seq; found is false when there is none (it was
 // delivered, dropped or moved meanwhile).
-func (s *Store) Entry(forwarder string, seq uint64) (d event.Delivery, found bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d event.Delivery, found bool, err error) {
+	err = s.view(ctx, func(tx *bolt.Tx) error {
 		b := subBucket(tx, bucketOutbox, forwarder)
 		if b == nil {
 			return nil
@@ -60,11 +61,11 @@ func (s *Store) Entry(forwarder string, seq uint64) (d event.Delivery, found boo
 // all): an Acked entry leaves the outbox, a Retrying one keeps its attempt count, first
 // and next try and last error, a Dead one moves to the dead letters. An outcome for an
 // entry no longer in the outbox (dropped, moved, already recorded) is skipped.
-func (s *Store) Record(outcomes []event.Outcome) error {
+func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
 	if s.readOnly {
 		return s.wrap("record delivery outcomes", ErrReadOnly)
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		for _, o := range outcomes {
 			if err := recordOutcome(tx, o); err != nil {
 				return fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err)
@@ -108,39 +109,39 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 
 // Ack removes a delivered entry from the outbox; acking an entry that is gone is not an
 // error. It is Record of one Acked outcome.
-func (s *Store) Ack(forwarder string, seq uint64) error {
-	return s.Record([]event.Outcome{{Delivery: event.Delivery{Forwarder: forwarder, Seq: seq}, Verdict: event.Acked}})
+func (s *Store) Ack(ctx context.Context, forwarder string, seq uint64) error {
+	return s.Record(ctx, []event.Outcome{{Delivery: event.Delivery{Forwarder: forwarder, Seq: seq}, Verdict: event.Acked}})
 }
 
 // Failed records a failed attempt: it persists d.Attempts, d.FirstTry, d.NextTry and
 // d.LastError on the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an
 // error. It is Record of one Retrying outcome.
-func (s *Store) Failed(d event.Delivery) error {
-	return s.Record([]event.Outcome{{Delivery: d, Verdict: event.Retrying}})
+func (s *Store) Failed(ctx context.Context, d event.Delivery) error {
+	return s.Record(ctx, []event.Outcome{{Delivery: d, Verdict: event.Retrying}})
 }
 
 // DeadLetter moves the outbox entry (d.Forwarder, d.Seq) to the dead letters, keeping
 // d.Attempts and d.LastError, given up at failed. An entry that is no longer in the
 // outbox is left alone. It is Record of one Dead outcome.
-func (s *Store) DeadLetter(d event.Delivery, failed time.Time) error {
-	return s.Record([]event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}})
+func (s *Store) DeadLetter(ctx context.Context, d event.Delivery, failed time.Time) error {
+	return s.Record(ctx, []event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}})
 }
 
 // Depth counts the outbox entries per forwarder (forwarders that ever had one).
-func (s *Store) Depth() (map[string]int, error) {
-	n, err := s.countSub(bucketOutbox)
+func (s *Store) Depth(ctx context.Context) (map[string]int, error) {
+	n, err := s.countSub(ctx, bucketOutbox)
 	return n, s.wrap("outbox depth", err)
 }
 
 // DeadCount counts the dead letters per forwarder (forwarders that ever had one).
-func (s *Store) DeadCount() (map[string]int, error) {
-	n, err := s.countSub(bucketDead)
+func (s *Store) DeadCount(ctx context.Context) (map[string]int, error) {
+	n, err := s.countSub(ctx, bucketDead)
 	return n, s.wrap("dead-letter count", err)
 }
 
-func (s *Store) countSub(parent []byte) (map[string]int, error) {
+func (s *Store) countSub(ctx context.Context, parent []byte) (map[string]int, error) {
 	out := map[string]int{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		p := tx.Bucket(parent)
 		if p == nil {
 			return nil
@@ -210,9 +211,9 @@ func findDead(tx *bolt.Tx, forwarder, eventID string) ([]deadRef, error) {
 }
 
 // DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
-func (s *Store) DeadLetters(forwarder string) ([]event.DeadLetter, error) {
+func (s *Store) DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error) {
 	var out []event.DeadLetter
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		refs, err := findDead(tx, forwarder, "")
 		for _, r := range refs {
 			out = append(out, r.dl)
@@ -226,9 +227,9 @@ func (s *Store) DeadLetters(forwarder string) ([]event.DeadLetter, error) {
 // Replay puts dead letters of forwarder ("" = all) with event id eventID ("" = all) back
 // in the outbox under a new Seq, with attempts, first try and last error reset. It returns
 // how many were replayed.
-func (s *Store) Replay(forwarder, eventID string) (int, error) {
+func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, error) {
 	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		refs, err := findDead(tx, forwarder, eventID)
 		if err != nil {
 			return err
@@ -259,9 +260,9 @@ func (s *Store) Replay(forwarder, eventID string) (int, error) {
 
 // Drop deletes dead letters of forwarder ("" = all) with event id eventID ("" = all) and
 // returns how many it deleted.
-func (s *Store) Drop(forwarder, eventID string) (int, error) {
+func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error) {
 	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		refs, err := findDead(tx, forwarder, eventID)
 		if err != nil {
 			return err
@@ -290,12 +291,12 @@ func (s *Store) Drop(forwarder, eventID string) (int, error) {
 // the old target say nothing about the new one. An entry whose event to already owes is
 // not copied twice; it is removed from from and counted in already. A running dispatcher
 // is woken through Changes.
-func (s *Store) MovePending(from, to string) (moved, already int, err error) {
+func (s *Store) MovePending(ctx context.Context, from, to string) (moved, already int, err error) {
 	op := fmt.Sprintf("move outbox %s to %s", from, to)
 	if from == "" || to == "" || from == to {
 		return 0, 0, s.wrap(op, errors.New("want two different forwarder names"))
 	}
-	err = s.update(func(tx *bolt.Tx) error {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
 		outbox := tx.Bucket(bucketOutbox)
 		src := outbox.Bucket([]byte(from))
 		if src == nil {
@@ -348,13 +349,13 @@ func (s *Store) MovePending(from, to string) (moved, already int, err error) {
 
 // DropPending deletes every outbox entry of forwarder, for a forwarder that was removed
 // on purpose, and returns how many it deleted.
-func (s *Store) DropPending(forwarder string) (int, error) {
+func (s *Store) DropPending(ctx context.Context, forwarder string) (int, error) {
 	op := "drop outbox " + forwarder
 	if forwarder == "" {
 		return 0, s.wrap(op, errors.New("want a forwarder name"))
 	}
 	n := 0
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		outbox := tx.Bucket(bucketOutbox)
 		b := outbox.Bucket([]byte(forwarder))
 		if b == nil {

@@ -23,23 +23,23 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 	path := dbPath(t)
 	// Three records went to crm, before the rename.
 	s := open(t, path, func(o *dedupe.Options) { o.Route = func(event.Event) []string { return []string{"crm"} } })
-	_, err := s.Ingest(bot, leads(bot, 0, 3))
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 0, 3))
 	require.NoError(t, err)
 	crm := pending(t, s, "crm")
 	require.Len(t, crm, 3)
 	failed := crm[0]
 	failed.Attempts, failed.FirstTry, failed.NextTry, failed.LastError = 4, t0, t0.Add(time.Hour), "webhook crm: HTTP 503"
-	require.NoError(t, s.Failed(failed))
+	require.NoError(t, s.Failed(t.Context(), failed))
 	require.NoError(t, s.Close())
 
 	// After the rename, crm-v2 took the third record itself (the poll re-read it) and a new one.
 	s = open(t, path, func(o *dedupe.Options) { o.Route = func(event.Event) []string { return []string{"crm-v2"} } })
-	_, err = s.IngestWith(bot, leads(bot, 2, 2), dedupe.IngestOptions{Resend: true})
+	_, err = s.IngestWith(t.Context(), bot, leads(bot, 2, 2), event.IngestOptions{Resend: true})
 	require.NoError(t, err)
 	require.Len(t, pending(t, s, "crm-v2"), 2)
 	drainChanges(s)
 
-	moved, already, err := s.MovePending("crm", "crm-v2")
+	moved, already, err := s.MovePending(t.Context(), "crm", "crm-v2")
 	require.NoError(t, err)
 	assert.Equal(t, 2, moved)
 	assert.Equal(t, 1, already, "the third record was owed to crm-v2 already: not twice")
@@ -50,7 +50,7 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 	}
 
 	assert.Empty(t, pending(t, s, "crm"))
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.NotContains(t, depth, "crm", "the old forwarder is gone from the outbox")
 	got := pending(t, s, "crm-v2")
@@ -66,11 +66,11 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 	assert.Empty(t, m.LastError)
 	assert.Greater(t, m.Seq, got[1].Seq)
 
-	moved, already, err = s.MovePending("crm", "crm-v2")
+	moved, already, err = s.MovePending(t.Context(), "crm", "crm-v2")
 	require.NoError(t, err)
 	assert.Zero(t, moved+already, "nothing left to move")
 	for _, bad := range [][2]string{{"", "x"}, {"x", ""}, {"crm-v2", "crm-v2"}} {
-		_, _, err := s.MovePending(bad[0], bad[1])
+		_, _, err := s.MovePending(t.Context(), bad[0], bad[1])
 		require.Error(t, err, "%q", bad)
 		assert.Contains(t, err.Error(), "two different forwarder names")
 	}
@@ -79,29 +79,29 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 
 func TestDropPending(t *testing.T) {
 	s := open(t, dbPath(t), nil)
-	_, err := s.Ingest(bot, append(leads(bot, 0, 2), mkLead(bot, event.KindAppointment, 9, t0)))
+	_, err := s.Ingest(t.Context(), bot, append(leads(bot, 0, 2), mkLead(bot, event.KindAppointment, 9, t0)))
 	require.NoError(t, err)
-	n, err := s.DropPending("sales")
+	n, err := s.DropPending(t.Context(), "sales")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	assert.Empty(t, pending(t, s, "sales"))
 	assert.Len(t, pending(t, s, "bus"), 3, "other forwarders keep theirs")
-	n, err = s.DropPending("sales")
+	n, err = s.DropPending(t.Context(), "sales")
 	require.NoError(t, err)
 	assert.Zero(t, n)
-	_, err = s.DropPending("")
+	_, err = s.DropPending(t.Context(), "")
 	require.Error(t, err)
 }
 
 func TestMoveAndDropRefusedReadOnly(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	_, err := s.Ingest(bot, leads(bot, 0, 1))
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 0, 1))
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	ro := open(t, path, func(o *dedupe.Options) { o.ReadOnly = true })
-	_, _, err = ro.MovePending("bus", "bus2")
+	_, _, err = ro.MovePending(t.Context(), "bus", "bus2")
 	require.ErrorIs(t, err, dedupe.ErrReadOnly)
-	_, err = ro.DropPending("bus")
+	_, err = ro.DropPending(t.Context(), "bus")
 	require.ErrorIs(t, err, dedupe.ErrReadOnly)
 }

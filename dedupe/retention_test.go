@@ -50,7 +50,7 @@ func TestIngestTakesTheRestOfAPageWithARecordItCannotEncode(t *testing.T) {
 	odd := mkLead(bot, event.Kind("Spam"), 97, t0)
 	page := []event.Lead{good[0], bad, alien, good[1], odd}
 
-	res, err := s.Ingest(bot, page)
+	res, err := s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err, "one record must not fail the page")
 	assert.Equal(t, 2, res.New)
 	assert.Equal(t, []string{good[0].ID(), good[1].ID()}, ids(res.Events))
@@ -69,11 +69,11 @@ func TestIngestTakesTheRestOfAPageWithARecordItCannotEncode(t *testing.T) {
 		assert.NotContains(t, r.Reason, "Spam")
 	}
 
-	res, err = s.Ingest(bot, page)
+	res, err = s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Duplicate)
 	assert.Len(t, res.Rejected, 3, "a rejected record is not marked seen")
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 2, bots[bot].Seen)
 }
@@ -86,22 +86,22 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	fresh := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
 
 	for round := range 3 {
-		res, err := s.Ingest(bot, []event.Lead{ancient, fresh})
+		res, err := s.Ingest(t.Context(), bot, []event.Lead{ancient, fresh})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Stale, "round %d", round)
 		assert.NotContains(t, ids(res.Events), ancient.ID(), "round %d", round)
-		_, err = s.Prune(clock.now())
+		_, err = s.Prune(t.Context(), clock.now())
 		require.NoError(t, err)
 		require.NoError(t, s.Close())
 		s = openAt(t, path, clock, 72*time.Hour)
 		clock.pass(s, 30*time.Hour)
 	}
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, bots[bot].Seen, "a stale record is not marked seen")
 	assert.Len(t, pending(t, s, "bus"), 1, "only the fresh record was ever queued")
 
-	res, err := s.IngestWith(bot, []event.Lead{ancient}, dedupe.IngestOptions{})
+	res, err := s.IngestWith(t.Context(), bot, []event.Lead{ancient}, event.IngestOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{ancient.ID()}, ids(res.Events), "a backfill asked for it: it is taken")
 }
@@ -112,33 +112,33 @@ func TestPruneKeepsARecordSeenRecentlyButCreatedLongAgo(t *testing.T) {
 	old := mkLead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
 	gone := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
 	other := mkLead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
-	_, err := s.Ingest(bot, []event.Lead{old, gone})
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{old, gone})
 	require.NoError(t, err)
-	_, err = s.Ingest("otherbot", []event.Lead{other})
+	_, err = s.Ingest(t.Context(), "otherbot", []event.Lead{other})
 	require.NoError(t, err)
 
 	clock.pass(s, 5*time.Hour)
-	res, err := s.Ingest(bot, []event.Lead{old}) // the API still returns it
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{old}) // the API still returns it
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Duplicate)
 
 	clock.pass(s, 20*time.Hour)
-	n, err := s.Prune(clock.now())
+	n, err := s.Prune(t.Context(), clock.now())
 	require.NoError(t, err)
 	assert.Equal(t, 2, n, "gone and other were neither created nor seen within a day")
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, bots[bot].Seen)
 	assert.Equal(t, 0, bots["otherbot"].Seen)
 
-	res, err = s.Ingest(bot, []event.Lead{old, gone})
+	res, err = s.Ingest(t.Context(), bot, []event.Lead{old, gone})
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Duplicate: 1, Stale: 1}, res, "the kept key is a duplicate, the pruned record is stale")
 
 	keep := open(t, dbPath(t), func(o *dedupe.Options) { o.Retention = 0 })
-	_, err = keep.Ingest(bot, []event.Lead{old})
+	_, err = keep.Ingest(t.Context(), bot, []event.Lead{old})
 	require.NoError(t, err)
-	n, err = keep.Prune(t0.Add(1000 * time.Hour))
+	n, err = keep.Prune(t.Context(), t0.Add(1000*time.Hour))
 	require.NoError(t, err)
 	assert.Zero(t, n, "retention 0 keeps everything")
 }
@@ -148,16 +148,16 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	clock := &wallClock{t: t0}
 	s := openAt(t, path, clock, 72*time.Hour)
 	known := mkLead(bot, event.KindLead, 1, t0.Add(-time.Hour))
-	_, err := s.Ingest(bot, []event.Lead{known})
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{known})
 	require.NoError(t, err)
 
 	clock.jump(t0.Add(100 * 24 * time.Hour))
 	for round := range 2 {
-		n, err := s.Prune(clock.now())
+		n, err := s.Prune(t.Context(), clock.now())
 		require.NoError(t, err)
 		assert.Zero(t, n, "a jump of the wall clock prunes nothing")
 		unseen := mkLead(bot, event.KindLead, int64(10+round), t0.Add(-2*time.Hour))
-		res, err := s.Ingest(bot, []event.Lead{known, unseen})
+		res, err := s.Ingest(t.Context(), bot, []event.Lead{known, unseen})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Duplicate)
 		assert.Equal(t, 1, res.New, "nor does it make recent records stale")
@@ -166,16 +166,16 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	}
 
 	clock.jump(t0.Add(-100 * 24 * time.Hour)) // and back, far behind
-	res, err := s.Ingest(bot, []event.Lead{mkLead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{mkLead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Stale, "a clock that went back does not widen the horizon")
 
 	// Time that really passes is followed: a new record proves it after a long downtime.
 	clock.jump(t0.Add(10 * 24 * time.Hour))
 	proof := mkLead(bot, event.KindLead, 4, clock.now().Add(-time.Minute))
-	_, err = s.Ingest(bot, []event.Lead{proof})
+	_, err = s.Ingest(t.Context(), bot, []event.Lead{proof})
 	require.NoError(t, err)
-	n, err := s.Prune(clock.now())
+	n, err := s.Prune(t.Context(), clock.now())
 	require.NoError(t, err)
 	assert.Equal(t, 3, n, "known and the two unseen ones are pruned once the time is proven")
 }
@@ -184,23 +184,23 @@ func TestIdlePollsRefreshLastSeenRarely(t *testing.T) {
 	clock := &wallClock{t: t0}
 	s := openAt(t, dbPath(t), clock, 24*time.Hour)
 	page := leads(bot, 1, 5)
-	_, err := s.Ingest(bot, page)
+	_, err := s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err)
 
 	// Retention/10 is 2.4h: within it no key is rewritten, so Prune at the original
 	// retention still removes keys not refreshed...
 	clock.pass(s, 2*time.Hour)
-	_, err = s.Ingest(bot, page[:2])
+	_, err = s.Ingest(t.Context(), bot, page[:2])
 	require.NoError(t, err)
 	// ...and after it, the keys a poll returns are refreshed and outlive the others.
 	clock.pass(s, time.Hour)
-	_, err = s.Ingest(bot, page[:1])
+	_, err = s.Ingest(t.Context(), bot, page[:1])
 	require.NoError(t, err)
 	clock.pass(s, 23*time.Hour)
-	n, err := s.Prune(clock.now())
+	n, err := s.Prune(t.Context(), clock.now())
 	require.NoError(t, err)
 	assert.Equal(t, 4, n, "only the key refreshed after 3h survives 26h")
-	res, err := s.Ingest(bot, page[:1])
+	res, err := s.Ingest(t.Context(), bot, page[:1])
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Duplicate)
 }
@@ -216,7 +216,7 @@ func TestRejectedAndStaleAreLoggedWithoutPersonalData(t *testing.T) {
 	bad := mkLead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
 	ancient := mkLead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
 	for range 2 {
-		_, err := s.Ingest(bot, []event.Lead{bad, ancient})
+		_, err := s.Ingest(t.Context(), bot, []event.Lead{bad, ancient})
 		require.NoError(t, err)
 	}
 	mu.Lock()

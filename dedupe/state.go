@@ -1,36 +1,29 @@
 package dedupe
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/leadbridge/leadbridge/event"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// ChatbotState is what the store knows about one chatbot.
-type ChatbotState struct {
-	Initialized bool      `json:"initialized"` // its first Ingest happened (the baseline is done)
-	LastPoll    time.Time `json:"last_poll"`   // last poll, successful or not
-	LastOK      time.Time `json:"last_ok"`     // last successful poll
-	LastError   string    `json:"last_error,omitempty"`
-	Seen        int       `json:"seen"` // seen keys held for it
-}
-
 // Chatbots returns the state of every chatbot the store has heard of, by serial. The
 // poll bookkeeping (LastPoll, LastOK, LastError) is this process's latest, including
 // what RecordPoll noted but has not flushed yet.
-func (s *Store) Chatbots() (map[string]ChatbotState, error) {
-	out := map[string]ChatbotState{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, error) {
+	out := map[string]event.ChatbotState{}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChatbots)
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			var st ChatbotState
+			var st event.ChatbotState
 			if _, err := getJSON(b, k, &st); err != nil {
 				return fmt.Errorf("chatbot %s: %w", k, err)
 			}
@@ -63,7 +56,7 @@ type pollMark struct {
 }
 
 // apply puts m over st's poll fields.
-func (m pollMark) apply(st *ChatbotState) {
+func (m pollMark) apply(st *event.ChatbotState) {
 	st.LastPoll, st.LastError = m.lastPoll, m.lastError
 	if !m.lastOK.IsZero() {
 		st.LastOK = m.lastOK
@@ -85,9 +78,12 @@ func (m pollMark) apply(st *ChatbotState) {
 // A lost first mark would leave none, and a chatbot without one gets only the plain
 // lookback window, which after a long downtime would miss the gap's older part: hence
 // the exception.
-func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
+func (s *Store) RecordPoll(ctx context.Context, serial string, at time.Time, pollErr error) error {
 	if s.readOnly {
 		return s.wrap("record poll of "+serial, ErrReadOnly)
+	}
+	if err := ctx.Err(); err != nil {
+		return s.wrap("record poll of "+serial, err)
 	}
 	s.pollMu.Lock()
 	if s.closed {
@@ -98,6 +94,7 @@ func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 	m.lastPoll = at
 	if pollErr == nil {
 		m.lastOK, m.lastError = at, ""
+		s.lastOK[serial] = at
 	} else {
 		m.lastError = pollErr.Error()
 	}
@@ -107,21 +104,21 @@ func (s *Store) RecordPoll(serial string, at time.Time, pollErr error) error {
 	if !now {
 		return nil
 	}
-	return s.flush(serial)
+	return s.flush(ctx, serial)
 }
 
 // FlushPolls writes the poll bookkeeping noted since the last flush in one transaction.
 // It runs every Options.PollFlushInterval and at Close; nothing else needs to call it.
 // If the write fails, the marks are kept for the next flush.
-func (s *Store) FlushPolls() error {
+func (s *Store) FlushPolls(ctx context.Context) error {
 	if s.readOnly {
 		return nil
 	}
-	return s.flush("")
+	return s.flush(ctx, "")
 }
 
 // flush writes the marks noted so far, of every chatbot or only of serial.
-func (s *Store) flush(serial string) error {
+func (s *Store) flush(ctx context.Context, serial string) error {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	s.pollMu.Lock()
@@ -135,7 +132,7 @@ func (s *Store) flush(serial string) error {
 	if len(marks) == 0 {
 		return nil
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		for k, m := range marks {
 			if err := updateChatbotTx(tx, k, m.apply); err != nil {
 				return err
@@ -164,17 +161,28 @@ func (s *Store) flush(serial string) error {
 	return nil
 }
 
-// loadDurableOK notes in ok the chatbots whose stored state has a last success. A state
-// that cannot be read counts as none (Ingest and RecordPoll report it when they need it).
-func loadDurableOK(tx *bolt.Tx, ok map[string]bool) {
+// LastOK returns chatbot serial's last successful poll, zero if none: the latest success
+// RecordPoll noted in this process, as it was given (with its monotonic clock reading,
+// if any), else the one stored when the store was opened. It is read from memory, so it
+// answers even when the file does not (ctx goes unused).
+func (s *Store) LastOK(_ context.Context, serial string) (time.Time, error) {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	return s.lastOK[serial], nil
+}
+
+// loadLastOK notes in last the stored last success of every chatbot that has one. A
+// state that cannot be read counts as none (Ingest and RecordPoll report it when they
+// need it).
+func loadLastOK(tx *bolt.Tx, last map[string]time.Time) {
 	b := tx.Bucket(bucketChatbots)
 	if b == nil {
 		return
 	}
 	_ = b.ForEach(func(k, _ []byte) error {
-		var st ChatbotState
+		var st event.ChatbotState
 		if _, err := getJSON(b, k, &st); err == nil && !st.LastOK.IsZero() {
-			ok[string(k)] = true
+			last[string(k)] = st.LastOK
 		}
 		return nil
 	})
@@ -187,16 +195,16 @@ func (s *Store) flushPolls(tick <-chan time.Time, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-tick:
-			if err := s.FlushPolls(); err != nil {
+			if err := s.FlushPolls(context.Background()); err != nil {
 				s.log.Error("writing the poll bookkeeping failed; it is kept and written at the next try", "err", err)
 			}
 		}
 	}
 }
 
-func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {
+func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*event.ChatbotState)) error {
 	b := tx.Bucket(bucketChatbots)
-	var st ChatbotState
+	var st event.ChatbotState
 	if _, err := getJSON(b, []byte(serial), &st); err != nil {
 		return fmt.Errorf("chatbot %s: %w", serial, err)
 	}
@@ -204,19 +212,12 @@ func updateChatbotTx(tx *bolt.Tx, serial string, fn func(*ChatbotState)) error {
 	return putJSON(b, []byte(serial), st)
 }
 
-// Pause is why and since when a forwarder is paused.
-type Pause struct {
-	Reason     string    `json:"reason"`
-	ConfigHash string    `json:"config_hash"` // the forwarder's config when paused; a changed config may resume it
-	Since      time.Time `json:"since"`
-}
-
 // Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the
 // outbox. Pausing a paused forwarder updates reason and config hash but keeps Since.
-func (s *Store) Pause(forwarder, reason, configHash string) error {
-	err := s.update(func(tx *bolt.Tx) error {
+func (s *Store) Pause(ctx context.Context, forwarder, reason, configHash string) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
-		p := Pause{Since: time.Now()}
+		p := event.Pause{Since: time.Now()}
 		if _, err := getJSON(b, []byte(forwarder), &p); err != nil {
 			return err
 		}
@@ -231,9 +232,9 @@ func (s *Store) Pause(forwarder, reason, configHash string) error {
 }
 
 // Resume unpauses forwarder and reports whether it was paused.
-func (s *Store) Resume(forwarder string) (bool, error) {
+func (s *Store) Resume(ctx context.Context, forwarder string) (bool, error) {
 	was := false
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		was = b.Get([]byte(forwarder)) != nil
 		return b.Delete([]byte(forwarder))
@@ -248,15 +249,15 @@ func (s *Store) Resume(forwarder string) (bool, error) {
 }
 
 // Paused returns the paused forwarders by name.
-func (s *Store) Paused() (map[string]Pause, error) {
-	out := map[string]Pause{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+func (s *Store) Paused(ctx context.Context) (map[string]event.Pause, error) {
+	out := map[string]event.Pause{}
+	err := s.view(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPaused)
 		if b == nil {
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			var p Pause
+			var p event.Pause
 			if _, err := getJSON(b, k, &p); err != nil {
 				return fmt.Errorf("paused %s: %w", k, err)
 			}
@@ -276,7 +277,7 @@ func (s *Store) Paused() (map[string]Pause, error) {
 // now is a wall clock reading: if it is implausibly far ahead of the time the store can
 // vouch for (see maxClockJump), or behind a time the store already used, the store's
 // clock is used instead, with a warning, so that a clock jump cannot prune keys early.
-func (s *Store) Prune(now time.Time) (int, error) {
+func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 	if s.readOnly {
 		return 0, s.wrap("prune", ErrReadOnly)
 	}
@@ -285,7 +286,7 @@ func (s *Store) Prune(now time.Time) (int, error) {
 	}
 	cutoff := s.clock.read(now).Add(-s.retention)
 	n, malformed := 0, 0
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		seen := tx.Bucket(bucketSeen)
 		var old [][]byte
 		err := seen.ForEach(func(k, raw []byte) error {
@@ -311,7 +312,7 @@ func (s *Store) Prune(now time.Time) (int, error) {
 			}
 		}
 		for serial, removed := range perChatbot {
-			if err := updateChatbotTx(tx, serial, func(st *ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
+			if err := updateChatbotTx(tx, serial, func(st *event.ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
 				return err
 			}
 		}

@@ -25,7 +25,7 @@
 //	                      → event.Delivery JSON
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
-//	chatbots              serial → ChatbotState JSON
+//	chatbots              serial → event.ChatbotState JSON
 //	paused                forwarder → Pause JSON
 //
 // bbolt allows one writing process per file; the file is opened with an exclusive lock,
@@ -35,6 +35,7 @@
 package dedupe
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -94,7 +95,10 @@ type Options struct {
 	PollFlushInterval time.Duration
 }
 
-// Store is the bbolt-backed store. Its methods are safe for concurrent use.
+// Store is the bbolt-backed store. Its methods are safe for concurrent use. Every I/O
+// method takes a ctx and, when ctx is done as it starts, returns ctx's error (wrapped)
+// without touching the file; bbolt takes no context, so an operation once begun runs to
+// its end.
 type Store struct {
 	db          *bolt.DB
 	path        string
@@ -112,11 +116,12 @@ type Store struct {
 	staleLogged map[string]bool // chatbots whose records older than retention were logged
 
 	pollMu    sync.Mutex
-	polls     map[string]pollMark // poll bookkeeping not yet flushed, by serial
-	durableOK map[string]bool     // chatbots whose file holds a last success
-	closed    bool                // Close began: RecordPoll refuses, as the file would never get it
-	flushMu   sync.Mutex          // one FlushPolls at a time
-	stopFlush func()              // stops the periodic flush and waits for it; nil if none runs
+	polls     map[string]pollMark  // poll bookkeeping not yet flushed, by serial
+	durableOK map[string]bool      // chatbots whose file holds a last success
+	lastOK    map[string]time.Time // last success by serial: the file's at Open, then RecordPoll's
+	closed    bool                 // Close began: RecordPoll refuses, as the file would never get it
+	flushMu   sync.Mutex           // one FlushPolls at a time
+	stopFlush func()               // stops the periodic flush and waits for it; nil if none runs
 }
 
 // Open opens (creating if needed) the store file, takes its lock and creates the buckets.
@@ -255,8 +260,12 @@ func open(opts Options) (*Store, error) {
 		clock.base, clock.last = loadClock(tx, now())
 		return nil
 	})
-	durableOK := map[string]bool{}
-	_ = db.View(func(tx *bolt.Tx) error { loadDurableOK(tx, durableOK); return nil })
+	lastOK := map[string]time.Time{}
+	_ = db.View(func(tx *bolt.Tx) error { loadLastOK(tx, lastOK); return nil })
+	durableOK := make(map[string]bool, len(lastOK))
+	for serial := range lastOK {
+		durableOK[serial] = true
+	}
 	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
 	return &Store{
 		db:          db,
@@ -273,6 +282,7 @@ func open(opts Options) (*Store, error) {
 		staleLogged: map[string]bool{},
 		polls:       map[string]pollMark{},
 		durableOK:   durableOK,
+		lastOK:      lastOK,
 	}, nil
 }
 
@@ -390,7 +400,7 @@ func (s *Store) Close() error {
 	var flushErr error
 	if s.stopFlush != nil {
 		s.stopFlush()
-		if flushErr = s.FlushPolls(); flushErr != nil {
+		if flushErr = s.FlushPolls(context.Background()); flushErr != nil {
 			// Callers often defer Close; the error is logged so that it is not lost.
 			s.log.Error("writing the poll bookkeeping at close failed; the next start catches up from older marks", "err", flushErr)
 		}
@@ -412,12 +422,24 @@ func (s *Store) signal() {
 	}
 }
 
-// update runs fn in a write transaction, or returns ErrReadOnly.
-func (s *Store) update(fn func(*bolt.Tx) error) error {
+// update runs fn in a write transaction, or returns ErrReadOnly, or ctx's error if ctx
+// is done (bbolt takes no context: a transaction once begun runs to its end).
+func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	return s.db.Update(fn)
+}
+
+// view runs fn in a read transaction, or returns ctx's error if ctx is done.
+func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.View(fn)
 }
 
 // wrap names the store file and the operation in an error.

@@ -2,6 +2,7 @@ package dedupe_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -75,7 +76,7 @@ func ids(evs []event.Event) []string {
 
 func pending(t *testing.T, s *dedupe.Store, fwd string) []event.Delivery {
 	t.Helper()
-	ds, err := s.Pending(fwd, 0, 0)
+	ds, err := s.Pending(t.Context(), fwd, 0, 0)
 	require.NoError(t, err)
 	return ds
 }
@@ -94,7 +95,7 @@ func TestIngestNewDuplicateUpdated(t *testing.T) {
 			s := open(t, dbPath(t), func(o *dedupe.Options) { o.EmitUpdates = tc.emitUpdates })
 			page := leads(bot, 1, 3)
 
-			res, err := s.Ingest(bot, page)
+			res, err := s.Ingest(t.Context(), bot, page)
 			require.NoError(t, err)
 			assert.Equal(t, 3, res.New)
 			assert.Equal(t, []string{page[0].ID(), page[1].ID(), page[2].ID()}, ids(res.Events))
@@ -102,14 +103,14 @@ func TestIngestNewDuplicateUpdated(t *testing.T) {
 				assert.Equal(t, event.ActionCreated, ev.Action())
 			}
 
-			res, err = s.Ingest(bot, page)
+			res, err = s.Ingest(t.Context(), bot, page)
 			require.NoError(t, err)
 			assert.Equal(t, event.Ingested{Duplicate: 3}, res)
 
 			changed := append([]event.Lead(nil), page...)
 			changed[1].Count = 2
 			changed[1].Content = "hello again"
-			res, err = s.Ingest(bot, changed)
+			res, err = s.Ingest(t.Context(), bot, changed)
 			require.NoError(t, err)
 			if tc.emitUpdates {
 				require.Len(t, res.Events, 1)
@@ -124,7 +125,7 @@ func TestIngestNewDuplicateUpdated(t *testing.T) {
 			assert.Len(t, pending(t, s, "bus"), tc.wantBus)
 
 			// The new hash is stored: the same changed content is a plain duplicate now.
-			res, err = s.Ingest(bot, changed)
+			res, err = s.Ingest(t.Context(), bot, changed)
 			require.NoError(t, err)
 			assert.Equal(t, event.Ingested{Duplicate: 3}, res)
 			assert.Len(t, pending(t, s, "bus"), tc.wantBus)
@@ -143,7 +144,7 @@ func TestIngestRoutesPerForwarder(t *testing.T) {
 	})
 	lead := mkLead(bot, event.KindLead, 1, t0)
 	appt := mkLead(bot, event.KindAppointment, 2, t0)
-	res, err := s.Ingest(bot, []event.Lead{lead, appt})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{lead, appt})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.New)
 
@@ -157,18 +158,18 @@ func TestIngestRoutesPerForwarder(t *testing.T) {
 	assert.False(t, sales[0].Enqueued.IsZero())
 	assert.Zero(t, sales[0].Attempts)
 
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"bus": 2, "sales": 1}, depth)
 }
 
 func TestIngestNilRouteTakesRecordsWithoutDeliveries(t *testing.T) {
 	s := open(t, dbPath(t), func(o *dedupe.Options) { o.Route = nil })
-	res, err := s.Ingest(bot, leads(bot, 1, 2))
+	res, err := s.Ingest(t.Context(), bot, leads(bot, 1, 2))
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.New)
 	assert.Len(t, res.Events, 2)
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, depth)
 	select {
@@ -181,7 +182,7 @@ func TestIngestNilRouteTakesRecordsWithoutDeliveries(t *testing.T) {
 func TestIngestDuplicateWithinPageCountsOnce(t *testing.T) {
 	s := open(t, dbPath(t), nil)
 	l := mkLead(bot, event.KindAppointment, 7, t0)
-	res, err := s.Ingest(bot, []event.Lead{l, l, l})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{l, l, l})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
 	assert.Zero(t, res.Duplicate)
@@ -189,7 +190,7 @@ func TestIngestDuplicateWithinPageCountsOnce(t *testing.T) {
 	assert.Len(t, pending(t, s, "bus"), 1)
 	assert.Len(t, pending(t, s, "sales"), 1)
 
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 1, bots[bot].Seen)
 }
@@ -199,20 +200,20 @@ func TestInitialSkipBaselineSurvivesRestart(t *testing.T) {
 	skip := func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip }
 	s := open(t, path, skip)
 
-	res, err := s.Ingest(bot, leads(bot, 1, 5))
+	res, err := s.Ingest(t.Context(), bot, leads(bot, 1, 5))
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Baseline: 5}, res)
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, depth)
 
 	// An empty first page still completes the baseline.
 	const other = "otherbot"
-	res, err = s.Ingest(other, nil)
+	res, err = s.Ingest(t.Context(), other, nil)
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{}, res)
 
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.True(t, bots[bot].Initialized)
 	assert.Equal(t, 5, bots[bot].Seen)
@@ -222,19 +223,19 @@ func TestInitialSkipBaselineSurvivesRestart(t *testing.T) {
 	s = open(t, path, skip)
 
 	// After a restart the same page does not flood; only the genuinely new record is sent.
-	res, err = s.Ingest(bot, leads(bot, 1, 6))
+	res, err = s.Ingest(t.Context(), bot, leads(bot, 1, 6))
 	require.NoError(t, err)
 	assert.Equal(t, 5, res.Duplicate)
 	assert.Equal(t, 1, res.New)
 	assert.Zero(t, res.Baseline)
 	assert.Equal(t, []string{leads(bot, 6, 1)[0].ID()}, ids(res.Events))
 
-	res, err = s.Ingest(other, leads(other, 1, 1))
+	res, err = s.Ingest(t.Context(), other, leads(other, 1, 1))
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
 
 	// A chatbot first seen after the restart gets its own baseline.
-	res, err = s.Ingest("third", leads("third", 1, 2))
+	res, err = s.Ingest(t.Context(), "third", leads("third", 1, 2))
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Baseline: 2}, res)
 	assert.Len(t, pending(t, s, "bus"), 2)
@@ -243,14 +244,14 @@ func TestInitialSkipBaselineSurvivesRestart(t *testing.T) {
 func TestInitialEmitSendsFirstPageOnceAcrossRestart(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	res, err := s.Ingest(bot, leads(bot, 1, 4))
+	res, err := s.Ingest(t.Context(), bot, leads(bot, 1, 4))
 	require.NoError(t, err)
 	assert.Equal(t, 4, res.New)
 	assert.Len(t, pending(t, s, "bus"), 4)
 
 	require.NoError(t, s.Close())
 	s = open(t, path, nil)
-	res, err = s.Ingest(bot, leads(bot, 1, 4))
+	res, err = s.Ingest(t.Context(), bot, leads(bot, 1, 4))
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Duplicate: 4}, res)
 	assert.Len(t, pending(t, s, "bus"), 4)
@@ -260,7 +261,7 @@ func TestEventIDsMatchAFreshProcess(t *testing.T) {
 	path := dbPath(t)
 	l := mkLead(bot, event.KindAppointment, 31313, time.Date(2023, 11, 22, 11, 13, 44, 54019000, time.FixedZone("CST", 8*3600)))
 	s := open(t, path, func(o *dedupe.Options) { o.Retention = 0 })
-	res, err := s.Ingest(bot, []event.Lead{l})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{l})
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
@@ -280,7 +281,7 @@ func TestEventIDsMatchAFreshProcess(t *testing.T) {
 
 	// A second store (another machine) computes the same id for the same record.
 	other := open(t, dbPath(t), func(o *dedupe.Options) { o.Retention = 0 })
-	res, err = other.Ingest(bot, []event.Lead{l})
+	res, err = other.Ingest(t.Context(), bot, []event.Lead{l})
 	require.NoError(t, err)
 	assert.Equal(t, fresh.ID, res.Events[0].ID)
 }
@@ -288,7 +289,7 @@ func TestEventIDsMatchAFreshProcess(t *testing.T) {
 func TestPendingOrderAndAck(t *testing.T) {
 	s := open(t, dbPath(t), nil)
 	page := leads(bot, 1, 6)
-	_, err := s.Ingest(bot, page)
+	_, err := s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err)
 
 	all := pending(t, s, "bus")
@@ -298,14 +299,14 @@ func TestPendingOrderAndAck(t *testing.T) {
 		assert.Equal(t, page[i].ID(), d.Event.ID)
 	}
 
-	some, err := s.Pending("bus", 2, 2)
+	some, err := s.Pending(t.Context(), "bus", 2, 2)
 	require.NoError(t, err)
 	require.Len(t, some, 2)
 	assert.Equal(t, []uint64{3, 4}, []uint64{some[0].Seq, some[1].Seq})
 
-	require.NoError(t, s.Ack("bus", 3))
-	require.NoError(t, s.Ack("bus", 3), "acking a missing entry")
-	require.NoError(t, s.Ack("nobody", 1), "acking for an unknown forwarder")
+	require.NoError(t, s.Ack(t.Context(), "bus", 3))
+	require.NoError(t, s.Ack(t.Context(), "bus", 3), "acking a missing entry")
+	require.NoError(t, s.Ack(t.Context(), "nobody", 1), "acking for an unknown forwarder")
 	left := pending(t, s, "bus")
 	seqs := make([]uint64, len(left))
 	for i, d := range left {
@@ -313,21 +314,21 @@ func TestPendingOrderAndAck(t *testing.T) {
 	}
 	assert.Equal(t, []uint64{1, 2, 4, 5, 6}, seqs)
 
-	none, err := s.Pending("nobody", 0, 10)
+	none, err := s.Pending(t.Context(), "nobody", 0, 10)
 	require.NoError(t, err)
 	assert.Empty(t, none)
 
 	var wg sync.WaitGroup
 	for _, d := range left {
-		wg.Go(func() { assert.NoError(t, s.Ack(d.Forwarder, d.Seq)) })
+		wg.Go(func() { assert.NoError(t, s.Ack(t.Context(), d.Forwarder, d.Seq)) })
 	}
 	wg.Wait()
 	assert.Empty(t, pending(t, s, "bus"))
 
 	// Sequences keep rising after the outbox drained: a dispatcher cursor stays valid.
-	_, err = s.Ingest(bot, leads(bot, 100, 1))
+	_, err = s.Ingest(t.Context(), bot, leads(bot, 100, 1))
 	require.NoError(t, err)
-	next, err := s.Pending("bus", 6, 0)
+	next, err := s.Pending(t.Context(), "bus", 6, 0)
 	require.NoError(t, err)
 	require.Len(t, next, 1)
 	assert.Equal(t, uint64(7), next[0].Seq)
@@ -336,15 +337,15 @@ func TestPendingOrderAndAck(t *testing.T) {
 func TestFailedPersistsAcrossReopen(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	_, err := s.Ingest(bot, leads(bot, 1, 2))
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 1, 2))
 	require.NoError(t, err)
 
 	d := pending(t, s, "bus")[1]
 	first := time.Date(2024, 3, 2, 8, 0, 0, 0, time.UTC)
 	d.Attempts, d.FirstTry, d.LastError = 3, first, "bus: publish: nats: timeout"
-	require.NoError(t, s.Failed(d))
-	require.NoError(t, s.Failed(event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}), "missing entry")
-	require.NoError(t, s.Failed(event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}), "unknown forwarder")
+	require.NoError(t, s.Failed(t.Context(), d))
+	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}), "missing entry")
+	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}), "unknown forwarder")
 	require.NoError(t, s.Close())
 
 	s = open(t, path, nil)
@@ -363,7 +364,7 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 		mkLead(bot, event.KindAppointment, 1, t0),
 		mkLead(bot, event.KindAppointment, 2, t0),
 	}
-	_, err := s.Ingest(bot, appts)
+	_, err := s.Ingest(t.Context(), bot, appts)
 	require.NoError(t, err)
 	<-s.Changes()
 
@@ -371,23 +372,23 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	kill := func(d event.Delivery, at time.Time, msg string) {
 		d.Attempts, d.FirstTry, d.LastError = 5, at.Add(-time.Minute), msg
-		require.NoError(t, s.DeadLetter(d, at))
+		require.NoError(t, s.DeadLetter(t.Context(), d, at))
 	}
 	kill(sales[1], failed, "sales: HTTP 404")
 	kill(bus[0], failed.Add(time.Second), "bus: no responders")
 	kill(sales[0], failed.Add(2*time.Second), "sales: HTTP 400")
 	// Dead-lettering twice, or an entry that is gone, changes nothing.
-	require.NoError(t, s.DeadLetter(sales[0], failed.Add(time.Hour)))
-	require.NoError(t, s.DeadLetter(event.Delivery{Forwarder: "nobody", Seq: 1}, failed))
+	require.NoError(t, s.DeadLetter(t.Context(), sales[0], failed.Add(time.Hour)))
+	require.NoError(t, s.DeadLetter(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1}, failed))
 
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"bus": 1, "sales": 0}, depth)
-	count, err := s.DeadCount()
+	count, err := s.DeadCount(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"bus": 1, "sales": 2}, count)
 
-	all, err := s.DeadLetters("")
+	all, err := s.DeadLetters(t.Context(), "")
 	require.NoError(t, err)
 	require.Len(t, all, 3)
 	assert.Equal(t, []string{"sales", "bus", "sales"}, []string{all[0].Forwarder, all[1].Forwarder, all[2].Forwarder})
@@ -396,13 +397,13 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	assert.Equal(t, "sales: HTTP 404", all[0].LastError)
 	assert.True(t, failed.Equal(all[0].Failed))
 
-	onlySales, err := s.DeadLetters("sales")
+	onlySales, err := s.DeadLetters(t.Context(), "sales")
 	require.NoError(t, err)
 	require.Len(t, onlySales, 2)
 	assert.Equal(t, "sales: HTTP 404", onlySales[0].LastError)
 
 	// Replay one event for one forwarder: back in the outbox with a fresh attempt budget.
-	n, err := s.Replay("sales", appts[0].ID())
+	n, err := s.Replay(t.Context(), "sales", appts[0].ID())
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	select {
@@ -418,23 +419,23 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	assert.True(t, back[0].FirstTry.IsZero())
 	assert.Empty(t, back[0].LastError)
 
-	n, err = s.Replay("sales", "no-such-event")
+	n, err = s.Replay(t.Context(), "sales", "no-such-event")
 	require.NoError(t, err)
 	assert.Zero(t, n)
 
 	// Drop one, then replay everything left.
-	n, err = s.Drop("bus", "")
+	n, err = s.Drop(t.Context(), "bus", "")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
-	n, err = s.Replay("", "")
+	n, err = s.Replay(t.Context(), "", "")
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	assert.Len(t, pending(t, s, "sales"), 2)
 
-	left, err := s.DeadLetters("")
+	left, err := s.DeadLetters(t.Context(), "")
 	require.NoError(t, err)
 	assert.Empty(t, left)
-	n, err = s.Drop("", "")
+	n, err = s.Drop(t.Context(), "", "")
 	require.NoError(t, err)
 	assert.Zero(t, n)
 }
@@ -445,7 +446,7 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("only", func(t *testing.T) {
 		s := open(t, dbPath(t), nil)
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, dedupe.IngestOptions{Only: []string{"sales"}})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{Only: []string{"sales"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.New)
 		assert.Empty(t, pending(t, s, "bus"))
@@ -458,18 +459,18 @@ func TestIngestWith(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) {
 			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
 		})
-		res, err := s.IngestWith(bot, []event.Lead{lead}, dedupe.IngestOptions{Only: []string{"crm"}})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{lead}, event.IngestOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
 		require.Len(t, pending(t, s, "crm"), 1)
 		assert.Empty(t, pending(t, s, "sales"))
-		bots, err := s.Chatbots()
+		bots, err := s.Chatbots(t.Context())
 		require.NoError(t, err)
 		assert.Zero(t, bots[bot].Seen, "a record queued for some forwarders only is not seen")
 
 		// The next poll takes it as new for every forwarder; crm gets the same event id again.
-		res, err = s.Ingest(bot, []event.Lead{lead})
+		res, err = s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		crm := pending(t, s, "crm")
@@ -478,11 +479,11 @@ func TestIngestWith(t *testing.T) {
 		sales := pending(t, s, "sales")
 		require.Len(t, sales, 1)
 		assert.Equal(t, lead.ID(), sales[0].Event.ID)
-		bots, err = s.Chatbots()
+		bots, err = s.Chatbots(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 1, bots[bot].Seen)
 
-		res, err = s.Ingest(bot, []event.Lead{lead})
+		res, err = s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		assert.Equal(t, event.Ingested{Duplicate: 1}, res)
 	})
@@ -492,12 +493,12 @@ func TestIngestWith(t *testing.T) {
 			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
 			o.EmitUpdates = true
 		})
-		_, err := s.Ingest(bot, []event.Lead{lead})
+		_, err := s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		changed := lead
 		changed.Content = "hello again"
 
-		res, err := s.IngestWith(bot, []event.Lead{changed}, dedupe.IngestOptions{Only: []string{"crm"}})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{changed}, event.IngestOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
 		crm := pending(t, s, "crm")
@@ -505,7 +506,7 @@ func TestIngestWith(t *testing.T) {
 		assert.Equal(t, event.ActionUpdated, crm[1].Event.Action())
 		assert.Len(t, pending(t, s, "sales"), 1)
 
-		res, err = s.Ingest(bot, []event.Lead{changed})
+		res, err = s.Ingest(t.Context(), bot, []event.Lead{changed})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated, "the backfill did not store the new content")
 		sales := pending(t, s, "sales")
@@ -516,31 +517,31 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("no baseline and no initialization", func(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
-		res, err := s.IngestWith(bot, []event.Lead{appt}, dedupe.IngestOptions{})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt}, event.IngestOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Zero(t, res.Baseline)
-		bots, err := s.Chatbots()
+		bots, err := s.Chatbots(t.Context())
 		require.NoError(t, err)
 		assert.False(t, bots[bot].Initialized)
 		assert.Equal(t, 1, bots[bot].Seen)
 
 		// The first real poll still takes its baseline, and the backfilled record is a duplicate.
-		res, err = s.Ingest(bot, []event.Lead{appt, lead})
+		res, err = s.Ingest(t.Context(), bot, []event.Lead{appt, lead})
 		require.NoError(t, err)
 		assert.Equal(t, event.Ingested{Duplicate: 1, Baseline: 1}, res)
 	})
 
 	t.Run("resend", func(t *testing.T) {
 		s := open(t, dbPath(t), nil)
-		_, err := s.Ingest(bot, []event.Lead{appt, lead})
+		_, err := s.Ingest(t.Context(), bot, []event.Lead{appt, lead})
 		require.NoError(t, err)
 		first := pending(t, s, "bus")
 		for _, d := range first {
-			require.NoError(t, s.Ack("bus", d.Seq))
+			require.NoError(t, s.Ack(t.Context(), "bus", d.Seq))
 		}
 		newer := mkLead(bot, event.KindLead, 3, t0)
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead, newer}, dedupe.IngestOptions{Resend: true, Only: []string{"bus"}})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead, newer}, event.IngestOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
@@ -557,10 +558,10 @@ func TestIngestWith(t *testing.T) {
 	t.Run("dry run writes nothing", func(t *testing.T) {
 		path := dbPath(t)
 		s := open(t, path, nil)
-		_, err := s.Ingest(bot, []event.Lead{lead})
+		_, err := s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		<-s.Changes()
-		res, err := s.IngestWith(bot, []event.Lead{appt, lead}, dedupe.IngestOptions{DryRun: true, Resend: true})
+		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{DryRun: true, Resend: true})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, 1, res.Duplicate)
@@ -573,13 +574,13 @@ func TestIngestWith(t *testing.T) {
 		require.NoError(t, s.Close())
 
 		s = open(t, path, nil)
-		depth, err := s.Depth()
+		depth, err := s.Depth(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, map[string]int{"bus": 1}, depth)
-		bots, err := s.Chatbots()
+		bots, err := s.Chatbots(t.Context())
 		require.NoError(t, err)
 		assert.Equal(t, 1, bots[bot].Seen)
-		res, err = s.Ingest(bot, []event.Lead{appt})
+		res, err = s.Ingest(t.Context(), bot, []event.Lead{appt})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New, "the dry run must not have marked the record seen")
 	})
@@ -592,9 +593,9 @@ func TestRecordPoll(t *testing.T) {
 	at2 := at1.Add(time.Minute)
 	at3 := at2.Add(time.Minute)
 
-	require.NoError(t, s.RecordPoll(bot, at1, nil))
-	require.NoError(t, s.RecordPoll(bot, at2, errors.New("leadlist: HTTP 503")))
-	bots, err := s.Chatbots()
+	require.NoError(t, s.RecordPoll(t.Context(), bot, at1, nil))
+	require.NoError(t, s.RecordPoll(t.Context(), bot, at2, errors.New("leadlist: HTTP 503")))
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	st := bots[bot]
 	assert.True(t, at2.Equal(st.LastPoll))
@@ -602,10 +603,10 @@ func TestRecordPoll(t *testing.T) {
 	assert.Equal(t, "leadlist: HTTP 503", st.LastError)
 	assert.False(t, st.Initialized, "a poll record is not the baseline")
 
-	require.NoError(t, s.RecordPoll(bot, at3, nil))
+	require.NoError(t, s.RecordPoll(t.Context(), bot, at3, nil))
 	require.NoError(t, s.Close())
 	s = open(t, path, nil)
-	bots, err = s.Chatbots()
+	bots, err = s.Chatbots(t.Context())
 	require.NoError(t, err)
 	st = bots[bot]
 	assert.True(t, at3.Equal(st.LastOK))
@@ -616,31 +617,31 @@ func TestRecordPoll(t *testing.T) {
 func TestPauseResume(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	was, err := s.Resume("crm")
+	was, err := s.Resume(t.Context(), "crm")
 	require.NoError(t, err)
 	assert.False(t, was)
 
 	before := time.Now()
-	require.NoError(t, s.Pause("crm", "crm: HTTP 410 Gone", "hash1"))
-	paused, err := s.Paused()
+	require.NoError(t, s.Pause(t.Context(), "crm", "crm: HTTP 410 Gone", "hash1"))
+	paused, err := s.Paused(t.Context())
 	require.NoError(t, err)
 	require.Contains(t, paused, "crm")
 	since := paused["crm"].Since
 	assert.False(t, since.Before(before.Truncate(time.Second)))
 
-	require.NoError(t, s.Pause("crm", "crm: HTTP 410 Gone again", "hash2"))
+	require.NoError(t, s.Pause(t.Context(), "crm", "crm: HTTP 410 Gone again", "hash2"))
 	require.NoError(t, s.Close())
 	s = open(t, path, nil)
-	paused, err = s.Paused()
+	paused, err = s.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, "crm: HTTP 410 Gone again", paused["crm"].Reason)
 	assert.Equal(t, "hash2", paused["crm"].ConfigHash)
 	assert.True(t, since.Equal(paused["crm"].Since), "re-pausing keeps Since")
 
-	was, err = s.Resume("crm")
+	was, err = s.Resume(t.Context(), "crm")
 	require.NoError(t, err)
 	assert.True(t, was)
-	paused, err = s.Paused()
+	paused, err = s.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, paused)
 }
@@ -655,17 +656,17 @@ func TestChangesSignalledOnlyForNewEntries(t *testing.T) {
 		default:
 		}
 	}
-	_, err := s.Ingest(bot, leads(bot, 1, 3))
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 1, 3))
 	require.NoError(t, err)
 	noSignal("baseline signalled")
-	_, err = s.Ingest(bot, leads(bot, 1, 3))
+	_, err = s.Ingest(t.Context(), bot, leads(bot, 1, 3))
 	require.NoError(t, err)
 	noSignal("duplicates signalled")
 
 	// Two writes before the dispatcher looks: one buffered signal, the writer never blocks.
-	_, err = s.Ingest(bot, leads(bot, 4, 1))
+	_, err = s.Ingest(t.Context(), bot, leads(bot, 4, 1))
 	require.NoError(t, err)
-	_, err = s.Ingest(bot, leads(bot, 5, 1))
+	_, err = s.Ingest(t.Context(), bot, leads(bot, 5, 1))
 	require.NoError(t, err)
 	select {
 	case <-s.Changes():
@@ -748,7 +749,7 @@ func TestClosedStoreErrorsNameThePath(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
 	require.NoError(t, s.Close())
-	_, err := s.Ingest(bot, leads(bot, 1, 1))
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 1, 1))
 	require.ErrorIs(t, err, bolt.ErrDatabaseNotOpen)
 	assert.Contains(t, err.Error(), path)
 }
@@ -776,13 +777,13 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	polled := time.Date(2024, 3, 3, 1, 0, 0, 0, time.UTC)
 	appts := []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindAppointment, 2, t0)}
 	daemon := open(t, path, nil)
-	_, err := daemon.Ingest(bot, appts)
+	_, err := daemon.Ingest(t.Context(), bot, appts)
 	require.NoError(t, err)
 	d := pending(t, daemon, "sales")[0]
 	d.Attempts, d.LastError = 5, "sales: HTTP 400"
-	require.NoError(t, daemon.DeadLetter(d, failed))
-	require.NoError(t, daemon.Pause("bus", "bus: HTTP 410 Gone", "hash"))
-	require.NoError(t, daemon.RecordPoll(bot, polled, nil))
+	require.NoError(t, daemon.DeadLetter(t.Context(), d, failed))
+	require.NoError(t, daemon.Pause(t.Context(), "bus", "bus: HTTP 410 Gone", "hash"))
+	require.NoError(t, daemon.RecordPoll(t.Context(), bot, polled, nil))
 
 	// While the daemon holds the store, a read-only open is refused too.
 	_, err = dedupe.Open(dedupe.Options{Path: path, ReadOnly: true, OpenTimeout: 100 * time.Millisecond})
@@ -804,47 +805,50 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, ro2.Close())
 
-	bots, err := ro.Chatbots()
+	bots, err := ro.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 2, bots[bot].Seen)
 	assert.True(t, polled.Equal(bots[bot].LastOK))
-	depth, err := ro.Depth()
+	depth, err := ro.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"bus": 2, "sales": 1}, depth)
-	dead, err := ro.DeadCount()
+	dead, err := ro.DeadCount(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"sales": 1}, dead)
-	letters, err := ro.DeadLetters("")
+	letters, err := ro.DeadLetters(t.Context(), "")
 	require.NoError(t, err)
 	require.Len(t, letters, 1)
 	assert.Equal(t, "sales: HTTP 400", letters[0].LastError)
-	paused, err := ro.Paused()
+	paused, err := ro.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, "bus: HTTP 410 Gone", paused["bus"].Reason)
-	sales, err := ro.Pending("sales", 0, 0)
+	sales, err := ro.Pending(t.Context(), "sales", 0, 0)
 	require.NoError(t, err)
 	require.Len(t, sales, 1)
 	assert.Equal(t, appts[1].ID(), sales[0].Event.ID)
 
 	for name, write := range map[string]func() error{
-		"ack":         func() error { return ro.Ack("sales", sales[0].Seq) },
-		"replay":      func() error { _, err := ro.Replay("", ""); return err },
-		"drop":        func() error { _, err := ro.Drop("", ""); return err },
-		"failed":      func() error { return ro.Failed(sales[0]) },
-		"dead-letter": func() error { return ro.DeadLetter(sales[0], failed) },
-		"ingest":      func() error { _, err := ro.Ingest(bot, leads(bot, 10, 1)); return err },
-		"ingest with": func() error { _, err := ro.IngestWith(bot, appts, dedupe.IngestOptions{Resend: true}); return err },
-		"record poll": func() error { return ro.RecordPoll(bot, time.Now(), nil) },
-		"pause":       func() error { return ro.Pause("sales", "x", "y") },
-		"resume":      func() error { _, err := ro.Resume("bus"); return err },
-		"prune":       func() error { _, err := ro.Prune(time.Now().Add(1000 * time.Hour)); return err },
+		"ack":         func() error { return ro.Ack(t.Context(), "sales", sales[0].Seq) },
+		"replay":      func() error { _, err := ro.Replay(t.Context(), "", ""); return err },
+		"drop":        func() error { _, err := ro.Drop(t.Context(), "", ""); return err },
+		"failed":      func() error { return ro.Failed(t.Context(), sales[0]) },
+		"dead-letter": func() error { return ro.DeadLetter(t.Context(), sales[0], failed) },
+		"ingest":      func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
+		"ingest with": func() error {
+			_, err := ro.IngestWith(t.Context(), bot, appts, event.IngestOptions{Resend: true})
+			return err
+		},
+		"record poll": func() error { return ro.RecordPoll(t.Context(), bot, time.Now(), nil) },
+		"pause":       func() error { return ro.Pause(t.Context(), "sales", "x", "y") },
+		"resume":      func() error { _, err := ro.Resume(t.Context(), "bus"); return err },
+		"prune":       func() error { _, err := ro.Prune(t.Context(), time.Now().Add(1000*time.Hour)); return err },
 	} {
 		err := write()
 		require.ErrorIs(t, err, dedupe.ErrReadOnly, name)
 		assert.Contains(t, err.Error(), path, name)
 		assert.Contains(t, err.Error(), "store opened read-only", name)
 	}
-	letters, err = ro.DeadLetters("")
+	letters, err = ro.DeadLetters(t.Context(), "")
 	require.NoError(t, err)
 	assert.Len(t, letters, 1, "Replay changed nothing")
 	require.NoError(t, ro.Close())
@@ -868,24 +872,60 @@ func TestOpenReadOnlyMissingBucketsReadEmpty(t *testing.T) {
 	s, err := dedupe.Open(dedupe.Options{Path: path, ReadOnly: true})
 	require.NoError(t, err)
 	defer s.Close()
-	bots, err := s.Chatbots()
+	bots, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, bots)
-	depth, err := s.Depth()
+	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, depth)
-	dead, err := s.DeadCount()
+	dead, err := s.DeadCount(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, dead)
 	for _, fwd := range []string{"", "bus"} {
-		letters, err := s.DeadLetters(fwd)
+		letters, err := s.DeadLetters(t.Context(), fwd)
 		require.NoError(t, err)
 		assert.Empty(t, letters)
 	}
-	paused, err := s.Paused()
+	paused, err := s.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, paused)
-	ds, err := s.Pending("bus", 0, 0)
+	ds, err := s.Pending(t.Context(), "bus", 0, 0)
 	require.NoError(t, err)
 	assert.Empty(t, ds)
+}
+
+// TestCanceledContextTouchesNothing: an operation whose ctx is done when it starts
+// returns ctx's error, naming the store and the operation, and writes nothing.
+func TestCanceledContextTouchesNothing(t *testing.T) {
+	path := dbPath(t)
+	s := open(t, path, nil)
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+
+	_, err := s.Ingest(done, bot, leads(bot, 0, 3))
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), path)
+	assert.Contains(t, err.Error(), "ingest "+bot)
+	err = s.IngestPage(done, bot, func(func([]event.Lead, bool) (event.Ingested, error)) error {
+		t.Fatal("read called although ctx is done")
+		return nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, s.RecordPoll(done, bot, t0, nil), context.Canceled)
+	_, err = s.Depth(done)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, s.Pause(done, "bus", "gone", "h"), context.Canceled)
+
+	depth, err := s.Depth(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, depth, "no delivery was queued")
+	bots, err := s.Chatbots(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, bots, "no chatbot was marked initialized or polled")
+	paused, err := s.Paused(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, paused)
+	res, err := s.Ingest(t.Context(), bot, leads(bot, 0, 3))
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.New, "the records are still new")
 }

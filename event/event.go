@@ -1,6 +1,7 @@
 // Package event holds leadbridge's domain types: a Lead read from the LeadList API, the
-// CloudEvent built from it, and the pending and dead deliveries that carry it to targets.
-// Every other package imports this one; it imports none of them.
+// CloudEvent built from it, the pending and dead deliveries that carry it to targets, and
+// what the store keeps beside them (a chatbot's state, a forwarder's pause, how a
+// backfill ingests). Every other package imports this one; it imports none of them.
 package event
 
 import (

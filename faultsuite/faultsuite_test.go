@@ -389,16 +389,16 @@ func TestFaults(t *testing.T) {
 	// The store, after the process is gone.
 	store, err := dedupe.Open(dedupe.Options{Path: storePath, OpenTimeout: 5 * time.Second})
 	require.NoError(t, err, "opening the store after the bridge exited")
-	depth, err := store.Depth()
+	depth, err := store.Depth(t.Context())
 	require.NoError(t, err)
-	deadCount, err := store.DeadCount()
+	deadCount, err := store.DeadCount(t.Context())
 	require.NoError(t, err)
 	var deadLetters []string
 	for fwd, n := range deadCount {
 		if n == 0 {
 			continue
 		}
-		dls, err := store.DeadLetters(fwd)
+		dls, err := store.DeadLetters(t.Context(), fwd)
 		require.NoError(t, err)
 		for _, dl := range first(dls, 3) {
 			deadLetters = append(deadLetters, fmt.Sprintf("%s: event %s after %d attempts: %s", fwd, dl.Event.ID, dl.Attempts, dl.LastError))

@@ -278,9 +278,9 @@ func TestHostileAPI(t *testing.T) {
 	// The store, after the process is gone.
 	store, err := dedupe.Open(dedupe.Options{Path: storePath, OpenTimeout: 5 * time.Second})
 	require.NoError(t, err, "opening the store after the bridge exited")
-	depth, err := store.Depth()
+	depth, err := store.Depth(t.Context())
 	require.NoError(t, err)
-	deadCount, err := store.DeadCount()
+	deadCount, err := store.DeadCount(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, store.Close())
 	outbox, dead := 0, 0

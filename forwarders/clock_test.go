@@ -20,7 +20,7 @@ func TestDispatcherRetryBudgetSurvivesWallClockJumps(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	var offset atomic.Int64
 	d := &forwarders.Dispatcher{Outbox: st,
@@ -44,7 +44,7 @@ func TestDispatcherRetryBudgetSurvivesWallClockJumps(t *testing.T) {
 	require.Eventually(t, func() bool { return target.count() >= n+4 }, 5*time.Second, 5*time.Millisecond,
 		"and after a backward one")
 
-	dead, err := st.DeadLetters("crm")
+	dead, err := st.DeadLetters(t.Context(), "crm")
 	require.NoError(t, err)
 	assert.Empty(t, dead, "a clock jump spent no retry budget")
 }
@@ -56,13 +56,13 @@ func TestDispatcherBudgetAfterRestartIsBoundedByAttempts(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
-	pending, err := st.Pending("crm", 0, 1)
+	pending, err := st.Pending(t.Context(), "crm", 0, 1)
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 2, time.Now().Add(-2*time.Hour), time.Now()
-	require.NoError(t, st.Failed(entry))
+	require.NoError(t, st.Failed(t.Context(), entry))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
@@ -74,7 +74,7 @@ func TestDispatcherBudgetAfterRestartIsBoundedByAttempts(t *testing.T) {
 	require.Eventually(t, func() bool { return target.count() >= 3 }, 5*time.Second, 5*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
-	dead, err := st.DeadLetters("crm")
+	dead, err := st.DeadLetters(t.Context(), "crm")
 	require.NoError(t, err)
 	assert.Empty(t, dead)
 }
@@ -85,13 +85,13 @@ func TestDispatcherStoredNextTryFarAheadWaitsAtMostMaxInterval(t *testing.T) {
 	target := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
-	pending, err := st.Pending("crm", 0, 1)
+	pending, err := st.Pending(t.Context(), "crm", 0, 1)
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 1, time.Now(), time.Now().Add(365*24*time.Hour)
-	require.NoError(t, st.Failed(entry))
+	require.NoError(t, st.Failed(t.Context(), entry))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),

@@ -26,10 +26,10 @@ import (
 // when entries were added. Pause records that a forwarder's target is gone, so that it
 // stays paused across restarts while its config is unchanged.
 type Outbox interface {
-	Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error)
-	Entry(forwarder string, seq uint64) (d event.Delivery, found bool, err error)
-	Record(outcomes []event.Outcome) error
-	Pause(forwarder, reason, configHash string) error
+	Pending(ctx context.Context, forwarder string, after uint64, limit int) ([]event.Delivery, error)
+	Entry(ctx context.Context, forwarder string, seq uint64) (d event.Delivery, found bool, err error)
+	Record(ctx context.Context, outcomes []event.Outcome) error
+	Pause(ctx context.Context, forwarder, reason, configHash string) error
 	Changes() <-chan struct{}
 }
 
@@ -346,13 +346,13 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 	if more != nil {
 		seen()
 	}
-	l.load()
+	l.load(hard)
 	for ctx.Err() == nil {
 		if more != nil && seen() {
 			l.exhausted = false
 		}
 		if !l.exhausted || l.readErr {
-			l.load() // refill the window as attempts take from it
+			l.load(hard) // refill the window as attempts take from it
 		}
 		next := l.start(ctx, hard, &wg)
 		if ended && l.drained() {
@@ -385,8 +385,8 @@ func (l *lane) window() int { return 2*l.route.Concurrency + loadPage/4 }
 // than half a window of fresh ones: a fresh entry keeps its Delivery for its attempt, an
 // entry that failed before only its schedule (it may wait long, and many may). So the
 // lane reads each entry once and holds a bounded number of them, however long the
-// outbox.
-func (l *lane) load() {
+// outbox. The reads run under ctx (the dispatcher's hard context).
+func (l *lane) load(ctx context.Context) {
 	for {
 		l.mu.Lock()
 		want := l.window() - l.ready
@@ -394,7 +394,7 @@ func (l *lane) load() {
 		if want < l.window()/2 {
 			return
 		}
-		page, err := l.d.Outbox.Pending(l.route.Forwarder.Name(), l.loaded, want)
+		page, err := l.d.Outbox.Pending(ctx, l.route.Forwarder.Name(), l.loaded, want)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
 			l.readErr = true
@@ -483,7 +483,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	} else {
 		var found bool
 		var err error
-		if d, found, err = l.d.Outbox.Entry(l.route.Forwarder.Name(), it.seq); err != nil {
+		if d, found, err = l.d.Outbox.Entry(hard, l.route.Forwarder.Name(), it.seq); err != nil {
 			l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
 			return
 		} else if !found {
@@ -516,7 +516,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	case IsGone(err):
 		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
-		l.pause(d, err, log)
+		l.pause(hard, d, err, log)
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
 	case IsPermanent(err):
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
@@ -581,7 +581,9 @@ func (l *lane) credit(it item, d event.Delivery) item {
 	return it
 }
 
-func (l *lane) pause(d event.Delivery, err error, log *slog.Logger) {
+// pause pauses the lane and records it in the store, under ctx without its cancellation
+// (the pause holds even when shutdown cuts the attempt off), and reports it once.
+func (l *lane) pause(ctx context.Context, d event.Delivery, err error, log *slog.Logger) {
 	l.mu.Lock()
 	already := l.paused
 	l.paused = true
@@ -589,7 +591,7 @@ func (l *lane) pause(d event.Delivery, err error, log *slog.Logger) {
 	if already {
 		return
 	}
-	if perr := l.d.Outbox.Pause(d.Forwarder, err.Error(), l.route.ConfigHash); perr != nil {
+	if perr := l.d.Outbox.Pause(context.WithoutCancel(ctx), d.Forwarder, err.Error(), l.route.ConfigHash); perr != nil {
 		log.Error("recording the pause failed", "err", perr)
 	}
 	log.Error("target is gone: forwarder paused, deliveries kept; run `leadbridge forwarder resume` once it is fixed", "err", err)
@@ -630,6 +632,7 @@ func (w *recorder) hand(v verdict) { w.in <- v }
 // once. What was not recorded stays in the outbox as it was and is attempted again after
 // a restart, with the same event ids.
 func (w *recorder) run(ctx context.Context) {
+	store := context.WithoutCancel(ctx) // a verdict reached is recorded even once ctx is done
 	batch := make([]verdict, 0, maxBatch)
 	outcomes := make([]event.Outcome, 0, maxBatch)
 	tick := time.NewTicker(w.d.summaryEvery())
@@ -665,7 +668,7 @@ func (w *recorder) run(ctx context.Context) {
 		for _, v := range batch {
 			outcomes = append(outcomes, v.Outcome)
 		}
-		if !w.persist(ctx, func() error { return w.d.Outbox.Record(outcomes) }) {
+		if !w.persist(ctx, func() error { return w.d.Outbox.Record(store, outcomes) }) {
 			continue
 		}
 		for _, v := range batch {

@@ -72,7 +72,7 @@ func TestDispatcherRetriesThenDelivers(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 
 	var mu sync.Mutex
@@ -89,7 +89,7 @@ func TestDispatcherRetriesThenDelivers(t *testing.T) {
 	require.Len(t, ids, 3)
 	assert.Equal(t, ids[0], ids[2], "every attempt carries the same event id")
 	assert.Equal(t, map[forwarders.Result]int{forwarders.ResultRetry: 2, forwarders.ResultOK: 1}, results)
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"])
 }
@@ -99,7 +99,7 @@ func TestDispatcherPermanentFailureDeadLettersWithoutHoldingOthers(t *testing.T)
 	good := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "bad", "good")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(5))
+	_, err := st.Ingest(t.Context(), "bot1", leads(5))
 	require.NoError(t, err)
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
@@ -110,12 +110,12 @@ func TestDispatcherPermanentFailureDeadLettersWithoutHoldingOthers(t *testing.T)
 
 	assert.Equal(t, 5, good.count())
 	assert.Equal(t, 5, bad.count(), "a permanent failure is not retried")
-	dead, err := st.DeadLetters("bad")
+	dead, err := st.DeadLetters(t.Context(), "bad")
 	require.NoError(t, err)
 	require.Len(t, dead, 5)
 	assert.Equal(t, 1, dead[0].Attempts)
 	assert.Contains(t, dead[0].LastError, "HTTP 400")
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["bad"]+depth["good"])
 }
@@ -126,7 +126,7 @@ func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
 	fast := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "slow", "fast")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(20))
+	_, err := st.Ingest(t.Context(), "bot1", leads(20))
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -143,11 +143,11 @@ func TestDispatcherSlowTargetDoesNotHoldUpAnother(t *testing.T) {
 	require.NoError(t, <-done)
 	slow.Release()
 
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["fast"])
 	assert.Equal(t, 20, depth["slow"], "nothing the slow target did not take leaves the outbox")
-	pending, err := st.Pending("slow", 0, 1)
+	pending, err := st.Pending(t.Context(), "slow", 0, 1)
 	require.NoError(t, err)
 	assert.Positive(t, pending[0].Attempts, "failed attempts are recorded")
 }
@@ -157,7 +157,7 @@ func TestDispatcherCrashBeforeAckRedeliversSameID(t *testing.T) {
 	target := newSink(t, nil)
 	target.Hold() // takes the event, then the process "dies" before answering
 	st := openStore(t, path, "crm")
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -188,14 +188,14 @@ func TestDispatcherBudgetSpentDeadLetters(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusBadGateway })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
 		Retry:     forwarders.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond, MaxElapsed: 150 * time.Millisecond},
 	}}}
 	drain(t, d)
-	dead, err := st.DeadLetters("crm")
+	dead, err := st.DeadLetters(t.Context(), "crm")
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 	assert.Equal(t, target.count(), dead[0].Attempts, "the attempt count is kept")
@@ -212,7 +212,7 @@ func TestDispatcherHonoursRetryAfter(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	policy := fastRetry()
 	policy.MaxInterval = 2 * time.Second
@@ -237,7 +237,7 @@ func TestDispatcherGonePausesUntilResumed(t *testing.T) {
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
 	all := leads(5)
-	_, err := st.Ingest("bot1", all[:3])
+	_, err := st.Ingest(t.Context(), "bot1", all[:3])
 	require.NoError(t, err)
 	outbox := &countingOutbox{Store: st, release: make(chan struct{})}
 	close(outbox.release)
@@ -248,19 +248,19 @@ func TestDispatcherGonePausesUntilResumed(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- d.Run(ctx) }()
 	require.Eventually(t, func() bool {
-		p, err := st.Paused()
+		p, err := st.Paused(t.Context())
 		return err == nil && p["crm"].ConfigHash == "h1"
 	}, 5*time.Second, 10*time.Millisecond)
 	// New entries wake the paused lane. Once it has read the second, it has been through a
 	// whole turn of its loop after the first, with every chance to attempt something.
 	for _, l := range all[3:] {
 		reads := outbox.reads()
-		_, err = st.Ingest("bot1", []event.Lead{l})
+		_, err = st.Ingest(t.Context(), "bot1", []event.Lead{l})
 		require.NoError(t, err)
 		require.Eventually(t, func() bool { return outbox.reads() > reads }, 5*time.Second, time.Millisecond)
 	}
 	assert.Equal(t, 1, target.count(), "a paused lane makes no attempt")
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 5, depth["crm"], "deliveries are kept while paused")
 
@@ -271,7 +271,7 @@ func TestDispatcherGonePausesUntilResumed(t *testing.T) {
 	require.Eventually(t, func() bool { return target.count() == 6 }, 5*time.Second, 10*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
-	depth, err = st.Depth()
+	depth, err = st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"])
 }
@@ -285,7 +285,7 @@ func TestDispatcherPicksUpNewEntriesWhileRunning(t *testing.T) {
 	defer cancel()
 	done := make(chan error)
 	go func() { done <- d.Run(ctx) }()
-	_, err := st.Ingest("bot1", leads(7))
+	_, err := st.Ingest(t.Context(), "bot1", leads(7))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return target.count() == 7 }, 5*time.Second, 5*time.Millisecond,
 		"the store's change signal wakes the dispatcher")
@@ -300,7 +300,7 @@ func TestDispatcherDeliversEachEntryOnceUnderConcurrency(t *testing.T) {
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
 	const n = 1500
-	_, err := st.Ingest("bot1", leads(n))
+	_, err := st.Ingest(t.Context(), "bot1", leads(n))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
 		{Forwarder: target.forwarder(t, "crm", 5*time.Second), Retry: fastRetry(), Concurrency: 8},
@@ -324,7 +324,7 @@ func TestDispatcherCapsRetryAfterAtMaxInterval(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
 	drain(t, d)
@@ -345,7 +345,7 @@ func TestDispatcherFailingEntriesDoNotStallTheLane(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(6))
+	_, err := st.Ingest(t.Context(), "bot1", leads(6))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder:   target.forwarder(t, "crm", time.Second),
@@ -366,7 +366,7 @@ func TestDispatcherFailingEntriesDoNotStallTheLane(t *testing.T) {
 	}, 150*time.Millisecond*5, 5*time.Millisecond, "the healthy entries do not wait for the failing one's retries")
 	cancel()
 	require.NoError(t, <-done)
-	pending, err := st.Pending("crm", 0, 0)
+	pending, err := st.Pending(t.Context(), "crm", 0, 0)
 	require.NoError(t, err)
 	require.Len(t, pending, 1)
 	assert.Equal(t, poison, pending[0].Event.ID)
@@ -381,27 +381,27 @@ type flakyAcks struct {
 	fails int
 }
 
-func (f *flakyAcks) Record(outcomes []event.Outcome) error {
+func (f *flakyAcks) Record(ctx context.Context, outcomes []event.Outcome) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fails > 0 {
 		f.fails--
 		return errors.New("write: no space left on device")
 	}
-	return f.Store.Record(outcomes)
+	return f.Store.Record(ctx, outcomes)
 }
 
 func TestDispatcherRetriesAFailedAckNotTheDelivery(t *testing.T) {
 	target := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	outbox := &flakyAcks{Store: st, fails: 3}
 	d := &forwarders.Dispatcher{Outbox: outbox, Routes: []forwarders.Route{{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry()}}}
 	drain(t, d)
 	assert.Len(t, target.ids(), 1, "the target got the event once while the store could not record it")
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"], "the ack went through once the store recovered")
 }
@@ -424,7 +424,7 @@ func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
 	})
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", all[:waiting])
+	_, err := st.Ingest(t.Context(), "bot1", all[:waiting])
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: st, Rescan: time.Hour, Routes: []forwarders.Route{{
 		Forwarder:   target.forwarder(t, "crm", time.Second),
@@ -436,7 +436,7 @@ func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 	require.Eventually(t, func() bool { return target.count() >= waiting }, 60*time.Second, 20*time.Millisecond,
 		"every waiting entry was tried once")
-	_, err = st.Ingest("bot1", all[waiting:]) // new leads arrive behind the queue
+	_, err = st.Ingest(t.Context(), "bot1", all[waiting:]) // new leads arrive behind the queue
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		n := 0
@@ -455,20 +455,20 @@ func TestDispatcherReachesEntriesBehindALongRetryQueue(t *testing.T) {
 // failingStore is the real store that cannot record failed attempts, as on a full disk.
 type failingStore struct{ *dedupe.Store }
 
-func (f failingStore) Record(outcomes []event.Outcome) error {
+func (f failingStore) Record(ctx context.Context, outcomes []event.Outcome) error {
 	for _, o := range outcomes {
 		if o.Verdict == event.Retrying {
 			return errors.New("write: no space left on device")
 		}
 	}
-	return f.Store.Record(outcomes)
+	return f.Store.Record(ctx, outcomes)
 }
 
 func TestDispatcherDoesNotHammerATargetWhileTheStoreCannotRecordFailures(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: failingStore{st}, Rescan: 10 * time.Millisecond, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
@@ -484,13 +484,13 @@ func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(1))
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
 	require.NoError(t, err)
-	pending, err := st.Pending("crm", 0, 1)
+	pending, err := st.Pending(t.Context(), "crm", 0, 1)
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 30, time.Now(), time.Now() // thirty failures before a restart
-	require.NoError(t, st.Failed(entry))
+	require.NoError(t, st.Failed(t.Context(), entry))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
@@ -502,7 +502,7 @@ func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
 	require.Eventually(t, func() bool { return target.count() == 1 }, 5*time.Second, 5*time.Millisecond)
 	var after event.Delivery
 	require.Eventually(t, func() bool {
-		p, err := st.Pending("crm", 0, 1)
+		p, err := st.Pending(t.Context(), "crm", 0, 1)
 		require.NoError(t, err)
 		after = p[0]
 		return after.Attempts == 31
@@ -526,11 +526,11 @@ type countingOutbox struct {
 	holdOnce sync.Once
 }
 
-func (c *countingOutbox) Pending(forwarder string, after uint64, limit int) ([]event.Delivery, error) {
+func (c *countingOutbox) Pending(ctx context.Context, forwarder string, after uint64, limit int) ([]event.Delivery, error) {
 	c.mu.Lock()
 	c.pending++
 	c.mu.Unlock()
-	return c.Store.Pending(forwarder, after, limit)
+	return c.Store.Pending(ctx, forwarder, after, limit)
 }
 
 func (c *countingOutbox) reads() int {
@@ -539,12 +539,12 @@ func (c *countingOutbox) reads() int {
 	return c.pending
 }
 
-func (c *countingOutbox) Record(outcomes []event.Outcome) error {
+func (c *countingOutbox) Record(ctx context.Context, outcomes []event.Outcome) error {
 	c.holdOnce.Do(func() { <-c.release })
 	c.mu.Lock()
 	c.records = append(c.records, len(outcomes))
 	c.mu.Unlock()
-	return c.Store.Record(outcomes)
+	return c.Store.Record(ctx, outcomes)
 }
 
 // TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites: while the store is busy
@@ -555,7 +555,7 @@ func TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites(t *testing.T)
 	target := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(n))
+	_, err := st.Ingest(t.Context(), "bot1", leads(n))
 	require.NoError(t, err)
 	outbox := &countingOutbox{Store: st, release: make(chan struct{})}
 	go func() {
@@ -569,7 +569,7 @@ func TestDispatcherSlotsDoNotWaitForTheStoreAndVerdictsShareWrites(t *testing.T)
 	drain(t, d)
 
 	assert.Len(t, target.ids(), n, "each entry delivered once")
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"], "every delivery recorded")
 	outbox.mu.Lock()
@@ -591,7 +591,7 @@ func TestDispatcherSumsUpDeliveriesInOneInfoLine(t *testing.T) {
 	target := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest("bot1", leads(n))
+	_, err := st.Ingest(t.Context(), "bot1", leads(n))
 	require.NoError(t, err)
 	var buf safeBuffer
 	d := &forwarders.Dispatcher{Outbox: st, SummaryEvery: time.Hour,

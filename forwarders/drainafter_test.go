@@ -35,7 +35,7 @@ func TestDispatcherDrainAfterOverlapsPolling(t *testing.T) {
 	go func() { done <- d.DrainAfter(ctx, polling) }()
 
 	all := leads(5)
-	_, err := st.Ingest("bot1", all[:3])
+	_, err := st.Ingest(t.Context(), "bot1", all[:3])
 	require.NoError(t, err)
 	for range 3 {
 		select {
@@ -50,13 +50,13 @@ func TestDispatcherDrainAfterOverlapsPolling(t *testing.T) {
 	default:
 	}
 
-	_, err = st.Ingest("bot1", all[3:])
+	_, err = st.Ingest(t.Context(), "bot1", all[3:])
 	require.NoError(t, err)
 	close(polling)
 	require.NoError(t, <-done)
 	require.NoError(t, ctx.Err())
 	assert.Equal(t, 5, hook.count())
-	depth, err := st.Depth()
+	depth, err := st.Depth(t.Context())
 	require.NoError(t, err)
 	assert.Zero(t, depth["crm"])
 }

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -24,14 +23,14 @@ type Backend interface {
 	// Resume unpauses a forwarder whose target was gone and reports whether it was paused.
 	Resume(ctx context.Context, forwarder string) (bool, error)
 	// MovePending moves the outbox entries of from, a forwarder no longer configured, to
-	// the configured forwarder to (see dedupe.Store.MovePending).
+	// the configured forwarder to (the store's MovePending).
 	MovePending(ctx context.Context, from, to string) (OutboxMove, error)
 	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
 	// and returns how many it deleted.
 	DropPending(ctx context.Context, forwarder string) (int, error)
 	// DryIngest says what taking chatbot serial's leads would queue (o.DryRun is implied:
 	// nothing is written), for `backfill --dry-run`.
-	DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+	DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 }
 
 // OutboxMove is what a move of outbox entries did.
@@ -79,32 +78,23 @@ type ForwarderStatus struct {
 	PausedSince  time.Time `json:"paused_since,omitzero"`
 }
 
-// ChatbotInfo is a configured chatbot.
-type ChatbotInfo struct {
-	Serial string
-	Name   string
-}
-
 // ForwarderInfo is a configured forwarder.
 type ForwarderInfo struct {
 	Name string
 	Type string
 }
 
-// LocalStore is what Local needs of the store; *dedupe.Store implements it.
+// LocalStore is what Local needs of the store; the bbolt store implements it.
 type LocalStore interface {
 	StoreStats
-	Chatbots() (map[string]dedupe.ChatbotState, error)
-	DeadLetters(forwarder string) ([]event.DeadLetter, error)
-	Replay(forwarder, eventID string) (int, error)
-	Drop(forwarder, eventID string) (int, error)
-	Resume(forwarder string) (bool, error)
-	MovePending(from, to string) (moved, already int, err error)
-	DropPending(forwarder string) (int, error)
-	IngestWith(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
+	Replay(ctx context.Context, forwarder, eventID string) (int, error)
+	Drop(ctx context.Context, forwarder, eventID string) (int, error)
+	Resume(ctx context.Context, forwarder string) (bool, error)
+	MovePending(ctx context.Context, from, to string) (moved, already int, err error)
+	DropPending(ctx context.Context, forwarder string) (int, error)
+	IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 }
-
-var _ LocalStore = (*dedupe.Store)(nil)
 
 // Local is the Backend over an open store: the daemon serves it through the admin API,
 // and the commands use it directly when no daemon runs.
@@ -113,7 +103,7 @@ type Local struct {
 	// Resumer unpauses a forwarder in the running dispatcher (Dispatcher.Resume); nil
 	// when no daemon runs. Its presence makes Status report Daemon.
 	Resumer    func(name string) bool
-	Chatbots   []ChatbotInfo
+	Chatbots   []event.Chatbot
 	Forwarders []ForwarderInfo
 	Version    string
 }
@@ -122,20 +112,20 @@ var _ Backend = (*Local)(nil)
 
 // Status reads the configured chatbots' poll state and every forwarder's outbox, dead
 // letters and pause, including forwarders not in the config that still have any.
-func (l *Local) Status(_ context.Context) (Status, error) {
-	states, err := l.Store.Chatbots()
+func (l *Local) Status(ctx context.Context) (Status, error) {
+	states, err := l.Store.Chatbots(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	depth, err := l.Store.Depth()
+	depth, err := l.Store.Depth(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	dead, err := l.Store.DeadCount()
+	dead, err := l.Store.DeadCount(ctx)
 	if err != nil {
 		return Status{}, err
 	}
-	paused, err := l.Store.Paused()
+	paused, err := l.Store.Paused(ctx)
 	if err != nil {
 		return Status{}, err
 	}
@@ -184,23 +174,23 @@ func (l *Local) Status(_ context.Context) (Status, error) {
 }
 
 // DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
-func (l *Local) DeadLetters(_ context.Context, forwarder string) ([]event.DeadLetter, error) {
-	return l.Store.DeadLetters(forwarder)
+func (l *Local) DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error) {
+	return l.Store.DeadLetters(ctx, forwarder)
 }
 
 // Replay puts dead letters back in the outbox; a running dispatcher is woken by the store.
-func (l *Local) Replay(_ context.Context, forwarder, id string) (int, error) {
-	return l.Store.Replay(forwarder, id)
+func (l *Local) Replay(ctx context.Context, forwarder, id string) (int, error) {
+	return l.Store.Replay(ctx, forwarder, id)
 }
 
 // Drop deletes dead letters.
-func (l *Local) Drop(_ context.Context, forwarder, id string) (int, error) {
-	return l.Store.Drop(forwarder, id)
+func (l *Local) Drop(ctx context.Context, forwarder, id string) (int, error) {
+	return l.Store.Drop(ctx, forwarder, id)
 }
 
 // Resume clears the forwarder's pause in the store and, with a daemon, in its dispatcher.
-func (l *Local) Resume(_ context.Context, forwarder string) (bool, error) {
-	was, err := l.Store.Resume(forwarder)
+func (l *Local) Resume(ctx context.Context, forwarder string) (bool, error) {
+	was, err := l.Store.Resume(ctx, forwarder)
 	if err != nil {
 		return false, err
 	}
@@ -230,7 +220,7 @@ func (l *Local) notConfigured(flag, name string) error {
 
 // MovePending moves the stranded deliveries of from to the configured forwarder to; a
 // running dispatcher is woken by the store and delivers them.
-func (l *Local) MovePending(_ context.Context, from, to string) (OutboxMove, error) {
+func (l *Local) MovePending(ctx context.Context, from, to string) (OutboxMove, error) {
 	if err := l.notConfigured("from", from); err != nil {
 		return OutboxMove{}, err
 	}
@@ -238,20 +228,20 @@ func (l *Local) MovePending(_ context.Context, from, to string) (OutboxMove, err
 		return OutboxMove{}, &RefusedError{fmt.Sprintf("to %q is not a configured forwarder; "+
 			"moving deliveries there would strand them again", to)}
 	}
-	moved, already, err := l.Store.MovePending(from, to)
+	moved, already, err := l.Store.MovePending(ctx, from, to)
 	return OutboxMove{Moved: moved, Already: already}, err
 }
 
 // DropPending deletes the stranded deliveries of forwarder.
-func (l *Local) DropPending(_ context.Context, forwarder string) (int, error) {
+func (l *Local) DropPending(ctx context.Context, forwarder string) (int, error) {
 	if err := l.notConfigured("forwarder", forwarder); err != nil {
 		return 0, err
 	}
-	return l.Store.DropPending(forwarder)
+	return l.Store.DropPending(ctx, forwarder)
 }
 
 // DryIngest computes what ingesting leads would queue, writing nothing.
-func (l *Local) DryIngest(_ context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+func (l *Local) DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
 	o.DryRun = true
-	return l.Store.IngestWith(serial, leads, o)
+	return l.Store.IngestWith(ctx, serial, leads, o)
 }

@@ -43,7 +43,7 @@ func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	d := &daemon{store: openStore(t, "bus", "old")}
 	ingest(t, d.store, 3)
-	require.NoError(t, d.store.RecordPoll(serialA, time.Now().Add(-2*time.Minute), nil))
+	require.NoError(t, d.store.RecordPoll(t.Context(), serialA, time.Now().Add(-2*time.Minute), nil))
 	bus := pending(t, d.store, "bus")
 	d.dead = []event.Delivery{deadLetter(t, d.store, bus[0], 1), deadLetter(t, d.store, bus[1], 1)}
 
@@ -55,7 +55,7 @@ func startDaemon(t *testing.T) *daemon {
 			d.resumed = append(d.resumed, name)
 			return true
 		},
-		Chatbots:   []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}},
+		Chatbots:   []event.Chatbot{{Serial: serialA, Name: chatbotName}},
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}, {Name: "crm", Type: "slack"}},
 		Version:    "1.2.3",
 	}
@@ -86,11 +86,11 @@ func deadIDs(t *testing.T, b ops.Backend, forwarder string) []string {
 // status an operator asks the running daemon for still shows the latest poll.
 func TestAdminStatusSeesUnflushedPolls(t *testing.T) {
 	d := startDaemon(t)
-	states, err := d.store.Chatbots()
+	states, err := d.store.Chatbots(t.Context())
 	require.NoError(t, err)
 	ok := states[serialA].LastOK
 	failed := ok.Add(time.Minute)
-	require.NoError(t, d.store.RecordPoll(serialA, failed, errors.New("leadlist: HTTP 503")))
+	require.NoError(t, d.store.RecordPoll(t.Context(), serialA, failed, errors.New("leadlist: HTTP 503")))
 
 	s, err := d.client.Status(t.Context())
 	require.NoError(t, err)
@@ -103,7 +103,7 @@ func TestAdminStatusSeesUnflushedPolls(t *testing.T) {
 
 func TestAdminStatus(t *testing.T) {
 	d := startDaemon(t)
-	require.NoError(t, d.store.Pause("crm", "slack crm: HTTP 410 Gone", "hash"))
+	require.NoError(t, d.store.Pause(t.Context(), "crm", "slack crm: HTTP 410 Gone", "hash"))
 
 	s, err := d.client.Status(t.Context())
 	require.NoError(t, err)
@@ -168,12 +168,12 @@ func TestAdminDeadLettersReplayDrop(t *testing.T) {
 
 func TestAdminResume(t *testing.T) {
 	d := startDaemon(t)
-	require.NoError(t, d.store.Pause("bus", "webhook bus: HTTP 410 Gone", "hash"))
+	require.NoError(t, d.store.Pause(t.Context(), "bus", "webhook bus: HTTP 410 Gone", "hash"))
 
 	was, err := d.client.Resume(t.Context(), "bus")
 	require.NoError(t, err)
 	assert.True(t, was)
-	paused, err := d.store.Paused()
+	paused, err := d.store.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, paused)
 	d.mu.Lock()
@@ -261,7 +261,7 @@ func TestAdminGuards(t *testing.T) {
 		})
 	}
 	assert.Len(t, deadIDs(t, d.client, "bus"), 2, "no refused request changed anything")
-	paused, err := d.store.Paused()
+	paused, err := d.store.Paused(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, paused)
 }
@@ -501,7 +501,7 @@ func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
 	d := startDaemon(t) // 3 deliveries stranded with "old"; bus and crm are configured
 	ctx := t.Context()
 	health := ops.NewHealth(d.store, nil, []ops.ForwarderInfo{{Name: "bus"}, {Name: "crm"}}, time.Minute, nil)
-	r := health.Check()
+	r := health.Check(t.Context())
 	assert.False(t, r.Ready, "stranded deliveries are an operator problem: not ready")
 	assert.Equal(t, []ops.Stranded{{Forwarder: "old", Pending: 3}}, r.Stranded)
 	require.Len(t, r.Reasons, 1)
@@ -534,7 +534,7 @@ func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
 		t.Fatal("a move wakes the dispatcher through the store")
 	}
 	assert.Len(t, pending(t, d.store, "crm"), 3)
-	r = health.Check()
+	r = health.Check(t.Context())
 	assert.True(t, r.Ready, "%v", r.Reasons)
 	assert.Empty(t, r.Stranded)
 
@@ -560,18 +560,18 @@ func TestAdminDryIngestWritesNothing(t *testing.T) {
 	ctx := t.Context()
 	leads := []event.Lead{record(event.KindAppointment, 1), record(event.KindLead, 7)}
 	drainChanges(d.store)
-	res, err := d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{})
+	res, err := d.client.DryIngest(ctx, serialA, leads, event.IngestOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
 	assert.Equal(t, 1, res.Duplicate)
 	require.Len(t, res.Events, 1)
 	assert.Equal(t, leads[1].ID(), res.Events[0].ID)
-	res, err = d.client.DryIngest(ctx, serialA, leads, dedupe.IngestOptions{Resend: true, Only: []string{"bus"}})
+	res, err = d.client.DryIngest(ctx, serialA, leads, event.IngestOptions{Resend: true, Only: []string{"bus"}})
 	require.NoError(t, err)
 	assert.Len(t, res.Events, 2, "resend reaches the daemon")
 
 	assert.Len(t, pending(t, d.store, "bus"), 1, "nothing was queued")
-	again, err := d.store.IngestWith(serialA, leads[1:], dedupe.IngestOptions{DryRun: true})
+	again, err := d.store.IngestWith(t.Context(), serialA, leads[1:], event.IngestOptions{DryRun: true})
 	require.NoError(t, err)
 	assert.Equal(t, 1, again.New, "nothing was marked seen")
 	select {

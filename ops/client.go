@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -143,7 +142,7 @@ func (c *Client) DropPending(ctx context.Context, forwarder string) (int, error)
 }
 
 // DryIngest asks the daemon what taking the leads would queue (POST /admin/ingest/dry-run).
-func (c *Client) DryIngest(ctx context.Context, serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error) {
+func (c *Client) DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
 	q := url.Values{"chatbot": {serial}, "only": o.Only}
 	if o.Resend {
 		q.Set("resend", "1")

@@ -1,10 +1,10 @@
 package ops
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -20,30 +20,22 @@ const maxReasonError = 200
 // Health decides readiness: the store answers, no forwarder is paused, the outbox holds
 // no delivery stranded with a forwarder the config no longer has, and every
 // chatbot had a successful poll within 3 poll intervals (a chatbot that has not yet
-// succeeded counts from the start, so a fresh start is ready). It learns about polls
-// from ObservePoll and is safe for concurrent use.
+// succeeded counts from the start, so a fresh start is ready). It reads the polls from
+// the store's chatbot state, counting only those since its start (this process's), and
+// is safe for concurrent use.
 type Health struct {
 	store    StoreStats
-	chatbots []ChatbotInfo
+	chatbots []event.Chatbot
 	known    map[string]bool // configured forwarders
 	interval time.Duration
 	now      func() time.Time
 	start    time.Time
-
-	mu    sync.Mutex
-	polls map[string]pollRecord
-}
-
-// pollRecord is what Health remembers of one chatbot's polls.
-type pollRecord struct {
-	lastOK    time.Time
-	lastError string // of the last poll; "" when it succeeded
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
 // default, if <= 0), and the outbox entries of forwarders not among the configured ones.
 // now tells the time (time.Now if nil); the start is now().
-func NewHealth(src StoreStats, chatbots []ChatbotInfo, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
+func NewHealth(src StoreStats, chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
 	if interval <= 0 {
 		interval = time.Minute
 	}
@@ -61,22 +53,7 @@ func NewHealth(src StoreStats, chatbots []ChatbotInfo, forwarders []ForwarderInf
 		interval: interval,
 		now:      now,
 		start:    now(),
-		polls:    map[string]pollRecord{},
 	}
-}
-
-// ObservePoll notes a poll's outcome; it fits poller.Loop.OnPoll.
-func (h *Health) ObservePoll(serial string, _ time.Duration, _ event.Ingested, err error) {
-	at := h.now()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	rec := h.polls[serial]
-	if err == nil {
-		rec.lastOK, rec.lastError = at, ""
-	} else {
-		rec.lastError = err.Error()
-	}
-	h.polls[serial] = rec
 }
 
 // Readiness is the /readyz answer, meant to be read by a person as much as a probe.
@@ -117,16 +94,12 @@ type Stranded struct {
 // forwarder: leads are waiting that will never go out by themselves, and only an operator
 // can fix it (`leadbridge outbox move` or `outbox drop`), which is what readiness alerts
 // are watched for. Restarting does not help, so /healthz (liveness) stays ok.
-func (h *Health) Check() Readiness {
+func (h *Health) Check(ctx context.Context) Readiness {
 	now := h.now()
 	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}, Stranded: []Stranded{}}
 
-	paused, err := h.store.Paused()
-	if err != nil {
-		r.Ready = false
-		r.Store = "error: " + err.Error()
-		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
-	}
+	paused, err := h.store.Paused(ctx)
+	r.storeFailed(err)
 	for _, name := range sortedKeys(paused) {
 		p := paused[name]
 		r.Ready = false
@@ -136,12 +109,8 @@ func (h *Health) Check() Readiness {
 			name, p.Since.UTC().Format(time.RFC3339), cut(p.Reason, maxReasonError), name))
 	}
 
-	depth, err := h.store.Depth()
-	if err != nil && r.Store == "open" {
-		r.Ready = false
-		r.Store = "error: " + err.Error()
-		r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
-	}
+	depth, err := h.store.Depth(ctx)
+	r.storeFailed(err)
 	for _, name := range sortedKeys(depth) {
 		if n := depth[name]; n > 0 && !h.known[name] {
 			r.Ready = false
@@ -150,15 +119,17 @@ func (h *Health) Check() Readiness {
 		}
 	}
 
+	states, err := h.store.Chatbots(ctx)
+	r.storeFailed(err)
 	limit := staleIntervals * h.interval
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	r.Chatbots = make([]ChatbotReadiness, 0, len(h.chatbots))
 	for _, bot := range h.chatbots {
-		rec := h.polls[bot.Serial]
-		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: rec.lastOK,
-			LastError: cut(rec.lastError, maxReasonError), OK: true}
-		since, from := rec.lastOK, ""
+		lastOK, err := h.store.LastOK(ctx, bot.Serial)
+		r.storeFailed(err)
+		lastOK, lastError := h.sinceStart(lastOK, states[bot.Serial])
+		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: lastOK,
+			LastError: cut(lastError, maxReasonError), OK: true}
+		since, from := lastOK, ""
 		if since.IsZero() {
 			since, from = h.start, " since start"
 		}
@@ -175,6 +146,32 @@ func (h *Health) Check() Readiness {
 		r.Chatbots = append(r.Chatbots, c)
 	}
 	return r
+}
+
+// sinceStart is a chatbot's last success (as the store's LastOK answers it: this
+// process's carries its monotonic clock reading, so that a step of the wall clock does
+// not age it) and its last poll's error (of its state st), counting only the polls since
+// h's start: an earlier one is a previous process's, and readiness speaks of this one.
+func (h *Health) sinceStart(lastOK time.Time, st event.ChatbotState) (time.Time, string) {
+	lastError := st.LastError
+	if st.LastPoll.Before(h.start) {
+		lastError = ""
+	}
+	if lastOK.Before(h.start) {
+		lastOK = time.Time{}
+	}
+	return lastOK, lastError
+}
+
+// storeFailed makes r not ready because the store failed with err, if err is not nil;
+// the first failure is the one shown.
+func (r *Readiness) storeFailed(err error) {
+	if err == nil || r.Store != "open" {
+		return
+	}
+	r.Ready = false
+	r.Store = "error: " + err.Error()
+	r.Reasons = append(r.Reasons, "the store does not answer: "+err.Error())
 }
 
 // cut shortens s to at most n runes, marking the cut with "…", and puts it on one line.

@@ -16,16 +16,16 @@ import (
 	"github.com/leadbridge/leadbridge/ops"
 )
 
-var bots = []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}, {Serial: serialB, Name: "Shop"}}
+var bots = []event.Chatbot{{Serial: serialA, Name: chatbotName}, {Serial: serialB, Name: "Shop"}}
 
 // healthServer serves a Health over the store on a fake clock, polled every minute.
-func healthServer(t *testing.T, s *dedupe.Store) (*ops.Health, *clock, string) {
+func healthServer(t *testing.T, s *dedupe.Store) (*clock, string) {
 	t.Helper()
 	c := newClock()
 	h := ops.NewHealth(s, bots, nil, time.Minute, c.Now)
 	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("test", s), h, nil, "", nil))
 	t.Cleanup(srv.Close)
-	return h, c, srv.URL
+	return c, srv.URL
 }
 
 // ready GETs /readyz and decodes its answer.
@@ -53,7 +53,7 @@ func chatbot(t *testing.T, r ops.Readiness, serial string) ops.ChatbotReadiness 
 
 func TestReadyzFollowsPolls(t *testing.T) {
 	s := openStore(t)
-	h, clk, base := healthServer(t, s)
+	clk, base := healthServer(t, s)
 	apiDown := errors.New("LeadList HTTP 500 Internal Server Error")
 
 	code, r := ready(t, base)
@@ -65,8 +65,8 @@ func TestReadyzFollowsPolls(t *testing.T) {
 	// serialA succeeds every minute; serialB fails from the start.
 	for range 3 {
 		clk.Advance(time.Minute)
-		h.ObservePoll(serialA, time.Second, event.Ingested{}, nil)
-		h.ObservePoll(serialB, time.Second, event.Ingested{}, apiDown)
+		require.NoError(t, s.RecordPoll(t.Context(), serialA, clk.Now(), nil))
+		require.NoError(t, s.RecordPoll(t.Context(), serialB, clk.Now(), apiDown))
 	}
 	code, r = ready(t, base)
 	assert.Equal(t, http.StatusOK, code, "3 intervals since start have not passed yet")
@@ -85,7 +85,7 @@ func TestReadyzFollowsPolls(t *testing.T) {
 	require.Len(t, r.Reasons, 1)
 	assert.Contains(t, r.Reasons[0], "Shop ("+serialB+")")
 
-	h.ObservePoll(serialB, time.Second, event.Ingested{}, nil)
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, clk.Now(), nil))
 	code, r = ready(t, base)
 	assert.Equal(t, http.StatusOK, code, "ready again after a success")
 	assert.True(t, chatbot(t, r, serialB).OK)
@@ -103,8 +103,8 @@ func TestReadyzFollowsPolls(t *testing.T) {
 
 func TestReadyzPausedForwarder(t *testing.T) {
 	s := openStore(t)
-	_, _, base := healthServer(t, s)
-	require.NoError(t, s.Pause("crm", "webhook crm: HTTP 410 Gone", "hash"))
+	_, base := healthServer(t, s)
+	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 
 	code, r := ready(t, base)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -115,7 +115,7 @@ func TestReadyzPausedForwarder(t *testing.T) {
 	assert.Contains(t, r.Reasons[0], "forwarder crm is paused")
 	assert.Contains(t, r.Reasons[0], "leadbridge forwarder resume crm")
 
-	_, err := s.Resume("crm")
+	_, err := s.Resume(t.Context(), "crm")
 	require.NoError(t, err)
 	code, r = ready(t, base)
 	assert.Equal(t, http.StatusOK, code)
@@ -124,7 +124,7 @@ func TestReadyzPausedForwarder(t *testing.T) {
 
 func TestReadyzStoreClosedHealthzStillAlive(t *testing.T) {
 	s := openStore(t)
-	_, _, base := healthServer(t, s)
+	_, base := healthServer(t, s)
 	require.NoError(t, s.Close())
 
 	code, r := ready(t, base)
@@ -139,4 +139,31 @@ func TestReadyzStoreClosedHealthzStillAlive(t *testing.T) {
 	var body map[string]string
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	assert.Equal(t, map[string]string{"status": "ok"}, body)
+}
+
+// TestReadyzCountsOnlyThisProcessPolls: the store remembers the polls of a previous
+// process; readiness speaks of this one's, so a fresh start is ready with nothing to
+// show, and a failure of this process shows without the old success.
+func TestReadyzCountsOnlyThisProcessPolls(t *testing.T) {
+	s := openStore(t)
+	start := newClock().Now()
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, start.Add(-time.Hour), nil))
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, start.Add(-2*time.Hour), nil))
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, start.Add(-time.Hour), errors.New("LeadList HTTP 503")))
+	clk, base := healthServer(t, s)
+
+	code, r := ready(t, base)
+	assert.Equal(t, http.StatusOK, code, "a fresh start is ready")
+	for _, c := range r.Chatbots {
+		assert.True(t, c.OK, c.Serial)
+		assert.True(t, c.LastSuccess.IsZero(), c.Serial)
+		assert.Empty(t, c.LastError, c.Serial)
+	}
+
+	clk.Advance(time.Minute)
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, clk.Now(), errors.New("LeadList HTTP 500")))
+	_, r = ready(t, base)
+	a := chatbot(t, r, serialA)
+	assert.True(t, a.LastSuccess.IsZero(), "the success before the start is not this process's")
+	assert.Equal(t, "LeadList HTTP 500", a.LastError)
 }

@@ -66,14 +66,14 @@ func ingest(t *testing.T, s *dedupe.Store, n int) event.Ingested {
 		}
 		leads = append(leads, record(kind, i))
 	}
-	res, err := s.Ingest(serialA, leads)
+	res, err := s.Ingest(t.Context(), serialA, leads)
 	require.NoError(t, err)
 	return res
 }
 
 func pending(t *testing.T, s *dedupe.Store, forwarder string) []event.Delivery {
 	t.Helper()
-	ds, err := s.Pending(forwarder, 0, 0)
+	ds, err := s.Pending(t.Context(), forwarder, 0, 0)
 	require.NoError(t, err)
 	return ds
 }
@@ -82,7 +82,7 @@ func pending(t *testing.T, s *dedupe.Store, forwarder string) []event.Delivery {
 func deadLetter(t *testing.T, s *dedupe.Store, d event.Delivery, attempts int) event.Delivery {
 	t.Helper()
 	d.Attempts, d.LastError = attempts, "webhook bus: HTTP 400 Bad Request"
-	require.NoError(t, s.DeadLetter(d, time.Now()))
+	require.NoError(t, s.DeadLetter(t.Context(), d, time.Now()))
 	return d
 }
 

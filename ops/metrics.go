@@ -5,6 +5,7 @@
 package ops
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"slices"
@@ -14,17 +15,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
 // StoreStats is what metrics and readiness read from the store at scrape time.
-// *dedupe.Store implements it.
+// The bbolt store implements it.
 type StoreStats interface {
-	Depth() (map[string]int, error)           // outbox entries per forwarder
-	DeadCount() (map[string]int, error)       // dead letters per forwarder
-	Paused() (map[string]dedupe.Pause, error) // paused forwarders by name
+	Depth(ctx context.Context) (map[string]int, error)          // outbox entries per forwarder
+	DeadCount(ctx context.Context) (map[string]int, error)      // dead letters per forwarder
+	Paused(ctx context.Context) (map[string]event.Pause, error) // paused forwarders by name
+	// Chatbots is every chatbot's state by serial, its latest poll included.
+	Chatbots(ctx context.Context) (map[string]event.ChatbotState, error)
+	// LastOK is a chatbot's last successful poll, zero if none; this process's as it
+	// was recorded, with its monotonic clock reading.
+	LastOK(ctx context.Context, serial string) (time.Time, error)
 }
 
 // Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and
@@ -40,14 +45,13 @@ type Metrics struct {
 	pollDuration *prometheus.HistogramVec
 	records      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
-	lastSuccess  *prometheus.GaugeVec
 	deliveries   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	attempts     *prometheus.HistogramVec
 }
 
 // NewMetrics registers every metric; src is read at each scrape for the outbox depth,
-// dead letters and paused forwarders.
+// dead letters, paused forwarders and each chatbot's last successful poll.
 func NewMetrics(version string, src StoreStats) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
@@ -68,10 +72,6 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 			Name: "leadbridge_records_skipped_total",
 			Help: "Polled records skipped as undecodable, by chatbot serial and the API field at fault (record: not an object); a record the API repeats counts on every poll.",
 		}, []string{"chatbot", "reason_field"}),
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "leadbridge_last_successful_poll_timestamp_seconds",
-			Help: "Unix time of the last successful poll, by chatbot serial.",
-		}, []string{"chatbot"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_deliveries_total",
 			Help: "Delivery attempts by forwarder and result: ok (delivered), retry (failed, will retry), dead (dead-lettered), paused (target gone).",
@@ -97,7 +97,7 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.polls, m.pollDuration, m.records, m.skipped, m.lastSuccess,
+		m.polls, m.pollDuration, m.records, m.skipped,
 		m.deliveries, m.latency, m.attempts, buildInfo,
 		newStoreCollector(src),
 	)
@@ -112,9 +112,6 @@ func (m *Metrics) ObservePoll(serial string, took time.Duration, res event.Inges
 	}
 	m.polls.WithLabelValues(serial, result).Inc()
 	m.pollDuration.WithLabelValues(serial).Observe(took.Seconds())
-	if err == nil {
-		m.lastSuccess.WithLabelValues(serial).SetToCurrentTime()
-	}
 	for _, ev := range res.Events {
 		outcome := "new"
 		if ev.Action() == event.ActionUpdated {
@@ -169,23 +166,29 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// storeCollector reads the outbox depth, dead letters and pauses at scrape time.
+// storeCollector reads the outbox depth, dead letters, pauses and last successful polls
+// at scrape time.
 type storeCollector struct {
 	src    StoreStats
 	depth  *prometheus.Desc
 	dead   *prometheus.Desc
 	paused *prometheus.Desc
+	lastOK *prometheus.Desc
+	start  time.Time // successes before it are a previous process's
 }
 
 func newStoreCollector(src StoreStats) *storeCollector {
 	return &storeCollector{
-		src: src,
+		src:   src,
+		start: time.Now(),
 		depth: prometheus.NewDesc("leadbridge_outbox_depth",
 			"Deliveries waiting in the outbox, by forwarder.", []string{"forwarder"}, nil),
 		dead: prometheus.NewDesc("leadbridge_dead_letters",
 			"Dead-lettered deliveries, by forwarder.", []string{"forwarder"}, nil),
 		paused: prometheus.NewDesc("leadbridge_forwarder_paused",
 			"1 while a forwarder is paused because its target said it is gone, else 0.", []string{"forwarder"}, nil),
+		lastOK: prometheus.NewDesc("leadbridge_last_successful_poll_timestamp_seconds",
+			"Unix time of the last successful poll, by chatbot serial.", []string{"chatbot"}, nil),
 	}
 }
 
@@ -194,22 +197,26 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.depth
 	ch <- c.dead
 	ch <- c.paused
+	ch <- c.lastOK
 }
 
 // Collect implements prometheus.Collector. Every forwarder the store knows of gets all
-// three gauges, so a paused one shows 0 pending rather than nothing.
+// three forwarder gauges, so a paused one shows 0 pending rather than nothing; every
+// chatbot with a successful poll in this process gets its time.
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	depth, err := c.src.Depth()
+	ctx := context.Background() // a scrape's request does not reach a Collector
+	c.collectPolls(ctx, ch)
+	depth, err := c.src.Depth(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.depth, err)
 		return
 	}
-	dead, err := c.src.DeadCount()
+	dead, err := c.src.DeadCount(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.dead, err)
 		return
 	}
-	paused, err := c.src.Paused()
+	paused, err := c.src.Paused(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.paused, err)
 		return
@@ -232,5 +239,21 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(depth[name]), name)
 		ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(dead[name]), name)
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, name)
+	}
+}
+
+// collectPolls sends each chatbot's last successful poll, as the store holds it, if it
+// was this process's: a chatbot since removed from the config would otherwise show its
+// last success forever, and an alert on its age would never clear.
+func (c *storeCollector) collectPolls(ctx context.Context, ch chan<- prometheus.Metric) {
+	states, err := c.src.Chatbots(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.lastOK, err)
+		return
+	}
+	for serial, st := range states {
+		if !st.LastOK.Before(c.start) {
+			ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, float64(st.LastOK.UnixNano())/1e9, serial)
+		}
 	}
 }

@@ -34,19 +34,22 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 
 	res := ingest(t, s, 4)
 	require.Equal(t, 4, res.New)
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
 	m.ObservePoll(serialA, 250*time.Millisecond, res, nil)
 	res = ingest(t, s, 4)
 	require.Equal(t, 4, res.Duplicate)
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
 	m.ObservePoll(serialA, 100*time.Millisecond, res, nil)
-	m.ObservePoll(serialB, 2*time.Second, event.Ingested{},
-		errors.New("LeadList HTTP 500 for https://app.example/api?key="+secret))
+	apiDown := errors.New("LeadList HTTP 500 for https://app.example/api?key=" + secret)
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now(), apiDown))
+	m.ObservePoll(serialB, 2*time.Second, event.Ingested{}, apiDown)
 
 	bus := pending(t, s, "bus")
 	require.Len(t, bus, 4)
 	ok := bus[0]
 	ok.Enqueued = time.Now().Add(-90 * time.Second)
 	ok.Attempts = 2
-	require.NoError(t, s.Ack("bus", ok.Seq))
+	require.NoError(t, s.Ack(t.Context(), "bus", ok.Seq))
 	m.ObserveDelivery(ok, forwarders.ResultOK, 0, nil)
 
 	failing := bus[1]
@@ -58,7 +61,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 
 	crm := pending(t, s, "crm")[0]
 	crm.Attempts = 1
-	require.NoError(t, s.Pause("crm", "webhook crm: HTTP 410 Gone", "hash"))
+	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 	m.ObserveDelivery(crm, forwarders.ResultPaused, time.Second, errors.New("webhook crm: HTTP 410 Gone"))
 
 	return s, srv.URL + "/metrics"
@@ -144,4 +147,20 @@ func TestMetricsServedWhenStoreFails(t *testing.T) {
 	mfs, _ := scrape(t, url)
 	assert.Equal(t, 2.0, value(t, mfs, "leadbridge_polls_total", map[string]string{"chatbot": serialA, "result": "ok"}))
 	assert.NotContains(t, mfs, "leadbridge_outbox_depth", "a store that cannot be read has no depth to show")
+}
+
+// TestLastSuccessGaugeIsThisProcess: the gauge shows successes of this process only, so
+// a chatbot removed from the config does not show its last success forever.
+func TestLastSuccessGaugeIsThisProcess(t *testing.T) {
+	s := openStore(t)
+	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now().Add(-time.Hour), nil))
+	srv := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", s), ops.NewHealth(s, nil, nil, time.Minute, nil), nil, "", nil))
+	t.Cleanup(srv.Close)
+
+	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
+	mfs, _ := scrape(t, srv.URL+"/metrics")
+	_, ok := find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", map[string]string{"chatbot": serialB})
+	assert.False(t, ok, "a success before this process started")
+	_, ok = find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", map[string]string{"chatbot": serialA})
+	assert.True(t, ok)
 }

@@ -1,27 +1,26 @@
 package ops
 
 import (
+	"context"
 	"log/slog"
 
-	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
-// PauseStore is where pauses outlive a process; *dedupe.Store implements it.
+// PauseStore is where pauses outlive a process; the bbolt store implements it.
 type PauseStore interface {
-	Paused() (map[string]dedupe.Pause, error)
-	Resume(forwarder string) (bool, error)
+	Paused(ctx context.Context) (map[string]event.Pause, error)
+	Resume(ctx context.Context, forwarder string) (bool, error)
 }
-
-var _ PauseStore = (*dedupe.Store)(nil)
 
 // RestorePauses carries the pauses in store over to the routes a process starts with,
 // changing routes in place. A route whose forwarder is paused with the route's
 // ConfigHash starts Paused (its target said it is gone; a warning names the way out). A
 // paused forwarder whose config changed since is resumed in the store: the change is
 // taken as the operator's fix. Pauses of forwarders with no route stay as they are.
-func RestorePauses(store PauseStore, routes []forwarders.Route, logger *slog.Logger) error {
-	paused, err := store.Paused()
+func RestorePauses(ctx context.Context, store PauseStore, routes []forwarders.Route, logger *slog.Logger) error {
+	paused, err := store.Paused(ctx)
 	if err != nil {
 		return err
 	}
@@ -36,7 +35,7 @@ func RestorePauses(store PauseStore, routes []forwarders.Route, logger *slog.Log
 			logger.Warn("forwarder is paused: its target said it is gone; fix it and run `leadbridge forwarder resume`",
 				"forwarder", name, "since", p.Since, "reason", p.Reason)
 		default:
-			if _, err := store.Resume(name); err != nil {
+			if _, err := store.Resume(ctx, name); err != nil {
 				return err
 			}
 			logger.Info("forwarder resumed: its config changed since it was paused", "forwarder", name)

@@ -26,18 +26,18 @@ func route(t *testing.T, name, hash string) forwarders.Route {
 
 func TestRestorePauses(t *testing.T) {
 	s := openStore(t, "same", "changed", "never", "removed")
-	require.NoError(t, s.Pause("same", "HTTP 410 Gone", "hash-same"))
-	require.NoError(t, s.Pause("changed", "HTTP 410 Gone", "hash-old"))
-	require.NoError(t, s.Pause("removed", "HTTP 410 Gone", "hash-removed"))
+	require.NoError(t, s.Pause(t.Context(), "same", "HTTP 410 Gone", "hash-same"))
+	require.NoError(t, s.Pause(t.Context(), "changed", "HTTP 410 Gone", "hash-old"))
+	require.NoError(t, s.Pause(t.Context(), "removed", "HTTP 410 Gone", "hash-removed"))
 	routes := []forwarders.Route{route(t, "same", "hash-same"), route(t, "changed", "hash-new"), route(t, "never", "hash-never")}
 	var logs bytes.Buffer
 
-	require.NoError(t, ops.RestorePauses(s, routes, slog.New(slog.NewTextHandler(&logs, nil))))
+	require.NoError(t, ops.RestorePauses(t.Context(), s, routes, slog.New(slog.NewTextHandler(&logs, nil))))
 
 	assert.True(t, routes[0].Paused, "a forwarder paused under the same config starts paused")
 	assert.False(t, routes[1].Paused, "a forwarder whose config changed since its pause starts running")
 	assert.False(t, routes[2].Paused, "a forwarder never paused starts running")
-	paused, err := s.Paused()
+	paused, err := s.Paused(t.Context())
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"same", "removed"}, slices.Collect(maps.Keys(paused)),
 		"the changed forwarder is resumed in the store too; a forwarder with no route keeps its pause")
@@ -52,7 +52,7 @@ func TestRestorePausesStoreFailure(t *testing.T) {
 	s := openStore(t, "a")
 	require.NoError(t, s.Close())
 	routes := []forwarders.Route{route(t, "a", "hash")}
-	err := ops.RestorePauses(s, routes, slog.New(slog.DiscardHandler))
+	err := ops.RestorePauses(t.Context(), s, routes, slog.New(slog.DiscardHandler))
 	require.Error(t, err)
 	assert.False(t, routes[0].Paused)
 }

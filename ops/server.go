@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 )
 
@@ -45,8 +44,8 @@ func NewServer(m *Metrics, h *Health, b Backend, adminToken string, logger *slog
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := h.Check()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+		r := h.Check(req.Context())
 		code := http.StatusOK
 		if !r.Ready {
 			code = http.StatusServiceUnavailable
@@ -187,7 +186,7 @@ func (a *admin) dryIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: want a JSON array of leads: "+err.Error())
 		return
 	}
-	res, err := a.b.DryIngest(r.Context(), serial, leads, dedupe.IngestOptions{Resend: resend, Only: q["only"]})
+	res, err := a.b.DryIngest(r.Context(), serial, leads, event.IngestOptions{Resend: resend, Only: q["only"]})
 	if err != nil {
 		a.fail(w, r, err)
 		return

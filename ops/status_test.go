@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -68,7 +69,7 @@ func TestLocalStatusWithoutDaemon(t *testing.T) {
 	ingest(t, s, 2)
 	local := &ops.Local{
 		Store:      s,
-		Chatbots:   []ops.ChatbotInfo{{Serial: serialA, Name: chatbotName}},
+		Chatbots:   []event.Chatbot{{Serial: serialA, Name: chatbotName}},
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "webhook"}},
 		Version:    "1.2.3",
 	}
@@ -78,7 +79,7 @@ func TestLocalStatusWithoutDaemon(t *testing.T) {
 	assert.Equal(t, []ops.ForwarderStatus{{Name: "bus", Type: "webhook", Pending: 2}}, st.Forwarders)
 	assert.Equal(t, 2, st.Chatbots[0].Seen)
 
-	require.NoError(t, s.Pause("bus", "gone", "hash"))
+	require.NoError(t, s.Pause(t.Context(), "bus", "gone", "hash"))
 	was, err := local.Resume(t.Context(), "bus")
 	require.NoError(t, err)
 	assert.True(t, was, "resume works on the store alone")

@@ -81,12 +81,6 @@ func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 	}
 }
 
-// Chatbot is one chatbot to poll: its serial number and a display name for events.
-type Chatbot struct {
-	Serial string
-	Name   string
-}
-
 // Window is the range of UTC days a poll asks for; both ends are sent as YYYY-MM-DD and
 // a zero end is left out of the request.
 type Window struct {
@@ -220,7 +214,7 @@ const DefaultChunkRecords = 1000
 // *StatusError, *APIError or *DecodeError; each names the chatbot and none contains the
 // API key or credentials from the base URL. Records that fail to decode are reported in
 // Page.Skipped rather than failing the call. List holds the whole page; Stream does not.
-func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) {
+func (c *Client) List(ctx context.Context, bot event.Chatbot, w Window) (Page, error) {
 	page := Page{Leads: []event.Lead{}}
 	err := c.Stream(ctx, bot, w, func(p Page) error {
 		page.Leads = append(page.Leads, p.Leads...)
@@ -246,7 +240,7 @@ func (c *Client) List(ctx context.Context, bot Chatbot, w Window) (Page, error) 
 //
 // Errors are those of List; an error from take ends the stream and is returned as it
 // is; a failure to write the temporary file is an error naming the chatbot.
-func (c *Client) Stream(ctx context.Context, bot Chatbot, w Window, take func(Page) error) error {
+func (c *Client) Stream(ctx context.Context, bot event.Chatbot, w Window, take func(Page) error) error {
 	return c.StreamChanged(ctx, bot, w, nil, take)
 }
 
@@ -256,7 +250,7 @@ type Sum [sha256.Size]byte
 // StreamChanged is Stream for a poll that may skip an answer it took before: once the
 // body proved to be a successful page, known (if not nil) is given its Sum, and when it
 // says the page is known the records are not read back and take is not called.
-func (c *Client) StreamChanged(ctx context.Context, bot Chatbot, w Window, known func(Sum) bool, take func(Page) error) error {
+func (c *Client) StreamChanged(ctx context.Context, bot event.Chatbot, w Window, known func(Sum) bool, take func(Page) error) error {
 	body, err := json.Marshal(listRequest{
 		SerialNumber: bot.Serial,
 		StartTime:    formatDate(w.Start),
@@ -349,7 +343,7 @@ func (c *Client) maxBody() int64 {
 	return DefaultMaxBodyBytes
 }
 
-func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
+func (c *Client) statusError(bot event.Chatbot, resp *http.Response) *StatusError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLen))
 	var envelope struct{ Code json.RawMessage }
 	e := &StatusError{
@@ -368,7 +362,7 @@ func (c *Client) statusError(bot Chatbot, resp *http.Response) *StatusError {
 	return e
 }
 
-func (c *Client) decodeError(bot Chatbot, body *bodyReader, err error) *DecodeError {
+func (c *Client) decodeError(bot event.Chatbot, body *bodyReader, err error) *DecodeError {
 	return &DecodeError{Serial: bot.Serial, URL: httpx.RedactURL(c.BaseURL), Shape: shape(body.head), Size: int(body.n), Err: err}
 }
 

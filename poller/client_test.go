@@ -21,7 +21,7 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 )
 
-var mainSite = Chatbot{Serial: "3254a9d0424c4806b9ea3d0763ccf000", Name: "Main site"}
+var mainSite = event.Chatbot{Serial: "3254a9d0424c4806b9ea3d0763ccf000", Name: "Main site"}
 
 func TestNewClientDefaults(t *testing.T) {
 	c := NewClient("https://app.neoagent.co/", testKey, 0)

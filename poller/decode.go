@@ -57,7 +57,7 @@ var createTimeLayouts = []string{
 
 // decode turns a whole 2xx body into a Page, or an *APIError (Success: false, or a Code
 // outside 2xx) or a *DecodeError: stream over a body held in memory.
-func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
+func (c *Client) decode(bot event.Chatbot, body []byte) (Page, error) {
 	page := Page{Leads: []event.Lead{}}
 	err := c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))}, bytes.NewReader(body), nil,
 		func(p Page) error {
@@ -85,7 +85,7 @@ func (c *Client) decode(bot Chatbot, body []byte) (Page, error) {
 // decoder that unmarshals the whole body: a syntax error anywhere fails it, and only a
 // body with a Data array (an empty one included) counts as a page, so that a poll that
 // is not one never spends the first start's baseline or moves the last-success mark.
-func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spool io.ReaderAt, known func(Sum) bool, take func(Page) error) error {
+func (c *Client) stream(ctx context.Context, bot event.Chatbot, body *bodyReader, spool io.ReaderAt, known func(Sum) bool, take func(Page) error) error {
 	var from io.Reader = body
 	if known != nil && body.sum != nil {
 		// The whole body first, to tell by its sum whether it is an answer taken before:
@@ -141,7 +141,7 @@ func (c *Client) stream(ctx context.Context, bot Chatbot, body *bodyReader, spoo
 // take in chunks of DefaultChunkRecords records (Leads, Skipped and Warned alike, with
 // their indices in Data), stopping with a *TransportError once ctx is done. The array was checked by scanBody, so a syntax error here is
 // a failure to read the spool.
-func (c *Client) records(ctx context.Context, bot Chatbot, r io.Reader, take func(Page) error) error {
+func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, take func(Page) error) error {
 	dec := json.NewDecoder(r)
 	if _, err := dec.Token(); err != nil {
 		return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)

@@ -15,7 +15,7 @@ import (
 
 // decodeWhole is the decoder as it was before responses were streamed: the whole body
 // unmarshalled at once. It is the oracle the streaming decoder must agree with.
-func (c *Client) decodeWhole(bot Chatbot, body []byte) (Page, error) {
+func (c *Client) decodeWhole(bot event.Chatbot, body []byte) (Page, error) {
 	var resp apiResponse
 	if err := json.Unmarshal(body, &resp); err != nil {
 		return Page{}, &DecodeError{Serial: bot.Serial, Err: err}
@@ -54,7 +54,7 @@ func (c *Client) decodeWhole(bot Chatbot, body []byte) (Page, error) {
 // requireSameAsWhole checks that the streaming decoder reads body as decodeWhole does:
 // the same error kind (and, for a type error or a refusal, the same error), or the same
 // page.
-func requireSameAsWhole(t *testing.T, c *Client, bot Chatbot, body []byte) {
+func requireSameAsWhole(t *testing.T, c *Client, bot event.Chatbot, body []byte) {
 	t.Helper()
 	want, wantErr := c.decodeWhole(bot, body)
 	got, err := c.decode(bot, body)

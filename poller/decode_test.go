@@ -20,7 +20,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(docExample))
 	f.Add([]byte(okBody(docLead, docAppointment)))
 	c := NewClient("http://user:pw@127.0.0.1:1", testKey, time.Second)
-	bot := Chatbot{Serial: "fuzz-bot", Name: "Fuzz"}
+	bot := event.Chatbot{Serial: "fuzz-bot", Name: "Fuzz"}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		requireSameAsWhole(t, c, bot, body)
 		page, err := c.decode(bot, body)
@@ -288,7 +288,7 @@ func BenchmarkDecodePage(b *testing.B) {
 	}
 	body := []byte(okBody(records...))
 	c := NewClient("http://127.0.0.1:1", testKey, time.Second)
-	bot := Chatbot{Serial: mainSite.Serial, Name: mainSite.Name}
+	bot := event.Chatbot{Serial: mainSite.Serial, Name: mainSite.Name}
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -58,10 +58,14 @@ type Store interface {
 	// the ones every poll returns is the store's job), and says what it did. The parts
 	// are one page (for the first start's baseline, decided once); the page is complete
 	// with the part marked last, or once read returns nil. IngestPage returns read's error.
-	IngestPage(serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error
+	IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error
 	// RecordPoll notes that a chatbot was polled at the given time and how it went
 	// (pollErr nil for success).
-	RecordPoll(serial string, at time.Time, pollErr error) error
+	RecordPoll(ctx context.Context, serial string, at time.Time, pollErr error) error
+	// LastOK returns a chatbot's last successful poll, zero if none: the latest success
+	// RecordPoll noted in this process as it was given (so with its monotonic clock
+	// reading when it has one), else the one recorded before.
+	LastOK(ctx context.Context, serial string) (time.Time, error)
 }
 
 // Loop polls every chatbot on its own schedule and feeds the records to the Store.
@@ -81,17 +85,12 @@ type Loop struct {
 	// Store takes the records.
 	Store Store
 	// Chatbots are the chatbots to poll, each in its own goroutine.
-	Chatbots []Chatbot
+	Chatbots []event.Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
 	Interval time.Duration
 	// Lookback is how far back a poll's window starts when no gap needs catching up
 	// (DefaultLookback if 0).
 	Lookback time.Duration
-	// LastOK is each chatbot's last successful poll, by serial, as the store recorded it
-	// before this Loop started; a chatbot missing or zero here was never polled
-	// successfully and gets the plain Lookback window. The Loop only reads the map and
-	// remembers later successes itself.
-	LastOK map[string]time.Time
 	// MaxLookback is the furthest back a catch-up window may start: the store's retention
 	// less a margin. 0 (or anything below Lookback) means no catch-up beyond Lookback.
 	MaxLookback time.Duration
@@ -129,8 +128,7 @@ type Loop struct {
 
 // botState is what the Loop remembers of a chatbot between polls.
 type botState struct {
-	lastOK    time.Time  // last successful poll in this process (with its monotonic reading), zero if none yet
-	caughtUp  time.Time  // catch-up progress: the days before this were read since lastOK
+	caughtUp  time.Time  // catch-up progress: the days before this were read since the last success (in memory only)
 	announced time.Time  // start of the last catch-up window logged
 	warned    string     // backfill command last logged for a gap cut short
 	future    time.Time  // last-success mark in the future last warned about
@@ -255,7 +253,7 @@ func (l *Loop) Run(ctx context.Context) error {
 // PollOnce polls one chatbot once: List, Ingest, RecordPoll, logs and OnPoll. A failure
 // is logged and returned; its error names the chatbot. A poll cut short because ctx is
 // done is returned without being recorded, logged or reported to OnPoll.
-func (l *Loop) PollOnce(ctx context.Context, bot Chatbot) (event.Ingested, error) {
+func (l *Loop) PollOnce(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
 	res, err := l.poll(ctx, bot)
 	if err != nil && ctx.Err() == nil {
 		l.logFailure(bot, err, 0)
@@ -283,15 +281,16 @@ func (l *Loop) PollAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// windowFor is the window a poll of serial at now asks for. It ends on the UTC day after
-// now and starts on the UTC day of now-Lookback or, when earlier, the day before the
-// chatbot's last success, but not before the UTC day of now-max(MaxLookback, Lookback).
+// windowFor is the window a poll of serial at now asks for, given its last success
+// lastOK as the store answers it (zero if none). It ends on the UTC day after now and
+// starts on the UTC day of now-Lookback or, when earlier, the day before the chatbot's
+// last success, but not before the UTC day of now-max(MaxLookback, Lookback).
 // The day before and the day after are wide enough for CreateTime's local offsets.
 // A last success later than now (beyond clockSkew) tells nothing of the gap since the
 // real one, so the window then starts as early as MaxLookback allows.
-func (l *Loop) windowFor(serial string, now time.Time) span {
+func (l *Loop) windowFor(serial string, now, lastOK time.Time) span {
 	plain := utcDay(now.Add(-l.lookback()))
-	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: l.lastSuccess(serial, now)}
+	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: lastSuccess(lastOK, now)}
 	if s.lastOK.IsZero() {
 		return s
 	}
@@ -315,32 +314,28 @@ func (l *Loop) windowFor(serial string, now time.Time) span {
 	return s
 }
 
-// lastSuccess is serial's last successful poll as a wall time: this process's latest,
-// else LastOK. For this process's, now.Sub measures the time since on the monotonic clock
-// when both readings carry one (Now unset), so a step of the wall clock since cannot
-// shorten or lengthen it; of that and the wall reading, the earlier is kept, so that a
-// forward step cannot hide a gap either.
-func (l *Loop) lastSuccess(serial string, now time.Time) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st := l.bots[serial]; st != nil && !st.lastOK.IsZero() {
-		elapsed := now.Add(-now.Sub(st.lastOK)).Round(0)
-		if wall := st.lastOK.Round(0); wall.Before(elapsed) {
-			return wall
-		}
-		return elapsed
+// lastSuccess is the last successful poll lastOK as a wall time, zero if none. For a
+// success of this process (both readings carry a monotonic one: Now unset), now.Sub
+// measures the time since on the monotonic clock, so a step of the wall clock since
+// cannot shorten or lengthen it; of that and the wall reading, the earlier is kept, so
+// that a forward step cannot hide a gap either. A stored success has no monotonic
+// reading and is its wall reading.
+func lastSuccess(lastOK, now time.Time) time.Time {
+	if lastOK.IsZero() {
+		return lastOK
 	}
-	return l.LastOK[serial]
+	elapsed := now.Add(-now.Sub(lastOK)).Round(0)
+	if wall := lastOK.Round(0); !elapsed.Before(wall) {
+		return wall
+	}
+	return elapsed
 }
 
-// succeeded remembers a successful poll of serial at at. It replaces the mark even with
-// an earlier one: a clock set back must not leave the mark in the future.
-func (l *Loop) succeeded(serial string, at time.Time) {
+// succeeded forgets serial's catch-up progress after a successful poll: the gap is read.
+func (l *Loop) succeeded(serial string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := l.state(serial)
-	st.lastOK = at
-	st.caughtUp = time.Time{}
+	l.state(serial).caughtUp = time.Time{}
 }
 
 // progress is how far a catch-up interrupted by a failure got, zero if none.
@@ -457,7 +452,7 @@ func (l *Loop) firstWait(i, n int) time.Duration {
 }
 
 // run is one chatbot's schedule, starting with a wait of first.
-func (l *Loop) run(ctx context.Context, bot Chatbot, first time.Duration) {
+func (l *Loop) run(ctx context.Context, bot event.Chatbot, first time.Duration) {
 	interval, jitter := l.interval(), l.jitter()
 	bo := l.newBackOff()
 	wait := first
@@ -476,25 +471,34 @@ func (l *Loop) run(ctx context.Context, bot Chatbot, first time.Duration) {
 	}
 }
 
-// poll is one poll without the failure log, which differs between PollOnce and run.
-func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
-	log := l.logger()
-	at := l.now()
-	start := time.Now()
-	window := l.windowFor(bot.Serial, at)
-	l.announce(bot.Serial, window)
-	// The plain window goes first, so that new leads flow while a long gap is read; then
-	// the gap, oldest first, in chunks no larger than a regular poll.
+// windows are the windows a poll of serial at at reads, from its last success as the
+// store answers it: the plain window first, so that new leads flow while a long gap is
+// read; then the gap, oldest first, in chunks no larger than a regular poll.
+func (l *Loop) windows(ctx context.Context, serial string, at time.Time) ([]Window, error) {
+	lastOK, err := l.Store.LastOK(ctx, serial)
+	if err != nil {
+		return nil, &storeError{serial: serial, op: "read last success", err: err}
+	}
+	window := l.windowFor(serial, at, lastOK)
+	l.announce(serial, window)
 	windows := []Window{window.Window}
 	if window.catchUp {
 		plain := utcDay(at.Add(-l.lookback()))
 		windows = append([]Window{{Start: plain, End: window.End}}, l.chunks(Window{Start: window.Start, End: plain})...)
 	}
+	return windows, nil
+}
+
+// poll is one poll without the failure log, which differs between PollOnce and run.
+func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
+	log := l.logger()
+	at := l.now()
+	start := time.Now()
+	windows, err := l.windows(ctx, bot.Serial, at)
 	var (
 		res      event.Ingested
 		skipped  int
-		err      error
-		canceled bool
+		canceled = err != nil && ctx.Err() != nil
 		faults   faultCount
 	)
 	for i, w := range windows {
@@ -514,7 +518,7 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 			}
 			return same
 		}
-		err = l.Store.IngestPage(bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+		err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
 			polled = l.Client.StreamChanged(ctx, bot, w, known, func(page Page) error {
 				skipped += len(page.Skipped)
 				for _, e := range page.Skipped {
@@ -571,9 +575,9 @@ func (l *Loop) poll(ctx context.Context, bot Chatbot) (event.Ingested, error) {
 		return res, err
 	}
 	if err == nil {
-		l.succeeded(bot.Serial, at)
+		l.succeeded(bot.Serial)
 	}
-	if rerr := l.Store.RecordPoll(bot.Serial, at, err); rerr != nil {
+	if rerr := l.Store.RecordPoll(context.WithoutCancel(ctx), bot.Serial, at, err); rerr != nil {
 		err = errors.Join(err, &storeError{serial: bot.Serial, op: "record poll", err: rerr})
 	}
 	took := time.Since(start)
@@ -632,7 +636,7 @@ func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
 // logFailure logs a failed poll: an error when the store failed (records may be piling
 // up unrecorded), a warning when the API did. retryIn is the wait before the next try,
 // 0 when there is none.
-func (l *Loop) logFailure(bot Chatbot, err error, retryIn time.Duration) {
+func (l *Loop) logFailure(bot event.Chatbot, err error, retryIn time.Duration) {
 	level, msg := slog.LevelWarn, "LeadList poll failed"
 	var se *storeError
 	if errors.As(err, &se) {

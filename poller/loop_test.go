@@ -55,9 +55,9 @@ func openStore(t *testing.T, opts dedupe.Options) *dedupe.Store {
 }
 
 // chatbotStates returns what the store holds about every chatbot.
-func chatbotStates(t *testing.T, s *dedupe.Store) map[string]dedupe.ChatbotState {
+func chatbotStates(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState {
 	t.Helper()
-	states, err := s.Chatbots()
+	states, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	return states
 }
@@ -65,7 +65,7 @@ func chatbotStates(t *testing.T, s *dedupe.Store) map[string]dedupe.ChatbotState
 // pending returns testForwarder's outbox entries, oldest first.
 func pending(t *testing.T, s *dedupe.Store) []event.Delivery {
 	t.Helper()
-	ds, err := s.Pending(testForwarder, 0, 0)
+	ds, err := s.Pending(t.Context(), testForwarder, 0, 0)
 	require.NoError(t, err)
 	return ds
 }
@@ -178,7 +178,7 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	sink, hooks := &logSink{}, &onPollCalls{}
 	l := &Loop{
-		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+		Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow },
 	}
 
@@ -209,7 +209,7 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	outbox := pending(t, store)
 	require.Len(t, outbox, 2)
 	assert.Equal(t, []string{first.Events[0].ID, first.Events[1].ID}, eventIDs(outbox))
-	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
+	assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
 		chatbotStates(t, store)[mainSite.Serial])
 
 	for _, h := range srv.hitsFor(mainSite.Serial) {
@@ -245,7 +245,7 @@ func TestPollOnceLogsSkippedRecords(t *testing.T) {
 		`{"Type":"Ticket","Name":"test444","Email":"test444@qq.com","CreateTime":"2023-11-23T18:36:21-08:00"}`,
 		`{"Type":"Lead","Name":"test444","Content":"Please share anything","SessionID":"555 0100"}`)
 	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
 
 	res, err := l.PollOnce(context.Background(), mainSite)
@@ -309,7 +309,7 @@ func TestPollOnceFailures(t *testing.T) {
 				require.NoError(t, store.Close())
 			}
 			sink, hooks := &logSink{}, &onPollCalls{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Logger: sink.logger(), OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -355,7 +355,7 @@ func TestPollOnceCancelledIsNotRecorded(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.script(mainSite.Serial, reply{delay: 5 * time.Second})
 	store, sink, hooks := openStore(t, dedupe.Options{}), &logSink{}, &onPollCalls{}
-	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnPoll: hooks.hook}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -413,25 +413,22 @@ func TestWindowFor(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &Loop{Lookback: tc.lookback, MaxLookback: tc.maxLookback}
-			if !tc.lastOK.IsZero() {
-				l.LastOK = map[string]time.Time{mainSite.Serial: tc.lastOK}
-			}
-			w := l.windowFor(mainSite.Serial, tc.now)
+			w := l.windowFor(mainSite.Serial, tc.now, tc.lastOK)
 			assert.Equal(t, tc.start, w.Start)
 			assert.Equal(t, tc.end, w.End)
 			assert.Same(t, time.UTC, w.Start.Location())
 			assert.Equal(t, tc.catchUp, w.catchUp)
 			assert.Equal(t, tc.lostFrom, w.lostFrom)
 			assert.Equal(t, tc.future, w.future)
-			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now)
-			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now), "other chatbots keep the plain window")
+			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now, time.Time{})
+			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now, time.Time{}), "other chatbots keep the plain window")
 		})
 	}
 }
 
 func TestPollAllJoinsErrors(t *testing.T) {
 	srv := newLeadListServer(t)
-	bots := []Chatbot{
+	bots := []event.Chatbot{
 		{Serial: "bot-ok-1"}, {Serial: "bot-failing-500"}, {Serial: "bot-ok-2"},
 		{Serial: "bot-failing-api"}, {Serial: "bot-ok-3"}, {Serial: "bot-ok-4"}, {Serial: "bot-ok-5"},
 	}
@@ -465,7 +462,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 		st := states[b.Serial]
 		assert.Equal(t, pollNow, st.LastPoll, b.Serial)
 		if strings.HasPrefix(b.Serial, "bot-ok") {
-			assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 1}, st, b.Serial)
+			assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 1}, st, b.Serial)
 			assert.Equal(t, 1, delivered[b.Serial], b.Serial)
 		} else {
 			assert.Contains(t, st.LastError, b.Serial)
@@ -486,11 +483,11 @@ func TestLoopValidates(t *testing.T) {
 		loop *Loop
 		want string
 	}{
-		{"no client", &Loop{Store: store, Chatbots: []Chatbot{mainSite}}, "Client is nil"},
-		{"no store", &Loop{Client: c, Chatbots: []Chatbot{mainSite}}, "Store is nil"},
+		{"no client", &Loop{Store: store, Chatbots: []event.Chatbot{mainSite}}, "Client is nil"},
+		{"no store", &Loop{Client: c, Chatbots: []event.Chatbot{mainSite}}, "Store is nil"},
 		{"no chatbots", &Loop{Client: c, Store: store}, "no chatbots"},
-		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
-		{"duplicate serial", &Loop{Client: c, Store: store, Chatbots: []Chatbot{mainSite, mainSite}}, "listed twice"},
+		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []event.Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
+		{"duplicate serial", &Loop{Client: c, Store: store, Chatbots: []event.Chatbot{mainSite, mainSite}}, "listed twice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -572,7 +569,7 @@ func gaps(hits []hit) []time.Duration {
 }
 
 func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
-	healthy, failing := Chatbot{Serial: "bot-healthy"}, Chatbot{Serial: "bot-failing"}
+	healthy, failing := event.Chatbot{Serial: "bot-healthy"}, event.Chatbot{Serial: "bot-failing"}
 	srv := newLeadListServer(t)
 	srv.setRecords(healthy.Serial, docLead, docAppointment)
 	srv.always(failing.Serial, reply{status: 500, delay: 30 * time.Millisecond})
@@ -580,7 +577,7 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 	hooks, sink := &onPollCalls{}, &logSink{}
 	const interval, maxBackoff = 20 * time.Millisecond, 160 * time.Millisecond
 	l := &Loop{
-		Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{failing, healthy},
+		Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{failing, healthy},
 		Interval: interval, MaxBackoff: maxBackoff, OnPoll: hooks.hook, Logger: sink.logger(),
 		Now: func() time.Time { return pollNow },
 	}
@@ -618,7 +615,7 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 		assert.Equal(t, event.Ingested{Duplicate: 2}, res)
 	}
 	states := chatbotStates(t, store)
-	assert.Equal(t, dedupe.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2}, states[healthy.Serial])
+	assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2}, states[healthy.Serial])
 	assert.Zero(t, states[failing.Serial].Seen, "the failing chatbot handed the store nothing")
 	assert.False(t, states[failing.Serial].Initialized)
 	assert.Zero(t, states[failing.Serial].LastOK)
@@ -642,7 +639,7 @@ func TestRunBackoffResetsAfterSuccess(t *testing.T) {
 	srv := newLeadListServer(t)
 	fail := reply{status: 502}
 	srv.script(mainSite.Serial, fail, fail, fail, fail, fail, reply{body: okBody()}, fail)
-	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{mainSite},
 		Interval: 20 * time.Millisecond, MaxBackoff: 2 * time.Second}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) >= 8 }, 10*time.Second, 10*time.Millisecond)
@@ -657,10 +654,10 @@ func TestRunBackoffResetsAfterSuccess(t *testing.T) {
 }
 
 func TestRunHonoursRetryAfter(t *testing.T) {
-	limited, other := Chatbot{Serial: "bot-limited"}, Chatbot{Serial: "bot-other"}
+	limited, other := event.Chatbot{Serial: "bot-limited"}, event.Chatbot{Serial: "bot-other"}
 	srv := newLeadListServer(t)
 	srv.script(limited.Serial, reply{status: 429, header: map[string]string{"Retry-After": "1"}})
-	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{limited, other},
+	l := &Loop{Client: srv.client(time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{limited, other},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(srv.hitsFor(limited.Serial)) >= 2 }, 10*time.Second, 10*time.Millisecond)
@@ -678,11 +675,11 @@ func TestRunHonoursRetryAfter(t *testing.T) {
 }
 
 func TestRunStopsPromptlyOnCancel(t *testing.T) {
-	inFlight, waiting := Chatbot{Serial: "bot-in-flight"}, Chatbot{Serial: "bot-waiting"}
+	inFlight, waiting := event.Chatbot{Serial: "bot-in-flight"}, event.Chatbot{Serial: "bot-waiting"}
 	srv := newLeadListServer(t)
 	srv.always(inFlight.Serial, reply{delay: time.Minute})
 	srv.always(waiting.Serial, reply{status: 429, header: map[string]string{"Retry-After": "3600"}})
-	l := &Loop{Client: srv.client(time.Minute), Store: openStore(t, dedupe.Options{}), Chatbots: []Chatbot{inFlight, waiting},
+	l := &Loop{Client: srv.client(time.Minute), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{inFlight, waiting},
 		Interval: 20 * time.Millisecond}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool {
@@ -708,7 +705,7 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 			srv := newLeadListServer(t)
 			srv.setRecords(mainSite.Serial, docLead, docAppointment)
 			store, hooks, sink := openStore(t, dedupe.Options{Initial: tc.initial}), &onPollCalls{}, &logSink{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Interval: 10 * time.Millisecond, OnPoll: hooks.hook, Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 			stop := runLoop(t, l)
@@ -760,17 +757,6 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 // window, so only a catch-up window reads it.
 const docInGap = `{"Type":"Lead","Name":"test","Email":"test@qq.com","PhoneNumber":"+1 555 0100","CreateTime":"2023-11-21T07:00:00-08:00","Content":"test","SessionID":31290,"URI":"www.xxx.com","Count":1}`
 
-// lastOKs reads every chatbot's last successful poll from the store, as cmd does to fill
-// Loop.LastOK.
-func lastOKs(t *testing.T, s *dedupe.Store) map[string]time.Time {
-	t.Helper()
-	out := map[string]time.Time{}
-	for serial, st := range chatbotStates(t, s) {
-		out[serial] = st.LastOK
-	}
-	return out
-}
-
 func TestPollCatchesUpAfterGap(t *testing.T) {
 	const day = 24 * time.Hour
 	backfill := "leadbridge backfill --since 2023-08-15 --until 2023-08-28 --chatbot " + mainSite.Serial + " --config lb.yaml"
@@ -801,12 +787,12 @@ func TestPollCatchesUpAfterGap(t *testing.T) {
 			srv.script(mainSite.Serial, reply{status: 503})
 			store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 			if !tc.lastOK.IsZero() {
-				require.NoError(t, store.RecordPoll(mainSite.Serial, tc.lastOK, nil))
+				require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, tc.lastOK, nil))
 			}
-			require.NoError(t, store.RecordPoll("bot-other", pollNow.Add(-100*day), errors.New("down")))
+			require.NoError(t, store.RecordPoll(t.Context(), "bot-other", pollNow.Add(-100*day), errors.New("down")))
 			sink := &logSink{}
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
-				LastOK: lastOKs(t, store), MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+				MaxLookback: tc.maxLookback, BackfillFlags: "--config lb.yaml", Logger: sink.logger(),
 				Now: func() time.Time { return pollNow }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -862,9 +848,9 @@ func TestRunCatchesUpOnceThenPollsPlainWindow(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
 	store, hooks := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &onPollCalls{}
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-5*24*time.Hour), nil))
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+		MaxLookback: 88 * 24 * time.Hour, Interval: 10 * time.Millisecond,
 		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
 	stop := runLoop(t, l)
 	require.Eventually(t, func() bool { return len(hooks.all()) >= 3 }, 10*time.Second, 5*time.Millisecond)
@@ -911,10 +897,10 @@ func TestCatchUpGoesOnAfterAFailure(t *testing.T) {
 		reply{status: 503},            // 2023-11-16..18 fails
 	)
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(-9*24*time.Hour), nil))
 	hooks, sink := &onPollCalls{}, &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+		MaxLookback: 88 * 24 * time.Hour, OnPoll: hooks.hook, Logger: sink.logger(),
 		Now: func() time.Time { return pollNow }}
 
 	res, err := l.PollOnce(context.Background(), mainSite)
@@ -953,7 +939,7 @@ func TestFirstPollThatIsNoPageKeepsTheBaseline(t *testing.T) {
 			srv.script(mainSite.Serial, reply{body: body})
 			store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialSkip}), &logSink{}
 			now := pollNow
-			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+			l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 				Logger: sink.logger(), Now: func() time.Time { return now }}
 
 			_, err := l.PollOnce(context.Background(), mainSite)
@@ -1022,7 +1008,7 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead, badType, badCount)
 	store, sink, skips := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}, &skipCalls{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), OnSkip: skips.hook, Now: func() time.Time { return pollNow }}
 
 	for range 3 {
@@ -1066,7 +1052,7 @@ func TestMalformedRecordWarnedOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []any{"WARN", "DEBUG", "WARN"}, levels(skipMsg))
 	// Another chatbot's copy of the same record is news too.
-	other := Chatbot{Serial: "bot-other"}
+	other := event.Chatbot{Serial: "bot-other"}
 	srv.setRecords(other.Serial, badType)
 	_, err = l.PollOnce(context.Background(), other)
 	require.NoError(t, err)
@@ -1096,11 +1082,11 @@ func TestLastSuccessInTheFuture(t *testing.T) {
 	srv.setRecords(mainSite.Serial, docLead, docAppointment, docInGap)
 	srv.script(mainSite.Serial, reply{status: 503})
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
-	require.NoError(t, store.RecordPoll(mainSite.Serial, pollNow.Add(72*time.Hour), nil))
+	require.NoError(t, store.RecordPoll(t.Context(), mainSite.Serial, pollNow.Add(72*time.Hour), nil))
 	sink := &logSink{}
 	now := pollNow
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
-		LastOK: lastOKs(t, store), MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+		MaxLookback: 10 * 24 * time.Hour, Logger: sink.logger(),
 		Now: func() time.Time { return now }}
 
 	_, err := l.PollOnce(context.Background(), mainSite)
@@ -1137,7 +1123,7 @@ func TestClockSetBackKeepsCatchUp(t *testing.T) {
 	srv := newLeadListServer(t)
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
 	now := pollNow.Add(72 * time.Hour)
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		MaxLookback: 10 * 24 * time.Hour, Now: func() time.Time { return now }}
 	_, err := l.PollOnce(context.Background(), mainSite) // clock ahead
 	require.NoError(t, err)
@@ -1170,7 +1156,7 @@ func TestManyMalformedRecordsWarnedInSum(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, append(bad, docLead)...)
 	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
 	for range 2 {
 		res, err := l.PollOnce(context.Background(), mainSite)
@@ -1223,8 +1209,8 @@ type countingStore struct {
 	records atomic.Int64
 }
 
-func (c *countingStore) IngestPage(serial string, read func(take func([]event.Lead, bool) (event.Ingested, error)) error) error {
-	return c.Store.IngestPage(serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+func (c *countingStore) IngestPage(ctx context.Context, serial string, read func(take func([]event.Lead, bool) (event.Ingested, error)) error) error {
+	return c.Store.IngestPage(ctx, serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
 		return read(func(leads []event.Lead, last bool) (event.Ingested, error) {
 			c.records.Add(int64(len(leads)))
 			return take(leads, last)
@@ -1240,7 +1226,7 @@ func TestUnchangedAnswerIsNotReadAgain(t *testing.T) {
 	srv.setRecords(mainSite.Serial, docLead, docAppointment)
 	store := &countingStore{Store: openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})}
 	now := pollNow
-	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Now: func() time.Time { return now }}
 	poll := func() event.Ingested {
 		res, err := l.PollOnce(context.Background(), mainSite)

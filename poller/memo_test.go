@@ -22,8 +22,8 @@ type failSecondPart struct {
 	armed atomic.Bool
 }
 
-func (f *failSecondPart) IngestPage(serial string, read func(take func([]event.Lead, bool) (event.Ingested, error)) error) error {
-	return f.Store.IngestPage(serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+func (f *failSecondPart) IngestPage(ctx context.Context, serial string, read func(take func([]event.Lead, bool) (event.Ingested, error)) error) error {
+	return f.Store.IngestPage(ctx, serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
 		part := 0
 		return read(func(leads []event.Lead, last bool) (event.Ingested, error) {
 			part++
@@ -50,7 +50,7 @@ func TestMemoDoesNotHideAnUpdateAfterAPartialTake(t *testing.T) {
 	}
 	srv := newLeadListServer(t)
 	store := &failSecondPart{Store: openStore(t, dedupe.Options{Initial: dedupe.InitialEmit, EmitUpdates: true})}
-	l := &Loop{Client: srv.client(5 * time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(5 * time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Now: func() time.Time { return pollNow }}
 
 	srv.setRecords(mainSite.Serial, recs("c1")...) // answer A

@@ -77,7 +77,7 @@ func TestPollStreamsALargePageOnlyOnceItsEnvelopeIsGood(t *testing.T) {
 	srv.script(mainSite.Serial, reply{body: refused}, reply{body: truncated}, reply{body: okBody(records...)},
 		reply{body: okBody(append(records, manyRecords(2501)[2500])...)})
 	store := openStore(t, dedupe.Options{Initial: dedupe.InitialSkip})
-	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []Chatbot{mainSite},
+	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
 		Now: func() time.Time { return pollNow }, DropEvents: true}
 
 	for _, want := range []string{"code 500", "unexpected end of JSON input"} {

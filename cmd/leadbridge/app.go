@@ -11,6 +11,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
@@ -28,6 +29,14 @@ type app struct {
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
 }
+
+// The store is every store the other packages define as an interface where they use it.
+var (
+	_ poller.Store      = (*dedupe.Store)(nil)
+	_ forwarders.Outbox = (*dedupe.Store)(nil)
+	_ ops.LocalStore    = (*dedupe.Store)(nil)
+	_ ops.PauseStore    = (*dedupe.Store)(nil)
+)
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).
 func loadConfig(path string) (*config.Config, error) {
@@ -64,7 +73,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 // openApp sets up logging to logOut, opens the store and builds every forwarder; Close
 // releases them.
-func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
+func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {
 	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger}
 	store, err := dedupe.Open(dedupe.Options{
@@ -100,11 +109,11 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 		}
 		routes = append(routes, route)
 	}
-	if err := ops.RestorePauses(store, routes, logger); err != nil {
+	if err := ops.RestorePauses(ctx, store, routes, logger); err != nil {
 		a.Close()
 		return nil, err
 	}
-	a.warnOrphans()
+	a.warnOrphans(ctx)
 
 	a.dispatcher = &forwarders.Dispatcher{
 		Outbox: store,
@@ -114,22 +123,12 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	}
 	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
 	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-	states, err := store.Chatbots()
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	lastOK := make(map[string]time.Time, len(states))
-	for serial, st := range states {
-		lastOK[serial] = st.LastOK
-	}
 	a.loop = &poller.Loop{
 		Client:   client,
 		Store:    store,
 		Chatbots: chatbots(cfg),
 		Interval: cfg.Poll.Interval,
 		Lookback: cfg.Poll.Lookback,
-		LastOK:   lastOK,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
 		// with the margin the config keeps between lookback and retention.
 		MaxLookback: cfg.Store.Retention - config.RetentionMargin,
@@ -142,18 +141,19 @@ func openApp(cfg *config.Config, logOut io.Writer) (*app, error) {
 	return a, nil
 }
 
-func chatbots(cfg *config.Config) []poller.Chatbot {
-	out := make([]poller.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
+// chatbots are the configured chatbots, as the poller, status and readiness take them.
+func chatbots(cfg *config.Config) []event.Chatbot {
+	out := make([]event.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
 	for _, cb := range cfg.NeoAgent.Chatbots {
-		out = append(out, poller.Chatbot{Serial: cb.Serial, Name: cb.Name})
+		out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name})
 	}
 	return out
 }
 
 // warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in
 // the store until the forwarder comes back (or `dlq`-style tools remove them).
-func (a *app) warnOrphans() {
-	depth, err := a.store.Depth()
+func (a *app) warnOrphans(ctx context.Context) {
+	depth, err := a.store.Depth(ctx)
 	if err != nil {
 		return
 	}
@@ -197,8 +197,10 @@ func (a *app) pruneEvery(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		n, err := a.store.Prune(time.Now())
+		n, err := a.store.Prune(ctx, time.Now())
 		switch {
+		case ctx.Err() != nil:
+			return // shutting down: what is left is pruned after the next start
 		case err != nil:
 			a.logger.Error("pruning seen keys failed", "err", err)
 		case n > 0:

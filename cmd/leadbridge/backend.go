@@ -14,17 +14,7 @@ import (
 	"github.com/leadbridge/leadbridge/ops"
 )
 
-func (a *app) chatbotInfo() []ops.ChatbotInfo { return chatbotInfo(a.cfg) }
-
 func (a *app) forwarderInfo() []ops.ForwarderInfo { return forwarderInfo(a.cfg) }
-
-func chatbotInfo(cfg *config.Config) []ops.ChatbotInfo {
-	out := make([]ops.ChatbotInfo, 0, len(cfg.NeoAgent.Chatbots))
-	for _, cb := range cfg.NeoAgent.Chatbots {
-		out = append(out, ops.ChatbotInfo{Serial: cb.Serial, Name: cb.Name})
-	}
-	return out
-}
 
 func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 	out := make([]ops.ForwarderInfo, 0, len(cfg.Forwarders))
@@ -67,7 +57,7 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	if err != nil {
 		return nil, nil, err
 	}
-	local := &ops.Local{Store: st, Chatbots: chatbotInfo(cfg), Forwarders: forwarderInfo(cfg), Version: Version}
+	local := &ops.Local{Store: st, Chatbots: chatbots(cfg), Forwarders: forwarderInfo(cfg), Version: Version}
 	return local, func() { _ = st.Close() }, nil
 }
 

@@ -96,7 +96,7 @@ func (o backfillOptions) check(cfg *config.Config, cfgPath string) error {
 // liveBackfill reads the range into the store's outbox, delivers for at most --max-wait
 // and prints the tally; dead letters or deliveries left pending make it fail.
 func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, stdout, stderr io.Writer) error {
-	a, err := openApp(cfg, stderr)
+	a, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return daemonHolds(err, "backfill writes to the store: stop the daemon first (--dry-run works while it runs)")
 	}
@@ -141,9 +141,9 @@ func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, std
 			return err
 		}
 		defer st.Close()
-		ingest = func(serial string, leads []event.Lead, opts dedupe.IngestOptions) (event.Ingested, error) {
+		ingest = func(ctx context.Context, serial string, leads []event.Lead, opts event.IngestOptions) (event.Ingested, error) {
 			opts.DryRun = true
-			return st.IngestWith(serial, leads, opts)
+			return st.IngestWith(ctx, serial, leads, opts)
 		}
 	} else {
 		b, release, err := backend(ctx, cfg, false)
@@ -151,7 +151,7 @@ func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, std
 			return err
 		}
 		defer release()
-		ingest = func(serial string, leads []event.Lead, opts dedupe.IngestOptions) (event.Ingested, error) {
+		ingest = func(ctx context.Context, serial string, leads []event.Lead, opts event.IngestOptions) (event.Ingested, error) {
 			return b.DryIngest(ctx, serial, leads, opts)
 		}
 	}
@@ -176,7 +176,7 @@ func daemonAnswers(ctx context.Context, cfg *config.Config) bool {
 }
 
 // ingestFunc takes one page of a chatbot's records (dedupe.Store.IngestWith's shape).
-type ingestFunc func(serial string, leads []event.Lead, o dedupe.IngestOptions) (event.Ingested, error)
+type ingestFunc func(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
 
 // backfill reads a date range chunk by chunk and queues what it finds.
 type backfill struct {
@@ -202,7 +202,7 @@ func (b *backfill) chunks() []poller.Window {
 }
 
 func (b *backfill) read(ctx context.Context) error {
-	var bots []poller.Chatbot
+	var bots []event.Chatbot
 	for _, cb := range chatbots(b.cfg) {
 		if b.opts.chatbot == "" || cb.Serial == b.opts.chatbot {
 			bots = append(bots, cb)
@@ -226,7 +226,7 @@ func (b *backfill) read(ctx context.Context) error {
 				b.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
 			}
 			leads := b.inRange(page.Leads)
-			res, err := b.ingest(bot.Serial, leads, dedupe.IngestOptions{
+			res, err := b.ingest(ctx, bot.Serial, leads, event.IngestOptions{
 				Resend: b.opts.resend, Only: b.only(), DryRun: b.opts.dryRun,
 			})
 			if err != nil {

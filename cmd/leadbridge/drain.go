@@ -30,7 +30,7 @@ func (a *app) drain(ctx context.Context, maxWait time.Duration, only string) (dr
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
 		return drainTally{}, err
 	}
-	pending, err := a.pending(only)
+	pending, err := a.pending(context.WithoutCancel(ctx), only) // counted even when interrupted
 	if err != nil {
 		return drainTally{}, err
 	}

@@ -242,7 +242,7 @@ func TestRunStopsCleanlyAndKeepsTheStore(t *testing.T) {
 	}
 	st, err := dedupe.Open(dedupe.Options{Path: filepath.Join(dir, "lb.db")})
 	require.NoError(t, err, "the store was closed cleanly")
-	states, err := st.Chatbots()
+	states, err := st.Chatbots(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, 2, states[testSerial].Seen)
 	require.NoError(t, st.Close())

@@ -22,7 +22,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := openApp(cfg, stderr)
+	a, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return daemonHolds(err, "once polls and delivers like the daemon; let the daemon do it, or stop it first")
 	}
@@ -55,7 +55,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	took := time.Since(started)
-	pending, err := a.pending("")
+	pending, err := a.pending(context.WithoutCancel(ctx), "") // counted even when interrupted
 	if err != nil {
 		return err
 	}
@@ -82,8 +82,8 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 }
 
 // pending counts outbox entries owed to the configured forwarders, or to only one.
-func (a *app) pending(only string) (int, error) {
-	depth, err := a.store.Depth()
+func (a *app) pending(ctx context.Context, only string) (int, error) {
+	depth, err := a.store.Depth(ctx)
 	if err != nil {
 		return 0, err
 	}

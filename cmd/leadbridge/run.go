@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -27,7 +26,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := openApp(cfg, stderr)
+	a, err := openApp(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -36,14 +35,11 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
-	h := ops.NewHealth(a.store, a.chatbotInfo(), a.forwarderInfo(), cfg.Poll.Interval, nil)
-	a.loop.OnPoll = func(serial string, took time.Duration, res event.Ingested, err error) {
-		m.ObservePoll(serial, took, res, err)
-		h.ObservePoll(serial, took, res, err)
-	}
+	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
+	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery
-	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.chatbotInfo(),
+	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
 		Forwarders: a.forwarderInfo(), Version: Version}
 	var srv *http.Server
 	if cfg.HTTP.Listen != "" {

@@ -33,7 +33,7 @@ func RouteTo(forwarders ...string) func(event.Event) []string {
 // Pending is every outbox entry of forwarder, oldest first.
 func Pending(t testing.TB, s *dedupe.Store, forwarder string) []event.Delivery {
 	t.Helper()
-	ds, err := s.Pending(forwarder, 0, 0)
+	ds, err := s.Pending(t.Context(), forwarder, 0, 0)
 	require.NoError(t, err)
 	return ds
 }
