@@ -215,8 +215,13 @@ const DefaultChunkRecords = 1000
 // API key or credentials from the base URL. Records that fail to decode are reported in
 // Page.Skipped rather than failing the call. List holds the whole page; Stream does not.
 func (c *Client) List(ctx context.Context, bot event.Chatbot, w Window) (Page, error) {
+	return whole(func(take func(Page) error) error { return c.Stream(ctx, bot, w, take) })
+}
+
+// whole gathers the chunks stream hands over into one Page.
+func whole(stream func(take func(Page) error) error) (Page, error) {
 	page := Page{Leads: []event.Lead{}}
-	err := c.Stream(ctx, bot, w, func(p Page) error {
+	err := stream(func(p Page) error {
 		page.Leads = append(page.Leads, p.Leads...)
 		page.Skipped = append(page.Skipped, p.Skipped...)
 		page.Warned = append(page.Warned, p.Warned...)

@@ -58,18 +58,10 @@ var createTimeLayouts = []string{
 // decode turns a whole 2xx body into a Page, or an *APIError (Success: false, or a Code
 // outside 2xx) or a *DecodeError: stream over a body held in memory.
 func (c *Client) decode(bot event.Chatbot, body []byte) (Page, error) {
-	page := Page{Leads: []event.Lead{}}
-	err := c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))}, bytes.NewReader(body), nil,
-		func(p Page) error {
-			page.Leads = append(page.Leads, p.Leads...)
-			page.Skipped = append(page.Skipped, p.Skipped...)
-			page.Warned = append(page.Warned, p.Warned...)
-			return nil
-		})
-	if err != nil {
-		return Page{}, err
-	}
-	return page, nil
+	return whole(func(take func(Page) error) error {
+		return c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))},
+			bytes.NewReader(body), nil, take)
+	})
 }
 
 // stream reads a 2xx body in two passes. The first reads it from body to its end (the
