@@ -1,5 +1,6 @@
 // Package leadtest holds the test rigs that several packages' tests share: an in-process
-// NATS server with JetStream, and fixtures. It is imported by tests only.
+// NATS server with JetStream, webhook and Slack stand-ins, stores and fixtures. It is
+// imported by tests only.
 package leadtest
 
 import (
