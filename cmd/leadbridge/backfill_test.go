@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,17 +13,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/internal/leadsim"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
 func TestBackfillNinetyDaysInChunks(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 
 	since := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	until := since.AddDate(0, 0, 89) // 90 days
@@ -60,12 +56,10 @@ func TestBackfillNinetyDaysInChunks(t *testing.T) {
 }
 
 func TestBackfillFailsWhenSomethingIsDeadLettered(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	sink.AnswerAll(http.StatusUnprocessableEntity)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
 	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10")
 	assert.Equal(t, 1, code, stdout)
@@ -142,11 +136,9 @@ func TestBackfillDryRunWhileTheDaemonRuns(t *testing.T) {
 }
 
 func TestBackfillDryRunWithoutAStoreCreatesNone(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, "http://127.0.0.1:1", "")
+	cfg := writeConfig(t, dir, apiURL, "http://127.0.0.1:1", "")
 	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
 	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10", "--dry-run")
 	require.Equal(t, 0, code, stderr)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,12 +63,10 @@ func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 
 	now := time.Now()
 	api.Generate(testSerial, now.Add(-3*time.Hour))
@@ -100,13 +97,11 @@ func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
 }
 
 func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	sink.AnswerAll(http.StatusServiceUnavailable)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	code, _, stderr := runMain(t, "once", "--config", cfg, "--max-wait", "300ms")
@@ -125,12 +120,10 @@ func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
 }
 
 func TestOnceFailsWhenThePollFailsOrSomethingIsDeadLettered(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	sink.AnswerAll(http.StatusBadRequest)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	code, _, stderr := runMain(t, "once", "--config", cfg)
@@ -175,12 +168,10 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestRunStopsCleanlyAndKeepsTheStore(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	ctx, cancel := context.WithCancel(context.Background())

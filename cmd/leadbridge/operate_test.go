@@ -110,11 +110,10 @@ type rig struct {
 // newRig starts the parts; bad answers badStatus (0 for 204).
 func newRig(t *testing.T, badStatus int, pollExtra string) *rig {
 	t.Helper()
-	r := &rig{api: leadsim.New(testKey), good: leadtest.NewSink(t, nil), bad: leadtest.NewSink(t, nil), addr: freeAddr(t)}
-	apiSrv := httptest.NewServer(r.api)
-	t.Cleanup(apiSrv.Close)
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	r := &rig{api: api, good: leadtest.NewSink(t, nil), bad: leadtest.NewSink(t, nil), addr: freeAddr(t)}
 	r.bad.AnswerAll(badStatus)
-	r.cfg = operatorConfig(t, apiSrv.URL, r.good.URL, r.bad.URL, r.addr, pollExtra)
+	r.cfg = operatorConfig(t, apiURL, r.good.URL, r.bad.URL, r.addr, pollExtra)
 	return r
 }
 

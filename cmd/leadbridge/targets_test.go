@@ -2,14 +2,12 @@ package main
 
 import (
 	"fmt"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/internal/leadsim"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
@@ -23,9 +21,7 @@ func streamCount(t *testing.T, ns *leadtest.NATS) uint64 {
 // and a webhook: each new record reaches each target that wants it once, and a NATS
 // outage delays deliveries without losing any.
 func TestThreeTargets(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	sink := leadtest.NewSink(t, nil)
 	slack := leadtest.NewSlack(t)
 	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
@@ -33,7 +29,7 @@ func TestThreeTargets(t *testing.T) {
 
 	dir := t.TempDir()
 	t.Setenv("LB_SLACK_URL", slack.URL())
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.URL, fmt.Sprintf(`
+	cfg := writeConfig(t, dir, apiURL, sink.URL, fmt.Sprintf(`
   - name: bus
     type: nats
     url: %s
