@@ -285,17 +285,21 @@ func TestGoneTargetPausesUntilResumed(t *testing.T) {
 	startDaemon(t, cfg, addr)
 
 	var s ops.Status
-	require.Eventually(t, func() bool {
+	// pausedWith reads `status --json` into s and says whether "bad" is paused with
+	// pending deliveries kept.
+	pausedWith := func(pending int) bool {
 		code, stdout, _ := runMain(t, "status", "--config", cfg, "--json")
 		require.Equal(t, 0, code)
 		require.NoError(t, json.Unmarshal([]byte(stdout), &s))
 		for _, f := range s.Forwarders {
 			if f.Name == "bad" {
-				return f.Paused && f.Pending == 2
+				return f.Paused && f.Pending == pending
 			}
 		}
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "a 410 pauses the forwarder and keeps its deliveries")
+	}
+	require.Eventually(t, func() bool { return pausedWith(2) }, 10*time.Second, 50*time.Millisecond,
+		"a 410 pauses the forwarder and keeps its deliveries")
 	assert.True(t, s.Daemon)
 	code, body := readyz(t, addr)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -311,17 +315,8 @@ func TestGoneTargetPausesUntilResumed(t *testing.T) {
 	// it, the paused lane has had its chance to attempt something.
 	good := r.good
 	api.Generate(testSerial, time.Now().Add(-time.Minute))
-	require.Eventually(t, func() bool {
-		code, stdout, _ := runMain(t, "status", "--config", cfg, "--json")
-		require.Equal(t, 0, code)
-		require.NoError(t, json.Unmarshal([]byte(stdout), &s))
-		for _, f := range s.Forwarders {
-			if f.Name == "bad" {
-				return f.Paused && f.Pending == 3 && len(good.IDs()) == 3
-			}
-		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond, "the new record reaches the good target and waits for the paused one")
+	require.Eventually(t, func() bool { return len(good.IDs()) == 3 && pausedWith(3) }, 10*time.Second, 50*time.Millisecond,
+		"the new record reaches the good target and waits for the paused one")
 	assert.Len(t, gone.IDs(), attempts, "no more attempts while paused")
 
 	gone.AnswerAll(0)
