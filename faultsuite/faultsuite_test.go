@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -277,9 +276,7 @@ func TestFaults(t *testing.T) {
 	t.Cleanup(cancel)
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte(signingKey))
 
-	api := leadsim.New(apiKey)
-	apiSrv := httptest.NewServer(api)
-	t.Cleanup(apiSrv.Close)
+	api, apiURL := leadtest.StartAPI(t, apiKey)
 	nb := leadtest.StartNATS(t, leadtest.NATSOptions{User: natsUser, Password: natsPassword})
 	nb.CreateStream(streamName, 30*time.Minute, "neoagent.>")
 	crm := newWebhookSink(t, "crm", seed, sinkFaultPct, []byte(signingKey))
@@ -293,7 +290,7 @@ func TestFaults(t *testing.T) {
 		require.NoError(t, os.MkdirAll(logDir, 0o700))
 	}
 	storePath := filepath.Join(dir, "leadbridge.db")
-	cfg := writeConfig(t, dir, apiSrv.URL, nb.URL(), crm.srv.URL, one.srv.URL, storePath, freeAddr(t))
+	cfg := writeConfig(t, dir, apiURL, nb.URL(), crm.srv.URL, one.srv.URL, storePath, freeAddr(t))
 	env := append(os.Environ(),
 		"LBFS_API_KEY="+apiKey, "LBFS_NATS_PASSWORD="+natsPassword,
 		"LBFS_CRM_SECRET="+secret, "LBFS_SLACK_URL="+slack.url())

@@ -22,6 +22,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -44,7 +45,7 @@ func startDaemon(t *testing.T) *daemon {
 	d := &daemon{store: openStore(t, "bus", "old")}
 	ingest(t, d.store, 3)
 	require.NoError(t, d.store.RecordPoll(t.Context(), serialA, time.Now().Add(-2*time.Minute), nil))
-	bus := pending(t, d.store, "bus")
+	bus := leadtest.Pending(t, d.store, "bus")
 	d.dead = []event.Delivery{deadLetter(t, d.store, bus[0], 1), deadLetter(t, d.store, bus[1], 1)}
 
 	local := &ops.Local{
@@ -149,7 +150,7 @@ func TestAdminDeadLettersReplayDrop(t *testing.T) {
 	default:
 		t.Fatal("a replay must wake the dispatcher through the store's Changes")
 	}
-	back := pending(t, d.store, "bus")
+	back := leadtest.Pending(t, d.store, "bus")
 	require.Len(t, back, 2)
 	assert.Equal(t, first, back[1].Event.ID, "the replayed delivery is back in the outbox, last")
 	assert.Zero(t, back[1].Attempts, "with a fresh retry budget")
@@ -163,7 +164,7 @@ func TestAdminDeadLettersReplayDrop(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 	assert.Empty(t, deadIDs(t, d.client, "bus"))
-	assert.Len(t, pending(t, d.store, "bus"), 2, "dropping leaves the outbox alone")
+	assert.Len(t, leadtest.Pending(t, d.store, "bus"), 2, "dropping leaves the outbox alone")
 }
 
 func TestAdminResume(t *testing.T) {
@@ -521,8 +522,8 @@ func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
 	_, err := d.client.DropPending(ctx, "bus")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `forwarder "bus" is a configured forwarder`)
-	assert.Len(t, pending(t, d.store, "old"), 3, "refused requests changed nothing")
-	assert.Len(t, pending(t, d.store, "bus"), 1)
+	assert.Len(t, leadtest.Pending(t, d.store, "old"), 3, "refused requests changed nothing")
+	assert.Len(t, leadtest.Pending(t, d.store, "bus"), 1)
 
 	drainChanges(d.store)
 	m, err := d.client.MovePending(ctx, "old", "crm")
@@ -533,7 +534,7 @@ func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
 	default:
 		t.Fatal("a move wakes the dispatcher through the store")
 	}
-	assert.Len(t, pending(t, d.store, "crm"), 3)
+	assert.Len(t, leadtest.Pending(t, d.store, "crm"), 3)
 	r = health.Check(t.Context())
 	assert.True(t, r.Ready, "%v", r.Reasons)
 	assert.Empty(t, r.Stranded)
@@ -545,7 +546,7 @@ func TestAdminMovesAndDropsStrandedDeliveries(t *testing.T) {
 	n, err := local.DropPending(ctx, "gone")
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
-	assert.Empty(t, pending(t, s, "gone"))
+	assert.Empty(t, leadtest.Pending(t, s, "gone"))
 }
 
 func drainChanges(s *dedupe.Store) {
@@ -570,7 +571,7 @@ func TestAdminDryIngestWritesNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, res.Events, 2, "resend reaches the daemon")
 
-	assert.Len(t, pending(t, d.store, "bus"), 1, "nothing was queued")
+	assert.Len(t, leadtest.Pending(t, d.store, "bus"), 1, "nothing was queued")
 	again, err := d.store.IngestWith(t.Context(), serialA, leads[1:], event.IngestOptions{DryRun: true})
 	require.NoError(t, err)
 	assert.Equal(t, 1, again.New, "nothing was marked seen")

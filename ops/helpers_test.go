@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // Personal data carried by the test records; none of it may show in metrics.
@@ -35,14 +35,7 @@ const (
 // forwarders and emits the first poll's records.
 func openStore(t *testing.T, forwarders ...string) *dedupe.Store {
 	t.Helper()
-	s, err := dedupe.Open(dedupe.Options{
-		Path:    filepath.Join(t.TempDir(), "leadbridge.db"),
-		Initial: dedupe.InitialEmit,
-		Route:   func(event.Event) []string { return forwarders },
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return leadtest.OpenStore(t, dedupe.Options{Initial: dedupe.InitialEmit, Route: leadtest.RouteTo(forwarders...)})
 }
 
 // record is a record of chatbot serialA full of personal data.
@@ -69,13 +62,6 @@ func ingest(t *testing.T, s *dedupe.Store, n int) event.Ingested {
 	res, err := s.Ingest(t.Context(), serialA, leads)
 	require.NoError(t, err)
 	return res
-}
-
-func pending(t *testing.T, s *dedupe.Store, forwarder string) []event.Delivery {
-	t.Helper()
-	ds, err := s.Pending(t.Context(), forwarder, 0, 0)
-	require.NoError(t, err)
-	return ds
 }
 
 // deadLetter moves d to the dead letters as a failed attempt would.

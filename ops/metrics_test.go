@@ -16,6 +16,7 @@ import (
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -44,7 +45,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now(), apiDown))
 	m.ObservePoll(serialB, 2*time.Second, event.Ingested{}, apiDown)
 
-	bus := pending(t, s, "bus")
+	bus := leadtest.Pending(t, s, "bus")
 	require.Len(t, bus, 4)
 	ok := bus[0]
 	ok.Enqueued = time.Now().Add(-90 * time.Second)
@@ -59,7 +60,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	failing = deadLetter(t, s, failing, 3)
 	m.ObserveDelivery(failing, forwarders.ResultDead, time.Second, errors.New("webhook bus: HTTP 400 "+personEmail))
 
-	crm := pending(t, s, "crm")[0]
+	crm := leadtest.Pending(t, s, "crm")[0]
 	crm.Attempts = 1
 	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 	m.ObserveDelivery(crm, forwarders.ResultPaused, time.Second, errors.New("webhook crm: HTTP 410 Gone"))

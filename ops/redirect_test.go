@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -24,7 +25,7 @@ func TestImpostorRedirectingTheChallengeToARealDaemonGetsNothing(t *testing.T) {
 	const token = "adm-token-redirect"
 	store := openStore(t, "bus")
 	ingest(t, store, 1)
-	deadLetter(t, store, pending(t, store, "bus")[0], 1)
+	deadLetter(t, store, leadtest.Pending(t, store, "bus")[0], 1)
 	real := httptest.NewServer(ops.NewServer(ops.NewMetrics("1", store), ops.NewHealth(store, nil, nil, time.Minute, nil),
 		&ops.Local{Store: store}, token, nil))
 	t.Cleanup(real.Close)

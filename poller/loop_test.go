@@ -20,6 +20,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // The doc example's records, served by the fake server for loop tests.
@@ -39,17 +40,13 @@ const testForwarder = "webhook"
 
 // openStore opens a real dedupe store on a file in t.TempDir() (unless opts.Path is set),
 // routing every event to testForwarder unless opts.Route is set, and closes it when the
-// test ends.
+// test ends, failing the test if the close fails.
 func openStore(t *testing.T, opts dedupe.Options) *dedupe.Store {
 	t.Helper()
-	if opts.Path == "" {
-		opts.Path = filepath.Join(t.TempDir(), "s.db")
-	}
 	if opts.Route == nil {
-		opts.Route = func(event.Event) []string { return []string{testForwarder} }
+		opts.Route = leadtest.RouteTo(testForwarder)
 	}
-	s, err := dedupe.Open(opts)
-	require.NoError(t, err)
+	s := leadtest.OpenStore(t, opts)
 	t.Cleanup(func() { assert.NoError(t, s.Close()) })
 	return s
 }
@@ -60,14 +57,6 @@ func chatbotStates(t *testing.T, s *dedupe.Store) map[string]event.ChatbotState 
 	states, err := s.Chatbots(t.Context())
 	require.NoError(t, err)
 	return states
-}
-
-// pending returns testForwarder's outbox entries, oldest first.
-func pending(t *testing.T, s *dedupe.Store) []event.Delivery {
-	t.Helper()
-	ds, err := s.Pending(t.Context(), testForwarder, 0, 0)
-	require.NoError(t, err)
-	return ds
 }
 
 // eventIDs returns the ids of the events in deliveries.
@@ -206,7 +195,7 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	}
 
 	// The store holds both records once, with one delivery each, and every poll as a success.
-	outbox := pending(t, store)
+	outbox := leadtest.Pending(t, store, testForwarder)
 	require.Len(t, outbox, 2)
 	assert.Equal(t, []string{first.Events[0].ID, first.Events[1].ID}, eventIDs(outbox))
 	assert.Equal(t, event.ChatbotState{Initialized: true, LastPoll: pollNow, LastOK: pollNow, Seen: 2},
@@ -339,7 +328,7 @@ func TestPollOnceFailures(t *testing.T) {
 			assert.Zero(t, st.LastOK)
 			assert.Equal(t, tc.wantTaken, st.Seen)
 			assert.Equal(t, tc.wantTaken > 0, st.Initialized, "a page the store did not take leaves no trace")
-			assert.Len(t, pending(t, reopened), tc.wantTaken)
+			assert.Len(t, leadtest.Pending(t, reopened, testForwarder), tc.wantTaken)
 
 			failed := append(sink.lines(t, "LeadList poll failed"), sink.lines(t, "store failed to take polled records")...)
 			require.Len(t, failed, 1)
@@ -454,7 +443,7 @@ func TestPollAllJoinsErrors(t *testing.T) {
 
 	states := chatbotStates(t, store)
 	delivered := map[string]int{}
-	for _, d := range pending(t, store) {
+	for _, d := range leadtest.Pending(t, store, testForwarder) {
 		delivered[d.Event.Chatbot()]++
 	}
 	for _, b := range bots {
@@ -620,7 +609,7 @@ func TestRunFailingChatbotDoesNotStallHealthy(t *testing.T) {
 	assert.False(t, states[failing.Serial].Initialized)
 	assert.Zero(t, states[failing.Serial].LastOK)
 	assert.Contains(t, states[failing.Serial].LastError, "HTTP 500")
-	outbox := pending(t, store)
+	outbox := leadtest.Pending(t, store, testForwarder)
 	assert.Len(t, outbox, 2)
 	for _, d := range outbox {
 		assert.Equal(t, healthy.Serial, d.Event.Chatbot())
@@ -743,7 +732,7 @@ func TestRunWithStoreSendsEachRecordOnce(t *testing.T) {
 			assert.Len(t, sent, 3-tc.wantBaseline, "each record is sent at most once")
 
 			// The outbox holds exactly one delivery per sent record, in the order taken.
-			assert.Equal(t, sent, eventIDs(pending(t, store)))
+			assert.Equal(t, sent, eventIDs(leadtest.Pending(t, store, testForwarder)))
 			st := chatbotStates(t, store)[mainSite.Serial]
 			assert.Equal(t, 3, st.Seen)
 			assert.Equal(t, pollNow, st.LastOK)
@@ -956,7 +945,7 @@ func TestFirstPollThatIsNoPageKeepsTheBaseline(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, 2, res.Baseline, "the real page is the baseline")
 			assert.Zero(t, res.New, "nothing floods")
-			assert.Empty(t, pending(t, store))
+			assert.Empty(t, leadtest.Pending(t, store, testForwarder))
 			st = chatbotStates(t, store)[mainSite.Serial]
 			assert.True(t, st.Initialized)
 			assert.Equal(t, now, st.LastOK)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // manyRecords is n distinct records, every 1,000th one undecodable (no Type).
@@ -92,13 +93,13 @@ func TestPollStreamsALargePageOnlyOnceItsEnvelopeIsGood(t *testing.T) {
 	res, err := l.PollOnce(context.Background(), mainSite)
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Baseline: 2498}, res)
-	assert.Empty(t, pending(t, store))
+	assert.Empty(t, leadtest.Pending(t, store, testForwarder))
 	assert.True(t, chatbotStates(t, store)[mainSite.Serial].Initialized)
 
 	res, err = l.PollOnce(context.Background(), mainSite)
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
 	assert.Empty(t, res.Events, "DropEvents keeps only the counts")
-	require.Len(t, pending(t, store), 1)
-	assert.Equal(t, strconv.Itoa(2500), strconv.FormatInt(pending(t, store)[0].Event.Data.SessionID, 10))
+	require.Len(t, leadtest.Pending(t, store, testForwarder), 1)
+	assert.Equal(t, strconv.Itoa(2500), strconv.FormatInt(leadtest.Pending(t, store, testForwarder)[0].Event.Data.SessionID, 10))
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,16 +13,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
 func TestBackfillNinetyDaysInChunks(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 
 	since := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	until := since.AddDate(0, 0, 89) // 90 days
@@ -39,32 +36,30 @@ func TestBackfillNinetyDaysInChunks(t *testing.T) {
 	assert.Equal(t, 13, api.Requests(), "90 days in 7-day chunks, never one giant request")
 	assert.Equal(t, inRange, strings.Count(stdout, "would send"))
 	assert.Contains(t, stdout, "nothing was sent")
-	assert.Empty(t, sink.received(), "a dry run sends nothing")
+	assert.Empty(t, sink.IDs(), "a dry run sends nothing")
 
 	code, stdout, stderr = runMain(t, args...)
 	require.Equal(t, 0, code, stderr)
-	assert.Len(t, sink.received(), inRange)
+	assert.Len(t, sink.IDs(), inRange)
 	assert.Contains(t, stdout, "30 queued")
 	assert.Contains(t, stderr, "chunks 13/13")
 
 	code, _, stderr = runMain(t, args...)
 	require.Equal(t, 0, code, stderr)
-	assert.Len(t, sink.received(), inRange, "nothing is sent twice without --resend")
+	assert.Len(t, sink.IDs(), inRange, "nothing is sent twice without --resend")
 
 	code, _, stderr = runMain(t, append(args, "--resend", "--chunk-days", "30")...)
 	require.Equal(t, 0, code, stderr)
-	got := sink.received()
+	got := sink.IDs()
 	require.Len(t, got, 2*inRange, "--resend publishes seen records again")
 	assert.ElementsMatch(t, got[:inRange], got[inRange:], "with the same event ids")
 }
 
 func TestBackfillFailsWhenSomethingIsDeadLettered(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
-	sink.answer(http.StatusUnprocessableEntity)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	sink.AnswerAll(http.StatusUnprocessableEntity)
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
 	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10")
 	assert.Equal(t, 1, code, stdout)
@@ -86,14 +81,14 @@ func TestBackfillRejectsBadFlags(t *testing.T) {
 }
 
 func TestSendTestReportsTheOutcome(t *testing.T) {
-	sink := newWebhookSink(t)
-	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", sink.srv.URL, "")
+	sink := leadtest.NewSink(t, nil)
+	cfg := writeConfig(t, t.TempDir(), "http://127.0.0.1:1", sink.URL, "")
 	code, stdout, stderr := runMain(t, "send-test", "crm", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, `ok: forwarder "crm"`)
-	require.Len(t, sink.received(), 1)
+	require.Len(t, sink.IDs(), 1)
 
-	sink.answer(http.StatusUnauthorized)
+	sink.AnswerAll(http.StatusUnauthorized)
 	code, _, stderr = runMain(t, "send-test", "crm", "--config", cfg)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "permanent")
@@ -111,7 +106,7 @@ func TestBackfillDryRunWhileTheDaemonRuns(t *testing.T) {
 	old1 := r.api.Generate(testSerial, now.AddDate(0, 0, -9)) // beyond the poll lookback
 	old2 := r.api.Generate(testSerial, now.AddDate(0, 0, -8))
 	startDaemon(t, r.cfg, r.addr)
-	require.Eventually(t, func() bool { return len(r.good.received()) == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(r.good.IDs()) == 1 }, 10*time.Second, 20*time.Millisecond)
 
 	since := now.AddDate(0, 0, -10).Format(time.DateOnly)
 	code, stdout, stderr := runMain(t, "backfill", "--config", r.cfg, "--since", since, "--dry-run")
@@ -137,15 +132,13 @@ func TestBackfillDryRunWhileTheDaemonRuns(t *testing.T) {
 	for _, f := range s.Forwarders {
 		assert.Zero(t, f.Pending, f.Name)
 	}
-	assert.Len(t, r.good.received(), 1, "a dry run sends nothing")
+	assert.Len(t, r.good.IDs(), 1, "a dry run sends nothing")
 }
 
 func TestBackfillDryRunWithoutAStoreCreatesNone(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
+	api, apiURL := leadtest.StartAPI(t, testKey)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, "http://127.0.0.1:1", "")
+	cfg := writeConfig(t, dir, apiURL, "http://127.0.0.1:1", "")
 	api.Generate(testSerial, time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC))
 	code, stdout, stderr := runMain(t, "backfill", "--config", cfg, "--since", "2026-06-01", "--until", "2026-06-10", "--dry-run")
 	require.Equal(t, 0, code, stderr)

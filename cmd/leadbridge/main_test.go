@@ -3,15 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,55 +16,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/dedupe"
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 const (
 	testKey    = "test-api-key-7f3a9c"
 	testSerial = "3254a9d0424c4806b9ea3d0763ccf001"
 )
-
-// webhookSink is a CRM stand-in that records every CloudEvent it is sent.
-type webhookSink struct {
-	mu     sync.Mutex
-	ids    []string
-	status int // answer; 0 means 204
-	srv    *httptest.Server
-}
-
-func newWebhookSink(t *testing.T) *webhookSink {
-	s := &webhookSink{}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev event.Event
-		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
-			http.Error(w, "bad", http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		s.ids = append(s.ids, ev.ID)
-		status := s.status
-		s.mu.Unlock()
-		if status == 0 {
-			status = http.StatusNoContent
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-func (s *webhookSink) received() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.ids...)
-}
-
-func (s *webhookSink) answer(status int) {
-	s.mu.Lock()
-	s.status = status
-	s.mu.Unlock()
-}
 
 // writeConfig writes a config for one chatbot and a webhook forwarder "crm", followed by
 // the forwarder entries in moreForwarders, and returns its path.
@@ -107,12 +63,10 @@ func runMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 
 	now := time.Now()
 	api.Generate(testSerial, now.Add(-3*time.Hour))
@@ -121,19 +75,19 @@ func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
 
 	code, _, stderr := runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	first := sink.received()
+	first := sink.IDs()
 	require.Len(t, first, 2, "a malformed record is skipped, the rest go through")
 	assert.Contains(t, stderr, "index")
 
 	// The API returns the same records again: nothing is repeated across runs.
 	code, _, stderr = runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	assert.Len(t, sink.received(), 2)
+	assert.Len(t, sink.IDs(), 2)
 
 	api.Generate(testSerial, now)
 	code, _, stderr = runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	all := sink.received()
+	all := sink.IDs()
 	require.Len(t, all, 3)
 	assert.NotContains(t, first, all[2])
 
@@ -143,13 +97,11 @@ func TestOnceDeliversEachNewRecordExactlyOnce(t *testing.T) {
 }
 
 func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
-	sink.answer(http.StatusServiceUnavailable)
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	sink.AnswerAll(http.StatusServiceUnavailable)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	code, _, stderr := runMain(t, "once", "--config", cfg, "--max-wait", "300ms")
@@ -157,23 +109,21 @@ func TestOnceLeavesUndeliveredForTheNextRun(t *testing.T) {
 	assert.Contains(t, stderr, "still pending")
 	assert.Regexp(t, `[1-9][0-9]* deliveries still pending after --max-wait 300ms; .*\(0 delivered in [0-9.]+m?s, 0\.0/s\)`, stderr,
 		"the message says how many are left and how fast deliveries went")
-	failed := sink.received()
+	failed := sink.IDs()
 	require.NotEmpty(t, failed)
 
-	sink.answer(0)
+	sink.AnswerAll(0)
 	code, _, stderr = runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	got := sink.received()
+	got := sink.IDs()
 	assert.Equal(t, failed[0], got[len(got)-1], "delivered on the next run with the same event id")
 }
 
 func TestOnceFailsWhenThePollFailsOrSomethingIsDeadLettered(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
-	sink.answer(http.StatusBadRequest)
-	cfg := writeConfig(t, t.TempDir(), apiSrv.URL, sink.srv.URL, "")
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	sink.AnswerAll(http.StatusBadRequest)
+	cfg := writeConfig(t, t.TempDir(), apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	code, _, stderr := runMain(t, "once", "--config", cfg)
@@ -218,20 +168,18 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestRunStopsCleanlyAndKeepsTheStore(t *testing.T) {
-	api := leadsim.New(testKey)
-	apiSrv := httptest.NewServer(api)
-	defer apiSrv.Close()
-	sink := newWebhookSink(t)
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir, apiSrv.URL, sink.srv.URL, "")
+	cfg := writeConfig(t, dir, apiURL, sink.URL, "")
 	api.Generate(testSerial, time.Now())
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- Main(ctx, []string{"run", "--config", cfg}, io.Discard, io.Discard) }()
-	require.Eventually(t, func() bool { return len(sink.received()) == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(sink.IDs()) == 1 }, 10*time.Second, 20*time.Millisecond)
 	api.Generate(testSerial, time.Now())
-	require.Eventually(t, func() bool { return len(sink.received()) == 2 }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return len(sink.IDs()) == 2 }, 10*time.Second, 20*time.Millisecond,
 		"a record added while running is picked up by the next poll")
 	cancel()
 	select {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -102,18 +103,17 @@ log: {level: debug}
 // the admin API on addr, for the operator tests.
 type rig struct {
 	api       *leadsim.Server
-	good, bad *webhookSink
+	good, bad *leadtest.Sink
 	addr, cfg string
 }
 
 // newRig starts the parts; bad answers badStatus (0 for 204).
 func newRig(t *testing.T, badStatus int, pollExtra string) *rig {
 	t.Helper()
-	r := &rig{api: leadsim.New(testKey), good: newWebhookSink(t), bad: newWebhookSink(t), addr: freeAddr(t)}
-	apiSrv := httptest.NewServer(r.api)
-	t.Cleanup(apiSrv.Close)
-	r.bad.answer(badStatus)
-	r.cfg = operatorConfig(t, apiSrv.URL, r.good.srv.URL, r.bad.srv.URL, r.addr, pollExtra)
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	r := &rig{api: api, good: leadtest.NewSink(t, nil), bad: leadtest.NewSink(t, nil), addr: freeAddr(t)}
+	r.bad.AnswerAll(badStatus)
+	r.cfg = operatorConfig(t, apiURL, r.good.URL, r.bad.URL, r.addr, pollExtra)
 	return r
 }
 
@@ -224,7 +224,7 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 	r1 := api.Generate(testSerial, time.Now().Add(-time.Hour))
 	api.Generate(testSerial, time.Now().Add(-2*time.Hour))
 	startDaemon(t, cfg, addr)
-	require.Eventually(t, func() bool { return len(bad.received()) == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(bad.IDs()) == 2 }, 10*time.Second, 20*time.Millisecond)
 
 	var dead []event.DeadLetter
 	require.Eventually(t, func() bool {
@@ -239,7 +239,7 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 	assert.Contains(t, stdout, "bad")
 
 	// The target is fixed; one dead letter is replayed and delivered once.
-	bad.answer(0)
+	bad.AnswerAll(0)
 	var replayID string
 	for _, d := range dead {
 		if d.Event.Data.SessionID == r1.SessionID {
@@ -251,8 +251,8 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "replayed 1")
 	assert.Contains(t, stdout, "running daemon")
-	require.Eventually(t, func() bool { return len(bad.received()) == 3 }, 10*time.Second, 20*time.Millisecond)
-	assert.Equal(t, replayID, bad.received()[2])
+	require.Eventually(t, func() bool { return len(bad.IDs()) == 3 }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, replayID, bad.IDs()[2])
 
 	code, stdout, _ = runMain(t, "dlq", "drop", "--config", cfg, "--all")
 	require.Equal(t, 0, code)
@@ -260,8 +260,15 @@ func TestDeadLettersListReplayDropWhileRunning(t *testing.T) {
 	code, stdout, _ = runMain(t, "dlq", "list", "--config", cfg)
 	require.Equal(t, 0, code)
 	assert.Contains(t, stdout, "no dead letters")
-	time.Sleep(300 * time.Millisecond)
-	assert.Len(t, bad.received(), 3, "the replayed delivery went out once")
+	// A new record goes out on the same lane after the replay and the drop: a second copy
+	// of the replayed delivery, or the dropped one, would have gone before it.
+	api.Generate(testSerial, time.Now().Add(-time.Minute))
+	require.Eventually(t, func() bool { return len(bad.IDs()) == 4 }, 10*time.Second, 20*time.Millisecond)
+	got := bad.IDs()
+	assert.Len(t, got, 4)
+	for _, d := range dead {
+		assert.NotContains(t, got[3:], d.Event.ID, "the replayed delivery went out once, the dropped one never")
+	}
 
 	code, _, _ = runMain(t, "dlq", "replay", "--config", cfg)
 	assert.Equal(t, 2, code, "replay needs --id or --all")
@@ -278,17 +285,21 @@ func TestGoneTargetPausesUntilResumed(t *testing.T) {
 	startDaemon(t, cfg, addr)
 
 	var s ops.Status
-	require.Eventually(t, func() bool {
+	// pausedWith reads `status --json` into s and says whether "bad" is paused with
+	// pending deliveries kept.
+	pausedWith := func(pending int) bool {
 		code, stdout, _ := runMain(t, "status", "--config", cfg, "--json")
 		require.Equal(t, 0, code)
 		require.NoError(t, json.Unmarshal([]byte(stdout), &s))
 		for _, f := range s.Forwarders {
 			if f.Name == "bad" {
-				return f.Paused && f.Pending == 2
+				return f.Paused && f.Pending == pending
 			}
 		}
 		return false
-	}, 10*time.Second, 50*time.Millisecond, "a 410 pauses the forwarder and keeps its deliveries")
+	}
+	require.Eventually(t, func() bool { return pausedWith(2) }, 10*time.Second, 50*time.Millisecond,
+		"a 410 pauses the forwarder and keeps its deliveries")
 	assert.True(t, s.Daemon)
 	code, body := readyz(t, addr)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
@@ -298,17 +309,22 @@ func TestGoneTargetPausesUntilResumed(t *testing.T) {
 	assert.Contains(t, stdout, "PAUSED")
 	m := scrape(t, addr)
 	assert.Equal(t, 1.0, m["leadbridge_forwarder_paused{forwarder=bad}"])
-	attempts := len(gone.received())
+	attempts := len(gone.IDs())
 	assert.LessOrEqual(t, attempts, 2, "at most the attempts in flight when it said 410")
-	time.Sleep(1500 * time.Millisecond) // a rescan or a poll would wake a running lane
-	assert.Len(t, gone.received(), attempts, "no more attempts while paused")
+	// A new record wakes every lane: once the good target has it and the paused lane keeps
+	// it, the paused lane has had its chance to attempt something.
+	good := r.good
+	api.Generate(testSerial, time.Now().Add(-time.Minute))
+	require.Eventually(t, func() bool { return len(good.IDs()) == 3 && pausedWith(3) }, 10*time.Second, 50*time.Millisecond,
+		"the new record reaches the good target and waits for the paused one")
+	assert.Len(t, gone.IDs(), attempts, "no more attempts while paused")
 
-	gone.answer(0)
+	gone.AnswerAll(0)
 	code, stdout, stderr := runMain(t, "forwarder", "resume", "bad", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "resumed")
-	require.Eventually(t, func() bool { return len(gone.received()) == attempts+2 }, 10*time.Second, 20*time.Millisecond,
-		"both kept deliveries go out after the resume")
+	require.Eventually(t, func() bool { return len(gone.IDs()) == attempts+3 }, 10*time.Second, 20*time.Millisecond,
+		"every kept delivery goes out after the resume")
 	code, _ = readyz(t, addr)
 	assert.Equal(t, http.StatusOK, code)
 }
@@ -323,13 +339,13 @@ func TestOperatorCommandsWithoutADaemon(t *testing.T) {
 	code, stdout, stderr := runMain(t, "status", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "Main site")
-	bad.answer(0)
+	bad.AnswerAll(0)
 	code, stdout, _ = runMain(t, "dlq", "replay", "--config", cfg, "--all")
 	require.Equal(t, 0, code)
 	assert.Contains(t, stdout, "next start")
 	code, _, stderr = runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	assert.Len(t, bad.received(), 2)
+	assert.Len(t, bad.IDs(), 2)
 }
 
 func TestHealthcheck(t *testing.T) {

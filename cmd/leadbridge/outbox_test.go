@@ -39,7 +39,7 @@ func TestRenamedForwarderDeliveriesAreStrandedUntilMoved(t *testing.T) {
 	assert.Contains(t, stderr, `forwarder "bad" is not in this config but has 1 pending deliveries`)
 	assert.Contains(t, stderr, "outbox move --from bad --to NEW")
 
-	r.bad.answer(0)
+	r.bad.AnswerAll(0)
 	startDaemon(t, r.cfg, r.addr)
 	code, body := readyz(t, r.addr)
 	assert.Equal(t, http.StatusServiceUnavailable, code, "stranded deliveries: not ready")
@@ -68,9 +68,9 @@ func TestRenamedForwarderDeliveriesAreStrandedUntilMoved(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, `moved 1 pending deliveries from "bad" to "bad-v2"`)
 	assert.Contains(t, stdout, "the running daemon delivers them now")
-	require.Eventually(t, func() bool { return len(r.bad.received()) >= 2 }, 10*time.Second, 20*time.Millisecond,
+	require.Eventually(t, func() bool { return len(r.bad.IDs()) >= 2 }, 10*time.Second, 20*time.Millisecond,
 		"the running daemon's bad-v2 lane picks the moved delivery up")
-	ids := r.bad.received()
+	ids := r.bad.IDs()
 	assert.Equal(t, ids[0], ids[len(ids)-1], "the same event id")
 
 	require.Eventually(t, func() bool {

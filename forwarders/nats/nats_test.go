@@ -31,6 +31,7 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/forwarders/forwarderstest"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 const (
@@ -40,24 +41,9 @@ const (
 
 // startServer runs an in-process nats-server on 127.0.0.1, JetStream on unless the
 // caller's tweak says otherwise, and shuts it down when the test ends.
-func startServer(t testing.TB, tweak func(o *server.Options)) *server.Server {
+func startServer(t testing.TB, tweak func(o *server.Options)) *leadtest.NATS {
 	t.Helper()
-	o := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, NoLog: true, NoSigs: true}
-	if tweak != nil {
-		tweak(o)
-	}
-	if o.JetStream && o.StoreDir == "" {
-		o.StoreDir = t.TempDir()
-	}
-	ns, err := server.NewServer(o)
-	require.NoError(t, err)
-	ns.Start()
-	require.True(t, ns.ReadyForConnections(5*time.Second), "nats-server did not start")
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: tweak})
 }
 
 func newForwarder(t testing.TB, cfg Config) *Forwarder {
@@ -145,9 +131,9 @@ func requireCloudEvent(t *testing.T, ev event.Event, m *natsgo.Msg) {
 
 func TestDeliverCore(t *testing.T) {
 	ns := startServer(t, nil)
-	f := newForwarder(t, Config{URL: ns.ClientURL()})
+	f := newForwarder(t, Config{URL: ns.URL()})
 	ev := forwarderstest.SampleEvent()
-	msgs := subscribe(t, connect(t, ns.ClientURL()), ">")
+	msgs := subscribe(t, connect(t, ns.URL()), ">")
 
 	require.NoError(t, deliver(f, ev))
 
@@ -166,7 +152,7 @@ func TestDeliverCore(t *testing.T) {
 
 func TestSubjectTemplate(t *testing.T) {
 	ns := startServer(t, func(o *server.Options) { o.JetStream = false })
-	sub := connect(t, ns.ClientURL())
+	sub := connect(t, ns.URL())
 	msgs := subscribe(t, sub, ">")
 	base := forwarderstest.SampleEvent()
 
@@ -189,7 +175,7 @@ func TestSubjectTemplate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newForwarder(t, Config{URL: ns.ClientURL(), Subject: tc.template})
+			f := newForwarder(t, Config{URL: ns.URL(), Subject: tc.template})
 			l := base.Data
 			l.ChatbotName = tc.chatbotName
 			ev := event.NewCreated(l)
@@ -282,7 +268,7 @@ func TestCheckSubject(t *testing.T) {
 func TestTimeoutBoundsConnecting(t *testing.T) {
 	ns := startServer(t, func(o *server.Options) { o.JetStream = false })
 	for _, tc := range []struct{ set, want time.Duration }{{0, DefaultTimeout}, {1500 * time.Millisecond, 1500 * time.Millisecond}} {
-		f := newForwarder(t, Config{URL: ns.ClientURL(), Timeout: tc.set})
+		f := newForwarder(t, Config{URL: ns.URL(), Timeout: tc.set})
 		assert.Equal(t, tc.want, f.nc.Opts.Timeout, "connect timeout")
 		assert.Equal(t, tc.want, f.timeout, "publish timeout")
 	}
@@ -290,7 +276,7 @@ func TestTimeoutBoundsConnecting(t *testing.T) {
 
 func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 	ns := startServer(t, nil)
-	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "LEADS"})
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS"})
 	ev := forwarderstest.SampleEvent()
 
 	require.NoError(t, deliver(f, ev))
@@ -299,7 +285,7 @@ func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 	require.NoError(t, deliver(f, other))
 
 	ctx := context.Background()
-	js, err := jetstream.New(connect(t, ns.ClientURL()))
+	js, err := jetstream.New(connect(t, ns.URL()))
 	require.NoError(t, err)
 	s, err := js.Stream(ctx, "LEADS")
 	require.NoError(t, err, "the stream was created")
@@ -318,12 +304,12 @@ func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 func TestJetStreamExistingStream(t *testing.T) {
 	ns := startServer(t, nil)
 	ctx := context.Background()
-	js, err := jetstream.New(connect(t, ns.ClientURL()))
+	js, err := jetstream.New(connect(t, ns.URL()))
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}})
 	require.NoError(t, err)
 
-	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "OTHER"})
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "OTHER"})
 	ev := forwarderstest.SampleEvent()
 	err = deliver(f, ev)
 	require.Error(t, err)
@@ -349,7 +335,7 @@ func TestJetStreamExistingStream(t *testing.T) {
 func TestJetStreamSubjectOfAnotherStream(t *testing.T) {
 	ns := startServer(t, nil)
 	ctx := context.Background()
-	js, err := jetstream.New(connect(t, ns.ClientURL()))
+	js, err := jetstream.New(connect(t, ns.URL()))
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "ALL", Subjects: []string{"neoagent.*.lead"}})
 	require.NoError(t, err)
@@ -357,7 +343,7 @@ func TestJetStreamSubjectOfAnotherStream(t *testing.T) {
 	l := appointment.Data
 	l.Kind = event.KindLead
 	lead := event.NewCreated(l)
-	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "LEADS"})
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS"})
 
 	err = deliver(f, lead)
 	require.Error(t, err)
@@ -390,8 +376,8 @@ func TestJetStreamSubjectOfAnotherStream(t *testing.T) {
 // ack (and no "no responders" either); the error says what did not come.
 func TestJetStreamNoAck(t *testing.T) {
 	ns := startServer(t, nil)
-	subscribe(t, connect(t, ns.ClientURL()), "neoagent.>")
-	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Timeout: time.Second})
+	subscribe(t, connect(t, ns.URL()), "neoagent.>")
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Timeout: time.Second})
 	err := deliver(f, forwarderstest.SampleEvent())
 	require.Error(t, err)
 	assert.False(t, forwarders.IsPermanent(err), "want retryable: %v", err)
@@ -401,7 +387,7 @@ func TestJetStreamNoAck(t *testing.T) {
 
 func TestJetStreamUnderivableStream(t *testing.T) {
 	ns := startServer(t, nil)
-	f := newForwarder(t, Config{URL: ns.ClientURL(), JetStream: true, Stream: "LEADS", Subject: "{{.Chatbot}}.leads"})
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS", Subject: "{{.Chatbot}}.leads"})
 	err := deliver(f, forwarderstest.SampleEvent())
 	require.Error(t, err)
 	assert.False(t, forwarders.IsPermanent(err), "an operator may create the stream: %v", err)
@@ -411,24 +397,20 @@ func TestJetStreamUnderivableStream(t *testing.T) {
 func TestOutage(t *testing.T) {
 	for _, jetStream := range []bool{false, true} {
 		t.Run(map[bool]string{false: "core", true: "jetstream"}[jetStream], func(t *testing.T) {
-			port := freePort(t)
-			storeDir := t.TempDir()
-			fixed := func(o *server.Options) { o.Port, o.StoreDir = port, storeDir }
-			ns := startServer(t, fixed)
+			ns := startServer(t, nil)
 			const timeout = 2 * time.Second
-			cfg := Config{URL: ns.ClientURL(), JetStream: jetStream, Timeout: timeout}
+			cfg := Config{URL: ns.URL(), JetStream: jetStream, Timeout: timeout}
 			if jetStream {
 				cfg.Stream = "LEADS"
 			}
 			f := newForwarder(t, cfg)
-			sub := connect(t, ns.ClientURL())
+			sub := connect(t, ns.URL())
 			msgs := subscribe(t, sub, "neoagent.>")
 
 			delivered := []event.Event{sampleEvent(1)}
 			require.NoError(t, deliver(f, delivered[0]))
 
-			ns.Shutdown()
-			ns.WaitForShutdown()
+			ns.Stop()
 			for i := range 3 {
 				start := time.Now()
 				err := deliver(f, sampleEvent(2))
@@ -438,7 +420,7 @@ func TestOutage(t *testing.T) {
 				assert.Less(t, time.Since(start), timeout+time.Second, "fails promptly")
 			}
 
-			ns = startServer(t, fixed)
+			ns.Start()
 			require.Eventually(t, sub.IsConnected, 10*time.Second, 20*time.Millisecond, "subscriber reconnects")
 			require.NoError(t, sub.Flush())
 			require.Eventually(t, func() bool { return deliver(f, sampleEvent(2)) == nil },
@@ -457,7 +439,7 @@ func TestOutage(t *testing.T) {
 			assert.Equal(t, want, got)
 
 			if jetStream {
-				js, err := jetstream.New(connect(t, ns.ClientURL()))
+				js, err := jetstream.New(connect(t, ns.URL()))
 				require.NoError(t, err)
 				s, err := js.Stream(context.Background(), "LEADS")
 				require.NoError(t, err)
@@ -492,19 +474,19 @@ func TestAuth(t *testing.T) {
 		o.JetStream, o.Username, o.Password = false, "bus", testPassword
 	})
 	tokenServer := startServer(t, func(o *server.Options) { o.JetStream, o.Authorization = false, testToken })
-	userAddr := strings.TrimPrefix(userServer.ClientURL(), "nats://")
+	userAddr := strings.TrimPrefix(userServer.URL(), "nats://")
 
 	cases := []struct {
 		name string
 		cfg  Config
 		ok   bool
 	}{
-		{"right password", Config{URL: userServer.ClientURL(), User: "bus", Password: testPassword}, true},
-		{"wrong password", Config{URL: userServer.ClientURL(), User: "bus", Password: testPassword + "x"}, false},
+		{"right password", Config{URL: userServer.URL(), User: "bus", Password: testPassword}, true},
+		{"wrong password", Config{URL: userServer.URL(), User: "bus", Password: testPassword + "x"}, false},
 		{"password in url", Config{URL: "nats://bus:" + testPassword + "@" + userAddr}, true},
 		{"wrong password in url", Config{URL: "nats://bus:" + testPassword + "x@" + userAddr}, false},
-		{"right token", Config{URL: tokenServer.ClientURL(), Token: testToken}, true},
-		{"wrong token", Config{URL: tokenServer.ClientURL(), Token: testToken + "x"}, false},
+		{"right token", Config{URL: tokenServer.URL(), Token: testToken}, true},
+		{"wrong token", Config{URL: tokenServer.URL(), Token: testToken + "x"}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -568,7 +550,7 @@ func TestTLS(t *testing.T) {
 		o.JetStream, o.TLS, o.TLSTimeout = false, true, 2
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	})
-	url := ns.ClientURL()
+	url := ns.URL()
 	require.True(t, strings.HasPrefix(url, "tls://"), url)
 
 	cases := []struct {
@@ -616,11 +598,11 @@ func TestConformance(t *testing.T) {
 			cfg := Config{Name: "bus", User: "bus", Password: testPassword, Timeout: 2 * time.Second}
 			switch fault {
 			case forwarderstest.OK:
-				cfg.URL = userServer.ClientURL()
+				cfg.URL = userServer.URL()
 			case forwarderstest.Retryable: // JetStream, but no stream captures the subject
-				cfg = Config{Name: "bus", URL: tokenServer.ClientURL(), Token: testToken, JetStream: true, Timeout: 2 * time.Second}
+				cfg = Config{Name: "bus", URL: tokenServer.URL(), Token: testToken, JetStream: true, Timeout: 2 * time.Second}
 			case forwarderstest.Permanent: // the event exceeds the server's max_payload
-				cfg.URL = tinyServer.ClientURL()
+				cfg.URL = tinyServer.URL()
 			case forwarderstest.Unreachable:
 				cfg = Config{Name: "bus", URL: fmt.Sprintf("nats://bus:%s@127.0.0.1:%d", testPassword, freePort(t))}
 			}
@@ -651,12 +633,12 @@ func TestStreamSubjectDerivation(t *testing.T) {
 
 func BenchmarkDeliverCore(b *testing.B) {
 	ns := startServer(b, func(o *server.Options) { o.JetStream = false })
-	benchmarkDeliver(b, newForwarder(b, Config{URL: ns.ClientURL()}))
+	benchmarkDeliver(b, newForwarder(b, Config{URL: ns.URL()}))
 }
 
 func BenchmarkDeliverJetStream(b *testing.B) {
 	ns := startServer(b, nil)
-	benchmarkDeliver(b, newForwarder(b, Config{URL: ns.ClientURL(), JetStream: true, Stream: "BENCH"}))
+	benchmarkDeliver(b, newForwarder(b, Config{URL: ns.URL(), JetStream: true, Stream: "BENCH"}))
 }
 
 func benchmarkDeliver(b *testing.B, f *Forwarder) {
@@ -674,7 +656,7 @@ func benchmarkDeliver(b *testing.B, f *Forwarder) {
 // glued to a host) is hidden with it, and so is a long part of a secret on its own.
 func TestRedactHidesTheWholeWord(t *testing.T) {
 	ns := startServer(t, func(o *server.Options) { o.JetStream, o.Authorization = false, testToken })
-	f, err := New(Config{Name: "bus", URL: ns.ClientURL(), Token: testToken}, nil)
+	f, err := New(Config{Name: "bus", URL: ns.URL(), Token: testToken}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = f.Close() })
 

@@ -1,10 +1,10 @@
 // Package leadtest holds the test rigs that several packages' tests share: an in-process
-// NATS server with JetStream, and fixtures. It is imported by tests only.
+// NATS server with JetStream, webhook and Slack stand-ins, stores and fixtures. It is
+// imported by tests only.
 package leadtest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -22,6 +22,10 @@ type NATSOptions struct {
 	User, Password string // client auth; "" for none
 	StoreDir       string // JetStream storage; "" for a temporary directory
 	Port           int    // 0 for a free port
+
+	// Tweak, when set, shapes anything else (TLS, a token, limits, JetStream off) after
+	// the fields above are applied, on every start.
+	Tweak func(*natsserver.Options)
 }
 
 // NATS is an in-process nats-server with JetStream that a test can stop and start again
@@ -30,8 +34,9 @@ type NATS struct {
 	t    testing.TB
 	opts NATSOptions
 
-	mu sync.Mutex
-	ns *natsserver.Server
+	mu  sync.Mutex
+	ns  *natsserver.Server
+	url string // the client URL of the first start
 }
 
 // StartNATS starts a server shaped by o.
@@ -52,10 +57,14 @@ func StartNATS(t testing.TB, o NATSOptions) *NATS {
 // Start starts the server; the first start picks the port, later ones reuse it.
 func (b *NATS) Start() {
 	b.t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{
+	so := &natsserver.Options{
 		Host: "127.0.0.1", Port: b.opts.Port, JetStream: true, StoreDir: b.opts.StoreDir,
 		Username: b.opts.User, Password: b.opts.Password, NoLog: true, NoSigs: true,
-	})
+	}
+	if b.opts.Tweak != nil {
+		b.opts.Tweak(so)
+	}
+	ns, err := natsserver.NewServer(so)
 	require.NoError(b.t, err)
 	ns.Start()
 	require.True(b.t, ns.ReadyForConnections(10*time.Second), "nats-server did not start")
@@ -66,6 +75,9 @@ func (b *NATS) Start() {
 	}
 	b.mu.Lock()
 	b.ns = ns
+	if b.url == "" {
+		b.url = ns.ClientURL()
+	}
 	b.mu.Unlock()
 }
 
@@ -82,8 +94,13 @@ func (b *NATS) Stop() {
 	}
 }
 
-// URL is the client URL, without credentials.
-func (b *NATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", b.opts.Port) }
+// URL is the client URL (tls:// when Tweak turns TLS on), without credentials; it stays
+// the same across restarts.
+func (b *NATS) URL() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.url
+}
 
 // Connect is a client connection with the server's credentials and its JetStream
 // context; the caller closes the connection.

@@ -68,6 +68,17 @@ func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(status)
 }
 
+// AnswerAll makes every later request answer status (0: 204).
+func (s *Sink) AnswerAll(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if status == 0 {
+		s.Answer = nil
+		return
+	}
+	s.Answer = func(int, string) int { return status }
+}
+
 // Hold makes requests wait, once recorded, until Release.
 func (s *Sink) Hold() {
 	s.mu.Lock()
