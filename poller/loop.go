@@ -547,7 +547,9 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 			if stored != nil || polled == nil { // the store failed, maybe only to finish the page
 				err = &storeError{serial: bot.Serial, op: "ingest", err: err}
 			}
-			canceled = stored == nil && polled != nil && ctx.Err() != nil
+			// Cut short by the end of ctx (shutdown), wherever it was noticed (the store
+			// checks ctx too): not a verdict on the chatbot or the store.
+			canceled = ctx.Err() != nil
 			break
 		}
 		switch {

@@ -1236,3 +1236,20 @@ func TestUnchangedAnswerIsNotReadAgain(t *testing.T) {
 	assert.Equal(t, event.Ingested{Duplicate: 1}, poll())
 	assert.EqualValues(t, 4, store.records.Load(), "another day's window is read")
 }
+
+// A poll cut short by shutdown is not a verdict: whether the store or the client noticed
+// the end of ctx first, nothing is recorded and OnPoll is not called.
+func TestPollCutShortByShutdownIsNotRecorded(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead)
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	hooks := &onPollCalls{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+		OnPoll: hooks.hook, Now: func() time.Time { return pollNow }}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := l.PollOnce(ctx, mainSite)
+	require.Error(t, err)
+	assert.Empty(t, hooks.all(), "no poll reported")
+	assert.Empty(t, chatbotStates(t, store)[mainSite.Serial].LastError, "no failure recorded")
+}
