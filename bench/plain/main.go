@@ -30,6 +30,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadsim"
 )
 
 // apiKeyEnv names the environment variable holding the LeadList API key.
@@ -144,19 +145,6 @@ func run() error {
 	return nil
 }
 
-// apiRecord is one record of the LeadList answer.
-type apiRecord struct {
-	Type        string `json:"Type"`
-	Name        string `json:"Name"`
-	Email       string `json:"Email"`
-	PhoneNumber string `json:"PhoneNumber"`
-	CreateTime  string `json:"CreateTime"`
-	Content     string `json:"Content"`
-	SessionID   int64  `json:"SessionID"`
-	URI         string `json:"URI"`
-	Count       int    `json:"Count"`
-}
-
 // fetch makes the one LeadList request (the last two days to tomorrow) and decodes it.
 func fetch(ctx context.Context, o options, key string) ([]event.Lead, error) {
 	now := time.Now().UTC()
@@ -183,7 +171,7 @@ func fetch(ctx context.Context, o options, key string) ([]event.Lead, error) {
 		return nil, fmt.Errorf("leadlist: HTTP %d", resp.StatusCode)
 	}
 	var page struct {
-		Data    []apiRecord
+		Data    []leadsim.Record
 		Success bool
 		Code    int
 	}

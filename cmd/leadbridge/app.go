@@ -71,6 +71,16 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// openAppFile loads the config file at path and opens the app on it.
+func openAppFile(ctx context.Context, path string, stderr io.Writer) (*config.Config, *app, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := openApp(ctx, cfg, stderr)
+	return cfg, a, err
+}
+
 // openApp sets up logging to logOut, opens the store and builds every forwarder; Close
 // releases them.
 func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {

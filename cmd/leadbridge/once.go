@@ -18,11 +18,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	a, err := openApp(ctx, cfg, stderr)
+	_, a, err := openAppFile(ctx, *cfgPath, stderr)
 	if err != nil {
 		return daemonHolds(err, "once polls and delivers like the daemon; let the daemon do it, or stop it first")
 	}

@@ -22,11 +22,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	a, err := openApp(ctx, cfg, stderr)
+	cfg, a, err := openAppFile(ctx, *cfgPath, stderr)
 	if err != nil {
 		return err
 	}
