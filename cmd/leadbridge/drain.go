@@ -16,15 +16,7 @@ type drainTally struct{ sent, dead, pending int }
 // OnResult) and tallies the outcome for the configured forwarders, or only for the one
 // named only.
 func (a *app) drain(ctx context.Context, maxWait time.Duration, only string) (drainTally, error) {
-	var sent, dead atomic.Int64
-	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
-		switch res {
-		case forwarders.ResultOK:
-			sent.Add(1)
-		case forwarders.ResultDead:
-			dead.Add(1)
-		}
-	}
+	sent, dead := a.countResults()
 	drainCtx, cancel := context.WithTimeout(ctx, maxWait)
 	defer cancel()
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
@@ -35,4 +27,18 @@ func (a *app) drain(ctx context.Context, maxWait time.Duration, only string) (dr
 		return drainTally{}, err
 	}
 	return drainTally{sent: int(sent.Load()), dead: int(dead.Load()), pending: pending}, nil
+}
+
+// countResults takes the dispatcher's OnResult to count deliveries and dead letters.
+func (a *app) countResults() (sent, dead *atomic.Int64) {
+	sent, dead = new(atomic.Int64), new(atomic.Int64)
+	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
+		switch res {
+		case forwarders.ResultOK:
+			sent.Add(1)
+		case forwarders.ResultDead:
+			dead.Add(1)
+		}
+	}
+	return sent, dead
 }

@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync/atomic"
 	"time"
-
-	"github.com/leadbridge/leadbridge/event"
-	"github.com/leadbridge/leadbridge/forwarders"
 )
 
 func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -25,15 +21,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer a.Close()
 	logger := a.logger
 
-	var dead, delivered atomic.Int64
-	a.dispatcher.OnResult = func(_ event.Delivery, res forwarders.Result, _ time.Duration, _ error) {
-		switch res {
-		case forwarders.ResultDead:
-			dead.Add(1)
-		case forwarders.ResultOK:
-			delivered.Add(1)
-		}
-	}
+	delivered, dead := a.countResults()
 	// Delivery starts with the first part a poll takes; --max-wait counts from the end
 	// of polling, as before.
 	a.loop.DropEvents = true
