@@ -502,67 +502,16 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 		faults   faultCount
 	)
 	for i, w := range windows {
-		var (
-			polled, stored error
-			sum            Sum
-			same           bool
-			memo           takenPage
-			pageRes        event.Ingested // of this window's answer
-			pageSkips      []string
-		)
+		var r event.Ingested
+		var n int
 		// Only the plain window's answer is remembered: a catch-up chunk is read once.
-		known := func(s Sum) bool {
-			sum = s
-			if i == 0 {
-				memo, same = l.known(bot.Serial, w, s)
-			}
-			return same
-		}
-		err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
-			polled = l.Client.StreamChanged(ctx, bot, w, known, func(page Page) error {
-				skipped += len(page.Skipped)
-				for _, e := range page.Skipped {
-					pageSkips = append(pageSkips, e.Field)
-				}
-				l.reportFaults(bot.Serial, page, &faults)
-				l.forget(bot.Serial)
-				r, err := take(page.Leads, page.last)
-				pageRes = pageRes.Add(event.Ingested{New: r.New, Duplicate: r.Duplicate, Updated: r.Updated,
-					Baseline: r.Baseline, Stale: r.Stale, Rejected: r.Rejected})
-				// What was taken is in the store and the outbox, even if the page fails
-				// later: announce it now, since the next poll will see it as seen.
-				for _, ev := range r.Events {
-					log.Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
-				}
-				if l.DropEvents {
-					r.Events = nil
-				}
-				res = res.Add(r)
-				stored = err
-				return err
-			})
-			return polled
-		})
+		r, n, err = l.pollWindow(ctx, bot, w, i == 0, &faults)
+		res, skipped = res.Add(r), skipped+n
 		if err != nil {
-			if stored != nil || polled == nil { // the store failed, maybe only to finish the page
-				err = &storeError{serial: bot.Serial, op: "ingest", err: err}
-			}
 			// Cut short by the end of ctx (shutdown), wherever it was noticed (the store
 			// checks ctx too): not a verdict on the chatbot or the store.
 			canceled = ctx.Err() != nil
 			break
-		}
-		switch {
-		case same: // the store has taken this very answer: what it would make of it is known
-			res = res.Add(memo.res)
-			skipped += len(memo.skips)
-			for _, field := range memo.skips {
-				if l.OnSkip != nil {
-					l.OnSkip(bot.Serial, field)
-				}
-			}
-		case i == 0:
-			l.took(bot.Serial, w, sum, pageRes, pageSkips)
 		}
 		if i > 0 {
 			l.caughtUpTo(bot.Serial, w.End)
@@ -591,6 +540,65 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 		l.OnPoll(bot.Serial, took, res, err)
 	}
 	return res, err
+}
+
+// pollWindow reads the answer for w into the store, part by part, and says what the
+// store made of it and how many records the decoder skipped. Events taken are logged as
+// they are taken: they are in the store even if the answer fails later. With remember
+// set (the plain window), an answer the store took whole is remembered, and the same
+// answer again is not read: what the store would make of it is known. Its error is the
+// client's, or a *storeError.
+func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, remember bool, faults *faultCount) (res event.Ingested, skipped int, err error) {
+	var (
+		polled, stored error
+		sum            Sum
+		same           bool
+		memo           takenPage
+		skips          []string // the fields of the records the decoder skipped
+	)
+	known := func(s Sum) bool {
+		sum = s
+		if remember {
+			memo, same = l.known(bot.Serial, w, s)
+		}
+		return same
+	}
+	err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
+		polled = l.Client.StreamChanged(ctx, bot, w, known, func(page Page) error {
+			for _, e := range page.Skipped {
+				skips = append(skips, e.Field)
+			}
+			l.reportFaults(bot.Serial, page, faults)
+			l.forget(bot.Serial)
+			r, err := take(page.Leads, page.last)
+			for _, ev := range r.Events {
+				l.logger().Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
+			}
+			if l.DropEvents {
+				r.Events = nil
+			}
+			res, stored = res.Add(r), err
+			return err
+		})
+		return polled
+	})
+	switch {
+	case err != nil:
+		if stored != nil || polled == nil { // the store failed, maybe only to finish the page
+			err = &storeError{serial: bot.Serial, op: "ingest", err: err}
+		}
+		return res, len(skips), err
+	case same:
+		for _, field := range memo.skips {
+			if l.OnSkip != nil {
+				l.OnSkip(bot.Serial, field)
+			}
+		}
+		return memo.res, len(memo.skips), nil
+	case remember:
+		l.took(bot.Serial, w, sum, res, skips)
+	}
+	return res, len(skips), nil
 }
 
 // faultCount is how many malformed records of one poll were warned about one by one,
