@@ -34,7 +34,7 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 
 	// After the rename, crm-v2 took the third record itself (the poll re-read it) and a new one.
 	s = open(t, path, func(o *dedupe.Options) { o.Route = func(event.Event) []string { return []string{"crm-v2"} } })
-	_, err = s.IngestWith(t.Context(), bot, leads(bot, 2, 2), event.IngestOptions{Resend: true})
+	_, err = s.Backfill(t.Context(), bot, leads(bot, 2, 2), event.BackfillOptions{Resend: true})
 	require.NoError(t, err)
 	require.Len(t, pending(t, s, "crm-v2"), 2)
 	drainChanges(s)

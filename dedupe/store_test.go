@@ -440,13 +440,13 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	assert.Zero(t, n)
 }
 
-func TestIngestWith(t *testing.T) {
+func TestBackfill(t *testing.T) {
 	appt := mkLead(bot, event.KindAppointment, 1, t0)
 	lead := mkLead(bot, event.KindLead, 2, t0)
 
 	t.Run("only", func(t *testing.T) {
 		s := open(t, dbPath(t), nil)
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{Only: []string{"sales"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead}, event.BackfillOptions{Only: []string{"sales"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.New)
 		assert.Empty(t, pending(t, s, "bus"))
@@ -459,7 +459,7 @@ func TestIngestWith(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) {
 			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
 		})
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{lead}, event.IngestOptions{Only: []string{"crm"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{lead}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
@@ -498,7 +498,7 @@ func TestIngestWith(t *testing.T) {
 		changed := lead
 		changed.Content = "hello again"
 
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{changed}, event.IngestOptions{Only: []string{"crm"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{changed}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
 		crm := pending(t, s, "crm")
@@ -517,7 +517,7 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("no baseline and no initialization", func(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt}, event.IngestOptions{})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt}, event.BackfillOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Zero(t, res.Baseline)
@@ -541,7 +541,7 @@ func TestIngestWith(t *testing.T) {
 			require.NoError(t, s.Ack(t.Context(), "bus", d.Seq))
 		}
 		newer := mkLead(bot, event.KindLead, 3, t0)
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead, newer}, event.IngestOptions{Resend: true, Only: []string{"bus"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead, newer}, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
@@ -561,7 +561,7 @@ func TestIngestWith(t *testing.T) {
 		_, err := s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		<-s.Changes()
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{DryRun: true, Resend: true})
+		res, err := s.DryBackfill(t.Context(), bot, []event.Lead{appt, lead}, event.BackfillOptions{Resend: true})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, 1, res.Duplicate)
@@ -834,8 +834,8 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 		"failed":      func() error { return ro.Failed(t.Context(), sales[0]) },
 		"dead-letter": func() error { return ro.DeadLetter(t.Context(), sales[0], failed) },
 		"ingest":      func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
-		"ingest with": func() error {
-			_, err := ro.IngestWith(t.Context(), bot, appts, event.IngestOptions{Resend: true})
+		"backfill": func() error {
+			_, err := ro.Backfill(t.Context(), bot, appts, event.BackfillOptions{Resend: true})
 			return err
 		},
 		"record poll": func() error { return ro.RecordPoll(t.Context(), bot, time.Now(), nil) },
