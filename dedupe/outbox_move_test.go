@@ -29,7 +29,7 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 	require.Len(t, crm, 3)
 	failed := crm[0]
 	failed.Attempts, failed.FirstTry, failed.NextTry, failed.LastError = 4, t0, t0.Add(time.Hour), "webhook crm: HTTP 503"
-	require.NoError(t, s.Failed(t.Context(), failed))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: failed, Verdict: event.Retrying}}))
 	require.NoError(t, s.Close())
 
 	// After the rename, crm-v2 took the third record itself (the poll re-read it) and a new one.

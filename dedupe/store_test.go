@@ -304,9 +304,9 @@ func TestPendingOrderAndAck(t *testing.T) {
 	require.Len(t, some, 2)
 	assert.Equal(t, []uint64{3, 4}, []uint64{some[0].Seq, some[1].Seq})
 
-	require.NoError(t, s.Ack(t.Context(), "bus", 3))
-	require.NoError(t, s.Ack(t.Context(), "bus", 3), "acking a missing entry")
-	require.NoError(t, s.Ack(t.Context(), "nobody", 1), "acking for an unknown forwarder")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 3}, Verdict: event.Acked}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 3}, Verdict: event.Acked}}), "acking a missing entry")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1}, Verdict: event.Acked}}), "acking for an unknown forwarder")
 	left := pending(t, s, "bus")
 	seqs := make([]uint64, len(left))
 	for i, d := range left {
@@ -320,7 +320,9 @@ func TestPendingOrderAndAck(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for _, d := range left {
-		wg.Go(func() { assert.NoError(t, s.Ack(t.Context(), d.Forwarder, d.Seq)) })
+		wg.Go(func() {
+			assert.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: d.Forwarder, Seq: d.Seq}, Verdict: event.Acked}}))
+		})
 	}
 	wg.Wait()
 	assert.Empty(t, pending(t, s, "bus"))
@@ -343,9 +345,9 @@ func TestFailedPersistsAcrossReopen(t *testing.T) {
 	d := pending(t, s, "bus")[1]
 	first := time.Date(2024, 3, 2, 8, 0, 0, 0, time.UTC)
 	d.Attempts, d.FirstTry, d.LastError = 3, first, "bus: publish: nats: timeout"
-	require.NoError(t, s.Failed(t.Context(), d))
-	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}), "missing entry")
-	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}), "unknown forwarder")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Retrying}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}, Verdict: event.Retrying}}), "missing entry")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}, Verdict: event.Retrying}}), "unknown forwarder")
 	require.NoError(t, s.Close())
 
 	s = open(t, path, nil)
@@ -372,14 +374,14 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	kill := func(d event.Delivery, at time.Time, msg string) {
 		d.Attempts, d.FirstTry, d.LastError = 5, at.Add(-time.Minute), msg
-		require.NoError(t, s.DeadLetter(t.Context(), d, at))
+		require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: at}}))
 	}
 	kill(sales[1], failed, "sales: HTTP 404")
 	kill(bus[0], failed.Add(time.Second), "bus: no responders")
 	kill(sales[0], failed.Add(2*time.Second), "sales: HTTP 400")
 	// Dead-lettering twice, or an entry that is gone, changes nothing.
-	require.NoError(t, s.DeadLetter(t.Context(), sales[0], failed.Add(time.Hour)))
-	require.NoError(t, s.DeadLetter(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1}, failed))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Dead, At: failed.Add(time.Hour)}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1}, Verdict: event.Dead, At: failed}}))
 
 	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
@@ -538,7 +540,7 @@ func TestBackfill(t *testing.T) {
 		require.NoError(t, err)
 		first := pending(t, s, "bus")
 		for _, d := range first {
-			require.NoError(t, s.Ack(t.Context(), "bus", d.Seq))
+			require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: d.Seq}, Verdict: event.Acked}}))
 		}
 		newer := mkLead(bot, event.KindLead, 3, t0)
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead, newer}, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
@@ -781,7 +783,7 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	require.NoError(t, err)
 	d := pending(t, daemon, "sales")[0]
 	d.Attempts, d.LastError = 5, "sales: HTTP 400"
-	require.NoError(t, daemon.DeadLetter(t.Context(), d, failed))
+	require.NoError(t, daemon.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}}))
 	require.NoError(t, daemon.Pause(t.Context(), "bus", "bus: HTTP 410 Gone", "hash"))
 	require.NoError(t, daemon.RecordPoll(t.Context(), bot, polled, nil))
 
@@ -828,12 +830,18 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	assert.Equal(t, appts[1].ID(), sales[0].Event.ID)
 
 	for name, write := range map[string]func() error{
-		"ack":         func() error { return ro.Ack(t.Context(), "sales", sales[0].Seq) },
-		"replay":      func() error { _, err := ro.Replay(t.Context(), "", ""); return err },
-		"drop":        func() error { _, err := ro.Drop(t.Context(), "", ""); return err },
-		"failed":      func() error { return ro.Failed(t.Context(), sales[0]) },
-		"dead-letter": func() error { return ro.DeadLetter(t.Context(), sales[0], failed) },
-		"ingest":      func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
+		"ack": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "sales", Seq: sales[0].Seq}, Verdict: event.Acked}})
+		},
+		"replay": func() error { _, err := ro.Replay(t.Context(), "", ""); return err },
+		"drop":   func() error { _, err := ro.Drop(t.Context(), "", ""); return err },
+		"failed": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Retrying}})
+		},
+		"dead-letter": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Dead, At: failed}})
+		},
+		"ingest": func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
 		"backfill": func() error {
 			_, err := ro.Backfill(t.Context(), bot, appts, event.BackfillOptions{Resend: true})
 			return err

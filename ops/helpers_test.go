@@ -82,7 +82,7 @@ func pending(t *testing.T, s *dedupe.Store, forwarder string) []event.Delivery {
 func deadLetter(t *testing.T, s *dedupe.Store, d event.Delivery, attempts int) event.Delivery {
 	t.Helper()
 	d.Attempts, d.LastError = attempts, "webhook bus: HTTP 400 Bad Request"
-	require.NoError(t, s.DeadLetter(t.Context(), d, time.Now()))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: time.Now()}}))
 	return d
 }
 
