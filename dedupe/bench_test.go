@@ -3,6 +3,8 @@ package dedupe_test
 import (
 	"sync"
 	"testing"
+
+	"github.com/leadbridge/leadbridge/event"
 )
 
 // BenchmarkIngest ingests pages of 100 records of which half were seen on the previous page.
@@ -46,7 +48,7 @@ func BenchmarkPendingAck(b *testing.B) {
 		var wg sync.WaitGroup
 		for _, d := range batch {
 			wg.Go(func() {
-				if err := s.Ack(b.Context(), d.Forwarder, d.Seq); err != nil {
+				if err := s.Record(b.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: d.Forwarder, Seq: d.Seq}, Verdict: event.Acked}}); err != nil {
 					b.Error(err)
 				}
 			})

@@ -37,25 +37,41 @@ import (
 // it is older than a tenth of the retention, so that a poll of known records writes
 // almost nothing while keys the API still returns are never pruned.
 func (s *Store) Ingest(ctx context.Context, serial string, leads []event.Lead) (event.Ingested, error) {
-	return s.ingest(ctx, serial, leads, event.IngestOptions{}, false)
+	return s.takeWhole(ctx, serial, leads, nil, true)
 }
 
-// IngestWith is Ingest for a deliberate backfill, shaped by o. Records re-sent with
-// o.Resend count as Duplicate and appear in Result.Events. A backfill takes records
-// older than the retention horizon too (it asked for them): they are marked seen as of
-// now, so their keys outlive the retention from the backfill on.
-func (s *Store) IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
-	return s.ingest(ctx, serial, leads, o, true)
+// Backfill takes records a backfill asked for, shaped by o. Unlike Ingest it never
+// applies the initial=skip baseline, never marks the chatbot initialized, and takes
+// records older than the retention horizon too: they are marked seen as of now, so their
+// keys outlive the retention from the backfill on. Records re-sent with o.Resend count as
+// Duplicate and appear in Result.Events.
+//
+// With o.Only set, the backfill is for those forwarders alone and marks nothing seen, so
+// the others still get every record from polling: a record never seen is queued for the
+// Only forwarders and counted New, and the next Ingest queues it for every forwarder (the
+// Only ones again, with the same event id); a changed record's new content is not stored,
+// so the next Ingest still sends its updated event (same id) to every forwarder.
+func (s *Store) Backfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
+	return s.takeWhole(ctx, serial, leads, &o, true)
 }
 
-func (s *Store) ingest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions, deliberate bool) (event.Ingested, error) {
+// DryBackfill says what Backfill would do with the same arguments (Result.Events is what
+// would be sent) in read transactions: it writes, signals and logs nothing, and never
+// waits for a writer such as the running daemon's poll.
+func (s *Store) DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
+	return s.takeWhole(ctx, serial, leads, &o, false)
+}
+
+// takeWhole takes a whole page: a poll's if backfill is nil, else a backfill's; in write
+// transactions if write, else in read ones (a dry run).
+func (s *Store) takeWhole(ctx context.Context, serial string, leads []event.Lead, backfill *event.BackfillOptions, write bool) (event.Ingested, error) {
 	if s.readOnly {
 		return event.Ingested{}, s.wrap("ingest "+serial, ErrReadOnly)
 	}
 	if err := ctx.Err(); err != nil {
 		return event.Ingested{}, s.wrap("ingest "+serial, err)
 	}
-	p := s.newPageIngest(serial, o, deliberate)
+	p := s.newPageIngest(serial, backfill, write)
 	return p.add(leads, true)
 }
 
@@ -76,7 +92,7 @@ func (s *Store) IngestPage(ctx context.Context, serial string, read func(take fu
 	if err := ctx.Err(); err != nil {
 		return s.wrap("ingest "+serial, err)
 	}
-	p := s.newPageIngest(serial, event.IngestOptions{}, false)
+	p := s.newPageIngest(serial, nil, true)
 	var failed, done bool
 	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
 		if failed || done {
@@ -101,20 +117,20 @@ func (s *Store) IngestPage(ctx context.Context, serial string, read func(take fu
 type pageIngest struct {
 	s       *Store
 	serial  string
-	o       event.IngestOptions
+	write   bool // false for a dry run: read transactions, no signal, no log
 	page    ingestPage
 	offset  int  // records of the page taken so far
 	started bool // page.now and page.storeNow are set
 }
 
-func (s *Store) newPageIngest(serial string, o event.IngestOptions, deliberate bool) *pageIngest {
-	return &pageIngest{s: s, serial: serial, o: o, page: ingestPage{only: o.Only, resend: o.Resend,
-		deliberate: deliberate, inPage: make(map[string]struct{})}}
+func (s *Store) newPageIngest(serial string, backfill *event.BackfillOptions, write bool) *pageIngest {
+	return &pageIngest{s: s, serial: serial, write: write,
+		page: ingestPage{backfill: backfill, inPage: make(map[string]struct{})}}
 }
 
-// add takes the next part of the page; last marks the chatbot initialized (unless
-// deliberate). The page's clock is read at its first part, after the store's clock has
-// observed that part's record times.
+// add takes the next part of the page; last marks the chatbot initialized (unless a
+// backfill). The page's clock is read at its first part, after the store's clock has
+// observed that part's record times; a dry run leaves the store's clock alone.
 func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) {
 	s, serial := p.s, p.serial
 	wall := s.now()
@@ -122,12 +138,16 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 		wall = p.page.now
 	}
 	for _, l := range leads {
-		if l.Chatbot == serial && validYear(l.CreatedAt) {
+		if p.write && l.Chatbot == serial && validYear(l.CreatedAt) {
 			s.clock.observe(l.CreatedAt, wall)
 		}
 	}
 	if !p.started {
-		p.started, p.page.now, p.page.storeNow = true, wall, s.clock.read(wall)
+		storeNow := wall // a dry run writes no time
+		if p.write {
+			storeNow = s.clock.read(wall)
+		}
+		p.started, p.page.now, p.page.storeNow = true, wall, storeNow
 	}
 	var res event.Ingested
 	if len(leads) == 0 && !last { // the baseline is decided by the first part with records, or at the end
@@ -135,7 +155,7 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 	}
 	for start := 0; start == 0 || start < len(leads); start += maxTxRecords {
 		chunk := leads[start:min(start+maxTxRecords, len(leads))]
-		r, err := s.ingestChunk(serial, chunk, p.offset+start, last && start+len(chunk) == len(leads), &p.page, p.o.DryRun)
+		r, err := s.ingestChunk(serial, chunk, p.offset+start, last && start+len(chunk) == len(leads), &p.page, p.write)
 		if err != nil {
 			// The chunks before this one are taken, with their deliveries: announce them
 			// (the next poll sees them as seen) and report the failure.
@@ -144,7 +164,7 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 		res = res.Add(r)
 	}
 	p.offset += len(leads)
-	if p.o.DryRun {
+	if !p.write {
 		return res, nil
 	}
 	for _, r := range res.Rejected {
@@ -180,27 +200,26 @@ const maxTxRecords = 1000
 
 // ingestPage is what the transactions of one Ingest share.
 type ingestPage struct {
-	now        time.Time // the wall clock: event and outbox times
-	storeNow   time.Time // the store's clock: last-seen times and the retention horizon
-	only       []string
-	resend     bool
-	deliberate bool
-	baseline   bool                // decided by the first transaction: this page is the chatbot's baseline
-	inPage     map[string]struct{} // keys met so far in the page
+	now      time.Time              // the wall clock: event and outbox times
+	storeNow time.Time              // the store's clock: last-seen times and the retention horizon
+	backfill *event.BackfillOptions // nil for a poll
+	baseline bool                   // decided by the first transaction: this page is the chatbot's baseline
+	inPage   map[string]struct{}    // keys met so far in the page
 }
 
 // ingestChunk takes leads, which start at index offset of the page, in one write
-// transaction; last says it is the page's last chunk, which marks the chatbot
-// initialized. A transaction that would write nothing is rolled back, not committed, so
-// that a poll of known records costs no fsync.
-func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, dryRun bool) (event.Ingested, error) {
-	tx, err := s.db.Begin(true)
+// transaction, or says what it would do in a read transaction if not write; last says
+// it is the page's last chunk, which marks the chatbot initialized. A transaction that
+// would write nothing is rolled back, not committed, so that a poll of known records
+// costs no fsync.
+func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, write bool) (event.Ingested, error) {
+	tx, err := s.db.Begin(write)
 	if err != nil {
 		return event.Ingested{}, err
 	}
 	in := ingestTx{s: s, tx: tx, ingestPage: page}
 	res, err := in.run(serial, leads, offset, last)
-	if err == nil && in.wrote && !dryRun {
+	if err == nil && in.wrote {
 		if err = s.clock.persist(tx); err == nil {
 			err = tx.Commit()
 		}
@@ -210,13 +229,14 @@ func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last 
 	if err != nil {
 		return event.Ingested{}, err
 	}
-	if in.added > 0 && !dryRun {
+	if in.added > 0 {
 		s.signal()
 	}
 	return res, nil
 }
 
-// ingestTx is one chunk of an Ingest in progress inside a write transaction.
+// ingestTx is one chunk of an Ingest in progress inside a transaction; in a read one (a
+// dry run) it decides everything and puts nothing.
 type ingestTx struct {
 	*ingestPage
 	s     *Store
@@ -233,18 +253,24 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
 	before := st
+	poll := in.backfill == nil
 	if offset == 0 {
-		in.baseline = !in.deliberate && !in.s.initialEmit && !st.Initialized
+		in.baseline = poll && !in.s.initialEmit && !st.Initialized
 	}
 	baseline := in.baseline
 	var horizon time.Time // unseen records created before it are stale
-	if !in.deliberate && in.s.retention > 0 {
+	if poll && in.s.retention > 0 {
 		horizon = in.storeNow.Add(-in.s.retention)
+	}
+	var o event.BackfillOptions
+	if !poll {
+		o = *in.backfill
 	}
 
 	seen := in.tx.Bucket(bucketSeen)
+	write := in.tx.Writable()
 	// A backfill for some forwarders only must not hide records from the others.
-	mark := len(in.only) == 0
+	mark := write && len(o.Only) == 0
 	inPage := in.inPage
 	for j, l := range leads {
 		i := offset + j
@@ -266,7 +292,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		raw := seen.Get([]byte(key))
 		var old seenValue
 		if raw != nil {
-			if old, err = decodeSeen(raw); err != nil {
+			if old, err = decodeSeen(raw); err != nil && write {
 				// Still seen; the value is rewritten below.
 				in.s.log.Warn("rewriting a malformed seen value", "chatbot", serial, "event_id", l.ID(), "err", err)
 			}
@@ -281,7 +307,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		case raw == nil && baseline:
 		case raw == nil:
 			ev = event.NewCreated(l)
-		case in.resend:
+		case o.Resend:
 			ev = event.NewCreated(l)
 		case changed && in.s.emitUpdates && !baseline:
 			ev = event.NewUpdated(l, in.now)
@@ -314,7 +340,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 				st.Seen++
 			}
 			res.New++
-		case in.resend:
+		case o.Resend:
 			res.Duplicate++
 		case ev.ID != "":
 			res.Updated++
@@ -323,15 +349,18 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 			continue
 		}
 		res.Events = append(res.Events, ev)
-		if err := in.enqueue(ev, evJSON); err != nil {
+		if !write {
+			continue
+		}
+		if err := in.enqueue(ev, evJSON, o.Only); err != nil {
 			return res, err
 		}
 	}
 
-	if !in.deliberate && last {
+	if poll && last {
 		st.Initialized = true
 	}
-	if st == before {
+	if st == before || !write {
 		return res, nil
 	}
 	in.wrote = true
@@ -362,15 +391,16 @@ func validYear(t time.Time) bool {
 	return y >= 0 && y <= 9999
 }
 
-// enqueue puts one outbox entry for ev, encoded as evJSON, per forwarder that wants it.
-func (in *ingestTx) enqueue(ev event.Event, evJSON []byte) error {
+// enqueue puts one outbox entry for ev, encoded as evJSON, per forwarder that wants it
+// (among only, if set).
+func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error {
 	if in.s.route == nil {
 		return nil
 	}
 	outbox := in.tx.Bucket(bucketOutbox)
 	var done []string
 	for _, name := range in.s.route(ev) {
-		if slices.Contains(done, name) || (len(in.only) > 0 && !slices.Contains(in.only, name)) {
+		if slices.Contains(done, name) || (len(only) > 0 && !slices.Contains(only, name)) {
 			continue
 		}
 		done = append(done, name)

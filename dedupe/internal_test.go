@@ -177,3 +177,32 @@ func TestEntryEncodesAsItsDelivery(t *testing.T) {
 	require.NoError(t, json.Unmarshal(got, &fromEntry))
 	assert.Equal(t, event.Delivery{Forwarder: "crm", Seq: 3, Event: ev, Enqueued: at}, fromEntry)
 }
+
+// A dry run through the daemon must not wait for (or hold) the write lock a poll takes.
+func TestDryBackfillTakesNoWriteLock(t *testing.T) {
+	s, err := Open(Options{Path: filepath.Join(t.TempDir(), "leadbridge.db"), Route: func(event.Event) []string { return []string{"bus"} }})
+	require.NoError(t, err)
+	defer s.Close()
+	l := event.Lead{Chatbot: "bot", Kind: event.KindLead, SessionID: 1, CreatedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+	writer, err := s.db.Begin(true) // a poll's transaction in progress
+	require.NoError(t, err)
+	type answer struct {
+		res event.Ingested
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, err := s.DryBackfill(t.Context(), "bot", []event.Lead{l}, event.BackfillOptions{})
+		done <- answer{res, err}
+	}()
+	select {
+	case a := <-done:
+		require.NoError(t, a.err)
+		assert.Equal(t, 1, a.res.New)
+	case <-time.After(10 * time.Second): // a guard against a hang, not a speed check
+		require.NoError(t, writer.Rollback())
+		t.Fatal("the dry run waited for the write lock")
+	}
+	require.NoError(t, writer.Rollback())
+}

@@ -107,26 +107,6 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 	return b.Delete(seqKey(d.Seq))
 }
 
-// Ack removes a delivered entry from the outbox; acking an entry that is gone is not an
-// error. It is Record of one Acked outcome.
-func (s *Store) Ack(ctx context.Context, forwarder string, seq uint64) error {
-	return s.Record(ctx, []event.Outcome{{Delivery: event.Delivery{Forwarder: forwarder, Seq: seq}, Verdict: event.Acked}})
-}
-
-// Failed records a failed attempt: it persists d.Attempts, d.FirstTry, d.NextTry and
-// d.LastError on the outbox entry (d.Forwarder, d.Seq). An entry that is gone is not an
-// error. It is Record of one Retrying outcome.
-func (s *Store) Failed(ctx context.Context, d event.Delivery) error {
-	return s.Record(ctx, []event.Outcome{{Delivery: d, Verdict: event.Retrying}})
-}
-
-// DeadLetter moves the outbox entry (d.Forwarder, d.Seq) to the dead letters, keeping
-// d.Attempts and d.LastError, given up at failed. An entry that is no longer in the
-// outbox is left alone. It is Record of one Dead outcome.
-func (s *Store) DeadLetter(ctx context.Context, d event.Delivery, failed time.Time) error {
-	return s.Record(ctx, []event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}})
-}
-
 // Depth counts the outbox entries per forwarder (forwarders that ever had one).
 func (s *Store) Depth(ctx context.Context) (map[string]int, error) {
 	n, err := s.countSub(ctx, bucketOutbox)

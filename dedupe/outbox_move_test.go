@@ -29,12 +29,12 @@ func TestMovePendingToARenamedForwarder(t *testing.T) {
 	require.Len(t, crm, 3)
 	failed := crm[0]
 	failed.Attempts, failed.FirstTry, failed.NextTry, failed.LastError = 4, t0, t0.Add(time.Hour), "webhook crm: HTTP 503"
-	require.NoError(t, s.Failed(t.Context(), failed))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: failed, Verdict: event.Retrying}}))
 	require.NoError(t, s.Close())
 
 	// After the rename, crm-v2 took the third record itself (the poll re-read it) and a new one.
 	s = open(t, path, func(o *dedupe.Options) { o.Route = func(event.Event) []string { return []string{"crm-v2"} } })
-	_, err = s.IngestWith(t.Context(), bot, leads(bot, 2, 2), event.IngestOptions{Resend: true})
+	_, err = s.Backfill(t.Context(), bot, leads(bot, 2, 2), event.BackfillOptions{Resend: true})
 	require.NoError(t, err)
 	require.Len(t, pending(t, s, "crm-v2"), 2)
 	drainChanges(s)

@@ -101,7 +101,7 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	assert.Equal(t, 1, bots[bot].Seen, "a stale record is not marked seen")
 	assert.Len(t, pending(t, s, "bus"), 1, "only the fresh record was ever queued")
 
-	res, err := s.IngestWith(t.Context(), bot, []event.Lead{ancient}, event.IngestOptions{})
+	res, err := s.Backfill(t.Context(), bot, []event.Lead{ancient}, event.BackfillOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{ancient.ID()}, ids(res.Events), "a backfill asked for it: it is taken")
 }

@@ -304,9 +304,9 @@ func TestPendingOrderAndAck(t *testing.T) {
 	require.Len(t, some, 2)
 	assert.Equal(t, []uint64{3, 4}, []uint64{some[0].Seq, some[1].Seq})
 
-	require.NoError(t, s.Ack(t.Context(), "bus", 3))
-	require.NoError(t, s.Ack(t.Context(), "bus", 3), "acking a missing entry")
-	require.NoError(t, s.Ack(t.Context(), "nobody", 1), "acking for an unknown forwarder")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 3}, Verdict: event.Acked}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 3}, Verdict: event.Acked}}), "acking a missing entry")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1}, Verdict: event.Acked}}), "acking for an unknown forwarder")
 	left := pending(t, s, "bus")
 	seqs := make([]uint64, len(left))
 	for i, d := range left {
@@ -320,7 +320,9 @@ func TestPendingOrderAndAck(t *testing.T) {
 
 	var wg sync.WaitGroup
 	for _, d := range left {
-		wg.Go(func() { assert.NoError(t, s.Ack(t.Context(), d.Forwarder, d.Seq)) })
+		wg.Go(func() {
+			assert.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: d.Forwarder, Seq: d.Seq}, Verdict: event.Acked}}))
+		})
 	}
 	wg.Wait()
 	assert.Empty(t, pending(t, s, "bus"))
@@ -343,9 +345,9 @@ func TestFailedPersistsAcrossReopen(t *testing.T) {
 	d := pending(t, s, "bus")[1]
 	first := time.Date(2024, 3, 2, 8, 0, 0, 0, time.UTC)
 	d.Attempts, d.FirstTry, d.LastError = 3, first, "bus: publish: nats: timeout"
-	require.NoError(t, s.Failed(t.Context(), d))
-	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}), "missing entry")
-	require.NoError(t, s.Failed(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}), "unknown forwarder")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Retrying}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: 99, Attempts: 1}, Verdict: event.Retrying}}), "missing entry")
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1, Attempts: 1}, Verdict: event.Retrying}}), "unknown forwarder")
 	require.NoError(t, s.Close())
 
 	s = open(t, path, nil)
@@ -372,14 +374,14 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	kill := func(d event.Delivery, at time.Time, msg string) {
 		d.Attempts, d.FirstTry, d.LastError = 5, at.Add(-time.Minute), msg
-		require.NoError(t, s.DeadLetter(t.Context(), d, at))
+		require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: at}}))
 	}
 	kill(sales[1], failed, "sales: HTTP 404")
 	kill(bus[0], failed.Add(time.Second), "bus: no responders")
 	kill(sales[0], failed.Add(2*time.Second), "sales: HTTP 400")
 	// Dead-lettering twice, or an entry that is gone, changes nothing.
-	require.NoError(t, s.DeadLetter(t.Context(), sales[0], failed.Add(time.Hour)))
-	require.NoError(t, s.DeadLetter(t.Context(), event.Delivery{Forwarder: "nobody", Seq: 1}, failed))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Dead, At: failed.Add(time.Hour)}}))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "nobody", Seq: 1}, Verdict: event.Dead, At: failed}}))
 
 	depth, err := s.Depth(t.Context())
 	require.NoError(t, err)
@@ -440,13 +442,13 @@ func TestDeadLetterReplayDrop(t *testing.T) {
 	assert.Zero(t, n)
 }
 
-func TestIngestWith(t *testing.T) {
+func TestBackfill(t *testing.T) {
 	appt := mkLead(bot, event.KindAppointment, 1, t0)
 	lead := mkLead(bot, event.KindLead, 2, t0)
 
 	t.Run("only", func(t *testing.T) {
 		s := open(t, dbPath(t), nil)
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{Only: []string{"sales"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead}, event.BackfillOptions{Only: []string{"sales"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.New)
 		assert.Empty(t, pending(t, s, "bus"))
@@ -459,7 +461,7 @@ func TestIngestWith(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) {
 			o.Route = func(event.Event) []string { return []string{"crm", "sales"} }
 		})
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{lead}, event.IngestOptions{Only: []string{"crm"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{lead}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
@@ -498,7 +500,7 @@ func TestIngestWith(t *testing.T) {
 		changed := lead
 		changed.Content = "hello again"
 
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{changed}, event.IngestOptions{Only: []string{"crm"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{changed}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
 		crm := pending(t, s, "crm")
@@ -517,7 +519,7 @@ func TestIngestWith(t *testing.T) {
 
 	t.Run("no baseline and no initialization", func(t *testing.T) {
 		s := open(t, dbPath(t), func(o *dedupe.Options) { o.Initial = dedupe.InitialSkip })
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt}, event.IngestOptions{})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt}, event.BackfillOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Zero(t, res.Baseline)
@@ -538,10 +540,10 @@ func TestIngestWith(t *testing.T) {
 		require.NoError(t, err)
 		first := pending(t, s, "bus")
 		for _, d := range first {
-			require.NoError(t, s.Ack(t.Context(), "bus", d.Seq))
+			require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: d.Seq}, Verdict: event.Acked}}))
 		}
 		newer := mkLead(bot, event.KindLead, 3, t0)
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead, newer}, event.IngestOptions{Resend: true, Only: []string{"bus"}})
+		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead, newer}, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
@@ -561,7 +563,7 @@ func TestIngestWith(t *testing.T) {
 		_, err := s.Ingest(t.Context(), bot, []event.Lead{lead})
 		require.NoError(t, err)
 		<-s.Changes()
-		res, err := s.IngestWith(t.Context(), bot, []event.Lead{appt, lead}, event.IngestOptions{DryRun: true, Resend: true})
+		res, err := s.DryBackfill(t.Context(), bot, []event.Lead{appt, lead}, event.BackfillOptions{Resend: true})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, 1, res.Duplicate)
@@ -781,7 +783,7 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	require.NoError(t, err)
 	d := pending(t, daemon, "sales")[0]
 	d.Attempts, d.LastError = 5, "sales: HTTP 400"
-	require.NoError(t, daemon.DeadLetter(t.Context(), d, failed))
+	require.NoError(t, daemon.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: failed}}))
 	require.NoError(t, daemon.Pause(t.Context(), "bus", "bus: HTTP 410 Gone", "hash"))
 	require.NoError(t, daemon.RecordPoll(t.Context(), bot, polled, nil))
 
@@ -828,14 +830,20 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	assert.Equal(t, appts[1].ID(), sales[0].Event.ID)
 
 	for name, write := range map[string]func() error{
-		"ack":         func() error { return ro.Ack(t.Context(), "sales", sales[0].Seq) },
-		"replay":      func() error { _, err := ro.Replay(t.Context(), "", ""); return err },
-		"drop":        func() error { _, err := ro.Drop(t.Context(), "", ""); return err },
-		"failed":      func() error { return ro.Failed(t.Context(), sales[0]) },
-		"dead-letter": func() error { return ro.DeadLetter(t.Context(), sales[0], failed) },
-		"ingest":      func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
-		"ingest with": func() error {
-			_, err := ro.IngestWith(t.Context(), bot, appts, event.IngestOptions{Resend: true})
+		"ack": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "sales", Seq: sales[0].Seq}, Verdict: event.Acked}})
+		},
+		"replay": func() error { _, err := ro.Replay(t.Context(), "", ""); return err },
+		"drop":   func() error { _, err := ro.Drop(t.Context(), "", ""); return err },
+		"failed": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Retrying}})
+		},
+		"dead-letter": func() error {
+			return ro.Record(t.Context(), []event.Outcome{{Delivery: sales[0], Verdict: event.Dead, At: failed}})
+		},
+		"ingest": func() error { _, err := ro.Ingest(t.Context(), bot, leads(bot, 10, 1)); return err },
+		"backfill": func() error {
+			_, err := ro.Backfill(t.Context(), bot, appts, event.BackfillOptions{Resend: true})
 			return err
 		},
 		"record poll": func() error { return ro.RecordPoll(t.Context(), bot, time.Now(), nil) },

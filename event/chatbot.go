@@ -24,22 +24,9 @@ type Pause struct {
 	Since      time.Time `json:"since"`
 }
 
-// IngestOptions changes how the store's IngestWith treats a page; it serves backfill.
-// IngestWith never applies the initial=skip baseline (a backfill is deliberate) and never
-// marks the chatbot initialized.
-//
-// With Only set, the backfill is for those forwarders alone and writes no seen key, so
-// the other forwarders still get every record from normal polling:
-//   - A record never seen is queued for the Only forwarders (intersected with Route) and
-//     counted New, but it is NOT marked seen and does not count toward the chatbot's
-//     Seen. The next Ingest takes it as new and queues it for every forwarder Route
-//     names, the Only ones again with the same event id (an identifiable repeat).
-//   - A seen record is treated as without Only (Resend re-queues its created event; a
-//     changed one is an updated event if EmitUpdates is on), for the Only forwarders.
-//     A changed record's new content is not stored, so the next Ingest still sends its
-//     updated event (same id) to every forwarder.
-type IngestOptions struct {
+// BackfillOptions are the two choices a backfill makes (the store's Backfill and
+// DryBackfill): whether seen records are sent again, and to which forwarders.
+type BackfillOptions struct {
 	Resend bool     // seen records go to the outbox again, as their created event (same id)
 	Only   []string // if set, deliveries only for these forwarders (intersected with Route), and nothing marked seen
-	DryRun bool     // compute the result (Events = what would be sent) and write nothing
 }

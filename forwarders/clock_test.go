@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
@@ -62,7 +63,7 @@ func TestDispatcherBudgetAfterRestartIsBoundedByAttempts(t *testing.T) {
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 2, time.Now().Add(-2*time.Hour), time.Now()
-	require.NoError(t, st.Failed(t.Context(), entry))
+	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
@@ -91,7 +92,7 @@ func TestDispatcherStoredNextTryFarAheadWaitsAtMostMaxInterval(t *testing.T) {
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 1, time.Now(), time.Now().Add(365*24*time.Hour)
-	require.NoError(t, st.Failed(t.Context(), entry))
+	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),

@@ -490,7 +490,7 @@ func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
 	require.NoError(t, err)
 	entry := pending[0]
 	entry.Attempts, entry.FirstTry, entry.NextTry = 30, time.Now(), time.Now() // thirty failures before a restart
-	require.NoError(t, st.Failed(t.Context(), entry))
+	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),

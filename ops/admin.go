@@ -28,9 +28,9 @@ type Backend interface {
 	// DropPending deletes the outbox entries of forwarder, which is no longer configured,
 	// and returns how many it deleted.
 	DropPending(ctx context.Context, forwarder string) (int, error)
-	// DryIngest says what taking chatbot serial's leads would queue (o.DryRun is implied:
-	// nothing is written), for `backfill --dry-run`.
-	DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
+	// DryBackfill says what a backfill of chatbot serial's leads would queue, writing
+	// nothing, for `backfill --dry-run`.
+	DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
 }
 
 // OutboxMove is what a move of outbox entries did.
@@ -93,7 +93,7 @@ type LocalStore interface {
 	Resume(ctx context.Context, forwarder string) (bool, error)
 	MovePending(ctx context.Context, from, to string) (moved, already int, err error)
 	DropPending(ctx context.Context, forwarder string) (int, error)
-	IngestWith(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
+	DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
 }
 
 // Local is the Backend over an open store: the daemon serves it through the admin API,
@@ -240,8 +240,7 @@ func (l *Local) DropPending(ctx context.Context, forwarder string) (int, error) 
 	return l.Store.DropPending(ctx, forwarder)
 }
 
-// DryIngest computes what ingesting leads would queue, writing nothing.
-func (l *Local) DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
-	o.DryRun = true
-	return l.Store.IngestWith(ctx, serial, leads, o)
+// DryBackfill computes what a backfill of leads would queue, writing nothing.
+func (l *Local) DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
+	return l.Store.DryBackfill(ctx, serial, leads, o)
 }

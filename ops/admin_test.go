@@ -556,23 +556,23 @@ func drainChanges(s *dedupe.Store) {
 	}
 }
 
-func TestAdminDryIngestWritesNothing(t *testing.T) {
+func TestAdminDryBackfillWritesNothing(t *testing.T) {
 	d := startDaemon(t) // records 0..2 of serialA are seen
 	ctx := t.Context()
 	leads := []event.Lead{record(event.KindAppointment, 1), record(event.KindLead, 7)}
 	drainChanges(d.store)
-	res, err := d.client.DryIngest(ctx, serialA, leads, event.IngestOptions{})
+	res, err := d.client.DryBackfill(ctx, serialA, leads, event.BackfillOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.New)
 	assert.Equal(t, 1, res.Duplicate)
 	require.Len(t, res.Events, 1)
 	assert.Equal(t, leads[1].ID(), res.Events[0].ID)
-	res, err = d.client.DryIngest(ctx, serialA, leads, event.IngestOptions{Resend: true, Only: []string{"bus"}})
+	res, err = d.client.DryBackfill(ctx, serialA, leads, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
 	require.NoError(t, err)
 	assert.Len(t, res.Events, 2, "resend reaches the daemon")
 
 	assert.Len(t, leadtest.Pending(t, d.store, "bus"), 1, "nothing was queued")
-	again, err := d.store.IngestWith(t.Context(), serialA, leads[1:], event.IngestOptions{DryRun: true})
+	again, err := d.store.DryBackfill(t.Context(), serialA, leads[1:], event.BackfillOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, 1, again.New, "nothing was marked seen")
 	select {

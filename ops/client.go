@@ -141,8 +141,8 @@ func (c *Client) DropPending(ctx context.Context, forwarder string) (int, error)
 	return out.Count, err
 }
 
-// DryIngest asks the daemon what taking the leads would queue (POST /admin/ingest/dry-run).
-func (c *Client) DryIngest(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error) {
+// DryBackfill asks the daemon what a backfill of the leads would queue (POST /admin/ingest/dry-run).
+func (c *Client) DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
 	q := url.Values{"chatbot": {serial}, "only": o.Only}
 	if o.Resend {
 		q.Set("resend", "1")

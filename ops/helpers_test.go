@@ -68,7 +68,7 @@ func ingest(t *testing.T, s *dedupe.Store, n int) event.Ingested {
 func deadLetter(t *testing.T, s *dedupe.Store, d event.Delivery, attempts int) event.Delivery {
 	t.Helper()
 	d.Attempts, d.LastError = attempts, "webhook bus: HTTP 400 Bad Request"
-	require.NoError(t, s.DeadLetter(t.Context(), d, time.Now()))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: time.Now()}}))
 	return d
 }
 

@@ -50,7 +50,7 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	ok := bus[0]
 	ok.Enqueued = time.Now().Add(-90 * time.Second)
 	ok.Attempts = 2
-	require.NoError(t, s.Ack(t.Context(), "bus", ok.Seq))
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: "bus", Seq: ok.Seq}, Verdict: event.Acked}}))
 	m.ObserveDelivery(ok, forwarders.ResultOK, 0, nil)
 
 	failing := bus[1]

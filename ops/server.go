@@ -186,7 +186,7 @@ func (a *admin) dryIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body: want a JSON array of leads: "+err.Error())
 		return
 	}
-	res, err := a.b.DryIngest(r.Context(), serial, leads, event.IngestOptions{Resend: resend, Only: q["only"]})
+	res, err := a.b.DryBackfill(r.Context(), serial, leads, event.BackfillOptions{Resend: resend, Only: q["only"]})
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -102,7 +102,7 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 	}
 	defer a.Close()
 
-	b := &backfill{cfg: cfg, client: a.loop.Client, logger: a.logger, ingest: a.store.IngestWith,
+	b := &backfill{cfg: cfg, client: a.loop.Client, logger: a.logger, ingest: a.store.Backfill,
 		opts: o, out: stdout, progress: newProgress(stderr)}
 	if err := b.read(ctx); err != nil {
 		return err
@@ -141,19 +141,14 @@ func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, std
 			return err
 		}
 		defer st.Close()
-		ingest = func(ctx context.Context, serial string, leads []event.Lead, opts event.IngestOptions) (event.Ingested, error) {
-			opts.DryRun = true
-			return st.IngestWith(ctx, serial, leads, opts)
-		}
+		ingest = st.DryBackfill
 	} else {
 		b, release, err := backend(ctx, cfg, false)
 		if err != nil {
 			return err
 		}
 		defer release()
-		ingest = func(ctx context.Context, serial string, leads []event.Lead, opts event.IngestOptions) (event.Ingested, error) {
-			return b.DryIngest(ctx, serial, leads, opts)
-		}
+		ingest = b.DryBackfill
 	}
 	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
 	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
@@ -175,8 +170,9 @@ func daemonAnswers(ctx context.Context, cfg *config.Config) bool {
 	return err == nil || errors.Is(err, ops.ErrUnproven)
 }
 
-// ingestFunc takes one page of a chatbot's records (dedupe.Store.IngestWith's shape).
-type ingestFunc func(ctx context.Context, serial string, leads []event.Lead, o event.IngestOptions) (event.Ingested, error)
+// ingestFunc takes one page of a chatbot's records, or says what taking it would do
+// (dedupe.Store.Backfill's shape).
+type ingestFunc func(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
 
 // backfill reads a date range chunk by chunk and queues what it finds.
 type backfill struct {
@@ -226,9 +222,7 @@ func (b *backfill) read(ctx context.Context) error {
 				b.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
 			}
 			leads := b.inRange(page.Leads)
-			res, err := b.ingest(ctx, bot.Serial, leads, event.IngestOptions{
-				Resend: b.opts.resend, Only: b.only(), DryRun: b.opts.dryRun,
-			})
+			res, err := b.ingest(ctx, bot.Serial, leads, event.BackfillOptions{Resend: b.opts.resend, Only: b.only()})
 			if err != nil {
 				b.progress.done()
 				return err
