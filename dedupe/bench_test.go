@@ -1,7 +1,6 @@
 package dedupe_test
 
 import (
-	"sync"
 	"testing"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -29,7 +28,8 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 // BenchmarkPendingAck drains a forwarder's outbox the way a dispatcher does: read a batch
-// of 100 pending deliveries, then ack them concurrently. One op is one delivery.
+// of 100 pending deliveries, then record their acks in one write, as the dispatcher's
+// recorder gathers them. One op is one delivery.
 func BenchmarkPendingAck(b *testing.B) {
 	s := open(b, dbPath(b), nil)
 	for i := 0; i < b.N; i += 100 {
@@ -45,15 +45,13 @@ func BenchmarkPendingAck(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		for _, d := range batch {
-			wg.Go(func() {
-				if err := s.Record(b.Context(), []event.Outcome{{Delivery: event.Delivery{Forwarder: d.Forwarder, Seq: d.Seq}, Verdict: event.Acked}}); err != nil {
-					b.Error(err)
-				}
-			})
+		acks := make([]event.Outcome, len(batch))
+		for i, d := range batch {
+			acks[i] = event.Outcome{Delivery: event.Delivery{Forwarder: d.Forwarder, Seq: d.Seq}, Verdict: event.Acked}
 		}
-		wg.Wait()
+		if err := s.Record(b.Context(), acks); err != nil {
+			b.Fatal(err)
+		}
 		after = batch[len(batch)-1].Seq
 		done += len(batch)
 	}
