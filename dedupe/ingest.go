@@ -82,8 +82,9 @@ func (s *Store) takeWhole(ctx context.Context, serial string, leads []event.Lead
 // count from the page's first record, and the first-start baseline (initial: skip) is
 // decided before the first part, for all of them. The page is complete, and the chatbot
 // marked initialized, with the part handed over with last set (in that part's last
-// transaction), or else once read returns nil; a page cut short by a failure leaves the
-// baseline to the next poll. A failing take returns the store's error, after which read
+// transaction), or else once read returns nil after handing over some part; a read that
+// hands over nothing (the poller knew the answer) touches nothing. A page cut short by a
+// failure leaves the baseline to the next poll. A failing take returns the store's error, after which read
 // should stop; IngestPage returns read's error (which may be take's).
 func (s *Store) IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
 	if s.readOnly {
@@ -93,13 +94,13 @@ func (s *Store) IngestPage(ctx context.Context, serial string, read func(take fu
 		return s.wrap("ingest "+serial, err)
 	}
 	p := s.newPageIngest(serial, nil, true)
-	var failed, done bool
+	var failed, done, any bool
 	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
 		if failed || done {
 			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("part handed over after the page failed or ended"))
 		}
 		res, err := p.add(leads, last)
-		failed, done = err != nil, last
+		failed, done, any = err != nil, last, true
 		return res, err
 	})
 	switch {
@@ -107,7 +108,7 @@ func (s *Store) IngestPage(ctx context.Context, serial string, read func(take fu
 		return err
 	case failed:
 		return s.wrap("ingest "+serial, errors.New("read went on after a failed part"))
-	case !done:
+	case !done && any:
 		_, err = p.add(nil, true)
 	}
 	return err

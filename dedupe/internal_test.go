@@ -206,3 +206,25 @@ func TestDryBackfillTakesNoWriteLock(t *testing.T) {
 	}
 	require.NoError(t, writer.Rollback())
 }
+
+// A page the poller knew (it hands over no part) touches nothing: not even the write
+// lock that a poll of another chatbot may hold.
+func TestIngestPageOfNothingTakesNoWriteLock(t *testing.T) {
+	s, err := Open(Options{Path: filepath.Join(t.TempDir(), "leadbridge.db")})
+	require.NoError(t, err)
+	defer s.Close()
+	writer, err := s.db.Begin(true) // another chatbot's poll in progress
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.IngestPage(t.Context(), "bot", func(func([]event.Lead, bool) (event.Ingested, error)) error { return nil })
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second): // a guard against a hang, not a speed check
+		require.NoError(t, writer.Rollback())
+		t.Fatal("a page of nothing waited for the write lock")
+	}
+	require.NoError(t, writer.Rollback())
+}
