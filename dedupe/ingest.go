@@ -246,6 +246,12 @@ type ingestTx struct {
 	wrote bool // anything put at all
 }
 
+// seenMark is a seen key to write at the end of a chunk.
+type seenMark struct {
+	key, val []byte
+	id       string // the record's event id, for an error
+}
+
 func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool) (event.Ingested, error) {
 	var res event.Ingested
 	chatbots := in.tx.Bucket(bucketChatbots)
@@ -273,6 +279,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 	// A backfill for some forwarders only must not hide records from the others.
 	mark := write && len(o.Only) == 0
 	inPage := in.inPage
+	var marks []seenMark
 	for j, l := range leads {
 		i := offset + j
 		// Everything that can fail for this record alone is checked before any write.
@@ -325,10 +332,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		refresh := raw != nil && in.s.retention > 0 && in.storeNow.Sub(old.lastSeen) >= in.s.retention/10
 		if mark && (raw == nil || changed || refresh) {
 			v := seenValue{created: l.CreatedAt, lastSeen: in.storeNow, hash: hash}
-			if err := seen.Put([]byte(key), v.encode()); err != nil {
-				return res, fmt.Errorf("mark %s seen: %w", l.ID(), err)
-			}
-			in.wrote = true
+			marks = append(marks, seenMark{key: []byte(key), val: v.encode(), id: l.ID()})
 		}
 
 		switch {
@@ -356,6 +360,16 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		if err := in.enqueue(ev, evJSON, o.Only); err != nil {
 			return res, err
 		}
+	}
+
+	// Seen keys go in in key order: bbolt then appends to a few leaf pages instead of
+	// inserting all over its tree (the API's order is not the keys' order).
+	slices.SortFunc(marks, func(a, b seenMark) int { return bytes.Compare(a.key, b.key) })
+	for _, m := range marks {
+		if err := seen.Put(m.key, m.val); err != nil {
+			return res, fmt.Errorf("mark %s seen: %w", m.id, err)
+		}
+		in.wrote = true
 	}
 
 	if poll && last {
