@@ -105,8 +105,9 @@ type Dispatcher struct {
 	// measured on the monotonic clock, so a jump of the wall clock moves neither.
 	Now func() time.Time
 
-	mu    sync.Mutex
-	lanes map[string]*lane
+	mu      sync.Mutex
+	lanes   map[string]*lane
+	resumed map[string]bool // resumed before the lanes were set up
 }
 
 // Run delivers until ctx is done, then lets in-flight attempts finish within Grace.
@@ -132,14 +133,24 @@ func (d *Dispatcher) DrainAfter(ctx context.Context, more <-chan struct{}) error
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Resume unpauses a forwarder paused because its target was gone. It reports whether
-// the forwarder is known to a running dispatcher.
+// the forwarder is one of the dispatcher's routes. A resume that comes before Run or
+// Drain has set up the lanes (the admin API may start first) is kept: the route starts
+// unpaused.
 func (d *Dispatcher) Resume(name string) bool {
 	d.mu.Lock()
 	l := d.lanes[name]
-	d.mu.Unlock()
 	if l == nil {
-		return false
+		known := slices.ContainsFunc(d.Routes, func(r Route) bool { return r.Forwarder.Name() == name })
+		if known {
+			if d.resumed == nil {
+				d.resumed = map[string]bool{}
+			}
+			d.resumed[name] = true
+		}
+		d.mu.Unlock()
+		return known
 	}
+	d.mu.Unlock()
 	l.resume()
 	return true
 }
@@ -195,12 +206,15 @@ func (d *Dispatcher) run(ctx context.Context, more <-chan struct{}) error {
 	defer stop()
 
 	w := &recorder{d: d, in: make(chan verdict, maxBatch), logger: logger}
+	d.mu.Lock()
 	lanes := make(map[string]*lane, len(d.Routes))
 	for _, r := range d.Routes {
+		if d.resumed[r.Forwarder.Name()] {
+			r.Paused = false
+		}
 		lanes[r.Forwarder.Name()] = newLane(d, r, w, logger.With("forwarder", r.Forwarder.Name()), rescan)
 	}
-	d.mu.Lock()
-	d.lanes = lanes
+	d.lanes, d.resumed = lanes, nil
 	d.mu.Unlock()
 
 	recorded := make(chan struct{})

@@ -638,3 +638,20 @@ func (b *safeBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A resume that arrives before the dispatcher has set up its lanes (the admin API starts
+// first) is not lost: the route starts unpaused.
+func TestDispatcherResumeBeforeRunIsKept(t *testing.T) {
+	target := newSink(t, nil)
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest(t.Context(), "bot1", leads(2))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: target.forwarder(t, "crm", time.Second), Retry: fastRetry(), Paused: true},
+	}}
+	assert.True(t, d.Resume("crm"), "a configured forwarder")
+	assert.False(t, d.Resume("nobody"))
+	drain(t, d)
+	assert.Equal(t, 2, target.count(), "delivered: the early resume was kept")
+}
