@@ -246,6 +246,38 @@ type ingestTx struct {
 	wrote bool // anything put at all
 }
 
+// fate is what a chunk makes of one valid record.
+type fate int
+
+// The fates of a record.
+const (
+	fateDuplicate fate = iota // seen and unchanged, or its change not announced
+	fateStale                 // unseen but created before the retention horizon: not taken
+	fateBaseline              // unseen, taken as known without an event (the first poll, initial: skip)
+	fateNew                   // unseen: a created event
+	fateResent                // seen, sent again as its created event (a backfill with Resend)
+	fateUpdated               // seen, its content changed: an updated event (emit_updates)
+)
+
+// fate decides what the chunk makes of record l, seen before or not, its content changed
+// or not, during the chatbot's baseline or not, with records created before horizon
+// (zero: none) stale, and seen ones re-sent when resend is set.
+func (in *ingestTx) fate(l event.Lead, seen, changed, baseline bool, horizon time.Time, resend bool) fate {
+	switch {
+	case !seen && !horizon.IsZero() && l.CreatedAt.Before(horizon):
+		return fateStale
+	case !seen && baseline:
+		return fateBaseline
+	case !seen:
+		return fateNew
+	case resend:
+		return fateResent
+	case changed && in.s.emitUpdates && !baseline:
+		return fateUpdated
+	}
+	return fateDuplicate
+}
+
 // seenMark is a seen key to write at the end of a chunk.
 type seenMark struct {
 	key, val []byte
@@ -307,20 +339,19 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		}
 		changed := raw != nil && !bytes.Equal(old.hash, hash)
 
-		var ev event.Event
-		switch {
-		case raw == nil && !horizon.IsZero() && l.CreatedAt.Before(horizon):
+		f := in.fate(l, raw != nil, changed, baseline, horizon, o.Resend)
+		if f == fateStale {
 			res.Stale++
 			continue
-		case raw == nil && baseline:
-		case raw == nil:
+		}
+		var ev event.Event
+		var evJSON []byte // the event, encoded once for every outbox entry of it
+		switch f {
+		case fateNew, fateResent:
 			ev = event.NewCreated(l)
-		case o.Resend:
-			ev = event.NewCreated(l)
-		case changed && in.s.emitUpdates && !baseline:
+		case fateUpdated:
 			ev = event.NewUpdated(l, in.now)
 		}
-		var evJSON []byte // the event, encoded once for every outbox entry of it
 		if ev.ID != "" {
 			if evJSON, err = json.Marshal(ev); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
@@ -335,22 +366,23 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 			marks = append(marks, seenMark{key: []byte(key), val: v.encode(), id: l.ID()})
 		}
 
-		switch {
-		case raw == nil && baseline:
+		switch f {
+		case fateBaseline:
 			st.Seen++
 			res.Baseline++
-			continue
-		case raw == nil:
+		case fateNew:
 			if mark {
 				st.Seen++
 			}
 			res.New++
-		case o.Resend:
+		case fateResent:
 			res.Duplicate++
-		case ev.ID != "":
+		case fateUpdated:
 			res.Updated++
 		default:
 			res.Duplicate++
+		}
+		if ev.ID == "" {
 			continue
 		}
 		res.Events = append(res.Events, ev)
