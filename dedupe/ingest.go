@@ -244,6 +244,17 @@ type ingestTx struct {
 	tx    *bolt.Tx
 	added int  // outbox entries put
 	wrote bool // anything put at all
+
+	// The chunk in progress.
+	serial  string
+	st      event.ChatbotState // the chatbot's state, as the chunk changes it
+	res     event.Ingested
+	opts    event.BackfillOptions // zero for a poll
+	horizon time.Time             // unseen records created before it are stale; zero: none
+	seen    *bolt.Bucket
+	write   bool       // the transaction writes (not a dry run)
+	mark    bool       // taken records are marked seen (not a backfill for some forwarders only)
+	marks   []seenMark // seen keys to write at the end of the chunk
 }
 
 // fate is what a chunk makes of one valid record.
@@ -260,19 +271,18 @@ const (
 )
 
 // fate decides what the chunk makes of record l, seen before or not, its content changed
-// or not, during the chatbot's baseline or not, with records created before horizon
-// (zero: none) stale, and seen ones re-sent when resend is set.
-func (in *ingestTx) fate(l event.Lead, seen, changed, baseline bool, horizon time.Time, resend bool) fate {
+// or not.
+func (in *ingestTx) fate(l event.Lead, seen, changed bool) fate {
 	switch {
-	case !seen && !horizon.IsZero() && l.CreatedAt.Before(horizon):
+	case !seen && !in.horizon.IsZero() && l.CreatedAt.Before(in.horizon):
 		return fateStale
-	case !seen && baseline:
+	case !seen && in.baseline:
 		return fateBaseline
 	case !seen:
 		return fateNew
-	case resend:
+	case in.opts.Resend:
 		return fateResent
-	case changed && in.s.emitUpdates && !baseline:
+	case changed && in.s.emitUpdates && !in.baseline:
 		return fateUpdated
 	}
 	return fateDuplicate
@@ -285,136 +295,133 @@ type seenMark struct {
 }
 
 func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool) (event.Ingested, error) {
-	var res event.Ingested
 	chatbots := in.tx.Bucket(bucketChatbots)
-	var st event.ChatbotState
-	if _, err := getJSON(chatbots, []byte(serial), &st); err != nil {
-		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
+	if _, err := getJSON(chatbots, []byte(serial), &in.st); err != nil {
+		return in.res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
-	before := st
+	before := in.st
 	poll := in.backfill == nil
 	if offset == 0 {
-		in.baseline = poll && !in.s.initialEmit && !st.Initialized
+		in.baseline = poll && !in.s.initialEmit && !in.st.Initialized
 	}
-	baseline := in.baseline
-	var horizon time.Time // unseen records created before it are stale
 	if poll && in.s.retention > 0 {
-		horizon = in.storeNow.Add(-in.s.retention)
+		in.horizon = in.storeNow.Add(-in.s.retention)
 	}
-	var o event.BackfillOptions
 	if !poll {
-		o = *in.backfill
+		in.opts = *in.backfill
 	}
-
-	seen := in.tx.Bucket(bucketSeen)
-	write := in.tx.Writable()
+	in.serial, in.seen, in.write = serial, in.tx.Bucket(bucketSeen), in.tx.Writable()
 	// A backfill for some forwarders only must not hide records from the others.
-	mark := write && len(o.Only) == 0
-	inPage := in.inPage
-	var marks []seenMark
+	in.mark = in.write && len(in.opts.Only) == 0
 	for j, l := range leads {
-		i := offset + j
-		// Everything that can fail for this record alone is checked before any write.
-		if reason := invalid(serial, l); reason != "" {
-			res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
-			continue
-		}
-		key := l.Key()
-		if _, dup := inPage[key]; dup {
-			continue
-		}
-		inPage[key] = struct{}{}
-
-		hash, err := hex.DecodeString(l.ContentHash())
-		if err != nil {
-			return res, fmt.Errorf("content hash of %s: %w", l.ID(), err)
-		}
-		raw := seen.Get([]byte(key))
-		var old seenValue
-		if raw != nil {
-			if old, err = decodeSeen(raw); err != nil && write {
-				// Still seen; the value is rewritten below.
-				in.s.log.Warn("rewriting a malformed seen value", "chatbot", serial, "event_id", l.ID(), "err", err)
-			}
-		}
-		changed := raw != nil && !bytes.Equal(old.hash, hash)
-
-		f := in.fate(l, raw != nil, changed, baseline, horizon, o.Resend)
-		if f == fateStale {
-			res.Stale++
-			continue
-		}
-		var ev event.Event
-		var evJSON []byte // the event, encoded once for every outbox entry of it
-		switch f {
-		case fateNew, fateResent:
-			ev = event.NewCreated(l)
-		case fateUpdated:
-			ev = event.NewUpdated(l, in.now)
-		}
-		if ev.ID != "" {
-			if evJSON, err = json.Marshal(ev); err != nil {
-				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
-					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
-				continue
-			}
-		}
-
-		refresh := raw != nil && in.s.retention > 0 && in.storeNow.Sub(old.lastSeen) >= in.s.retention/10
-		if mark && (raw == nil || changed || refresh) {
-			v := seenValue{created: l.CreatedAt, lastSeen: in.storeNow, hash: hash}
-			marks = append(marks, seenMark{key: []byte(key), val: v.encode(), id: l.ID()})
-		}
-
-		switch f {
-		case fateBaseline:
-			st.Seen++
-			res.Baseline++
-		case fateNew:
-			if mark {
-				st.Seen++
-			}
-			res.New++
-		case fateResent:
-			res.Duplicate++
-		case fateUpdated:
-			res.Updated++
-		default:
-			res.Duplicate++
-		}
-		if ev.ID == "" {
-			continue
-		}
-		res.Events = append(res.Events, ev)
-		if !write {
-			continue
-		}
-		if err := in.enqueue(ev, evJSON, o.Only); err != nil {
-			return res, err
+		if err := in.record(offset+j, l); err != nil {
+			return in.res, err
 		}
 	}
 
 	// Seen keys go in in key order: bbolt then appends to a few leaf pages instead of
 	// inserting all over its tree (the API's order is not the keys' order).
-	slices.SortFunc(marks, func(a, b seenMark) int { return bytes.Compare(a.key, b.key) })
-	for _, m := range marks {
-		if err := seen.Put(m.key, m.val); err != nil {
-			return res, fmt.Errorf("mark %s seen: %w", m.id, err)
+	slices.SortFunc(in.marks, func(a, b seenMark) int { return bytes.Compare(a.key, b.key) })
+	for _, m := range in.marks {
+		if err := in.seen.Put(m.key, m.val); err != nil {
+			return in.res, fmt.Errorf("mark %s seen: %w", m.id, err)
 		}
 		in.wrote = true
 	}
 
 	if poll && last {
-		st.Initialized = true
+		in.st.Initialized = true
 	}
-	if st == before || !write {
-		return res, nil
+	if in.st == before || !in.write {
+		return in.res, nil
 	}
 	in.wrote = true
-	if err := putJSON(chatbots, []byte(serial), st); err != nil {
-		return res, fmt.Errorf("chatbot %s state: %w", serial, err)
+	if err := putJSON(chatbots, []byte(serial), in.st); err != nil {
+		return in.res, fmt.Errorf("chatbot %s state: %w", serial, err)
 	}
-	return res, nil
+	return in.res, nil
+}
+
+// record takes record l, the i-th of the page: it is rejected, skipped as a repeat
+// within the page, or given its fate, counted, marked seen (at the end of the chunk) and
+// queued with its event. Only a failure of the store is returned.
+func (in *ingestTx) record(i int, l event.Lead) error {
+	// Everything that can fail for this record alone is checked before any write.
+	if reason := invalid(in.serial, l); reason != "" {
+		in.res.Rejected = append(in.res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
+		return nil
+	}
+	key := l.Key()
+	if _, dup := in.inPage[key]; dup {
+		return nil
+	}
+	in.inPage[key] = struct{}{}
+
+	hash, err := hex.DecodeString(l.ContentHash())
+	if err != nil {
+		return fmt.Errorf("content hash of %s: %w", l.ID(), err)
+	}
+	raw := in.seen.Get([]byte(key))
+	var old seenValue
+	if raw != nil {
+		if old, err = decodeSeen(raw); err != nil && in.write {
+			// Still seen; the value is rewritten below.
+			in.s.log.Warn("rewriting a malformed seen value", "chatbot", in.serial, "event_id", l.ID(), "err", err)
+		}
+	}
+	changed := raw != nil && !bytes.Equal(old.hash, hash)
+
+	f := in.fate(l, raw != nil, changed)
+	if f == fateStale {
+		in.res.Stale++
+		return nil
+	}
+	var ev event.Event
+	var evJSON []byte // the event, encoded once for every outbox entry of it
+	switch f {
+	case fateNew, fateResent:
+		ev = event.NewCreated(l)
+	case fateUpdated:
+		ev = event.NewUpdated(l, in.now)
+	}
+	if ev.ID != "" {
+		if evJSON, err = json.Marshal(ev); err != nil {
+			in.res.Rejected = append(in.res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
+				Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
+			return nil
+		}
+	}
+
+	refresh := raw != nil && in.s.retention > 0 && in.storeNow.Sub(old.lastSeen) >= in.s.retention/10
+	if in.mark && (raw == nil || changed || refresh) {
+		v := seenValue{created: l.CreatedAt, lastSeen: in.storeNow, hash: hash}
+		in.marks = append(in.marks, seenMark{key: []byte(key), val: v.encode(), id: l.ID()})
+	}
+
+	switch f {
+	case fateBaseline:
+		in.st.Seen++
+		in.res.Baseline++
+	case fateNew:
+		if in.mark {
+			in.st.Seen++
+		}
+		in.res.New++
+	case fateResent:
+		in.res.Duplicate++
+	case fateUpdated:
+		in.res.Updated++
+	default:
+		in.res.Duplicate++
+	}
+	if ev.ID == "" {
+		return nil
+	}
+	in.res.Events = append(in.res.Events, ev)
+	if !in.write {
+		return nil
+	}
+	return in.enqueue(ev, evJSON, in.opts.Only)
 }
 
 // invalid says what keeps the store from taking l for chatbot serial, naming the field
