@@ -178,11 +178,53 @@ func open(opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	db, err := openBolt(opts, log)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	clock := &storeClock{now: now, log: log, baseMono: time.Now()}
+	_ = db.View(func(tx *bolt.Tx) error {
+		clock.base, clock.last = loadClock(tx, now())
+		return nil
+	})
+	lastOK := map[string]time.Time{}
+	_ = db.View(func(tx *bolt.Tx) error { loadLastOK(tx, lastOK); return nil })
+	durableOK := make(map[string]bool, len(lastOK))
+	for serial := range lastOK {
+		durableOK[serial] = true
+	}
+	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
+	return &Store{
+		db:          db,
+		path:        opts.Path,
+		retention:   opts.Retention,
+		initialEmit: initialEmit,
+		emitUpdates: opts.EmitUpdates,
+		route:       opts.Route,
+		log:         log,
+		changes:     make(chan struct{}, 1),
+		readOnly:    opts.ReadOnly,
+		now:         now,
+		clock:       clock,
+		staleLogged: map[string]bool{},
+		polls:       map[string]pollMark{},
+		durableOK:   durableOK,
+		lastOK:      lastOK,
+	}, nil
+}
+
+// openBolt opens the bbolt file at opts.Path and makes it ready: a file that is not a
+// bbolt database, a damaged one or one locked by another process is refused with an
+// error saying which, permissions wider than 0600 are narrowed, and the buckets exist.
+func openBolt(opts Options, log *slog.Logger) (*bolt.DB, error) {
 	timeout := opts.OpenTimeout
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-
 	info, err := os.Stat(opts.Path)
 	existed := err == nil
 	if opts.ReadOnly {
@@ -247,43 +289,7 @@ func open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
 	}
-	// Acks are batched (db.Batch) so that concurrent ones share one fsync. bbolt's default
-	// 10ms wait for companions would cap a lane of 4 at ~400 deliveries a second; 1ms
-	// still coalesces concurrent acks.
-	db.MaxBatchDelay = time.Millisecond
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	clock := &storeClock{now: now, log: log, baseMono: time.Now()}
-	_ = db.View(func(tx *bolt.Tx) error {
-		clock.base, clock.last = loadClock(tx, now())
-		return nil
-	})
-	lastOK := map[string]time.Time{}
-	_ = db.View(func(tx *bolt.Tx) error { loadLastOK(tx, lastOK); return nil })
-	durableOK := make(map[string]bool, len(lastOK))
-	for serial := range lastOK {
-		durableOK[serial] = true
-	}
-	log.Debug("store opened", "path", opts.Path, "read_only", opts.ReadOnly)
-	return &Store{
-		db:          db,
-		path:        opts.Path,
-		retention:   opts.Retention,
-		initialEmit: initialEmit,
-		emitUpdates: opts.EmitUpdates,
-		route:       opts.Route,
-		log:         log,
-		changes:     make(chan struct{}, 1),
-		readOnly:    opts.ReadOnly,
-		now:         now,
-		clock:       clock,
-		staleLogged: map[string]bool{},
-		polls:       map[string]pollMark{},
-		durableOK:   durableOK,
-		lastOK:      lastOK,
-	}, nil
+	return db, nil
 }
 
 // errPanicked marks a panic inside bbolt, which it raises on pages it cannot read.
