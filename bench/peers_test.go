@@ -45,41 +45,9 @@ func newStandIn(perBot int) *standIn {
 	}
 }
 
-var (
-	firstNames = []string{"Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Ken", "Radia", "Dennis", "Frances"}
-	lastNames  = []string{"Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", "Thompson", "Perlman", "Ritchie", "Allen"}
-	asks       = []string{
-		"Do you ship to Canada?",
-		"I'd like a quote for 20 seats.",
-		"Can someone call me back tomorrow morning?",
-		"Please share anything about pricing.",
-		"Is the Tuesday 3pm slot still free?",
-		"We need an onboarding session for the team.",
-	}
-)
-
 // record is record i of a chatbot, spelled as the API spells it.
 func (s *standIn) record(i int) leadsim.Record {
-	first, last := firstNames[i%len(firstNames)], lastNames[(i/len(firstNames))%len(lastNames)]
-	kind := "Lead"
-	if i%3 == 0 {
-		kind = "Appointment"
-	}
-	phone := ""
-	if i%2 == 0 {
-		phone = fmt.Sprintf("+1 555 %04d", i%10000)
-	}
-	return leadsim.Record{
-		Type:        kind,
-		Name:        first + " " + last,
-		Email:       fmt.Sprintf("%s.%s.%d@example.com", first, last, i),
-		PhoneNumber: phone,
-		CreateTime:  s.created(i).In(s.pst).Format("2006-01-02T15:04:05.000000-07:00"),
-		Content:     asks[i%len(asks)],
-		SessionID:   100000 + int64(i),
-		URI:         "www.example.com/pricing",
-		Count:       1 + i%4,
-	}
+	return leadsim.Sample(i, 100000+int64(i), s.created(i).In(s.pst))
 }
 
 func (s *standIn) created(i int) time.Time {

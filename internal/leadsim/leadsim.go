@@ -155,30 +155,36 @@ var (
 func (s *Server) Generate(serial string, at time.Time) Record {
 	s.mu.Lock()
 	s.nextSess++
-	first := firstNames[s.rng.IntN(len(firstNames))]
-	last := lastNames[s.rng.IntN(len(lastNames))]
-	kind := "Lead"
-	if s.rng.IntN(3) == 0 {
-		kind = "Appointment"
-	}
-	phone := ""
-	if s.rng.IntN(2) == 0 {
-		phone = fmt.Sprintf("+1 555 %04d", s.rng.IntN(10000))
-	}
-	r := Record{
-		Type:        kind,
-		Name:        first + " " + last,
-		Email:       fmt.Sprintf("%s.%s@example.com", lower(first), lower(last)),
-		PhoneNumber: phone,
-		CreateTime:  at.In(s.offset).Format("2006-01-02T15:04:05.000000-07:00"),
-		Content:     asks[s.rng.IntN(len(asks))],
-		SessionID:   s.nextSess,
-		URI:         "www.example.com/pricing",
-		Count:       1 + s.rng.IntN(4),
-	}
+	r := Sample(s.rng.IntN(1<<30), s.nextSess, at.In(s.offset))
 	s.mu.Unlock()
 	s.Add(serial, r)
 	return r
+}
+
+// Sample is a plausible lead or appointment, picked by n (the same n, the same person,
+// kind, phone and question), with the given session, created at at in at's zone. Its
+// email names n, so that distinct n give distinct people.
+func Sample(n int, session int64, at time.Time) Record {
+	first, last := firstNames[n%len(firstNames)], lastNames[(n/len(firstNames))%len(lastNames)]
+	kind := "Lead"
+	if n%3 == 0 {
+		kind = "Appointment"
+	}
+	phone := ""
+	if n%2 == 0 {
+		phone = fmt.Sprintf("+1 555 %04d", n%10000)
+	}
+	return Record{
+		Type:        kind,
+		Name:        first + " " + last,
+		Email:       fmt.Sprintf("%s.%s.%d@example.com", lower(first), lower(last), n),
+		PhoneNumber: phone,
+		CreateTime:  at.Format("2006-01-02T15:04:05.000000-07:00"),
+		Content:     asks[n%len(asks)],
+		SessionID:   session,
+		URI:         "www.example.com/pricing",
+		Count:       1 + n%4,
+	}
 }
 
 // GenerateEvery adds a new record (Generate) to one of serials, picked at random, every
