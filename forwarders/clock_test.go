@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 )
 
@@ -57,13 +56,7 @@ func TestDispatcherBudgetAfterRestartIsBoundedByAttempts(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest(t.Context(), "bot1", leads(1))
-	require.NoError(t, err)
-	pending, err := st.Pending(t.Context(), "crm", 0, 1)
-	require.NoError(t, err)
-	entry := pending[0]
-	entry.Attempts, entry.FirstTry, entry.NextTry = 2, time.Now().Add(-2*time.Hour), time.Now()
-	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
+	failedBefore(t, st, 2, time.Now().Add(-2*time.Hour), time.Now())
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
@@ -86,13 +79,7 @@ func TestDispatcherStoredNextTryFarAheadWaitsAtMostMaxInterval(t *testing.T) {
 	target := newSink(t, nil)
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest(t.Context(), "bot1", leads(1))
-	require.NoError(t, err)
-	pending, err := st.Pending(t.Context(), "crm", 0, 1)
-	require.NoError(t, err)
-	entry := pending[0]
-	entry.Attempts, entry.FirstTry, entry.NextTry = 1, time.Now(), time.Now().Add(365*24*time.Hour)
-	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
+	failedBefore(t, st, 1, time.Now(), time.Now().Add(365*24*time.Hour))
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),

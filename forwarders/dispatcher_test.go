@@ -51,6 +51,18 @@ func leads(n int) []event.Lead {
 	return leadtest.Leads("bot1", 1000, n, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC))
 }
 
+// failedBefore takes one lead into st for "crm" and records that it failed attempts
+// times already, first tried at firstTry and due again at nextTry, as a previous process
+// would have left it.
+func failedBefore(t *testing.T, st *dedupe.Store, attempts int, firstTry, nextTry time.Time) {
+	t.Helper()
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
+	require.NoError(t, err)
+	entry := leadtest.Pending(t, st, "crm")[0]
+	entry.Attempts, entry.FirstTry, entry.NextTry = attempts, firstTry, nextTry
+	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
+}
+
 func fastRetry() forwarders.RetryPolicy {
 	return forwarders.RetryPolicy{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond, MaxElapsed: time.Minute}
 }
@@ -484,13 +496,7 @@ func TestDispatcherKeepsTheBackoffPaceAcrossRestarts(t *testing.T) {
 	target := newSink(t, func(int, string) int { return http.StatusServiceUnavailable })
 	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
 	defer st.Close()
-	_, err := st.Ingest(t.Context(), "bot1", leads(1))
-	require.NoError(t, err)
-	pending, err := st.Pending(t.Context(), "crm", 0, 1)
-	require.NoError(t, err)
-	entry := pending[0]
-	entry.Attempts, entry.FirstTry, entry.NextTry = 30, time.Now(), time.Now() // thirty failures before a restart
-	require.NoError(t, st.Record(t.Context(), []event.Outcome{{Delivery: entry, Verdict: event.Retrying}}))
+	failedBefore(t, st, 30, time.Now(), time.Now()) // thirty failures before a restart
 
 	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{
 		Forwarder: target.forwarder(t, "crm", time.Second),
