@@ -55,15 +55,6 @@ var createTimeLayouts = []string{
 	"2006-01-02T15:04:05",
 }
 
-// decode turns a whole 2xx body into a Page, or an *APIError (Success: false, or a Code
-// outside 2xx) or a *DecodeError: stream over a body held in memory.
-func (c *Client) decode(bot event.Chatbot, body []byte) (Page, error) {
-	return whole(func(take func(Page) error) error {
-		return c.stream(context.Background(), bot, &bodyReader{r: bytes.NewReader(body), limit: int64(len(body))},
-			bytes.NewReader(body), nil, take)
-	})
-}
-
 // stream reads a 2xx body in two passes. The first reads it from body to its end (the
 // caller keeps a copy of every byte read, readable through spool) and checks that it is
 // one well-formed JSON object whose envelope (Success, Code, Message) says success and
