@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -77,8 +78,9 @@ type Store interface {
 // after its retention, and records read again after that would look new. A gap cut short
 // that way is logged as a warning with the backfill command that recovers it.
 //
-// Set the fields before calling Run, PollOnce or PollAll and do not change them after.
-// A Loop must not be copied once used.
+// Set the fields before calling Run, PollOnce or PollAll and do not change them after;
+// SetChatbots, SetPace and SetClient change a running Loop (see live.go). A Loop must
+// not be copied once used.
 type Loop struct {
 	// Client calls the LeadList API.
 	Client *Client
@@ -124,6 +126,10 @@ type Loop struct {
 
 	mu   sync.Mutex
 	bots map[string]*botState // by serial, made on first use
+	live *liveSet             // the running chatbots while Run runs; nil before
+
+	pace   atomic.Pointer[pace]   // Interval and Lookback as SetPace changed them; nil: the fields
+	client atomic.Pointer[Client] // Client as SetClient changed it; nil: the field
 }
 
 // botState is what the Loop remembers of a chatbot between polls.
@@ -238,15 +244,28 @@ func (e *storeError) Unwrap() error { return e.err }
 // failing chatbot never delays another. A failing chatbot is retried with exponential
 // backoff (honouring Retry-After); a success returns it to Interval. Run returns nil once
 // ctx is done and every goroutine has stopped, or at once if the Loop is misconfigured.
+// SetChatbots changes the running chatbots.
 func (l *Loop) Run(ctx context.Context) error {
 	if err := l.validate(); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	for i, bot := range l.Chatbots {
-		wg.Go(func() { l.run(ctx, bot, l.firstWait(i, len(l.Chatbots))) })
+	bots := l.chatbots()
+	waits := make([]time.Duration, len(bots))
+	for i := range bots {
+		waits[i] = l.firstWait(i, len(bots))
 	}
-	wg.Wait()
+	l.mu.Lock()
+	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots))}
+	l.live = live
+	for i, bot := range bots {
+		l.startLocked(bot, waits[i])
+	}
+	l.mu.Unlock()
+	<-ctx.Done()
+	l.mu.Lock()
+	live.stopping = true // no chatbot starts from now on
+	l.mu.Unlock()
+	live.wg.Wait()
 	return nil
 }
 
@@ -267,10 +286,11 @@ func (l *Loop) PollAll(ctx context.Context) error {
 	if err := l.validate(); err != nil {
 		return err
 	}
-	errs := make([]error, len(l.Chatbots))
+	bots := l.chatbots()
+	errs := make([]error, len(bots))
 	sem := make(chan struct{}, pollAllConcurrency)
 	var wg sync.WaitGroup
-	for i, bot := range l.Chatbots {
+	for i, bot := range bots {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -423,11 +443,19 @@ func (l *Loop) validate() error {
 	if l.Store == nil {
 		errs = append(errs, errors.New("poller: Loop.Store is nil"))
 	}
-	if len(l.Chatbots) == 0 {
+	bots := l.chatbots()
+	if len(bots) == 0 {
 		errs = append(errs, errors.New("poller: no chatbots to poll"))
 	}
-	seen := make(map[string]bool, len(l.Chatbots))
-	for i, bot := range l.Chatbots {
+	errs = append(errs, checkChatbots(bots))
+	return errors.Join(errs...)
+}
+
+// checkChatbots reports chatbots without a serial or listed twice.
+func checkChatbots(bots []event.Chatbot) error {
+	var errs []error
+	seen := make(map[string]bool, len(bots))
+	for i, bot := range bots {
 		switch {
 		case bot.Serial == "":
 			errs = append(errs, fmt.Errorf("poller: chatbot %d has no serial", i))
@@ -451,22 +479,25 @@ func (l *Loop) firstWait(i, n int) time.Duration {
 	return time.Duration((float64(i) + rand.Float64()) / float64(n) * float64(span))
 }
 
-// run is one chatbot's schedule, starting with a wait of first.
-func (l *Loop) run(ctx context.Context, bot event.Chatbot, first time.Duration) {
-	interval, jitter := l.interval(), l.jitter()
+// run is one chatbot's schedule, starting with a wait of first, until ctx is done or the
+// chatbot is removed (after the poll under way, if any). Each poll takes the chatbot as
+// it is configured then; a change of pace wakes a regular wait to measure it again.
+func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
+	jitter := l.jitter()
 	bo := l.newBackOff()
-	wait := first
-	for sleep(ctx, wait) {
+	wait, regular := first, false
+	for l.await(ctx, r, wait, regular) {
+		bot := l.botOf(r)
 		_, err := l.poll(ctx, bot)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil {
 			bo.Reset()
-			wait = jittered(interval, jitter)
+			wait, regular = jittered(l.interval(), jitter), true
 			continue
 		}
-		wait = retryWait(bo, err)
+		wait, regular = retryWait(bo, err), false
 		l.logFailure(bot, err, wait)
 	}
 }
@@ -564,7 +595,7 @@ func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, reme
 		return same
 	}
 	err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
-		polled = l.Client.StreamChanged(ctx, bot, w, known, func(page Page) error {
+		polled = l.currentClient().StreamChanged(ctx, bot, w, known, func(page Page) error {
 			for _, e := range page.Skipped {
 				skips = append(skips, e.Field)
 			}
@@ -692,36 +723,29 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 	return time.Duration(float64(d) * (1 + jitter*(2*rand.Float64()-1)))
 }
 
-// sleep waits d, reporting false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 func utcDay(t time.Time) time.Time {
 	y, m, d := t.UTC().Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
 func (l *Loop) interval() time.Duration {
-	if l.Interval > 0 {
-		return l.Interval
+	d := l.Interval
+	if p := l.pace.Load(); p != nil {
+		d = p.interval
+	}
+	if d > 0 {
+		return d
 	}
 	return DefaultInterval
 }
 
 func (l *Loop) lookback() time.Duration {
-	if l.Lookback > 0 {
-		return l.Lookback
+	d := l.Lookback
+	if p := l.pace.Load(); p != nil {
+		d = p.lookback
+	}
+	if d > 0 {
+		return d
 	}
 	return DefaultLookback
 }

@@ -1,0 +1,182 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// Router routes events by the current config: Set swaps the config a reload applied in,
+// and Route, which fits dedupe.Options.Route, reads whichever config is current. It is
+// safe for concurrent use.
+type Router struct{ cfg atomic.Pointer[Config] }
+
+// NewRouter is a Router over c.
+func NewRouter(c *Config) *Router {
+	r := &Router{}
+	r.Set(c)
+	return r
+}
+
+// Set makes c the config Route reads; records routed after it returns use c.
+func (r *Router) Set(c *Config) { r.cfg.Store(c) }
+
+// Route names the forwarders of the current config whose filters accept ev.
+func (r *Router) Route(ev event.Event) []string { return r.cfg.Load().Route(ev) }
+
+// Diff is what a reload changes between a running config and a new one: chatbots by
+// serial and forwarders by name, in the new config's order (removed ones in the old
+// one's). Kept lists the keys that cannot change without a restart, whose new value
+// differs and is ignored. It holds names and key paths only, never a value.
+type Diff struct {
+	ChatbotsAdded, ChatbotsRemoved, ChatbotsChanged       []string
+	ForwardersAdded, ForwardersRemoved, ForwardersChanged []string
+	// Pace is true when poll.interval or poll.lookback changed.
+	Pace bool
+	// Client is true when the LeadList connection (neoagent.base_url, api_key, timeout,
+	// max_body_bytes) changed.
+	Client bool
+	// Kept are the restart-only keys whose new value was ignored (see Reloadable).
+	Kept []string
+}
+
+// Empty reports whether the new config changes nothing that a reload applies.
+func (d Diff) Empty() bool {
+	return len(d.ChatbotsAdded)+len(d.ChatbotsRemoved)+len(d.ChatbotsChanged)+
+		len(d.ForwardersAdded)+len(d.ForwardersRemoved)+len(d.ForwardersChanged) == 0 && !d.Pace && !d.Client
+}
+
+// restartOnly are the keys a running leadbridge cannot take without a restart: the
+// listener and its token, the store and what the store was opened with, the logger,
+// the shutdown grace the dispatcher runs with, and the poll loop's jitter and backoff.
+var restartOnly = []struct {
+	path  string
+	field func(*Config) any
+}{
+	{"http.listen", func(c *Config) any { return &c.HTTP.Listen }},
+	{"http.admin_token", func(c *Config) any { return &c.HTTP.AdminToken }},
+	{"store.path", func(c *Config) any { return &c.Store.Path }},
+	{"store.retention", func(c *Config) any { return &c.Store.Retention }},
+	{"poll.initial", func(c *Config) any { return &c.Poll.Initial }},
+	{"poll.jitter", func(c *Config) any { return &c.Poll.Jitter }},
+	{"poll.max_backoff", func(c *Config) any { return &c.Poll.MaxBackoff }},
+	{"dedupe.emit_updates", func(c *Config) any { return &c.Dedupe.EmitUpdates }},
+	{"shutdown.grace", func(c *Config) any { return &c.Shutdown.Grace }},
+	{"log.level", func(c *Config) any { return &c.Log.Level }},
+	{"log.format", func(c *Config) any { return &c.Log.Format }},
+}
+
+// Reloadable is next with every restart-only key set back to its value in running, and
+// the paths of the keys that were, so that a reload keeps them and says so. running and
+// next are not changed.
+func Reloadable(running, next *Config) (*Config, []string) {
+	out := *next
+	out.Forwarders = slices.Clone(next.Forwarders)
+	var kept []string
+	for _, k := range restartOnly {
+		was, now := reflect.ValueOf(k.field(running)).Elem(), reflect.ValueOf(k.field(&out)).Elem()
+		if !reflect.DeepEqual(was.Interface(), now.Interface()) {
+			now.Set(was)
+			kept = append(kept, k.path)
+		}
+	}
+	return &out, kept
+}
+
+// Compare is the Diff from running to next, which should come from Reloadable.
+func Compare(running, next *Config, kept []string) Diff {
+	d := Diff{Kept: kept}
+	oldBots := map[string]Chatbot{}
+	for _, cb := range running.NeoAgent.Chatbots {
+		oldBots[cb.Serial] = cb
+	}
+	newBots := map[string]bool{}
+	for _, cb := range next.NeoAgent.Chatbots {
+		newBots[cb.Serial] = true
+		switch was, ok := oldBots[cb.Serial]; {
+		case !ok:
+			d.ChatbotsAdded = append(d.ChatbotsAdded, cb.Serial)
+		case !reflect.DeepEqual(was, cb):
+			d.ChatbotsChanged = append(d.ChatbotsChanged, cb.Serial)
+		}
+	}
+	for _, cb := range running.NeoAgent.Chatbots {
+		if !newBots[cb.Serial] {
+			d.ChatbotsRemoved = append(d.ChatbotsRemoved, cb.Serial)
+		}
+	}
+	for _, f := range next.Forwarders {
+		switch was, ok := running.Forwarder(f.Name); {
+		case !ok:
+			d.ForwardersAdded = append(d.ForwardersAdded, f.Name)
+		case was.Fingerprint() != f.Fingerprint():
+			d.ForwardersChanged = append(d.ForwardersChanged, f.Name)
+		}
+	}
+	for _, f := range running.Forwarders {
+		if _, ok := next.Forwarder(f.Name); !ok {
+			d.ForwardersRemoved = append(d.ForwardersRemoved, f.Name)
+		}
+	}
+	d.Pace = running.Poll.Interval != next.Poll.Interval || running.Poll.Lookback != next.Poll.Lookback
+	a, b := running.NeoAgent, next.NeoAgent
+	d.Client = a.BaseURL != b.BaseURL || a.APIKey != b.APIKey || a.Timeout != b.Timeout || a.MaxBodyBytes != b.MaxBodyBytes
+	return d
+}
+
+// LogAttrs are slog attributes summing up d: the names and serials that changed and how
+// many, never a value.
+func (d Diff) LogAttrs() []any {
+	var attrs []any
+	list := func(key string, names []string) {
+		if len(names) > 0 {
+			attrs = append(attrs, key, strings.Join(names, ","))
+		}
+	}
+	attrs = append(attrs, "chatbots_added", len(d.ChatbotsAdded), "chatbots_removed", len(d.ChatbotsRemoved),
+		"chatbots_changed", len(d.ChatbotsChanged), "forwarders_added", len(d.ForwardersAdded),
+		"forwarders_removed", len(d.ForwardersRemoved), "forwarders_changed", len(d.ForwardersChanged))
+	list("added_chatbots", d.ChatbotsAdded)
+	list("removed_chatbots", d.ChatbotsRemoved)
+	list("changed_chatbots", d.ChatbotsChanged)
+	list("added_forwarders", d.ForwardersAdded)
+	list("removed_forwarders", d.ForwardersRemoved)
+	list("changed_forwarders", d.ForwardersChanged)
+	if d.Pace {
+		attrs = append(attrs, "poll_pace_changed", true)
+	}
+	if d.Client {
+		attrs = append(attrs, "neoagent_connection_changed", true)
+	}
+	return attrs
+}
+
+// AdminAddress reads only the http section of the config file at path: the address and
+// admin token of the daemon that runs it, for `leadbridge reload`, which must reach the
+// daemon even when the rest of the file is wrong (the daemon then names the problems).
+// Environment variables are expanded as Load does; the rest of the file is not checked.
+func AdminAddress(path string) (HTTP, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return HTTP{}, fmt.Errorf("config: %w", err)
+	}
+	expanded, envValues, probs := expandEnv(data, os.Getenv)
+	if len(probs) > 0 {
+		return HTTP{}, &ValidationError{Source: path, Problems: probs}
+	}
+	c := DefaultConfig()
+	if msg := decodeYAML(expanded, envValues, c); msg != "" {
+		return HTTP{}, &ValidationError{Source: path, Problems: []Problem{{Msg: msg}}}
+	}
+	for _, p := range c.doc.problems {
+		if p.Path == "http" || strings.HasPrefix(p.Path, "http.") {
+			return HTTP{}, &ValidationError{Source: path, Problems: []Problem{p}}
+		}
+	}
+	return c.HTTP, nil
+}

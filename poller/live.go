@@ -1,0 +1,183 @@
+package poller
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// liveSet is the chatbots a running Loop polls, by serial.
+type liveSet struct {
+	ctx      context.Context // Run's
+	running  map[string]*runner
+	wg       sync.WaitGroup // every runner's goroutine, removed ones finishing a poll included
+	stopping bool           // Run's ctx is done: nothing starts any more
+}
+
+// runner is one chatbot's goroutine.
+type runner struct {
+	bot  event.Chatbot // as configured now; l.mu guards it
+	stop chan struct{} // closed when the chatbot is removed
+	done chan struct{} // closed when the goroutine has returned
+	wake chan struct{} // the pace changed: measure a regular wait again
+}
+
+// pace is Interval and Lookback as SetPace set them.
+type pace struct{ interval, lookback time.Duration }
+
+// chatbots is a copy of the chatbots the Loop polls now.
+func (l *Loop) chatbots() []event.Chatbot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.Chatbots)
+}
+
+// botOf is r's chatbot as configured now.
+func (l *Loop) botOf(r *runner) event.Chatbot {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return r.bot
+}
+
+// currentClient is the client polls use now.
+func (l *Loop) currentClient() *Client {
+	if c := l.client.Load(); c != nil {
+		return c
+	}
+	return l.Client
+}
+
+// startLocked starts bot's goroutine with a first wait of first; after a runner of the
+// same serial that is still finishing a poll, it waits for that one to end first, so
+// that one chatbot is never polled twice at once. l.mu must be held.
+func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
+	var before chan struct{}
+	for _, r := range l.live.running {
+		if r.bot.Serial == bot.Serial {
+			before = r.done
+		}
+	}
+	r := &runner{bot: bot, stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	l.live.running[bot.Serial] = r
+	ctx := l.live.ctx
+	l.live.wg.Go(func() {
+		defer close(r.done)
+		if before != nil {
+			select {
+			case <-before:
+			case <-ctx.Done():
+				return
+			}
+		}
+		l.run(ctx, r, first)
+	})
+}
+
+// SetChatbots makes bots the chatbots the Loop polls. Before Run it only sets Chatbots.
+// While Run runs, a chatbot not polled before starts at once (spread over
+// min(Interval, 1m) with jitter on, like the first round of Run), with the store's rule
+// for a chatbot never polled (poll.initial); a chatbot no longer listed stops after the
+// poll under way, whose records are taken as usual; a chatbot whose settings changed
+// (its name, say) takes them at its next poll. It returns an error, changing nothing,
+// for a chatbot without a serial or listed twice.
+func (l *Loop) SetChatbots(bots []event.Chatbot) error {
+	if err := checkChatbots(bots); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	var added []event.Chatbot
+	if live := l.live; live != nil && !live.stopping {
+		listed := make(map[string]bool, len(bots))
+		for _, bot := range bots {
+			listed[bot.Serial] = true
+			if r := live.running[bot.Serial]; r != nil {
+				r.bot = bot
+			} else {
+				added = append(added, bot)
+			}
+		}
+		for serial, r := range live.running {
+			if !listed[serial] {
+				close(r.stop)
+				delete(live.running, serial)
+			}
+		}
+	}
+	l.Chatbots = slices.Clone(bots)
+	l.mu.Unlock()
+	if len(added) == 0 {
+		return nil
+	}
+	waits := make([]time.Duration, len(added))
+	for i := range added {
+		waits[i] = l.firstWait(i, len(added))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, bot := range added {
+		// Run may have stopped, or another SetChatbots started or removed the chatbot,
+		// while the lock was let go.
+		if l.live.stopping || !slices.ContainsFunc(l.Chatbots, func(b event.Chatbot) bool { return b.Serial == bot.Serial }) ||
+			l.live.running[bot.Serial] != nil {
+			continue
+		}
+		l.startLocked(bot, waits[i])
+	}
+	return nil
+}
+
+// SetPace changes Interval and Lookback (0: the default) while the Loop runs: each
+// chatbot's window takes the lookback at its next poll, and a chatbot waiting out a
+// regular interval waits the new one from its last poll instead (at once if that is
+// past); a chatbot backing off after a failure keeps its backoff.
+func (l *Loop) SetPace(interval, lookback time.Duration) {
+	l.pace.Store(&pace{interval: interval, lookback: lookback})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.live == nil {
+		return
+	}
+	for _, r := range l.live.running {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SetClient makes c the client of every poll that starts from now on (a rotated API key,
+// a new base URL or timeout); polls under way finish with the old one.
+func (l *Loop) SetClient(c *Client) { l.client.Store(c) }
+
+// await waits d before r's next poll and reports whether to poll: false once ctx is
+// done or r was removed. A regular wait (the interval after a success) woken by a change
+// of pace is measured again from its start with the new interval.
+func (l *Loop) await(ctx context.Context, r *runner, d time.Duration, regular bool) bool {
+	start := time.Now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-r.stop:
+			return false
+		default:
+		}
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-r.stop:
+			return false
+		case <-r.wake:
+			if regular {
+				t.Reset(max(time.Until(start.Add(jittered(l.interval(), l.jitter()))), 0))
+			}
+		}
+	}
+}
