@@ -107,7 +107,9 @@ type Dispatcher struct {
 
 	mu      sync.Mutex
 	lanes   map[string]*lane
-	resumed map[string]bool // resumed before the lanes were set up
+	resumed map[string]bool  // resumed before the lanes were set up
+	rt      *runState        // the run under way (or last run); nil before the first
+	leaving map[string]*lane // lanes removed while running, until they stop (see reroute.go)
 }
 
 // Run delivers until ctx is done, then lets in-flight attempts finish within Grace.
@@ -206,13 +208,18 @@ func (d *Dispatcher) run(ctx context.Context, more <-chan struct{}) error {
 	defer stop()
 
 	w := &recorder{d: d, in: make(chan verdict, maxBatch), logger: logger}
+	rt := &runState{ctx: ctx, hard: hard, more: more, rec: w, logger: logger, rescan: rescan,
+		exited: make(chan struct{}, 1)}
 	d.mu.Lock()
+	d.rt = rt
 	lanes := make(map[string]*lane, len(d.Routes))
 	for _, r := range d.Routes {
 		if d.resumed[r.Forwarder.Name()] {
 			r.Paused = false
 		}
-		lanes[r.Forwarder.Name()] = newLane(d, r, w, logger.With("forwarder", r.Forwarder.Name()), rescan)
+		l := newLane(d, r, w, logger.With("forwarder", r.Forwarder.Name()), rescan)
+		lanes[r.Forwarder.Name()] = l
+		d.startLaneLocked(l, nil)
 	}
 	d.lanes, d.resumed = lanes, nil
 	d.mu.Unlock()
@@ -222,18 +229,23 @@ func (d *Dispatcher) run(ctx context.Context, more <-chan struct{}) error {
 		defer close(recorded)
 		w.run(ctx)
 	}()
-	var wg sync.WaitGroup
-	for _, l := range lanes {
-		wg.Go(func() { l.run(ctx, hard, more) })
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	ctxDone := ctx.Done()
 	for {
-		select {
-		case <-done:
+		// Lanes come and go while running (AddRoute, RemoveRoute); the run ends once none
+		// is left and none can come: ctx is done, or, draining, every lane has drained.
+		d.mu.Lock()
+		finished := rt.lanes == 0 && (more != nil || ctx.Err() != nil)
+		rt.closed = finished
+		d.mu.Unlock()
+		if finished {
 			close(w.in) // every attempt has handed in its verdict
 			<-recorded
 			return nil
+		}
+		select {
+		case <-rt.exited:
+		case <-ctxDone:
+			ctxDone = nil
 		case <-d.Outbox.Changes():
 			d.added()
 		}
@@ -276,11 +288,17 @@ func (s *schedule) Pop() any {
 // lane delivers one forwarder's entries.
 type lane struct {
 	d      *Dispatcher
-	route  Route
+	name   string // the forwarder's name
+	route  Route  // as attempts start with it; l.mu guards it (ReplaceRoute changes it)
+	gen    *generation
 	rec    *recorder
 	logger *slog.Logger
 	rescan time.Duration
-	sem    chan struct{}
+	sem    chan struct{} // l.mu guards it (ReplaceRoute changes it)
+	// cancel stops the lane's loop (RemoveRoute); stopped is closed once the loop and its
+	// attempts are over and their verdicts recorded.
+	cancel  context.CancelFunc
+	stopped chan struct{}
 	// addedC says the outbox has new entries; freedC that a slot came free or the lane
 	// was resumed.
 	addedC, freedC chan struct{}
@@ -298,6 +316,19 @@ type lane struct {
 }
 
 func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan time.Duration) *lane {
+	r = withDefaults(r)
+	return &lane{
+		d: d, name: r.Forwarder.Name(), route: r, gen: &generation{}, rec: rec, logger: logger, rescan: rescan,
+		sem:     make(chan struct{}, r.Concurrency),
+		stopped: make(chan struct{}),
+		addedC:  make(chan struct{}, 1),
+		freedC:  make(chan struct{}, 1),
+		paused:  r.Paused,
+	}
+}
+
+// withDefaults is r with its zero settings set to their defaults.
+func withDefaults(r Route) Route {
 	if r.Concurrency <= 0 {
 		r.Concurrency = 4
 	}
@@ -310,13 +341,7 @@ func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan 
 	if r.Retry.MaxElapsed <= 0 {
 		r.Retry.MaxElapsed = 24 * time.Hour
 	}
-	return &lane{
-		d: d, route: r, rec: rec, logger: logger, rescan: rescan,
-		sem:    make(chan struct{}, r.Concurrency),
-		addedC: make(chan struct{}, 1),
-		freedC: make(chan struct{}, 1),
-		paused: r.Paused,
-	}
+	return r
 }
 
 // signal wakes the lane's loop through c without blocking.
@@ -393,6 +418,7 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 }
 
 // window is how many fresh entries, read and decoded, a lane keeps ahead of its slots.
+// l.mu must be held.
 func (l *lane) window() int { return 2*l.route.Concurrency + loadPage/4 }
 
 // load reads entries past the last one read, oldest first, while the lane holds fewer
@@ -403,12 +429,13 @@ func (l *lane) window() int { return 2*l.route.Concurrency + loadPage/4 }
 func (l *lane) load(ctx context.Context) {
 	for {
 		l.mu.Lock()
-		want := l.window() - l.ready
+		win := l.window()
+		want := win - l.ready
 		l.mu.Unlock()
-		if want < l.window()/2 {
+		if want < win/2 {
 			return
 		}
-		page, err := l.d.Outbox.Pending(ctx, l.route.Forwarder.Name(), l.loaded, want)
+		page, err := l.d.Outbox.Pending(ctx, l.name, l.loaded, want)
 		if err != nil {
 			l.logger.Error("reading the outbox failed", "err", err)
 			l.readErr = true
@@ -449,8 +476,9 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 		if head.due.After(now) {
 			return head.due
 		}
+		sem, r, gen := l.sem, l.route, l.gen
 		select {
-		case l.sem <- struct{}{}:
+		case sem <- struct{}{}:
 		default:
 			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
 		}
@@ -459,12 +487,14 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 			l.ready--
 		}
 		l.flying++
+		gen.flying.Add(1)
 		wg.Go(func() {
-			l.attempt(ctx, hard, head)
+			l.attempt(ctx, hard, head, r)
+			gen.flying.Done()
 			l.mu.Lock()
 			l.flying--
 			l.mu.Unlock()
-			<-l.sem
+			<-sem
 			l.signal(&l.freedC)
 		})
 	}
@@ -487,17 +517,18 @@ func (l *lane) reschedule(it item) {
 	l.mu.Unlock()
 }
 
-// attempt makes one delivery attempt of the entry it names and hands its verdict to the
-// recorder: delivered, scheduled for a retry, dead-lettered, or the forwarder paused.
-// Attempts run under hard, which outlives ctx by the grace period.
-func (l *lane) attempt(ctx, hard context.Context, it item) {
+// attempt makes one delivery attempt of the entry it names through r, the lane's route
+// when it started, and hands its verdict to the recorder: delivered, scheduled for a
+// retry, dead-lettered, or the forwarder paused. Attempts run under hard, which outlives
+// ctx by the grace period.
+func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
 	var d event.Delivery
 	if it.d != nil {
 		d, it.d = *it.d, nil
 	} else {
 		var found bool
 		var err error
-		if d, found, err = l.d.Outbox.Entry(hard, l.route.Forwarder.Name(), it.seq); err != nil {
+		if d, found, err = l.d.Outbox.Entry(hard, l.name, it.seq); err != nil {
 			l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
 			return
 		} else if !found {
@@ -511,7 +542,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 		d.FirstTry = l.d.now()
 	}
 	start := time.Now()
-	err := l.route.Forwarder.Deliver(hard, d.Event)
+	err := r.Forwarder.Deliver(hard, d.Event)
 	took := time.Since(start)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
@@ -530,15 +561,15 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	case IsGone(err):
 		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
-		l.pause(hard, d, err, log)
+		l.pause(hard, d, err, r.ConfigHash, log)
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
 	case IsPermanent(err):
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
 	default:
-		it = l.credit(it, d)
-		wait, ok := l.nextWait(d, err, it.spent+time.Since(it.anchor))
+		it = l.credit(r.Retry, it, d)
+		wait, ok := l.nextWait(r.Retry, d, err, it.spent+time.Since(it.anchor))
 		if !ok {
-			v.err = fmt.Errorf("retry budget of %s spent: %w", l.route.Retry.MaxElapsed, err)
+			v.err = fmt.Errorf("retry budget of %s spent: %w", r.Retry.MaxElapsed, err)
 			d.LastError = v.err.Error()
 			v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
 			break
@@ -552,16 +583,17 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	l.rec.hand(v)
 }
 
-// nextWait is how long to wait before retrying d after its d.Attempts-th failure: the
+// nextWait is how long to wait before retrying d after its d.Attempts-th failure under
+// policy p: the
 // exponential backoff's interval for that attempt (InitialInterval doubling, randomised
 // by ±25%, then capped at MaxInterval), derived from the stored attempt count so that a
 // restart keeps the pace; stretched to a Retry-After the target asked for, again never
 // past MaxInterval. It reports false when the retry budget, of which spent is used,
 // cannot cover the wait.
-func (l *lane) nextWait(d event.Delivery, err error, spent time.Duration) (time.Duration, bool) {
+func (l *lane) nextWait(p RetryPolicy, d event.Delivery, err error, spent time.Duration) (time.Duration, bool) {
 	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(l.route.Retry.InitialInterval),
-		backoff.WithMaxInterval(l.route.Retry.MaxInterval),
+		backoff.WithInitialInterval(p.InitialInterval),
+		backoff.WithMaxInterval(p.MaxInterval),
 		backoff.WithMultiplier(2),
 		backoff.WithRandomizationFactor(0.25),
 		backoff.WithMaxElapsedTime(0), // the budget counts from d.FirstTry, across restarts
@@ -570,11 +602,11 @@ func (l *lane) nextWait(d event.Delivery, err error, spent time.Duration) (time.
 	for range min(d.Attempts, 64) { // past 64 doublings every interval is MaxInterval
 		wait = b.NextBackOff()
 	}
-	wait = min(wait, l.route.Retry.MaxInterval)
-	if ra := min(RetryAfterOf(err), l.route.Retry.MaxInterval); ra > wait {
+	wait = min(wait, p.MaxInterval)
+	if ra := min(RetryAfterOf(err), p.MaxInterval); ra > wait {
 		wait = ra
 	}
-	if spent+wait > l.route.Retry.MaxElapsed {
+	if spent+wait > p.MaxElapsed {
 		return 0, false
 	}
 	return wait, true
@@ -586,9 +618,8 @@ func (l *lane) nextWait(d event.Delivery, err error, spent time.Duration) (time.
 // with room for the attempts themselves), so that a wall clock that jumped, or a long
 // downtime, cannot spend the budget in one step. From then on the monotonic time since
 // the anchor is added.
-func (l *lane) credit(it item, d event.Delivery) item {
+func (l *lane) credit(r RetryPolicy, it item, d event.Delivery) item {
 	if it.anchor.IsZero() {
-		r := l.route.Retry
 		limit := time.Duration(min(int64(d.Attempts), int64(r.MaxElapsed/r.MaxInterval)+1)) * r.MaxInterval
 		it.anchor, it.spent = time.Now(), min(max(l.d.now().Sub(d.FirstTry), 0), limit)
 	}
@@ -597,7 +628,7 @@ func (l *lane) credit(it item, d event.Delivery) item {
 
 // pause pauses the lane and records it in the store, under ctx without its cancellation
 // (the pause holds even when shutdown cuts the attempt off), and reports it once.
-func (l *lane) pause(ctx context.Context, d event.Delivery, err error, log *slog.Logger) {
+func (l *lane) pause(ctx context.Context, d event.Delivery, err error, configHash string, log *slog.Logger) {
 	l.mu.Lock()
 	already := l.paused
 	l.paused = true
@@ -605,7 +636,7 @@ func (l *lane) pause(ctx context.Context, d event.Delivery, err error, log *slog
 	if already {
 		return
 	}
-	if perr := l.d.Outbox.Pause(context.WithoutCancel(ctx), d.Forwarder, err.Error(), l.route.ConfigHash); perr != nil {
+	if perr := l.d.Outbox.Pause(context.WithoutCancel(ctx), d.Forwarder, err.Error(), configHash); perr != nil {
 		log.Error("recording the pause failed", "err", perr)
 	}
 	log.Error("target is gone: forwarder paused, deliveries kept; run `leadbridge forwarder resume` once it is fixed", "err", err)
@@ -627,6 +658,9 @@ type verdict struct {
 	result Result
 	took   time.Duration
 	err    error
+	// barrier, when not nil, makes this a marker rather than a verdict: it is closed once
+	// the verdicts handed before it are recorded (see recorder.flush).
+	barrier chan struct{}
 }
 
 // recorder is the one writer of verdicts: it records whatever has gathered in one store
@@ -680,9 +714,17 @@ func (w *recorder) run(ctx context.Context) {
 		}
 		outcomes = outcomes[:0]
 		for _, v := range batch {
-			outcomes = append(outcomes, v.Outcome)
+			if v.barrier == nil {
+				outcomes = append(outcomes, v.Outcome)
+			}
 		}
-		if !w.persist(ctx, func() error { return w.d.Outbox.Record(store, outcomes) }) {
+		recorded := len(outcomes) == 0 || w.persist(ctx, func() error { return w.d.Outbox.Record(store, outcomes) })
+		for _, v := range batch {
+			if v.barrier != nil {
+				close(v.barrier)
+			}
+		}
+		if !recorded {
 			continue
 		}
 		for _, v := range batch {
