@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -31,6 +32,9 @@ type Backend interface {
 	// DryBackfill says what a backfill of chatbot serial's leads would queue, writing
 	// nothing, for `backfill --dry-run`.
 	DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
+	// Reload has the running daemon read its config file again and apply it; a config
+	// with problems is rejected whole with a *ConfigRejectedError.
+	Reload(ctx context.Context) (ReloadReport, error)
 }
 
 // OutboxMove is what a move of outbox entries did.
@@ -102,10 +106,32 @@ type Local struct {
 	Store LocalStore
 	// Resumer unpauses a forwarder in the running dispatcher (Dispatcher.Resume); nil
 	// when no daemon runs. Its presence makes Status report Daemon.
-	Resumer    func(name string) bool
+	Resumer func(name string) bool
+	// Reloader reads the config file again and applies it (the daemon's reload); nil
+	// when no daemon runs.
+	Reloader func(ctx context.Context) (ReloadReport, error)
+	// Chatbots and Forwarders are the configured ones; after Status has been called,
+	// change them with SetConfigured only.
 	Chatbots   []event.Chatbot
 	Forwarders []ForwarderInfo
 	Version    string
+
+	mu sync.Mutex // guards Chatbots and Forwarders once serving
+}
+
+// SetConfigured replaces the configured chatbots and forwarders (after a reload); it is
+// safe to call while Status runs.
+func (l *Local) SetConfigured(chatbots []event.Chatbot, forwarders []ForwarderInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.Chatbots, l.Forwarders = slices.Clone(chatbots), slices.Clone(forwarders)
+}
+
+// configuredNow is the configured chatbots and forwarders.
+func (l *Local) configuredNow() ([]event.Chatbot, []ForwarderInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Chatbots, l.Forwarders
 }
 
 var _ Backend = (*Local)(nil)
@@ -130,13 +156,14 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 
+	bots, fwds := l.configuredNow()
 	s := Status{
 		Version:    l.Version,
 		Daemon:     l.Resumer != nil,
-		Chatbots:   make([]ChatbotStatus, 0, len(l.Chatbots)),
-		Forwarders: make([]ForwarderStatus, 0, len(l.Forwarders)),
+		Chatbots:   make([]ChatbotStatus, 0, len(bots)),
+		Forwarders: make([]ForwarderStatus, 0, len(fwds)),
 	}
-	for _, c := range l.Chatbots {
+	for _, c := range bots {
 		st := states[c.Serial]
 		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name,
 			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen})
@@ -149,7 +176,7 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 		return f
 	}
 	configured := map[string]bool{}
-	for _, f := range l.Forwarders {
+	for _, f := range fwds {
 		configured[f.Name] = true
 		s.Forwarders = append(s.Forwarders, forwarder(f.Name, f.Type))
 	}
@@ -202,7 +229,8 @@ func (l *Local) Resume(ctx context.Context, forwarder string) (bool, error) {
 
 // configured reports whether name is a configured forwarder.
 func (l *Local) configured(name string) bool {
-	return slices.ContainsFunc(l.Forwarders, func(f ForwarderInfo) bool { return f.Name == name })
+	_, fwds := l.configuredNow()
+	return slices.ContainsFunc(fwds, func(f ForwarderInfo) bool { return f.Name == name })
 }
 
 // notConfigured refuses to touch the outbox of a configured forwarder: its lane (in a

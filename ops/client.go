@@ -264,6 +264,10 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, uri string, 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var rejected rejectedBody
+		if resp.StatusCode == http.StatusUnprocessableEntity && json.Unmarshal(raw, &rejected) == nil && len(rejected.Problems) > 0 {
+			return &ConfigRejectedError{Problems: rejected.Problems}
+		}
 		var e errorBody
 		msg := strings.TrimSpace(string(raw))
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -24,12 +25,15 @@ const maxReasonError = 200
 // the store's chatbot state, counting only those since its start (this process's), and
 // is safe for concurrent use.
 type Health struct {
-	store    StoreStats
+	store StoreStats
+	now   func() time.Time
+	start time.Time
+
+	mu       sync.Mutex // guards the configured set, which SetConfigured changes
 	chatbots []event.Chatbot
 	known    map[string]bool // configured forwarders
 	interval time.Duration
-	now      func() time.Time
-	start    time.Time
+	added    map[string]time.Time // chatbots added by SetConfigured, since when
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
@@ -42,18 +46,52 @@ func NewHealth(src StoreStats, chatbots []event.Chatbot, forwarders []ForwarderI
 	if now == nil {
 		now = time.Now
 	}
+	h := &Health{store: src, now: now, start: now()}
+	h.set(chatbots, forwarders, interval)
+	return h
+}
+
+// SetConfigured makes readiness watch these chatbots and forwarders, polled every
+// interval (a minute if <= 0), after a reload. A chatbot not watched before counts from
+// now, as one does from the start.
+func (h *Health) SetConfigured(chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	was := make(map[string]bool, len(h.chatbots))
+	for _, c := range h.chatbots {
+		was[c.Serial] = true
+	}
+	added := make(map[string]time.Time, len(h.added))
+	for _, c := range chatbots {
+		switch at, ok := h.added[c.Serial]; {
+		case ok:
+			added[c.Serial] = at
+		case !was[c.Serial]:
+			added[c.Serial] = now
+		}
+	}
+	h.added = added
+	h.setLocked(chatbots, forwarders, interval)
+}
+
+// set is setLocked under h.mu.
+func (h *Health) set(chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.setLocked(chatbots, forwarders, interval)
+}
+
+// setLocked sets the configured set. h.mu must be held.
+func (h *Health) setLocked(chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration) {
 	known := make(map[string]bool, len(forwarders))
 	for _, f := range forwarders {
 		known[f.Name] = true
 	}
-	return &Health{
-		store:    src,
-		chatbots: slices.Clone(chatbots),
-		known:    known,
-		interval: interval,
-		now:      now,
-		start:    now(),
-	}
+	h.chatbots, h.known, h.interval = slices.Clone(chatbots), known, interval
 }
 
 // Readiness is the /readyz answer, meant to be read by a person as much as a probe.
@@ -96,6 +134,9 @@ type Stranded struct {
 // are watched for. Restarting does not help, so /healthz (liveness) stays ok.
 func (h *Health) Check(ctx context.Context) Readiness {
 	now := h.now()
+	h.mu.Lock()
+	chatbots, known, interval, added := h.chatbots, h.known, h.interval, h.added
+	h.mu.Unlock()
 	r := Readiness{Ready: true, Store: "open", PausedForwarders: []PausedForwarder{}, Stranded: []Stranded{}}
 
 	paused, err := h.store.Paused(ctx)
@@ -112,7 +153,7 @@ func (h *Health) Check(ctx context.Context) Readiness {
 	depth, err := h.store.Depth(ctx)
 	r.storeFailed(err)
 	for _, name := range sortedKeys(depth) {
-		if n := depth[name]; n > 0 && !h.known[name] {
+		if n := depth[name]; n > 0 && !known[name] {
 			r.Ready = false
 			r.Stranded = append(r.Stranded, Stranded{Forwarder: name, Pending: n})
 			r.Reasons = append(r.Reasons, strandedReason(name, n))
@@ -121,16 +162,18 @@ func (h *Health) Check(ctx context.Context) Readiness {
 
 	states, err := h.store.Chatbots(ctx)
 	r.storeFailed(err)
-	limit := staleIntervals * h.interval
-	r.Chatbots = make([]ChatbotReadiness, 0, len(h.chatbots))
-	for _, bot := range h.chatbots {
+	limit := staleIntervals * interval
+	r.Chatbots = make([]ChatbotReadiness, 0, len(chatbots))
+	for _, bot := range chatbots {
 		lastOK, err := h.store.LastOK(ctx, bot.Serial)
 		r.storeFailed(err)
 		lastOK, lastError := h.sinceStart(lastOK, states[bot.Serial])
 		c := ChatbotReadiness{Serial: bot.Serial, Name: bot.Name, LastSuccess: lastOK,
 			LastError: cut(lastError, maxReasonError), OK: true}
 		since, from := lastOK, ""
-		if since.IsZero() {
+		if at, ok := added[bot.Serial]; ok && since.IsZero() {
+			since, from = at, " since it was added"
+		} else if since.IsZero() {
 			since, from = h.start, " since start"
 		}
 		if age := now.Sub(since); age > limit {

@@ -48,6 +48,7 @@ type Metrics struct {
 	deliveries   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	attempts     *prometheus.HistogramVec
+	reloads      *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric; src is read at each scrape for the outbox depth,
@@ -87,6 +88,10 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 			Help:    "Attempts a finished delivery took (delivered or dead-lettered), by forwarder.",
 			Buckets: []float64{1, 2, 3, 5, 10, 20, 50, 100, 200, 500},
 		}, []string{"forwarder"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_config_reloads_total",
+			Help: "Config reloads (SIGHUP or leadbridge reload) by result: ok (applied) or rejected (the config had problems; the running one stays).",
+		}, []string{"result"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "leadbridge_build_info",
@@ -98,10 +103,22 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.polls, m.pollDuration, m.records, m.skipped,
-		m.deliveries, m.latency, m.attempts, buildInfo,
+		m.deliveries, m.latency, m.attempts, m.reloads, buildInfo,
 		newStoreCollector(src),
 	)
+	for _, result := range []string{"ok", "rejected"} {
+		m.reloads.WithLabelValues(result) // shown at 0 before the first reload
+	}
 	return m
+}
+
+// ObserveReload counts one config reload: applied (ok) or rejected whole.
+func (m *Metrics) ObserveReload(applied bool) {
+	result := "rejected"
+	if applied {
+		result = "ok"
+	}
+	m.reloads.WithLabelValues(result).Inc()
 }
 
 // ObservePoll records one poll; it fits poller.Loop.OnPoll.

@@ -25,6 +25,8 @@ import (
 //	POST /admin/outbox/drop?forwarder=OLD       → {"count":N} (OLD not configured)
 //	POST /admin/ingest/dry-run?chatbot=S[&resend=1][&only=F]... body []event.Lead
 //	                                            → event.Ingested, what a backfill would queue; writes nothing
+//	POST /admin/reload                          → ReloadReport; 422 {"error":..,"problems":[..]} when the
+//	                                              config file has problems (the running config stays)
 //	POST /admin/challenge?nonce=HEX             → the daemon's proof of the token (see auth.go)
 //
 // The admin API shows personal data and changes the store, so it answers only requests
@@ -75,6 +77,7 @@ func newAdmin(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /admin/outbox/move", a.outboxMove)
 	mux.HandleFunc("POST /admin/outbox/drop", a.outboxDrop)
 	mux.HandleFunc("POST /admin/ingest/dry-run", a.dryIngest)
+	mux.HandleFunc("POST /admin/reload", a.reload)
 	return mux
 }
 
