@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
@@ -21,13 +22,23 @@ import (
 )
 
 // app is leadbridge wired from a config: store, forwarders, dispatcher and poll loop.
+// A reload (reload.go) changes cfg, forwarders, the router and what the dispatcher and
+// loop run, one reload at a time under reloadMu.
 type app struct {
 	cfg        *config.Config
 	logger     *slog.Logger
 	store      *dedupe.Store
-	forwarders []forwarders.Forwarder
+	forwarders map[string]forwarders.Forwarder // by name
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
+	// router routes new records by the config in force (cfg after a reload).
+	router *config.Router
+
+	reloadMu sync.Mutex
+	// reloaded, when set, learns of every reload once it is applied or rejected (the
+	// daemon's metrics, status and readiness).
+	reloaded func(cfg *config.Config, applied bool)
+	retiring sync.WaitGroup // removed or replaced forwarders closing once their attempts end
 }
 
 // The store is every store the other packages define as an interface where they use it.
@@ -85,13 +96,13 @@ func openAppFile(ctx context.Context, path string, stderr io.Writer) (*config.Co
 // releases them.
 func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {
 	logger := newLogger(cfg.Log, logOut)
-	a := &app{cfg: cfg, logger: logger}
+	a := &app{cfg: cfg, logger: logger, router: config.NewRouter(cfg), forwarders: map[string]forwarders.Forwarder{}}
 	store, err := dedupe.Open(dedupe.Options{
 		Path:        cfg.Store.Path,
 		Retention:   cfg.Store.Retention,
 		Initial:     cfg.Poll.Initial,
 		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       cfg.Route,
+		Route:       a.router.Route,
 		Logger:      logger.With("component", "store"),
 	})
 	if err != nil {
@@ -106,18 +117,8 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 			a.Close()
 			return nil, usageError{err}
 		}
-		a.forwarders = append(a.forwarders, f)
-		route := forwarders.Route{
-			Forwarder:   f,
-			Concurrency: fc.Concurrency,
-			ConfigHash:  fc.Fingerprint(),
-			Retry: forwarders.RetryPolicy{
-				InitialInterval: fc.Retry.InitialInterval,
-				MaxInterval:     fc.Retry.MaxInterval,
-				MaxElapsed:      fc.Retry.MaxElapsed,
-			},
-		}
-		routes = append(routes, route)
+		a.forwarders[fc.Name] = f
+		routes = append(routes, routeFor(fc, f))
 	}
 	if err := ops.RestorePauses(ctx, store, routes, logger); err != nil {
 		a.Close()
@@ -131,10 +132,8 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Logger: logger.With("component", "dispatcher"),
 		Grace:  cfg.Shutdown.Grace,
 	}
-	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
-	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
 	a.loop = &poller.Loop{
-		Client:   client,
+		Client:   newClient(cfg),
 		Store:    store,
 		Chatbots: chatbots(cfg),
 		Interval: cfg.Poll.Interval,
@@ -149,6 +148,27 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Logger:        logger.With("component", "poller"),
 	}
 	return a, nil
+}
+
+// routeFor is the dispatcher's route for forwarder f built from fc.
+func routeFor(fc config.ForwarderConfig, f forwarders.Forwarder) forwarders.Route {
+	return forwarders.Route{
+		Forwarder:   f,
+		Concurrency: fc.Concurrency,
+		ConfigHash:  fc.Fingerprint(),
+		Retry: forwarders.RetryPolicy{
+			InitialInterval: fc.Retry.InitialInterval,
+			MaxInterval:     fc.Retry.MaxInterval,
+			MaxElapsed:      fc.Retry.MaxElapsed,
+		},
+	}
+}
+
+// newClient is the LeadList client cfg describes.
+func newClient(cfg *config.Config) *poller.Client {
+	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
+	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+	return client
 }
 
 // chatbots are the configured chatbots, as the poller, status and readiness take them.
@@ -188,8 +208,10 @@ func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.
 	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
 }
 
-// Close closes the forwarders (NATS drains) and then the store.
+// Close closes the forwarders (NATS drains), once those a reload removed or replaced
+// have finished their attempts, and then the store.
 func (a *app) Close() error {
+	a.retiring.Wait()
 	var errs []error
 	for _, f := range a.forwarders {
 		if c, ok := f.(forwarders.Closer); ok {

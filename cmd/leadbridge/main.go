@@ -52,6 +52,7 @@ func commands() []command {
 		{"forwarder", "forwarder resume NAME: resume a paused forwarder", forwarderCmd},
 		{"outbox", "move or drop the deliveries of a renamed or removed forwarder", outboxCmd},
 		{"status", "show chatbots, outbox depth and dead letters", statusCmd},
+		{"reload", "have the running daemon read its config file again", reloadCmd},
 		{"healthcheck", "exit 0 when a running daemon answers /healthz", healthcheckCmd},
 		{"secret", "print a fresh whsec_ webhook signing secret", secretCmd},
 		{"version", "print the version", versionCmd},

@@ -7,8 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/leadbridge/leadbridge/config"
 
 	"github.com/leadbridge/leadbridge/ops"
 )
@@ -36,7 +41,19 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
-		Forwarders: a.forwarderInfo(), Version: Version}
+		Forwarders: a.forwarderInfo(), Version: Version, Reloader: a.reload}
+	a.reloaded = func(c *config.Config, applied bool) {
+		m.ObserveReload(applied)
+		if applied {
+			backend.SetConfigured(chatbots(c), forwarderInfo(c))
+			h.SetConfigured(chatbots(c), forwarderInfo(c), c.Poll.Interval)
+		}
+	}
+	// SIGHUP reloads the config file, like `leadbridge reload`; registered before the
+	// admin API answers, so that a reload signal never finds the default action (exit).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var srv *http.Server
 	if cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -61,6 +78,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	wg.Go(func() { _ = a.loop.Run(ctx) })
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
 	wg.Go(func() { a.pruneEvery(ctx, pruneInterval) })
+	wg.Go(func() { a.reloadOn(ctx, hup) })
 	<-ctx.Done()
 	logger.Info("stopping: polling stopped, letting in-flight deliveries finish", "grace", cfg.Shutdown.Grace)
 	wg.Wait()

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+// reloadCmd has the running daemon read its config file again (POST /admin/reload).
+// It reads only the http section of --config, to reach the daemon: the daemon checks
+// the whole file itself, with its own environment, and names the problems.
+func reloadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file the daemon runs with (its http.listen and admin_token are used)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	h, err := config.AdminAddress(*cfgPath)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if h.Listen == "" {
+		return usageErrorf("%s: http.listen is off, so the daemon has no admin API; send it SIGHUP instead (kill -HUP <pid>)", *cfgPath)
+	}
+	c, err := ops.Dial(ctx, h.Listen, h.AdminToken)
+	if err != nil {
+		return fmt.Errorf("%w\nno reload was sent", err)
+	}
+	rep, err := c.Reload(ctx)
+	var rejected *ops.ConfigRejectedError
+	if errors.As(err, &rejected) {
+		return usageError{rejected}
+	}
+	if err != nil {
+		return err
+	}
+	printReload(stdout, rep)
+	return nil
+}
+
+// printReload writes what a reload changed, one line per kind of change.
+func printReload(w io.Writer, r ops.ReloadReport) {
+	lines := []struct {
+		what  string
+		names []string
+	}{
+		{"chatbots added", r.ChatbotsAdded}, {"chatbots removed", r.ChatbotsRemoved}, {"chatbots changed", r.ChatbotsChanged},
+		{"forwarders added", r.ForwardersAdded}, {"forwarders removed", r.ForwardersRemoved},
+		{"forwarders changed", r.ForwardersChanged},
+	}
+	changed := false
+	for _, l := range lines {
+		if len(l.names) > 0 {
+			fmt.Fprintf(w, "%s: %s\n", l.what, strings.Join(l.names, ", "))
+			changed = true
+		}
+	}
+	if r.PollPace {
+		fmt.Fprintln(w, "poll interval/lookback changed: applies at each chatbot's next poll")
+		changed = true
+	}
+	if r.Connection {
+		fmt.Fprintln(w, "LeadList connection changed: applies to the next polls")
+		changed = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Stranded)) {
+		fmt.Fprintf(w, "forwarder %s removed with %d pending deliveries: they stay in the outbox "+
+			"(`leadbridge outbox move` or `outbox drop`, or add it back)\n", name, r.Stranded[name])
+	}
+	for _, k := range r.Kept {
+		fmt.Fprintf(w, "%s needs a restart: the old value is kept\n", k)
+	}
+	if !changed {
+		fmt.Fprintln(w, "config reloaded: nothing to change")
+		return
+	}
+	fmt.Fprintln(w, "config reloaded")
+}
+
+// reload reads the config file again and applies it, one reload at a time. A config with
+// any problem (in the file, or a forwarder that cannot be built from it) is rejected
+// whole with a *ops.ConfigRejectedError, and the running one stays. Otherwise it is
+// applied without losing or repeating a delivery:
+//   - added forwarders get a lane first, then new records are routed by the new config,
+//     then removed forwarders' lanes stop after their attempts in flight (their pending
+//     entries stay in the outbox and are reported); a changed forwarder is rebuilt and
+//     takes over its lane at the next attempt, the old one closed after its attempts;
+//   - the loop polls the new chatbots (added ones with poll.initial's rule), at the new
+//     pace and with the new LeadList connection;
+//   - keys that cannot change live keep their old value and are named.
+func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
+	ctx = context.WithoutCancel(ctx) // once started, a reload is applied whole, whoever asked
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	next, err := config.Load(a.cfg.Source)
+	if err != nil {
+		return ops.ReloadReport{}, a.rejected(problemsOf(err))
+	}
+	eff, kept := config.Reloadable(a.cfg, next)
+	diff := config.Compare(a.cfg, eff, kept)
+
+	// Build every added and changed forwarder before touching anything: one that cannot
+	// be built rejects the whole config.
+	var routes []forwarders.Route
+	var probs []string
+	for _, name := range slices.Concat(diff.ForwardersAdded, diff.ForwardersChanged) {
+		fc, _ := eff.Forwarder(name)
+		f, err := buildForwarder(fc, a.logger.With("component", "forwarder"))
+		if err != nil {
+			probs = append(probs, err.Error())
+			continue
+		}
+		routes = append(routes, routeFor(fc, f))
+	}
+	if len(probs) == 0 {
+		// A forwarder paused with these very settings stays paused; one whose settings
+		// changed since its pause is resumed (the change is the operator's fix).
+		if err := ops.RestorePauses(ctx, a.store, routes, a.logger); err != nil {
+			probs = append(probs, "store: "+err.Error())
+		}
+	}
+	if len(probs) > 0 {
+		for _, r := range routes {
+			closeForwarder(r.Forwarder)
+		}
+		return ops.ReloadReport{}, a.rejected(probs)
+	}
+
+	for _, r := range routes {
+		name := r.Forwarder.Name()
+		old, ok := a.forwarders[name]
+		a.forwarders[name] = r.Forwarder
+		if !ok {
+			if err := a.dispatcher.AddRoute(r); err != nil {
+				a.logger.Error("reload: adding a forwarder failed", "forwarder", name, "err", err)
+			}
+			continue
+		}
+		retired, err := a.dispatcher.ReplaceRoute(r)
+		if err != nil {
+			a.logger.Error("reload: replacing a forwarder failed", "forwarder", name, "err", err)
+			continue
+		}
+		a.retire(old, retired)
+	}
+	a.router.Set(eff)
+	for _, name := range diff.ForwardersRemoved {
+		if stopped, ok := a.dispatcher.RemoveRoute(name); ok {
+			a.retire(a.forwarders[name], stopped)
+		}
+		delete(a.forwarders, name)
+	}
+	if diff.Pace {
+		a.loop.SetPace(eff.Poll.Interval, eff.Poll.Lookback)
+	}
+	if diff.Client {
+		a.loop.SetClient(newClient(eff))
+	}
+	if err := a.loop.SetChatbots(chatbots(eff)); err != nil {
+		a.logger.Error("reload: changing the chatbots failed", "err", err)
+	}
+	a.cfg = eff
+	for _, k := range kept {
+		a.logger.Warn("config reload: this setting needs a restart; keeping the old value", "key", k)
+	}
+	rep := reportOf(diff)
+	if len(diff.ForwardersRemoved) > 0 {
+		rep.Stranded = a.stranded(ctx, diff.ForwardersRemoved)
+	}
+	a.logger.Info("config reloaded", diff.LogAttrs()...)
+	a.warnOrphans(ctx)
+	if a.reloaded != nil {
+		a.reloaded(eff, true)
+	}
+	return rep, nil
+}
+
+// rejected logs a rejected reload's problems and returns them as the error to answer.
+func (a *app) rejected(probs []string) error {
+	a.logger.Error("config reload rejected: the running config stays", "file", a.cfg.Source, "problems", len(probs))
+	for _, p := range probs {
+		a.logger.Error("config reload problem", "problem", p)
+	}
+	if a.reloaded != nil {
+		a.reloaded(a.cfg, false)
+	}
+	return &ops.ConfigRejectedError{Problems: probs}
+}
+
+// problemsOf lists a config load error's problems, one line each.
+func problemsOf(err error) []string {
+	var verr *config.ValidationError
+	if !errors.As(err, &verr) {
+		return []string{err.Error()}
+	}
+	out := make([]string, len(verr.Problems))
+	for i, p := range verr.Problems {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// retire closes f once done is closed (its last attempts are over); Close waits for it.
+func (a *app) retire(f forwarders.Forwarder, done <-chan struct{}) {
+	if f == nil {
+		return
+	}
+	a.retiring.Go(func() {
+		<-done
+		closeForwarder(f)
+	})
+}
+
+// closeForwarder closes f if it holds connections.
+func closeForwarder(f forwarders.Forwarder) {
+	if c, ok := f.(forwarders.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// stranded counts the pending deliveries of the named forwarders that have any.
+func (a *app) stranded(ctx context.Context, names []string) map[string]int {
+	depth, err := a.store.Depth(ctx)
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, name := range names {
+		if depth[name] > 0 {
+			out[name] = depth[name]
+		}
+	}
+	return out
+}
+
+// reportOf is the report of diff.
+func reportOf(d config.Diff) ops.ReloadReport {
+	return ops.ReloadReport{
+		ChatbotsAdded: d.ChatbotsAdded, ChatbotsRemoved: d.ChatbotsRemoved, ChatbotsChanged: d.ChatbotsChanged,
+		ForwardersAdded: d.ForwardersAdded, ForwardersRemoved: d.ForwardersRemoved, ForwardersChanged: d.ForwardersChanged,
+		PollPace: d.Pace, Connection: d.Client, Kept: d.Kept,
+	}
+}
+
+// reloadOn reloads the config on every signal from sig until ctx is done. Its outcome is
+// logged by reload.
+func (a *app) reloadOn(ctx context.Context, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			a.logger.Info("SIGHUP: reloading the config")
+			_, _ = a.reload(ctx)
+		}
+	}
+}
