@@ -13,6 +13,7 @@ import (
 type liveSet struct {
 	ctx      context.Context // Run's
 	running  map[string]*runner
+	leaving  map[string]*runner // removed, maybe still finishing a poll; by serial
 	wg       sync.WaitGroup // every runner's goroutine, removed ones finishing a poll included
 	stopping bool           // Run's ctx is done: nothing starts any more
 }
@@ -55,10 +56,9 @@ func (l *Loop) currentClient() *Client {
 // that one chatbot is never polled twice at once. l.mu must be held.
 func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
 	var before chan struct{}
-	for _, r := range l.live.running {
-		if r.bot.Serial == bot.Serial {
-			before = r.done
-		}
+	if old := l.live.leaving[bot.Serial]; old != nil {
+		before = old.done
+		delete(l.live.leaving, bot.Serial)
 	}
 	r := &runner{bot: bot, stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	l.live.running[bot.Serial] = r
@@ -103,6 +103,10 @@ func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 			if !listed[serial] {
 				close(r.stop)
 				delete(live.running, serial)
+				if live.leaving == nil {
+					live.leaving = map[string]*runner{}
+				}
+				live.leaving[serial] = r // until it is started again, which waits for it
 			}
 		}
 	}

@@ -150,3 +150,22 @@ func TestSetClientAppliesToTheNextPoll(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "a poll after SetClient goes to the new host")
 	assert.NotEmpty(t, srv.hitsFor(mainSite.Serial))
 }
+
+func TestChatbotRemovedAndAddedBackIsNeverPolledTwiceAtOnce(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.always(mainSite.Serial, reply{delay: 200 * time.Millisecond, body: okBody(docLead)})
+	polls := &pollLog{}
+	l := &Loop{Client: srv.client(5 * time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{mainSite},
+		Interval: 10 * time.Millisecond, OnPoll: polls.hook, Now: func() time.Time { return pollNow }}
+	runLoop(t, l)
+	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) == 1 }, 10*time.Second, time.Millisecond)
+
+	// Removed and added back while its poll is under way: the new schedule starts once
+	// that poll is over, not beside it.
+	require.NoError(t, l.SetChatbots(nil))
+	require.NoError(t, l.SetChatbots([]event.Chatbot{mainSite}))
+	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) >= 3 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 1, srv.peakConcurrency(), "one poll of the chatbot at a time")
+	calls, _ := polls.of(mainSite.Serial)
+	assert.NotEmpty(t, calls)
+}
