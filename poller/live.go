@@ -63,8 +63,16 @@ func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
 	r := &runner{bot: bot, stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	l.live.running[bot.Serial] = r
 	ctx := l.live.ctx
+	live := l.live
 	l.live.wg.Go(func() {
-		defer close(r.done)
+		defer func() {
+			l.mu.Lock()
+			if live.leaving[bot.Serial] == r {
+				delete(live.leaving, bot.Serial) // removed and over: nothing to wait for
+			}
+			l.mu.Unlock()
+			close(r.done)
+		}()
 		if before != nil {
 			select {
 			case <-before:

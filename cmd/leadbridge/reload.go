@@ -33,7 +33,8 @@ func reloadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	c, err := ops.Dial(ctx, h.Listen, h.AdminToken)
 	if err != nil {
-		return fmt.Errorf("%w\nno reload was sent", err)
+		return fmt.Errorf("%w\nno reload was sent; if you changed http.listen or http.admin_token, the daemon still "+
+			"uses the old ones (they need a restart): send it SIGHUP instead (kill -HUP <pid>)", err)
 	}
 	rep, err := c.Reload(ctx)
 	var rejected *ops.ConfigRejectedError
