@@ -241,7 +241,7 @@ func (l *Local) notConfigured(flag, name string) error {
 		return &RefusedError{flag + " is empty: name the forwarder whose deliveries are stranded"}
 	case l.configured(name):
 		return &RefusedError{fmt.Sprintf("%s %q is a configured forwarder: its deliveries are not stranded "+
-			"(remove it from the config, restart, then move or drop what it left)", flag, name)}
+			"(remove it from the config and reload or restart, then move or drop what it left)", flag, name)}
 	}
 	return nil
 }
