@@ -14,8 +14,8 @@ type liveSet struct {
 	ctx      context.Context // Run's
 	running  map[string]*runner
 	leaving  map[string]*runner // removed, maybe still finishing a poll; by serial
-	wg       sync.WaitGroup // every runner's goroutine, removed ones finishing a poll included
-	stopping bool           // Run's ctx is done: nothing starts any more
+	wg       sync.WaitGroup     // every runner's goroutine, removed ones finishing a poll included
+	stopping bool               // Run's ctx is done: nothing starts any more
 }
 
 // runner is one chatbot's goroutine.
