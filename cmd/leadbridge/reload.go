@@ -107,6 +107,13 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 		return ops.ReloadReport{}, a.rejected(problemsOf(err))
 	}
 	eff, kept := config.Reloadable(a.cfg, next)
+	if err := eff.Validate(); err != nil {
+		// The file is valid, but not with the running values of the keys that need a
+		// restart (a lookback the running store.retention cannot cover, say).
+		return ops.ReloadReport{}, a.rejected(append(problemsOf(err), fmt.Sprintf(
+			"these problems come from keeping the running value of %s, which needs a restart: "+
+				"restart to change it, or keep its running value in the file", strings.Join(kept, ", "))))
+	}
 	diff := config.Compare(a.cfg, eff, kept)
 
 	// Build every added and changed forwarder before touching anything: one that cannot

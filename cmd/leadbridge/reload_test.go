@@ -338,3 +338,23 @@ func mustRead(t *testing.T, path string) string {
 	require.NoError(t, err)
 	return string(b)
 }
+
+func TestReloadRejectsALookbackTheRunningRetentionCannotCover(t *testing.T) {
+	_, apiURL := leadtest.StartAPI(t, testKey)
+	crm := leadtest.NewSink(t, nil)
+	r := newReloadRig(t, apiURL)
+	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, ""), "")
+	require.NoError(t, os.WriteFile(r.path, []byte(replaceAll(mustRead(t, r.path), map[string]string{
+		"/lb.db}": "/lb.db, retention: 100h}"})), 0o600))
+	startDaemon(t, r.path, r.addr)
+
+	// Valid on its own, but store.retention needs a restart: the running 100h would not
+	// cover the new lookback, and records pruned from the store would be read as new.
+	require.NoError(t, os.WriteFile(r.path, []byte(replaceAll(mustRead(t, r.path), map[string]string{
+		"retention: 100h}": "retention: 200h}", "initial: emit}": "initial: emit, lookback: 72h}"})), 0o600))
+	code, _, stderr := runMain(t, "reload", "--config", r.path)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "store.retention: must exceed poll.lookback (72h0m0s)")
+	assert.Contains(t, stderr, "keeping the running value of store.retention, which needs a restart")
+	assert.Equal(t, 1.0, scrape(t, r.addr)["leadbridge_config_reloads_total{result=rejected}"])
+}
