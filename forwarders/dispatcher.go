@@ -86,6 +86,8 @@ const (
 // event id.
 type Dispatcher struct {
 	Outbox Outbox
+	// Routes are the forwarders to deliver to. Set them before Run or Drain; after that,
+	// change them only with AddRoute, RemoveRoute and ReplaceRoute (reroute.go).
 	Routes []Route
 	Logger *slog.Logger
 	// Grace is how long in-flight attempts may finish after the context given to Run or

@@ -86,7 +86,8 @@ type Loop struct {
 	Client *Client
 	// Store takes the records.
 	Store Store
-	// Chatbots are the chatbots to poll, each in its own goroutine.
+	// Chatbots are the chatbots to poll, each in its own goroutine; SetChatbots changes
+	// them while Run runs.
 	Chatbots []event.Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
 	Interval time.Duration
