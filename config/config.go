@@ -54,6 +54,9 @@ type Config struct {
 	Forwarders []ForwarderConfig `yaml:"forwarders"`
 	HTTP       HTTP              `yaml:"http"`
 	Log        Log               `yaml:"log"`
+	// NATSServer, when set, runs an embedded NATS server (package natsserver) that nats
+	// forwarders reach with url: embedded; nil runs none.
+	NATSServer *NATSServer `yaml:"nats_server"`
 
 	// Source names where the config came from (a file path), for messages.
 	Source string `yaml:"-"`
@@ -114,6 +117,22 @@ type HTTP struct {
 	// other users of the machine cannot list or replay dead letters. A secret.
 	AdminToken string `yaml:"admin_token"`
 }
+
+// NATSServer is the embedded NATS server: where it listens for clients, where JetStream
+// (always on) keeps its files, and what clients must present.
+type NATSServer struct {
+	// Listen is host:port for clients (port 0 picks a free one, for tests).
+	Listen   string `yaml:"listen"`
+	StoreDir string `yaml:"store_dir"`
+	// User and Password (a secret), or Token (a secret), are required of every client,
+	// the daemon's forwarders included; none means no auth.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+}
+
+// EmbeddedNATS is the nats forwarder url that means the embedded server (nats_server).
+const EmbeddedNATS = "embedded"
 
 // Log picks the log level and handler.
 type Log struct {

@@ -108,6 +108,7 @@ func (c *Config) Validate() error {
 			v.add("http.listen", "must be host:port (or \"\" to disable), got %s", quote(l))
 		}
 	}
+	v.natsServer()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	if len(v.probs) == 0 {
@@ -286,6 +287,7 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		v.owned(path, webhook.Check(f.WebhookConfig()))
 	case TypeNATS:
 		v.positive(path+".timeout", f.NATSConfig().Timeout)
+		v.embeddedNATS(path, f.NATSConfig())
 		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
 		v.positive(path+".timeout", f.SlackConfig().Timeout)
@@ -307,4 +309,59 @@ func (v *validator) owned(path string, probs []forwarders.SettingError) {
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 0 && n <= 65535
+}
+
+// natsServer checks the embedded server's keys: listen host:port, store_dir for
+// JetStream (always on), user with password, at most one of user and token.
+func (v *validator) natsServer() {
+	s := v.c.NATSServer
+	if s == nil {
+		return
+	}
+	v.required("nats_server.listen", s.Listen)
+	if s.Listen != "" {
+		if _, port, err := net.SplitHostPort(s.Listen); err != nil || !validPort(port) {
+			v.add("nats_server.listen", "must be host:port, got %s", quote(s.Listen))
+		} else if s.Listen == v.c.HTTP.Listen && port != "0" {
+			v.add("nats_server.listen", "is also http.listen; give each its own port")
+		}
+	}
+	v.required("nats_server.store_dir", s.StoreDir)
+	switch {
+	case s.User != "" && s.Password == "":
+		v.add("nats_server.password", "required with user")
+	case s.Password != "" && s.User == "":
+		v.add("nats_server.user", "required with password")
+	}
+	if s.Token != "" && s.User != "" {
+		v.add("nats_server.token", "cannot be combined with user: clients present either user and password or a token")
+	}
+}
+
+// embeddedNATS checks a nats forwarder with url: embedded: there must be an embedded
+// server, and the forwarder takes its credentials from nats_server, so it sets none of
+// its own, nor TLS (the embedded server does not speak it).
+func (v *validator) embeddedNATS(path string, n natsfwd.Config) {
+	if n.URL != EmbeddedNATS {
+		for _, u := range strings.Split(n.URL, ",") {
+			if strings.TrimSpace(u) == EmbeddedNATS {
+				v.add(path+".url", "%s stands alone: it cannot be one of a list of servers", EmbeddedNATS)
+			}
+		}
+		return
+	}
+	if v.c.NATSServer == nil {
+		v.add(path+".url", "%s needs nats_server (the embedded NATS server) to be configured", EmbeddedNATS)
+	}
+	for _, k := range []struct{ key, val string }{
+		{"creds_file", n.CredsFile}, {"nkey_file", n.NKeyFile}, {"user", n.User}, {"password", n.Password},
+		{"token", n.Token}, {"tls.ca_file", n.TLS.CAFile}, {"tls.cert_file", n.TLS.CertFile}, {"tls.key_file", n.TLS.KeyFile},
+	} {
+		if k.val != "" {
+			v.add(path+"."+k.key, "not used with url: %s: the forwarder presents nats_server's credentials", EmbeddedNATS)
+		}
+	}
+	if n.TLS.InsecureSkipVerify {
+		v.add(path+".tls.insecure_skip_verify", "not used with url: %s: the embedded server does not speak TLS", EmbeddedNATS)
+	}
 }
