@@ -110,6 +110,7 @@ type Forwarder struct {
 	closeOnce     sync.Once
 	closeErr      error
 	streamChecked atomic.Bool // checkStream passed and no publish failed since; see publishJetStream
+	streamCheckMu sync.Mutex  // one checkStream at a time, so concurrent first publishes do not race to create the stream
 
 	// connErr is why the connection is down (redacted), "" while connected. It is
 	// set from nats.go's callbacks, which also report failures LastError has cleared.
@@ -356,11 +357,8 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
 	if f.stream != "" {
-		if !f.streamChecked.Load() {
-			if err := f.checkStream(ctx, msg.Subject); err != nil {
-				return f.errorf("stream %q: %v", f.stream, err)
-			}
-			f.streamChecked.Store(true)
+		if err := f.ensureStream(ctx, msg.Subject); err != nil {
+			return f.errorf("stream %q: %v", f.stream, err)
 		}
 		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
@@ -373,6 +371,26 @@ func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev ev
 		f.logger.Debug("nats: JetStream already had this event; duplicate dropped",
 			append(ev.LogAttrs(), "stream", ack.Stream, "seq", ack.Sequence)...)
 	}
+	return nil
+}
+
+// ensureStream runs checkStream unless it passed since the last failed publish. Checks
+// run one at a time: a publish that waited finds the stream checked (or created) by the
+// one before it, instead of finding a stream that exists but was not yet known to
+// capture its subject.
+func (f *Forwarder) ensureStream(ctx context.Context, subject string) error {
+	if f.streamChecked.Load() {
+		return nil
+	}
+	f.streamCheckMu.Lock()
+	defer f.streamCheckMu.Unlock()
+	if f.streamChecked.Load() {
+		return nil
+	}
+	if err := f.checkStream(ctx, subject); err != nil {
+		return err
+	}
+	f.streamChecked.Store(true)
 	return nil
 }
 

@@ -301,6 +301,27 @@ func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 	requireCloudEvent(t, ev, &natsgo.Msg{Header: m.Header, Data: m.Data})
 }
 
+// The first deliveries on a fresh server come all at once (a backlog, concurrency 256):
+// one creates the stream, and none may see it half-known and fail.
+func TestJetStreamFirstDeliveriesAtOnceCreateTheStreamOnce(t *testing.T) {
+	ns := startServer(t, nil)
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS"})
+	const n = 64
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := range n {
+		go func() {
+			<-start
+			errs <- deliver(f, sampleEvent(i))
+		}()
+	}
+	close(start)
+	for range n {
+		assert.NoError(t, <-errs)
+	}
+	assert.Len(t, ns.ReadStream("LEADS"), n)
+}
+
 func TestJetStreamExistingStream(t *testing.T) {
 	ns := startServer(t, nil)
 	ctx := context.Background()
