@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,22 +123,31 @@ func authKind(cfg Config) string {
 	return "none"
 }
 
-// ClientURL is a URL a client on this machine can dial: nats://host:port with the port
-// actually bound, and a loopback host when the server listens on every interface. It
-// holds no credentials.
+// ClientURL is a URL a client on this machine can dial (see DialURL), with the port
+// actually bound. It holds no credentials.
 func (s *Server) ClientURL() string {
 	addr, ok := s.ns.Addr().(*net.TCPAddr)
 	if !ok {
 		return s.ns.ClientURL()
 	}
 	host, _, _ := net.SplitHostPort(s.listen) // Start checked it
+	return DialURL(net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+}
+
+// DialURL is the nats:// URL a client on this machine dials to reach a server
+// listening on listen (host:port): a loopback host when listen names every interface.
+func DialURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "nats://" + listen
+	}
 	switch ip := net.ParseIP(host); {
 	case host == "" || ip != nil && ip.Equal(net.IPv4zero):
 		host = "127.0.0.1"
 	case ip != nil && ip.IsUnspecified():
 		host = "::1"
 	}
-	u := url.URL{Scheme: "nats", Host: net.JoinHostPort(host, strconv.Itoa(addr.Port))}
+	u := url.URL{Scheme: "nats", Host: net.JoinHostPort(host, port)}
 	return u.String()
 }
 
@@ -177,10 +187,20 @@ func (l *serverLog) log(level slog.Level, format string, v []any) {
 }
 
 func (l *serverLog) Noticef(format string, v ...any) { l.log(slog.LevelDebug, format, v) }
-func (l *serverLog) Warnf(format string, v ...any)   { l.log(slog.LevelWarn, format, v) }
-func (l *serverLog) Errorf(format string, v ...any)  { l.log(slog.LevelError, format, v) }
-func (l *serverLog) Debugf(format string, v ...any)  { l.log(slog.LevelDebug, format, v) }
-func (l *serverLog) Tracef(format string, v ...any)  { l.log(slog.LevelDebug, format, v) }
+
+// Warnf logs at warn level, except the advice against plaintext passwords: the
+// password is leadbridge's own setting, which its forwarders must present in clear.
+func (l *serverLog) Warnf(format string, v ...any) {
+	level := slog.LevelWarn
+	if strings.HasPrefix(format, "Plaintext passwords detected") {
+		level = slog.LevelDebug
+	}
+	l.log(level, format, v)
+}
+
+func (l *serverLog) Errorf(format string, v ...any) { l.log(slog.LevelError, format, v) }
+func (l *serverLog) Debugf(format string, v ...any) { l.log(slog.LevelDebug, format, v) }
+func (l *serverLog) Tracef(format string, v ...any) { l.log(slog.LevelDebug, format, v) }
 
 // Fatalf logs at error level and reports the failure to Start; the process goes on.
 func (l *serverLog) Fatalf(format string, v ...any) {

@@ -127,3 +127,16 @@ func TestStartReportsWhyItCannot(t *testing.T) {
 	require.NoError(t, err)
 	ln.Close()
 }
+
+func TestDialURL(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:4222": "nats://127.0.0.1:4222",
+		":4222":          "nats://127.0.0.1:4222",
+		"0.0.0.0:4222":   "nats://127.0.0.1:4222",
+		"[::]:4222":      "nats://[::1]:4222",
+		"10.1.2.3:4222":  "nats://10.1.2.3:4222",
+		"nats.lan:4222":  "nats://nats.lan:4222",
+	} {
+		assert.Equal(t, want, DialURL(listen), listen)
+	}
+}

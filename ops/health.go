@@ -30,6 +30,9 @@ type Health struct {
 	interval time.Duration
 	now      func() time.Time
 	start    time.Time
+
+	// components are in-process parts (the embedded NATS server) readiness waits for.
+	components []component
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
@@ -64,6 +67,9 @@ type Readiness struct {
 	PausedForwarders []PausedForwarder  `json:"paused_forwarders"`
 	Stranded         []Stranded         `json:"stranded"`          // deliveries owed to forwarders not in the config
 	Reasons          []string           `json:"reasons,omitempty"` // why it is not ready, one line each
+
+	// Components are in-process parts, such as the embedded NATS server.
+	Components []ComponentReadiness `json:"components,omitempty"`
 }
 
 // ChatbotReadiness is one chatbot's part in readiness.
@@ -118,6 +124,8 @@ func (h *Health) Check(ctx context.Context) Readiness {
 			r.Reasons = append(r.Reasons, strandedReason(name, n))
 		}
 	}
+
+	h.checkComponents(&r)
 
 	states, err := h.store.Chatbots(ctx)
 	r.storeFailed(err)

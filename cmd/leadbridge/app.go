@@ -16,6 +16,7 @@ import (
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/natsserver"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -28,6 +29,8 @@ type app struct {
 	forwarders []forwarders.Forwarder
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
+	// nats is the embedded NATS server (nats_server), nil when none; it stops last.
+	nats *natsserver.Server
 }
 
 // The store is every store the other packages define as an interface where they use it.
@@ -98,9 +101,15 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		return nil, err
 	}
 	a.store = store
+	// The embedded NATS server takes clients before the forwarders connect.
+	if a.nats, err = startEmbeddedNATS(cfg, logger); err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	var routes []forwarders.Route
 	for _, fc := range cfg.Forwarders {
+		fc = resolveEmbedded(cfg, fc, a.nats)
 		f, err := buildForwarder(fc, logger.With("component", "forwarder"))
 		if err != nil {
 			a.Close()
@@ -188,7 +197,8 @@ func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.
 	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
 }
 
-// Close closes the forwarders (NATS drains) and then the store.
+// Close closes the forwarders (NATS drains), then the store, and stops the embedded
+// NATS server last, so that the forwarders' drains reach it.
 func (a *app) Close() error {
 	var errs []error
 	for _, f := range a.forwarders {
@@ -198,6 +208,9 @@ func (a *app) Close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.nats != nil {
+		a.nats.Shutdown()
 	}
 	return errors.Join(errs...)
 }

@@ -32,6 +32,9 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
 	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
+	if a.nats != nil {
+		h.AddComponent("nats_server", a.nats.Ready)
+	}
 	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery

@@ -41,7 +41,8 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
 	}
 	logger := newLogger(cfg.Log, stderr)
-	f, err := buildForwarder(fc, logger)
+	// url: embedded reaches the daemon's embedded server on nats_server.listen.
+	f, err := buildForwarder(resolveEmbedded(cfg, fc, nil), logger)
 	if err != nil {
 		return usageError{err}
 	}
