@@ -90,6 +90,10 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	logger.Info("embedded NATS server started", "listen", cfg.Listen, "url", s.ClientURL(),
 		"store_dir", cfg.StoreDir, "auth", authKind(cfg))
+	if authKind(cfg) == "none" && !isLoopback(host) {
+		logger.Warn("embedded NATS server: clients from other machines need no credentials; "+
+			"set nats_server user and password (or token), or listen on loopback", "listen", cfg.Listen)
+	}
 	return s, nil
 }
 
@@ -110,6 +114,16 @@ func (s *Server) waitReady(fatal <-chan string) error {
 			return fmt.Errorf("embedded NATS server (listen %s): not ready for connections within %s", s.listen, ReadyTimeout)
 		}
 	}
+}
+
+// isLoopback reports whether host (a listen address's) takes connections from this
+// machine only.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // authKind names how clients authenticate, for logs: never the secret itself.

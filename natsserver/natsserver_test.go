@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,4 +140,19 @@ func TestDialURL(t *testing.T) {
 	} {
 		assert.Equal(t, want, DialURL(listen), listen)
 	}
+}
+
+func TestStartWarnsOfAnOpenServerBeyondLoopback(t *testing.T) {
+	for listen, warned := range map[string]bool{":0": true, "0.0.0.0:0": true, "127.0.0.1:0": false, "localhost:0": false} {
+		var logs lockedBuffer
+		s, err := Start(Config{Listen: listen, StoreDir: t.TempDir()}, debugLogger(&logs))
+		require.NoError(t, err, listen)
+		s.Shutdown()
+		assert.Equal(t, warned, strings.Contains(logs.String(), "clients from other machines need no credentials"), listen)
+	}
+	var logs lockedBuffer
+	s, err := Start(Config{Listen: ":0", StoreDir: t.TempDir(), Token: testToken}, debugLogger(&logs))
+	require.NoError(t, err)
+	s.Shutdown()
+	assert.NotContains(t, logs.String(), "need no credentials", "with auth")
 }
