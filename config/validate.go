@@ -16,6 +16,7 @@ import (
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
 	"github.com/leadbridge/leadbridge/internal/httpx"
+	"github.com/leadbridge/leadbridge/internal/jqprog"
 )
 
 // Limits.
@@ -269,6 +270,13 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		if _, ok := v.c.Chatbot(serial); !ok {
 			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
 		}
+	}
+	if f.Filter != "" {
+		prog, err := jqprog.Compile(f.Filter)
+		if err != nil {
+			v.add(path+".filter", "jq %v", err)
+		}
+		f.filter = prog
 	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
