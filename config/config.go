@@ -430,6 +430,20 @@ func (f ForwarderConfig) FilterAccepts(ev event.Event) (bool, error) {
 	return f.match(filterInput(ev))
 }
 
+// FilterTimeout bounds one run of a filter. Filters run while the store takes a page,
+// inside its write transaction, so a filter that loops must not hold it for long; a
+// boolean test over one event takes microseconds.
+const FilterTimeout = 100 * time.Millisecond
+
+// compileFilter compiles a filter program with its time bound.
+func compileFilter(src string) (*jqprog.Program, error) {
+	p, err := jqprog.Compile(src)
+	if err != nil {
+		return nil, err
+	}
+	return p.WithTimeout(FilterTimeout), nil
+}
+
 // match runs the forwarder's filter over input (from filterInput). A config built in
 // Go and not validated has its filter compiled here, on every call.
 func (f ForwarderConfig) match(input any) (bool, error) {
@@ -439,12 +453,11 @@ func (f ForwarderConfig) match(input any) (bool, error) {
 	prog := f.filter
 	if prog == nil {
 		var err error
-		if prog, err = jqprog.Compile(f.Filter); err != nil {
+		if prog, err = compileFilter(f.Filter); err != nil {
 			return false, err
 		}
 	}
-	// The filter runs inside the store's write transaction; its own time bound keeps
-	// it short, and a record is never half-routed, so no caller context is needed.
+	// Route has no context: the filter's own time bound is the only one it needs.
 	return prog.Match(context.Background(), input)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/jqprog"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
@@ -165,4 +166,15 @@ func TestRouteFiltersAGoBuiltConfig(t *testing.T) {
 	assert.Equal(t, []string{"leads", "all"}, c.Route(ev))
 	ev = event.NewCreated(leadtest.Lead("bot1", event.KindAppointment, 2, time.Now()))
 	assert.Equal(t, []string{"all"}, c.Route(ev))
+}
+
+// A filter that loops is stopped at FilterTimeout, since it runs inside the store's
+// write transaction, and counts as not matching, with a reason that says so.
+func TestFilterThatLoopsIsStopped(t *testing.T) {
+	c := parseOK(t, head+hook+"    filter: 'reduce range(1e18) as $i (true; .)'\n")
+	var reason error
+	route := c.Router(func(_ string, _ event.Event, err error) { reason = err })
+	ev := event.NewCreated(leadtest.Lead("bot1", event.KindLead, 1, time.Now()))
+	assert.Empty(t, route(ev))
+	assert.ErrorIs(t, reason, jqprog.ErrTimeout)
 }

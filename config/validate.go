@@ -16,7 +16,6 @@ import (
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
 	"github.com/leadbridge/leadbridge/internal/httpx"
-	"github.com/leadbridge/leadbridge/internal/jqprog"
 )
 
 // Limits.
@@ -272,7 +271,7 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		}
 	}
 	if f.Filter != "" {
-		prog, err := jqprog.Compile(f.Filter)
+		prog, err := compileFilter(f.Filter)
 		if err != nil {
 			v.add(path+".filter", "jq %v", err)
 		}

@@ -108,6 +108,13 @@ func Input(eventJSON []byte) (any, error) {
 	return v, nil
 }
 
+// WithTimeout is the program with another time bound per run.
+func (p *Program) WithTimeout(d time.Duration) *Program {
+	c := *p
+	c.timeout = d
+	return &c
+}
+
 // Run runs the program over input and returns its one value. It fails with one of the
 // Err* reasons of this package, or with ctx's error when ctx ended first.
 func (p *Program) Run(ctx context.Context, input any) (any, error) {
