@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,3 +123,44 @@ func TestSendTestIsMarkedOnSlackAndNATS(t *testing.T) {
 	assert.Equal(t, event.TypeTest, stored[0].Header.Get("Ce-Type"))
 	assert.Equal(t, "leadbridge/send-test", stored[0].Header.Get("Ce-Source"))
 }
+
+// The daemon's route applies filters at ingest: a forwarder gets only what its filter
+// lets through, and a filter that fails on a record logs a warning naming the record's
+// ids and the reason, never its data.
+func TestOnceAppliesFilters(t *testing.T) {
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	all := leadtest.NewSink(t, nil)
+	appts := leadtest.NewSink(t, nil)
+	cfg := writeConfig(t, t.TempDir(), apiURL, all.URL, fmt.Sprintf(`
+  - name: appointments
+    type: webhook
+    url: %s/hook
+    filter: '.type == "neoagent.appointment.created"'
+  - name: broken
+    type: webhook
+    url: %s/hook
+    filter: '.data.email + 1 > 0'
+`, appts.URL, appts.URL))
+	var records []leadsimRecord
+	want := 0
+	now := time.Now()
+	for i := range 9 {
+		r := api.Generate(testSerial, now.Add(-time.Duration(i)*time.Hour))
+		records = append(records, leadsimRecord{r.Name, r.Email})
+		if r.Type == "Appointment" {
+			want++
+		}
+	}
+	code, _, stderr := runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, all.IDs(), 9)
+	assert.Len(t, appts.IDs(), want, "only appointments, and nothing from the broken filter")
+	assert.Equal(t, 9, strings.Count(stderr, "a forwarder's filter failed on a record"))
+	assert.Contains(t, stderr, "the jq program failed at run time")
+	for _, r := range records {
+		assert.NotContains(t, stderr, r.email)
+		assert.NotContains(t, stderr, r.name)
+	}
+}
+
+type leadsimRecord struct{ name, email string }
