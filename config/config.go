@@ -20,6 +20,7 @@
 package config
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -35,6 +36,7 @@ import (
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/internal/jqprog"
 )
 
 // Forwarder types accepted in forwarders[].type.
@@ -148,13 +150,18 @@ type ForwarderConfig struct {
 	// Types limits the forwarder to these kinds; empty means all.
 	Types []event.Kind `yaml:"types"`
 	// Chatbots limits the forwarder to these serials; empty means all.
-	Chatbots    []string `yaml:"chatbots"`
-	Concurrency int      `yaml:"concurrency"`
-	Retry       Retry    `yaml:"retry"`
+	Chatbots []string `yaml:"chatbots"`
+	// Filter, when set, is a jq program over the CloudEvent JSON that must yield true
+	// for a record to be queued for this forwarder (see Route).
+	Filter      string `yaml:"filter"`
+	Concurrency int    `yaml:"concurrency"`
+	Retry       Retry  `yaml:"retry"`
 
 	Webhook *Webhook `yaml:"-"`
 	NATS    *NATS    `yaml:"-"`
 	Slack   *Slack   `yaml:"-"`
+
+	filter *jqprog.Program // Filter compiled by Validate
 }
 
 // Retry is a forwarder's exponential backoff policy.
@@ -171,6 +178,10 @@ type Webhook struct {
 	Timeout time.Duration     `yaml:"timeout"`
 	// Body is "cloudevent" or "lead".
 	Body string `yaml:"body"`
+	// Transform is a jq program whose output is the body (see package webhook).
+	Transform string `yaml:"transform"`
+	// Encoding is "json" (the default) or "form", how the transform's output is sent.
+	Encoding string `yaml:"encoding"`
 	// Secret signs requests per Standard Webhooks; empty means unsigned.
 	Secret             string `yaml:"secret"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
@@ -290,6 +301,7 @@ func (f ForwarderConfig) WebhookConfig() webhook.Config {
 	w := deref(f.Webhook)
 	return webhook.Config{
 		Name: f.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout, Body: w.Body,
+		Transform: w.Transform, Encoding: w.Encoding,
 		Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify, Concurrency: f.Concurrency,
 	}
 }
@@ -372,15 +384,100 @@ func (c *Config) Forwarder(name string) (ForwarderConfig, bool) {
 }
 
 // Route names the forwarders whose filters accept ev, in config order. It fits
-// dedupe.Options.Route.
+// dedupe.Options.Route. A jq filter that fails on ev (or yields no boolean) counts as
+// not accepting it; Router reports those.
 func (c *Config) Route(ev event.Event) []string {
-	var names []string
+	return c.route(ev, nil)
+}
+
+// Filtered is told of each record a forwarder's jq filter kept out of its outbox: err
+// is nil when the filter said false, else why it failed (a reason without the
+// record's data, see package jqprog).
+type Filtered func(forwarder string, ev event.Event, err error)
+
+// Router is Route that also calls onFiltered (when not nil) for each record a
+// forwarder's jq filter keeps out. It fits dedupe.Options.Route.
+func (c *Config) Router(onFiltered Filtered) func(event.Event) []string {
+	return func(ev event.Event) []string { return c.route(ev, onFiltered) }
+}
+
+func (c *Config) route(ev event.Event, onFiltered Filtered) []string {
+	var (
+		names []string
+		input any // the CloudEvent JSON as jq sees it, made once for every filter
+	)
 	for _, f := range c.Forwarders {
-		if f.Accepts(ev.Chatbot(), ev.Kind()) {
-			names = append(names, f.Name)
+		if !f.Accepts(ev.Chatbot(), ev.Kind()) {
+			continue
 		}
+		if f.Filter != "" {
+			if input == nil {
+				input = filterInput(ev)
+			}
+			if ok, err := f.match(input); !ok {
+				if onFiltered != nil {
+					onFiltered(f.Name, ev, err)
+				}
+				continue
+			}
+		}
+		names = append(names, f.Name)
 	}
 	return names
+}
+
+// filterInput is the value a filter runs over: the CloudEvent JSON of ev (an error
+// value, on which every filter fails, if it cannot be encoded).
+func filterInput(ev event.Event) any {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	in, err := jqprog.Input(b)
+	if err != nil {
+		return err
+	}
+	return in
+}
+
+// FilterAccepts runs the forwarder's jq filter over ev: true when there is none or it
+// says true; false with the reason when it fails.
+func (f ForwarderConfig) FilterAccepts(ev event.Event) (bool, error) {
+	if f.Filter == "" {
+		return true, nil
+	}
+	return f.match(filterInput(ev))
+}
+
+// FilterTimeout bounds one run of a filter. Filters run while the store takes a page,
+// inside its write transaction, so a filter that loops must not hold it for long; a
+// boolean test over one event takes microseconds.
+const FilterTimeout = 100 * time.Millisecond
+
+// compileFilter compiles a filter program with its time bound.
+func compileFilter(src string) (*jqprog.Program, error) {
+	p, err := jqprog.Compile(src)
+	if err != nil {
+		return nil, err
+	}
+	return p.WithTimeout(FilterTimeout), nil
+}
+
+// match runs the forwarder's filter over input (from filterInput). A config built in
+// Go and not validated has its filter compiled here, on every call.
+func (f ForwarderConfig) match(input any) (bool, error) {
+	if err, ok := input.(error); ok {
+		return false, err
+	}
+	prog := f.filter
+	if prog == nil {
+		var err error
+		if prog, err = compileFilter(f.Filter); err != nil {
+			return false, err
+		}
+	}
+	// Route has no context: the filter's own time bound is the only one it needs.
+	return prog.Match(context.Background(), input)
 }
 
 // Accepts reports whether the forwarder's types and chatbots filters let through a

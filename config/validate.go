@@ -271,6 +271,13 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
 		}
 	}
+	if f.Filter != "" {
+		prog, err := compileFilter(f.Filter)
+		if err != nil {
+			v.add(path+".filter", "jq %v", err)
+		}
+		f.filter = prog
+	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
 	}

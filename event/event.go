@@ -109,6 +109,10 @@ const SpecVersion = "1.0"
 // TypePrefix starts every event type: neoagent.<kind>.<action>.
 const TypePrefix = "neoagent."
 
+// TypeTest is the type of the events `leadbridge send-test` sends, so that no target
+// takes one for a real record.
+const TypeTest = TypePrefix + "test"
+
 // Event is a CloudEvents 1.0 event in JSON structured mode, carrying one Lead.
 type Event struct {
 	SpecVersion     string    `json:"specversion"`

@@ -45,6 +45,8 @@ type Metrics struct {
 	pollDuration *prometheus.HistogramVec
 	records      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	filtered     *prometheus.CounterVec
+	filterErrors *prometheus.CounterVec
 	deliveries   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	attempts     *prometheus.HistogramVec
@@ -72,6 +74,14 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 			Name: "leadbridge_records_skipped_total",
 			Help: "Polled records skipped as undecodable, by chatbot serial and the API field at fault (record: not an object); a record the API repeats counts on every poll.",
 		}, []string{"chatbot", "reason_field"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_records_filtered_total",
+			Help: "Records a forwarder's filter kept out of its outbox (false, or failed), by forwarder.",
+		}, []string{"forwarder"}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_filter_errors_total",
+			Help: "Records on which a forwarder's filter failed or yielded no boolean (also counted as filtered), by forwarder.",
+		}, []string{"forwarder"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_deliveries_total",
 			Help: "Delivery attempts by forwarder and result: ok (delivered), retry (failed, will retry), dead (dead-lettered), paused (target gone).",
@@ -97,7 +107,7 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.polls, m.pollDuration, m.records, m.skipped,
+		m.polls, m.pollDuration, m.records, m.skipped, m.filtered, m.filterErrors,
 		m.deliveries, m.latency, m.attempts, buildInfo,
 		newStoreCollector(src),
 	)
@@ -130,6 +140,15 @@ func (m *Metrics) ObservePoll(serial string, took time.Duration, res event.Inges
 // ObserveSkip counts one record a poll skipped; it fits poller.Loop.OnSkip.
 func (m *Metrics) ObserveSkip(serial, field string) {
 	m.skipped.WithLabelValues(serial, field).Inc()
+}
+
+// ObserveFiltered counts one record a forwarder's filter kept out; err is the filter's
+// failure, nil when it said false. It fits config.Filtered.
+func (m *Metrics) ObserveFiltered(forwarder string, _ event.Event, err error) {
+	m.filtered.WithLabelValues(forwarder).Inc()
+	if err != nil {
+		m.filterErrors.WithLabelValues(forwarder).Inc()
+	}
 }
 
 // kindLabel keeps the kind label to the known kinds.

@@ -65,6 +65,11 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 	m.ObserveDelivery(crm, forwarders.ResultPaused, time.Second, errors.New("webhook crm: HTTP 410 Gone"))
 
+	// Filters kept records out: two said false for bus, one failed for crm.
+	m.ObserveFiltered("bus", bus[2].Event, nil)
+	m.ObserveFiltered("bus", bus[3].Event, nil)
+	m.ObserveFiltered("crm", crm.Event, errors.New("the jq filter produced a value that is not true or false"))
+
 	return s, srv.URL + "/metrics"
 }
 
@@ -88,6 +93,9 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"leadbridge_deliveries_total", L{"forwarder": "bus", "result": "retry"}, 1},
 		{"leadbridge_deliveries_total", L{"forwarder": "bus", "result": "dead"}, 1},
 		{"leadbridge_deliveries_total", L{"forwarder": "crm", "result": "paused"}, 1},
+		{"leadbridge_records_filtered_total", L{"forwarder": "bus"}, 2},
+		{"leadbridge_records_filtered_total", L{"forwarder": "crm"}, 1},
+		{"leadbridge_filter_errors_total", L{"forwarder": "crm"}, 1},
 		// Read from the store at scrape time.
 		{"leadbridge_outbox_depth", L{"forwarder": "bus"}, 2},
 		{"leadbridge_outbox_depth", L{"forwarder": "crm"}, 4},

@@ -31,6 +31,8 @@ type app struct {
 	loop       *poller.Loop
 	// nats is the embedded NATS server (nats_server), nil when none; it stops last.
 	nats *natsserver.Server
+	// onFiltered, when set before the loop runs, counts records a filter kept out.
+	onFiltered config.Filtered
 }
 
 // The store is every store the other packages define as an interface where they use it.
@@ -94,7 +96,7 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Retention:   cfg.Store.Retention,
 		Initial:     cfg.Poll.Initial,
 		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       cfg.Route,
+		Route:       cfg.Router(a.filtered),
 		Logger:      logger.With("component", "store"),
 	})
 	if err != nil {
@@ -158,6 +160,21 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Logger:        logger.With("component", "poller"),
 	}
 	return a, nil
+}
+
+// filtered is told of each record a forwarder's jq filter kept out of its outbox. A
+// filter that failed is logged as a warning, with the record's ids and the reason but
+// none of its data; onFiltered counts both kinds.
+func (a *app) filtered(forwarder string, ev event.Event, err error) {
+	if err != nil {
+		a.logger.Warn("a forwarder's filter failed on a record; it is not queued for that forwarder",
+			append(ev.LogAttrs(), "forwarder", forwarder, "reason", err.Error())...)
+	} else {
+		a.logger.Debug("a forwarder's filter kept a record out", append(ev.LogAttrs(), "forwarder", forwarder)...)
+	}
+	if a.onFiltered != nil {
+		a.onFiltered(forwarder, ev, err)
+	}
 }
 
 // chatbots are the configured chatbots, as the poller, status and readiness take them.

@@ -37,6 +37,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
+	a.onFiltered = m.ObserveFiltered
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
 		Forwarders: a.forwarderInfo(), Version: Version}

@@ -68,6 +68,7 @@ type TemplateData struct {
 // UTC), what they wrote as a quote, and a context line with the event id. When tmpl is
 // not nil, its output over TemplateData replaces the sections between header and
 // context. Text from the public chat is escaped and every text is cut to Slack's limits.
+// A test event (event.TypeTest) says TEST in its header and fallback text.
 func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (Message, error) {
 	if loc == nil {
 		loc = time.UTC
@@ -81,8 +82,12 @@ func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (
 		chatbot = escape(oneLine(l.Chatbot))
 	}
 
+	header, text := headline(appointment, updated, name), fallback(appointment, updated, name, chatbot)
+	if ev.Type == event.TypeTest {
+		header, text = "🧪 TEST (leadbridge send-test) · "+header, "TEST (leadbridge send-test): "+text
+	}
 	blocks := []slackapi.Block{
-		slackapi.NewHeaderBlock(plain(cut(headline(appointment, updated, name), maxHeader))),
+		slackapi.NewHeaderBlock(plain(cut(header, maxHeader))),
 	}
 	if tmpl != nil {
 		body, err := runTemplate(tmpl, ev, loc)
@@ -102,7 +107,7 @@ func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (
 		mrkdwn(cut("Event "+escape(ev.ID)+" · session "+strconv.FormatInt(l.SessionID, 10), maxSection))))
 
 	return Message{
-		Text:   cut(fallback(appointment, updated, name, chatbot), maxSection),
+		Text:   cut(text, maxSection),
 		Blocks: slackapi.Blocks{BlockSet: blocks},
 	}, nil
 }
