@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -428,4 +429,39 @@ func TestFlashCannotBeForged(t *testing.T) {
 	assert.NotContains(t, a.body, `class="flash"`)
 	b := do(t, client(t), "GET", r.srv.URL+"/ui/?done=resumed&f=<b>x</b>", nil, "Authorization", "Bearer "+token)
 	assert.NotContains(t, b.body, "<b>x</b>")
+}
+
+func TestOverviewPagesAThousandChatbotsFailingFirst(t *testing.T) {
+	store := leadtest.OpenStore(t, dedupe.Options{})
+	var bots []event.Chatbot
+	for i := range 1000 {
+		serial := fmt.Sprintf("%032x", i)
+		bots = append(bots, event.Chatbot{Serial: serial, Name: fmt.Sprintf("bot %04d", i)})
+		if i%100 == 7 { // the rest were never polled (a success would cost an fsync each)
+			require.NoError(t, store.RecordPoll(t.Context(), serial, time.Now(), errors.New("leadlist: 500")))
+		}
+	}
+	c := console.New(console.Options{Operator: &ops.Local{Store: store, Chatbots: bots}, Activity: store, Token: token})
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	bearer := []string{"Authorization", "Bearer " + token}
+
+	first := do(t, client(t), "GET", srv.URL+"/ui/", nil, bearer...)
+	require.Equal(t, http.StatusOK, first.code)
+	assert.Contains(t, first.body, "<b>10</b> of 1000 chatbots failing")
+	assert.Contains(t, first.body, "990 not polled yet")
+	assert.Equal(t, 50, strings.Count(first.body, `href="/ui/activity?chatbot=`))
+	assert.Contains(t, first.body, "bot 0007")
+	assert.Contains(t, first.body, "bot 0907", "the ten failing ones come first")
+	assert.Contains(t, first.body, "page 1 of 20")
+	assert.Contains(t, first.body, `href="/ui/?page=2"`)
+
+	last := do(t, client(t), "GET", srv.URL+"/ui/?page=20", nil, bearer...)
+	assert.Contains(t, last.body, "bot 0999")
+	assert.Contains(t, last.body, "page 20 of 20")
+	failing := do(t, client(t), "GET", srv.URL+"/ui/?state=failing&q=bot+09", nil, bearer...)
+	assert.Contains(t, failing.body, "1 of 1000 chatbots shown")
+	beyond := do(t, client(t), "GET", srv.URL+"/ui/?page=99", nil, bearer...)
+	assert.Equal(t, http.StatusOK, beyond.code)
+	assert.Contains(t, beyond.body, "No chatbot matches.")
 }

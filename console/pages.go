@@ -28,6 +28,7 @@ var funcs = template.FuncMap{
 	"dur":  func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"cut":  cut,
 	"kind": func(k event.Kind) string { return string(k) },
+	"plural": plural,
 }
 
 // ago says roughly how long before now t was; "never" for the zero time.
@@ -136,7 +137,7 @@ type chatbotRow struct {
 // forwarderRow is one forwarder on the overview.
 type forwarderRow struct {
 	ops.ForwarderStatus
-	State       string // paused, stranded, failing, ok
+	State       string // paused, stranded, failing (its last attempt failed), dead letters, ok
 	LastSuccess time.Time
 	LastHourOK  int
 	LastHourBad int
@@ -207,8 +208,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	counts := hourly(recent, now)
 	for _, f := range st.Forwarders {
 		row := forwarderRow{ForwarderStatus: f, State: "ok", Chart: draw(f.Name, counts[f.Name], now)}
-		for _, a := range recent {
-			if a.Forwarder != f.Name || now.Sub(a.At) > time.Hour {
+		lastFailed, seen := false, false
+		for _, a := range recent { // newest first
+			if a.Forwarder != f.Name {
+				continue
+			}
+			if !seen {
+				lastFailed, seen = a.Verdict != event.Acked, true
+			}
+			if now.Sub(a.At) > time.Hour {
 				continue
 			}
 			if a.Verdict == event.Acked {
@@ -231,8 +239,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			p.Paused++
 		case f.Type == ops.TypeUnconfigured && f.Pending > 0:
 			row.State = "stranded"
-		case f.Dead > 0 || row.LastHourBad > 0:
+		case lastFailed:
 			row.State = "failing"
+		case f.Dead > 0:
+			row.State = "dead letters"
 		}
 		p.Pending += f.Pending
 		p.Dead += f.Dead
@@ -240,7 +250,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		p.FailedHour += row.LastHourBad
 		p.Forwarders = append(p.Forwarders, row)
 	}
-	frank := map[string]int{"paused": 0, "stranded": 1, "failing": 2, "ok": 3}
+	frank := map[string]int{"paused": 0, "stranded": 1, "failing": 2, "dead letters": 3, "ok": 4}
 	slices.SortStableFunc(p.Forwarders, func(a, b forwarderRow) int {
 		return cmp.Or(cmp.Compare(frank[a.State], frank[b.State]), cmp.Compare(a.Name, b.Name))
 	})
