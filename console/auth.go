@@ -35,6 +35,8 @@ const (
 	sessionTTL  = 12 * time.Hour
 	maxSessions = 1024
 	csrfField   = "csrf"
+	// maxForm bounds a form's body: a selection of thousands of dead letters fits.
+	maxForm = 1 << 20
 )
 
 // sessions are the console's login sessions, by the SHA-256 of their id.
@@ -201,6 +203,13 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			c.plain(w, http.StatusBadRequest, "The form could not be read: "+err.Error())
+			return
+		}
+	}
 	if r.Method == http.MethodPost && !id.bearer {
 		if !hmac.Equal([]byte(r.PostFormValue(csrfField)), []byte(c.csrfToken(id.session))) {
 			c.plain(w, http.StatusForbidden, "CSRF check failed: the form is stale or came from elsewhere. Reload the page and try again.")
@@ -212,6 +221,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // login serves the login form and takes the token from it.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	next := safeNext(r.FormValue("next"))
 	if c.token == "" {
 		http.Redirect(w, r, next, http.StatusSeeOther)

@@ -465,3 +465,26 @@ func TestOverviewPagesAThousandChatbotsFailingFirst(t *testing.T) {
 	assert.Equal(t, http.StatusOK, beyond.code)
 	assert.Contains(t, beyond.body, "No chatbot matches.")
 }
+
+func TestHostilePageNumbersAndForms(t *testing.T) {
+	r := newRig(t, token)
+	c := client(t)
+	bearer := []string{"Authorization", "Bearer " + token}
+	for _, path := range []string{"/ui/", "/ui/activity", "/ui/dead"} {
+		for _, page := range []string{"9223372036854775807", "184467440737095517", "-3", "x"} {
+			a := do(t, c, "GET", r.srv.URL+path+"?page="+page, nil, bearer...)
+			assert.Equal(t, http.StatusOK, a.code, "%s page %s", path, page)
+		}
+	}
+	// A form too large to be a real selection is refused, and changes nothing.
+	huge := url.Values{"sel": {strings.Repeat("x", 2<<20) + "/id"}}
+	a := do(t, c, "POST", r.srv.URL+"/ui/dead/drop", huge, bearer...)
+	assert.Equal(t, http.StatusBadRequest, a.code)
+	dl, err := r.store.DeadLetters(t.Context(), "")
+	require.NoError(t, err)
+	assert.Len(t, dl, 1)
+	// A script resuming with the bearer token is sent where it asked.
+	a = do(t, c, "POST", r.srv.URL+"/ui/forwarders/slack/resume", url.Values{"back": {"dead"}}, bearer...)
+	assert.Equal(t, http.StatusSeeOther, a.code)
+	assert.True(t, strings.HasPrefix(a.resp.Header.Get("Location"), "/ui/dead?"), a.resp.Header.Get("Location"))
+}

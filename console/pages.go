@@ -92,13 +92,16 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
+// maxPage bounds the page number a query may ask for, so that no offset overflows.
+const maxPage = 1_000_000
+
 // pageOf reads the 1-based page number from the query.
 func pageOf(r *http.Request) int {
 	p, err := strconv.Atoi(r.URL.Query().Get("page"))
 	if err != nil || p < 1 {
 		return 1
 	}
-	return p
+	return min(p, maxPage)
 }
 
 // pager links to the previous and next pages of a table, keeping the filters.
@@ -463,7 +466,7 @@ func (c *Console) resume(w http.ResponseWriter, r *http.Request) {
 		done = "resumed"
 	}
 	back := "/ui/"
-	if r.PostForm.Get("back") == "dead" {
+	if r.PostFormValue("back") == "dead" {
 		back = "/ui/dead"
 	}
 	http.Redirect(w, r, back+"?"+url.Values{"done": {done}, "f": {name}}.Encode(), http.StatusSeeOther)
