@@ -23,11 +23,11 @@ const perPage = 50
 func randomKey(b []byte) { _, _ = rand.Read(b) } // never fails (crypto/rand)
 
 var funcs = template.FuncMap{
-	"ago":  ago,
-	"utc":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
-	"dur":  func(d time.Duration) string { return d.Round(time.Millisecond).String() },
-	"cut":  cut,
-	"kind": func(k event.Kind) string { return string(k) },
+	"ago":    ago,
+	"utc":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+	"dur":    func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	"cut":    cut,
+	"kind":   func(k event.Kind) string { return string(k) },
 	"plural": plural,
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,18 +109,29 @@ http: {listen: "%s", admin_token: "${LB_ADMIN_TOKEN}"}
 	// until reloads path until the text of sel contains every one of want.
 	until := func(path, sel string, want ...string) {
 		t.Helper()
-		var last string
-		ok := assert.Eventually(t, func() bool {
-			do("open "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS(sel)))
-			last = text(sel)
+		var last atomic.Value // what the page last showed, for the failure message
+		last.Store("")
+		ok := assert.Eventually(t, func() bool { // runs in another goroutine: no require here
+			ctx, cancel := context.WithTimeout(browser, 5*time.Second)
+			defer cancel()
+			if err := chromedp.Do(ctx, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
+				last.Store(err.Error())
+				return false
+			}
+			s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+			if err != nil {
+				last.Store(err.Error())
+				return false
+			}
+			last.Store(s)
 			for _, w := range want {
-				if !strings.Contains(last, w) {
+				if !strings.Contains(s, w) {
 					return false
 				}
 			}
 			return true
 		}, 15*time.Second, 100*time.Millisecond)
-		require.True(t, ok, "%s %s shows %q; it shows:\n%s", path, sel, want, last)
+		require.True(t, ok, "%s %s shows %q; it shows:\n%s", path, sel, want, last.Load())
 	}
 	shots := screenshotDir(t)
 	shot := func(name string) {
