@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/console"
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
@@ -37,10 +38,11 @@ type app struct {
 
 // The store is every store the other packages define as an interface where they use it.
 var (
-	_ poller.Store      = (*dedupe.Store)(nil)
-	_ forwarders.Outbox = (*dedupe.Store)(nil)
-	_ ops.LocalStore    = (*dedupe.Store)(nil)
-	_ ops.PauseStore    = (*dedupe.Store)(nil)
+	_ poller.Store        = (*dedupe.Store)(nil)
+	_ forwarders.Outbox   = (*dedupe.Store)(nil)
+	_ ops.LocalStore      = (*dedupe.Store)(nil)
+	_ ops.PauseStore      = (*dedupe.Store)(nil)
+	_ console.ActivityLog = (*dedupe.Store)(nil)
 )
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leadbridge/leadbridge/console"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -47,8 +48,10 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
+		ui := console.New(console.Options{Operator: backend, Activity: a.store, Token: cfg.HTTP.AdminToken,
+			PollInterval: cfg.Poll.Interval, Logger: logger})
 		srv = &http.Server{
-			Handler:           ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")),
+			Handler:           ops.WithConsole(ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")), ui),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() {
@@ -56,7 +59,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 				logger.Error("http server failed", "err", err)
 			}
 		}()
-		logger.Info("serving /metrics, /healthz, /readyz and the admin API", "addr", ln.Addr().String())
+		logger.Info("serving /metrics, /healthz, /readyz, the admin API and the web console (/ui/)", "addr", ln.Addr().String())
 	}
 
 	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
