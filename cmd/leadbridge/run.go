@@ -31,7 +31,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
-	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
+	h := ops.NewHealth(a.store, paced(cfg), a.forwarderInfo(), cfg.Poll.Interval, nil)
 	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
 	a.dispatcher.OnResult = m.ObserveDelivery
@@ -55,7 +55,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logger.Info("serving /metrics, /healthz, /readyz and the admin API", "addr", ln.Addr().String())
 	}
 
-	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
+	logger.Info("leadbridge started", "version", Version, "accounts", len(cfg.AllAccounts()), "chatbots", len(a.loop.Chatbots),
 		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })

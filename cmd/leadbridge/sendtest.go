@@ -49,12 +49,12 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer c.Close()
 	}
 
-	serial, botName := "leadbridge-send-test", "leadbridge send-test"
-	if len(cfg.NeoAgent.Chatbots) > 0 {
-		serial, botName = cfg.NeoAgent.Chatbots[0].Serial, cfg.NeoAgent.Chatbots[0].Name
+	bot := event.Chatbot{Serial: "leadbridge-send-test", Name: "leadbridge send-test", Account: event.DefaultAccount}
+	if bots := cfg.Chatbots(); len(bots) > 0 {
+		bot = bots[0]
 	}
 	ev := event.NewCreated(event.Lead{
-		Chatbot: serial, ChatbotName: botName, Kind: k,
+		Chatbot: bot.Serial, ChatbotName: bot.Name, Account: bot.Account, Kind: k,
 		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
 		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
 		// A fresh time gives a fresh event id, so JetStream does not drop a second test.
