@@ -425,7 +425,7 @@ func (c *Config) Forwarder(name string) (ForwarderConfig, bool) {
 func (c *Config) Route(ev event.Event) []string {
 	var names []string
 	for _, f := range c.Forwarders {
-		if f.Accepts(ev.Chatbot(), ev.Kind()) && f.AcceptsAccount(ev.Data.Account) {
+		if f.Accepts(ev.Chatbot(), ev.Kind()) && f.AcceptsAccount(ev.Account()) {
 			names = append(names, f.Name)
 		}
 	}

@@ -158,6 +158,15 @@ func (e Event) Kind() Kind { return e.Data.Kind }
 // Chatbot is the serial of the chatbot the record came from.
 func (e Event) Chatbot() string { return e.Data.Chatbot }
 
+// Account is the account of the chatbot the record came from; an event taken before
+// leadbridge had accounts carries none, and was of the top-level one: DefaultAccount.
+func (e Event) Account() string {
+	if e.Data.Account == "" {
+		return DefaultAccount
+	}
+	return e.Data.Account
+}
+
 // Action tells a created event from an updated one.
 func (e Event) Action() Action {
 	return Action(e.Type[strings.LastIndexByte(e.Type, '.')+1:])
