@@ -248,3 +248,13 @@ func TestA429SlowsOnlyItsAccount(t *testing.T) {
 	assert.Equal(t, 1, failed["a1"]+failed["a2"], "one poll of client-a failed with the 429: %v", failed)
 	assert.Zero(t, failed["b1"])
 }
+
+// A chatbot of an account the Loop has no Client for is an error, not a crash.
+func TestPollOnceWithoutTheAccountsClient(t *testing.T) {
+	l := &Loop{Clients: map[string]*Client{"client-a": NewClient("http://127.0.0.1:1", "k", time.Second)},
+		Store: openStore(t, dedupe.Options{})}
+	_, err := l.PollOnce(t.Context(), event.Chatbot{Serial: "r1", Account: "reseller"})
+	assert.EqualError(t, err, `poller: no Client for chatbot "r1" (account "reseller")`)
+	err = (&Loop{Clients: l.Clients, Store: l.Store, Chatbots: []event.Chatbot{{Serial: "r1", Account: "reseller"}}}).Run(t.Context())
+	assert.ErrorContains(t, err, `no Client for chatbot "r1" (account "reseller")`)
+}

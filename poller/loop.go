@@ -298,6 +298,9 @@ func (l *Loop) clientFor(bot event.Chatbot) *Client {
 // is logged and returned; its error names the chatbot. A poll cut short because ctx is
 // done is returned without being recorded, logged or reported to OnPoll.
 func (l *Loop) PollOnce(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
+	if l.clientFor(bot) == nil {
+		return event.Ingested{}, fmt.Errorf("poller: no Client for chatbot %q (account %q)", bot.Serial, bot.Account)
+	}
 	res, err := l.poll(ctx, bot)
 	if err != nil && ctx.Err() == nil {
 		l.logFailure(bot, err, 0)
