@@ -68,19 +68,40 @@ type Config struct {
 	doc *docInfo
 }
 
-// NeoAgent is how to reach the LeadList API and which chatbots to poll.
+// NeoAgent is how to reach the LeadList API and which chatbots to poll. The top-level
+// BaseURL, APIKey, Timeout and Chatbots are the account named event.DefaultAccount;
+// Accounts lists others, each with its own key and host.
 type NeoAgent struct {
 	BaseURL      string        `yaml:"base_url"`
 	APIKey       string        `yaml:"api_key"`
 	Timeout      time.Duration `yaml:"timeout"`
 	MaxBodyBytes int64         `yaml:"max_body_bytes"`
-	Chatbots     []Chatbot     `yaml:"chatbots"`
+	// MaxRPS is the request budget (LeadList calls per second) of every account that
+	// does not set its own.
+	MaxRPS   float64   `yaml:"max_rps"`
+	Chatbots []Chatbot `yaml:"chatbots"`
+	Accounts []Account `yaml:"accounts"`
 }
 
-// Chatbot is one chatbot to poll; Name defaults to Serial.
+// Account is one NeoAgent account (or white-label host): its key, host, timeout and
+// request budget, shared by its chatbots. Validate sets BaseURL, Timeout and MaxRPS
+// from the neoagent keys when left out.
+type Account struct {
+	Name     string        `yaml:"name"`
+	BaseURL  string        `yaml:"base_url"`
+	APIKey   string        `yaml:"api_key"`
+	Timeout  time.Duration `yaml:"timeout"`
+	MaxRPS   float64       `yaml:"max_rps"`
+	Chatbots []Chatbot     `yaml:"chatbots"`
+}
+
+// Chatbot is one chatbot to poll; Name defaults to Serial. Interval and Lookback, when
+// set, override poll.interval and poll.lookback for this chatbot.
 type Chatbot struct {
-	Serial string `yaml:"serial"`
-	Name   string `yaml:"name"`
+	Serial   string        `yaml:"serial"`
+	Name     string        `yaml:"name"`
+	Interval time.Duration `yaml:"interval"`
+	Lookback time.Duration `yaml:"lookback"`
 }
 
 // Poll sets the polling loop's pace.
@@ -153,9 +174,11 @@ type ForwarderConfig struct {
 	Chatbots []string `yaml:"chatbots"`
 	// Filter, when set, is a jq program over the CloudEvent JSON that must yield true
 	// for a record to be queued for this forwarder (see Route).
-	Filter      string `yaml:"filter"`
-	Concurrency int    `yaml:"concurrency"`
-	Retry       Retry  `yaml:"retry"`
+	Filter string `yaml:"filter"`
+	// Accounts limits the forwarder to the chatbots of these accounts; empty means all.
+	Accounts    []string `yaml:"accounts"`
+	Concurrency int      `yaml:"concurrency"`
+	Retry       Retry    `yaml:"retry"`
 
 	Webhook *Webhook `yaml:"-"`
 	NATS    *NATS    `yaml:"-"`
@@ -228,12 +251,19 @@ type Slack struct {
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
 }
 
+// DefaultMaxRPS is an account's request budget unless neoagent.max_rps or the account's
+// max_rps says otherwise: 5 calls a second is 300 chatbots polled every minute, yet a
+// fraction of what one browser session of the NeoAgent dashboard makes, so a large
+// agency stays a polite client, and a start with many chatbots is never a burst.
+const DefaultMaxRPS = 5.0
+
 // DefaultConfig is the one owner of the defaults: a Config holding the value of every key
 // a file may leave out. Parse decodes over it; Validate fills a Go-built Config's zero
 // fields from it. Forwarder entries get theirs from DefaultForwarder.
 func DefaultConfig() *Config {
 	return &Config{
-		NeoAgent: NeoAgent{BaseURL: "https://app.neoagent.co", Timeout: 30 * time.Second, MaxBodyBytes: 64 << 20},
+		NeoAgent: NeoAgent{BaseURL: "https://app.neoagent.co", Timeout: 30 * time.Second, MaxBodyBytes: 64 << 20,
+			MaxRPS: DefaultMaxRPS},
 		Poll: Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1,
 			MaxBackoff: 10 * time.Minute},
 		Store:    Store{Path: "./leadbridge.db", Retention: 90 * 24 * time.Hour},
@@ -363,14 +393,52 @@ func Parse(data []byte, source string) (*Config, error) {
 	return c, nil
 }
 
-// Chatbot returns the configured chatbot with this serial.
+// Chatbot returns the configured chatbot with this serial, in whichever account.
 func (c *Config) Chatbot(serial string) (Chatbot, bool) {
-	for _, cb := range c.NeoAgent.Chatbots {
-		if cb.Serial == serial {
-			return cb, true
+	for _, a := range c.AllAccounts() {
+		for _, cb := range a.Chatbots {
+			if cb.Serial == serial {
+				return cb, true
+			}
 		}
 	}
 	return Chatbot{}, false
+}
+
+// AllAccounts lists every account to poll: the one named event.DefaultAccount made of
+// the top-level neoagent keys, when it has chatbots, then neoagent.accounts in order.
+func (c *Config) AllAccounts() []Account {
+	n := c.NeoAgent
+	var all []Account
+	if len(n.Chatbots) > 0 {
+		all = append(all, Account{Name: event.DefaultAccount, BaseURL: n.BaseURL, APIKey: n.APIKey,
+			Timeout: n.Timeout, MaxRPS: n.MaxRPS, Chatbots: n.Chatbots})
+	}
+	return append(all, n.Accounts...)
+}
+
+// Account returns the account with this name (event.DefaultAccount for the top-level one).
+func (c *Config) Account(name string) (Account, bool) {
+	for _, a := range c.AllAccounts() {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Account{}, false
+}
+
+// Chatbots lists every configured chatbot of every account, in config order, as the
+// poller, status and readiness take them; Interval and Lookback are the chatbot's own
+// (zero when it follows poll.*).
+func (c *Config) Chatbots() []event.Chatbot {
+	var out []event.Chatbot
+	for _, a := range c.AllAccounts() {
+		for _, cb := range a.Chatbots {
+			out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name, Account: a.Name,
+				Interval: cb.Interval, Lookback: cb.Lookback})
+		}
+	}
+	return out
 }
 
 // Forwarder returns the configured forwarder with this name.
@@ -407,7 +475,7 @@ func (c *Config) route(ev event.Event, onFiltered Filtered) []string {
 		input any // the CloudEvent JSON as jq sees it, made once for every filter
 	)
 	for _, f := range c.Forwarders {
-		if !f.Accepts(ev.Chatbot(), ev.Kind()) {
+		if !f.Accepts(ev.Chatbot(), ev.Kind()) || !f.AcceptsAccount(ev.Account()) {
 			continue
 		}
 		if f.Filter != "" {
@@ -485,6 +553,12 @@ func (f ForwarderConfig) match(input any) (bool, error) {
 func (f ForwarderConfig) Accepts(chatbot string, kind event.Kind) bool {
 	return (len(f.Types) == 0 || slices.Contains(f.Types, kind)) &&
 		(len(f.Chatbots) == 0 || slices.Contains(f.Chatbots, chatbot))
+}
+
+// AcceptsAccount reports whether the forwarder's accounts filter lets through a record
+// of a chatbot of this account.
+func (f ForwarderConfig) AcceptsAccount(account string) bool {
+	return len(f.Accounts) == 0 || slices.Contains(f.Accounts, account)
 }
 
 // Fingerprint is the hex SHA-256 of the forwarder's settings (secrets included, so a

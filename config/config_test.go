@@ -165,7 +165,7 @@ func TestParseErrors(t *testing.T) {
 		{"types filter bad value", head + hook + "    types: [lead, meeting]\n",
 			[]string{`forwarders[0].types[1]: must be lead or appointment, got "meeting" (line 10)`}},
 		{"chatbots filter unknown serial", head + hook + "    chatbots: [bot1, bot9]\n",
-			[]string{`forwarders[0].chatbots[1]: unknown chatbot "bot9" (not a serial in neoagent.chatbots) (line 10)`}},
+			[]string{`forwarders[0].chatbots[1]: unknown chatbot "bot9" (not a serial in neoagent.chatbots or neoagent.accounts[].chatbots) (line 10)`}},
 		{"concurrency zero", head + hook + "    concurrency: 0\n",
 			[]string{"forwarders[0].concurrency: must be between 1 and 256, got 0 (line 10)"}},
 		{"concurrency too high", head + hook + "    concurrency: 257\n",
@@ -278,6 +278,7 @@ func TestDefaults(t *testing.T) {
 		APIKey:       "key123",
 		Timeout:      30 * time.Second,
 		MaxBodyBytes: 64 << 20,
+		MaxRPS:       DefaultMaxRPS,
 		Chatbots:     []Chatbot{{Serial: "bot1", Name: "bot1"}, {Serial: "bot2", Name: "bot2"}},
 	}, c.NeoAgent)
 	assert.Equal(t, Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1, MaxBackoff: 10 * time.Minute}, c.Poll)

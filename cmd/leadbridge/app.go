@@ -144,12 +144,10 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Logger: logger.With("component", "dispatcher"),
 		Grace:  cfg.Shutdown.Grace,
 	}
-	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
-	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
 	a.loop = &poller.Loop{
-		Client:   client,
+		Clients:  newClients(cfg),
 		Store:    store,
-		Chatbots: chatbots(cfg),
+		Chatbots: cfg.Chatbots(),
 		Interval: cfg.Poll.Interval,
 		Lookback: cfg.Poll.Lookback,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
@@ -179,13 +177,35 @@ func (a *app) filtered(forwarder string, ev event.Event, err error) {
 	}
 }
 
-// chatbots are the configured chatbots, as the poller, status and readiness take them.
-func chatbots(cfg *config.Config) []event.Chatbot {
-	out := make([]event.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
-	for _, cb := range cfg.NeoAgent.Chatbots {
-		out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name})
+// newClients makes the LeadList client of every account, by name: its host, key and
+// timeout, and a Budget of its max_rps that all of its chatbots share.
+func newClients(cfg *config.Config) map[string]*poller.Client {
+	clients := map[string]*poller.Client{}
+	for _, acc := range cfg.AllAccounts() {
+		c := poller.NewClient(acc.BaseURL, acc.APIKey, acc.Timeout)
+		c.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+		c.Budget = poller.NewBudget(acc.MaxRPS)
+		clients[acc.Name] = c
 	}
-	return out
+	return clients
+}
+
+// paced are the chatbots with the interval they are really polled at, for readiness:
+// their own (or poll.interval), or longer when their account's chatbots need more calls
+// than its max_rps allows and take turns, each about every chatbots/max_rps.
+func paced(cfg *config.Config) []event.Chatbot {
+	bots := cfg.Chatbots()
+	turn := map[string]time.Duration{}
+	for _, acc := range cfg.AllAccounts() {
+		turn[acc.Name] = time.Duration(float64(len(acc.Chatbots)) / acc.MaxRPS * float64(time.Second))
+	}
+	for i := range bots {
+		if bots[i].Interval == 0 {
+			bots[i].Interval = cfg.Poll.Interval
+		}
+		bots[i].Interval = max(bots[i].Interval, turn[bots[i].Account])
+	}
+	return bots
 }
 
 // warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in

@@ -32,7 +32,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
-	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
+	h := ops.NewHealth(a.store, paced(cfg), a.forwarderInfo(), cfg.Poll.Interval, nil)
 	if a.nats != nil {
 		h.AddComponent("nats_server", a.nats.Ready)
 	}
@@ -62,7 +62,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logger.Info("serving /metrics, /healthz, /readyz, the admin API and the web console (/ui/)", "addr", ln.Addr().String())
 	}
 
-	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
+	logger.Info("leadbridge started", "version", Version, "accounts", len(cfg.AllAccounts()), "chatbots", len(a.loop.Chatbots),
 		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })

@@ -52,11 +52,11 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer c.Close()
 	}
 
-	serial, botName := "leadbridge-send-test", "leadbridge send-test"
-	if len(cfg.NeoAgent.Chatbots) > 0 {
-		serial, botName = cfg.NeoAgent.Chatbots[0].Serial, cfg.NeoAgent.Chatbots[0].Name
+	bot := event.Chatbot{Serial: "leadbridge-send-test", Name: "leadbridge send-test", Account: event.DefaultAccount}
+	if bots := cfg.Chatbots(); len(bots) > 0 {
+		bot = bots[0]
 	}
-	ev := testEvent(serial, botName, k, time.Now())
+	ev := testEvent(bot, k, time.Now())
 	if fc.Filter != "" {
 		fmt.Fprintf(stdout, "note: send-test ignores filters: forwarder %q's filter was not applied (%s)\n", name, filterVerdict(fc, ev))
 	}
@@ -91,9 +91,9 @@ const testSource = "leadbridge/send-test"
 
 // testEvent is the sample record send-test delivers, of type event.TypeTest (Slack marks
 // it TEST) with a source that names send-test, created at now.
-func testEvent(serial, botName string, k event.Kind, now time.Time) event.Event {
+func testEvent(bot event.Chatbot, k event.Kind, now time.Time) event.Event {
 	ev := event.NewCreated(event.Lead{
-		Chatbot: serial, ChatbotName: botName, Kind: k,
+		Chatbot: bot.Serial, ChatbotName: bot.Name, Account: bot.Account, Kind: k,
 		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
 		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
 		// A fresh time gives a fresh event id, so JetStream does not drop a second test.

@@ -684,3 +684,17 @@ func TestRedactHidesTheWholeWord(t *testing.T) {
 	got := f.redact("auth with " + testToken + "-rotated2 failed; tried xx" + testToken + "@nats.example, " + testToken[2:12])
 	assert.Equal(t, "auth with [redacted] failed; tried [redacted] [redacted]", got)
 }
+
+// The subject template sees the chatbot's account; an event queued before accounts
+// existed was of the top-level account, named default.
+func TestSubjectTemplateAccount(t *testing.T) {
+	ns := startServer(t, func(o *server.Options) { o.JetStream = false })
+	msgs := subscribe(t, connect(t, ns.URL()), ">")
+	f := newForwarder(t, Config{URL: ns.URL(), Subject: "leads.{{.Account}}.{{.Kind}}"})
+	for account, want := range map[string]string{"client-a": "leads.client-a.appointment", "": "leads.default.appointment"} {
+		l := forwarderstest.SampleEvent().Data
+		l.Account = account
+		require.NoError(t, deliver(f, event.NewCreated(l)))
+		assert.Equal(t, want, receive(t, msgs).Subject)
+	}
+}

@@ -50,6 +50,7 @@ type TemplateData struct {
 	Time        string    // CreatedAt in the forwarder's timezone, e.g. "Wed 22 Nov 2023 03:13 UTC"
 	CreatedAt   time.Time // when the record was created, in the forwarder's timezone
 	EventID     string    // the event id
+	Account     string    // the chatbot's account name
 	Chatbot     string    // the chatbot's serial
 	ChatbotName string    // the chatbot's configured name, or its serial when it has none
 	Name        string    // the person's name
@@ -250,6 +251,7 @@ func templateData(ev event.Event, loc *time.Location) TemplateData {
 		Time:        l.CreatedAt.In(loc).Format(timeLayout),
 		CreatedAt:   l.CreatedAt.In(loc),
 		EventID:     escape(ev.ID),
+		Account:     escape(oneLine(ev.Account())),
 		Chatbot:     escape(oneLine(l.Chatbot)),
 		ChatbotName: escape(oneLine(l.ChatbotName)),
 		Name:        escape(oneLine(l.Name)),

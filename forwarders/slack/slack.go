@@ -106,7 +106,7 @@ var goneAPIErrors = map[string]bool{
 // templateProbe is a record with every field set, which New runs a template on to catch
 // mistakes such as a misspelt field before the first delivery.
 var templateProbe = event.NewCreated(event.Lead{
-	Chatbot: "serial", ChatbotName: "Chatbot", Kind: event.KindLead, Name: "Name",
+	Chatbot: "serial", ChatbotName: "Chatbot", Account: "account", Kind: event.KindLead, Name: "Name",
 	Email: "name@example.com", Phone: "+1 555 0100", Content: "Content", SessionID: 1,
 	URI: "https://example.com/", Count: 1, CreatedAt: time.Unix(0, 0),
 })
