@@ -454,13 +454,14 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 		default:
 			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
 		}
-		heap.Pop(&l.queue)
-		if head.d != nil {
-			l.ready--
-		}
+		items, rest := l.take(now)
 		l.flying++
 		wg.Go(func() {
-			l.attempt(ctx, hard, head)
+			if b, ok := l.route.Forwarder.(BatchDeliverer); ok && len(items) > 1 {
+				l.attemptBatch(hard, b, items, rest)
+			} else {
+				l.attempt(ctx, hard, items[0])
+			}
 			l.mu.Lock()
 			l.flying--
 			l.mu.Unlock()
@@ -491,33 +492,50 @@ func (l *lane) reschedule(it item) {
 // recorder: delivered, scheduled for a retry, dead-lettered, or the forwarder paused.
 // Attempts run under hard, which outlives ctx by the grace period.
 func (l *lane) attempt(ctx, hard context.Context, it item) {
+	d, ok := l.entry(hard, it)
+	if !ok {
+		return
+	}
+	start := time.Now()
+	err := l.route.Forwarder.Deliver(hard, d.Event)
+	l.settle(hard, it, d, err, time.Since(start))
+}
+
+// entry is the delivery it names, ready for an attempt: as read when it was loaded, or
+// read now. It reports false when the entry left the outbox since it was scheduled
+// (dropped, moved) or cannot be read.
+func (l *lane) entry(hard context.Context, it item) (event.Delivery, bool) {
 	var d event.Delivery
 	if it.d != nil {
-		d, it.d = *it.d, nil
+		d = *it.d
 	} else {
 		var found bool
 		var err error
 		if d, found, err = l.d.Outbox.Entry(hard, l.route.Forwarder.Name(), it.seq); err != nil {
 			l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
-			return
+			return d, false
 		} else if !found {
-			return // dropped or moved since it was scheduled
+			return d, false // dropped or moved since it was scheduled
 		}
 	}
 	d.Attempts, d.FirstTry = it.attempts, it.firstTry // this process may know of failures not yet recorded
-	log := l.logger.With(d.Event.LogAttrs()...)
-	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
 		d.FirstTry = l.d.now()
 	}
-	start := time.Now()
-	err := l.route.Forwarder.Deliver(hard, d.Event)
-	took := time.Since(start)
+	return d, true
+}
+
+// settle hands the recorder the verdict of an attempt of d (the entry it names) that
+// ended with err after took: delivered, scheduled for a retry, dead-lettered, or the
+// forwarder paused. An attempt cut off by the end of the grace period gets no verdict.
+func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error, took time.Duration) {
+	log := l.logger.With(d.Event.LogAttrs()...)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
 		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
 		return
 	}
+	it.d = nil
 	v := verdict{lane: l, log: log, took: took, err: err}
 	if err == nil {
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked}, ResultOK
@@ -528,7 +546,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	d.LastError = err.Error()
 	switch {
 	case IsGone(err):
-		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
+		d.FirstTry = it.firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
 		l.pause(hard, d, err, log)
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
