@@ -80,8 +80,10 @@ func (l *lane) countDue(now time.Time) int {
 }
 
 // attemptBatch makes one attempt of several entries through the forwarder's batch path
-// and settles each entry's outcome on its own, as attempt does for one. Entries that left
-// the outbox since they were scheduled are left out. It runs under hard, like attempt.
+// and settles each entry's outcome on its own, as attempt does for one, with one pace for
+// all: entries that failed alike fall due together and go in one batch again. Entries
+// that left the outbox since they were scheduled are left out. It runs under hard, like
+// attempt.
 func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item, rest Rest) {
 	kept := make([]item, 0, len(items))
 	ds := make([]event.Delivery, 0, len(items))
@@ -99,7 +101,8 @@ func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item
 	}
 	start := time.Now()
 	errs := b.DeliverBatch(hard, evs, rest)
-	took := time.Since(start)
+	p := newPace()
+	took := p.end.Sub(start)
 	if errs != nil && len(errs) != len(evs) {
 		bad := Errorf(b.Name(), "the batch path answered %d outcomes for %d events", len(errs), len(evs))
 		errs = make([]error, len(evs))
@@ -112,6 +115,6 @@ func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item
 		if errs != nil {
 			err = errs[i]
 		}
-		l.settle(hard, kept[i], d, err, took)
+		l.settle(hard, kept[i], d, err, took, p)
 	}
 }
