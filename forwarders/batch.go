@@ -43,12 +43,13 @@ type Rest struct {
 
 // take pops the entries of the lane's next attempt, the head of the schedule being due:
 // the head alone, or, when the forwarder has a batch path, as many due entries as it
-// asks for, earliest due first, with what that leaves due. Called with l.mu held.
+// asks for (no more than leave the lane's entries in flight within a window), earliest
+// due first, with what that leaves due. Called with l.mu held.
 func (l *lane) take(now time.Time) ([]item, Rest) {
 	n, rest := 1, Rest{}
 	if b, ok := l.route.Forwarder.(BatchDeliverer); ok {
 		due := l.countDue(now)
-		n = min(max(b.BatchSize(due), 1), due)
+		n = min(max(b.BatchSize(due), 1), due, l.window()-l.flying)
 		rest = Rest{Due: due - n, More: !l.exhausted}
 	}
 	items := make([]item, 0, n)
@@ -60,6 +61,15 @@ func (l *lane) take(now time.Time) ([]item, Rest) {
 		items = append(items, it)
 	}
 	return items, rest
+}
+
+// batchesFull reports whether a lane with a batch path has a window of entries in flight
+// already: then it starts no more until some come back, however many slots are free, so
+// that slots times batch size (256 × 256 for JetStream) never holds that many entries in
+// memory at once. Called with l.mu held.
+func (l *lane) batchesFull() bool {
+	_, ok := l.route.Forwarder.(BatchDeliverer)
+	return ok && l.flying >= l.window()
 }
 
 // countDue counts the scheduled entries due at now. It visits only due entries and their

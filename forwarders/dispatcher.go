@@ -295,7 +295,7 @@ type lane struct {
 	paused bool
 	queue  schedule
 	ready  int // entries in queue that hold their Delivery
-	flying int
+	flying int // entries in flight
 }
 
 func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan time.Duration) *lane {
@@ -450,13 +450,16 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 		if head.due.After(now) {
 			return head.due
 		}
+		if l.batchesFull() {
+			return time.Time{} // a finishing attempt wakes the loop
+		}
 		select {
 		case l.sem <- struct{}{}:
 		default:
 			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
 		}
 		items, rest := l.take(now)
-		l.flying++
+		l.flying += len(items)
 		wg.Go(func() {
 			if b, ok := l.route.Forwarder.(BatchDeliverer); ok && len(items) > 1 {
 				l.attemptBatch(hard, b, items, rest)
@@ -464,7 +467,7 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 				l.attempt(ctx, hard, items[0])
 			}
 			l.mu.Lock()
-			l.flying--
+			l.flying -= len(items)
 			l.mu.Unlock()
 			<-l.sem
 			l.signal(&l.freedC)

@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,4 +202,50 @@ func TestDispatcherPipelinesJetStreamAndAcksOnlyWhatWasAcked(t *testing.T) {
 		assert.NotContains(t, stored, p.Event.ID, "an entry left pending was not stored")
 	}
 	assert.Len(t, stored, 25)
+}
+
+// A lane with a batch path keeps at most a window of entries in flight (768 for 256
+// slots), however many slots and batches of 256 it has: while acks do not come, the rest
+// of a big outbox waits in the store, not in memory. Here no ack ever comes, so each wave
+// of publishes ends at the timeout; published minus settled never exceeds the entries in
+// flight plus those settled but not yet reported, each at most a window.
+func TestDispatcherBoundsEntriesInFlight(t *testing.T) {
+	const total, window = 4000, 2*256 + 1024/4
+	ns := startServer(t, nil)
+	var heard atomic.Int64
+	_, err := connect(t, ns.URL()).Subscribe("neoagent.>", func(*natsgo.Msg) { heard.Add(1) })
+	require.NoError(t, err)
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Timeout: time.Second}) // no stream: no acks
+	st := leadtest.OpenStore(t, dedupe.Options{Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit,
+		Route: leadtest.RouteTo("bus")})
+	_, err = st.Ingest(t.Context(), "bot1", leadtest.Leads("bot1", 1000, total, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)))
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	settled, most := int64(0), int64(0)
+	twoWaves := make(chan struct{})
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: f, Concurrency: 256,
+		Retry: forwarders.RetryPolicy{InitialInterval: time.Hour, MaxInterval: time.Hour, MaxElapsed: 24 * time.Hour}}},
+		OnResult: func(event.Delivery, forwarders.Result, time.Duration, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			settled++
+			most = max(most, heard.Load()-settled)
+			if settled == 2*window {
+				close(twoWaves)
+			}
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	select {
+	case <-twoWaves:
+	case <-time.After(60 * time.Second):
+		require.FailNow(t, "two waves were not settled")
+	}
+	cancel()
+	require.NoError(t, <-done)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.LessOrEqual(t, most, int64(2*window), "published and not settled, of %d", total)
 }
