@@ -23,7 +23,9 @@ import (
 type BatchDeliverer interface {
 	Forwarder
 	// BatchSize is how many deliveries the forwarder takes in one attempt when due of
-	// them are due now (due ≥ 1); at most due are handed over.
+	// them are due now (due ≥ 1), those already in flight included: a burst is judged
+	// whole while its first batches are out. At most those waiting are handed over; a
+	// batch of one goes through Deliver.
 	BatchSize(due int) int
 	// DeliverBatch makes one attempt to hand evs to the target; rest says what else is
 	// due (a digest names it as a count).
@@ -49,7 +51,7 @@ func (l *lane) take(now time.Time) ([]item, Rest) {
 	n, rest := 1, Rest{}
 	if b, ok := l.route.Forwarder.(BatchDeliverer); ok {
 		due := l.countDue(now)
-		n = min(max(b.BatchSize(due), 1), due, l.window()-l.flying)
+		n = min(max(b.BatchSize(due+l.flying), 1), due, l.window()-l.flying)
 		rest = Rest{Due: due - n, More: !l.exhausted}
 	}
 	items := make([]item, 0, n)

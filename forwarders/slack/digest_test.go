@@ -153,6 +153,28 @@ func TestDigestBurstThroughTheDispatcher(t *testing.T) {
 	requireOutboxEmpty(t, st)
 }
 
+// A threshold above max_items: the burst of 11 is three digests (4, 4, 3), its last
+// part not single messages although fewer than the threshold are left once the first
+// digests are out.
+func TestDigestBurstStaysDigestsToTheEnd(t *testing.T) {
+	slack := leadtest.NewSlack(t)
+	f := mustNew(t, Config{Name: "sales", WebhookURL: slack.URL(), RateLimit: time.Millisecond,
+		Digest: Digest{Threshold: 10, MaxItems: 4}}, nil)
+	st := burst(t, 11)
+	drainTo(t, st, f)
+
+	msgs := slack.Messages()
+	var texts []string
+	for _, m := range msgs {
+		raw, err := json.Marshal(m)
+		require.NoError(t, err)
+		texts = append(texts, string(raw))
+	}
+	assert.Equal(t, 3, len(msgs), "digests: %v", texts)
+	assert.ElementsMatch(t, sessions(1000, 11), sessionsIn(texts))
+	requireOutboxEmpty(t, st)
+}
+
 func TestDigestThresholdKeepsSingleMessages(t *testing.T) {
 	for _, n := range []int{1, DefaultDigestThreshold} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
@@ -210,4 +232,31 @@ func TestDigestPermanentRefusalDeadLettersEveryNamedEntry(t *testing.T) {
 		assert.NotContains(t, dl.LastError, "SECRET")
 	}
 	requireOutboxEmpty(t, st)
+}
+
+// An archived channel refusing a digest pauses the forwarder once and keeps every entry
+// the digest named, with the failed attempt recorded and nothing dead-lettered.
+func TestDigestToAnArchivedChannelPauses(t *testing.T) {
+	fs := newFakeSlack(t, reply{status: http.StatusGone, body: "channel_is_archived"})
+	f := modes[0].new(t, fs.srv.URL, func(c *Config) { c.Digest = Digest{Threshold: DefaultDigestThreshold} })
+	st := burst(t, 8)
+	var results []forwarders.Result
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{{Forwarder: f}},
+		OnResult: func(_ event.Delivery, r forwarders.Result, _ time.Duration, _ error) { results = append(results, r) }}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, d.Drain(ctx), "a paused lane is drained")
+	require.NoError(t, ctx.Err())
+
+	assert.Equal(t, 1, len(fs.received()))
+	assert.Equal(t, []forwarders.Result{forwarders.ResultPaused}, results, "reported once")
+	pending := leadtest.Pending(t, st, "sales")
+	require.Len(t, pending, 8)
+	for _, p := range pending {
+		assert.Equal(t, 1, p.Attempts)
+		assert.Contains(t, p.LastError, "channel_is_archived")
+	}
+	dead, err := st.DeadLetters(t.Context(), "sales")
+	require.NoError(t, err)
+	assert.Empty(t, dead)
 }

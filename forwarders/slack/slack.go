@@ -349,11 +349,12 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	return nil
 }
 
-// BatchSize is the Dispatcher's question of how many of due deliveries go in one
-// attempt: 1 (a message each, as Deliver posts) while digests are off or due is at most
-// the threshold; otherwise enough for a digest each, with the burst shared evenly among
-// the fewest digests of at most MaxItems (45 due with 20 a digest: three of 15), so that
-// the last of them does not fall under the threshold into single messages.
+// BatchSize is the Dispatcher's question of how many of due deliveries (those in flight
+// included) go in one attempt: 1 (a message each, as Deliver posts) while digests are off
+// or due is at most the threshold; otherwise the burst shared evenly among the fewest
+// digests of at most MaxItems (45 due with 20 a digest: three of 15). Since the burst is
+// counted with its digests in flight, its last digest does not fall under the threshold
+// into single messages.
 func (f *Forwarder) BatchSize(due int) int {
 	if f.digest.Threshold <= 0 || due <= f.digest.Threshold {
 		return 1
