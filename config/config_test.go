@@ -164,7 +164,7 @@ func TestParseErrors(t *testing.T) {
 		{"slack bad webhook url", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: hooks.slack.com/x\n",
 			[]string{"forwarders[0].webhook_url: must be an http or https URL (line 9)"}},
 		{"slack digest out of range", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    digest: {threshold: -1, max_items: 50}\n",
-			[]string{"forwarders[0].digest.threshold: must not be negative (0 turns digests off), got -1 (line 10)",
+			[]string{"forwarders[0].digest.threshold: must be between 0 (digests off) and 100, got -1 (line 10)",
 				"forwarders[0].digest.max_items: must be between 1 and 45 (a Slack message holds 50 blocks), got 50 (line 10)"}},
 		{"slack digest max_items zero", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    digest:\n      max_items: 0\n",
 			[]string{"forwarders[0].digest.max_items: must be between 1 and 45, got 0 (line 11)"}},

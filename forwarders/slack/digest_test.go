@@ -31,10 +31,12 @@ func TestBatchSize(t *testing.T) {
 func TestCheckDigest(t *testing.T) {
 	cfg := Config{Name: "sales", WebhookURL: "https://hooks.example.com/x", Digest: Digest{Threshold: -1, MaxItems: 46}}
 	assert.ElementsMatch(t, []forwarders.SettingError{
-		{Key: "digest.threshold", Msg: "must not be negative (0 turns digests off), got -1"},
+		{Key: "digest.threshold", Msg: "must be between 0 (digests off) and 100, got -1"},
 		{Key: "digest.max_items", Msg: "must be between 1 and 45 (a Slack message holds 50 blocks), got 46"},
 	}, Check(cfg))
-	cfg.Digest = Digest{Threshold: 5, MaxItems: MaxDigestItems}
+	cfg.Digest = Digest{Threshold: 101}
+	assert.Equal(t, []forwarders.SettingError{{Key: "digest.threshold", Msg: "must be between 0 (digests off) and 100, got 101"}}, Check(cfg))
+	cfg.Digest = Digest{Threshold: MaxDigestThreshold, MaxItems: MaxDigestItems}
 	assert.Empty(t, Check(cfg))
 }
 

@@ -40,6 +40,10 @@ const (
 	DefaultDigestThreshold = 5
 	// DefaultDigestMaxItems is how many records a digest lists when Digest.MaxItems is 0.
 	DefaultDigestMaxItems = 20
+	// MaxDigestThreshold bounds Digest.Threshold: above it a burst is over a minute and a
+	// half of single messages at Slack's one a second, and the Dispatcher may not even
+	// hold that many due deliveries at once, so that the digest would never come.
+	MaxDigestThreshold = 100
 	// MaxDigestItems bounds Digest.MaxItems: a message holds at most 50 blocks, and a
 	// digest takes one per record plus a header and a closing line.
 	MaxDigestItems = 45
@@ -237,8 +241,8 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 // Check reports every problem New would find in cfg's settings (the name aside), each
 // under its config key: webhook_url (an http or https URL), or token with channel (and
 // optionally api_url), not both; a known timezone; a template that runs on a sample
-// record; no negative timeout or rate_limit; a digest threshold not negative and
-// max_items within 0 (the default) to MaxDigestItems. No message quotes the token or the
+// record; no negative timeout or rate_limit; a digest threshold within 0 (off) to
+// MaxDigestThreshold and max_items within 0 (the default) to MaxDigestItems. No message quotes the token or the
 // URL.
 func Check(cfg Config) []forwarders.SettingError {
 	var probs []forwarders.SettingError
@@ -277,8 +281,8 @@ func Check(cfg Config) []forwarders.SettingError {
 	if cfg.RateLimit < 0 {
 		add("rate_limit", "must not be negative, got %s", cfg.RateLimit)
 	}
-	if cfg.Digest.Threshold < 0 {
-		add("digest.threshold", "must not be negative (0 turns digests off), got %d", cfg.Digest.Threshold)
+	if cfg.Digest.Threshold < 0 || cfg.Digest.Threshold > MaxDigestThreshold {
+		add("digest.threshold", "must be between 0 (digests off) and %d, got %d", MaxDigestThreshold, cfg.Digest.Threshold)
 	}
 	if cfg.Digest.MaxItems < 0 || cfg.Digest.MaxItems > MaxDigestItems {
 		add("digest.max_items", "must be between 1 and %d (a Slack message holds 50 blocks), got %d",
