@@ -249,6 +249,16 @@ type Slack struct {
 	Template           string        `yaml:"template"`
 	Timeout            time.Duration `yaml:"timeout"`
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
+	// Digest sums up a burst in one message (see forwarders/slack).
+	Digest SlackDigest `yaml:"digest"`
+}
+
+// SlackDigest is a slack forwarder's digest: more than Threshold deliveries due at once
+// go out as messages listing up to MaxItems records each. threshold: 0 in a file turns it
+// off; in a Config built in Go a zero gets the default, as every key does.
+type SlackDigest struct {
+	Threshold int `yaml:"threshold"`
+	MaxItems  int `yaml:"max_items"`
 }
 
 // DefaultMaxRPS is an account's request budget unless neoagent.max_rps or the account's
@@ -294,7 +304,8 @@ func DefaultForwarder(typ string) ForwarderConfig {
 	case TypeNATS:
 		f.NATS = &NATS{Subject: natsfwd.DefaultSubject, Timeout: natsfwd.DefaultTimeout}
 	case TypeSlack:
-		f.Slack = &Slack{Timezone: "UTC", Timeout: slackfwd.DefaultTimeout}
+		f.Slack = &Slack{Timezone: "UTC", Timeout: slackfwd.DefaultTimeout, Digest: SlackDigest{
+			Threshold: slackfwd.DefaultDigestThreshold, MaxItems: slackfwd.DefaultDigestMaxItems}}
 	}
 	return f
 }
@@ -353,6 +364,7 @@ func (f ForwarderConfig) SlackConfig() slackfwd.Config {
 	return slackfwd.Config{
 		Name: f.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
 		Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
+		Digest: slackfwd.Digest(s.Digest),
 	}
 }
 

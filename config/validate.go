@@ -405,6 +405,9 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
 		v.positive(path+".timeout", f.SlackConfig().Timeout)
+		if d := f.SlackConfig().Digest; d.Threshold > 0 && d.MaxItems == 0 {
+			v.add(path+".digest.max_items", "must be between 1 and %d, got 0", slackfwd.MaxDigestItems)
+		}
 		v.owned(path, slackfwd.Check(f.SlackConfig()))
 	case "":
 		v.required(path+".type", f.Type)
