@@ -304,9 +304,12 @@ func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, 
 	for i := range k {
 		fmt.Fprintf(&bots, "    - {serial: %s}\n", serialName(i))
 	}
+	// The stand-in takes any rate: max_rps at its cap, so the budget (5/s by default)
+	// neither paces the measured polls nor warns.
 	body := fmt.Sprintf(`neoagent:
   base_url: %s
   api_key: "${LBBENCH_API_KEY}"
+  max_rps: 1000
   chatbots:
 %spoll: {interval: %s, lookback: 48h, initial: skip}
 store: {path: %s}

@@ -20,6 +20,7 @@
 package config
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +29,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"time"
 	_ "time/tzdata" // slack.timezone must load even in a minimal image without zoneinfo
 
@@ -35,6 +37,7 @@ import (
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/internal/jqprog"
 )
 
 // Forwarder types accepted in forwarders[].type.
@@ -54,6 +57,9 @@ type Config struct {
 	Forwarders []ForwarderConfig `yaml:"forwarders"`
 	HTTP       HTTP              `yaml:"http"`
 	Log        Log               `yaml:"log"`
+	// NATSServer, when set, runs an embedded NATS server (package natsserver) that nats
+	// forwarders reach with url: embedded; nil runs none.
+	NATSServer *NATSServer `yaml:"nats_server"`
 
 	// Source names where the config came from (a file path), for messages.
 	Source string `yaml:"-"`
@@ -63,19 +69,40 @@ type Config struct {
 	doc *docInfo
 }
 
-// NeoAgent is how to reach the LeadList API and which chatbots to poll.
+// NeoAgent is how to reach the LeadList API and which chatbots to poll. The top-level
+// BaseURL, APIKey, Timeout and Chatbots are the account named event.DefaultAccount;
+// Accounts lists others, each with its own key and host.
 type NeoAgent struct {
 	BaseURL      string        `yaml:"base_url"`
 	APIKey       string        `yaml:"api_key"`
 	Timeout      time.Duration `yaml:"timeout"`
 	MaxBodyBytes int64         `yaml:"max_body_bytes"`
-	Chatbots     []Chatbot     `yaml:"chatbots"`
+	// MaxRPS is the request budget (LeadList calls per second) of every account that
+	// does not set its own.
+	MaxRPS   float64   `yaml:"max_rps"`
+	Chatbots []Chatbot `yaml:"chatbots"`
+	Accounts []Account `yaml:"accounts"`
 }
 
-// Chatbot is one chatbot to poll; Name defaults to Serial.
+// Account is one NeoAgent account (or white-label host): its key, host, timeout and
+// request budget, shared by its chatbots. Validate sets BaseURL, Timeout and MaxRPS
+// from the neoagent keys when left out.
+type Account struct {
+	Name     string        `yaml:"name"`
+	BaseURL  string        `yaml:"base_url"`
+	APIKey   string        `yaml:"api_key"`
+	Timeout  time.Duration `yaml:"timeout"`
+	MaxRPS   float64       `yaml:"max_rps"`
+	Chatbots []Chatbot     `yaml:"chatbots"`
+}
+
+// Chatbot is one chatbot to poll; Name defaults to Serial. Interval and Lookback, when
+// set, override poll.interval and poll.lookback for this chatbot.
 type Chatbot struct {
-	Serial string `yaml:"serial"`
-	Name   string `yaml:"name"`
+	Serial   string        `yaml:"serial"`
+	Name     string        `yaml:"name"`
+	Interval time.Duration `yaml:"interval"`
+	Lookback time.Duration `yaml:"lookback"`
 }
 
 // Poll sets the polling loop's pace.
@@ -115,6 +142,22 @@ type HTTP struct {
 	AdminToken string `yaml:"admin_token"`
 }
 
+// NATSServer is the embedded NATS server: where it listens for clients, where JetStream
+// (always on) keeps its files, and what clients must present.
+type NATSServer struct {
+	// Listen is host:port for clients (port 0 picks a free one, for tests).
+	Listen   string `yaml:"listen"`
+	StoreDir string `yaml:"store_dir"`
+	// User and Password (a secret), or Token (a secret), are required of every client,
+	// the daemon's forwarders included; none means no auth.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	Token    string `yaml:"token"`
+}
+
+// EmbeddedNATS is the nats forwarder url that means the embedded server (nats_server).
+const EmbeddedNATS = "embedded"
+
 // Log picks the log level and handler.
 type Log struct {
 	Level  string `yaml:"level"`
@@ -129,13 +172,20 @@ type ForwarderConfig struct {
 	// Types limits the forwarder to these kinds; empty means all.
 	Types []event.Kind `yaml:"types"`
 	// Chatbots limits the forwarder to these serials; empty means all.
-	Chatbots    []string `yaml:"chatbots"`
+	Chatbots []string `yaml:"chatbots"`
+	// Filter, when set, is a jq program over the CloudEvent JSON that must yield true
+	// for a record to be queued for this forwarder (see Route).
+	Filter string `yaml:"filter"`
+	// Accounts limits the forwarder to the chatbots of these accounts; empty means all.
+	Accounts    []string `yaml:"accounts"`
 	Concurrency int      `yaml:"concurrency"`
 	Retry       Retry    `yaml:"retry"`
 
 	Webhook *Webhook `yaml:"-"`
 	NATS    *NATS    `yaml:"-"`
 	Slack   *Slack   `yaml:"-"`
+
+	filter *jqprog.Program // Filter compiled by Validate
 }
 
 // Retry is a forwarder's exponential backoff policy.
@@ -152,6 +202,10 @@ type Webhook struct {
 	Timeout time.Duration     `yaml:"timeout"`
 	// Body is "cloudevent" or "lead".
 	Body string `yaml:"body"`
+	// Transform is a jq program whose output is the body (see package webhook).
+	Transform string `yaml:"transform"`
+	// Encoding is "json" (the default) or "form", how the transform's output is sent.
+	Encoding string `yaml:"encoding"`
 	// Secret signs requests per Standard Webhooks; empty means unsigned.
 	Secret             string `yaml:"secret"`
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
@@ -196,14 +250,31 @@ type Slack struct {
 	Template           string        `yaml:"template"`
 	Timeout            time.Duration `yaml:"timeout"`
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
+	// Digest sums up a burst in one message (see forwarders/slack).
+	Digest SlackDigest `yaml:"digest"`
 }
+
+// SlackDigest is a slack forwarder's digest: more than Threshold deliveries due at once
+// go out as messages listing up to MaxItems records each. threshold: 0 in a file turns it
+// off; in a Config built in Go a zero gets the default, as every key does.
+type SlackDigest struct {
+	Threshold int `yaml:"threshold"`
+	MaxItems  int `yaml:"max_items"`
+}
+
+// DefaultMaxRPS is an account's request budget unless neoagent.max_rps or the account's
+// max_rps says otherwise: 5 calls a second is 300 chatbots polled every minute, yet a
+// fraction of what one browser session of the NeoAgent dashboard makes, so a large
+// agency stays a polite client, and a start with many chatbots is never a burst.
+const DefaultMaxRPS = 5.0
 
 // DefaultConfig is the one owner of the defaults: a Config holding the value of every key
 // a file may leave out. Parse decodes over it; Validate fills a Go-built Config's zero
 // fields from it. Forwarder entries get theirs from DefaultForwarder.
 func DefaultConfig() *Config {
 	return &Config{
-		NeoAgent: NeoAgent{BaseURL: "https://app.neoagent.co", Timeout: 30 * time.Second, MaxBodyBytes: 64 << 20},
+		NeoAgent: NeoAgent{BaseURL: "https://app.neoagent.co", Timeout: 30 * time.Second, MaxBodyBytes: 64 << 20,
+			MaxRPS: DefaultMaxRPS},
 		Poll: Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1,
 			MaxBackoff: 10 * time.Minute},
 		Store:    Store{Path: "./leadbridge.db", Retention: 90 * 24 * time.Hour},
@@ -234,7 +305,8 @@ func DefaultForwarder(typ string) ForwarderConfig {
 	case TypeNATS:
 		f.NATS = &NATS{Subject: natsfwd.DefaultSubject, Timeout: natsfwd.DefaultTimeout}
 	case TypeSlack:
-		f.Slack = &Slack{Timezone: "UTC", Timeout: slackfwd.DefaultTimeout}
+		f.Slack = &Slack{Timezone: "UTC", Timeout: slackfwd.DefaultTimeout, Digest: SlackDigest{
+			Threshold: slackfwd.DefaultDigestThreshold, MaxItems: slackfwd.DefaultDigestMaxItems}}
 	}
 	return f
 }
@@ -271,6 +343,7 @@ func (f ForwarderConfig) WebhookConfig() webhook.Config {
 	w := deref(f.Webhook)
 	return webhook.Config{
 		Name: f.Name, URL: w.URL, Headers: w.Headers, Timeout: w.Timeout, Body: w.Body,
+		Transform: w.Transform, Encoding: w.Encoding,
 		Secret: w.Secret, InsecureSkipVerify: w.InsecureSkipVerify, Concurrency: f.Concurrency,
 	}
 }
@@ -292,6 +365,7 @@ func (f ForwarderConfig) SlackConfig() slackfwd.Config {
 	return slackfwd.Config{
 		Name: f.Name, WebhookURL: s.WebhookURL, Token: s.Token, Channel: s.Channel, APIURL: s.APIURL,
 		Timezone: s.Timezone, Template: s.Template, Timeout: s.Timeout, InsecureSkipVerify: s.InsecureSkipVerify,
+		Digest: slackfwd.Digest(s.Digest),
 	}
 }
 
@@ -332,14 +406,52 @@ func Parse(data []byte, source string) (*Config, error) {
 	return c, nil
 }
 
-// Chatbot returns the configured chatbot with this serial.
+// Chatbot returns the configured chatbot with this serial, in whichever account.
 func (c *Config) Chatbot(serial string) (Chatbot, bool) {
-	for _, cb := range c.NeoAgent.Chatbots {
-		if cb.Serial == serial {
-			return cb, true
+	for _, a := range c.AllAccounts() {
+		for _, cb := range a.Chatbots {
+			if cb.Serial == serial {
+				return cb, true
+			}
 		}
 	}
 	return Chatbot{}, false
+}
+
+// AllAccounts lists every account to poll: the one named event.DefaultAccount made of
+// the top-level neoagent keys, when it has chatbots, then neoagent.accounts in order.
+func (c *Config) AllAccounts() []Account {
+	n := c.NeoAgent
+	var all []Account
+	if len(n.Chatbots) > 0 {
+		all = append(all, Account{Name: event.DefaultAccount, BaseURL: n.BaseURL, APIKey: n.APIKey,
+			Timeout: n.Timeout, MaxRPS: n.MaxRPS, Chatbots: n.Chatbots})
+	}
+	return append(all, n.Accounts...)
+}
+
+// Account returns the account with this name (event.DefaultAccount for the top-level one).
+func (c *Config) Account(name string) (Account, bool) {
+	for _, a := range c.AllAccounts() {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Account{}, false
+}
+
+// Chatbots lists every configured chatbot of every account, in config order, as the
+// poller, status and readiness take them; Interval and Lookback are the chatbot's own
+// (zero when it follows poll.*).
+func (c *Config) Chatbots() []event.Chatbot {
+	var out []event.Chatbot
+	for _, a := range c.AllAccounts() {
+		for _, cb := range a.Chatbots {
+			out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name, Account: a.Name,
+				Interval: cb.Interval, Lookback: cb.Lookback})
+		}
+	}
+	return out
 }
 
 // Forwarder returns the configured forwarder with this name.
@@ -353,15 +465,116 @@ func (c *Config) Forwarder(name string) (ForwarderConfig, bool) {
 }
 
 // Route names the forwarders whose filters accept ev, in config order. It fits
-// dedupe.Options.Route.
+// dedupe.Options.Route. A jq filter that fails on ev (or yields no boolean) counts as
+// not accepting it; a Router reports those.
 func (c *Config) Route(ev event.Event) []string {
-	var names []string
+	return c.route(ev, nil)
+}
+
+// Filtered is told of each record a forwarder's jq filter kept out of its outbox: err
+// is nil when the filter said false, else why it failed (a reason without the
+// record's data, see package jqprog).
+type Filtered func(forwarder string, ev event.Event, err error)
+
+// Router routes events as Route does, by the config in force: Set swaps in the config a
+// reload applied, and Route, which fits dedupe.Options.Route, reads whichever config is
+// current. It also calls onFiltered (when not nil) for each record a forwarder's jq
+// filter keeps out. It is safe for concurrent use.
+type Router struct {
+	cfg        atomic.Pointer[Config]
+	onFiltered Filtered
+}
+
+// NewRouter is a Router over c that tells onFiltered (when not nil) of filtered records.
+func NewRouter(c *Config, onFiltered Filtered) *Router {
+	r := &Router{onFiltered: onFiltered}
+	r.Set(c)
+	return r
+}
+
+// Set makes c the config Route reads; records routed after it returns use c.
+func (r *Router) Set(c *Config) { r.cfg.Store(c) }
+
+// Route names the forwarders of the current config whose filters accept ev.
+func (r *Router) Route(ev event.Event) []string { return r.cfg.Load().route(ev, r.onFiltered) }
+
+func (c *Config) route(ev event.Event, onFiltered Filtered) []string {
+	var (
+		names []string
+		input any // the CloudEvent JSON as jq sees it, made once for every filter
+	)
 	for _, f := range c.Forwarders {
-		if f.Accepts(ev.Chatbot(), ev.Kind()) {
-			names = append(names, f.Name)
+		if !f.Accepts(ev.Chatbot(), ev.Kind()) || !f.AcceptsAccount(ev.Account()) {
+			continue
 		}
+		if f.Filter != "" {
+			if input == nil {
+				input = filterInput(ev)
+			}
+			if ok, err := f.match(input); !ok {
+				if onFiltered != nil {
+					onFiltered(f.Name, ev, err)
+				}
+				continue
+			}
+		}
+		names = append(names, f.Name)
 	}
 	return names
+}
+
+// filterInput is the value a filter runs over: the CloudEvent JSON of ev (an error
+// value, on which every filter fails, if it cannot be encoded).
+func filterInput(ev event.Event) any {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	in, err := jqprog.Input(b)
+	if err != nil {
+		return err
+	}
+	return in
+}
+
+// FilterAccepts runs the forwarder's jq filter over ev: true when there is none or it
+// says true; false with the reason when it fails.
+func (f ForwarderConfig) FilterAccepts(ev event.Event) (bool, error) {
+	if f.Filter == "" {
+		return true, nil
+	}
+	return f.match(filterInput(ev))
+}
+
+// FilterTimeout bounds one run of a filter. Filters run while the store takes a page,
+// inside its write transaction, so a filter that loops must not hold it for long; a
+// boolean test over one event takes microseconds.
+const FilterTimeout = 100 * time.Millisecond
+
+// compileFilter compiles a filter program with its time bound.
+func compileFilter(src string) (*jqprog.Program, error) {
+	p, err := jqprog.Compile(src)
+	if err != nil {
+		return nil, err
+	}
+	return p.WithTimeout(FilterTimeout), nil
+}
+
+// match runs the forwarder's filter over input (from filterInput). A config built in
+// Go and not validated has its filter compiled here, on every call.
+func (f ForwarderConfig) match(input any) (bool, error) {
+	if err, ok := input.(error); ok {
+		return false, err
+	}
+	prog := f.filter
+	if prog == nil {
+		var err error
+		if prog, err = compileFilter(f.Filter); err != nil {
+			return false, err
+		}
+	}
+	// Route has no context: the filter's own time bound is the only one it needs.
+	return prog.Match(context.Background(), input)
 }
 
 // Accepts reports whether the forwarder's types and chatbots filters let through a
@@ -369,6 +582,12 @@ func (c *Config) Route(ev event.Event) []string {
 func (f ForwarderConfig) Accepts(chatbot string, kind event.Kind) bool {
 	return (len(f.Types) == 0 || slices.Contains(f.Types, kind)) &&
 		(len(f.Chatbots) == 0 || slices.Contains(f.Chatbots, chatbot))
+}
+
+// AcceptsAccount reports whether the forwarder's accounts filter lets through a record
+// of a chatbot of this account.
+func (f ForwarderConfig) AcceptsAccount(account string) bool {
+	return len(f.Accounts) == 0 || slices.Contains(f.Accounts, account)
 }
 
 // Fingerprint is the hex SHA-256 of the forwarder's settings (secrets included, so a

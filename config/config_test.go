@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
+	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 )
 
 // head is a valid neoagent section (lines 1-5); hook a valid forwarders list (lines 6-9).
@@ -162,10 +163,19 @@ func TestParseErrors(t *testing.T) {
 			[]string{"forwarders[0].template: invalid template: template: slack:1: missing value for if (line 10)"}},
 		{"slack bad webhook url", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: hooks.slack.com/x\n",
 			[]string{"forwarders[0].webhook_url: must be an http or https URL (line 9)"}},
+		{"slack digest out of range", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    digest: {threshold: -1, max_items: 50}\n",
+			[]string{"forwarders[0].digest.threshold: must be between 0 (digests off) and 100, got -1 (line 10)",
+				"forwarders[0].digest.max_items: must be between 1 and 45 (a Slack message holds 50 blocks), got 50 (line 10)"}},
+		{"slack digest max_items zero", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    digest:\n      max_items: 0\n",
+			[]string{"forwarders[0].digest.max_items: must be between 1 and 45, got 0 (line 11)"}},
+		{"slack digest unknown key", head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n    digest: {threshold: 5, items: 3}\n",
+			[]string{"forwarders[0].digest.items: unknown key (line 10)"}},
+		{"digest on a webhook", head + hook + "    digest: {threshold: 5}\n",
+			[]string{"forwarders[0].digest: not a key of a webhook forwarder (line 10)"}},
 		{"types filter bad value", head + hook + "    types: [lead, meeting]\n",
 			[]string{`forwarders[0].types[1]: must be lead or appointment, got "meeting" (line 10)`}},
 		{"chatbots filter unknown serial", head + hook + "    chatbots: [bot1, bot9]\n",
-			[]string{`forwarders[0].chatbots[1]: unknown chatbot "bot9" (not a serial in neoagent.chatbots) (line 10)`}},
+			[]string{`forwarders[0].chatbots[1]: unknown chatbot "bot9" (not a serial in neoagent.chatbots or neoagent.accounts[].chatbots) (line 10)`}},
 		{"concurrency zero", head + hook + "    concurrency: 0\n",
 			[]string{"forwarders[0].concurrency: must be between 1 and 256, got 0 (line 10)"}},
 		{"concurrency too high", head + hook + "    concurrency: 257\n",
@@ -268,6 +278,14 @@ log:
 	assert.Equal(t, Problem{Path: "poll.intervl", Msg: "unknown key", Line: 7}, ve.Problems[2])
 }
 
+func TestSlackDigestKeys(t *testing.T) {
+	slack := head + "forwarders:\n  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n"
+	off := parseOK(t, slack+"    digest: {threshold: 0}\n")
+	assert.Equal(t, slackfwd.Digest{Threshold: 0, MaxItems: 20}, off.Forwarders[0].SlackConfig().Digest, "threshold 0 turns it off")
+	set := parseOK(t, slack+"    digest:\n      threshold: 10\n      max_items: 45\n")
+	assert.Equal(t, slackfwd.Digest{Threshold: 10, MaxItems: 45}, set.Forwarders[0].SlackConfig().Digest)
+}
+
 func TestDefaults(t *testing.T) {
 	c := parseOK(t, head+hook+"  - name: bus\n    type: nats\n    url: nats://127.0.0.1:4222\n"+
 		"  - name: s\n    type: slack\n    webhook_url: https://hooks.slack.com/x\n")
@@ -278,6 +296,7 @@ func TestDefaults(t *testing.T) {
 		APIKey:       "key123",
 		Timeout:      30 * time.Second,
 		MaxBodyBytes: 64 << 20,
+		MaxRPS:       DefaultMaxRPS,
 		Chatbots:     []Chatbot{{Serial: "bot1", Name: "bot1"}, {Serial: "bot2", Name: "bot2"}},
 	}, c.NeoAgent)
 	assert.Equal(t, Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1, MaxBackoff: 10 * time.Minute}, c.Poll)
@@ -294,7 +313,8 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, ForwarderConfig{Name: "bus", Type: TypeNATS, Concurrency: 256, Retry: retry,
 		NATS: &NATS{URL: "nats://127.0.0.1:4222", Subject: "neoagent.{{.Chatbot}}.{{.Kind}}", Timeout: 5 * time.Second}}, c.Forwarders[1])
 	assert.Equal(t, ForwarderConfig{Name: "s", Type: TypeSlack, Concurrency: 4, Retry: retry,
-		Slack: &Slack{WebhookURL: "https://hooks.slack.com/x", Timezone: "UTC", Timeout: 10 * time.Second}}, c.Forwarders[2])
+		Slack: &Slack{WebhookURL: "https://hooks.slack.com/x", Timezone: "UTC", Timeout: 10 * time.Second,
+			Digest: SlackDigest{Threshold: 5, MaxItems: 20}}}, c.Forwarders[2])
 	assert.Equal(t, slog.LevelInfo, c.Log.SlogLevel())
 }
 

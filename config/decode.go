@@ -148,6 +148,11 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 			m.SetMapIndex(reflect.ValueOf(key), val)
 		})
 		v.Set(m)
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.value(n, v.Elem(), path)
 	default:
 		d.scalar(n, v, path)
 	}

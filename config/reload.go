@@ -6,28 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync/atomic"
-
-	"github.com/leadbridge/leadbridge/event"
 )
-
-// Router routes events by the current config: Set swaps the config a reload applied in,
-// and Route, which fits dedupe.Options.Route, reads whichever config is current. It is
-// safe for concurrent use.
-type Router struct{ cfg atomic.Pointer[Config] }
-
-// NewRouter is a Router over c.
-func NewRouter(c *Config) *Router {
-	r := &Router{}
-	r.Set(c)
-	return r
-}
-
-// Set makes c the config Route reads; records routed after it returns use c.
-func (r *Router) Set(c *Config) { r.cfg.Store(c) }
-
-// Route names the forwarders of the current config whose filters accept ev.
-func (r *Router) Route(ev event.Event) []string { return r.cfg.Load().Route(ev) }
 
 // Diff is what a reload changes between a running config and a new one: chatbots by
 // serial and forwarders by name, in the new config's order (removed ones in the old

@@ -48,7 +48,7 @@ forwarders:
 func TestRouterReadsTheConfigSetLast(t *testing.T) {
 	one := parseOK(t, head+hook)
 	two := parseOK(t, head+hook+"  - {name: new, type: webhook, url: \"https://new.example/\"}\n")
-	r := NewRouter(one)
+	r := NewRouter(one, nil)
 	ev := event.Event{Source: "neoagent/bot1", Type: "neoagent.lead.created", Data: event.Lead{Chatbot: "bot1"}}
 	assert.Equal(t, []string{"crm"}, r.Route(ev))
 	var wg sync.WaitGroup

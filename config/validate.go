@@ -23,6 +23,7 @@ const (
 	maxConcurrency  = 256
 	minPollInterval = time.Second
 	minLookback     = 24 * time.Hour
+	maxRPS          = 1000 // a budget above this is a typo, not a politeness
 	emptyValue      = "empty (is the environment variable set?)"
 )
 
@@ -69,6 +70,7 @@ func (e *ValidationError) Error() string {
 var (
 	forwarderName = regexp.MustCompile(`^[a-z0-9_-]+$`)
 	serialPattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	accountName   = serialPattern
 )
 
 // Validate checks the whole config. It returns a *ValidationError listing every problem
@@ -108,6 +110,7 @@ func (c *Config) Validate() error {
 			v.add("http.listen", "must be host:port (or \"\" to disable), got %s", quote(l))
 		}
 	}
+	v.natsServer()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	if len(v.probs) == 0 {
@@ -193,43 +196,142 @@ func (v *validator) httpURL(path, s string) {
 func (v *validator) neoAgent() {
 	n := &v.c.NeoAgent
 	v.httpURL("neoagent.base_url", n.BaseURL)
-	v.required("neoagent.api_key", n.APIKey)
+	// The top-level key is the default account's; with neoagent.accounts alone, unused.
+	if len(n.Chatbots) > 0 || len(n.Accounts) == 0 {
+		v.required("neoagent.api_key", n.APIKey)
+	}
 	v.positive("neoagent.timeout", n.Timeout)
 	if n.MaxBodyBytes <= 0 {
 		v.add("neoagent.max_body_bytes", "must be positive, got %d", n.MaxBodyBytes)
 	}
-	if len(n.Chatbots) == 0 {
+	v.maxRPS("neoagent.max_rps", n.MaxRPS)
+	if len(n.Chatbots) == 0 && len(n.Accounts) == 0 {
 		v.add("neoagent.chatbots", "at least one chatbot is required")
 	}
-	serials := map[string]int{}
-	for i := range n.Chatbots {
-		cb := &n.Chatbots[i]
-		path := fmt.Sprintf("neoagent.chatbots[%d]", i)
-		v.required(path+".serial", cb.Serial)
+	serials := map[string]string{} // serial → key path of the chatbot that has it
+	names := map[string]string{}   // account name → its key path
+	if len(n.Chatbots) > 0 {
+		names[event.DefaultAccount] = "neoagent (the top-level account, named " + event.DefaultAccount + ")"
+	}
+	v.chatbots("neoagent.chatbots", n.Chatbots, serials)
+	for i := range n.Accounts {
+		v.account(i, &n.Accounts[i], names, serials)
+	}
+}
+
+// account checks neoagent.accounts[i] and fills the keys it leaves out from neoagent's.
+func (v *validator) account(i int, a *Account, names, serials map[string]string) {
+	n := &v.c.NeoAgent
+	path := fmt.Sprintf("neoagent.accounts[%d]", i)
+	v.required(path+".name", a.Name)
+	if a.Name != "" {
+		if !accountName.MatchString(a.Name) {
+			v.add(path+".name", "must be letters, digits, - and _, got %s", quote(a.Name))
+		}
+		if other, dup := names[a.Name]; dup {
+			v.add(path+".name", "duplicate account name %s (also %s)", quote(a.Name), other)
+		} else {
+			names[a.Name] = path
+		}
+	}
+	if a.BaseURL == "" && !v.given(path+".base_url") {
+		a.BaseURL = n.BaseURL
+	}
+	if a.BaseURL != "" {
+		v.httpURL(path+".base_url", a.BaseURL)
+	}
+	v.required(path+".api_key", a.APIKey)
+	if a.Timeout == 0 && !v.given(path+".timeout") {
+		a.Timeout = n.Timeout
+	} else {
+		v.positive(path+".timeout", a.Timeout)
+	}
+	if a.MaxRPS == 0 && !v.given(path+".max_rps") {
+		a.MaxRPS = n.MaxRPS
+	} else {
+		v.maxRPS(path+".max_rps", a.MaxRPS)
+	}
+	if len(a.Chatbots) == 0 {
+		v.add(path+".chatbots", "at least one chatbot is required")
+	}
+	v.chatbots(path+".chatbots", a.Chatbots, serials)
+}
+
+// chatbots checks a list of chatbots at path; serials maps each serial seen so far, in
+// any account, to its chatbot's key path, as a serial may appear once in the whole config.
+func (v *validator) chatbots(path string, bots []Chatbot, serials map[string]string) {
+	for i := range bots {
+		cb := &bots[i]
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if cb.Interval != 0 || v.given(p+".interval") {
+			v.interval(p+".interval", cb.Interval)
+		}
+		if cb.Lookback != 0 || v.given(p+".lookback") {
+			v.lookback(p+".lookback", cb.Lookback)
+		}
+		v.required(p+".serial", cb.Serial)
 		if cb.Serial == "" {
 			continue
 		}
 		if !serialPattern.MatchString(cb.Serial) {
-			v.add(path+".serial", "must be letters, digits, - and _, got %s", quote(cb.Serial))
+			v.add(p+".serial", "must be letters, digits, - and _, got %s", quote(cb.Serial))
 		}
-		if j, dup := serials[cb.Serial]; dup {
-			v.add(path+".serial", "duplicate serial %s (also neoagent.chatbots[%d])", quote(cb.Serial), j)
+		if other, dup := serials[cb.Serial]; dup {
+			why := ""
+			if !strings.HasPrefix(other, path+"[") {
+				why = ": a serial belongs to one account only"
+			}
+			v.add(p+".serial", "duplicate serial %s (also %s)%s", quote(cb.Serial), other, why)
+		} else {
+			serials[cb.Serial] = p
 		}
-		serials[cb.Serial] = i
 		if cb.Name == "" {
 			cb.Name = cb.Serial
 		}
 	}
 }
 
+// given reports whether the document holds the key at path (so a zero there is meant,
+// not a key left out). A Config built in Go has no document: a zero is left out.
+func (v *validator) given(path string) bool {
+	return v.c.doc != nil && v.c.doc.lines[path] > 0
+}
+
+// maxRPS checks a request budget.
+func (v *validator) maxRPS(path string, rps float64) {
+	if !(rps > 0 && rps <= maxRPS) {
+		v.add(path, "must be above 0 and at most %g requests per second, got %g", float64(maxRPS), rps)
+	}
+}
+
+// interval checks a poll interval.
+func (v *validator) interval(path string, d time.Duration) {
+	if d < minPollInterval {
+		v.add(path, "must be at least %s, got %s", minPollInterval, d)
+	}
+}
+
+// lookback checks a poll lookback, alone and against store.retention: records are
+// re-read for the lookback, and the margin covers time zone offsets and the API's day
+// rounding; a seen key pruned sooner could be read again and look new.
+func (v *validator) lookback(path string, d time.Duration) {
+	if d < minLookback {
+		v.add(path, "must be at least %s, got %s", minLookback, d)
+		return
+	}
+	if path == "poll.lookback" {
+		return // store() reports it under store.retention
+	}
+	if limit := v.c.Store.Retention - RetentionMargin; d >= limit {
+		v.add(path, "must be below store.retention (%s) - %s = %s, got %s",
+			v.c.Store.Retention, RetentionMargin, limit, d)
+	}
+}
+
 func (v *validator) poll() {
 	p := &v.c.Poll
-	if p.Interval < minPollInterval {
-		v.add("poll.interval", "must be at least %s, got %s", minPollInterval, p.Interval)
-	}
-	if p.Lookback < minLookback {
-		v.add("poll.lookback", "must be at least %s, got %s", minLookback, p.Lookback)
-	}
+	v.interval("poll.interval", p.Interval)
+	v.lookback("poll.lookback", p.Lookback)
 	v.oneOf("poll.initial", p.Initial, "skip", "emit")
 	if !(p.Jitter >= 0 && p.Jitter <= 1) {
 		v.add("poll.jitter", "must be between 0 and 1, got %g", p.Jitter)
@@ -267,8 +369,21 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 	}
 	for j, serial := range f.Chatbots {
 		if _, ok := v.c.Chatbot(serial); !ok {
-			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots)", quote(serial))
+			v.add(fmt.Sprintf("%s.chatbots[%d]", path, j), "unknown chatbot %s (not a serial in neoagent.chatbots or neoagent.accounts[].chatbots)", quote(serial))
 		}
+	}
+	for j, name := range f.Accounts {
+		if _, ok := v.c.Account(name); !ok {
+			v.add(fmt.Sprintf("%s.accounts[%d]", path, j), "unknown account %s (not a name in neoagent.accounts, nor %s with top-level neoagent.chatbots)",
+				quote(name), event.DefaultAccount)
+		}
+	}
+	if f.Filter != "" {
+		prog, err := compileFilter(f.Filter)
+		if err != nil {
+			v.add(path+".filter", "jq %v", err)
+		}
+		f.filter = prog
 	}
 	if f.Concurrency < 1 || f.Concurrency > maxConcurrency {
 		v.add(path+".concurrency", "must be between 1 and %d, got %d", maxConcurrency, f.Concurrency)
@@ -286,9 +401,13 @@ func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
 		v.owned(path, webhook.Check(f.WebhookConfig()))
 	case TypeNATS:
 		v.positive(path+".timeout", f.NATSConfig().Timeout)
+		v.embeddedNATS(path, f.NATSConfig())
 		v.owned(path, natsfwd.Check(f.NATSConfig()))
 	case TypeSlack:
 		v.positive(path+".timeout", f.SlackConfig().Timeout)
+		if d := f.SlackConfig().Digest; d.Threshold > 0 && d.MaxItems == 0 {
+			v.add(path+".digest.max_items", "must be between 1 and %d, got 0", slackfwd.MaxDigestItems)
+		}
 		v.owned(path, slackfwd.Check(f.SlackConfig()))
 	case "":
 		v.required(path+".type", f.Type)
@@ -307,4 +426,59 @@ func (v *validator) owned(path string, probs []forwarders.SettingError) {
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 0 && n <= 65535
+}
+
+// natsServer checks the embedded server's keys: listen host:port, store_dir for
+// JetStream (always on), user with password, at most one of user and token.
+func (v *validator) natsServer() {
+	s := v.c.NATSServer
+	if s == nil {
+		return
+	}
+	v.required("nats_server.listen", s.Listen)
+	if s.Listen != "" {
+		if _, port, err := net.SplitHostPort(s.Listen); err != nil || !validPort(port) {
+			v.add("nats_server.listen", "must be host:port, got %s", quote(s.Listen))
+		} else if s.Listen == v.c.HTTP.Listen && port != "0" {
+			v.add("nats_server.listen", "is also http.listen; give each its own port")
+		}
+	}
+	v.required("nats_server.store_dir", s.StoreDir)
+	switch {
+	case s.User != "" && s.Password == "":
+		v.add("nats_server.password", "required with user")
+	case s.Password != "" && s.User == "":
+		v.add("nats_server.user", "required with password")
+	}
+	if s.Token != "" && s.User != "" {
+		v.add("nats_server.token", "cannot be combined with user: clients present either user and password or a token")
+	}
+}
+
+// embeddedNATS checks a nats forwarder with url: embedded: there must be an embedded
+// server, and the forwarder takes its credentials from nats_server, so it sets none of
+// its own, nor TLS (the embedded server does not speak it).
+func (v *validator) embeddedNATS(path string, n natsfwd.Config) {
+	if n.URL != EmbeddedNATS {
+		for _, u := range strings.Split(n.URL, ",") {
+			if strings.TrimSpace(u) == EmbeddedNATS {
+				v.add(path+".url", "%s stands alone: it cannot be one of a list of servers", EmbeddedNATS)
+			}
+		}
+		return
+	}
+	if v.c.NATSServer == nil {
+		v.add(path+".url", "%s needs nats_server (the embedded NATS server) to be configured", EmbeddedNATS)
+	}
+	for _, k := range []struct{ key, val string }{
+		{"creds_file", n.CredsFile}, {"nkey_file", n.NKeyFile}, {"user", n.User}, {"password", n.Password},
+		{"token", n.Token}, {"tls.ca_file", n.TLS.CAFile}, {"tls.cert_file", n.TLS.CertFile}, {"tls.key_file", n.TLS.KeyFile},
+	} {
+		if k.val != "" {
+			v.add(path+"."+k.key, "not used with url: %s: the forwarder presents nats_server's credentials", EmbeddedNATS)
+		}
+	}
+	if n.TLS.InsecureSkipVerify {
+		v.add(path+".tls.insecure_skip_verify", "not used with url: %s: the embedded server does not speak TLS", EmbeddedNATS)
+	}
 }

@@ -60,7 +60,8 @@ func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d even
 // Record applies the outcomes of delivery attempts in one transaction (one fsync for
 // all): an Acked entry leaves the outbox, a Retrying one keeps its attempt count, first
 // and next try and last error, a Dead one moves to the dead letters. An outcome for an
-// entry no longer in the outbox (dropped, moved, already recorded) is skipped.
+// entry no longer in the outbox (dropped, moved, already recorded) is skipped. Each
+// outcome also goes to the activity log (activity.go).
 func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
 	if s.readOnly {
 		return s.wrap("record delivery outcomes", ErrReadOnly)
@@ -71,7 +72,7 @@ func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
 				return fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err)
 			}
 		}
-		return nil
+		return logActivity(tx, outcomes, s.clock.read(s.now()))
 	})
 	return s.wrap("record delivery outcomes", err)
 }

@@ -2,10 +2,21 @@ package event
 
 import "time"
 
-// Chatbot is one configured chatbot: its serial number and a display name for events.
+// DefaultAccount names the account of the chatbots configured at the top of neoagent
+// (neoagent.base_url, api_key, chatbots), beside any in neoagent.accounts.
+const DefaultAccount = "default"
+
+// Chatbot is one configured chatbot: its serial number, a display name for events, the
+// account it is polled with, and its own schedule.
 type Chatbot struct {
 	Serial string
 	Name   string
+	// Account names the NeoAgent account (API key and host) the chatbot belongs to;
+	// every event of the chatbot carries it.
+	Account string
+	// Interval and Lookback override the poller's for this chatbot when not zero.
+	Interval time.Duration
+	Lookback time.Duration
 }
 
 // ChatbotState is what the store knows about one chatbot.

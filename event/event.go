@@ -60,17 +60,21 @@ const keyTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // Lead is one record of the LeadList API, lead or appointment, tied to its chatbot.
 // It is also the "data" of every event.
 type Lead struct {
-	Chatbot     string    `json:"chatbot"`
-	ChatbotName string    `json:"chatbot_name"`
-	Kind        Kind      `json:"kind"`
-	Name        string    `json:"name"`
-	Email       string    `json:"email"`
-	Phone       string    `json:"phone"`
-	Content     string    `json:"content"`
-	SessionID   int64     `json:"session_id"`
-	URI         string    `json:"uri"`
-	Count       int       `json:"count"`
-	CreatedAt   time.Time `json:"created_at"`
+	Chatbot     string `json:"chatbot"`
+	ChatbotName string `json:"chatbot_name"`
+	// Account is the account the chatbot was polled with (DefaultAccount for the
+	// top-level one). It is not part of the record's identity: Key leaves it out, so
+	// moving a chatbot to another account does not make its records new.
+	Account   string    `json:"account"`
+	Kind      Kind      `json:"kind"`
+	Name      string    `json:"name"`
+	Email     string    `json:"email"`
+	Phone     string    `json:"phone"`
+	Content   string    `json:"content"`
+	SessionID int64     `json:"session_id"`
+	URI       string    `json:"uri"`
+	Count     int       `json:"count"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Key is the record's identity: chatbot serial, API Type, SessionID and CreateTime in UTC
@@ -108,6 +112,10 @@ const SpecVersion = "1.0"
 
 // TypePrefix starts every event type: neoagent.<kind>.<action>.
 const TypePrefix = "neoagent."
+
+// TypeTest is the type of the events `leadbridge send-test` sends, so that no target
+// takes one for a real record.
+const TypeTest = TypePrefix + "test"
 
 // Event is a CloudEvents 1.0 event in JSON structured mode, carrying one Lead.
 type Event struct {
@@ -153,6 +161,15 @@ func (e Event) Kind() Kind { return e.Data.Kind }
 
 // Chatbot is the serial of the chatbot the record came from.
 func (e Event) Chatbot() string { return e.Data.Chatbot }
+
+// Account is the account of the chatbot the record came from; an event taken before
+// leadbridge had accounts carries none, and was of the top-level one: DefaultAccount.
+func (e Event) Account() string {
+	if e.Data.Account == "" {
+		return DefaultAccount
+	}
+	return e.Data.Account
+}
 
 // Action tells a created event from an updated one.
 func (e Event) Action() Action {

@@ -18,8 +18,8 @@ func sample(t *testing.T, createTime string) event.Lead {
 	at, err := time.Parse(time.RFC3339Nano, createTime)
 	require.NoError(t, err)
 	return event.Lead{
-		Chatbot: "3254a9d0424c4806b9ea3d0763ccfxxx", ChatbotName: "Main site", Kind: event.KindAppointment,
-		Name: "test444", Email: "test444@qq.com", Content: "Please share anything",
+		Chatbot: "3254a9d0424c4806b9ea3d0763ccfxxx", ChatbotName: "Main site", Account: "client-a",
+		Kind: event.KindAppointment, Name: "test444", Email: "test444@qq.com", Content: "Please share anything",
 		SessionID: 31313, URI: "www.xxx.com", Count: 2, CreatedAt: at,
 	}
 }
@@ -53,6 +53,11 @@ func TestKeyIsTheSameInstantWhateverTheOffsetAndPrecision(t *testing.T) {
 	other.Count, other.Content = 3, "more"
 	assert.Equal(t, base.ID(), other.ID())
 	assert.NotEqual(t, base.ContentHash(), other.ContentHash())
+	// Nor is the account: a chatbot moved to another account keeps its records' ids.
+	other = base
+	other.Account = "reseller"
+	assert.Equal(t, base.ID(), other.ID())
+	assert.Equal(t, base.ContentHash(), other.ContentHash())
 }
 
 func TestCreatedEventIsTheDesignedCloudEvent(t *testing.T) {
@@ -66,7 +71,8 @@ func TestCreatedEventIsTheDesignedCloudEvent(t *testing.T) {
 		"type": "neoagent.appointment.created", "time": "2023-11-22T03:13:44.054019Z",
 		"datacontenttype": "application/json", "subject": "31313",
 		"data": map[string]any{
-			"chatbot": "3254a9d0424c4806b9ea3d0763ccfxxx", "chatbot_name": "Main site", "kind": "appointment",
+			"chatbot": "3254a9d0424c4806b9ea3d0763ccfxxx", "chatbot_name": "Main site", "account": "client-a",
+			"kind": "appointment",
 			"name": "test444", "email": "test444@qq.com", "phone": "", "content": "Please share anything",
 			"session_id": 31313.0, "uri": "www.xxx.com", "count": 2.0, "created_at": "2023-11-22T03:13:44.054019Z",
 		},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -314,7 +315,7 @@ type lane struct {
 	paused bool
 	queue  schedule
 	ready  int // entries in queue that hold their Delivery
-	flying int
+	flying int // entries in flight
 }
 
 func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan time.Duration) *lane {
@@ -478,23 +479,27 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 		if head.due.After(now) {
 			return head.due
 		}
+		if l.batchesFull() {
+			return time.Time{} // a finishing attempt wakes the loop
+		}
 		sem, r, gen := l.sem, l.route, l.gen
 		select {
 		case sem <- struct{}{}:
 		default:
 			return time.Time{} // every slot is busy: a finishing attempt wakes the loop
 		}
-		heap.Pop(&l.queue)
-		if head.d != nil {
-			l.ready--
-		}
-		l.flying++
+		items, rest := l.take(now)
+		l.flying += len(items)
 		gen.flying.Add(1)
 		wg.Go(func() {
-			l.attempt(ctx, hard, head, r)
+			if b, ok := r.Forwarder.(BatchDeliverer); ok && len(items) > 1 {
+				l.attemptBatch(hard, b, items, rest, r)
+			} else {
+				l.attempt(ctx, hard, items[0], r)
+			}
 			gen.flying.Done()
 			l.mu.Lock()
-			l.flying--
+			l.flying -= len(items)
 			l.mu.Unlock()
 			<-sem
 			l.signal(&l.freedC)
@@ -524,33 +529,62 @@ func (l *lane) reschedule(it item) {
 // retry, dead-lettered, or the forwarder paused. Attempts run under hard, which outlives
 // ctx by the grace period.
 func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
+	d, ok := l.entry(hard, it)
+	if !ok {
+		return
+	}
+	start := time.Now()
+	err := r.Forwarder.Deliver(hard, d.Event)
+	l.settle(hard, it, d, err, time.Since(start), newPace(), r)
+}
+
+// entry is the delivery it names, ready for an attempt: as read when it was loaded, or
+// read now. It reports false when the entry left the outbox since it was scheduled
+// (dropped, moved) or cannot be read.
+func (l *lane) entry(hard context.Context, it item) (event.Delivery, bool) {
 	var d event.Delivery
 	if it.d != nil {
-		d, it.d = *it.d, nil
+		d = *it.d
 	} else {
 		var found bool
 		var err error
 		if d, found, err = l.d.Outbox.Entry(hard, l.name, it.seq); err != nil {
 			l.logger.Error("skipping an unreadable outbox entry", "seq", it.seq, "err", err)
-			return
+			return d, false
 		} else if !found {
-			return // dropped or moved since it was scheduled
+			return d, false // dropped or moved since it was scheduled
 		}
 	}
 	d.Attempts, d.FirstTry = it.attempts, it.firstTry // this process may know of failures not yet recorded
-	log := l.logger.With(d.Event.LogAttrs()...)
-	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
 		d.FirstTry = l.d.now()
 	}
-	start := time.Now()
-	err := r.Forwarder.Deliver(hard, d.Event)
-	took := time.Since(start)
+	return d, true
+}
+
+// pace is when an attempt ended and the random draw that spreads its retry (see
+// nextWait). The entries of one batch share one, so that those with the same history
+// fall due again at the same instant and are retried together.
+type pace struct {
+	end    time.Time // monotonic
+	jitter float64   // in [0, 1)
+}
+
+// newPace is the pace of an attempt that has just ended.
+func newPace() pace { return pace{end: time.Now(), jitter: rand.Float64()} }
+
+// settle hands the recorder the verdict of an attempt of d (the entry it names) through
+// r, the lane's route when the attempt started, that ended with err after took, at p:
+// delivered, scheduled for a retry, dead-lettered, or the forwarder paused. An attempt
+// cut off by the end of the grace period gets no verdict.
+func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error, took time.Duration, p pace, r Route) {
+	log := l.logger.With(d.Event.LogAttrs()...)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
 		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
 		return
 	}
+	it.d = nil
 	v := verdict{lane: l, log: log, took: took, err: err}
 	if err == nil {
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked}, ResultOK
@@ -561,7 +595,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
 	d.LastError = err.Error()
 	switch {
 	case IsGone(err):
-		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
+		d.FirstTry = it.firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
 		l.pause(hard, d, err, r.ConfigHash, log)
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
@@ -569,7 +603,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
 	default:
 		it = l.credit(r.Retry, it, d)
-		wait, ok := l.nextWait(r.Retry, d, err, it.spent+time.Since(it.anchor))
+		wait, ok := l.nextWait(r.Retry, d, err, it.spent+max(p.end.Sub(it.anchor), 0), p.jitter)
 		if !ok {
 			v.err = fmt.Errorf("retry budget of %s spent: %w", r.Retry.MaxElapsed, err)
 			d.LastError = v.err.Error()
@@ -577,7 +611,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
 			break
 		}
 		d.NextTry = l.d.now().Add(wait)
-		it.due, it.attempts, it.firstTry = time.Now().Add(wait), d.Attempts, d.FirstTry
+		it.due, it.attempts, it.firstTry = p.end.Add(wait), d.Attempts, d.FirstTry
 		l.reschedule(it)
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Retrying}, ResultRetry
@@ -588,22 +622,24 @@ func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
 // nextWait is how long to wait before retrying d after its d.Attempts-th failure under
 // policy p: the
 // exponential backoff's interval for that attempt (InitialInterval doubling, randomised
-// by ±25%, then capped at MaxInterval), derived from the stored attempt count so that a
-// restart keeps the pace; stretched to a Retry-After the target asked for, again never
-// past MaxInterval. It reports false when the retry budget, of which spent is used,
-// cannot cover the wait.
-func (l *lane) nextWait(p RetryPolicy, d event.Delivery, err error, spent time.Duration) (time.Duration, bool) {
+// by ±25% as jitter in [0, 1) picks, then capped at MaxInterval), derived from the stored
+// attempt count so that a restart keeps the pace; stretched to a Retry-After the target
+// asked for, again never past MaxInterval. It reports false when the retry budget, of
+// which spent is used, cannot cover the wait.
+func (l *lane) nextWait(p RetryPolicy, d event.Delivery, err error, spent time.Duration, jitter float64) (time.Duration, bool) {
+	const spread = 0.25
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(p.InitialInterval),
 		backoff.WithMaxInterval(p.MaxInterval),
 		backoff.WithMultiplier(2),
-		backoff.WithRandomizationFactor(0.25),
-		backoff.WithMaxElapsedTime(0), // the budget counts from d.FirstTry, across restarts
+		backoff.WithRandomizationFactor(0), // randomised below, by the caller's draw
+		backoff.WithMaxElapsedTime(0),      // the budget counts from d.FirstTry, across restarts
 	)
-	var wait time.Duration
+	var interval time.Duration
 	for range min(d.Attempts, 64) { // past 64 doublings every interval is MaxInterval
-		wait = b.NextBackOff()
+		interval = b.NextBackOff()
 	}
+	wait := time.Duration(float64(interval) * (1 - spread + 2*spread*jitter))
 	wait = min(wait, p.MaxInterval)
 	if ra := min(RetryAfterOf(err), p.MaxInterval); ra > wait {
 		wait = ra

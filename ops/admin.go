@@ -61,6 +61,7 @@ type Status struct {
 type ChatbotStatus struct {
 	Serial    string    `json:"serial"`
 	Name      string    `json:"name"`
+	Account   string    `json:"account"`
 	LastPoll  time.Time `json:"last_poll,omitzero"`
 	LastOK    time.Time `json:"last_ok,omitzero"`
 	LastError string    `json:"last_error,omitempty"` // of the last poll; empty when it succeeded
@@ -165,7 +166,7 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 	}
 	for _, c := range bots {
 		st := states[c.Serial]
-		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name,
+		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name, Account: c.Account,
 			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen})
 	}
 	forwarder := func(name, typ string) ForwarderStatus {

@@ -18,9 +18,14 @@ const staleIntervals = 3
 // maxReasonError caps the error text quoted in a readiness reason.
 const maxReasonError = 200
 
+// maxReadyChatbots caps the chatbots /readyz lists, and names in its reasons, so that
+// the answer stays short with thousands of them: the failing ones come first, the rest
+// are counted.
+const maxReadyChatbots = 5
+
 // Health decides readiness: the store answers, no forwarder is paused, the outbox holds
 // no delivery stranded with a forwarder the config no longer has, and every
-// chatbot had a successful poll within 3 poll intervals (a chatbot that has not yet
+// chatbot had a successful poll within 3 of its poll intervals (a chatbot that has not yet
 // succeeded counts from the start, so a fresh start is ready). It reads the polls from
 // the store's chatbot state, counting only those since its start (this process's), and
 // is safe for concurrent use.
@@ -34,10 +39,14 @@ type Health struct {
 	known    map[string]bool // configured forwarders
 	interval time.Duration
 	added    map[string]time.Time // chatbots added by SetConfigured, since when
+
+	// components are in-process parts (the embedded NATS server) readiness waits for.
+	components []component
 }
 
 // NewHealth watches the given chatbots, polled every interval (a minute, poll.interval's
-// default, if <= 0), and the outbox entries of forwarders not among the configured ones.
+// default, if <= 0) unless a chatbot's own Interval says otherwise, and the outbox
+// entries of forwarders not among the configured ones.
 // now tells the time (time.Now if nil); the start is now().
 func NewHealth(src StoreStats, chatbots []event.Chatbot, forwarders []ForwarderInfo, interval time.Duration, now func() time.Time) *Health {
 	if interval <= 0 {
@@ -96,12 +105,18 @@ func (h *Health) setLocked(chatbots []event.Chatbot, forwarders []ForwarderInfo,
 
 // Readiness is the /readyz answer, meant to be read by a person as much as a probe.
 type Readiness struct {
-	Ready            bool               `json:"ready"`
-	Store            string             `json:"store"` // "open", or "error: ..." when it does not answer
+	Ready bool   `json:"ready"`
+	Store string `json:"store"` // "open", or "error: ..." when it does not answer
+	// Chatbots lists at most 5 chatbots: the failing ones first, then others.
 	Chatbots         []ChatbotReadiness `json:"chatbots"`
+	ChatbotsTotal    int                `json:"chatbots_total"`
+	ChatbotsFailing  int                `json:"chatbots_failing"`
 	PausedForwarders []PausedForwarder  `json:"paused_forwarders"`
 	Stranded         []Stranded         `json:"stranded"`          // deliveries owed to forwarders not in the config
 	Reasons          []string           `json:"reasons,omitempty"` // why it is not ready, one line each
+
+	// Components are in-process parts, such as the embedded NATS server.
+	Components []ComponentReadiness `json:"components,omitempty"`
 }
 
 // ChatbotReadiness is one chatbot's part in readiness.
@@ -160,10 +175,13 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		}
 	}
 
+	h.checkComponents(&r)
+
 	states, err := h.store.Chatbots(ctx)
 	r.storeFailed(err)
-	limit := staleIntervals * interval
-	r.Chatbots = make([]ChatbotReadiness, 0, len(chatbots))
+	var ok []ChatbotReadiness
+	r.Chatbots = []ChatbotReadiness{}
+	r.ChatbotsTotal = len(chatbots)
 	for _, bot := range chatbots {
 		lastOK, err := h.store.LastOK(ctx, bot.Serial)
 		r.storeFailed(err)
@@ -176,6 +194,7 @@ func (h *Health) Check(ctx context.Context) Readiness {
 		} else if since.IsZero() {
 			since, from = h.start, " since start"
 		}
+		limit := staleIntervals * intervalOf(bot, interval)
 		if age := now.Sub(since); age > limit {
 			c.OK = false
 			c.Reason = fmt.Sprintf("no successful poll%s for %s (%d intervals = %s)",
@@ -184,11 +203,31 @@ func (h *Health) Check(ctx context.Context) Readiness {
 				c.Reason += "; last error: " + c.LastError
 			}
 			r.Ready = false
-			r.Reasons = append(r.Reasons, fmt.Sprintf("chatbot %s (%s): %s", bot.Name, bot.Serial, c.Reason))
+			r.ChatbotsFailing++
+			if r.ChatbotsFailing <= maxReadyChatbots {
+				r.Chatbots = append(r.Chatbots, c)
+				r.Reasons = append(r.Reasons, fmt.Sprintf("chatbot %s (%s): %s", bot.Name, bot.Serial, c.Reason))
+			}
+			continue
 		}
-		r.Chatbots = append(r.Chatbots, c)
+		if len(ok) < maxReadyChatbots {
+			ok = append(ok, c)
+		}
 	}
+	if more := r.ChatbotsFailing - maxReadyChatbots; more > 0 {
+		r.Reasons = append(r.Reasons, fmt.Sprintf("and %d more chatbots with no recent successful poll (of %d): `leadbridge status --failing` lists them",
+			more, r.ChatbotsTotal))
+	}
+	r.Chatbots = append(r.Chatbots, ok[:min(len(ok), maxReadyChatbots-len(r.Chatbots))]...)
 	return r
+}
+
+// intervalOf is how often bot is polled: its own interval, else the configured one.
+func intervalOf(bot event.Chatbot, interval time.Duration) time.Duration {
+	if bot.Interval > 0 {
+		return bot.Interval
+	}
+	return interval
 }
 
 // sinceStart is a chatbot's last success (as the store's LastOK answers it: this

@@ -3,6 +3,7 @@ package ops_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -166,4 +167,36 @@ func TestReadyzCountsOnlyThisProcessPolls(t *testing.T) {
 	a := chatbot(t, r, serialA)
 	assert.True(t, a.LastSuccess.IsZero(), "the success before the start is not this process's")
 	assert.Equal(t, "LeadList HTTP 500", a.LastError)
+}
+
+// With a thousand chatbots, /readyz names at most 5 failing ones and counts the rest; a
+// chatbot with a longer interval of its own is judged by it.
+func TestReadyzAtScaleNamesAFewAndCountsTheRest(t *testing.T) {
+	s := openStore(t)
+	c := newClock()
+	var many []event.Chatbot
+	for i := range 1000 {
+		many = append(many, event.Chatbot{Serial: fmt.Sprintf("bot%04d", i), Account: "client-a"})
+	}
+	many[999].Interval = time.Hour // polled hourly: 4 minutes of silence is fine
+	h := ops.NewHealth(s, many, nil, time.Minute, c.Now)
+	c.Advance(4 * time.Minute)
+	for _, bot := range many[:10] {
+		require.NoError(t, s.RecordPoll(t.Context(), bot.Serial, c.Now(), nil))
+	}
+
+	r := h.Check(t.Context())
+	assert.False(t, r.Ready)
+	assert.Equal(t, 1000, r.ChatbotsTotal)
+	assert.Equal(t, 989, r.ChatbotsFailing, "all but the 10 polled and the hourly one")
+	require.Len(t, r.Chatbots, 5)
+	for i, cr := range r.Chatbots {
+		assert.False(t, cr.OK)
+		assert.Equal(t, fmt.Sprintf("bot%04d", 10+i), cr.Serial)
+	}
+	require.Len(t, r.Reasons, 6)
+	assert.Equal(t, "and 984 more chatbots with no recent successful poll (of 1000): `leadbridge status --failing` lists them", r.Reasons[5])
+	b, err := json.Marshal(r)
+	require.NoError(t, err)
+	assert.Less(t, len(b), 3000, "a short answer")
 }

@@ -33,8 +33,9 @@ type StoreStats interface {
 }
 
 // Metrics holds leadbridge's Prometheus metrics in their own registry, with the Go and
-// process collectors. Labels carry only chatbot serials, configured forwarder names and
-// fixed words: never a secret and never a person's data.
+// process collectors. Labels carry only chatbot serials, account names, configured
+// forwarder names and fixed words: never a secret and never a person's data. The account
+// label adds no series (a chatbot belongs to one account); it lets a dashboard sum by it.
 //
 // In leadbridge_records_total, new and updated records are counted by kind (lead,
 // appointment) from the events the store produced; duplicate and baseline records are
@@ -45,6 +46,8 @@ type Metrics struct {
 	pollDuration *prometheus.HistogramVec
 	records      *prometheus.CounterVec
 	skipped      *prometheus.CounterVec
+	filtered     *prometheus.CounterVec
+	filterErrors *prometheus.CounterVec
 	deliveries   *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	attempts     *prometheus.HistogramVec
@@ -58,21 +61,29 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 		reg: prometheus.NewRegistry(),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_polls_total",
-			Help: "LeadList polls by chatbot serial and result (ok, error).",
-		}, []string{"chatbot", "result"}),
+			Help: "LeadList polls by account, chatbot serial and result (ok, error).",
+		}, []string{"account", "chatbot", "result"}),
 		pollDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "leadbridge_poll_duration_seconds",
-			Help:    "Duration of a LeadList poll, request and store write, by chatbot serial.",
+			Help:    "Duration of a LeadList poll, request (with its wait for the account's max_rps) and store write, by account and chatbot serial.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
-		}, []string{"chatbot"}),
+		}, []string{"account", "chatbot"}),
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_records_total",
-			Help: "Polled records by chatbot serial, kind and outcome (new, duplicate, updated, baseline); kind is empty for duplicate and baseline.",
-		}, []string{"chatbot", "kind", "outcome"}),
+			Help: "Polled records by account, chatbot serial, kind and outcome (new, duplicate, updated, baseline); kind is empty for duplicate and baseline.",
+		}, []string{"account", "chatbot", "kind", "outcome"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_records_skipped_total",
-			Help: "Polled records skipped as undecodable, by chatbot serial and the API field at fault (record: not an object); a record the API repeats counts on every poll.",
-		}, []string{"chatbot", "reason_field"}),
+			Help: "Polled records skipped as undecodable, by account, chatbot serial and the API field at fault (record: not an object); a record the API repeats counts on every poll.",
+		}, []string{"account", "chatbot", "reason_field"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_records_filtered_total",
+			Help: "Records a forwarder's filter kept out of its outbox (false, or failed), by forwarder.",
+		}, []string{"forwarder"}),
+		filterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadbridge_filter_errors_total",
+			Help: "Records on which a forwarder's filter failed or yielded no boolean (also counted as filtered), by forwarder.",
+		}, []string{"forwarder"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_deliveries_total",
 			Help: "Delivery attempts by forwarder and result: ok (delivered), retry (failed, will retry), dead (dead-lettered), paused (target gone).",
@@ -102,7 +113,7 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.polls, m.pollDuration, m.records, m.skipped,
+		m.polls, m.pollDuration, m.records, m.skipped, m.filtered, m.filterErrors,
 		m.deliveries, m.latency, m.attempts, m.reloads, buildInfo,
 		newStoreCollector(src),
 	)
@@ -122,31 +133,41 @@ func (m *Metrics) ObserveReload(applied bool) {
 }
 
 // ObservePoll records one poll; it fits poller.Loop.OnPoll.
-func (m *Metrics) ObservePoll(serial string, took time.Duration, res event.Ingested, err error) {
+func (m *Metrics) ObservePoll(bot event.Chatbot, took time.Duration, res event.Ingested, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
 	}
-	m.polls.WithLabelValues(serial, result).Inc()
-	m.pollDuration.WithLabelValues(serial).Observe(took.Seconds())
+	account, serial := bot.Account, bot.Serial
+	m.polls.WithLabelValues(account, serial, result).Inc()
+	m.pollDuration.WithLabelValues(account, serial).Observe(took.Seconds())
 	for _, ev := range res.Events {
 		outcome := "new"
 		if ev.Action() == event.ActionUpdated {
 			outcome = "updated"
 		}
-		m.records.WithLabelValues(serial, kindLabel(ev.Kind()), outcome).Inc()
+		m.records.WithLabelValues(account, serial, kindLabel(ev.Kind()), outcome).Inc()
 	}
 	if res.Duplicate > 0 {
-		m.records.WithLabelValues(serial, "", "duplicate").Add(float64(res.Duplicate))
+		m.records.WithLabelValues(account, serial, "", "duplicate").Add(float64(res.Duplicate))
 	}
 	if res.Baseline > 0 {
-		m.records.WithLabelValues(serial, "", "baseline").Add(float64(res.Baseline))
+		m.records.WithLabelValues(account, serial, "", "baseline").Add(float64(res.Baseline))
 	}
 }
 
 // ObserveSkip counts one record a poll skipped; it fits poller.Loop.OnSkip.
-func (m *Metrics) ObserveSkip(serial, field string) {
-	m.skipped.WithLabelValues(serial, field).Inc()
+func (m *Metrics) ObserveSkip(bot event.Chatbot, field string) {
+	m.skipped.WithLabelValues(bot.Account, bot.Serial, field).Inc()
+}
+
+// ObserveFiltered counts one record a forwarder's filter kept out; err is the filter's
+// failure, nil when it said false. It fits config.Filtered.
+func (m *Metrics) ObserveFiltered(forwarder string, _ event.Event, err error) {
+	m.filtered.WithLabelValues(forwarder).Inc()
+	if err != nil {
+		m.filterErrors.WithLabelValues(forwarder).Inc()
+	}
 }
 
 // kindLabel keeps the kind label to the known kinds.

@@ -28,6 +28,8 @@ const secret = "s3cr3t-api-key-value"
 // Errors carry a secret and records carry personal data, as real ones might.
 func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	t.Helper()
+	botA := event.Chatbot{Serial: serialA, Account: "client-a"}
+	botB := event.Chatbot{Serial: serialB, Account: event.DefaultAccount}
 	s := openStore(t, "bus", "crm")
 	m := ops.NewMetrics("1.2.3", s)
 	srv := httptest.NewServer(ops.NewServer(m, ops.NewHealth(s, nil, nil, time.Minute, nil), nil, "", nil))
@@ -36,14 +38,14 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	res := ingest(t, s, 4)
 	require.Equal(t, 4, res.New)
 	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
-	m.ObservePoll(serialA, 250*time.Millisecond, res, nil)
+	m.ObservePoll(botA, 250*time.Millisecond, res, nil)
 	res = ingest(t, s, 4)
 	require.Equal(t, 4, res.Duplicate)
 	require.NoError(t, s.RecordPoll(t.Context(), serialA, time.Now(), nil))
-	m.ObservePoll(serialA, 100*time.Millisecond, res, nil)
+	m.ObservePoll(botA, 100*time.Millisecond, res, nil)
 	apiDown := errors.New("LeadList HTTP 500 for https://app.example/api?key=" + secret)
 	require.NoError(t, s.RecordPoll(t.Context(), serialB, time.Now(), apiDown))
-	m.ObservePoll(serialB, 2*time.Second, event.Ingested{}, apiDown)
+	m.ObservePoll(botB, 2*time.Second, event.Ingested{}, apiDown)
 
 	bus := leadtest.Pending(t, s, "bus")
 	require.Len(t, bus, 4)
@@ -65,6 +67,11 @@ func scriptedRun(t *testing.T) (*dedupe.Store, string) {
 	require.NoError(t, s.Pause(t.Context(), "crm", "webhook crm: HTTP 410 Gone", "hash"))
 	m.ObserveDelivery(crm, forwarders.ResultPaused, time.Second, errors.New("webhook crm: HTTP 410 Gone"))
 
+	// Filters kept records out: two said false for bus, one failed for crm.
+	m.ObserveFiltered("bus", bus[2].Event, nil)
+	m.ObserveFiltered("bus", bus[3].Event, nil)
+	m.ObserveFiltered("crm", crm.Event, errors.New("the jq filter produced a value that is not true or false"))
+
 	return s, srv.URL + "/metrics"
 }
 
@@ -79,15 +86,18 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		labels L
 		want   float64
 	}{
-		{"leadbridge_polls_total", L{"chatbot": serialA, "result": "ok"}, 2},
-		{"leadbridge_polls_total", L{"chatbot": serialB, "result": "error"}, 1},
-		{"leadbridge_records_total", L{"chatbot": serialA, "kind": "lead", "outcome": "new"}, 2},
-		{"leadbridge_records_total", L{"chatbot": serialA, "kind": "appointment", "outcome": "new"}, 2},
-		{"leadbridge_records_total", L{"chatbot": serialA, "kind": "", "outcome": "duplicate"}, 4},
+		{"leadbridge_polls_total", L{"account": "client-a", "chatbot": serialA, "result": "ok"}, 2},
+		{"leadbridge_polls_total", L{"account": "default", "chatbot": serialB, "result": "error"}, 1},
+		{"leadbridge_records_total", L{"account": "client-a", "chatbot": serialA, "kind": "lead", "outcome": "new"}, 2},
+		{"leadbridge_records_total", L{"account": "client-a", "chatbot": serialA, "kind": "appointment", "outcome": "new"}, 2},
+		{"leadbridge_records_total", L{"account": "client-a", "chatbot": serialA, "kind": "", "outcome": "duplicate"}, 4},
 		{"leadbridge_deliveries_total", L{"forwarder": "bus", "result": "ok"}, 1},
 		{"leadbridge_deliveries_total", L{"forwarder": "bus", "result": "retry"}, 1},
 		{"leadbridge_deliveries_total", L{"forwarder": "bus", "result": "dead"}, 1},
 		{"leadbridge_deliveries_total", L{"forwarder": "crm", "result": "paused"}, 1},
+		{"leadbridge_records_filtered_total", L{"forwarder": "bus"}, 2},
+		{"leadbridge_records_filtered_total", L{"forwarder": "crm"}, 1},
+		{"leadbridge_filter_errors_total", L{"forwarder": "crm"}, 1},
 		// Read from the store at scrape time.
 		{"leadbridge_outbox_depth", L{"forwarder": "bus"}, 2},
 		{"leadbridge_outbox_depth", L{"forwarder": "crm"}, 4},
@@ -101,7 +111,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		assert.Equal(t, c.want, value(t, mfs, c.name, c.labels), "%s%v", c.name, c.labels)
 	}
 
-	_, ok := find(mfs, "leadbridge_polls_total", L{"chatbot": serialB, "result": "ok"})
+	_, ok := find(mfs, "leadbridge_polls_total", L{"account": "default", "chatbot": serialB, "result": "ok"})
 	assert.False(t, ok, "serialB never succeeded")
 	_, ok = find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", L{"chatbot": serialB})
 	assert.False(t, ok, "serialB never succeeded")

@@ -250,6 +250,23 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(w, r)
 }
 
+// WithConsole serves ui (the web console) under /ui/ and everything else as server
+// does; server is NewServer's handler.
+func WithConsole(server, ui http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", ui)
+	mux.Handle("/", server)
+	return mux
+}
+
+// FromLoopback reports whether r came from a loopback address and names a loopback host
+// (127.0.0.1, ::1, localhost): the admin API's same-machine check, which also defeats DNS
+// rebinding. The web console applies it when no token is configured.
+func FromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	return err == nil && isLoopback(host) && isLoopback(hostOnly(r.Host))
+}
+
 // isLoopback reports whether host is "localhost" or a loopback IP.
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {

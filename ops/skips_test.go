@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -17,12 +18,12 @@ func TestMetricsCountSkippedRecords(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	for range 3 {
-		m.ObserveSkip(serialA, "CreateTime") // the API repeats the same bad record on every poll
+		m.ObserveSkip(event.Chatbot{Serial: serialA, Account: "client-a"}, "CreateTime") // the API repeats the same bad record on every poll
 	}
-	m.ObserveSkip(serialB, "record")
+	m.ObserveSkip(event.Chatbot{Serial: serialB, Account: "default"}, "record")
 
 	mfs, _ := scrape(t, srv.URL+"/metrics")
 	type L = map[string]string
-	assert.Equal(t, 3.0, value(t, mfs, "leadbridge_records_skipped_total", L{"chatbot": serialA, "reason_field": "CreateTime"}))
-	assert.Equal(t, 1.0, value(t, mfs, "leadbridge_records_skipped_total", L{"chatbot": serialB, "reason_field": "record"}))
+	assert.Equal(t, 3.0, value(t, mfs, "leadbridge_records_skipped_total", L{"account": "client-a", "chatbot": serialA, "reason_field": "CreateTime"}))
+	assert.Equal(t, 1.0, value(t, mfs, "leadbridge_records_skipped_total", L{"account": "default", "chatbot": serialB, "reason_field": "record"}))
 }

@@ -3,6 +3,7 @@ package ops
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,12 +14,80 @@ import (
 // maxStatusText caps error and reason texts in the status table.
 const maxStatusText = 60
 
-// WriteStatus writes s as tables a person reads in a terminal: each chatbot's last poll
-// and its result, each forwarder's outbox, dead letters and pause (and, for a forwarder
-// no longer configured, that its deliveries are stranded and how to fix it), and a
-// summary line.
-func WriteStatus(w io.Writer, s Status) error {
+// StatusView picks what WriteStatus shows of the chatbots.
+type StatusView struct {
+	// Account, when set, shows only that account's chatbots.
+	Account string
+	// Failing shows only the failing chatbots (and the accounts that have any).
+	Failing bool
+	// All lists every chatbot; otherwise, past smallStatus chatbots, only the failing
+	// ones are listed and the rest are counted in their account's line.
+	All bool
+}
+
+// smallStatus is how many chatbots WriteStatus lists one by one without StatusView.All.
+const smallStatus = 20
+
+// accountLine sums up one account's chatbots.
+type accountLine struct {
+	name                  string
+	chatbots, ok, failing int
+	notPolled, seen       int
+	lastPoll              time.Time
+}
+
+// WriteStatus writes s as tables a person reads in a terminal, readable with thousands
+// of chatbots: a line per account (its chatbots, how many are ok, failing and not polled
+// yet), the chatbots one by one (all of them for a few, else the failing ones, unless
+// v.All) with their last poll and its result, each forwarder's outbox, dead letters and
+// pause (and, for a forwarder no longer configured, that its deliveries are stranded and
+// how to fix it), and a summary line. v.Account naming no account of s is an error.
+func WriteStatus(w io.Writer, s Status, v StatusView) error {
 	now := time.Now()
+	var (
+		bots     []ChatbotStatus
+		accounts []*accountLine
+		byName   = map[string]*accountLine{}
+	)
+	for _, c := range s.Chatbots {
+		if v.Account == "" || c.Account == v.Account {
+			bots = append(bots, c)
+		}
+	}
+	if err := v.check(s); err != nil {
+		return err
+	}
+	failing := 0
+	for _, c := range bots {
+		a := byName[c.Account]
+		if a == nil {
+			a = &accountLine{name: c.Account}
+			byName[c.Account] = a
+			accounts = append(accounts, a)
+		}
+		a.chatbots++
+		a.seen += c.Seen
+		if c.LastPoll.After(a.lastPoll) {
+			a.lastPoll = c.LastPoll
+		}
+		switch {
+		case c.LastPoll.IsZero():
+			a.notPolled++
+		case c.LastError != "":
+			a.failing++
+			failing++
+		default:
+			a.ok++
+		}
+	}
+
+	// The chatbots listed are grouped by account, in the order the accounts came.
+	order := make(map[string]int, len(accounts))
+	for i, a := range accounts {
+		order[a.name] = i
+	}
+	slices.SortStableFunc(bots, func(a, b ChatbotStatus) int { return order[a.Account] - order[b.Account] })
+
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	source := "daemon not running; read from the store"
 	if s.Daemon {
@@ -26,20 +95,38 @@ func WriteStatus(w io.Writer, s Status) error {
 	}
 	fmt.Fprintf(tw, "leadbridge %s (%s)\n\n", s.Version, source)
 
-	failing := 0
-	fmt.Fprintln(tw, "CHATBOT\tSERIAL\tLAST POLL\tSEEN\tRESULT")
-	for _, c := range s.Chatbots {
+	fmt.Fprintln(tw, "ACCOUNT\tCHATBOTS\tOK\tFAILING\tNOT POLLED\tSEEN\tLAST POLL")
+	for _, a := range accounts {
+		if v.Failing && a.failing == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", orDash(a.name), a.chatbots, a.ok, a.failing, a.notPolled, a.seen, ago(now, a.lastPoll))
+	}
+
+	listAll := v.All || (!v.Failing && len(bots) <= smallStatus)
+	listed := 0
+	fmt.Fprintln(tw, "\nCHATBOT\tSERIAL\tACCOUNT\tLAST POLL\tSEEN\tRESULT")
+	for _, c := range bots {
 		result := "ok"
 		switch {
 		case c.LastPoll.IsZero():
 			result = "not polled yet"
 		case c.LastError != "":
-			failing++
 			// The serial has its own column; the error need not repeat it.
 			msg := strings.TrimPrefix(c.LastError, fmt.Sprintf("leadlist chatbot %q: ", c.Serial))
 			result = "error: " + cut(msg, maxStatusText)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, ago(now, c.LastPoll), c.Seen, result)
+		if c.LastError == "" && !listAll {
+			continue
+		}
+		listed++
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, orDash(c.Account), ago(now, c.LastPoll), c.Seen, result)
+	}
+	switch rest := len(bots) - listed; {
+	case listed == 0 && v.Failing:
+		fmt.Fprintln(tw, "(no chatbot failing)")
+	case rest > 0 && !v.Failing:
+		fmt.Fprintf(tw, "(%s not failing, not listed: --all lists them)\n", plural(rest, "chatbot"))
 	}
 
 	pending, dead, paused, stranded := 0, 0, 0, 0
@@ -64,10 +151,46 @@ func WriteStatus(w io.Writer, s Status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.Name, orDash(f.Type), f.Pending, f.Dead, state)
 	}
 
-	fmt.Fprintf(tw, "\n%s (%d failing), %s (%d paused), %d pending (%d stranded), %s\n",
-		plural(len(s.Chatbots), "chatbot"), failing, plural(len(s.Forwarders), "forwarder"), paused,
-		pending, stranded, plural(dead, "dead letter"))
+	fmt.Fprintf(tw, "\n%s in %s (%d failing), %s (%d paused), %d pending (%d stranded), %s\n",
+		plural(len(bots), "chatbot"), plural(len(accounts), "account"), failing,
+		plural(len(s.Forwarders), "forwarder"), paused, pending, stranded, plural(dead, "dead letter"))
 	return tw.Flush()
+}
+
+// Filter keeps the chatbots of s that v shows (v.All aside: it only changes the table),
+// for `status --json`. v.Account naming no account of s is an error.
+func (v StatusView) Filter(s Status) (Status, error) {
+	if err := v.check(s); err != nil {
+		return Status{}, err
+	}
+	bots := make([]ChatbotStatus, 0, len(s.Chatbots))
+	for _, c := range s.Chatbots {
+		if (v.Account == "" || c.Account == v.Account) && (!v.Failing || c.LastError != "") {
+			bots = append(bots, c)
+		}
+	}
+	s.Chatbots = bots
+	return s, nil
+}
+
+// check makes sure v.Account, when set, is an account of s.
+func (v StatusView) check(s Status) error {
+	names := accountNames(s)
+	if v.Account != "" && !slices.Contains(names, v.Account) {
+		return fmt.Errorf("status: no account %q among the chatbots (accounts: %s)", v.Account, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// accountNames lists the accounts of s's chatbots, each once, in order.
+func accountNames(s Status) []string {
+	var names []string
+	for _, c := range s.Chatbots {
+		if !slices.Contains(names, c.Account) {
+			names = append(names, c.Account)
+		}
+	}
+	return names
 }
 
 // ago says how long before now t was, roughly: "45s ago", "2m ago", "3h ago", "4d ago".

@@ -55,6 +55,9 @@ type Client struct {
 	// UserAgent is sent as the User-Agent header; NewClient sets httpx.UserAgent(),
 	// "leadbridge/<version>".
 	UserAgent string
+	// Budget paces the calls of the account this Client speaks for, and is held by a
+	// 429 from its host; nil does not limit.
+	Budget *Budget
 
 	apiKey string // sent raw in Authorization; never printed
 }
@@ -275,14 +278,22 @@ func (c *Client) StreamChanged(ctx context.Context, bot event.Chatbot, w Window,
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}
+	if err := c.Budget.Wait(ctx); err != nil {
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return c.statusError(bot, resp)
+		se := c.statusError(bot, resp)
+		if se.Code == http.StatusTooManyRequests {
+			c.Budget.Throttled(time.Now(), se.RetryAfter)
+		}
+		return se
 	}
+	c.Budget.Answered()
 	limit := c.maxBody()
 	if resp.ContentLength > limit {
 		br := &bodyReader{r: io.LimitReader(resp.Body, 512), limit: limit}

@@ -147,7 +147,7 @@ func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, ta
 			for _, w := range warns {
 				chunk.Warned = append(chunk.Warned, recordError(i, raw, w))
 			}
-			l.Chatbot, l.ChatbotName = bot.Serial, bot.Name
+			l.Account, l.Chatbot, l.ChatbotName = bot.Account, bot.Serial, bot.Name
 			chunk.Leads = append(chunk.Leads, l)
 		}
 		if n == DefaultChunkRecords && dec.More() {

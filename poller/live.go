@@ -43,14 +43,6 @@ func (l *Loop) botOf(r *runner) event.Chatbot {
 	return r.bot
 }
 
-// currentClient is the client polls use now.
-func (l *Loop) currentClient() *Client {
-	if c := l.client.Load(); c != nil {
-		return c
-	}
-	return l.Client
-}
-
 // startLocked starts bot's goroutine with a first wait of first; after a runner of the
 // same serial that is still finishing a poll, it waits for that one to end first, so
 // that one chatbot is never polled twice at once. l.mu must be held.
@@ -92,7 +84,7 @@ func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
 // (its name, say) takes them at its next poll. It returns an error, changing nothing,
 // for a chatbot without a serial or listed twice.
 func (l *Loop) SetChatbots(bots []event.Chatbot) error {
-	if err := checkChatbots(bots); err != nil {
+	if err := l.checkChatbots(bots); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -123,20 +115,17 @@ func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 	if len(added) == 0 {
 		return nil
 	}
-	waits := make([]time.Duration, len(added))
-	for i := range added {
-		waits[i] = l.firstWait(i, len(added))
-	}
+	waits := l.firstWaits(added)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, bot := range added {
+	for _, bot := range added {
 		// Run may have stopped, or another SetChatbots started or removed the chatbot,
 		// while the lock was let go.
 		if l.live.stopping || !slices.ContainsFunc(l.Chatbots, func(b event.Chatbot) bool { return b.Serial == bot.Serial }) ||
 			l.live.running[bot.Serial] != nil {
 			continue
 		}
-		l.startLocked(bot, waits[i])
+		l.startLocked(bot, waits[bot.Serial])
 	}
 	return nil
 }
@@ -160,9 +149,18 @@ func (l *Loop) SetPace(interval, lookback time.Duration) {
 	}
 }
 
-// SetClient makes c the client of every poll that starts from now on (a rotated API key,
-// a new base URL or timeout); polls under way finish with the old one.
-func (l *Loop) SetClient(c *Client) { l.client.Store(c) }
+// SetClients makes clients the Clients of every poll that starts from now on, by
+// account (a rotated API key, a new base URL, timeout or max_rps; an added account);
+// polls under way finish with the old ones. Keep an unchanged account's Client in the
+// map, so that its Budget, and any 429 hold on it, carries on. Call it before
+// SetChatbots adds chatbots of a new account.
+func (l *Loop) SetClients(clients map[string]*Client) {
+	own := make(map[string]*Client, len(clients))
+	for account, c := range clients {
+		own[account] = c
+	}
+	l.clients.Store(&own)
+}
 
 // await waits d before r's next poll and reports whether to poll: false once ctx is
 // done or r was removed. A regular wait (the interval after a success) woken by a change
@@ -188,7 +186,7 @@ func (l *Loop) await(ctx context.Context, r *runner, d time.Duration, regular bo
 			return false
 		case <-r.wake:
 			if regular {
-				t.Reset(max(time.Until(start.Add(jittered(l.interval(), l.jitter()))), 0))
+				t.Reset(max(time.Until(start.Add(jittered(l.intervalOf(l.botOf(r)), l.jitter()))), 0))
 			}
 		}
 	}

@@ -20,10 +20,10 @@ type pollLog struct {
 	at    []time.Time
 }
 
-func (p *pollLog) hook(serial string, _ time.Duration, res event.Ingested, err error) {
+func (p *pollLog) hook(bot event.Chatbot, _ time.Duration, res event.Ingested, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.calls = append(p.calls, onPollCall{serial: serial, res: res, err: err})
+	p.calls = append(p.calls, onPollCall{serial: bot.Serial, res: res, err: err})
 	p.at = append(p.at, time.Now())
 }
 
@@ -130,12 +130,12 @@ func TestSetPaceAppliesToAWaitUnderWayAndTheNextWindow(t *testing.T) {
 	assert.Equal(t, "2023-11-20", srv.hitsFor(mainSite.Serial)[1].start[:10], "the next poll reads the new lookback")
 }
 
-func TestSetClientAppliesToTheNextPoll(t *testing.T) {
+func TestSetClientsAppliesToTheNextPoll(t *testing.T) {
 	old, srv := newLeadListServer(t), newLeadListServer(t)
 	old.always(mainSite.Serial, reply{status: 503})
 	srv.setRecords(mainSite.Serial, docLead)
 	polls := &pollLog{}
-	l := &Loop{Client: old.client(5 * time.Second), Store: openStore(t, dedupe.Options{}),
+	l := &Loop{Clients: map[string]*Client{mainSite.Account: old.client(5 * time.Second)}, Store: openStore(t, dedupe.Options{}),
 		Chatbots: []event.Chatbot{mainSite}, Interval: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		OnPoll: polls.hook, Now: func() time.Time { return pollNow }}
 	runLoop(t, l)
@@ -143,11 +143,11 @@ func TestSetClientAppliesToTheNextPoll(t *testing.T) {
 	calls, _ := polls.of(mainSite.Serial)
 	require.Error(t, calls[0].err, "the old host fails")
 
-	l.SetClient(srv.client(5 * time.Second))
+	l.SetClients(map[string]*Client{mainSite.Account: srv.client(5 * time.Second)})
 	require.Eventually(t, func() bool {
 		c, _ := polls.of(mainSite.Serial)
 		return c[len(c)-1].err == nil
-	}, 10*time.Second, 5*time.Millisecond, "a poll after SetClient goes to the new host")
+	}, 10*time.Second, 5*time.Millisecond, "a poll after SetClients goes to the new host")
 	assert.NotEmpty(t, srv.hitsFor(mainSite.Serial))
 }
 

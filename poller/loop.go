@@ -82,17 +82,21 @@ type Store interface {
 // SetChatbots, SetPace and SetClient change a running Loop (see live.go). A Loop must
 // not be copied once used.
 type Loop struct {
-	// Client calls the LeadList API.
+	// Client calls the LeadList API for every chatbot whose account is not in Clients.
 	Client *Client
+	// Clients are the Clients of the accounts, by account name (event.Chatbot.Account):
+	// each with its own key, host, timeout and Budget, shared by the account's chatbots.
+	Clients map[string]*Client
 	// Store takes the records.
 	Store Store
 	// Chatbots are the chatbots to poll, each in its own goroutine; SetChatbots changes
 	// them while Run runs.
 	Chatbots []event.Chatbot
-	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
+	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0),
+	// unless the chatbot has its own.
 	Interval time.Duration
 	// Lookback is how far back a poll's window starts when no gap needs catching up
-	// (DefaultLookback if 0).
+	// (DefaultLookback if 0), unless the chatbot has its own.
 	Lookback time.Duration
 	// MaxLookback is the furthest back a catch-up window may start: the store's retention
 	// less a margin. 0 (or anything below Lookback) means no catch-up beyond Lookback.
@@ -101,8 +105,9 @@ type Loop struct {
 	// long to catch up (e.g. "--config /etc/leadbridge/config.yaml").
 	BackfillFlags string
 	// Jitter spreads polls, as a fraction of Interval: each wait after a success varies
-	// by ±Jitter. With jitter on, the first polls after Run starts are also spread over
-	// min(Interval, 1m), so that chatbots started together do not poll in phase.
+	// by ±Jitter. With jitter on, the first polls after Run starts are also spread, the
+	// chatbots of each account over min(Interval, 1m), so that chatbots started together
+	// do not poll in phase. (Each account's Budget keeps its rate bounded whatever.)
 	// 0 (or below) means none (every chatbot is first polled at once); above 1 counts as
 	// 1. The default lives in the config.
 	Jitter float64
@@ -113,11 +118,11 @@ type Loop struct {
 	Logger *slog.Logger
 	// OnPoll, if set, is called after every poll, e.g. to update metrics. It must be safe
 	// for concurrent use.
-	OnPoll func(serial string, took time.Duration, res event.Ingested, err error)
+	OnPoll func(bot event.Chatbot, took time.Duration, res event.Ingested, err error)
 	// OnSkip, if set, is called for every record a poll skipped because it could not be
 	// decoded, with the API field at fault ("record" when it is not an object), whether or
 	// not it was skipped before. It must be safe for concurrent use.
-	OnSkip func(serial, field string)
+	OnSkip func(bot event.Chatbot, field string)
 	// DropEvents leaves Events out of the results of PollOnce and PollAll and of OnPoll
 	// (their counts stay), so that a large page's events are never all held at once:
 	// each part's events are logged as it is taken and then dropped.
@@ -130,7 +135,7 @@ type Loop struct {
 	live *liveSet             // the running chatbots while Run runs; nil before
 
 	pace   atomic.Pointer[pace]   // Interval and Lookback as SetPace changed them; nil: the fields
-	client atomic.Pointer[Client] // Client as SetClient changed it; nil: the field
+	clients atomic.Pointer[map[string]*Client] // Clients as SetClients changed them; nil: the field
 }
 
 // botState is what the Loop remembers of a chatbot between polls.
@@ -251,15 +256,15 @@ func (l *Loop) Run(ctx context.Context) error {
 		return err
 	}
 	bots := l.chatbots()
-	waits := make([]time.Duration, len(bots))
-	for i := range bots {
-		waits[i] = l.firstWait(i, len(bots))
+	for account, group := range byAccount(bots) {
+		l.warnOverBudget(account, group)
 	}
+	waits := l.firstWaits(bots)
 	l.mu.Lock()
 	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots))}
 	l.live = live
-	for i, bot := range bots {
-		l.startLocked(bot, waits[i])
+	for _, bot := range bots {
+		l.startLocked(bot, waits[bot.Serial])
 	}
 	l.mu.Unlock()
 	<-ctx.Done()
@@ -270,10 +275,66 @@ func (l *Loop) Run(ctx context.Context) error {
 	return nil
 }
 
+// firstWaits are the waits before the first polls of bots, by serial: each account's
+// chatbots spread over their interval (see firstWait).
+func (l *Loop) firstWaits(bots []event.Chatbot) map[string]time.Duration {
+	waits := make(map[string]time.Duration, len(bots))
+	for _, group := range byAccount(bots) {
+		for i, bot := range group {
+			waits[bot.Serial] = l.firstWait(i, len(group), l.intervalOf(bot))
+		}
+	}
+	return waits
+}
+
+// byAccount groups bots by account, each group in the order of bots.
+func byAccount(bots []event.Chatbot) map[string][]event.Chatbot {
+	groups := map[string][]event.Chatbot{}
+	for _, bot := range bots {
+		groups[bot.Account] = append(groups[bot.Account], bot)
+	}
+	return groups
+}
+
+// warnOverBudget logs when an account's chatbots, at their intervals, need more calls
+// a second than its Budget allows: their polls then queue, in turn, and each chatbot
+// is polled less often than its interval says.
+func (l *Loop) warnOverBudget(account string, bots []event.Chatbot) {
+	budget := l.clientFor(event.Chatbot{Account: account}).Budget
+	if budget == nil {
+		return
+	}
+	need := 0.0
+	for _, bot := range bots {
+		need += float64(time.Second) / float64(l.intervalOf(bot))
+	}
+	if rate := budget.Rate(); need > rate {
+		every := time.Duration(float64(len(bots)) / rate * float64(time.Second)).Round(time.Second)
+		l.logger().Warn("an account's chatbots need more LeadList calls a second than its max_rps allows: they are polled in turn, each about every "+every.String(),
+			"account", account, "chatbots", len(bots), "calls_per_second_needed", need, "max_rps", rate)
+	}
+}
+
+// clientFor is the Client that polls bot: its account's (in Clients, or as SetClients
+// changed them), else Client.
+func (l *Loop) clientFor(bot event.Chatbot) *Client {
+	clients := l.Clients
+	if set := l.clients.Load(); set != nil {
+		clients = *set
+	}
+	if c := clients[bot.Account]; c != nil {
+		return c
+	}
+	return l.Client
+}
+
 // PollOnce polls one chatbot once: List, Ingest, RecordPoll, logs and OnPoll. A failure
 // is logged and returned; its error names the chatbot. A poll cut short because ctx is
 // done is returned without being recorded, logged or reported to OnPoll.
 func (l *Loop) PollOnce(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
+	if l.clientFor(bot) == nil {
+		return event.Ingested{}, fmt.Errorf("poller: no Client for chatbot %q (account %q)", bot.Serial, bot.Account)
+	}
 	res, err := l.poll(ctx, bot)
 	if err != nil && ctx.Err() == nil {
 		l.logFailure(bot, err, 0)
@@ -302,20 +363,21 @@ func (l *Loop) PollAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// windowFor is the window a poll of serial at now asks for, given its last success
+// windowFor is the window a poll of bot at now asks for, given its last success
 // lastOK as the store answers it (zero if none). It ends on the UTC day after now and
-// starts on the UTC day of now-Lookback or, when earlier, the day before the chatbot's
+// starts on the UTC day of now-Lookback (the chatbot's own, if it has one) or, when earlier, the day before the chatbot's
 // last success, but not before the UTC day of now-max(MaxLookback, Lookback).
 // The day before and the day after are wide enough for CreateTime's local offsets.
 // A last success later than now (beyond clockSkew) tells nothing of the gap since the
 // real one, so the window then starts as early as MaxLookback allows.
-func (l *Loop) windowFor(serial string, now, lastOK time.Time) span {
-	plain := utcDay(now.Add(-l.lookback()))
+func (l *Loop) windowFor(bot event.Chatbot, now, lastOK time.Time) span {
+	serial, lookback := bot.Serial, l.lookbackOf(bot)
+	plain := utcDay(now.Add(-lookback))
 	s := span{Window: Window{Start: plain, End: utcDay(now.Add(24 * time.Hour))}, lastOK: lastSuccess(lastOK, now)}
 	if s.lastOK.IsZero() {
 		return s
 	}
-	floor := utcDay(now.Add(-l.maxLookback()))
+	floor := utcDay(now.Add(-l.maxLookback(lookback)))
 	switch wall := now.Round(0); {
 	case s.lastOK.After(wall.Add(clockSkew)):
 		s.future, s.Start = true, floor
@@ -438,9 +500,6 @@ func (l *Loop) state(serial string) *botState {
 
 func (l *Loop) validate() error {
 	var errs []error
-	if l.Client == nil {
-		errs = append(errs, errors.New("poller: Loop.Client is nil"))
-	}
 	if l.Store == nil {
 		errs = append(errs, errors.New("poller: Loop.Store is nil"))
 	}
@@ -448,12 +507,13 @@ func (l *Loop) validate() error {
 	if len(bots) == 0 {
 		errs = append(errs, errors.New("poller: no chatbots to poll"))
 	}
-	errs = append(errs, checkChatbots(bots))
+	errs = append(errs, l.checkChatbots(bots))
 	return errors.Join(errs...)
 }
 
-// checkChatbots reports chatbots without a serial or listed twice.
-func checkChatbots(bots []event.Chatbot) error {
+// checkChatbots reports chatbots without a serial, listed twice, or of an account
+// without a Client.
+func (l *Loop) checkChatbots(bots []event.Chatbot) error {
 	var errs []error
 	seen := make(map[string]bool, len(bots))
 	for i, bot := range bots {
@@ -462,21 +522,24 @@ func checkChatbots(bots []event.Chatbot) error {
 			errs = append(errs, fmt.Errorf("poller: chatbot %d has no serial", i))
 		case seen[bot.Serial]:
 			errs = append(errs, fmt.Errorf("poller: chatbot %q listed twice", bot.Serial))
+		case l.clientFor(bot) == nil:
+			errs = append(errs, fmt.Errorf("poller: no Client for chatbot %q (account %q): Loop.Client and Loop.Clients[account] are nil", bot.Serial, bot.Account))
 		}
 		seen[bot.Serial] = true
 	}
 	return errors.Join(errs...)
 }
 
-// firstWait is the wait before the first poll of the i-th of n chatbots: with jitter on,
-// the first round is spread over min(Interval, maxFirstSpread), each chatbot at a random
+// firstWait is the wait before the first poll of the i-th of n chatbots (of one account)
+// polled every interval: with jitter on,
+// the first round is spread over min(interval, maxFirstSpread), each chatbot at a random
 // point of its own n-th of that span, so that chatbots started together neither poll in
 // phase (their CPU would come in bursts) nor clump; 0 with jitter off.
-func (l *Loop) firstWait(i, n int) time.Duration {
+func (l *Loop) firstWait(i, n int, interval time.Duration) time.Duration {
 	if l.jitter() == 0 || n <= 0 {
 		return 0
 	}
-	span := min(l.interval(), maxFirstSpread)
+	span := min(interval, maxFirstSpread)
 	return time.Duration((float64(i) + rand.Float64()) / float64(n) * float64(span))
 }
 
@@ -485,7 +548,7 @@ func (l *Loop) firstWait(i, n int) time.Duration {
 // it is configured then; a change of pace wakes a regular wait to measure it again.
 func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 	jitter := l.jitter()
-	bo := l.newBackOff()
+	bo := l.newBackOff(l.intervalOf(l.botOf(r)))
 	wait, regular := first, false
 	for l.await(ctx, r, wait, regular) {
 		bot := l.botOf(r)
@@ -495,7 +558,7 @@ func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 		}
 		if err == nil {
 			bo.Reset()
-			wait, regular = jittered(l.interval(), jitter), true
+			wait, regular = jittered(l.intervalOf(bot), jitter), true
 			continue
 		}
 		wait, regular = retryWait(bo, err), false
@@ -503,20 +566,21 @@ func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 	}
 }
 
-// windows are the windows a poll of serial at at reads, from its last success as the
+// windows are the windows a poll of bot at at reads, from its last success as the
 // store answers it: the plain window first, so that new leads flow while a long gap is
 // read; then the gap, oldest first, in chunks no larger than a regular poll.
-func (l *Loop) windows(ctx context.Context, serial string, at time.Time) ([]Window, error) {
-	lastOK, err := l.Store.LastOK(ctx, serial)
+func (l *Loop) windows(ctx context.Context, bot event.Chatbot, at time.Time) ([]Window, error) {
+	lastOK, err := l.Store.LastOK(ctx, bot.Serial)
 	if err != nil {
-		return nil, &storeError{serial: serial, op: "read last success", err: err}
+		return nil, &storeError{serial: bot.Serial, op: "read last success", err: err}
 	}
-	window := l.windowFor(serial, at, lastOK)
-	l.announce(serial, window)
+	window := l.windowFor(bot, at, lastOK)
+	l.announce(bot.Serial, window)
 	windows := []Window{window.Window}
 	if window.catchUp {
-		plain := utcDay(at.Add(-l.lookback()))
-		windows = append([]Window{{Start: plain, End: window.End}}, l.chunks(Window{Start: window.Start, End: plain})...)
+		lookback := l.lookbackOf(bot)
+		plain := utcDay(at.Add(-lookback))
+		windows = append([]Window{{Start: plain, End: window.End}}, chunks(Window{Start: window.Start, End: plain}, lookback)...)
 	}
 	return windows, nil
 }
@@ -526,7 +590,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 	log := l.logger()
 	at := l.now()
 	start := time.Now()
-	windows, err := l.windows(ctx, bot.Serial, at)
+	windows, err := l.windows(ctx, bot, at)
 	var (
 		res      event.Ingested
 		skipped  int
@@ -569,7 +633,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 			"updated", res.Updated, "baseline", res.Baseline, "skipped", skipped, "took", took)
 	}
 	if l.OnPoll != nil {
-		l.OnPoll(bot.Serial, took, res, err)
+		l.OnPoll(bot, took, res, err)
 	}
 	return res, err
 }
@@ -596,11 +660,11 @@ func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, reme
 		return same
 	}
 	err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
-		polled = l.currentClient().StreamChanged(ctx, bot, w, known, func(page Page) error {
+		polled = l.clientFor(bot).StreamChanged(ctx, bot, w, known, func(page Page) error {
 			for _, e := range page.Skipped {
 				skips = append(skips, e.Field)
 			}
-			l.reportFaults(bot.Serial, page, faults)
+			l.reportFaults(bot, page, faults)
 			l.forget(bot.Serial)
 			r, err := take(page.Leads, page.last)
 			for _, ev := range r.Events {
@@ -623,7 +687,7 @@ func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, reme
 	case same:
 		for _, field := range memo.skips {
 			if l.OnSkip != nil {
-				l.OnSkip(bot.Serial, field)
+				l.OnSkip(bot, field)
 			}
 		}
 		return memo.res, len(memo.skips), nil
@@ -650,7 +714,8 @@ func (f *faultCount) summarise(log *slog.Logger, serial string) {
 // API serves that record with that fault (at most maxFaultWarnings per poll, counted in
 // fc), a debug line on each repeat, so that a record the API keeps serving does not
 // flood the log. Every skip goes to OnSkip.
-func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
+func (l *Loop) reportFaults(bot event.Chatbot, page Page, fc *faultCount) {
+	serial := bot.Serial
 	report := func(msg string, e RecordError) {
 		l.mu.Lock()
 		first := l.state(serial).faults.add(e.sum)
@@ -667,7 +732,7 @@ func (l *Loop) reportFaults(serial string, page Page, fc *faultCount) {
 	for _, e := range page.Skipped {
 		report("skipped undecodable LeadList record", e)
 		if l.OnSkip != nil {
-			l.OnSkip(serial, e.Field)
+			l.OnSkip(bot, e.Field)
 		}
 	}
 	for _, e := range page.Warned {
@@ -691,12 +756,12 @@ func (l *Loop) logFailure(bot event.Chatbot, err error, retryIn time.Duration) {
 	l.logger().Log(context.Background(), level, msg, attrs...)
 }
 
-// newBackOff is a failing chatbot's backoff: from min(Interval, 5s), doubling, up to
-// MaxBackoff, randomised by ±Jitter, never giving up.
-func (l *Loop) newBackOff() *backoff.ExponentialBackOff {
+// newBackOff is the backoff of a failing chatbot polled every interval: from
+// min(interval, 5s), doubling, up to MaxBackoff, randomised by ±Jitter, never giving up.
+func (l *Loop) newBackOff(interval time.Duration) *backoff.ExponentialBackOff {
 	maxWait := l.maxBackoff()
 	return backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(min(l.interval(), maxInitialBackoff, maxWait)),
+		backoff.WithInitialInterval(min(interval, maxInitialBackoff, maxWait)),
 		backoff.WithMultiplier(2),
 		backoff.WithRandomizationFactor(l.jitter()),
 		backoff.WithMaxInterval(maxWait),
@@ -724,37 +789,62 @@ func jittered(d time.Duration, jitter float64) time.Duration {
 	return time.Duration(float64(d) * (1 + jitter*(2*rand.Float64()-1)))
 }
 
+// sleep waits d, reporting false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 func utcDay(t time.Time) time.Time {
 	y, m, d := t.UTC().Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-func (l *Loop) interval() time.Duration {
+// intervalOf is bot's wait between successful polls: its own, else Interval (as SetPace
+// changed it), else DefaultInterval.
+func (l *Loop) intervalOf(bot event.Chatbot) time.Duration {
 	d := l.Interval
 	if p := l.pace.Load(); p != nil {
 		d = p.interval
 	}
-	if d > 0 {
+	switch {
+	case bot.Interval > 0:
+		return bot.Interval
+	case d > 0:
 		return d
 	}
 	return DefaultInterval
 }
 
-func (l *Loop) lookback() time.Duration {
+// lookbackOf is how far back bot's plain window starts: its own, else Lookback (as
+// SetPace changed it), else DefaultLookback.
+func (l *Loop) lookbackOf(bot event.Chatbot) time.Duration {
 	d := l.Lookback
 	if p := l.pace.Load(); p != nil {
 		d = p.lookback
 	}
-	if d > 0 {
+	switch {
+	case bot.Lookback > 0:
+		return bot.Lookback
+	case d > 0:
 		return d
 	}
 	return DefaultLookback
 }
 
 // maxLookback is how far back a catch-up window may start: MaxLookback, but at least the
-// plain Lookback.
-func (l *Loop) maxLookback() time.Duration {
-	return max(l.MaxLookback, l.lookback())
+// plain lookback.
+func (l *Loop) maxLookback(lookback time.Duration) time.Duration {
+	return max(l.MaxLookback, lookback)
 }
 
 func (l *Loop) jitter() float64 {

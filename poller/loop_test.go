@@ -149,10 +149,10 @@ type onPollCall struct {
 	err    error
 }
 
-func (o *onPollCalls) hook(serial string, _ time.Duration, res event.Ingested, err error) {
+func (o *onPollCalls) hook(bot event.Chatbot, _ time.Duration, res event.Ingested, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.calls = append(o.calls, onPollCall{serial, res, err})
+	o.calls = append(o.calls, onPollCall{bot.Serial, res, err})
 }
 
 func (o *onPollCalls) all() []onPollCall {
@@ -402,15 +402,15 @@ func TestWindowFor(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &Loop{Lookback: tc.lookback, MaxLookback: tc.maxLookback}
-			w := l.windowFor(mainSite.Serial, tc.now, tc.lastOK)
+			w := l.windowFor(mainSite, tc.now, tc.lastOK)
 			assert.Equal(t, tc.start, w.Start)
 			assert.Equal(t, tc.end, w.End)
 			assert.Same(t, time.UTC, w.Start.Location())
 			assert.Equal(t, tc.catchUp, w.catchUp)
 			assert.Equal(t, tc.lostFrom, w.lostFrom)
 			assert.Equal(t, tc.future, w.future)
-			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite.Serial, tc.now, time.Time{})
-			assert.Equal(t, plain, l.windowFor("bot-never-polled", tc.now, time.Time{}), "other chatbots keep the plain window")
+			plain := (&Loop{Lookback: tc.lookback}).windowFor(mainSite, tc.now, time.Time{})
+			assert.Equal(t, plain, l.windowFor(event.Chatbot{Serial: "bot-never-polled"}, tc.now, time.Time{}), "other chatbots keep the plain window")
 		})
 	}
 }
@@ -472,7 +472,7 @@ func TestLoopValidates(t *testing.T) {
 		loop *Loop
 		want string
 	}{
-		{"no client", &Loop{Store: store, Chatbots: []event.Chatbot{mainSite}}, "Client is nil"},
+		{"no client", &Loop{Store: store, Chatbots: []event.Chatbot{mainSite}}, "no Client for chatbot"},
 		{"no store", &Loop{Client: c, Chatbots: []event.Chatbot{mainSite}}, "Store is nil"},
 		{"no chatbots", &Loop{Client: c, Store: store}, "no chatbots"},
 		{"empty serial", &Loop{Client: c, Store: store, Chatbots: []event.Chatbot{{Name: "x"}}}, "chatbot 0 has no serial"},
@@ -488,7 +488,7 @@ func TestLoopValidates(t *testing.T) {
 
 func TestBackOffPolicy(t *testing.T) {
 	l := &Loop{Interval: 20 * time.Millisecond, MaxBackoff: 160 * time.Millisecond}
-	bo := l.newBackOff()
+	bo := l.newBackOff(l.intervalOf(mainSite))
 	assert.Zero(t, bo.MaxElapsedTime, "a failing chatbot is retried forever")
 	var waits []time.Duration
 	for range 6 {
@@ -499,13 +499,13 @@ func TestBackOffPolicy(t *testing.T) {
 	bo.Reset()
 	assert.Equal(t, 20*ms, bo.NextBackOff(), "a success starts over")
 
-	assert.Equal(t, 5*time.Second, (&Loop{}).newBackOff().InitialInterval, "a long interval starts at 5s")
-	assert.Equal(t, DefaultMaxBackoff, (&Loop{}).newBackOff().MaxInterval)
-	assert.Zero(t, (&Loop{}).newBackOff().RandomizationFactor, "Jitter 0 means none, as poll.jitter: 0 does")
-	assert.Equal(t, 0.1, (&Loop{Jitter: 0.1}).newBackOff().RandomizationFactor)
-	assert.Zero(t, (&Loop{Jitter: -1}).newBackOff().RandomizationFactor)
-	assert.Equal(t, 1.0, (&Loop{Jitter: 3}).newBackOff().RandomizationFactor)
-	assert.Equal(t, time.Second, (&Loop{MaxBackoff: time.Second}).newBackOff().InitialInterval)
+	assert.Equal(t, 5*time.Second, (&Loop{}).newBackOff(DefaultInterval).InitialInterval, "a long interval starts at 5s")
+	assert.Equal(t, DefaultMaxBackoff, (&Loop{}).newBackOff(DefaultInterval).MaxInterval)
+	assert.Zero(t, (&Loop{}).newBackOff(DefaultInterval).RandomizationFactor, "Jitter 0 means none, as poll.jitter: 0 does")
+	assert.Equal(t, 0.1, (&Loop{Jitter: 0.1}).newBackOff(DefaultInterval).RandomizationFactor)
+	assert.Zero(t, (&Loop{Jitter: -1}).newBackOff(DefaultInterval).RandomizationFactor)
+	assert.Equal(t, 1.0, (&Loop{Jitter: 3}).newBackOff(DefaultInterval).RandomizationFactor)
+	assert.Equal(t, time.Second, (&Loop{MaxBackoff: time.Second}).newBackOff(DefaultInterval).InitialInterval)
 
 	cases := []struct {
 		name string
@@ -520,7 +520,7 @@ func TestBackOffPolicy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, retryWait(l.newBackOff(), tc.err))
+			assert.Equal(t, tc.want, retryWait(l.newBackOff(l.intervalOf(mainSite)), tc.err))
 		})
 	}
 }
@@ -972,10 +972,10 @@ type skipCalls struct {
 	calls []string // serial/field
 }
 
-func (s *skipCalls) hook(serial, field string) {
+func (s *skipCalls) hook(bot event.Chatbot, field string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls = append(s.calls, serial+"/"+field)
+	s.calls = append(s.calls, bot.Serial+"/"+field)
 }
 
 func (s *skipCalls) all() []string {
@@ -1183,13 +1183,13 @@ func TestFirstPollsSpread(t *testing.T) {
 			l := &Loop{Interval: tc.interval, Jitter: 0.1}
 			slice := tc.span / n
 			for i := range n {
-				w := l.firstWait(i, n)
+				w := l.firstWait(i, n, l.intervalOf(mainSite))
 				require.GreaterOrEqual(t, w, time.Duration(i)*slice, "chatbot %d", i)
 				require.Less(t, w, time.Duration(i+1)*slice+1, "chatbot %d", i)
 			}
 		})
 	}
-	assert.Zero(t, (&Loop{}).firstWait(n-1, n), "jitter off (0): every chatbot is polled at once")
+	assert.Zero(t, (&Loop{}).firstWait(n-1, n, time.Minute), "jitter off (0): every chatbot is polled at once")
 }
 
 // countingStore is the real store, counting the records handed to it.

@@ -20,8 +20,9 @@ func (w Window) Chunks(days int) []Window {
 	}
 }
 
-// chunks splits a catch-up window into pieces no wider than the plain window, so that
-// catching up after a long gap never sends a request that a regular poll would not.
-func (l *Loop) chunks(w Window) []Window {
-	return w.Chunks(int(l.lookback() / (24 * time.Hour)))
+// chunks splits a catch-up window into pieces no wider than the plain window of a
+// chatbot whose lookback is lookback, so that catching up after a long gap never sends a
+// request that a regular poll would not.
+func chunks(w Window, lookback time.Duration) []Window {
+	return w.Chunks(int(lookback / (24 * time.Hour)))
 }

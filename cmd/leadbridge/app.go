@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/console"
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
 	slackfwd "github.com/leadbridge/leadbridge/forwarders/slack"
 	"github.com/leadbridge/leadbridge/forwarders/webhook"
+	"github.com/leadbridge/leadbridge/natsserver"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -33,6 +35,10 @@ type app struct {
 	loop       *poller.Loop
 	// router routes new records by the config in force (cfg after a reload).
 	router *config.Router
+	// nats is the embedded NATS server (nats_server), nil when none; it stops last.
+	nats *natsserver.Server
+	// onFiltered, when set before the loop runs, counts records a filter kept out.
+	onFiltered config.Filtered
 
 	reloadMu sync.Mutex
 	// reloaded, when set, learns of every reload once it is applied or rejected (the
@@ -43,10 +49,11 @@ type app struct {
 
 // The store is every store the other packages define as an interface where they use it.
 var (
-	_ poller.Store      = (*dedupe.Store)(nil)
-	_ forwarders.Outbox = (*dedupe.Store)(nil)
-	_ ops.LocalStore    = (*dedupe.Store)(nil)
-	_ ops.PauseStore    = (*dedupe.Store)(nil)
+	_ poller.Store        = (*dedupe.Store)(nil)
+	_ forwarders.Outbox   = (*dedupe.Store)(nil)
+	_ ops.LocalStore      = (*dedupe.Store)(nil)
+	_ ops.PauseStore      = (*dedupe.Store)(nil)
+	_ console.ActivityLog = (*dedupe.Store)(nil)
 )
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).
@@ -96,7 +103,8 @@ func openAppFile(ctx context.Context, path string, stderr io.Writer) (*config.Co
 // releases them.
 func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {
 	logger := newLogger(cfg.Log, logOut)
-	a := &app{cfg: cfg, logger: logger, router: config.NewRouter(cfg), forwarders: map[string]forwarders.Forwarder{}}
+	a := &app{cfg: cfg, logger: logger, forwarders: map[string]forwarders.Forwarder{}}
+	a.router = config.NewRouter(cfg, a.filtered)
 	store, err := dedupe.Open(dedupe.Options{
 		Path:        cfg.Store.Path,
 		Retention:   cfg.Store.Retention,
@@ -109,9 +117,15 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		return nil, err
 	}
 	a.store = store
+	// The embedded NATS server takes clients before the forwarders connect.
+	if a.nats, err = startEmbeddedNATS(cfg, logger); err != nil {
+		a.Close()
+		return nil, err
+	}
 
 	var routes []forwarders.Route
 	for _, fc := range cfg.Forwarders {
+		fc = resolveEmbedded(cfg, fc, a.nats)
 		f, err := buildForwarder(fc, logger.With("component", "forwarder"))
 		if err != nil {
 			a.Close()
@@ -133,9 +147,9 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Grace:  cfg.Shutdown.Grace,
 	}
 	a.loop = &poller.Loop{
-		Client:   newClient(cfg),
+		Clients:  newClients(cfg),
 		Store:    store,
-		Chatbots: chatbots(cfg),
+		Chatbots: cfg.Chatbots(),
 		Interval: cfg.Poll.Interval,
 		Lookback: cfg.Poll.Lookback,
 		// A catch-up window re-reads records; the store must still hold their seen keys,
@@ -164,20 +178,50 @@ func routeFor(fc config.ForwarderConfig, f forwarders.Forwarder) forwarders.Rout
 	}
 }
 
-// newClient is the LeadList client cfg describes.
-func newClient(cfg *config.Config) *poller.Client {
-	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
-	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-	return client
+// filtered is told of each record a forwarder's jq filter kept out of its outbox. A
+// filter that failed is logged as a warning, with the record's ids and the reason but
+// none of its data; onFiltered counts both kinds.
+func (a *app) filtered(forwarder string, ev event.Event, err error) {
+	if err != nil {
+		a.logger.Warn("a forwarder's filter failed on a record; it is not queued for that forwarder",
+			append(ev.LogAttrs(), "forwarder", forwarder, "reason", err.Error())...)
+	} else {
+		a.logger.Debug("a forwarder's filter kept a record out", append(ev.LogAttrs(), "forwarder", forwarder)...)
+	}
+	if a.onFiltered != nil {
+		a.onFiltered(forwarder, ev, err)
+	}
 }
 
-// chatbots are the configured chatbots, as the poller, status and readiness take them.
-func chatbots(cfg *config.Config) []event.Chatbot {
-	out := make([]event.Chatbot, 0, len(cfg.NeoAgent.Chatbots))
-	for _, cb := range cfg.NeoAgent.Chatbots {
-		out = append(out, event.Chatbot{Serial: cb.Serial, Name: cb.Name})
+// newClients makes the LeadList client of every account, by name: its host, key and
+// timeout, and a Budget of its max_rps that all of its chatbots share.
+func newClients(cfg *config.Config) map[string]*poller.Client {
+	clients := map[string]*poller.Client{}
+	for _, acc := range cfg.AllAccounts() {
+		c := poller.NewClient(acc.BaseURL, acc.APIKey, acc.Timeout)
+		c.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+		c.Budget = poller.NewBudget(acc.MaxRPS)
+		clients[acc.Name] = c
 	}
-	return out
+	return clients
+}
+
+// paced are the chatbots with the interval they are really polled at, for readiness:
+// their own (or poll.interval), or longer when their account's chatbots need more calls
+// than its max_rps allows and take turns, each about every chatbots/max_rps.
+func paced(cfg *config.Config) []event.Chatbot {
+	bots := cfg.Chatbots()
+	turn := map[string]time.Duration{}
+	for _, acc := range cfg.AllAccounts() {
+		turn[acc.Name] = time.Duration(float64(len(acc.Chatbots)) / acc.MaxRPS * float64(time.Second))
+	}
+	for i := range bots {
+		if bots[i].Interval == 0 {
+			bots[i].Interval = cfg.Poll.Interval
+		}
+		bots[i].Interval = max(bots[i].Interval, turn[bots[i].Account])
+	}
+	return bots
 }
 
 // warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in
@@ -209,7 +253,8 @@ func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.
 }
 
 // Close closes the forwarders (NATS drains), once those a reload removed or replaced
-// have finished their attempts, and then the store.
+// have finished their attempts, then the store, and stops the embedded NATS server
+// last, so that the forwarders' drains reach it.
 func (a *app) Close() error {
 	a.retiring.Wait()
 	var errs []error
@@ -220,6 +265,9 @@ func (a *app) Close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.nats != nil {
+		a.nats.Shutdown()
 	}
 	return errors.Join(errs...)
 }

@@ -57,7 +57,7 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	if err != nil {
 		return nil, nil, err
 	}
-	local := &ops.Local{Store: st, Chatbots: chatbots(cfg), Forwarders: forwarderInfo(cfg), Version: Version}
+	local := &ops.Local{Store: st, Chatbots: cfg.Chatbots(), Forwarders: forwarderInfo(cfg), Version: Version}
 	return local, func() { _ = st.Close() }, nil
 }
 

@@ -102,7 +102,7 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 	}
 	defer a.Close()
 
-	b := &backfill{cfg: cfg, client: a.loop.Client, logger: a.logger, ingest: a.store.Backfill,
+	b := &backfill{cfg: cfg, clients: a.loop.Clients, logger: a.logger, ingest: a.store.Backfill,
 		opts: o, out: stdout, progress: newProgress(stderr)}
 	if err := b.read(ctx); err != nil {
 		return err
@@ -150,9 +150,7 @@ func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, std
 		defer release()
 		ingest = b.DryBackfill
 	}
-	client := poller.NewClient(cfg.NeoAgent.BaseURL, cfg.NeoAgent.APIKey, cfg.NeoAgent.Timeout)
-	client.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-	b := &backfill{cfg: cfg, client: client, logger: logger, ingest: ingest, opts: o, out: stdout, progress: newProgress(stderr)}
+	b := &backfill{cfg: cfg, clients: newClients(cfg), logger: logger, ingest: ingest, opts: o, out: stdout, progress: newProgress(stderr)}
 	if err := b.read(ctx); err != nil {
 		return err
 	}
@@ -177,7 +175,7 @@ type ingestFunc func(ctx context.Context, serial string, leads []event.Lead, o e
 // backfill reads a date range chunk by chunk and queues what it finds.
 type backfill struct {
 	cfg      *config.Config
-	client   *poller.Client
+	clients  map[string]*poller.Client // by account
 	logger   *slog.Logger
 	ingest   ingestFunc
 	opts     backfillOptions
@@ -199,7 +197,7 @@ func (b *backfill) chunks() []poller.Window {
 
 func (b *backfill) read(ctx context.Context) error {
 	var bots []event.Chatbot
-	for _, cb := range chatbots(b.cfg) {
+	for _, cb := range b.cfg.Chatbots() {
 		if b.opts.chatbot == "" || cb.Serial == b.opts.chatbot {
 			bots = append(bots, cb)
 		}
@@ -213,7 +211,7 @@ func (b *backfill) read(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			page, err := b.client.List(ctx, bot, w)
+			page, err := b.clients[bot.Account].List(ctx, bot, w)
 			if err != nil {
 				b.progress.done()
 				return fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)

@@ -24,7 +24,10 @@ func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d chatbots, %d forwarders)\n", *cfgPath, len(cfg.NeoAgent.Chatbots), len(cfg.Forwarders))
+	fmt.Fprintf(stdout, "%s: ok (%d chatbots, %d forwarders)\n", *cfgPath, len(cfg.Chatbots()), len(cfg.Forwarders))
+	if line := embeddedSummary(cfg); line != "" {
+		fmt.Fprintln(stdout, line)
+	}
 	for _, w := range strandedWarnings(ctx, cfg) {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}

@@ -52,9 +52,15 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer a.Close()
+	natsURL := a.nats.ClientURL()
+	sub, err := subscribeDemo(natsURL, printer)
+	if err != nil {
+		return err
+	}
+	defer sub.Close() // before the embedded server stops
 
 	fmt.Fprintf(stdout, "leadbridge demo: a simulated LeadList API at %s with 2 chatbots,\n", peers.apiURL)
-	fmt.Fprintf(stdout, "NATS (JetStream) at %s, a webhook sink at %s.\n", peers.natsURL, peers.sinkURL)
+	fmt.Fprintf(stdout, "NATS (JetStream) at %s, a webhook sink at %s.\n", natsURL, peers.sinkURL)
 	fmt.Fprintf(stdout, "Polling every %s; a new record every %s; the API repeats old ones on every poll.\n", *interval, *every)
 	fmt.Fprintln(stdout, "Each new record arrives once on each target. Ctrl-C stops.")
 	fmt.Fprintln(stdout)

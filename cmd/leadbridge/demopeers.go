@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/leadbridge/leadbridge/config"
@@ -34,10 +33,11 @@ neoagent:
 poll: {interval: %s, lookback: 48h, initial: emit}
 store: {path: %s}
 shutdown: {grace: 2s}
+nats_server: {listen: "127.0.0.1:0", store_dir: %s}
 forwarders:
   - name: bus
     type: nats
-    url: %s
+    url: embedded
     jetstream: true
     stream: LEADS
   - name: crm
@@ -50,19 +50,20 @@ log: {level: %s, format: text}
 `
 
 // demoPeers are the stand-ins the demo bridges between, each on loopback: the simulated
-// LeadList API seeded with records from yesterday and today, an in-process NATS server
-// with JetStream and a subscriber, and a webhook sink standing in for a CRM. What
-// arrives on NATS and at the sink goes to the printer.
+// LeadList API seeded with records from yesterday and today, and a webhook sink standing
+// in for a CRM. What arrives at the sink goes to the printer. NATS is leadbridge's own
+// embedded server (nats_server in the config), with a subscriber (subscribeDemo).
 type demoPeers struct {
-	api                      *leadsim.Server
-	apiURL, natsURL, sinkURL string
-	stops                    []func() // in start order
+	api             *leadsim.Server
+	apiURL, sinkURL string
+	natsDir         string   // the embedded server's JetStream files
+	stops           []func() // in start order
 }
 
-// startDemoPeers starts the stand-ins, keeping NATS's files under dir. On failure it
-// stops what it started.
+// startDemoPeers starts the stand-ins; the embedded NATS server is to keep its files
+// under dir. On failure it stops what it started.
 func startDemoPeers(dir string, printer *demoPrinter) (p *demoPeers, err error) {
-	p = &demoPeers{api: leadsim.New(demoKey)}
+	p = &demoPeers{api: leadsim.New(demoKey), natsDir: filepath.Join(dir, "nats")}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -75,27 +76,6 @@ func startDemoPeers(dir string, printer *demoPrinter) (p *demoPeers, err error) 
 	}
 	if p.apiURL, err = p.serveLocal(p.api); err != nil {
 		return p, err
-	}
-
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		return p, fmt.Errorf("demo: starting NATS: %w", err)
-	}
-	ns.Start()
-	p.stops = append(p.stops, ns.Shutdown)
-	if !ns.ReadyForConnections(5 * time.Second) {
-		return p, fmt.Errorf("demo: NATS did not start")
-	}
-	p.natsURL = ns.ClientURL()
-	sub, err := natsgo.Connect(p.natsURL)
-	if err != nil {
-		return p, fmt.Errorf("demo: connecting to NATS: %w", err)
-	}
-	p.stops = append(p.stops, sub.Close)
-	if _, err := sub.Subscribe("neoagent.>", func(m *natsgo.Msg) { printer.nats(m.Subject, m.Header.Get("Ce-Id")) }); err != nil {
-		return p, fmt.Errorf("demo: subscribing: %w", err)
 	}
 
 	p.sinkURL, err = p.serveLocal(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -113,11 +93,25 @@ func startDemoPeers(dir string, printer *demoPrinter) (p *demoPeers, err error) 
 // config is the demo's config pointed at the peers: polls every interval, logs at
 // level, keeps its store at dbPath.
 func (p *demoPeers) config(interval time.Duration, dbPath, level string) (*config.Config, error) {
-	cfg, err := config.Parse(fmt.Appendf(nil, demoConfig, p.apiURL, interval.String(), dbPath, p.natsURL, p.sinkURL, level), "demo")
+	cfg, err := config.Parse(fmt.Appendf(nil, demoConfig, p.apiURL, interval.String(), dbPath, p.natsDir, p.sinkURL, level), "demo")
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	return cfg, nil
+}
+
+// subscribeDemo subscribes to every event on the NATS server at url and prints each
+// as it arrives; the caller closes the connection.
+func subscribeDemo(url string, printer *demoPrinter) (*natsgo.Conn, error) {
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		return nil, fmt.Errorf("demo: connecting to NATS: %w", err)
+	}
+	if _, err := nc.Subscribe("neoagent.>", func(m *natsgo.Msg) { printer.nats(m.Subject, m.Header.Get("Ce-Id")) }); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("demo: subscribing: %w", err)
+	}
+	return nc, nil
 }
 
 // serveLocal serves h on a fresh loopback port until Close and returns its base URL.

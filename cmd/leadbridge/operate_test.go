@@ -164,12 +164,12 @@ func TestMetricsMatchWhatHappened(t *testing.T) {
 	}, 15*time.Second, 50*time.Millisecond)
 	m := scrape(t, addr)
 	for kind, n := range kinds {
-		assert.Equal(t, float64(n), m["leadbridge_records_total{chatbot="+testSerial+",kind="+kind+",outcome=new}"], kind)
+		assert.Equal(t, float64(n), m["leadbridge_records_total{account=default,chatbot="+testSerial+",kind="+kind+",outcome=new}"], kind)
 	}
 	assert.Equal(t, 0.0, m["leadbridge_outbox_depth{forwarder=good}"])
 	assert.Equal(t, 5.0, m["leadbridge_dead_letters{forwarder=bad}"])
 	assert.Equal(t, 5.0, m["leadbridge_delivery_latency_seconds{forwarder=good}count"])
-	assert.Positive(t, m["leadbridge_polls_total{chatbot="+testSerial+",result=ok}"])
+	assert.Positive(t, m["leadbridge_polls_total{account=default,chatbot="+testSerial+",result=ok}"])
 	assert.Equal(t, 1.0, m["leadbridge_build_info{goversion="+goVersion(t, m)+",version="+Version+"}"])
 	d.stop(t)
 }

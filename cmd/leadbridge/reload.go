@@ -171,9 +171,9 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 		a.loop.SetPace(eff.Poll.Interval, eff.Poll.Lookback)
 	}
 	if diff.Client {
-		a.loop.SetClient(newClient(eff))
+		a.loop.SetClients(newClients(eff))
 	}
-	if err := a.loop.SetChatbots(chatbots(eff)); err != nil {
+	if err := a.loop.SetChatbots(eff.Chatbots()); err != nil {
 		a.logger.Error("reload: changing the chatbots failed", "err", err)
 	}
 	a.cfg = eff

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
-
+	"github.com/leadbridge/leadbridge/console"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -36,17 +36,21 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
-	h := ops.NewHealth(a.store, a.loop.Chatbots, a.forwarderInfo(), cfg.Poll.Interval, nil)
+	h := ops.NewHealth(a.store, paced(cfg), a.forwarderInfo(), cfg.Poll.Interval, nil)
+	if a.nats != nil {
+		h.AddComponent("nats_server", a.nats.Ready)
+	}
 	a.loop.OnPoll = m.ObservePoll
 	a.loop.OnSkip = m.ObserveSkip
+	a.onFiltered = m.ObserveFiltered
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
 		Forwarders: a.forwarderInfo(), Version: Version, Reloader: a.reload}
 	a.reloaded = func(c *config.Config, applied bool) {
 		m.ObserveReload(applied)
 		if applied {
-			backend.SetConfigured(chatbots(c), forwarderInfo(c))
-			h.SetConfigured(chatbots(c), forwarderInfo(c), c.Poll.Interval)
+			backend.SetConfigured(c.Chatbots(), forwarderInfo(c))
+			h.SetConfigured(paced(c), forwarderInfo(c), c.Poll.Interval)
 		}
 	}
 	// SIGHUP reloads the config file, like `leadbridge reload`; registered before the
@@ -60,8 +64,10 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
+		ui := console.New(console.Options{Operator: backend, Activity: a.store, Token: cfg.HTTP.AdminToken,
+			PollInterval: cfg.Poll.Interval, Logger: logger})
 		srv = &http.Server{
-			Handler:           ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")),
+			Handler:           ops.WithConsole(ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")), ui),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() {
@@ -69,10 +75,10 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 				logger.Error("http server failed", "err", err)
 			}
 		}()
-		logger.Info("serving /metrics, /healthz, /readyz and the admin API", "addr", ln.Addr().String())
+		logger.Info("serving /metrics, /healthz, /readyz, the admin API and the web console (/ui/)", "addr", ln.Addr().String())
 	}
 
-	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
+	logger.Info("leadbridge started", "version", Version, "accounts", len(cfg.AllAccounts()), "chatbots", len(a.loop.Chatbots),
 		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/forwarders/webhook"
 )
 
 func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,7 +43,8 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageErrorf("forwarder %q is not in %s", name, *cfgPath)
 	}
 	logger := newLogger(cfg.Log, stderr)
-	f, err := buildForwarder(fc, logger)
+	// url: embedded reaches the daemon's embedded server on nats_server.listen.
+	f, err := buildForwarder(resolveEmbedded(cfg, fc, nil), logger)
 	if err != nil {
 		return usageError{err}
 	}
@@ -49,17 +52,21 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer c.Close()
 	}
 
-	serial, botName := "leadbridge-send-test", "leadbridge send-test"
-	if len(cfg.NeoAgent.Chatbots) > 0 {
-		serial, botName = cfg.NeoAgent.Chatbots[0].Serial, cfg.NeoAgent.Chatbots[0].Name
+	bot := event.Chatbot{Serial: "leadbridge-send-test", Name: "leadbridge send-test", Account: event.DefaultAccount}
+	if bots := cfg.Chatbots(); len(bots) > 0 {
+		bot = bots[0]
 	}
-	ev := event.NewCreated(event.Lead{
-		Chatbot: serial, ChatbotName: botName, Kind: k,
-		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
-		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
-		// A fresh time gives a fresh event id, so JetStream does not drop a second test.
-		SessionID: 0, URI: "https://example.com/leadbridge-test", Count: 1, CreatedAt: time.Now().UTC(),
-	})
+	ev := testEvent(bot, k, time.Now())
+	if fc.Filter != "" {
+		fmt.Fprintf(stdout, "note: send-test ignores filters: forwarder %q's filter was not applied (%s)\n", name, filterVerdict(fc, ev))
+	}
+	if fc.Webhook != nil && fc.Webhook.Transform != "" {
+		encoding := fc.Webhook.Encoding
+		if encoding == "" {
+			encoding = webhook.EncodingJSON
+		}
+		fmt.Fprintf(stdout, "note: the body is the output of forwarder %q's transform (encoding %s)\n", name, encoding)
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	start := time.Now()
@@ -77,4 +84,34 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		verdict = "permanent: the dispatcher would dead-letter this"
 	}
 	return fmt.Errorf("send-test failed after %s (%s): %w", took, verdict, err)
+}
+
+// testSource is the CloudEvents source of a test event: it says who sent it.
+const testSource = "leadbridge/send-test"
+
+// testEvent is the sample record send-test delivers, of type event.TypeTest (Slack marks
+// it TEST) with a source that names send-test, created at now.
+func testEvent(bot event.Chatbot, k event.Kind, now time.Time) event.Event {
+	ev := event.NewCreated(event.Lead{
+		Chatbot: bot.Serial, ChatbotName: bot.Name, Account: bot.Account, Kind: k,
+		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
+		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
+		// A fresh time gives a fresh event id, so JetStream does not drop a second test.
+		SessionID: 0, URI: "https://example.com/leadbridge-test", Count: 1, CreatedAt: now.UTC(),
+	})
+	ev.Type = event.TypeTest
+	ev.Source = testSource
+	return ev
+}
+
+// filterVerdict says what the forwarder's filter makes of the test event.
+func filterVerdict(fc config.ForwarderConfig, ev event.Event) string {
+	ok, err := fc.FilterAccepts(ev)
+	switch {
+	case err != nil:
+		return "on this test event it fails: " + err.Error()
+	case ok:
+		return "it would let this test event through"
+	}
+	return "it would keep this test event out"
 }

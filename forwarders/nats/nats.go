@@ -2,6 +2,10 @@
 // round trip, or as a JetStream publish that waits for the stream's ack and carries
 // Nats-Msg-Id = event id, so the stream drops a repeat inside its duplicate window.
 //
+// Through the Dispatcher's batch path (DeliverBatch), JetStream publishes are pipelined:
+// a batch is published without waiting, then each event is taken only once its own ack
+// came.
+//
 // The body is the CloudEvent in JSON structured mode; headers repeat its metadata as
 // Ce-* (CloudEvents NATS binding names). One connection per forwarder serves every
 // delivery and reconnects forever in the background. While it is down, Deliver fails at
@@ -49,6 +53,15 @@ const DefaultTimeout = 5 * time.Second
 
 // reconnectWait is the pause between reconnect attempts to the same server.
 const reconnectWait = time.Second
+
+// MaxBatch is how many events one attempt of the Dispatcher's batch path publishes:
+// JetStream publishes are pipelined, so the batch waits about one round trip for all
+// its acks instead of one each.
+const MaxBatch = 256
+
+// asyncWindow bounds the JetStream publishes of one forwarder awaiting their ack, all
+// batches together; a batch that finds it full waits for room, within the timeout.
+const asyncWindow = 4096
 
 // TLS configures the connection's TLS. A tls:// URL or any field set turns TLS on.
 type TLS struct {
@@ -110,6 +123,7 @@ type Forwarder struct {
 	closeOnce     sync.Once
 	closeErr      error
 	streamChecked atomic.Bool // checkStream passed and no publish failed since; see publishJetStream
+	streamCheckMu sync.Mutex  // one checkStream at a time, so concurrent first publishes do not race to create the stream
 
 	// connErr is why the connection is down (redacted), "" while connected. It is
 	// set from nats.go's callbacks, which also report failures LastError has cleared.
@@ -118,8 +132,9 @@ type Forwarder struct {
 }
 
 var (
-	_ forwarders.Forwarder = (*Forwarder)(nil)
-	_ forwarders.Closer    = (*Forwarder)(nil)
+	_ forwarders.Forwarder      = (*Forwarder)(nil)
+	_ forwarders.BatchDeliverer = (*Forwarder)(nil)
+	_ forwarders.Closer         = (*Forwarder)(nil)
 )
 
 // New validates cfg, applies defaults and starts connecting. It does not wait for a
@@ -163,7 +178,10 @@ func (f *Forwarder) connect(servers []string, cfg Config) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	if cfg.JetStream {
-		if f.js, err = jetstream.New(f.nc); err != nil {
+		// A pipelined publish whose ack never comes is given up after the timeout, so it
+		// does not hold a place in the window.
+		if f.js, err = jetstream.New(f.nc, jetstream.WithPublishAsyncMaxPending(asyncWindow),
+			jetstream.WithPublishAsyncTimeout(cfg.Timeout)); err != nil {
 			f.nc.Close()
 			return fmt.Errorf("jetstream: %w", err)
 		}
@@ -315,36 +333,173 @@ func (f *Forwarder) Name() string { return f.name }
 // (a flush round trip); in JetStream mode once a stream acked it, a duplicate ack
 // included. It fails at once, retryably, while the connection is down.
 func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
-	subject, err := renderSubject(f.subject, subjectData(ev))
+	msg, err := f.message(ev)
 	if err != nil {
-		return forwarders.Permanent(f.errorf("subject: %v", err))
+		return err
 	}
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return forwarders.Permanent(f.errorf("encode event: %v", err))
+	if err := f.connected(); err != nil {
+		return err
 	}
-	if st := f.nc.Status(); st != natsgo.CONNECTED {
-		msg := "not connected to NATS (" + strings.ToLower(st.String()) + ")"
-		f.connMu.Lock()
-		if f.connErr != "" {
-			msg += ": " + f.connErr
-		}
-		f.connMu.Unlock()
-		return f.errorf("%s", msg)
-	}
-	msg := &natsgo.Msg{Subject: subject, Data: body, Header: headers(ev)}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.js == nil {
 		if err := f.nc.PublishMsg(msg); err != nil {
-			return f.publishError(ctx, subject, err)
+			return f.publishError(ctx, msg.Subject, err)
 		}
 		if err := f.nc.FlushWithContext(ctx); err != nil {
-			return f.publishError(ctx, subject, err)
+			return f.publishError(ctx, msg.Subject, err)
 		}
 		return nil
 	}
 	return f.publishJetStream(ctx, msg, ev)
+}
+
+// message renders ev as the message to publish: the subject from the template, the
+// CloudEvent JSON as body, its metadata as headers. Its errors are permanent.
+func (f *Forwarder) message(ev event.Event) (*natsgo.Msg, error) {
+	subject, err := renderSubject(f.subject, subjectData(ev))
+	if err != nil {
+		return nil, forwarders.Permanent(f.errorf("subject: %v", err))
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, forwarders.Permanent(f.errorf("encode event: %v", err))
+	}
+	return &natsgo.Msg{Subject: subject, Data: body, Header: headers(ev)}, nil
+}
+
+// connected is nil while the connection is up, else a retryable error saying why not.
+func (f *Forwarder) connected() error {
+	st := f.nc.Status()
+	if st == natsgo.CONNECTED {
+		return nil
+	}
+	msg := "not connected to NATS (" + strings.ToLower(st.String()) + ")"
+	f.connMu.Lock()
+	if f.connErr != "" {
+		msg += ": " + f.connErr
+	}
+	f.connMu.Unlock()
+	return f.errorf("%s", msg)
+}
+
+// BatchSize is the Dispatcher's question of how many of due deliveries go in one
+// attempt: all of them, up to MaxBatch.
+func (f *Forwarder) BatchSize(due int) int { return min(due, MaxBatch) }
+
+// DeliverBatch publishes evs in one attempt and returns each one's outcome, in order,
+// classified as Deliver's. In JetStream mode the publishes are pipelined (PublishAsync,
+// Nats-Msg-Id = event id, at most 4,096 of the forwarder's awaiting their ack), and an
+// event counts as taken only once its own ack came; in core mode the batch is published
+// and then confirmed by one flush round trip. The timeout bounds the whole attempt.
+func (f *Forwarder) DeliverBatch(ctx context.Context, evs []event.Event, _ forwarders.Rest) []error {
+	errs := make([]error, len(evs))
+	msgs := make([]*natsgo.Msg, len(evs))
+	for i, ev := range evs {
+		msgs[i], errs[i] = f.message(ev)
+	}
+	if err := f.connected(); err != nil {
+		fail(msgs, errs, func(*natsgo.Msg) error { return err })
+		return errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	if f.js == nil {
+		f.publishCoreBatch(ctx, msgs, errs)
+	} else {
+		f.publishJetStreamBatch(ctx, msgs, evs, errs)
+	}
+	return errs
+}
+
+// fail sets errs[i] to failure(msgs[i]) for every message still on its way (not nil and
+// without an error), and forgets the message.
+func fail(msgs []*natsgo.Msg, errs []error, failure func(*natsgo.Msg) error) {
+	for i, m := range msgs {
+		if m != nil && errs[i] == nil {
+			errs[i], msgs[i] = failure(m), nil
+		}
+	}
+}
+
+// publishCoreBatch publishes msgs (nil ones skipped) and confirms them with one flush;
+// a failure is recorded in errs.
+func (f *Forwarder) publishCoreBatch(ctx context.Context, msgs []*natsgo.Msg, errs []error) {
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		if err := f.nc.PublishMsg(m); err != nil {
+			errs[i], msgs[i] = f.publishError(ctx, m.Subject, err), nil
+		}
+	}
+	if err := f.nc.FlushWithContext(ctx); err != nil {
+		fail(msgs, errs, func(m *natsgo.Msg) error { return f.publishError(ctx, m.Subject, err) })
+	}
+}
+
+// publishJetStreamBatch publishes msgs (nil ones skipped) without waiting for each ack,
+// then collects every ack, as publishJetStream does for one: the stream is checked
+// first when it has not been since the last failure, and a failure is recorded in errs.
+func (f *Forwarder) publishJetStreamBatch(ctx context.Context, msgs []*natsgo.Msg, evs []event.Event, errs []error) {
+	opts := []jetstream.PublishOpt{jetstream.WithStallWait(f.timeout)}
+	if f.stream != "" {
+		if i := slices.IndexFunc(msgs, func(m *natsgo.Msg) bool { return m != nil }); i >= 0 && !f.streamChecked.Load() {
+			if err := f.checkStream(ctx, msgs[i].Subject); err != nil {
+				err = f.errorf("stream %q: %v", f.stream, err)
+				fail(msgs, errs, func(*natsgo.Msg) error { return err })
+				return
+			}
+			f.streamChecked.Store(true)
+		}
+		opts = append(opts, jetstream.WithExpectStream(f.stream))
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	failed := false
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		var err error
+		if futures[i], err = f.js.PublishMsgAsync(m, append(opts, jetstream.WithMsgID(evs[i].ID))...); err != nil {
+			errs[i], failed = f.publishError(ctx, m.Subject, err), true
+		}
+	}
+	for i, fut := range futures {
+		if fut == nil {
+			continue
+		}
+		ack, err := awaitAck(ctx, fut)
+		if err != nil {
+			errs[i], failed = f.publishError(ctx, msgs[i].Subject, err), true
+		} else if ack.Duplicate {
+			f.logger.Debug("nats: JetStream already had this event; duplicate dropped",
+				append(evs[i].LogAttrs(), "stream", ack.Stream, "seq", ack.Sequence)...)
+		}
+	}
+	if failed {
+		f.streamChecked.Store(false) // deleted or changed meanwhile? check again next time
+	}
+}
+
+// awaitAck waits for fut's ack or error until ctx is done; an answer that came is
+// taken even when ctx is done by then.
+func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-fut.Ok():
+		return ack, nil
+	case err := <-fut.Err():
+		return nil, err
+	case <-ctx.Done():
+	}
+	select {
+	case ack := <-fut.Ok():
+		return ack, nil
+	case err := <-fut.Err():
+		return nil, err
+	default:
+		return nil, ctx.Err()
+	}
 }
 
 // publishJetStream publishes msg with the event id as Nats-Msg-Id and waits for the ack.
@@ -356,11 +511,8 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
 	if f.stream != "" {
-		if !f.streamChecked.Load() {
-			if err := f.checkStream(ctx, msg.Subject); err != nil {
-				return f.errorf("stream %q: %v", f.stream, err)
-			}
-			f.streamChecked.Store(true)
+		if err := f.ensureStream(ctx, msg.Subject); err != nil {
+			return f.errorf("stream %q: %v", f.stream, err)
 		}
 		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
@@ -373,6 +525,26 @@ func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev ev
 		f.logger.Debug("nats: JetStream already had this event; duplicate dropped",
 			append(ev.LogAttrs(), "stream", ack.Stream, "seq", ack.Sequence)...)
 	}
+	return nil
+}
+
+// ensureStream runs checkStream unless it passed since the last failed publish. Checks
+// run one at a time: a publish that waited finds the stream checked (or created) by the
+// one before it, instead of finding a stream that exists but was not yet known to
+// capture its subject.
+func (f *Forwarder) ensureStream(ctx context.Context, subject string) error {
+	if f.streamChecked.Load() {
+		return nil
+	}
+	f.streamCheckMu.Lock()
+	defer f.streamCheckMu.Unlock()
+	if f.streamChecked.Load() {
+		return nil
+	}
+	if err := f.checkStream(ctx, subject); err != nil {
+		return err
+	}
+	f.streamChecked.Store(true)
 	return nil
 }
 
@@ -429,7 +601,8 @@ func (f *Forwarder) publishError(ctx context.Context, subject string, err error)
 	case errors.Is(err, natsgo.ErrMaxPayload),
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
 		return forwarders.Permanent(f.errorf("publish to %q: event too large for the server or stream: %v", subject, err))
-	case errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded),
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		what := "confirmation from the server"
 		if f.js != nil {
 			what = "JetStream ack"

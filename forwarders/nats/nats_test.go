@@ -301,6 +301,27 @@ func TestJetStreamCreatesStreamAndDropsRepeats(t *testing.T) {
 	requireCloudEvent(t, ev, &natsgo.Msg{Header: m.Header, Data: m.Data})
 }
 
+// The first deliveries on a fresh server come all at once (a backlog, concurrency 256):
+// one creates the stream, and none may see it half-known and fail.
+func TestJetStreamFirstDeliveriesAtOnceCreateTheStreamOnce(t *testing.T) {
+	ns := startServer(t, nil)
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS"})
+	const n = 64
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := range n {
+		go func() {
+			<-start
+			errs <- deliver(f, sampleEvent(i))
+		}()
+	}
+	close(start)
+	for range n {
+		assert.NoError(t, <-errs)
+	}
+	assert.Len(t, ns.ReadStream("LEADS"), n)
+}
+
 func TestJetStreamExistingStream(t *testing.T) {
 	ns := startServer(t, nil)
 	ctx := context.Background()
@@ -662,4 +683,18 @@ func TestRedactHidesTheWholeWord(t *testing.T) {
 
 	got := f.redact("auth with " + testToken + "-rotated2 failed; tried xx" + testToken + "@nats.example, " + testToken[2:12])
 	assert.Equal(t, "auth with [redacted] failed; tried [redacted] [redacted]", got)
+}
+
+// The subject template sees the chatbot's account; an event queued before accounts
+// existed was of the top-level account, named default.
+func TestSubjectTemplateAccount(t *testing.T) {
+	ns := startServer(t, func(o *server.Options) { o.JetStream = false })
+	msgs := subscribe(t, connect(t, ns.URL()), ">")
+	f := newForwarder(t, Config{URL: ns.URL(), Subject: "leads.{{.Account}}.{{.Kind}}"})
+	for account, want := range map[string]string{"client-a": "leads.client-a.appointment", "": "leads.default.appointment"} {
+		l := forwarderstest.SampleEvent().Data
+		l.Account = account
+		require.NoError(t, deliver(f, event.NewCreated(l)))
+		assert.Equal(t, want, receive(t, msgs).Subject)
+	}
 }

@@ -18,6 +18,7 @@ const DefaultSubject = "neoagent.{{.Chatbot}}.{{.Kind}}"
 
 // SubjectData is what the subject template sees for one event.
 type SubjectData struct {
+	Account     string       // the chatbot's account name (letters, digits, - and _)
 	Chatbot     string       // chatbot serial
 	ChatbotName string       // chatbot display name from the config; may hold dots or spaces
 	Kind        event.Kind   // "lead" or "appointment"
@@ -29,6 +30,7 @@ type SubjectData struct {
 
 func subjectData(ev event.Event) SubjectData {
 	return SubjectData{
+		Account:     ev.Account(),
 		Chatbot:     ev.Chatbot(),
 		ChatbotName: ev.Data.ChatbotName,
 		Kind:        ev.Kind(),
@@ -41,6 +43,7 @@ func subjectData(ev event.Event) SubjectData {
 
 // sampleData is a plausible event used to try the template in New.
 var sampleData = SubjectData{
+	Account:     event.DefaultAccount,
 	Chatbot:     "3254a9d0424c4806b9ea3d0763ccf000",
 	ChatbotName: "sample",
 	Kind:        event.KindLead,

@@ -50,6 +50,7 @@ type TemplateData struct {
 	Time        string    // CreatedAt in the forwarder's timezone, e.g. "Wed 22 Nov 2023 03:13 UTC"
 	CreatedAt   time.Time // when the record was created, in the forwarder's timezone
 	EventID     string    // the event id
+	Account     string    // the chatbot's account name
 	Chatbot     string    // the chatbot's serial
 	ChatbotName string    // the chatbot's configured name, or its serial when it has none
 	Name        string    // the person's name
@@ -68,6 +69,7 @@ type TemplateData struct {
 // UTC), what they wrote as a quote, and a context line with the event id. When tmpl is
 // not nil, its output over TemplateData replaces the sections between header and
 // context. Text from the public chat is escaped and every text is cut to Slack's limits.
+// A test event (event.TypeTest) says TEST in its header and fallback text.
 func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (Message, error) {
 	if loc == nil {
 		loc = time.UTC
@@ -81,8 +83,12 @@ func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (
 		chatbot = escape(oneLine(l.Chatbot))
 	}
 
+	header, text := headline(appointment, updated, name), fallback(appointment, updated, name, chatbot)
+	if ev.Type == event.TypeTest {
+		header, text = "🧪 TEST (leadbridge send-test) · "+header, "TEST (leadbridge send-test): "+text
+	}
 	blocks := []slackapi.Block{
-		slackapi.NewHeaderBlock(plain(cut(headline(appointment, updated, name), maxHeader))),
+		slackapi.NewHeaderBlock(plain(cut(header, maxHeader))),
 	}
 	if tmpl != nil {
 		body, err := runTemplate(tmpl, ev, loc)
@@ -102,7 +108,7 @@ func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (
 		mrkdwn(cut("Event "+escape(ev.ID)+" · session "+strconv.FormatInt(l.SessionID, 10), maxSection))))
 
 	return Message{
-		Text:   cut(fallback(appointment, updated, name, chatbot), maxSection),
+		Text:   cut(text, maxSection),
 		Blocks: slackapi.Blocks{BlockSet: blocks},
 	}, nil
 }
@@ -245,6 +251,7 @@ func templateData(ev event.Event, loc *time.Location) TemplateData {
 		Time:        l.CreatedAt.In(loc).Format(timeLayout),
 		CreatedAt:   l.CreatedAt.In(loc),
 		EventID:     escape(ev.ID),
+		Account:     escape(oneLine(ev.Account())),
 		Chatbot:     escape(oneLine(l.Chatbot)),
 		ChatbotName: escape(oneLine(l.ChatbotName)),
 		Name:        escape(oneLine(l.Name)),

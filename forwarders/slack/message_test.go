@@ -324,3 +324,16 @@ func BenchmarkBuildMessage(b *testing.B) {
 		}
 	}
 }
+
+// The message template sees the chatbot's account (default for an event queued before
+// accounts existed).
+func TestBuildMessageTemplateAccount(t *testing.T) {
+	tmpl := template.Must(template.New("t").Parse("{{.Account}}: {{.ChatbotName}}"))
+	for account, want := range map[string]string{"client-a": "client-a: Main site", "": "default: Main site"} {
+		ev := forwarderstest.SampleEvent()
+		ev.Data.Account = account
+		m, err := BuildMessage(ev, nil, tmpl)
+		require.NoError(t, err)
+		assert.Equal(t, []string{want}, decode(t, m).sections())
+	}
+}

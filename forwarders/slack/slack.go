@@ -35,6 +35,18 @@ const (
 	// DefaultRateLimit is the gap between messages: Slack allows about one message per
 	// second per webhook or channel.
 	DefaultRateLimit = time.Second
+	// DefaultDigestThreshold is the digest threshold config files get when they leave it
+	// out (package config applies it; a Config built in Go without it has digests off).
+	DefaultDigestThreshold = 5
+	// DefaultDigestMaxItems is how many records a digest lists when Digest.MaxItems is 0.
+	DefaultDigestMaxItems = 20
+	// MaxDigestThreshold bounds Digest.Threshold: above it a burst is over a minute and a
+	// half of single messages at Slack's one a second, and the Dispatcher may not even
+	// hold that many due deliveries at once, so that the digest would never come.
+	MaxDigestThreshold = 100
+	// MaxDigestItems bounds Digest.MaxItems: a message holds at most 50 blocks, and a
+	// digest takes one per record plus a header and a closing line.
+	MaxDigestItems = 45
 )
 
 // knownErrors is Slack's documented error vocabulary: the error strings of
@@ -106,7 +118,7 @@ var goneAPIErrors = map[string]bool{
 // templateProbe is a record with every field set, which New runs a template on to catch
 // mistakes such as a misspelt field before the first delivery.
 var templateProbe = event.NewCreated(event.Lead{
-	Chatbot: "serial", ChatbotName: "Chatbot", Kind: event.KindLead, Name: "Name",
+	Chatbot: "serial", ChatbotName: "Chatbot", Account: "account", Kind: event.KindLead, Name: "Name",
 	Email: "name@example.com", Phone: "+1 555 0100", Content: "Content", SessionID: 1,
 	URI: "https://example.com/", Count: 1, CreatedAt: time.Unix(0, 0),
 })
@@ -137,6 +149,21 @@ type Config struct {
 	InsecureSkipVerify bool
 	// RateLimit is the minimum gap between two messages; default 1s.
 	RateLimit time.Duration
+	// Digest sums up a burst in one message; the zero value turns digests off.
+	Digest Digest
+}
+
+// Digest sums up a burst of records in one message instead of one message each. When
+// more than Threshold deliveries are due at once, the Dispatcher hands the forwarder
+// several at a time (see BatchSize) and it posts one message listing them (who, kind,
+// chatbot, time) with a count of the rest, which follow in the next digests. Each record
+// is acknowledged only once Slack took the message that names it.
+type Digest struct {
+	// Threshold: more deliveries due at once than this make a digest; 0 turns it off.
+	Threshold int
+	// MaxItems is the most records one digest lists, at most MaxDigestItems; 0 means
+	// DefaultDigestMaxItems.
+	MaxItems int
 }
 
 // Forwarder posts events to one Slack channel. It is safe for concurrent use; messages
@@ -152,12 +179,14 @@ type Forwarder struct {
 	api        *slackapi.Client // token mode otherwise
 	apiURL     string
 	channel    string
+	digest     Digest // MaxItems set
 	logger     *slog.Logger
 }
 
 var (
-	_ forwarders.Forwarder = (*Forwarder)(nil)
-	_ forwarders.Closer    = (*Forwarder)(nil)
+	_ forwarders.Forwarder      = (*Forwarder)(nil)
+	_ forwarders.BatchDeliverer = (*Forwarder)(nil)
+	_ forwarders.Closer         = (*Forwarder)(nil)
 )
 
 // New validates cfg, applies defaults and builds the forwarder. Errors name the offending
@@ -192,6 +221,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		webhookURL: cfg.WebhookURL,
 		apiURL:     apiURL,
 		channel:    cfg.Channel,
+		digest:     Digest{Threshold: cfg.Digest.Threshold, MaxItems: cmp.Or(cfg.Digest.MaxItems, DefaultDigestMaxItems)},
 		logger:     logger,
 	}
 	target := httpx.RedactURL(cfg.WebhookURL)
@@ -211,7 +241,9 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 // Check reports every problem New would find in cfg's settings (the name aside), each
 // under its config key: webhook_url (an http or https URL), or token with channel (and
 // optionally api_url), not both; a known timezone; a template that runs on a sample
-// record; no negative timeout or rate_limit. No message quotes the token or the URL.
+// record; no negative timeout or rate_limit; a digest threshold within 0 (off) to
+// MaxDigestThreshold and max_items within 0 (the default) to MaxDigestItems. No message quotes the token or the
+// URL.
 func Check(cfg Config) []forwarders.SettingError {
 	var probs []forwarders.SettingError
 	add := func(key, format string, args ...any) {
@@ -248,6 +280,13 @@ func Check(cfg Config) []forwarders.SettingError {
 	}
 	if cfg.RateLimit < 0 {
 		add("rate_limit", "must not be negative, got %s", cfg.RateLimit)
+	}
+	if cfg.Digest.Threshold < 0 || cfg.Digest.Threshold > MaxDigestThreshold {
+		add("digest.threshold", "must be between 0 (digests off) and %d, got %d", MaxDigestThreshold, cfg.Digest.Threshold)
+	}
+	if cfg.Digest.MaxItems < 0 || cfg.Digest.MaxItems > MaxDigestItems {
+		add("digest.max_items", "must be between 1 and %d (a Slack message holds 50 blocks), got %d",
+			MaxDigestItems, cfg.Digest.MaxItems)
 	}
 	return probs
 }
@@ -306,20 +345,61 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	if err != nil {
 		return forwarders.Permanent(forwarders.Errorf(f.name, "render event %s: %w", ev.ID, err))
 	}
-	if err := f.limiter.Wait(ctx); err != nil {
-		return forwarders.Errorf(f.name, "waiting for the rate limit: %w", err)
-	}
-	if f.api != nil {
-		err = f.postMessage(ctx, msg)
-	} else {
-		err = f.postWebhook(ctx, msg)
-	}
-	if err != nil {
+	if err := f.post(ctx, msg); err != nil {
 		f.debug(ctx, ev, "slack refused the event", "error", err)
 		return err
 	}
 	f.debug(ctx, ev, "slack took the event")
 	return nil
+}
+
+// BatchSize is the Dispatcher's question of how many of due deliveries (those in flight
+// included) go in one attempt: 1 (a message each, as Deliver posts) while digests are off
+// or due is at most the threshold; otherwise the burst shared evenly among the fewest
+// digests of at most MaxItems (45 due with 20 a digest: three of 15). Since the burst is
+// counted with its digests in flight, its last digest does not fall under the threshold
+// into single messages.
+func (f *Forwarder) BatchSize(due int) int {
+	if f.digest.Threshold <= 0 || due <= f.digest.Threshold {
+		return 1
+	}
+	digests := (due + f.digest.MaxItems - 1) / f.digest.MaxItems
+	return (due + digests - 1) / digests
+}
+
+// DeliverBatch posts one digest naming every event of evs (see BuildDigest), with rest
+// as the count of those still to follow, and classifies Slack's answer as Deliver does.
+// The answer is every event's: all are taken together, or all retry (or are
+// dead-lettered) together.
+func (f *Forwarder) DeliverBatch(ctx context.Context, evs []event.Event, rest forwarders.Rest) []error {
+	err := f.post(ctx, BuildDigest(evs, rest, f.loc))
+	if f.logger.Enabled(ctx, slog.LevelDebug) {
+		if err != nil {
+			f.logger.DebugContext(ctx, "slack refused a digest", "events", len(evs), "error", err)
+		} else {
+			f.logger.DebugContext(ctx, "slack took a digest", "events", len(evs))
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	errs := make([]error, len(evs))
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// post waits for the rate limit and posts msg once, through the Web API or the incoming
+// webhook.
+func (f *Forwarder) post(ctx context.Context, msg Message) error {
+	if err := f.limiter.Wait(ctx); err != nil {
+		return forwarders.Errorf(f.name, "waiting for the rate limit: %w", err)
+	}
+	if f.api != nil {
+		return f.postMessage(ctx, msg)
+	}
+	return f.postWebhook(ctx, msg)
 }
 
 // postWebhook POSTs msg to the incoming webhook. slack-go's PostWebhook reports a

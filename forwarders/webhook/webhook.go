@@ -1,6 +1,7 @@
 // Package webhook forwards events to any HTTP endpoint, such as a CRM, as a POST carrying
-// the CloudEvent or the bare lead, optionally signed the Standard Webhooks way
-// (https://www.standardwebhooks.com): webhook-id, webhook-timestamp and webhook-signature.
+// the CloudEvent, the bare lead, or what a jq transform makes of the CloudEvent (JSON or
+// a form), optionally signed the Standard Webhooks way (https://www.standardwebhooks.com):
+// webhook-id, webhook-timestamp and webhook-signature.
 package webhook
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/internal/httpx"
+	"github.com/leadbridge/leadbridge/internal/jqprog"
 )
 
 // Body modes: what a delivery carries.
@@ -34,13 +36,27 @@ const (
 	BodyLead = "lead"
 )
 
+// Encodings of a transform's output.
+const (
+	// EncodingJSON sends the output as JSON (the default).
+	EncodingJSON = "json"
+	// EncodingForm sends the output, an object of scalars, as
+	// application/x-www-form-urlencoded.
+	EncodingForm = "form"
+)
+
 // DefaultTimeout bounds one delivery attempt when Config.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
-// Content types of the two body modes.
+// MaxTransformBytes bounds the body a transform makes; a larger one dead-letters its
+// event.
+const MaxTransformBytes = 1 << 20
+
+// Content types of the bodies.
 const (
 	contentTypeCloudEvent = "application/cloudevents+json"
 	contentTypeJSON       = "application/json"
+	contentTypeForm       = "application/x-www-form-urlencoded"
 )
 
 // secretPrefix marks a Standard Webhooks secret: the base64 of the key follows it.
@@ -60,6 +76,14 @@ type Config struct {
 	Timeout time.Duration
 	// Body is BodyCloudEvent (the default) or BodyLead.
 	Body string
+	// Transform, when set, is a jq program run over the CloudEvent JSON (the body of
+	// BodyCloudEvent); its one output is the body sent instead. It cannot be combined
+	// with BodyLead. A run that fails, yields no value or several, or a value Encoding
+	// cannot carry, dead-letters that event.
+	Transform string
+	// Encoding is how the transform's output is sent: EncodingJSON (the default) or
+	// EncodingForm. It applies only with Transform.
+	Encoding string
 	// Secret, when set, signs every request (Standard Webhooks, HMAC-SHA256). A secret of
 	// the form "whsec_<base64>" is the base64-decoded key; any other string is the key's
 	// raw bytes.
@@ -74,14 +98,16 @@ type Config struct {
 
 // Forwarder POSTs events to one webhook endpoint. It is safe for concurrent use.
 type Forwarder struct {
-	name    string
-	url     string
-	lead    bool
-	headers http.Header
-	key     []byte   // HMAC key; nil when requests are not signed
-	secrets []string // the secret and every header value, kept out of errors
-	client  *http.Client
-	logger  *slog.Logger
+	name      string
+	url       string
+	lead      bool
+	transform *jqprog.Program // nil: no transform
+	form      bool            // the transform's output is sent as a form
+	headers   http.Header
+	key       []byte   // HMAC key; nil when requests are not signed
+	secrets   []string // the secret and every header value, kept out of errors
+	client    *http.Client
+	logger    *slog.Logger
 }
 
 var (
@@ -101,6 +127,10 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		timeout = DefaultTimeout
 	}
 	key, _ := signingKey(cfg.Secret) // Check accepted it
+	var transform *jqprog.Program
+	if cfg.Transform != "" {
+		transform, _ = jqprog.Compile(cfg.Transform) // Check accepted it
+	}
 
 	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify, cfg.Concurrency)
 	logger = logger.With("forwarder", cfg.Name)
@@ -113,21 +143,25 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		secrets = append(secrets, v)
 	}
 	return &Forwarder{
-		name:    cfg.Name,
-		secrets: secrets,
-		url:     cfg.URL,
-		lead:    cfg.Body == BodyLead,
-		headers: canonicalHeaders(cfg.Headers),
-		key:     key,
-		client:  client,
-		logger:  logger,
+		name:      cfg.Name,
+		secrets:   secrets,
+		url:       cfg.URL,
+		lead:      cfg.Body == BodyLead,
+		transform: transform,
+		form:      cfg.Encoding == EncodingForm,
+		headers:   canonicalHeaders(cfg.Headers),
+		key:       key,
+		client:    client,
+		logger:    logger,
 	}, nil
 }
 
 // Check reports every problem New would find in cfg's settings (the name aside), each
 // under its config key: url an absolute http(s) URL, timeout not negative, body a known
-// mode, headers valid and not ones the forwarder sets itself (Content-Type, webhook-*,
-// ce-*, in any case), secret a valid key. No message quotes a secret or a header value.
+// mode, transform a jq program that compiles (a syntax error gives its line and column)
+// and not beside body: lead, encoding a known one and only with a transform, headers
+// valid and not ones the forwarder sets itself (Content-Type, webhook-*, ce-*, in any
+// case), secret a valid key. No message quotes a secret or a header value.
 func Check(cfg Config) []forwarders.SettingError {
 	var probs []forwarders.SettingError
 	add := func(key, format string, args ...any) {
@@ -145,6 +179,7 @@ func Check(cfg Config) []forwarders.SettingError {
 	if cfg.Body != "" && cfg.Body != BodyCloudEvent && cfg.Body != BodyLead {
 		add("body", "must be one of %s, %s, got %q", BodyCloudEvent, BodyLead, cfg.Body)
 	}
+	probs = append(probs, checkTransform(cfg)...)
 	// In name order, to report the same problems in the same order on every run.
 	for _, name := range slices.Sorted(maps.Keys(cfg.Headers)) {
 		canon := http.CanonicalHeaderKey(name)
@@ -159,6 +194,28 @@ func Check(cfg Config) []forwarders.SettingError {
 	}
 	if _, err := signingKey(cfg.Secret); err != nil {
 		add("secret", "%v", err)
+	}
+	return probs
+}
+
+// checkTransform reports the problems of the transform and encoding keys.
+func checkTransform(cfg Config) []forwarders.SettingError {
+	var probs []forwarders.SettingError
+	if cfg.Transform != "" {
+		if _, err := jqprog.Compile(cfg.Transform); err != nil {
+			probs = append(probs, forwarders.SettingError{Key: "transform", Msg: "jq " + err.Error()})
+		}
+		if cfg.Body == BodyLead {
+			probs = append(probs, forwarders.SettingError{Key: "transform",
+				Msg: "cannot be combined with body: lead (the transform runs over the CloudEvent and its output is the body); drop one of the two keys"})
+		}
+	}
+	switch {
+	case cfg.Encoding != "" && cfg.Encoding != EncodingJSON && cfg.Encoding != EncodingForm:
+		probs = append(probs, forwarders.SettingError{Key: "encoding",
+			Msg: fmt.Sprintf("must be one of %s, %s, got %q", EncodingJSON, EncodingForm, cfg.Encoding)})
+	case cfg.Encoding != "" && cfg.Transform == "":
+		probs = append(probs, forwarders.SettingError{Key: "encoding", Msg: "applies only with transform, which is not set"})
 	}
 	return probs
 }
@@ -224,25 +281,18 @@ func signingKey(secret string) ([]byte, error) {
 func (f *Forwarder) Name() string { return f.name }
 
 // Deliver makes one POST of ev. The webhook-id header is ev.ID on every attempt, so the
-// target can drop repeats; webhook-timestamp is the time of this attempt. A 2xx answer is
+// target can drop repeats; webhook-timestamp is the time of this attempt; the signature
+// covers the exact bytes sent, a transform's output included. A transform that fails on
+// ev, or whose output the encoding cannot carry, is a permanent error whose reason holds
+// none of the event's values (the context ending during the run is not). A 2xx answer is
 // success; 408, 429, 5xx and network errors are retryable (Retry-After honoured); 410 is
 // Gone; anything else, redirects included, is permanent. The error quotes the target's
 // error code only when it is a plain code that is none of the forwarder's secrets or
 // header values and no part of the lead (see forwarders.SafeCode).
 func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
-	var (
-		body        []byte
-		err         error
-		contentType = contentTypeCloudEvent
-	)
-	if f.lead {
-		body, err = json.Marshal(ev.Data)
-		contentType = contentTypeJSON
-	} else {
-		body, err = json.Marshal(ev)
-	}
+	body, contentType, err := f.body(ctx, ev)
 	if err != nil {
-		return forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(body))
 	if err != nil {
@@ -265,6 +315,59 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	}
 	f.debug(ctx, ev, "webhook took the event", "status", status)
 	return nil
+}
+
+// body encodes what one delivery of ev carries, and its content type.
+func (f *Forwarder) body(ctx context.Context, ev event.Event) ([]byte, string, error) {
+	if f.lead {
+		body, err := json.Marshal(ev.Data)
+		if err != nil {
+			return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
+		}
+		return body, contentTypeJSON, nil
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
+	}
+	if f.transform == nil {
+		return body, contentTypeCloudEvent, nil
+	}
+	body, contentType, err := f.transformed(ctx, body)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// Stopped from outside (shutdown): not the event's fault, so it is retried.
+		return nil, "", forwarders.Errorf(f.name, "event %s: transform: %w", ev.ID, err)
+	case err != nil:
+		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "event %s: transform: %w", ev.ID, err))
+	}
+	return body, contentType, nil
+}
+
+// errTooLarge is a transform's output over MaxTransformBytes.
+var errTooLarge = fmt.Errorf("the output is larger than %d bytes", MaxTransformBytes)
+
+// transformed runs the transform over the CloudEvent JSON evJSON and encodes its output.
+func (f *Forwarder) transformed(ctx context.Context, evJSON []byte) ([]byte, string, error) {
+	in, err := jqprog.Input(evJSON)
+	if err != nil {
+		return nil, "", err
+	}
+	out, err := f.transform.Run(ctx, in)
+	if err != nil {
+		return nil, "", err
+	}
+	body, contentType := jqprog.JSON(out), contentTypeJSON
+	if f.form {
+		if body, err = jqprog.Form(out); err != nil {
+			return nil, "", err
+		}
+		contentType = contentTypeForm
+	}
+	if len(body) > MaxTransformBytes {
+		return nil, "", errTooLarge
+	}
+	return body, contentType, nil
 }
 
 // debug logs one attempt's outcome, naming the record but none of its personal fields.

@@ -1,0 +1,272 @@
+package console
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/leadbridge/leadbridge/ops"
+)
+
+// How the console knows who is asking:
+//
+//   - Without a token configured it answers only same-machine requests to a loopback host
+//     name (ops.FromLoopback), as the admin API does; the first page sets a session
+//     cookie that only serves the CSRF token.
+//   - With a token it answers any address, but only to a request carrying
+//     "Authorization: Bearer <token>" or the session cookie the login form sets once the
+//     token was typed. The cookie holds a random session id, never the token; the
+//     console keeps the ids' SHA-256, so a lookup reveals nothing by its timing.
+//
+// Every POST but the login must carry the CSRF token of its session (a hidden form
+// field, an HMAC of the session id under a key made at start), unless it authenticated
+// with the bearer header, which a browser never sends by itself. Cross-origin browser
+// requests are refused outright (http.CrossOriginProtection), as by the admin API.
+const (
+	cookieName  = "leadbridge_console"
+	sessionTTL  = 12 * time.Hour
+	maxSessions = 1024
+	csrfField   = "csrf"
+	// maxForm bounds a form's body: a selection of thousands of dead letters fits.
+	maxForm = 1 << 20
+)
+
+// sessions are the console's login sessions, by the SHA-256 of their id.
+type sessions struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[[32]byte]time.Time // → expiry
+}
+
+func newSessions(now func() time.Time) *sessions {
+	return &sessions{now: now, m: map[[32]byte]time.Time{}}
+}
+
+// create starts a session and returns its id (32 random bytes in hex). At maxSessions it
+// forgets the expired ones and then the one closest to expiring.
+func (s *sessions) create() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	id := hex.EncodeToString(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if len(s.m) >= maxSessions {
+		var oldest [32]byte
+		var oldestExp time.Time
+		for k, exp := range s.m {
+			if !now.Before(exp) {
+				delete(s.m, k)
+			} else if oldestExp.IsZero() || exp.Before(oldestExp) {
+				oldest, oldestExp = k, exp
+			}
+		}
+		if len(s.m) >= maxSessions {
+			delete(s.m, oldest)
+		}
+	}
+	s.m[sha256.Sum256([]byte(id))] = now.Add(sessionTTL)
+	return id
+}
+
+// valid reports whether id is a live session.
+func (s *sessions) valid(id string) bool {
+	if id == "" {
+		return false
+	}
+	k := sha256.Sum256([]byte(id))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, ok := s.m[k]
+	if ok && !s.now().Before(exp) {
+		delete(s.m, k)
+		return false
+	}
+	return ok
+}
+
+// end forgets session id.
+func (s *sessions) end(id string) {
+	k := sha256.Sum256([]byte(id))
+	s.mu.Lock()
+	delete(s.m, k)
+	s.mu.Unlock()
+}
+
+// who is how a request authenticated: by the bearer header, or by the session it carries
+// (a login session, or without a token the anonymous one of a loopback browser).
+type who struct {
+	bearer  bool
+	session string
+}
+
+type whoKey struct{}
+
+func whoOf(r *http.Request) who {
+	w, _ := r.Context().Value(whoKey{}).(who)
+	return w
+}
+
+// equalSecret compares two secrets in constant time, their lengths included.
+func equalSecret(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
+}
+
+// csrfToken is the CSRF token of session id.
+func (c *Console) csrfToken(session string) string {
+	if session == "" {
+		return ""
+	}
+	h := hmac.New(sha256.New, c.csrfKey)
+	h.Write([]byte("leadbridge console csrf v1\x00" + session))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// setCookie sets (or with maxAge < 0 clears) the session cookie: HttpOnly, SameSite
+// Strict, for /ui/ only, Secure when the request came over TLS.
+func setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: "/ui/", MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+}
+
+// sessionOf is the live session id r's cookie carries, "" if none.
+func (c *Console) sessionOf(r *http.Request) string {
+	ck, err := r.Cookie(cookieName)
+	if err != nil || !c.sessions.valid(ck.Value) {
+		return ""
+	}
+	return ck.Value
+}
+
+// ServeHTTP applies the checks above, then serves the page.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "+
+		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	if c.token == "" && !ops.FromLoopback(r) {
+		c.plain(w, http.StatusForbidden, "The console has no http.admin_token, so it answers only on this machine "+
+			"(a loopback address and host name). Set http.admin_token to open it to other machines.")
+		return
+	}
+	if err := c.csrf.Check(r); err != nil {
+		c.plain(w, http.StatusForbidden, "The console refuses cross-origin browser requests.")
+		return
+	}
+	switch r.URL.Path {
+	case "/ui/app.js", "/ui/style.css":
+		c.mux.ServeHTTP(w, r)
+		return
+	case "/ui/login":
+		c.login(w, r)
+		return
+	}
+
+	var id who
+	switch auth := r.Header.Get("Authorization"); {
+	case c.token == "":
+		id.session = c.sessionOf(r)
+		if id.session == "" {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				c.plain(w, http.StatusForbidden, "CSRF check failed: no console session. Reload the page and try again.")
+				return
+			}
+			id.session = c.sessions.create()
+			setCookie(w, r, id.session, int(sessionTTL/time.Second))
+		}
+	case auth != "":
+		if !strings.HasPrefix(auth, "Bearer ") || !equalSecret(auth, "Bearer "+c.token) {
+			c.plain(w, http.StatusUnauthorized, "Authorization: want Bearer and the daemon's http.admin_token.")
+			return
+		}
+		id.bearer = true
+	default:
+		id.session = c.sessionOf(r)
+		if id.session == "" {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				http.Redirect(w, r, "/ui/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			c.plain(w, http.StatusUnauthorized, "Log in first: the console wants the daemon's http.admin_token.")
+			return
+		}
+	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			c.plain(w, http.StatusBadRequest, "The form could not be read: "+err.Error())
+			return
+		}
+	}
+	if r.Method == http.MethodPost && !id.bearer {
+		if !hmac.Equal([]byte(r.PostFormValue(csrfField)), []byte(c.csrfToken(id.session))) {
+			c.plain(w, http.StatusForbidden, "CSRF check failed: the form is stale or came from elsewhere. Reload the page and try again.")
+			return
+		}
+	}
+	c.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, id)))
+}
+
+// login serves the login form and takes the token from it.
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	next := safeNext(r.FormValue("next"))
+	if c.token == "" {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		c.render(w, r, http.StatusOK, "login", "Log in", loginPage{Next: next})
+	case http.MethodPost:
+		if !c.logins.Allow() {
+			c.render(w, r, http.StatusTooManyRequests, "login", "Log in", loginPage{Next: next,
+				Error: "Too many attempts; wait a few seconds and try again."})
+			return
+		}
+		if !equalSecret(r.PostFormValue("token"), c.token) {
+			c.log.Warn("console login refused: wrong token", "remote", r.RemoteAddr)
+			c.render(w, r, http.StatusUnauthorized, "login", "Log in", loginPage{Next: next,
+				Error: "That is not the daemon's http.admin_token."})
+			return
+		}
+		if old := c.sessionOf(r); old != "" {
+			c.sessions.end(old)
+		}
+		setCookie(w, r, c.sessions.create(), int(sessionTTL/time.Second))
+		c.log.Info("console login", "remote", r.RemoteAddr)
+		http.Redirect(w, r, next, http.StatusSeeOther)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		c.plain(w, http.StatusMethodNotAllowed, "GET or POST /ui/login")
+	}
+}
+
+// logout ends the session.
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	if s := whoOf(r).session; s != "" {
+		c.sessions.end(s)
+	}
+	setCookie(w, r, "", -1)
+	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+}
+
+// safeNext is where to go after logging in: a console path, never another site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/ui/login") {
+		return "/ui/"
+	}
+	return next
+}

@@ -1,0 +1,148 @@
+package dedupe_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// outcome is the outcome the dispatcher hands Record for delivery d.
+func outcome(d event.Delivery, v event.Verdict, attempts int, lastErr string) event.Outcome {
+	d.Attempts, d.LastError = attempts, lastErr
+	return event.Outcome{Delivery: d, Verdict: v}
+}
+
+func TestRecordWritesTheActivityLog(t *testing.T) {
+	now := t0.Add(12 * time.Hour)
+	s := open(t, dbPath(t), func(o *dedupe.Options) { o.Now = func() time.Time { return now } })
+	page := []event.Lead{mkLead(bot, event.KindLead, 1, t0), mkLead(bot, event.KindAppointment, 2, t0.Add(time.Minute))}
+	_, err := s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
+	require.Len(t, bus, 2)
+	require.Len(t, sales, 1)
+
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{outcome(bus[0], event.Acked, 0, "")}))
+	now = now.Add(time.Second)
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{
+		outcome(sales[0], event.Retrying, 1, "webhook https://crm.example.com: 503 Service Unavailable")}))
+	now = now.Add(time.Minute)
+	dead := outcome(sales[0], event.Dead, 2, "webhook https://crm.example.com: 400 Bad Request")
+	dead.At = now
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{dead}))
+
+	all, err := s.Activity(t.Context(), event.ActivityQuery{})
+	require.NoError(t, err)
+	require.Len(t, all, 3)
+	assert.Equal(t, event.Attempt{At: now, Forwarder: "sales", EventID: page[1].ID(), Chatbot: bot, Kind: event.KindAppointment,
+		Verdict: event.Dead, Attempt: 2, Latency: now.Sub(sales[0].Enqueued), Error: "webhook https://crm.example.com: 400 Bad Request"},
+		all[0], "newest first")
+	assert.Equal(t, event.Retrying, all[1].Verdict)
+	assert.Equal(t, 1, all[1].Attempt)
+	assert.Equal(t, event.Acked, all[2].Verdict)
+	assert.Equal(t, 1, all[2].Attempt, "a first attempt that succeeded is attempt 1")
+	assert.Empty(t, all[2].Error)
+
+	for name, q := range map[string]event.ActivityQuery{
+		"forwarder": {Forwarder: "bus"},
+		"kind":      {Kind: event.KindLead},
+		"verdict":   {Verdict: event.Acked},
+		"event":     {EventID: page[0].ID()},
+	} {
+		got, err := s.Activity(t.Context(), q)
+		require.NoError(t, err, name)
+		require.Len(t, got, 1, name)
+		assert.Equal(t, page[0].ID(), got[0].EventID, name)
+	}
+	got, err := s.Activity(t.Context(), event.ActivityQuery{Chatbot: "someone-else"})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	got, err = s.Activity(t.Context(), event.ActivityQuery{Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, event.Dead, got[0].Verdict)
+
+	// The event stays readable after it left the outbox (delivered) or went to the dead letters.
+	assert.Empty(t, pending(t, s, "sales"))
+	ev, found, err := s.ActivityEvent(t.Context(), page[1].ID())
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, sales[0].Event, ev)
+	_, found, err = s.ActivityEvent(t.Context(), "no-such-id")
+	require.NoError(t, err)
+	assert.False(t, found)
+}
+
+func TestActivityLogKeepsTheNewestPerForwarder(t *testing.T) {
+	s := open(t, dbPath(t), nil)
+	n := dedupe.ActivityPerForwarder + 5
+	_, err := s.Ingest(t.Context(), bot, leads(bot, 1, n))
+	require.NoError(t, err)
+	ds := pending(t, s, "bus")
+	require.Len(t, ds, n)
+	outcomes := make([]event.Outcome, 0, n)
+	for _, d := range ds {
+		outcomes = append(outcomes, outcome(d, event.Acked, 0, ""))
+	}
+	require.NoError(t, s.Record(t.Context(), outcomes[:10]))
+	require.NoError(t, s.Record(t.Context(), outcomes[10:]))
+
+	all, err := s.Activity(t.Context(), event.ActivityQuery{Forwarder: "bus"})
+	require.NoError(t, err)
+	require.Len(t, all, dedupe.ActivityPerForwarder)
+	oldest := all[len(all)-1]
+	assert.Equal(t, ds[5].Event.ID, oldest.EventID, "the five oldest were pruned")
+	for _, d := range ds[:5] {
+		_, found, err := s.ActivityEvent(t.Context(), d.Event.ID)
+		require.NoError(t, err)
+		assert.False(t, found, "an event no attempt refers to any more is forgotten")
+	}
+	_, found, err := s.ActivityEvent(t.Context(), ds[5].Event.ID)
+	require.NoError(t, err)
+	assert.True(t, found)
+}
+
+func TestActivityLogForgetsAttemptsOlderThanAWeek(t *testing.T) {
+	now := t0.Add(12 * time.Hour)
+	path := dbPath(t)
+	s := open(t, path, func(o *dedupe.Options) { o.Now = func() time.Time { return now } })
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindLead, 2, t0)})
+	require.NoError(t, err)
+	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
+	// Both forwarders log an attempt; a week and a day later only bus records again.
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{
+		outcome(bus[0], event.Retrying, 1, "timeout"), outcome(sales[0], event.Retrying, 1, "timeout")}))
+	now = now.Add(dedupe.ActivityMaxAge + 24*time.Hour)
+	dedupe.Elapse(s, dedupe.ActivityMaxAge+24*time.Hour)
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{outcome(bus[1], event.Acked, 0, "")}))
+
+	all, err := s.Activity(t.Context(), event.ActivityQuery{})
+	require.NoError(t, err)
+	require.Len(t, all, 1, "the week-old attempts of both forwarders are gone, the idle one's too")
+	assert.Equal(t, bus[1].Event.ID, all[0].EventID)
+	_, found, err := s.ActivityEvent(t.Context(), sales[0].Event.ID)
+	require.NoError(t, err)
+	assert.False(t, found)
+
+	// Since selects by time.
+	got, err := s.Activity(t.Context(), event.ActivityQuery{Since: now.Add(time.Second)})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+}
+
+func TestActivityOfAStoreWithoutALog(t *testing.T) {
+	path := dbPath(t)
+	s := open(t, path, nil)
+	require.NoError(t, s.Close())
+	ro := open(t, path, func(o *dedupe.Options) { o.ReadOnly = true })
+	got, err := ro.Activity(t.Context(), event.ActivityQuery{})
+	require.NoError(t, err)
+	assert.Empty(t, got)
+	_, found, err := ro.ActivityEvent(t.Context(), "x")
+	require.NoError(t, err)
+	assert.False(t, found)
+}

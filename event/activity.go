@@ -1,0 +1,80 @@
+package event
+
+import "time"
+
+// Attempt is one recorded delivery outcome, as the activity log keeps it: which event,
+// which forwarder, what became of it. It carries no personal data (no name, email, phone
+// or message); the event itself is kept beside the log once per id.
+type Attempt struct {
+	At        time.Time     `json:"at"` // when the outcome was recorded
+	Forwarder string        `json:"forwarder"`
+	EventID   string        `json:"event_id"`
+	Chatbot   string        `json:"chatbot"`
+	Kind      Kind          `json:"kind"`
+	Verdict   Verdict       `json:"verdict"`
+	Attempt   int           `json:"attempt"`         // the attempt's number, 1 for the first
+	Latency   time.Duration `json:"latency"`         // from the record's taking into the store (Delivery.Enqueued) to At
+	Error     string        `json:"error,omitempty"` // the attempt's error, empty when delivered
+}
+
+// ActivityQuery selects attempts from the activity log; an empty field matches all.
+type ActivityQuery struct {
+	Forwarder string
+	Chatbot   string
+	Kind      Kind
+	Verdict   Verdict
+	EventID   string
+	Since     time.Time // only attempts recorded at or after it
+	Limit     int       // at most this many, newest first; <= 0: all
+}
+
+// Matches reports whether a is selected by q, Limit aside.
+func (q ActivityQuery) Matches(a Attempt) bool {
+	return (q.Forwarder == "" || a.Forwarder == q.Forwarder) &&
+		(q.Chatbot == "" || a.Chatbot == q.Chatbot) &&
+		(q.Kind == "" || a.Kind == q.Kind) &&
+		(q.Verdict == 0 || a.Verdict == q.Verdict) &&
+		(q.EventID == "" || a.EventID == q.EventID) &&
+		!a.At.Before(q.Since)
+}
+
+// AttemptOf is the activity record of an outcome recorded at the given time.
+func AttemptOf(o Outcome, at time.Time) Attempt {
+	d := o.Delivery
+	n := d.Attempts // Retrying and Dead count the failed attempt already
+	if o.Verdict == Acked {
+		n++
+	}
+	a := Attempt{At: at, Forwarder: d.Forwarder, EventID: d.Event.ID, Chatbot: d.Event.Chatbot(),
+		Kind: d.Event.Kind(), Verdict: o.Verdict, Attempt: n}
+	if !d.Enqueued.IsZero() {
+		a.Latency = max(at.Sub(d.Enqueued), 0)
+	}
+	if o.Verdict != Acked {
+		a.Error = d.LastError
+	}
+	return a
+}
+
+// String names a verdict as a person reads it: delivered, retrying or dead.
+func (v Verdict) String() string {
+	switch v {
+	case Acked:
+		return "delivered"
+	case Retrying:
+		return "retrying"
+	case Dead:
+		return "dead"
+	}
+	return "unknown"
+}
+
+// ParseVerdict reads a verdict's String; ok is false for anything else.
+func ParseVerdict(s string) (v Verdict, ok bool) {
+	for _, v := range []Verdict{Acked, Retrying, Dead} {
+		if v.String() == s {
+			return v, true
+		}
+	}
+	return 0, false
+}
