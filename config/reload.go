@@ -6,20 +6,24 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/leadbridge/leadbridge/event"
 )
 
 // Diff is what a reload changes between a running config and a new one: chatbots by
-// serial and forwarders by name, in the new config's order (removed ones in the old
-// one's). Kept lists the keys that cannot change without a restart, whose new value
-// differs and is ignored. It holds names and key paths only, never a value.
+// serial (of every account), accounts and forwarders by name, in the new config's order
+// (removed ones in the old one's). Kept lists the keys that cannot change without a
+// restart, whose new value differs and is ignored. It holds names and key paths only,
+// never a value.
 type Diff struct {
-	ChatbotsAdded, ChatbotsRemoved, ChatbotsChanged       []string
+	ChatbotsAdded, ChatbotsRemoved, ChatbotsChanged []string
+	// AccountsChanged are the accounts whose LeadList connection (base_url, api_key,
+	// timeout, max_rps, or neoagent.max_body_bytes) changed: they need a new Client and
+	// request budget.
+	AccountsAdded, AccountsRemoved, AccountsChanged       []string
 	ForwardersAdded, ForwardersRemoved, ForwardersChanged []string
 	// Pace is true when poll.interval or poll.lookback changed.
 	Pace bool
-	// Client is true when the LeadList connection (neoagent.base_url, api_key, timeout,
-	// max_body_bytes) changed.
-	Client bool
 	// Kept are the restart-only keys whose new value was ignored (see Reloadable).
 	Kept []string
 }
@@ -27,12 +31,14 @@ type Diff struct {
 // Empty reports whether the new config changes nothing that a reload applies.
 func (d Diff) Empty() bool {
 	return len(d.ChatbotsAdded)+len(d.ChatbotsRemoved)+len(d.ChatbotsChanged)+
-		len(d.ForwardersAdded)+len(d.ForwardersRemoved)+len(d.ForwardersChanged) == 0 && !d.Pace && !d.Client
+		len(d.AccountsAdded)+len(d.AccountsRemoved)+len(d.AccountsChanged)+
+		len(d.ForwardersAdded)+len(d.ForwardersRemoved)+len(d.ForwardersChanged) == 0 && !d.Pace
 }
 
 // restartOnly are the keys a running leadbridge cannot take without a restart: the
 // listener and its token, the store and what the store was opened with, the logger,
-// the shutdown grace the dispatcher runs with, and the poll loop's jitter and backoff.
+// the shutdown grace the dispatcher runs with, the poll loop's jitter and backoff, and
+// the embedded NATS server.
 var restartOnly = []struct {
 	path  string
 	field func(*Config) any
@@ -48,6 +54,7 @@ var restartOnly = []struct {
 	{"shutdown.grace", func(c *Config) any { return &c.Shutdown.Grace }},
 	{"log.level", func(c *Config) any { return &c.Log.Level }},
 	{"log.format", func(c *Config) any { return &c.Log.Format }},
+	{"nats_server", func(c *Config) any { return &c.NATSServer }},
 }
 
 // Reloadable is next with every restart-only key set back to its value in running, and
@@ -70,42 +77,43 @@ func Reloadable(running, next *Config) (*Config, []string) {
 // Compare is the Diff from running to next, which should come from Reloadable.
 func Compare(running, next *Config, kept []string) Diff {
 	d := Diff{Kept: kept}
-	oldBots := map[string]Chatbot{}
-	for _, cb := range running.NeoAgent.Chatbots {
-		oldBots[cb.Serial] = cb
-	}
-	newBots := map[string]bool{}
-	for _, cb := range next.NeoAgent.Chatbots {
-		newBots[cb.Serial] = true
-		switch was, ok := oldBots[cb.Serial]; {
-		case !ok:
-			d.ChatbotsAdded = append(d.ChatbotsAdded, cb.Serial)
-		case !reflect.DeepEqual(was, cb):
-			d.ChatbotsChanged = append(d.ChatbotsChanged, cb.Serial)
-		}
-	}
-	for _, cb := range running.NeoAgent.Chatbots {
-		if !newBots[cb.Serial] {
-			d.ChatbotsRemoved = append(d.ChatbotsRemoved, cb.Serial)
-		}
-	}
-	for _, f := range next.Forwarders {
-		switch was, ok := running.Forwarder(f.Name); {
-		case !ok:
-			d.ForwardersAdded = append(d.ForwardersAdded, f.Name)
-		case was.Fingerprint() != f.Fingerprint():
-			d.ForwardersChanged = append(d.ForwardersChanged, f.Name)
-		}
-	}
-	for _, f := range running.Forwarders {
-		if _, ok := next.Forwarder(f.Name); !ok {
-			d.ForwardersRemoved = append(d.ForwardersRemoved, f.Name)
-		}
-	}
+	d.ChatbotsAdded, d.ChatbotsRemoved, d.ChatbotsChanged = compareBy(running.Chatbots(), next.Chatbots(),
+		func(cb event.Chatbot) string { return cb.Serial }, func(a, b event.Chatbot) bool { return a == b })
+	d.AccountsAdded, d.AccountsRemoved, d.AccountsChanged = compareBy(running.AllAccounts(), next.AllAccounts(),
+		func(a Account) string { return a.Name }, func(a, b Account) bool {
+			return a.BaseURL == b.BaseURL && a.APIKey == b.APIKey && a.Timeout == b.Timeout && a.MaxRPS == b.MaxRPS &&
+				running.NeoAgent.MaxBodyBytes == next.NeoAgent.MaxBodyBytes
+		})
+	d.ForwardersAdded, d.ForwardersRemoved, d.ForwardersChanged = compareBy(running.Forwarders, next.Forwarders,
+		func(f ForwarderConfig) string { return f.Name }, func(a, b ForwarderConfig) bool { return a.Fingerprint() == b.Fingerprint() })
 	d.Pace = running.Poll.Interval != next.Poll.Interval || running.Poll.Lookback != next.Poll.Lookback
-	a, b := running.NeoAgent, next.NeoAgent
-	d.Client = a.BaseURL != b.BaseURL || a.APIKey != b.APIKey || a.Timeout != b.Timeout || a.MaxBodyBytes != b.MaxBodyBytes
 	return d
+}
+
+// compareBy names, by key, the items of next not in old (added), of old not in next
+// (removed), and in both but not same (changed).
+func compareBy[T any](old, next []T, key func(T) string, same func(a, b T) bool) (added, removed, changed []string) {
+	was := make(map[string]T, len(old))
+	for _, x := range old {
+		was[key(x)] = x
+	}
+	now := make(map[string]bool, len(next))
+	for _, x := range next {
+		k := key(x)
+		now[k] = true
+		switch w, ok := was[k]; {
+		case !ok:
+			added = append(added, k)
+		case !same(w, x):
+			changed = append(changed, k)
+		}
+	}
+	for _, x := range old {
+		if !now[key(x)] {
+			removed = append(removed, key(x))
+		}
+	}
+	return added, removed, changed
 }
 
 // LogAttrs are slog attributes summing up d: the names and serials that changed and how
@@ -118,19 +126,21 @@ func (d Diff) LogAttrs() []any {
 		}
 	}
 	attrs = append(attrs, "chatbots_added", len(d.ChatbotsAdded), "chatbots_removed", len(d.ChatbotsRemoved),
-		"chatbots_changed", len(d.ChatbotsChanged), "forwarders_added", len(d.ForwardersAdded),
+		"chatbots_changed", len(d.ChatbotsChanged), "accounts_added", len(d.AccountsAdded),
+		"accounts_removed", len(d.AccountsRemoved), "accounts_changed", len(d.AccountsChanged),
+		"forwarders_added", len(d.ForwardersAdded),
 		"forwarders_removed", len(d.ForwardersRemoved), "forwarders_changed", len(d.ForwardersChanged))
 	list("added_chatbots", d.ChatbotsAdded)
 	list("removed_chatbots", d.ChatbotsRemoved)
 	list("changed_chatbots", d.ChatbotsChanged)
+	list("added_accounts", d.AccountsAdded)
+	list("removed_accounts", d.AccountsRemoved)
+	list("changed_accounts", d.AccountsChanged)
 	list("added_forwarders", d.ForwardersAdded)
 	list("removed_forwarders", d.ForwardersRemoved)
 	list("changed_forwarders", d.ForwardersChanged)
 	if d.Pace {
 		attrs = append(attrs, "poll_pace_changed", true)
-	}
-	if d.Client {
-		attrs = append(attrs, "neoagent_connection_changed", true)
 	}
 	return attrs
 }

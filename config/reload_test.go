@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -38,7 +39,7 @@ forwarders:
 	assert.Equal(t, Diff{
 		ChatbotsAdded: []string{"bot3"}, ChatbotsRemoved: []string{"bot2"}, ChatbotsChanged: []string{"bot1"},
 		ForwardersAdded: []string{"new"}, ForwardersRemoved: []string{"old"}, ForwardersChanged: []string{"crm"},
-		Pace: true, Client: true, Kept: kept,
+		AccountsChanged: []string{"default"}, Pace: true, Kept: kept,
 	}, d)
 	assert.False(t, d.Empty())
 	assert.True(t, Compare(running, running, nil).Empty())
@@ -72,4 +73,67 @@ func TestAdminAddressReadsABrokenFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("neoagent: [\n"), 0o600))
 	_, err = AdminAddress(path)
 	require.ErrorContains(t, err, "invalid YAML")
+}
+
+func TestCompareSeesEveryAccountAndEachChatbotsSchedule(t *testing.T) {
+	running := parseOK(t, agency+retention+hook)
+	next := parseOK(t, `neoagent:
+  api_key: key123
+  max_rps: 2
+  chatbots:
+    - serial: bot1
+  accounts:
+    - name: client-a
+      base_url: https://a.example
+      api_key: key-a-rotated
+      timeout: 10s
+      max_rps: 7.5
+      chatbots:
+        - {serial: a1, name: Main site, interval: 45s}
+        - {serial: a2, lookback: 72h}
+    - name: reseller
+      base_url: https://ai.reseller.example
+      api_key: key-r
+      chatbots:
+        - serial: r1
+        - serial: r2
+    - name: newcomer
+      base_url: https://n.example
+      api_key: key-n
+      chatbots:
+        - serial: n1
+`+retention+hook)
+	eff, kept := Reloadable(running, next)
+	require.Empty(t, kept)
+	d := Compare(running, eff, kept)
+	assert.Equal(t, []string{"r2", "n1"}, d.ChatbotsAdded, "chatbots of every account, not only the top-level ones")
+	assert.Equal(t, []string{"a1"}, d.ChatbotsChanged, "a chatbot's own interval is a change")
+	assert.Empty(t, d.ChatbotsRemoved)
+	assert.Equal(t, []string{"newcomer"}, d.AccountsAdded)
+	assert.Equal(t, []string{"client-a"}, d.AccountsChanged, "a rotated key changes only that account")
+	assert.Empty(t, d.AccountsRemoved)
+	assert.False(t, d.Pace)
+	assert.NotContains(t, fmt.Sprint(d.LogAttrs()...), "key-a-rotated", "no value in the summary")
+
+	// The account removed with its chatbots; a chatbot moved to another account changes.
+	moved := parseOK(t, agency[:strings.Index(agency, "    - name: reseller")]+retention+hook)
+	moved.NeoAgent.Accounts[0].Chatbots = append(moved.NeoAgent.Accounts[0].Chatbots, Chatbot{Serial: "bot1", Name: "bot1"})
+	moved.NeoAgent.Chatbots = nil
+	d = Compare(running, moved, nil)
+	assert.Equal(t, []string{"bot1"}, d.ChatbotsChanged, "moved to client-a")
+	assert.Equal(t, []string{"r1"}, d.ChatbotsRemoved)
+	assert.Equal(t, []string{"default", "reseller"}, d.AccountsRemoved)
+
+	// neoagent.max_body_bytes and max_rps reach every account that takes them.
+	wider := parseOK(t, strings.Replace(agency, "max_rps: 2", "max_rps: 3", 1)+retention+hook)
+	assert.Equal(t, []string{"default", "reseller"}, Compare(running, wider, nil).AccountsChanged,
+		"client-a keeps its own max_rps")
+}
+
+func TestNATSServerNeedsARestart(t *testing.T) {
+	running := parseOK(t, head+hook)
+	next := parseOK(t, head+hook+"nats_server: {listen: \"127.0.0.1:4999\", store_dir: /tmp/js}\n")
+	eff, kept := Reloadable(running, next)
+	assert.Equal(t, []string{"nats_server"}, kept)
+	assert.Nil(t, eff.NATSServer)
 }
