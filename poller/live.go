@@ -77,12 +77,14 @@ func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
 }
 
 // SetChatbots makes bots the chatbots the Loop polls. Before Run it only sets Chatbots.
-// While Run runs, a chatbot not polled before starts at once (spread over
-// min(Interval, 1m) with jitter on, like the first round of Run), with the store's rule
-// for a chatbot never polled (poll.initial); a chatbot no longer listed stops after the
-// poll under way, whose records are taken as usual; a chatbot whose settings changed
-// (its name, say) takes them at its next poll. It returns an error, changing nothing,
-// for a chatbot without a serial or listed twice.
+// While Run runs, a chatbot not polled before starts at once (each account's added
+// chatbots spread over min(interval, 1m) with jitter on, like the first round of Run),
+// with the store's rule for a chatbot never polled (poll.initial); a chatbot no longer
+// listed stops after the poll under way, whose records are taken as usual; a chatbot
+// whose settings changed (its name, account or lookback, say) takes them at its next
+// poll, and a new interval of its own applies to the regular wait under way, as
+// SetPace's does. It returns an error, changing nothing, for a chatbot without a serial,
+// listed twice, or of an account without a Client (call SetClients first).
 func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 	if err := l.checkChatbots(bots); err != nil {
 		return err
@@ -94,6 +96,9 @@ func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 		for _, bot := range bots {
 			listed[bot.Serial] = true
 			if r := live.running[bot.Serial]; r != nil {
+				if r.bot.Interval != bot.Interval {
+					wake(r) // a regular wait under way is measured again with the new interval
+				}
 				r.bot = bot
 			} else {
 				added = append(added, bot)
@@ -142,10 +147,25 @@ func (l *Loop) SetPace(interval, lookback time.Duration) {
 		return
 	}
 	for _, r := range l.live.running {
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+		wake(r)
+	}
+}
+
+// stopped reports whether r's chatbot was removed.
+func stopped(r *runner) bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// wake tells r's regular wait, if one is under way, that its interval changed.
+func wake(r *runner) {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 

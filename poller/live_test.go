@@ -130,25 +130,52 @@ func TestSetPaceAppliesToAWaitUnderWayAndTheNextWindow(t *testing.T) {
 	assert.Equal(t, "2023-11-20", srv.hitsFor(mainSite.Serial)[1].start[:10], "the next poll reads the new lookback")
 }
 
-func TestSetClientsAppliesToTheNextPoll(t *testing.T) {
-	old, srv := newLeadListServer(t), newLeadListServer(t)
-	old.always(mainSite.Serial, reply{status: 503})
-	srv.setRecords(mainSite.Serial, docLead)
+func TestSetClientsChangesOneAccountAndKeepsTheOthers(t *testing.T) {
+	oldA, newA, hostB := newLeadListServer(t), newLeadListServer(t), newLeadListServer(t)
+	botA := event.Chatbot{Serial: "a0000000000000000000000000000001", Name: "A", Account: "client-a"}
+	botB := event.Chatbot{Serial: "b0000000000000000000000000000002", Name: "B", Account: "client-b"}
+	oldA.always(botA.Serial, reply{status: 503})
+	newA.setRecords(botA.Serial, docLead)
+	hostB.setRecords(botB.Serial, docLead)
+	clientB := hostB.client(5 * time.Second)
 	polls := &pollLog{}
-	l := &Loop{Clients: map[string]*Client{mainSite.Account: old.client(5 * time.Second)}, Store: openStore(t, dedupe.Options{}),
-		Chatbots: []event.Chatbot{mainSite}, Interval: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	l := &Loop{Clients: map[string]*Client{"client-a": oldA.client(5 * time.Second), "client-b": clientB},
+		Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{botA, botB},
+		Interval: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		OnPoll: polls.hook, Now: func() time.Time { return pollNow }}
 	runLoop(t, l)
-	require.Eventually(t, func() bool { c, _ := polls.of(mainSite.Serial); return len(c) >= 1 }, 10*time.Second, 5*time.Millisecond)
-	calls, _ := polls.of(mainSite.Serial)
-	require.Error(t, calls[0].err, "the old host fails")
+	require.Eventually(t, func() bool { c, _ := polls.of(botA.Serial); return len(c) >= 1 }, 10*time.Second, 5*time.Millisecond)
+	calls, _ := polls.of(botA.Serial)
+	require.Error(t, calls[0].err, "A's old host fails")
 
-	l.SetClients(map[string]*Client{mainSite.Account: srv.client(5 * time.Second)})
+	l.SetClients(map[string]*Client{"client-a": newA.client(5 * time.Second), "client-b": clientB})
 	require.Eventually(t, func() bool {
-		c, _ := polls.of(mainSite.Serial)
+		c, _ := polls.of(botA.Serial)
 		return c[len(c)-1].err == nil
-	}, 10*time.Second, 5*time.Millisecond, "a poll after SetClients goes to the new host")
-	assert.NotEmpty(t, srv.hitsFor(mainSite.Serial))
+	}, 10*time.Second, 5*time.Millisecond, "a poll after SetClients goes to A's new host")
+	assert.NotEmpty(t, newA.hitsFor(botA.Serial))
+	assert.Empty(t, newA.hitsFor(botB.Serial), "B stays on its own host")
+	bHits := len(hostB.hitsFor(botB.Serial))
+	require.Eventually(t, func() bool { return len(hostB.hitsFor(botB.Serial)) > bHits }, 10*time.Second, 5*time.Millisecond,
+		"B polls on at its host")
+	assert.Same(t, clientB, l.clientFor(botB))
+}
+
+func TestSetChatbotsAppliesAChatbotsOwnIntervalToTheWaitUnderWay(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords(mainSite.Serial, docLead)
+	bot := mainSite
+	bot.Interval = time.Hour
+	l := &Loop{Client: srv.client(5 * time.Second), Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{bot},
+		Interval: time.Hour, Now: func() time.Time { return pollNow }}
+	runLoop(t, l)
+	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	// The chatbot now waits out its own hour; its new interval applies to that wait.
+	bot.Interval = 20 * time.Millisecond
+	require.NoError(t, l.SetChatbots([]event.Chatbot{bot}))
+	require.Eventually(t, func() bool { return len(srv.hitsFor(mainSite.Serial)) >= 3 }, 10*time.Second, 5*time.Millisecond,
+		"the chatbot's new interval replaced the hour under way")
 }
 
 func TestChatbotRemovedAndAddedBackIsNeverPolledTwiceAtOnce(t *testing.T) {

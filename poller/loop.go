@@ -134,7 +134,7 @@ type Loop struct {
 	bots map[string]*botState // by serial, made on first use
 	live *liveSet             // the running chatbots while Run runs; nil before
 
-	pace   atomic.Pointer[pace]   // Interval and Lookback as SetPace changed them; nil: the fields
+	pace    atomic.Pointer[pace]               // Interval and Lookback as SetPace changed them; nil: the fields
 	clients atomic.Pointer[map[string]*Client] // Clients as SetClients changed them; nil: the field
 }
 
@@ -332,10 +332,11 @@ func (l *Loop) clientFor(bot event.Chatbot) *Client {
 // is logged and returned; its error names the chatbot. A poll cut short because ctx is
 // done is returned without being recorded, logged or reported to OnPoll.
 func (l *Loop) PollOnce(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
-	if l.clientFor(bot) == nil {
+	c := l.clientFor(bot)
+	if c == nil {
 		return event.Ingested{}, fmt.Errorf("poller: no Client for chatbot %q (account %q)", bot.Serial, bot.Account)
 	}
-	res, err := l.poll(ctx, bot)
+	res, err := l.poll(ctx, bot, c)
 	if err != nil && ctx.Err() == nil {
 		l.logFailure(bot, err, 0)
 	}
@@ -552,7 +553,11 @@ func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 	wait, regular := first, false
 	for l.await(ctx, r, wait, regular) {
 		bot := l.botOf(r)
-		_, err := l.poll(ctx, bot)
+		c := l.clientFor(bot)
+		if c == nil && stopped(r) {
+			return // removed with its account while this poll was due: it is over
+		}
+		_, err := l.poll(ctx, bot, c)
 		if ctx.Err() != nil {
 			return
 		}
@@ -585,8 +590,13 @@ func (l *Loop) windows(ctx context.Context, bot event.Chatbot, at time.Time) ([]
 	return windows, nil
 }
 
-// poll is one poll without the failure log, which differs between PollOnce and run.
-func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, error) {
+// poll is one poll through c (bot's account's Client when the poll started, so that a
+// poll under way finishes with it whatever SetClients does) without the failure log,
+// which differs between PollOnce and run.
+func (l *Loop) poll(ctx context.Context, bot event.Chatbot, c *Client) (event.Ingested, error) {
+	if c == nil {
+		return event.Ingested{}, fmt.Errorf("poller: no Client for chatbot %q (account %q)", bot.Serial, bot.Account)
+	}
 	log := l.logger()
 	at := l.now()
 	start := time.Now()
@@ -601,7 +611,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 		var r event.Ingested
 		var n int
 		// Only the plain window's answer is remembered: a catch-up chunk is read once.
-		r, n, err = l.pollWindow(ctx, bot, w, i == 0, &faults)
+		r, n, err = l.pollWindow(ctx, c, bot, w, i == 0, &faults)
 		res, skipped = res.Add(r), skipped+n
 		if err != nil {
 			// Cut short by the end of ctx (shutdown), wherever it was noticed (the store
@@ -638,13 +648,13 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot) (event.Ingested, err
 	return res, err
 }
 
-// pollWindow reads the answer for w into the store, part by part, and says what the
+// pollWindow reads the answer for w, through c, into the store, part by part, and says what the
 // store made of it and how many records the decoder skipped. Events taken are logged as
 // they are taken: they are in the store even if the answer fails later. With remember
 // set (the plain window), an answer the store took whole is remembered, and the same
 // answer again is not read: what the store would make of it is known. Its error is the
 // client's, or a *storeError.
-func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, remember bool, faults *faultCount) (res event.Ingested, skipped int, err error) {
+func (l *Loop) pollWindow(ctx context.Context, c *Client, bot event.Chatbot, w Window, remember bool, faults *faultCount) (res event.Ingested, skipped int, err error) {
 	var (
 		polled, stored error
 		sum            Sum
@@ -660,7 +670,7 @@ func (l *Loop) pollWindow(ctx context.Context, bot event.Chatbot, w Window, reme
 		return same
 	}
 	err = l.Store.IngestPage(ctx, bot.Serial, func(take func([]event.Lead, bool) (event.Ingested, error)) error {
-		polled = l.clientFor(bot).StreamChanged(ctx, bot, w, known, func(page Page) error {
+		polled = c.StreamChanged(ctx, bot, w, known, func(page Page) error {
 			for _, e := range page.Skipped {
 				skips = append(skips, e.Field)
 			}
