@@ -10,16 +10,20 @@ import (
 // ReloadReport is what a config reload changed, as `leadbridge reload` prints it:
 // chatbot serials and forwarder names, never a value.
 type ReloadReport struct {
-	ChatbotsAdded     []string `json:"chatbots_added,omitempty"`
-	ChatbotsRemoved   []string `json:"chatbots_removed,omitempty"`
-	ChatbotsChanged   []string `json:"chatbots_changed,omitempty"`
+	ChatbotsAdded   []string `json:"chatbots_added,omitempty"`
+	ChatbotsRemoved []string `json:"chatbots_removed,omitempty"`
+	ChatbotsChanged []string `json:"chatbots_changed,omitempty"`
+	AccountsAdded   []string `json:"accounts_added,omitempty"`
+	AccountsRemoved []string `json:"accounts_removed,omitempty"`
+	// AccountsChanged are the accounts whose LeadList connection (base_url, api_key,
+	// timeout, max_rps or neoagent.max_body_bytes) changed: they got a new client and
+	// request budget.
+	AccountsChanged   []string `json:"accounts_changed,omitempty"`
 	ForwardersAdded   []string `json:"forwarders_added,omitempty"`
 	ForwardersRemoved []string `json:"forwarders_removed,omitempty"`
 	ForwardersChanged []string `json:"forwarders_changed,omitempty"`
-	// PollPace and Connection say that poll.interval/lookback and the LeadList connection
-	// (neoagent.base_url, api_key, timeout, max_body_bytes) changed.
-	PollPace   bool `json:"poll_pace,omitempty"`
-	Connection bool `json:"connection,omitempty"`
+	// PollPace says that poll.interval or poll.lookback changed.
+	PollPace bool `json:"poll_pace,omitempty"`
 	// Kept are the keys that need a restart: their new value was ignored.
 	Kept []string `json:"kept,omitempty"`
 	// Stranded counts the pending deliveries of each removed forwarder, kept in the outbox.

@@ -35,6 +35,8 @@ type app struct {
 	loop       *poller.Loop
 	// router routes new records by the config in force (cfg after a reload).
 	router *config.Router
+	// clients are the loop's LeadList clients by account, as the last reload left them.
+	clients map[string]*poller.Client
 	// nats is the embedded NATS server (nats_server), nil when none; it stops last.
 	nats *natsserver.Server
 	// onFiltered, when set before the loop runs, counts records a filter kept out.
@@ -146,8 +148,9 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 		Logger: logger.With("component", "dispatcher"),
 		Grace:  cfg.Shutdown.Grace,
 	}
+	a.clients = newClients(cfg)
 	a.loop = &poller.Loop{
-		Clients:  newClients(cfg),
+		Clients:  a.clients,
 		Store:    store,
 		Chatbots: cfg.Chatbots(),
 		Interval: cfg.Poll.Interval,
@@ -198,12 +201,17 @@ func (a *app) filtered(forwarder string, ev event.Event, err error) {
 func newClients(cfg *config.Config) map[string]*poller.Client {
 	clients := map[string]*poller.Client{}
 	for _, acc := range cfg.AllAccounts() {
-		c := poller.NewClient(acc.BaseURL, acc.APIKey, acc.Timeout)
-		c.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
-		c.Budget = poller.NewBudget(acc.MaxRPS)
-		clients[acc.Name] = c
+		clients[acc.Name] = newClient(cfg, acc)
 	}
 	return clients
+}
+
+// newClient makes account acc's LeadList client, with a Budget of its own.
+func newClient(cfg *config.Config, acc config.Account) *poller.Client {
+	c := poller.NewClient(acc.BaseURL, acc.APIKey, acc.Timeout)
+	c.MaxBodyBytes = cfg.NeoAgent.MaxBodyBytes
+	c.Budget = poller.NewBudget(acc.MaxRPS)
+	return c
 }
 
 // paced are the chatbots with the interval they are really polled at, for readiness:

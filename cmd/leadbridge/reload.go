@@ -13,6 +13,7 @@ import (
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/forwarders"
 	"github.com/leadbridge/leadbridge/ops"
+	"github.com/leadbridge/leadbridge/poller"
 )
 
 // reloadCmd has the running daemon read its config file again (POST /admin/reload).
@@ -55,6 +56,8 @@ func printReload(w io.Writer, r ops.ReloadReport) {
 		names []string
 	}{
 		{"chatbots added", r.ChatbotsAdded}, {"chatbots removed", r.ChatbotsRemoved}, {"chatbots changed", r.ChatbotsChanged},
+		{"accounts added", r.AccountsAdded}, {"accounts removed", r.AccountsRemoved},
+		{"accounts changed", r.AccountsChanged},
 		{"forwarders added", r.ForwardersAdded}, {"forwarders removed", r.ForwardersRemoved},
 		{"forwarders changed", r.ForwardersChanged},
 	}
@@ -69,9 +72,8 @@ func printReload(w io.Writer, r ops.ReloadReport) {
 		fmt.Fprintln(w, "poll interval/lookback changed: applies at each chatbot's next poll")
 		changed = true
 	}
-	if r.Connection {
-		fmt.Fprintln(w, "LeadList connection changed: applies to the next polls")
-		changed = true
+	if len(r.AccountsChanged) > 0 {
+		fmt.Fprintln(w, "a changed account's LeadList connection and request budget apply to its next polls")
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Stranded)) {
 		fmt.Fprintf(w, "forwarder %s removed with %d pending deliveries: they stay in the outbox "+
@@ -95,8 +97,9 @@ func printReload(w io.Writer, r ops.ReloadReport) {
 //     then removed forwarders' lanes stop after their attempts in flight (their pending
 //     entries stay in the outbox and are reported); a changed forwarder is rebuilt and
 //     takes over its lane at the next attempt, the old one closed after its attempts;
-//   - the loop polls the new chatbots (added ones with poll.initial's rule), at the new
-//     pace and with the new LeadList connection;
+//   - the loop polls the new chatbots of every account (added ones with poll.initial's
+//     rule), at the new pace, an added or changed account with a new LeadList client and
+//     request budget;
 //   - keys that cannot change live keep their old value and are named.
 func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	ctx = context.WithoutCancel(ctx) // once started, a reload is applied whole, whoever asked
@@ -122,6 +125,7 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	var probs []string
 	for _, name := range slices.Concat(diff.ForwardersAdded, diff.ForwardersChanged) {
 		fc, _ := eff.Forwarder(name)
+		fc = resolveEmbedded(eff, fc, a.nats) // nats_server needs a restart: eff has the running one
 		f, err := buildForwarder(fc, a.logger.With("component", "forwarder"))
 		if err != nil {
 			probs = append(probs, err.Error())
@@ -170,12 +174,21 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	if diff.Pace {
 		a.loop.SetPace(eff.Poll.Interval, eff.Poll.Lookback)
 	}
-	if diff.Client {
-		a.loop.SetClients(newClients(eff))
+	// The clients of added and changed accounts come before the chatbots that use them;
+	// a removed account's client goes only once its chatbots are removed.
+	clients := a.reloadClients(eff, diff)
+	withRemoved := maps.Clone(clients)
+	for name, c := range a.clients {
+		if _, ok := withRemoved[name]; !ok {
+			withRemoved[name] = c
+		}
 	}
+	a.loop.SetClients(withRemoved)
 	if err := a.loop.SetChatbots(eff.Chatbots()); err != nil {
 		a.logger.Error("reload: changing the chatbots failed", "err", err)
 	}
+	a.loop.SetClients(clients)
+	a.clients = clients
 	a.cfg = eff
 	for _, k := range kept {
 		a.logger.Warn("config reload: this setting needs a restart; keeping the old value", "key", k)
@@ -217,6 +230,21 @@ func problemsOf(err error) []string {
 	return out
 }
 
+// reloadClients are the LeadList clients of eff's accounts: an added or changed account
+// gets a new one, with a fresh request budget of its max_rps; an unchanged one keeps its
+// own, so that its budget, and a 429's hold on it, carry on.
+func (a *app) reloadClients(eff *config.Config, d config.Diff) map[string]*poller.Client {
+	clients := map[string]*poller.Client{}
+	for _, acc := range eff.AllAccounts() {
+		if old, ok := a.clients[acc.Name]; ok && !slices.Contains(d.AccountsChanged, acc.Name) {
+			clients[acc.Name] = old
+			continue
+		}
+		clients[acc.Name] = newClient(eff, acc)
+	}
+	return clients
+}
+
 // retire closes f once done is closed (its last attempts are over); Close waits for it.
 func (a *app) retire(f forwarders.Forwarder, done <-chan struct{}) {
 	if f == nil {
@@ -255,7 +283,8 @@ func reportOf(d config.Diff) ops.ReloadReport {
 	return ops.ReloadReport{
 		ChatbotsAdded: d.ChatbotsAdded, ChatbotsRemoved: d.ChatbotsRemoved, ChatbotsChanged: d.ChatbotsChanged,
 		ForwardersAdded: d.ForwardersAdded, ForwardersRemoved: d.ForwardersRemoved, ForwardersChanged: d.ForwardersChanged,
-		PollPace: d.Pace, Connection: d.Client, Kept: d.Kept,
+		AccountsAdded: d.AccountsAdded, AccountsRemoved: d.AccountsRemoved, AccountsChanged: d.AccountsChanged,
+		PollPace: d.Pace, Kept: d.Kept,
 	}
 }
 
