@@ -115,8 +115,14 @@ func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 			}
 		}
 	}
+	running := l.live != nil && !l.live.stopping
 	l.Chatbots = slices.Clone(bots)
 	l.mu.Unlock()
+	if running {
+		for account, group := range byAccount(bots) {
+			l.warnOverBudget(account, group) // as at the start: chatbots, intervals or budgets may have changed
+		}
+	}
 	if len(added) == 0 {
 		return nil
 	}

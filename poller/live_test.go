@@ -161,6 +161,27 @@ func TestSetClientsChangesOneAccountAndKeepsTheOthers(t *testing.T) {
 	assert.Same(t, clientB, l.clientFor(botB))
 }
 
+func TestSetChatbotsWarnsOfAnAccountNowOverItsBudget(t *testing.T) {
+	srv := newLeadListServer(t)
+	logs := &logSink{}
+	c := srv.client(5 * time.Second)
+	c.Budget = NewBudget(1)
+	bot := event.Chatbot{Serial: "a0000000000000000000000000000001", Account: "client-a", Interval: time.Hour}
+	l := &Loop{Clients: map[string]*Client{"client-a": c}, Store: openStore(t, dedupe.Options{}), Chatbots: []event.Chatbot{bot},
+		Logger: logs.logger(), Now: func() time.Time { return pollNow }}
+	runLoop(t, l)
+	require.Eventually(t, func() bool { return len(srv.hitsFor(bot.Serial)) == 1 }, 10*time.Second, 5*time.Millisecond)
+	const warning = "an account's chatbots need more LeadList calls a second than its max_rps allows: they are polled in turn, each about every 2s"
+	require.Empty(t, logs.lines(t, warning))
+
+	// A second chatbot polled every 100ms: 10 calls a second wanted, 1 allowed.
+	fast := event.Chatbot{Serial: "a0000000000000000000000000000002", Account: "client-a", Interval: 100 * time.Millisecond}
+	require.NoError(t, l.SetChatbots([]event.Chatbot{bot, fast}))
+	lines := logs.lines(t, warning)
+	require.Len(t, lines, 1, "logs:\n%s", logs)
+	assert.Equal(t, "client-a", lines[0]["account"])
+}
+
 func TestSetChatbotsAppliesAChatbotsOwnIntervalToTheWaitUnderWay(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead)
