@@ -279,3 +279,30 @@ func TestReloadAddsReplacesAndRemovesAnEmbeddedNATSForwarder(t *testing.T) {
 		assert.Equal(t, 1, n, "crm got event %s %d times", id, n)
 	}
 }
+
+// Readiness judges each chatbot by the pace the reloaded config gives it: an account's
+// max_rps lowered so far that its chatbot is polled once in 100s makes 3s without a
+// successful poll no longer a failure.
+func TestReloadRejudgesReadinessByTheNewPace(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	crm := leadtest.NewSink(t, nil)
+	r := newReloadRig(t, down.URL)
+	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, ""), "")
+	startDaemon(t, r.path, r.addr)
+	require.Eventually(t, func() bool { code, _ := readyz(t, r.addr); return code == http.StatusServiceUnavailable },
+		15*time.Second, 100*time.Millisecond, "no successful poll for 3 intervals of 1s")
+	_, body := readyz(t, r.addr)
+	assert.Contains(t, body, "(3 intervals = 3s)")
+
+	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, ""), "")
+	require.NoError(t, os.WriteFile(r.path, []byte(replaceAll(mustRead(t, r.path), map[string]string{
+		"timeout: 5s": "timeout: 5s\n  max_rps: 0.01"})), 0o600))
+	code, stdout, stderr := runMain(t, "reload", "--config", r.path)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "accounts changed: default")
+	code, body = readyz(t, r.addr)
+	assert.Equal(t, http.StatusOK, code, "one poll in 100s: 3 of them is 5m; /readyz: %s", body)
+}
