@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/forwarders"
@@ -165,9 +166,11 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 		a.retire(old, retired)
 	}
 	a.router.Set(eff)
+	var stopping []<-chan struct{}
 	for _, name := range diff.ForwardersRemoved {
 		if stopped, ok := a.dispatcher.RemoveRoute(name); ok {
 			a.retire(a.forwarders[name], stopped)
+			stopping = append(stopping, stopped)
 		}
 		delete(a.forwarders, name)
 	}
@@ -195,6 +198,10 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	}
 	rep := reportOf(diff)
 	if len(diff.ForwardersRemoved) > 0 {
+		// Count what stays once the attempts in flight at the removal are recorded, so
+		// that a delivery they made is not reported as stranded; a target slower than
+		// strandedWait leaves its attempts counted as pending.
+		waitAll(stopping, strandedWait)
 		rep.Stranded = a.stranded(ctx, diff.ForwardersRemoved)
 	}
 	a.logger.Info("config reloaded", diff.LogAttrs()...)
@@ -260,6 +267,23 @@ func (a *app) retire(f forwarders.Forwarder, done <-chan struct{}) {
 func closeForwarder(f forwarders.Forwarder) {
 	if c, ok := f.(forwarders.Closer); ok {
 		_ = c.Close()
+	}
+}
+
+// strandedWait bounds how long a reload's answer waits for removed forwarders' attempts
+// in flight before it counts their pending deliveries.
+const strandedWait = 5 * time.Second
+
+// waitAll waits until every channel of chans is closed, or at most d.
+func waitAll(chans []<-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-t.C:
+			return
+		}
 	}
 }
 

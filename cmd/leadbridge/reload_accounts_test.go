@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,4 +308,51 @@ func TestReloadRejudgesReadinessByTheNewPace(t *testing.T) {
 	assert.Contains(t, stdout, "accounts changed: default")
 	code, body = readyz(t, r.addr)
 	assert.Equal(t, http.StatusOK, code, "one poll in 100s: 3 of them is 5m; /readyz: %s", body)
+}
+
+// A forwarder removed while an attempt of it is in flight: that attempt finishes and is
+// recorded before the reload counts what stays pending, so a delivery it made is not
+// reported as stranded.
+func TestReloadCountsStrandedAfterTheAttemptsInFlight(t *testing.T) {
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	crm, slow := leadtest.NewSink(t, nil), leadtest.NewSink(t, nil)
+	slow.Hold()
+	r := newReloadRig(t, apiURL)
+	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, "")+hookEntry("slow", slow.URL, ", timeout: 20s"), "")
+	api.Generate(serialA, time.Now().Add(-time.Hour))
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- Main(ctx, []string{"run", "--config", r.path}, io.Discard, &logs) }()
+	t.Cleanup(func() {
+		slow.Release()
+		cancel()
+		select {
+		case code := <-done:
+			assert.Equal(t, 0, code)
+		case <-time.After(20 * time.Second):
+			t.Error("the daemon did not stop within 20s")
+		}
+	})
+	require.Eventually(t, func() bool { return crm.Count() == 1 && slow.Count() == 1 }, 10*time.Second, 20*time.Millisecond,
+		"slow's attempt is in flight")
+
+	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, ""), "")
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	reloaded := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := runMain(t, "reload", "--config", r.path)
+		reloaded <- result{code, stdout, stderr}
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "forwarder removed: no new attempts") },
+		10*time.Second, 5*time.Millisecond)
+	slow.Release() // the attempt in flight at the removal succeeds
+	res := <-reloaded
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "forwarders removed: slow")
+	assert.NotContains(t, res.stdout, "pending deliveries", "the delivery made by the attempt in flight is not stranded")
+	assert.Empty(t, status(t, r.addr).Forwarders[1:], "nothing is owed to slow")
 }
