@@ -583,9 +583,9 @@ func TestOverviewSumsUpAThousandChatbotsOverTwentyAccounts(t *testing.T) {
 	assert.Equal(t, 0, strings.Count(table(t, failing.body, "chatbots"), "<tr class="), "50 fit on page 1")
 
 	for bad, want := range map[string]string{
-		"account=acct-99":                       `account=&#34;acct-99&#34;: no configured chatbot`,
+		"account=acct-99":                      `account=&#34;acct-99&#34;: no configured chatbot`,
 		"account=" + strings.Repeat("x", 5000): `account=&#34;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…&#34;`,
-		"state=broken":                          `state=&#34;broken&#34;: want failing, never or ok`,
+		"state=broken":                         `state=&#34;broken&#34;: want failing, never or ok`,
 	} {
 		a := do(t, client(t), "GET", srv.URL+"/ui/?"+bad, nil, bearer...)
 		assert.Equal(t, http.StatusBadRequest, a.code, bad)
