@@ -529,9 +529,10 @@ func (f ForwarderConfig) FilterAccepts(ev event.Event) (bool, error) {
 	return f.match(filterInput(ev))
 }
 
-// FilterTimeout bounds one run of a filter. Filters run while the store takes a page,
-// inside its write transaction, so a filter that loops must not hold it for long; a
-// boolean test over one event takes microseconds.
+// FilterTimeout bounds one run of a filter. Filters run while the store takes a page
+// (outside its write transaction), once per new record and filtered forwarder, so a
+// filter that loops must not delay the page for long; a boolean test over one event
+// takes microseconds.
 const FilterTimeout = 100 * time.Millisecond
 
 // compileFilter compiles a filter program with its time bound.

@@ -168,8 +168,8 @@ func TestRouteFiltersAGoBuiltConfig(t *testing.T) {
 	assert.Equal(t, []string{"all"}, c.Route(ev))
 }
 
-// A filter that loops is stopped at FilterTimeout, since it runs inside the store's
-// write transaction, and counts as not matching, with a reason that says so.
+// A filter that loops is stopped at FilterTimeout, since it runs as the store takes a
+// page, and counts as not matching, with a reason that says so.
 func TestFilterThatLoopsIsStopped(t *testing.T) {
 	c := parseOK(t, head+hook+"    filter: 'reduce range(1e18) as $i (true; .)'\n")
 	var reason error
