@@ -2,7 +2,10 @@
 // forwarder's filter) with gojq, over the CloudEvent JSON of one event.
 //
 // A program is compiled once, at config load, and run many times, concurrently. Each run
-// is bounded in time and must yield exactly one value. The errors of a run are this
+// is bounded in time and must yield exactly one value. The bound is checked between
+// gojq's steps: one builtin call that makes a huge value (a string repeated 10⁸ times,
+// gsub over such a string) is not interrupted, and runs past the bound for as long as
+// making that value takes (gojq caps a repeated string at 2 GiB). The errors of a run are this
 // package's own sentences, never gojq's text: gojq quotes the values it failed on, and
 // those are a person's name, email or message.
 //
