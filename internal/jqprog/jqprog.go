@@ -190,8 +190,8 @@ var (
 
 // Form encodes an object of scalars as application/x-www-form-urlencoded, fields in key
 // order: a string as it is, a number as jq prints it, a boolean as true or false; a
-// null leaves the field out. Anything else fails with ErrFormNotObject or
-// ErrFormNotScalar.
+// null, or NaN (which jq prints as null), leaves the field out. Anything else fails with
+// ErrFormNotObject or ErrFormNotScalar.
 func Form(v any) ([]byte, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
@@ -204,7 +204,9 @@ func Form(v any) ([]byte, error) {
 		case string:
 			form.Set(k, val)
 		case bool, int, float64, *big.Int, json.Number:
-			form.Set(k, string(JSON(val)))
+			if s := string(JSON(val)); s != "null" {
+				form.Set(k, s)
+			}
 		default:
 			return nil, ErrFormNotScalar
 		}
