@@ -2,6 +2,7 @@ package jqprog
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestCompileErrorsSayWhere(t *testing.T) {
 func TestRunIsBoundedInTime(t *testing.T) {
 	p, err := Compile(`reduce range(1e18) as $i (0; .)`)
 	require.NoError(t, err)
-	p.timeout = 20 * time.Millisecond
+	p = p.WithTimeout(20 * time.Millisecond).WithMaxSteps(math.MaxInt)
 	_, err = p.Run(t.Context(), nil)
 	assert.ErrorIs(t, err, ErrTimeout)
 
