@@ -374,6 +374,9 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 			return in.res, err
 		}
 	}
+	if len(in.unrouted) > 0 {
+		return in.res, nil // rolled back: the chunk is run again once they are routed
+	}
 
 	// Seen keys go in in key order: bbolt then appends to a few leaf pages instead of
 	// inserting all over its tree (the API's order is not the keys' order).
