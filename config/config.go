@@ -546,18 +546,26 @@ func (f ForwarderConfig) FilterAccepts(ev event.Event) (bool, error) {
 	return f.match(filterInput(ev))
 }
 
-// FilterTimeout bounds one run of a filter. Filters run while the store takes a page,
-// inside its write transaction, so a filter that loops must not hold it for long; a
-// boolean test over one event takes microseconds.
-const FilterTimeout = 100 * time.Millisecond
+// FilterMaxSteps bounds the jq steps of one run of a filter, a few hundredths of a
+// second of busy loop. Filters run while the store takes a page (outside its write
+// transaction), once per new record and filtered forwarder, so a filter that loops must
+// not delay the page for long; a boolean test over one event takes a few dozen steps.
+// A bound of steps, unlike one of time, gives the same verdict on a record however busy
+// the machine is: a record a filter fails on is never queued for that forwarder.
+const FilterMaxSteps = 1_000_000
 
-// compileFilter compiles a filter program with its time bound.
+// FilterTimeout bounds one run of a filter in time, for what steps do not count: a
+// builtin that makes a huge value runs as one step. It is loose, so that a busy
+// machine does not reach it on a filter within its steps.
+const FilterTimeout = time.Second
+
+// compileFilter compiles a filter program with its bounds.
 func compileFilter(src string) (*jqprog.Program, error) {
 	p, err := jqprog.Compile(src)
 	if err != nil {
 		return nil, err
 	}
-	return p.WithTimeout(FilterTimeout), nil
+	return p.WithTimeout(FilterTimeout).WithMaxSteps(FilterMaxSteps), nil
 }
 
 // match runs the forwarder's filter over input (from filterInput). A config built in

@@ -132,10 +132,13 @@ func (c *Console) csrfToken(session string) string {
 }
 
 // setCookie sets (or with maxAge < 0 clears) the session cookie: HttpOnly, SameSite
-// Strict, for /ui/ only, Secure when the request came over TLS.
+// Strict, for /ui/ only, Secure when the request came over TLS, here or to the reverse
+// proxy in front (X-Forwarded-Proto: https). A forged header can only make the cookie
+// stricter: a browser that did not use TLS then does not send it.
 func setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
+	secure := r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: "/ui/", MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure})
 }
 
 // sessionOf is the live session id r's cookie carries, "" if none.

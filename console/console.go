@@ -127,7 +127,7 @@ type frame struct {
 func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, name, title string, content any) {
 	id := whoOf(r)
 	f := frame{Title: title, Nav: name, CSRF: c.csrfToken(id.session), NoToken: c.token == "",
-		LoggedIn: c.token != "" && id.session != "", Flash: flash(r), Content: content}
+		LoggedIn: c.token != "" && id.session != "", Flash: c.flash(r, id.session), Content: content}
 	var buf bytes.Buffer
 	if err := pages.ExecuteTemplate(&buf, name, f); err != nil {
 		c.log.Error("rendering a console page failed", "page", name, "err", err)

@@ -27,8 +27,9 @@ const (
 	token = "s3cret-admin-token-0123456789"
 )
 
-// rig is a console over a real store holding: two leads delivered to "bus", one dead
-// letter of "crm" (an appointment), a paused "slack", and a failing chatbot.
+// rig is a console over a real store holding: two leads of account "agency" delivered
+// to "bus" (each attempt took 42ms), one dead letter of "crm" (an appointment of
+// "agency"), a paused "slack", and a failing chatbot of the default account.
 type rig struct {
 	store   *dedupe.Store
 	srv     *httptest.Server
@@ -53,11 +54,14 @@ func newRig(t *testing.T, tok string) *rig {
 		leadtest.Lead(bot, event.KindLead, 2, now.Add(-time.Hour+time.Second)),
 		leadtest.Lead(bot, event.KindAppointment, 3, now.Add(-time.Hour+2*time.Second)),
 	}
+	for i := range r.leads {
+		r.leads[i].Account = "agency"
+	}
 	_, err := r.store.Ingest(ctx, bot, r.leads)
 	require.NoError(t, err)
 	var outcomes []event.Outcome
 	for _, d := range leadtest.Pending(t, r.store, "bus") {
-		outcomes = append(outcomes, event.Outcome{Delivery: d, Verdict: event.Acked})
+		outcomes = append(outcomes, event.Outcome{Delivery: d, Verdict: event.Acked, Took: 42 * time.Millisecond})
 	}
 	dead := leadtest.Pending(t, r.store, "crm")[0]
 	dead.Attempts, dead.LastError = 1, "webhook crm: 400 Bad Request"
@@ -69,7 +73,8 @@ func newRig(t *testing.T, tok string) *rig {
 	require.NoError(t, r.store.FlushPolls(ctx))
 
 	local := &ops.Local{Store: r.store, Resumer: func(name string) bool { r.resumed = append(r.resumed, name); return true },
-		Chatbots:   []event.Chatbot{{Serial: bot, Name: "Main site"}, {Serial: "c0ffee00000000000000000000000002", Name: "Broken bot"}},
+		Chatbots: []event.Chatbot{{Serial: bot, Name: "Main site", Account: "agency"},
+			{Serial: "c0ffee00000000000000000000000002", Name: "Broken bot", Account: event.DefaultAccount}},
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "nats"}, {Name: "crm", Type: "webhook"}, {Name: "slack", Type: "slack"}}}
 	c := console.New(console.Options{Operator: local, Activity: r.store, Token: tok, PollInterval: time.Minute})
 	r.srv = httptest.NewServer(ops.WithConsole(http.NotFoundHandler(), c))
@@ -191,6 +196,11 @@ func TestLoginSetsASessionCookieThatIsNotTheToken(t *testing.T) {
 	assert.Equal(t, "/ui/", ck.Path)
 	assert.NotContains(t, ck.Value, token)
 	assert.Len(t, ck.Value, 64)
+	assert.False(t, ck.Secure, "plain HTTP: a Secure cookie would not come back")
+	proxied := do(t, client(t), "POST", r.srv.URL+"/ui/login", url.Values{"token": {token}}, "X-Forwarded-Proto", "https")
+	require.Equal(t, http.StatusSeeOther, proxied.code)
+	require.Len(t, proxied.resp.Cookies(), 1)
+	assert.True(t, proxied.resp.Cookies()[0].Secure, "behind a reverse proxy that took TLS, the cookie is Secure")
 
 	page := do(t, c, "GET", r.srv.URL+"/ui/", nil)
 	require.Equal(t, http.StatusOK, page.code)
@@ -429,6 +439,25 @@ func TestFlashCannotBeForged(t *testing.T) {
 	assert.NotContains(t, a.body, `class="flash"`)
 	b := do(t, client(t), "GET", r.srv.URL+"/ui/?done=resumed&f=<b>x</b>", nil, "Authorization", "Bearer "+token)
 	assert.NotContains(t, b.body, "<b>x</b>")
+
+	// A link cannot make the console claim an action nobody took, nor put words in its mouth.
+	c := client(t)
+	r.login(t, c)
+	for _, link := range []string{"/ui/dead?done=replay&n=1000", "/ui/?done=resumed&f=crm", "/ui/?done=running&f=call+0800-FRAUD",
+		"/ui/dead?done=drop&n=5&sig=" + strings.Repeat("0", 64)} {
+		a := do(t, c, "GET", r.srv.URL+link, nil)
+		require.Equal(t, http.StatusOK, a.code, link)
+		assert.False(t, strings.Contains(a.body, `class="flash"`), link)
+	}
+	// The redirect after a real action carries the flash, for this session only.
+	csrf := csrfOf(t, do(t, c, "GET", r.srv.URL+"/ui/dead", nil).body)
+	done := do(t, c, "POST", r.srv.URL+"/ui/forwarders/slack/resume", url.Values{"csrf": {csrf}})
+	require.Equal(t, http.StatusSeeOther, done.code)
+	loc := done.resp.Header.Get("Location")
+	assert.True(t, strings.Contains(do(t, c, "GET", r.srv.URL+loc, nil).body, `class="flash"`))
+	other := client(t)
+	r.login(t, other)
+	assert.False(t, strings.Contains(do(t, other, "GET", r.srv.URL+loc, nil).body, `class="flash"`), "another session")
 }
 
 func TestOverviewPagesAThousandChatbotsFailingFirst(t *testing.T) {
@@ -487,4 +516,156 @@ func TestHostilePageNumbersAndForms(t *testing.T) {
 	a = do(t, c, "POST", r.srv.URL+"/ui/forwarders/slack/resume", url.Values{"back": {"dead"}}, bearer...)
 	assert.Equal(t, http.StatusSeeOther, a.code)
 	assert.True(t, strings.HasPrefix(a.resp.Header.Get("Location"), "/ui/dead?"), a.resp.Header.Get("Location"))
+}
+
+// table is the body of the page's table with id id, to look at one table alone.
+func table(t *testing.T, page, id string) string {
+	t.Helper()
+	i := strings.Index(page, `<table id="`+id+`">`)
+	require.GreaterOrEqual(t, i, 0, "the page has table %s", id)
+	j := strings.Index(page[i:], "</table>")
+	require.Positive(t, j)
+	return page[i : i+j]
+}
+
+func TestOverviewSumsUpAThousandChatbotsOverTwentyAccounts(t *testing.T) {
+	store := leadtest.OpenStore(t, dedupe.Options{})
+	var bots []event.Chatbot
+	for i := range 1000 {
+		serial := fmt.Sprintf("%032x", i)
+		cb := event.Chatbot{Serial: serial, Name: fmt.Sprintf("bot %04d", i), Account: fmt.Sprintf("acct-%02d", i%20)}
+		if i == 3 {
+			cb.Interval = time.Hour // its own schedule
+		}
+		bots = append(bots, cb)
+		// Every chatbot of acct-17 fails, one of acct-05 too; bot 0003 polled fine; the
+		// rest were never polled.
+		switch {
+		case i%20 == 17:
+			require.NoError(t, store.RecordPoll(t.Context(), serial, time.Now(), errors.New("leadlist: 401 Unauthorized")))
+		case i == 5:
+			require.NoError(t, store.RecordPoll(t.Context(), serial, time.Now(), errors.New("leadlist: 500")))
+		case i == 3:
+			require.NoError(t, store.RecordPoll(t.Context(), serial, time.Now(), nil))
+		}
+	}
+	require.NoError(t, store.FlushPolls(t.Context()))
+	c := console.New(console.Options{Operator: &ops.Local{Store: store, Chatbots: bots}, Activity: store, Token: token, PollInterval: time.Minute})
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	bearer := []string{"Authorization", "Bearer " + token}
+
+	o := do(t, client(t), "GET", srv.URL+"/ui/", nil, bearer...)
+	require.Equal(t, http.StatusOK, o.code)
+	assert.True(t, strings.Contains(o.body, "<b>51</b> of 1000 chatbots failing"))
+	accounts := table(t, o.body, "accounts")
+	assert.Equal(t, 20, strings.Count(accounts, "<tr class="), "a row per account")
+	i17, i05, i00 := strings.Index(accounts, ">acct-17<"), strings.Index(accounts, ">acct-05<"), strings.Index(accounts, ">acct-00<")
+	assert.True(t, 0 < i17 && i17 < i05 && i05 < i00, "the most failing account first, then the others failing, then the rest by name")
+	assert.True(t, strings.Contains(accounts, `href="/ui/?account=acct-17&amp;state=failing"><span class="state failing">50 failing</span>`))
+	chatbots := table(t, o.body, "chatbots")
+	assert.Equal(t, perPageRows, strings.Count(chatbots, "<tr class="))
+	assert.True(t, strings.Contains(chatbots, `<a href="/ui/?account=acct-05">acct-05</a>`), "each chatbot names its account")
+	assert.True(t, strings.Contains(o.body, "page 1 of 20"))
+
+	one := do(t, client(t), "GET", srv.URL+"/ui/?account=acct-03", nil, bearer...)
+	require.Equal(t, http.StatusOK, one.code)
+	assert.True(t, strings.Contains(one.body, "50 of 1000 chatbots shown (account acct-03)"))
+	assert.False(t, strings.Contains(one.body, "page 1 of"), "one page")
+	rows := table(t, one.body, "chatbots")
+	assert.Equal(t, 50, strings.Count(rows, "<tr class="))
+	assert.Equal(t, 50, strings.Count(rows, ">acct-03</a>"))
+	assert.True(t, strings.Contains(rows, "in 59m"), "bot 0003 polls hourly, its own interval")
+	assert.True(t, strings.Contains(one.body, `<option value="acct-03" selected>`))
+
+	failing := do(t, client(t), "GET", srv.URL+"/ui/?account=acct-17&state=failing&page=2", nil, bearer...)
+	assert.True(t, strings.Contains(failing.body, "50 of 1000 chatbots shown (account acct-17)"))
+	assert.Equal(t, 0, strings.Count(table(t, failing.body, "chatbots"), "<tr class="), "50 fit on page 1")
+
+	for bad, want := range map[string]string{
+		"account=acct-99":                      `account=&#34;acct-99&#34;: no configured chatbot`,
+		"account=" + strings.Repeat("x", 5000): `account=&#34;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…&#34;`,
+		"state=broken":                         `state=&#34;broken&#34;: want failing, never or ok`,
+	} {
+		a := do(t, client(t), "GET", srv.URL+"/ui/?"+bad, nil, bearer...)
+		assert.Equal(t, http.StatusBadRequest, a.code, bad)
+		assert.True(t, strings.Contains(a.body, want), "%s: %s", cut(bad), cut(a.body))
+	}
+}
+
+// perPageRows is how many rows a console table shows on a page.
+const perPageRows = 50
+
+func cut(s string) string { return s[:min(len(s), 200)] }
+
+func TestActivityByAccountWithEachAttemptsDuration(t *testing.T) {
+	r := newRig(t, token)
+	c := client(t)
+	bearer := []string{"Authorization", "Bearer " + token}
+
+	all := do(t, c, "GET", r.srv.URL+"/ui/activity", nil, bearer...)
+	require.Equal(t, http.StatusOK, all.code)
+	rows := table(t, all.body, "activity")
+	assert.Equal(t, 2, strings.Count(rows, "<td>42ms</td>"), "the delivered attempts took 42ms")
+	assert.Equal(t, 3, strings.Count(rows, "<td>agency</td>"))
+	assert.True(t, strings.Contains(all.body, `<option value="default" >default</option>`), "every account to filter by")
+
+	agency := do(t, c, "GET", r.srv.URL+"/ui/activity?account=agency&outcome=delivered", nil, bearer...)
+	require.Equal(t, http.StatusOK, agency.code)
+	assert.Equal(t, 2, strings.Count(table(t, agency.body, "activity"), `href="/ui/events/`))
+	none := do(t, c, "GET", r.srv.URL+"/ui/activity?account=default", nil, bearer...)
+	assert.True(t, strings.Contains(none.body, "Nothing recorded that matches"))
+	gone := do(t, c, "GET", r.srv.URL+"/ui/activity?account=removed-from-config", nil, bearer...)
+	require.Equal(t, http.StatusOK, gone.code, "an account no longer configured may still have attempts in the log")
+	assert.True(t, strings.Contains(gone.body, `<option value="removed-from-config" selected>`))
+
+	ev := do(t, c, "GET", r.srv.URL+"/ui/events/"+r.leads[0].ID(), nil, bearer...)
+	require.Equal(t, http.StatusOK, ev.code)
+	assert.True(t, strings.Contains(ev.body, `of account <a href="/ui/activity?account=agency">agency</a>`))
+	assert.True(t, strings.Contains(table(t, ev.body, "attempts"), "<td>42ms</td>"))
+}
+
+func TestHostileLeadDataAndIDsStayText(t *testing.T) {
+	store := leadtest.OpenStore(t, dedupe.Options{Initial: dedupe.InitialEmit, Route: leadtest.RouteTo("crm")})
+	const account = `"><script>alert(3)</script>`
+	l := leadtest.Lead(bot, event.KindLead, 1, time.Now().Add(-time.Minute))
+	l.Name, l.Content, l.URI = "<script>alert(1)</script>", `" onmouseover="alert(1)`, "javascript:alert(1)"
+	l.ChatbotName, l.Email, l.Account = "<img src=x onerror=alert(1)>", `x@y.z"><svg onload=alert(1)>`, account
+	_, err := store.Ingest(t.Context(), bot, []event.Lead{l})
+	require.NoError(t, err)
+	d := leadtest.Pending(t, store, "crm")[0]
+	d.Attempts, d.LastError = 1, "webhook crm: 400: <script>alert(4)</script>"
+	require.NoError(t, store.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Dead, At: time.Now()}}))
+	require.NoError(t, store.Pause(t.Context(), "slack", `<svg onload=alert(5)>`, "hash"))
+	require.NoError(t, store.RecordPoll(t.Context(), bot, time.Now(), errors.New(`<b onmouseover=alert(6)>`)))
+	require.NoError(t, store.FlushPolls(t.Context()))
+	c := console.New(console.Options{Token: token, Activity: store, Operator: &ops.Local{Store: store,
+		Chatbots:   []event.Chatbot{{Serial: bot, Name: "<img src=x onerror=alert(2)>", Account: account}},
+		Forwarders: []ops.ForwarderInfo{{Name: "crm", Type: "webhook"}, {Name: "slack", Type: "slack"}}}})
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	bearer := []string{"Authorization", "Bearer " + token}
+
+	for _, path := range []string{"/ui/", "/ui/activity", "/ui/dead", "/ui/events/" + l.ID(),
+		"/ui/activity?account=" + url.QueryEscape(account), "/ui/?account=" + url.QueryEscape(account)} {
+		a := do(t, client(t), "GET", srv.URL+path, nil, bearer...)
+		require.Equal(t, http.StatusOK, a.code, path)
+		for _, raw := range []string{"<script>alert", "<img src=x", "<svg onload", "<b onmouseover", `" onmouseover="`,
+			`href="javascript:`, `"><script>`} {
+			assert.False(t, strings.Contains(a.body, raw), "%s shows %s unescaped", path, raw)
+		}
+	}
+	ev := do(t, client(t), "GET", srv.URL+"/ui/events/"+l.ID(), nil, bearer...)
+	assert.True(t, strings.Contains(ev.body, "&#34;uri&#34;: &#34;javascript:alert(1)&#34;"), "the uri is shown as text, not as a link")
+
+	for _, id := range []string{"..%2F..%2Fdead", "%3Cscript%3Ealert(1)%3C%2Fscript%3E", strings.Repeat("a", 100_000), l.ID() + "%00"} {
+		a := do(t, client(t), "GET", srv.URL+"/ui/events/"+id, nil, bearer...)
+		assert.Equal(t, http.StatusNotFound, a.code, cut(id))
+		assert.False(t, strings.Contains(a.body, "<script>alert"), cut(id))
+		assert.Less(t, len(a.body), 10_000, "the id is not echoed back")
+	}
+	huge := do(t, client(t), "GET", srv.URL+"/ui/?q="+strings.Repeat("%3Cscript%3E", 20_000), nil, bearer...)
+	assert.Equal(t, http.StatusOK, huge.code)
+	assert.True(t, strings.Contains(huge.body, "No chatbot matches."))
+	assert.False(t, strings.Contains(huge.body, "<script>"))
 }

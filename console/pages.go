@@ -2,7 +2,10 @@ package console
 
 import (
 	"cmp"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -26,6 +29,7 @@ var funcs = template.FuncMap{
 	"ago":    ago,
 	"utc":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 	"dur":    func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	"took":   took,
 	"cut":    cut,
 	"kind":   func(k event.Kind) string { return string(k) },
 	"plural": plural,
@@ -58,6 +62,18 @@ func roughly(d time.Duration) string {
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 }
 
+// took shows an attempt's duration: to the millisecond, finer below one; "–" when
+// unknown (an attempt logged before leadbridge kept it).
+func took(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "–"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	}
+	return d.Round(time.Millisecond).String()
+}
+
 // cut shortens s to n runes with an ellipsis.
 func cut(n int, s string) string {
 	r := []rune(s)
@@ -68,9 +84,13 @@ func cut(n int, s string) string {
 }
 
 // flash is the message a redirect after an action carries: fixed texts chosen by code,
-// so a link cannot make the console say something it did not do.
-func flash(r *http.Request) string {
+// shown only when the redirect's signature (flashSig) holds for the session, so that a
+// link cannot make the console say something it did not do.
+func (c *Console) flash(r *http.Request, session string) string {
 	q := r.URL.Query()
+	if !hmac.Equal([]byte(q.Get("sig")), []byte(c.flashSig(session, q))) {
+		return ""
+	}
 	n, _ := strconv.Atoi(q.Get("n"))
 	switch q.Get("done") {
 	case "replay":
@@ -83,6 +103,19 @@ func flash(r *http.Request) string {
 		return fmt.Sprintf("Forwarder %q was not paused.", q.Get("f"))
 	}
 	return ""
+}
+
+// flashSig signs the done, n and f of a redirect after an action, for session.
+func (c *Console) flashSig(session string, v url.Values) string {
+	h := hmac.New(sha256.New, c.csrfKey)
+	h.Write([]byte("leadbridge console flash v1\x00" + session + "\x00" + v.Get("done") + "\x00" + v.Get("n") + "\x00" + v.Get("f")))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// afterAction redirects to path with the flash v says, signed for r's session.
+func (c *Console) afterAction(w http.ResponseWriter, r *http.Request, path string, v url.Values) {
+	v.Set("sig", c.flashSig(whoOf(r).session, v))
+	http.Redirect(w, r, path+"?"+v.Encode(), http.StatusSeeOther)
 }
 
 func plural(n int, noun string) string {
@@ -119,6 +152,7 @@ func newPager(r *http.Request, page, total int) pager {
 		q.Del("done")
 		q.Del("n")
 		q.Del("f")
+		q.Del("sig")
 		return r.URL.Path + "?" + q.Encode()
 	}
 	if page > 1 {
@@ -133,7 +167,7 @@ func newPager(r *http.Request, page, total int) pager {
 // chatbotRow is one chatbot on the overview.
 type chatbotRow struct {
 	ops.ChatbotStatus
-	State    string // failing, never, ok
+	State    string // ops.StateFailing, ops.StateNotPolled, ops.StateOK
 	NextPoll time.Time
 }
 
@@ -148,6 +182,10 @@ type forwarderRow struct {
 }
 
 type overviewPage struct {
+	Accounts       []ops.AccountSummary // failing first, at most perPage
+	MoreAccounts   int                  // accounts not listed
+	AccountNames   []string             // every account, for the filter
+	Account        string               // the account filter
 	Chatbots       []chatbotRow
 	Total, Failing int
 	Never          int
@@ -163,6 +201,14 @@ type overviewPage struct {
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	q := r.URL.Query()
+	p := overviewPage{Query: strings.TrimSpace(q.Get("q")), Filter: q.Get("state"), Account: q.Get("account")}
+	switch p.Filter {
+	case "", ops.StateFailing, ops.StateNotPolled, ops.StateOK:
+	default:
+		c.plain(w, http.StatusBadRequest, fmt.Sprintf("state=%q: want failing, never or ok (or nothing for all).", cut(40, p.Filter)))
+		return
+	}
 	st, err := c.op.Status(ctx)
 	if err != nil {
 		c.fail(w, r, err)
@@ -174,23 +220,30 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	p := overviewPage{Query: strings.TrimSpace(r.URL.Query().Get("q")), Filter: r.URL.Query().Get("state"), Total: len(st.Chatbots)}
+	p.Total = len(st.Chatbots)
+	accounts := ops.Accounts(st.Chatbots)
+	for _, a := range accounts {
+		p.AccountNames = append(p.AccountNames, a.Name)
+		p.Failing += a.Failing
+		p.Never += a.NotPolled
+	}
+	if p.Account != "" && !slices.Contains(p.AccountNames, p.Account) {
+		c.plain(w, http.StatusBadRequest, fmt.Sprintf("account=%q: no configured chatbot is in that account.", cut(40, p.Account)))
+		return
+	}
+	slices.SortStableFunc(accounts, func(a, b ops.AccountSummary) int {
+		return cmp.Or(-cmp.Compare(min(a.Failing, 1), min(b.Failing, 1)), -cmp.Compare(a.Failing, b.Failing), cmp.Compare(a.Name, b.Name))
+	})
+	p.Accounts = accounts[:min(len(accounts), perPage)]
+	p.MoreAccounts = len(accounts) - len(p.Accounts)
 
 	var rows []chatbotRow
 	for _, cb := range st.Chatbots {
-		row := chatbotRow{ChatbotStatus: cb, State: "ok"}
-		switch {
-		case cb.LastPoll.IsZero():
-			row.State = "never"
-			p.Never++
-		case cb.LastError != "":
-			row.State = "failing"
-			p.Failing++
+		row := chatbotRow{ChatbotStatus: cb, State: cb.State()}
+		if every := cmp.Or(cb.Interval, c.interval); every > 0 && !cb.LastPoll.IsZero() {
+			row.NextPoll = cb.LastPoll.Add(every)
 		}
-		if c.interval > 0 && !cb.LastPoll.IsZero() {
-			row.NextPoll = cb.LastPoll.Add(c.interval)
-		}
-		if p.Filter != "" && p.Filter != row.State {
+		if (p.Filter != "" && p.Filter != row.State) || (p.Account != "" && p.Account != cb.Account) {
 			continue
 		}
 		if q := strings.ToLower(p.Query); q != "" && !strings.Contains(strings.ToLower(cb.Name), q) && !strings.Contains(cb.Serial, q) {
@@ -198,9 +251,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		rows = append(rows, row)
 	}
-	rank := map[string]int{"failing": 0, "never": 1, "ok": 2}
+	rank := map[string]int{ops.StateFailing: 0, ops.StateNotPolled: 1, ops.StateOK: 2}
 	slices.SortStableFunc(rows, func(a, b chatbotRow) int {
-		return cmp.Or(cmp.Compare(rank[a.State], rank[b.State]), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Serial, b.Serial))
+		return cmp.Or(cmp.Compare(rank[a.State], rank[b.State]), cmp.Compare(a.Account, b.Account),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Serial, b.Serial))
 	})
 	p.Shown = len(rows)
 	page := pageOf(r)
@@ -263,6 +317,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 type activityPage struct {
 	Rows       []event.Attempt
 	Forwarders []string
+	Accounts   []string
+	Account    string
 	Chatbot    string
 	Kind       string
 	Forwarder  string
@@ -275,8 +331,9 @@ const maxActivityPages = 200
 
 func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := activityPage{Chatbot: strings.TrimSpace(q.Get("chatbot")), Kind: q.Get("kind"), Forwarder: q.Get("forwarder"), Outcome: q.Get("outcome")}
-	sel := event.ActivityQuery{Chatbot: p.Chatbot, Forwarder: p.Forwarder}
+	p := activityPage{Chatbot: strings.TrimSpace(q.Get("chatbot")), Kind: q.Get("kind"), Forwarder: q.Get("forwarder"),
+		Outcome: q.Get("outcome"), Account: q.Get("account")}
+	sel := event.ActivityQuery{Chatbot: p.Chatbot, Forwarder: p.Forwarder, Account: p.Account}
 	switch p.Kind {
 	case "", string(event.KindLead), string(event.KindAppointment):
 		sel.Kind = event.Kind(p.Kind)
@@ -310,6 +367,15 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, f := range st.Forwarders {
 		p.Forwarders = append(p.Forwarders, f.Name)
+	}
+	for _, a := range ops.Accounts(st.Chatbots) {
+		p.Accounts = append(p.Accounts, a.Name)
+	}
+	if p.Account != "" && !slices.Contains(p.Accounts, p.Account) {
+		p.Accounts = append(p.Accounts, p.Account) // no longer configured, but its attempts may be logged
+	}
+	if p.Forwarder != "" && !slices.Contains(p.Forwarders, p.Forwarder) {
+		p.Forwarders = append(p.Forwarders, p.Forwarder)
 	}
 	c.render(w, r, http.StatusOK, "activity", "Activity", p)
 }
@@ -449,7 +515,7 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 		if f := r.PostForm.Get("forwarder"); f != "" {
 			back.Set("forwarder", f)
 		}
-		http.Redirect(w, r, "/ui/dead?"+back.Encode(), http.StatusSeeOther)
+		c.afterAction(w, r, "/ui/dead", back)
 	}
 }
 
@@ -469,7 +535,7 @@ func (c *Console) resume(w http.ResponseWriter, r *http.Request) {
 	if r.PostFormValue("back") == "dead" {
 		back = "/ui/dead"
 	}
-	http.Redirect(w, r, back+"?"+url.Values{"done": {done}, "f": {name}}.Encode(), http.StatusSeeOther)
+	c.afterAction(w, r, back, url.Values{"done": {done}, "f": {name}})
 }
 
 // loginPage is the login form: where to go after it, and why the last try failed.

@@ -135,6 +135,7 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 		if log == nil {
 			return nil
 		}
+		evs := tx.Bucket(bucketActivityEvents)
 		return log.ForEachBucket(func(name []byte) error {
 			if q.Forwarder != "" && q.Forwarder != string(name) {
 				return nil
@@ -150,6 +151,9 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 				}
 				if a.At.Before(q.Since) {
 					break // recorded in order: the rest are older still
+				}
+				if a.Account == "" && evs != nil {
+					a.Account = accountOf(evs, a.EventID)
 				}
 				if q.Matches(a) {
 					out = append(out, a)
@@ -188,4 +192,22 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		return nil
 	})
 	return ev, found, s.wrap("read activity event", err)
+}
+
+// accountOf is the account of the event with id id as kept beside the log, for an
+// attempt recorded before attempts named it; "" if the event is not there.
+func accountOf(evs *bolt.Bucket, id string) string {
+	v := evs.Get([]byte(id))
+	if len(v) < 4 {
+		return ""
+	}
+	var ev struct {
+		Data struct {
+			Account string `json:"account"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(v[4:], &ev) != nil {
+		return ""
+	}
+	return event.Event{Data: event.Lead{Account: ev.Data.Account}}.Account()
 }

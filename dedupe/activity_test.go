@@ -1,6 +1,7 @@
 package dedupe_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 )
 
 // outcome is the outcome the dispatcher hands Record for delivery d.
@@ -32,14 +34,15 @@ func TestRecordWritesTheActivityLog(t *testing.T) {
 		outcome(sales[0], event.Retrying, 1, "webhook https://crm.example.com: 503 Service Unavailable")}))
 	now = now.Add(time.Minute)
 	dead := outcome(sales[0], event.Dead, 2, "webhook https://crm.example.com: 400 Bad Request")
-	dead.At = now
+	dead.At, dead.Took = now, 250*time.Millisecond
 	require.NoError(t, s.Record(t.Context(), []event.Outcome{dead}))
 
 	all, err := s.Activity(t.Context(), event.ActivityQuery{})
 	require.NoError(t, err)
 	require.Len(t, all, 3)
 	assert.Equal(t, event.Attempt{At: now, Forwarder: "sales", EventID: page[1].ID(), Chatbot: bot, Kind: event.KindAppointment,
-		Verdict: event.Dead, Attempt: 2, Latency: now.Sub(sales[0].Enqueued), Error: "webhook https://crm.example.com: 400 Bad Request"},
+		Verdict: event.Dead, Attempt: 2, Took: 250 * time.Millisecond, InOutbox: now.Sub(sales[0].Enqueued),
+		Error: "webhook https://crm.example.com: 400 Bad Request", Account: event.DefaultAccount},
 		all[0], "newest first")
 	assert.Equal(t, event.Retrying, all[1].Verdict)
 	assert.Equal(t, 1, all[1].Attempt)
@@ -145,4 +148,60 @@ func TestActivityOfAStoreWithoutALog(t *testing.T) {
 	_, found, err := ro.ActivityEvent(t.Context(), "x")
 	require.NoError(t, err)
 	assert.False(t, found)
+}
+
+func TestActivityByAccountAlsoOfAttemptsLoggedBeforeAccounts(t *testing.T) {
+	path := dbPath(t)
+	s := open(t, path, nil)
+	agency := mkLead(bot, event.KindLead, 1, t0)
+	agency.Account = "agency"
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{agency, mkLead(bot, event.KindLead, 2, t0)})
+	require.NoError(t, err)
+	var outcomes []event.Outcome
+	for _, d := range pending(t, s, "bus") {
+		outcomes = append(outcomes, outcome(d, event.Acked, 0, ""))
+	}
+	require.NoError(t, s.Record(t.Context(), outcomes))
+
+	byAccount := func(s *dedupe.Store, account string) []string {
+		got, err := s.Activity(t.Context(), event.ActivityQuery{Account: account})
+		require.NoError(t, err)
+		var ids []string
+		for _, a := range got {
+			assert.Equal(t, account, a.Account)
+			ids = append(ids, a.EventID)
+		}
+		return ids
+	}
+	assert.Equal(t, []string{agency.ID()}, byAccount(s, "agency"))
+	assert.Len(t, byAccount(s, event.DefaultAccount), 1)
+	assert.Empty(t, byAccount(s, "nobody"))
+
+	// Attempts written before they named the account: it comes from the event kept beside the log.
+	require.NoError(t, s.Close())
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("activity")).Bucket([]byte("bus"))
+		old := map[string][]byte{}
+		require.NoError(t, b.ForEach(func(k, v []byte) error {
+			var a map[string]any
+			require.NoError(t, json.Unmarshal(v, &a))
+			require.Contains(t, a, "account")
+			delete(a, "account")
+			raw, err := json.Marshal(a)
+			old[string(k)] = raw
+			return err
+		}))
+		for k, v := range old {
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+	s = open(t, path, nil)
+	assert.Equal(t, []string{agency.ID()}, byAccount(s, "agency"))
+	assert.Len(t, byAccount(s, event.DefaultAccount), 1)
 }

@@ -213,13 +213,57 @@ type ingestPage struct {
 // it is the page's last chunk, which marks the chatbot initialized. A transaction that
 // would write nothing is rolled back, not committed, so that a poll of known records
 // costs no fsync.
+//
+// Route runs with no transaction open: it runs the forwarders' jq filters, which may
+// take up to their time bound each, and the write transaction blocks every other
+// writer of the store (other chatbots' pages, the dispatcher's outcomes). So a chunk
+// that makes events is first run only to find them, and rolled back; its events are
+// routed; and the chunk is run again with their routes. Should another writer change
+// what the chunk makes in between (taking some of its records), the run that meets
+// events without a route is rolled back too and they are routed; the third run routes
+// whatever it still lacks inside its transaction, so that a chunk always ends.
 func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, write bool) (event.Ingested, error) {
-	tx, err := s.db.Begin(write)
-	if err != nil {
-		return event.Ingested{}, err
+	var routes map[string]routed
+	for attempt := 1; ; attempt++ {
+		tx, err := s.db.Begin(write)
+		if err != nil {
+			return event.Ingested{}, err
+		}
+		in := ingestTx{s: s, tx: tx, ingestPage: page, routes: routes, routeHere: attempt == maxRouteAttempts}
+		res, err := in.run(serial, leads, offset, last)
+		if err != nil || len(in.unrouted) == 0 {
+			return s.finishChunk(&in, res, err)
+		}
+		for _, key := range in.met { // the next run meets them again
+			delete(page.inPage, key)
+		}
+		if err := tx.Rollback(); err != nil {
+			return event.Ingested{}, err
+		}
+		if routes == nil {
+			routes = make(map[string]routed, len(in.unrouted))
+		}
+		for _, u := range in.unrouted {
+			routes[u.ev.ID] = routed{event: u.json, names: s.route(u.ev)}
+		}
 	}
-	in := ingestTx{s: s, tx: tx, ingestPage: page}
-	res, err := in.run(serial, leads, offset, last)
+}
+
+// maxRouteAttempts is the run of a chunk that routes, inside its transaction, the events
+// the runs before it did not meet.
+const maxRouteAttempts = 3
+
+// routed is an event's route, found outside the transaction: the event as encoded then,
+// and the forwarders that want it.
+type routed struct {
+	event []byte
+	names []string
+}
+
+// finishChunk commits (or, if it wrote nothing or failed, rolls back) the transaction of
+// in, whose run returned res and err.
+func (s *Store) finishChunk(in *ingestTx, res event.Ingested, err error) (event.Ingested, error) {
+	tx := in.tx
 	if err == nil && in.wrote {
 		if err = s.clock.persist(tx); err == nil {
 			err = tx.Commit()
@@ -255,6 +299,18 @@ type ingestTx struct {
 	write   bool       // the transaction writes (not a dry run)
 	mark    bool       // taken records are marked seen (not a backfill for some forwarders only)
 	marks   []seenMark // seen keys to write at the end of the chunk
+	met     []string   // keys this run added to inPage
+
+	// Routing (see ingestChunk).
+	routes    map[string]routed // by event id, found before this run
+	routeHere bool              // route an event routes lacks now, in the transaction
+	unrouted  []unrouted        // events routes lacks, to route before the next run
+}
+
+// unrouted is an event a run met without its route, and its encoding.
+type unrouted struct {
+	ev   event.Event
+	json []byte
 }
 
 // fate is what a chunk makes of one valid record.
@@ -318,6 +374,9 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 			return in.res, err
 		}
 	}
+	if len(in.unrouted) > 0 {
+		return in.res, nil // rolled back: the chunk is run again once they are routed
+	}
 
 	// Seen keys go in in key order: bbolt then appends to a few leaf pages instead of
 	// inserting all over its tree (the API's order is not the keys' order).
@@ -356,6 +415,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		return nil
 	}
 	in.inPage[key] = struct{}{}
+	in.met = append(in.met, key)
 
 	hash, err := hex.DecodeString(l.ContentHash())
 	if err != nil {
@@ -451,9 +511,13 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if in.s.route == nil {
 		return nil
 	}
+	names, ok := in.route(ev, evJSON)
+	if !ok {
+		return nil
+	}
 	outbox := in.tx.Bucket(bucketOutbox)
 	var done []string
-	for _, name := range in.s.route(ev) {
+	for _, name := range names {
 		if slices.Contains(done, name) || (len(only) > 0 && !slices.Contains(only, name)) {
 			continue
 		}
@@ -465,6 +529,20 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 		in.wrote = true
 	}
 	return nil
+}
+
+// route returns the forwarders that want ev, encoded as evJSON, from the routes found
+// before the run, or found now on the last run. Otherwise it notes ev as unrouted and
+// returns false: the run is only finding the chunk's events (see ingestChunk).
+func (in *ingestTx) route(ev event.Event, evJSON []byte) ([]string, bool) {
+	if r, ok := in.routes[ev.ID]; ok && bytes.Equal(r.event, evJSON) {
+		return r.names, true
+	}
+	if in.routeHere {
+		return in.s.route(ev), true
+	}
+	in.unrouted = append(in.unrouted, unrouted{ev: ev, json: evJSON})
+	return nil, false
 }
 
 // putDelivery stores d in its forwarder's outbox sub-bucket under the next sequence,

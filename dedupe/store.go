@@ -85,7 +85,7 @@ type Options struct {
 	Retention   time.Duration              // Prune removes seen keys neither created nor seen within it, Ingest ignores older records; <= 0 keeps everything
 	Initial     string                     // InitialSkip (default) or InitialEmit
 	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
-	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none
+	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none. Called outside the write transaction, so it may be slow (jq filters)
 	Logger      *slog.Logger               // nil → discard
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
 	ReadOnly    bool                       // for operator commands: never create, change or write the file

@@ -6,20 +6,29 @@ import "time"
 // which forwarder, what became of it. It carries no personal data (no name, email, phone
 // or message); the event itself is kept beside the log once per id.
 type Attempt struct {
-	At        time.Time     `json:"at"` // when the outcome was recorded
-	Forwarder string        `json:"forwarder"`
-	EventID   string        `json:"event_id"`
-	Chatbot   string        `json:"chatbot"`
-	Kind      Kind          `json:"kind"`
-	Verdict   Verdict       `json:"verdict"`
-	Attempt   int           `json:"attempt"`         // the attempt's number, 1 for the first
-	Latency   time.Duration `json:"latency"`         // from the record's taking into the store (Delivery.Enqueued) to At
-	Error     string        `json:"error,omitempty"` // the attempt's error, empty when delivered
+	At        time.Time `json:"at"` // when the outcome was recorded
+	Forwarder string    `json:"forwarder"`
+	EventID   string    `json:"event_id"`
+	Chatbot   string    `json:"chatbot"`
+	Kind      Kind      `json:"kind"`
+	Verdict   Verdict   `json:"verdict"`
+	Attempt   int       `json:"attempt"` // the attempt's number, 1 for the first
+	// Took is how long the attempt took, from the call to the target to its answer (for
+	// a batch, the whole batch's); zero in attempts recorded before leadbridge kept it.
+	Took time.Duration `json:"took,omitempty"`
+	// InOutbox is the time from the record's taking into the store (Delivery.Enqueued)
+	// to At: how long the event waited for this outcome, retries included.
+	InOutbox time.Duration `json:"latency"`
+	Error    string        `json:"error,omitempty"` // the attempt's error, empty when delivered
+	// Account is the account of the event's chatbot; empty in attempts recorded before
+	// leadbridge kept it (the store fills it from the event it keeps beside the log).
+	Account string `json:"account,omitempty"`
 }
 
 // ActivityQuery selects attempts from the activity log; an empty field matches all.
 type ActivityQuery struct {
 	Forwarder string
+	Account   string
 	Chatbot   string
 	Kind      Kind
 	Verdict   Verdict
@@ -31,6 +40,7 @@ type ActivityQuery struct {
 // Matches reports whether a is selected by q, Limit aside.
 func (q ActivityQuery) Matches(a Attempt) bool {
 	return (q.Forwarder == "" || a.Forwarder == q.Forwarder) &&
+		(q.Account == "" || a.Account == q.Account) &&
 		(q.Chatbot == "" || a.Chatbot == q.Chatbot) &&
 		(q.Kind == "" || a.Kind == q.Kind) &&
 		(q.Verdict == 0 || a.Verdict == q.Verdict) &&
@@ -46,9 +56,9 @@ func AttemptOf(o Outcome, at time.Time) Attempt {
 		n++
 	}
 	a := Attempt{At: at, Forwarder: d.Forwarder, EventID: d.Event.ID, Chatbot: d.Event.Chatbot(),
-		Kind: d.Event.Kind(), Verdict: o.Verdict, Attempt: n}
+		Kind: d.Event.Kind(), Verdict: o.Verdict, Attempt: n, Took: max(o.Took, 0), Account: d.Event.Account()}
 	if !d.Enqueued.IsZero() {
-		a.Latency = max(at.Sub(d.Enqueued), 0)
+		a.InOutbox = max(at.Sub(d.Enqueued), 0)
 	}
 	if o.Verdict != Acked {
 		a.Error = d.LastError

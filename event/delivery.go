@@ -66,8 +66,10 @@ const (
 // Outcome is one attempt's verdict on the outbox entry (Delivery.Forwarder,
 // Delivery.Seq), for the outbox to record. For Retrying and Dead the entry takes
 // Delivery's Attempts, FirstTry, NextTry and LastError; At is when a Dead one was given up.
+// Took is how long the attempt took (for a batch, the whole batch's), for the activity log.
 type Outcome struct {
 	Delivery Delivery
 	Verdict  Verdict
 	At       time.Time
+	Took     time.Duration
 }

@@ -587,7 +587,7 @@ func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error
 	it.d = nil
 	v := verdict{lane: l, log: log, took: took, err: err}
 	if err == nil {
-		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked}, ResultOK
+		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked, Took: took}, ResultOK
 		l.rec.hand(v)
 		return
 	}
@@ -616,6 +616,7 @@ func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error
 		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Retrying}, ResultRetry
 	}
+	v.Outcome.Took = took
 	l.rec.hand(v)
 }
 

@@ -661,3 +661,35 @@ func TestDispatcherResumeBeforeRunIsKept(t *testing.T) {
 	drain(t, d)
 	assert.Equal(t, 2, target.count(), "delivered: the early resume was kept")
 }
+
+func TestDispatcherRecordsHowLongEachAttemptTook(t *testing.T) {
+	const slow = 20 * time.Millisecond // the targets answer no sooner
+	flaky := newSink(t, func(n int, _ string) int {
+		time.Sleep(slow)
+		if n < 1 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	bad := newSink(t, func(int, string) int { time.Sleep(slow); return http.StatusBadRequest })
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm", "bad")
+	defer st.Close()
+	_, err := st.Ingest(t.Context(), "bot1", leads(1))
+	require.NoError(t, err)
+
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: flaky.forwarder(t, "crm", time.Second), Retry: fastRetry()},
+		{Forwarder: bad.forwarder(t, "bad", time.Second), Retry: fastRetry()},
+	}}
+	drain(t, d)
+
+	got, err := st.Activity(t.Context(), event.ActivityQuery{})
+	require.NoError(t, err)
+	verdicts := map[string][]event.Verdict{}
+	for _, a := range got {
+		verdicts[a.Forwarder] = append(verdicts[a.Forwarder], a.Verdict)
+		assert.GreaterOrEqual(t, a.Took, slow, "%s attempt %d", a.Forwarder, a.Attempt)
+		assert.GreaterOrEqual(t, a.InOutbox, a.Took, "%s attempt %d", a.Forwarder, a.Attempt)
+	}
+	assert.Equal(t, map[string][]event.Verdict{"crm": {event.Acked, event.Retrying}, "bad": {event.Dead}}, verdicts)
+}

@@ -66,6 +66,8 @@ type ChatbotStatus struct {
 	LastOK    time.Time `json:"last_ok,omitzero"`
 	LastError string    `json:"last_error,omitempty"` // of the last poll; empty when it succeeded
 	Seen      int       `json:"seen"`                 // records the store holds as seen
+	// Interval is the chatbot's own poll interval; zero when it polls at poll.interval.
+	Interval time.Duration `json:"interval,omitempty"`
 }
 
 // TypeUnconfigured is the Type of a forwarder that has deliveries in the store but is
@@ -167,7 +169,7 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 	for _, c := range bots {
 		st := states[c.Serial]
 		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name, Account: c.Account,
-			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen})
+			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen, Interval: c.Interval})
 	}
 	forwarder := func(name, typ string) ForwarderStatus {
 		f := ForwarderStatus{Name: name, Type: typ, Pending: depth[name], Dead: dead[name]}

@@ -28,12 +28,66 @@ type StatusView struct {
 // smallStatus is how many chatbots WriteStatus lists one by one without StatusView.All.
 const smallStatus = 20
 
-// accountLine sums up one account's chatbots.
-type accountLine struct {
-	name                  string
-	chatbots, ok, failing int
-	notPolled, seen       int
-	lastPoll              time.Time
+// AccountSummary sums up one account's chatbots, for `status` and the web console.
+type AccountSummary struct {
+	Name      string
+	Chatbots  int
+	OK        int       // polled, and the last poll succeeded
+	Failing   int       // the last poll failed
+	NotPolled int       // never polled yet
+	Seen      int       // records the store holds as seen, over its chatbots
+	LastPoll  time.Time // the latest poll of any of its chatbots
+	LastOK    time.Time // the latest successful poll of any of its chatbots
+}
+
+// Accounts sums up bots by account, the accounts in the order they first come in bots.
+func Accounts(bots []ChatbotStatus) []AccountSummary {
+	var out []AccountSummary
+	index := map[string]int{}
+	for _, c := range bots {
+		i, ok := index[c.Account]
+		if !ok {
+			i = len(out)
+			index[c.Account] = i
+			out = append(out, AccountSummary{Name: c.Account})
+		}
+		a := &out[i]
+		a.Chatbots++
+		a.Seen += c.Seen
+		if c.LastPoll.After(a.LastPoll) {
+			a.LastPoll = c.LastPoll
+		}
+		if c.LastOK.After(a.LastOK) {
+			a.LastOK = c.LastOK
+		}
+		switch c.State() {
+		case StateNotPolled:
+			a.NotPolled++
+		case StateFailing:
+			a.Failing++
+		default:
+			a.OK++
+		}
+	}
+	return out
+}
+
+// A chatbot's state, as ChatbotStatus.State names it.
+const (
+	StateOK        = "ok"      // its last poll succeeded
+	StateFailing   = "failing" // its last poll failed
+	StateNotPolled = "never"   // not polled yet
+)
+
+// State is the chatbot's state: StateNotPolled, StateFailing or StateOK.
+func (c ChatbotStatus) State() string {
+	switch {
+	case c.LastPoll.IsZero():
+		return StateNotPolled
+	case c.LastError != "":
+		return StateFailing
+	}
+	return StateOK
 }
 
 // WriteStatus writes s as tables a person reads in a terminal, readable with thousands
@@ -44,11 +98,7 @@ type accountLine struct {
 // how to fix it), and a summary line. v.Account naming no account of s is an error.
 func WriteStatus(w io.Writer, s Status, v StatusView) error {
 	now := time.Now()
-	var (
-		bots     []ChatbotStatus
-		accounts []*accountLine
-		byName   = map[string]*accountLine{}
-	)
+	var bots []ChatbotStatus
 	for _, c := range s.Chatbots {
 		if v.Account == "" || c.Account == v.Account {
 			bots = append(bots, c)
@@ -57,34 +107,16 @@ func WriteStatus(w io.Writer, s Status, v StatusView) error {
 	if err := v.check(s); err != nil {
 		return err
 	}
+	accounts := Accounts(bots)
 	failing := 0
-	for _, c := range bots {
-		a := byName[c.Account]
-		if a == nil {
-			a = &accountLine{name: c.Account}
-			byName[c.Account] = a
-			accounts = append(accounts, a)
-		}
-		a.chatbots++
-		a.seen += c.Seen
-		if c.LastPoll.After(a.lastPoll) {
-			a.lastPoll = c.LastPoll
-		}
-		switch {
-		case c.LastPoll.IsZero():
-			a.notPolled++
-		case c.LastError != "":
-			a.failing++
-			failing++
-		default:
-			a.ok++
-		}
+	for _, a := range accounts {
+		failing += a.Failing
 	}
 
 	// The chatbots listed are grouped by account, in the order the accounts came.
 	order := make(map[string]int, len(accounts))
 	for i, a := range accounts {
-		order[a.name] = i
+		order[a.Name] = i
 	}
 	slices.SortStableFunc(bots, func(a, b ChatbotStatus) int { return order[a.Account] - order[b.Account] })
 
@@ -97,10 +129,10 @@ func WriteStatus(w io.Writer, s Status, v StatusView) error {
 
 	fmt.Fprintln(tw, "ACCOUNT\tCHATBOTS\tOK\tFAILING\tNOT POLLED\tSEEN\tLAST POLL")
 	for _, a := range accounts {
-		if v.Failing && a.failing == 0 {
+		if v.Failing && a.Failing == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", orDash(a.name), a.chatbots, a.ok, a.failing, a.notPolled, a.seen, ago(now, a.lastPoll))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", orDash(a.Name), a.Chatbots, a.OK, a.Failing, a.NotPolled, a.Seen, ago(now, a.LastPoll))
 	}
 
 	listAll := v.All || (!v.Failing && len(bots) <= smallStatus)
@@ -108,10 +140,10 @@ func WriteStatus(w io.Writer, s Status, v StatusView) error {
 	fmt.Fprintln(tw, "\nCHATBOT\tSERIAL\tACCOUNT\tLAST POLL\tSEEN\tRESULT")
 	for _, c := range bots {
 		result := "ok"
-		switch {
-		case c.LastPoll.IsZero():
+		switch c.State() {
+		case StateNotPolled:
 			result = "not polled yet"
-		case c.LastError != "":
+		case StateFailing:
 			// The serial has its own column; the error need not repeat it.
 			msg := strings.TrimPrefix(c.LastError, fmt.Sprintf("leadlist chatbot %q: ", c.Serial))
 			result = "error: " + cut(msg, maxStatusText)

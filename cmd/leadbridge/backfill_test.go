@@ -107,6 +107,20 @@ func TestBackfillDryRunWhileTheDaemonRuns(t *testing.T) {
 	old2 := r.api.Generate(testSerial, now.AddDate(0, 0, -8))
 	startDaemon(t, r.cfg, r.addr)
 	require.Eventually(t, func() bool { return len(r.good.IDs()) == 1 }, 10*time.Second, 20*time.Millisecond)
+	// The target took it before its verdict was committed: wait for the outbox to empty,
+	// so that what the store shows after the dry runs is theirs alone.
+	owed := func() int {
+		code, stdout, stderr := runMain(t, "status", "--config", r.cfg, "--json")
+		require.Equal(t, 0, code, stderr)
+		var s ops.Status
+		require.NoError(t, json.Unmarshal([]byte(stdout), &s))
+		n := 0
+		for _, f := range s.Forwarders {
+			n += f.Pending
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return owed() == 0 }, 10*time.Second, 20*time.Millisecond)
 
 	since := now.AddDate(0, 0, -10).Format(time.DateOnly)
 	code, stdout, stderr := runMain(t, "backfill", "--config", r.cfg, "--since", since, "--dry-run")

@@ -249,3 +249,28 @@ func TestDispatcherBoundsEntriesInFlight(t *testing.T) {
 	defer mu.Unlock()
 	assert.LessOrEqual(t, most, int64(2*window), "published and not settled, of %d", total)
 }
+
+// Batches on a fresh server come several at once (one per concurrency slot): one
+// creates the stream, and none may see it half-known and fail, as on the single path.
+func TestJetStreamFirstBatchesAtOnceCreateTheStreamOnce(t *testing.T) {
+	ns := startServer(t, nil)
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true, Stream: "LEADS"})
+	const batches, size = 16, 4
+	errs := make(chan []error, batches)
+	start := make(chan struct{})
+	for b := range batches {
+		go func() {
+			<-start
+			evs := make([]event.Event, size)
+			for i := range evs {
+				evs[i] = sampleEvent(b*size + i)
+			}
+			errs <- deliverBatch(f, evs)
+		}()
+	}
+	close(start)
+	for range batches {
+		assert.Equal(t, make([]error, size), <-errs)
+	}
+	assert.Len(t, ns.ReadStream("LEADS"), batches*size)
+}

@@ -440,17 +440,17 @@ func (f *Forwarder) publishCoreBatch(ctx context.Context, msgs []*natsgo.Msg, er
 
 // publishJetStreamBatch publishes msgs (nil ones skipped) without waiting for each ack,
 // then collects every ack, as publishJetStream does for one: the stream is checked
-// first when it has not been since the last failure, and a failure is recorded in errs.
+// first (ensureStream) when it has not been since the last failure, and a failure is
+// recorded in errs.
 func (f *Forwarder) publishJetStreamBatch(ctx context.Context, msgs []*natsgo.Msg, evs []event.Event, errs []error) {
 	opts := []jetstream.PublishOpt{jetstream.WithStallWait(f.timeout)}
 	if f.stream != "" {
-		if i := slices.IndexFunc(msgs, func(m *natsgo.Msg) bool { return m != nil }); i >= 0 && !f.streamChecked.Load() {
-			if err := f.checkStream(ctx, msgs[i].Subject); err != nil {
+		if i := slices.IndexFunc(msgs, func(m *natsgo.Msg) bool { return m != nil }); i >= 0 {
+			if err := f.ensureStream(ctx, msgs[i].Subject); err != nil {
 				err = f.errorf("stream %q: %v", f.stream, err)
 				fail(msgs, errs, func(*natsgo.Msg) error { return err })
 				return
 			}
-			f.streamChecked.Store(true)
 		}
 		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}

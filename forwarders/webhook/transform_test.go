@@ -44,7 +44,7 @@ func TestTransformFormEncoding(t *testing.T) {
 	tg := newTarget(t, status(http.StatusOK))
 	f := newForwarder(t, webhook.Config{URL: tg.URL, Secret: rawSecret, Encoding: webhook.EncodingForm,
 		Transform: `{email: .data.email, name: .data.name, count: .data.count, half: 0.5, yes: true, none: null,
-		             note: "a&b=c d", big: 12345678901234567890}`})
+		             note: "a&b=c d", big: 12345678901234567890, nan: nan, inf: infinite}`})
 	require.NoError(t, deliver(t, f, forwarderstest.SampleEvent()))
 
 	req := tg.seen()[0]
@@ -54,6 +54,7 @@ func TestTransformFormEncoding(t *testing.T) {
 	assert.Equal(t, url.Values{
 		"email": {"ada@example.com"}, "name": {"Ada <!channel>"}, "count": {"2"}, "half": {"0.5"},
 		"yes": {"true"}, "note": {"a&b=c d"}, "big": {"12345678901234567890"},
+		"inf": {"1.7976931348623157e+308"}, // as jq prints it; NaN, which jq prints as null, is left out as null is
 	}, form)
 	require.NoError(t, verifySignature(rawSecret, req.Header, req.Body, time.Now(), 5*time.Minute))
 }

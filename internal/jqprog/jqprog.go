@@ -2,7 +2,11 @@
 // forwarder's filter) with gojq, over the CloudEvent JSON of one event.
 //
 // A program is compiled once, at config load, and run many times, concurrently. Each run
-// is bounded in time and must yield exactly one value. The errors of a run are this
+// is bounded in steps (jq instructions), which make its verdict on a record the same
+// however busy the machine is, and in time, and must yield exactly one value. Both bounds
+// are checked between gojq's steps: one builtin call that makes a huge value (a string
+// repeated 10⁸ times, gsub over such a string) is not interrupted, and runs past the
+// bounds for as long as making that value takes (gojq caps a repeated string at 2 GiB). The errors of a run are this
 // package's own sentences, never gojq's text: gojq quotes the values it failed on, and
 // those are a person's name, email or message.
 //
@@ -26,6 +30,10 @@ import (
 // DefaultTimeout bounds one run of a program; a program that loops longer is stopped.
 const DefaultTimeout = time.Second
 
+// DefaultMaxSteps bounds the jq instructions one run executes: a few tenths of a second
+// of a busy loop. A mapping of the recipes takes under a thousand.
+const DefaultMaxSteps = 10_000_000
+
 // Errors of a run. Each is a whole reason, safe to log and to keep in a dead letter: it
 // holds no value of the input. A run also fails with the context's error when the
 // caller's context ends first, which is not the program's fault.
@@ -38,14 +46,17 @@ var (
 	ErrManyOutputs = errors.New("the jq program produced more than one output (one value is required)")
 	// ErrTimeout is a run stopped after its time bound.
 	ErrTimeout = errors.New("the jq program ran longer than its time bound and was stopped")
+	// ErrSteps is a run stopped after its bound of steps.
+	ErrSteps = errors.New("the jq program took more steps than its bound and was stopped")
 	// ErrNotBoolean is a filter whose value is not true or false.
 	ErrNotBoolean = errors.New("the jq filter produced a value that is not true or false")
 )
 
 // Program is a compiled jq program. It is safe for concurrent use.
 type Program struct {
-	code    *gojq.Code
-	timeout time.Duration
+	code     *gojq.Code
+	timeout  time.Duration
+	maxSteps int
 }
 
 // CompileError is a program that does not compile, located in its source.
@@ -84,7 +95,7 @@ func Compile(src string) (*Program, error) {
 	if err != nil {
 		return nil, &CompileError{Msg: err.Error()}
 	}
-	return &Program{code: code, timeout: DefaultTimeout}, nil
+	return &Program{code: code, timeout: DefaultTimeout, maxSteps: DefaultMaxSteps}, nil
 }
 
 // position turns a byte offset of src into a line and column, both from 1.
@@ -115,12 +126,19 @@ func (p *Program) WithTimeout(d time.Duration) *Program {
 	return &c
 }
 
+// WithMaxSteps is the program with another bound of steps per run.
+func (p *Program) WithMaxSteps(n int) *Program {
+	c := *p
+	c.maxSteps = n
+	return &c
+}
+
 // Run runs the program over input and returns its one value. It fails with one of the
 // Err* reasons of this package, or with ctx's error when ctx ended first.
 func (p *Program) Run(ctx context.Context, input any) (any, error) {
 	runCtx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	iter := p.code.RunWithContext(runCtx, input)
+	iter := p.code.RunWithContext(&stepBound{Context: runCtx, left: p.maxSteps}, input)
 	var (
 		out any
 		n   int
@@ -152,10 +170,43 @@ func (p *Program) runError(ctx, runCtx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case errors.Is(err, ErrSteps):
+		return ErrSteps
 	case runCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		return ErrTimeout
 	}
 	return ErrRuntime
+}
+
+// stepBound is the context of one run, which counts its steps: gojq polls Done before
+// each instruction it executes, and a run that has used up its steps finds Done closed
+// and Err saying ErrSteps (which gojq yields, ending the run; try cannot catch it). A
+// run is one goroutine's, so the count needs no lock.
+type stepBound struct {
+	context.Context
+	left int
+}
+
+// closed is a channel that is closed: the Done of a run out of steps.
+var closed = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+func (s *stepBound) Done() <-chan struct{} {
+	if s.left <= 0 {
+		return closed
+	}
+	s.left--
+	return s.Context.Done()
+}
+
+func (s *stepBound) Err() error {
+	if s.left <= 0 {
+		return ErrSteps
+	}
+	return s.Context.Err()
 }
 
 // Match runs the program as a filter: its one value must be true or false.
@@ -187,8 +238,8 @@ var (
 
 // Form encodes an object of scalars as application/x-www-form-urlencoded, fields in key
 // order: a string as it is, a number as jq prints it, a boolean as true or false; a
-// null leaves the field out. Anything else fails with ErrFormNotObject or
-// ErrFormNotScalar.
+// null, or NaN (which jq prints as null), leaves the field out. Anything else fails with
+// ErrFormNotObject or ErrFormNotScalar.
 func Form(v any) ([]byte, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
@@ -201,7 +252,9 @@ func Form(v any) ([]byte, error) {
 		case string:
 			form.Set(k, val)
 		case bool, int, float64, *big.Int, json.Number:
-			form.Set(k, string(JSON(val)))
+			if s := string(JSON(val)); s != "null" {
+				form.Set(k, s)
+			}
 		default:
 			return nil, ErrFormNotScalar
 		}

@@ -2,6 +2,7 @@ package jqprog
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestCompileErrorsSayWhere(t *testing.T) {
 func TestRunIsBoundedInTime(t *testing.T) {
 	p, err := Compile(`reduce range(1e18) as $i (0; .)`)
 	require.NoError(t, err)
-	p.timeout = 20 * time.Millisecond
+	p = p.WithTimeout(20 * time.Millisecond).WithMaxSteps(math.MaxInt)
 	_, err = p.Run(t.Context(), nil)
 	assert.ErrorIs(t, err, ErrTimeout)
 
@@ -40,6 +41,28 @@ func TestRunIsBoundedInTime(t *testing.T) {
 	cancel()
 	_, err = p.Run(ctx, nil)
 	assert.ErrorIs(t, err, context.Canceled)
+}
+
+// A run is bounded in steps too: a loop stops at its bound of steps however much time
+// is left, so a program's verdict on a record does not depend on how busy the machine
+// is; a program within its steps runs to its end; try cannot catch the stop.
+func TestRunIsBoundedInSteps(t *testing.T) {
+	in, err := Input([]byte(`{"data":{"email":"a@example.com"}}`))
+	require.NoError(t, err)
+	for _, src := range []string{`reduce range(1e18) as $i (0; .)`, `try (def f: f; f) catch true`, `[range(1e9)] | length`} {
+		p, err := Compile(src)
+		require.NoError(t, err)
+		_, err = p.WithTimeout(time.Minute).WithMaxSteps(10_000).Run(t.Context(), in)
+		assert.ErrorIs(t, err, ErrSteps, src)
+	}
+
+	p, err := Compile(`.data.email | endswith("@example.com")`)
+	require.NoError(t, err)
+	ok, err := p.WithTimeout(time.Minute).WithMaxSteps(100).Match(t.Context(), in)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	_, err = p.WithMaxSteps(3).Match(t.Context(), in)
+	assert.ErrorIs(t, err, ErrSteps, "a bound below what the program needs stops it")
 }
 
 func TestMatch(t *testing.T) {
