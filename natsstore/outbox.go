@@ -187,7 +187,7 @@ func isNoMsg(err error) bool {
 
 // dropRetry removes a retry state, if any.
 func (s *Store) dropRetry(ctx context.Context, key string) error {
-	if err := s.retry.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := s.retry.Purge(ctx, key, jetstream.PurgeTTL(purgeTTL)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("retry state %s: %w", key, err)
 	}
 	return nil

@@ -114,7 +114,7 @@ func (s *Store) Resume(ctx context.Context, forwarder string) (bool, error) {
 		return false, nil
 	}
 	if err == nil {
-		err = s.paused.Delete(ctx, forwarder)
+		err = s.paused.Purge(ctx, forwarder, jetstream.PurgeTTL(purgeTTL))
 	}
 	if err != nil {
 		return false, s.wrap("resume "+forwarder, err)
@@ -170,7 +170,7 @@ func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 	perChatbot := map[string]int{}
 	n := 0
 	for _, o := range olds {
-		err := s.seen.Delete(ctx, o.key, jetstream.LastRevision(o.rev))
+		err := s.seen.Purge(ctx, o.key, jetstream.LastRevision(o.rev), jetstream.PurgeTTL(purgeTTL))
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLast(err) {
 			continue // refreshed meanwhile
 		}

@@ -91,6 +91,9 @@ type Store struct {
 	lastOK map[string]time.Time // last success by serial: read at Open, then RecordPoll's
 }
 
+// purgeTTL is how long the marker of a deleted key stays in a bucket.
+const purgeTTL = time.Minute
+
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // Open creates (or updates to this shape) the buckets and streams and returns the store.
@@ -161,9 +164,10 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 		cfg := jetstream.KeyValueConfig{Bucket: s.prefix + "_" + name, Replicas: opts.Replicas,
 			Storage: jetstream.FileStorage, History: 1}
 		if markers {
-			// Keys expire (the seen keys' backstop TTL); an expiry leaves a marker for a
-			// while, so that watchers see it.
-			cfg.LimitMarkerTTL = time.Minute
+			// Keys expire (the seen keys' backstop TTL), and deletes leave markers that
+			// expire too (purgeTTL), so that a bucket whose keys come and go does not
+			// grow by one marker per key forever.
+			cfg.LimitMarkerTTL = purgeTTL
 		}
 		b, err := s.js.CreateOrUpdateKeyValue(ctx, cfg)
 		if err != nil {
@@ -178,10 +182,10 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 	if s.chatbots, err = kv("chatbots", false); err != nil {
 		return err
 	}
-	if s.paused, err = kv("paused", false); err != nil {
+	if s.paused, err = kv("paused", true); err != nil {
 		return err
 	}
-	if s.retry, err = kv("retry", false); err != nil {
+	if s.retry, err = kv("retry", true); err != nil {
 		return err
 	}
 	stream := func(name string, dup time.Duration) (jetstream.Stream, error) {
