@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
@@ -24,19 +23,11 @@ import (
 type app struct {
 	cfg        *config.Config
 	logger     *slog.Logger
-	store      *dedupe.Store
+	store      *openedStore
 	forwarders []forwarders.Forwarder
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
 }
-
-// The store is every store the other packages define as an interface where they use it.
-var (
-	_ poller.Store      = (*dedupe.Store)(nil)
-	_ forwarders.Outbox = (*dedupe.Store)(nil)
-	_ ops.LocalStore    = (*dedupe.Store)(nil)
-	_ ops.PauseStore    = (*dedupe.Store)(nil)
-)
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).
 func loadConfig(path string) (*config.Config, error) {
@@ -86,14 +77,7 @@ func openAppFile(ctx context.Context, path string, stderr io.Writer) (*config.Co
 func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, error) {
 	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger}
-	store, err := dedupe.Open(dedupe.Options{
-		Path:        cfg.Store.Path,
-		Retention:   cfg.Store.Retention,
-		Initial:     cfg.Poll.Initial,
-		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       cfg.Route,
-		Logger:      logger.With("component", "store"),
-	})
+	store, err := openStore(ctx, cfg, logger.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,9 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 
 	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
-		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
+		"forwarders", len(cfg.Forwarders), "store", storeLabel(cfg), "interval", cfg.Poll.Interval)
+	// With backend nats the replicas share the outbox through durable consumers.
+	a.dispatcher.Outbox = a.store.deliveryOutbox()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
