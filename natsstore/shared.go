@@ -16,8 +16,11 @@ import (
 // Defaults for SharedOptions.
 const (
 	DefaultAckWait = 30 * time.Second
-	DefaultMaxHeld = 512
+	DefaultMaxHeld = 1024
 )
+
+// fetchWait is how long one pull request waits on the server for entries.
+const fetchWait = 5 * time.Second
 
 // SharedOptions configures Store.Shared.
 type SharedOptions struct {
@@ -26,8 +29,10 @@ type SharedOptions struct {
 	// third of it while it holds the entry (also while a slow target works on it).
 	// Default DefaultAckWait.
 	AckWait time.Duration
-	// MaxHeld bounds the entries of one forwarder a replica holds at a time (the
-	// consumer's MaxAckPending, shared by all replicas). Default DefaultMaxHeld.
+	// MaxHeld bounds the entries of one forwarder this replica holds at a time: it pulls
+	// more only while it holds fewer, so that the others get their share. (Entries
+	// waiting for a retry are not held; the consumer's MaxAckPending is unlimited, so
+	// that many failing entries never stall fresh ones.) Default DefaultMaxHeld.
 	MaxHeld int
 }
 
@@ -66,8 +71,12 @@ type Shared struct {
 
 // held is what a replica holds of one forwarder's entries.
 type held struct {
-	cc      jetstream.ConsumeContext
-	entries map[uint64]*heldEntry
+	forwarder string
+	cons      jetstream.Consumer
+	freed     chan struct{} // an entry left: there may be room to pull more
+	cancel    context.CancelFunc
+	done      chan struct{} // the pull loop ended
+	entries   map[uint64]*heldEntry
 }
 
 // heldEntry is one entry delivered to this replica and not yet acked or nak'ed.
@@ -136,29 +145,57 @@ func (sh *Shared) lane(ctx context.Context, forwarder string) (*held, error) {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       sh.ackWait,
 		MaxDeliver:    -1, // the Dispatcher's retry budget decides when to give up
-		MaxAckPending: sh.maxHeld,
+		MaxAckPending: -1, // bounded per replica by MaxHeld instead
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      0, // as the stream
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer for %s: %w", forwarder, err)
 	}
-	h = &held{entries: map[uint64]*heldEntry{}}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if other := sh.lanes[forwarder]; other != nil {
 		return other, nil // attached meanwhile
 	}
-	h.cc, err = cons.Consume(func(m jetstream.Msg) { sh.receive(h, m) },
-		jetstream.PullMaxMessages(min(sh.maxHeld, 256)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			sh.s.log.Debug("consumer", "forwarder", forwarder, "err", err)
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", forwarder, err)
-	}
+	loop, cancel := context.WithCancel(context.Background())
+	h = &held{forwarder: forwarder, cons: cons, freed: make(chan struct{}, 1), cancel: cancel,
+		done: make(chan struct{}), entries: map[uint64]*heldEntry{}}
 	sh.lanes[forwarder] = h
+	go sh.pull(loop, h)
 	return h, nil
+}
+
+// pull asks the server for entries while this replica holds fewer than MaxHeld of the
+// forwarder's, until ctx is done.
+func (sh *Shared) pull(ctx context.Context, h *held) {
+	defer close(h.done)
+	for ctx.Err() == nil {
+		sh.mu.Lock()
+		room := sh.maxHeld - len(h.entries)
+		sh.mu.Unlock()
+		if room <= 0 {
+			select {
+			case <-ctx.Done():
+			case <-h.freed:
+			}
+			continue
+		}
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := h.cons.Fetch(min(room, 256), jetstream.FetchContext(fctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				sh.receive(h, m)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+			sh.s.log.Warn("pulling outbox entries failed; trying again", "forwarder", h.forwarder, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }
 
 // receive takes an entry the server delivered to this replica.
@@ -287,6 +324,10 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		if h := sh.lanes[d.Forwarder]; h != nil {
 			e = h.entries[d.Seq]
 			delete(h.entries, d.Seq)
+			select {
+			case h.freed <- struct{}{}:
+			default:
+			}
 		}
 		sh.mu.Unlock()
 		if e == nil {
@@ -347,7 +388,8 @@ func (sh *Shared) Close() error {
 	close(sh.stop)
 	<-sh.stopped
 	for _, h := range lanes {
-		h.cc.Stop()
+		h.cancel()
+		<-h.done
 		sh.mu.Lock()
 		entries := h.entries
 		h.entries = map[uint64]*heldEntry{}

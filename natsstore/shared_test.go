@@ -35,10 +35,15 @@ type replica struct {
 
 func startReplica(t *testing.T, ns *leadtest.NATS, sink *leadtest.Sink, ackWait time.Duration) *replica {
 	t.Helper()
+	return startReplicaWith(t, ns, sink, natsstore.SharedOptions{AckWait: ackWait})
+}
+
+func startReplicaWith(t *testing.T, ns *leadtest.NATS, sink *leadtest.Sink, o natsstore.SharedOptions) *replica {
+	t.Helper()
 	nc, _ := ns.Connect()
 	t.Cleanup(nc.Close)
 	r := &replica{nc: nc, store: open(t, nc, nil), done: make(chan struct{}), attempts: map[string]int{}}
-	r.shared = r.store.Shared(natsstore.SharedOptions{AckWait: ackWait})
+	r.shared = r.store.Shared(o)
 	f, err := webhook.New(webhook.Config{Name: "crm", URL: sink.URL + "/hooks", Timeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	d := &forwarders.Dispatcher{Outbox: r.shared, Grace: 50 * time.Millisecond,
@@ -236,5 +241,37 @@ func ackWaitsPass(t *testing.T, ns *leadtest.NATS, n int, ackWait time.Duration)
 			got++
 		}
 		require.Equal(t, 1, got, "probe delivery %d", i+1)
+	}
+}
+
+// Entries that keep failing wait for their retries without being held, so however many
+// there are, fresh entries behind them still go out.
+func TestSharedOutboxFailingEntriesDoNotStallFreshOnes(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	page := leadtest.Leads(bot, 1, 20, base)
+	failing := map[string]bool{}
+	for _, l := range page[:8] {
+		failing[l.ID()] = true
+	}
+	sink := leadtest.NewSink(t, func(_ int, id string) int {
+		if failing[id] {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	a := startReplicaWith(t, ns, sink, natsstore.SharedOptions{AckWait: 5 * time.Second, MaxHeld: 4})
+	_, err := a.store.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		got := counts(sink.IDs())
+		for _, l := range page[8:] {
+			if got[l.ID()] == 0 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 20*time.Millisecond, "the twelve good entries go out past the eight failing ones")
+	for _, l := range page[8:] {
+		assert.Equal(t, 1, counts(sink.IDs())[l.ID()])
 	}
 }
