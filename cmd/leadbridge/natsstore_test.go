@@ -74,6 +74,12 @@ func TestTwoDaemonsOnTheJetStreamStoreDeliverEachRecordOnce(t *testing.T) {
 	for id, n := range counts(sink.IDs()) {
 		assert.Equal(t, 1, n, "event %s delivered %d times", id, n)
 	}
+
+	// A dry-run backfill elsewhere asks the shared store what was seen.
+	since := now.UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	code, out, stderr := runMain(t, "backfill", "--config", elsewhere, "--since", since, "--dry-run")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "dry run: 15 records found, 0 would be sent")
 }
 
 func counts(ids []string) map[string]int {
