@@ -102,4 +102,11 @@ func TestJetStreamStoreUnreachableIsAClearError(t *testing.T) {
 	assert.NotEqual(t, 0, code)
 	assert.Contains(t, stderr, "store.nats.url: no NATS server answered within 500ms")
 	assert.NotContains(t, out+stderr, "wrong-pass-456")
+
+	// config check still passes the config, and says it could not look into the store.
+	code, out, stderr = runMain(t, "config", "check", "--config", cfg)
+	assert.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, ": ok (1 chatbots, 1 forwarders)")
+	assert.Contains(t, stderr, "warning: could not read the store to look for stranded deliveries: store.nats.url: no NATS server answered")
+	assert.NotContains(t, out+stderr, "wrong-pass-456")
 }
