@@ -29,11 +29,18 @@ type SharedOptions struct {
 	// third of it while it holds the entry (also while a slow target works on it).
 	// Default DefaultAckWait.
 	AckWait time.Duration
-	// MaxHeld bounds the entries of one forwarder this replica holds at a time: it pulls
-	// more only while it holds fewer, so that the others get their share. (Entries
-	// waiting for a retry are not held; the consumer's MaxAckPending is unlimited, so
-	// that many failing entries never stall fresh ones.) Default DefaultMaxHeld.
+	// MaxHeld bounds the entries of one forwarder this replica pulls ahead of its
+	// Dispatcher: it pulls more only while fewer wait to be handed over, so that the
+	// others get their share (the Dispatcher's lane bounds what it takes). Entries
+	// waiting for a retry are not held, and the consumer's MaxAckPending is unlimited,
+	// so that many failing entries never stall fresh ones. Default DefaultMaxHeld.
 	MaxHeld int
+	// Drain shapes the outbox for Dispatcher.Drain (`once`, `backfill`) beside running
+	// replicas: Pending pulls what the server has ready itself (no pull ahead), so that a
+	// short answer means there is nothing more, and a retried entry stays held (its
+	// attempt comes from this process, within the drain) instead of going back to the
+	// server. What the drain leaves is handed back at Close.
+	Drain bool
 }
 
 // Shared is the outbox as the replicas of a cluster share it: each forwarder's entries
@@ -60,6 +67,7 @@ type Shared struct {
 	s       *Store
 	ackWait time.Duration
 	maxHeld int
+	drain   bool
 	changes chan struct{}
 
 	mu      sync.Mutex
@@ -73,7 +81,7 @@ type Shared struct {
 type held struct {
 	forwarder string
 	cons      jetstream.Consumer
-	freed     chan struct{} // an entry left: there may be room to pull more
+	freed     chan struct{} // an entry was handed over or left: there may be room to pull more
 	cancel    context.CancelFunc
 	done      chan struct{} // the pull loop ended
 	entries   map[uint64]*heldEntry
@@ -103,7 +111,7 @@ func (s *Store) Shared(o SharedOptions) *Shared {
 	if o.MaxHeld <= 0 {
 		o.MaxHeld = DefaultMaxHeld
 	}
-	sh := &Shared{s: s, ackWait: o.AckWait, maxHeld: o.MaxHeld, changes: make(chan struct{}, 1),
+	sh := &Shared{s: s, ackWait: o.AckWait, maxHeld: o.MaxHeld, drain: o.Drain, changes: make(chan struct{}, 1),
 		lanes: map[string]*held{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go sh.heartbeat()
 	return sh
@@ -160,17 +168,42 @@ func (sh *Shared) lane(ctx context.Context, forwarder string) (*held, error) {
 	h = &held{forwarder: forwarder, cons: cons, freed: make(chan struct{}, 1), cancel: cancel,
 		done: make(chan struct{}), entries: map[uint64]*heldEntry{}}
 	sh.lanes[forwarder] = h
-	go sh.pull(loop, h)
+	if sh.drain {
+		close(h.done) // Pending pulls itself
+	} else {
+		go sh.pull(loop, h)
+	}
 	return h, nil
 }
 
-// pull asks the server for entries while this replica holds fewer than MaxHeld of the
-// forwarder's, until ctx is done.
+// waiting counts the entries held and not handed to the Dispatcher yet. Called with
+// sh.mu held.
+func (h *held) waiting() int {
+	n := 0
+	for _, e := range h.entries {
+		if !e.handed {
+			n++
+		}
+	}
+	return n
+}
+
+// freeRoom wakes the pull loop: entries were handed over or left. Called with sh.mu held.
+func (h *held) freeRoom() {
+	select {
+	case h.freed <- struct{}{}:
+	default:
+	}
+}
+
+// pull asks the server for entries while fewer than MaxHeld of the forwarder's wait in
+// this replica to be handed to the Dispatcher (whose lane bounds what it takes), until
+// ctx is done.
 func (sh *Shared) pull(ctx context.Context, h *held) {
 	defer close(h.done)
 	for ctx.Err() == nil {
 		sh.mu.Lock()
-		room := sh.maxHeld - len(h.entries)
+		room := sh.maxHeld - h.waiting()
 		sh.mu.Unlock()
 		if room <= 0 {
 			select {
@@ -232,20 +265,23 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 	}
 	// The entries are marked handed before they are read, and checked again after: an
 	// attempt (Entry) may take one meanwhile, and then it is not handed over.
+	seqs, err := sh.unhanded(h, limit)
+	if err != nil {
+		return nil, sh.s.wrap("pending "+forwarder, err)
+	}
 	sh.mu.Lock()
-	var seqs []uint64
-	for seq, e := range h.entries {
-		if !e.handed {
-			seqs = append(seqs, seq)
+	mine := seqs[:0]
+	for _, seq := range seqs {
+		if limit > 0 && len(mine) == limit {
+			break
+		}
+		if e := h.entries[seq]; e != nil && !e.handed {
+			e.handed = true
+			mine = append(mine, seq)
 		}
 	}
-	slices.Sort(seqs)
-	if limit > 0 && len(seqs) > limit {
-		seqs = seqs[:limit]
-	}
-	for _, seq := range seqs {
-		h.entries[seq].handed = true
-	}
+	seqs = mine
+	h.freeRoom()
 	sh.mu.Unlock()
 	var out []event.Delivery
 	for _, seq := range seqs {
@@ -270,6 +306,43 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 		}
 	}
 	return out, nil
+}
+
+// unhanded returns the entries held and not handed over yet, oldest first. Draining,
+// it first pulls what the server has ready, up to limit (<= 0: 1024) entries waiting
+// in all: so an answer shorter than limit means the outbox holds nothing more for this
+// process now, as the Dispatcher's Drain reads it.
+func (sh *Shared) unhanded(h *held, limit int) ([]uint64, error) {
+	collect := func() []uint64 {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		var seqs []uint64
+		for seq, e := range h.entries {
+			if !e.handed {
+				seqs = append(seqs, seq)
+			}
+		}
+		slices.Sort(seqs)
+		return seqs
+	}
+	seqs := collect()
+	if limit <= 0 {
+		limit = DefaultMaxHeld
+	}
+	if !sh.drain || len(seqs) >= limit {
+		return seqs, nil
+	}
+	batch, err := h.cons.FetchNoWait(limit - len(seqs))
+	if err != nil {
+		return nil, err
+	}
+	for m := range batch.Messages() {
+		sh.receive(h, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		return nil, err
+	}
+	return collect(), nil
 }
 
 // read decodes held entry seq with its retry state, if it is held and want says so.
@@ -321,13 +394,16 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		}
 		sh.mu.Lock()
 		var e *heldEntry
-		if h := sh.lanes[d.Forwarder]; h != nil {
+		if h := sh.lanes[d.Forwarder]; h != nil && sh.drain && o.Verdict == event.Retrying {
+			if e := h.entries[d.Seq]; e != nil {
+				e.taken = false // held for the lane's next attempt (Entry)
+			}
+			sh.mu.Unlock()
+			continue
+		} else if h != nil {
 			e = h.entries[d.Seq]
 			delete(h.entries, d.Seq)
-			select {
-			case h.freed <- struct{}{}:
-			default:
-			}
+			h.freeRoom()
 		}
 		sh.mu.Unlock()
 		if e == nil {

@@ -110,7 +110,7 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 	a.warnOrphans(ctx)
 
 	a.dispatcher = &forwarders.Dispatcher{
-		Outbox: store,
+		Outbox: store.drainOutbox(), // run swaps in deliveryOutbox
 		Routes: routes,
 		Logger: logger.With("component", "dispatcher"),
 		Grace:  cfg.Shutdown.Grace,

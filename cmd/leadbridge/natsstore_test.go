@@ -110,3 +110,33 @@ func TestJetStreamStoreUnreachableIsAClearError(t *testing.T) {
 	assert.Contains(t, stderr, "warning: could not read the store to look for stranded deliveries: store.nats.url: no NATS server answered")
 	assert.NotContains(t, out+stderr, "wrong-pass-456")
 }
+
+// `once` on the JetStream store delivers what it polls, alone or beside a running
+// daemon, and no record goes out twice.
+func TestOnceOnTheJetStreamStore(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	now := time.Now()
+	for i := range 8 {
+		api.Generate(testSerial, now.Add(-time.Duration(i+1)*time.Minute))
+	}
+	cfg := natsConfig(t, "once", apiURL, sink.URL, ns.URL(), "")
+	code, _, stderr := runMain(t, "once", "--config", cfg)
+	require.Equal(t, 0, code, stderr)
+	assert.Len(t, counts(sink.IDs()), 8, "alone, once delivers everything it took")
+
+	addr := freeAddr(t)
+	startDaemon(t, natsConfig(t, "d", apiURL, sink.URL, ns.URL(), addr), addr)
+	for round := range 3 {
+		for i := range 10 {
+			api.Generate(testSerial, now.Add(time.Duration(round*10+i)*time.Second))
+		}
+		code, _, stderr = runMain(t, "once", "--config", cfg)
+		require.Equal(t, 0, code, stderr)
+	}
+	require.Eventually(t, func() bool { return len(counts(sink.IDs())) == 38 }, 20*time.Second, 20*time.Millisecond)
+	for id, n := range counts(sink.IDs()) {
+		assert.Equal(t, 1, n, "event %s delivered %d times", id, n)
+	}
+}

@@ -44,11 +44,11 @@ type openedStore struct {
 	stateStore
 	conn   *natsgo.Conn      // nil for bbolt
 	shared *natsstore.Shared // nil for bbolt
+	drain  *natsstore.Shared // nil for bbolt
 }
 
 // deliveryOutbox is the outbox a running daemon's Dispatcher reads: the store itself
-// for bbolt, the consumers shared with the other replicas for nats. (Drain, for `once`,
-// reads the store itself with either backend.)
+// for bbolt, the consumers shared with the other replicas for nats.
 func (o *openedStore) deliveryOutbox() forwarders.Outbox {
 	if o.shared != nil {
 		return o.shared
@@ -56,12 +56,24 @@ func (o *openedStore) deliveryOutbox() forwarders.Outbox {
 	return o.stateStore
 }
 
-// Close hands back what the shared outbox holds, then closes the store and its
+// drainOutbox is the outbox Dispatcher.Drain reads (`once`, `backfill`): the store
+// itself for bbolt, the shared consumers in drain mode for nats, so that a drain beside
+// running replicas attempts no entry one of them holds.
+func (o *openedStore) drainOutbox() forwarders.Outbox {
+	if o.drain != nil {
+		return o.drain
+	}
+	return o.stateStore
+}
+
+// Close hands back what the shared outboxes hold, then closes the store and its
 // connection. Call it after the Dispatcher stopped.
 func (o *openedStore) Close() error {
 	var errs []error
-	if o.shared != nil {
-		errs = append(errs, o.shared.Close())
+	for _, sh := range []*natsstore.Shared{o.shared, o.drain} {
+		if sh != nil {
+			errs = append(errs, sh.Close())
+		}
 	}
 	errs = append(errs, o.stateStore.Close())
 	if o.conn != nil {
@@ -106,7 +118,8 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*o
 		nc.Close()
 		return nil, fmt.Errorf("store.nats: %w", err)
 	}
-	return &openedStore{stateStore: st, conn: nc, shared: st.Shared(natsstore.SharedOptions{})}, nil
+	return &openedStore{stateStore: st, conn: nc, shared: st.Shared(natsstore.SharedOptions{}),
+		drain: st.Shared(natsstore.SharedOptions{Drain: true})}, nil
 }
 
 // duplicateWindow is the outbox stream's duplicate window for a poll interval: an
@@ -143,4 +156,26 @@ func storeLabel(cfg *config.Config) string {
 		return "nats:" + cfg.Store.NATS.Prefix
 	}
 	return cfg.Store.Path
+}
+
+// settle waits, with backend nats, until the configured forwarders' entries (or only's)
+// left after a drain are delivered by the running replicas that hold them, or ctx is
+// done: what a drain did not take, another replica may be delivering. With bbolt it
+// returns at once (the drain saw the whole outbox).
+func (a *app) settle(ctx context.Context, only string) {
+	if a.store.shared == nil {
+		return
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if n, err := a.pending(ctx, only); err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
