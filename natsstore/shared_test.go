@@ -341,4 +341,3 @@ func TestSharedOutboxDrain(t *testing.T) {
 	}
 	t.Logf("the running replica made %d of the deliveries", a.delivered())
 }
-
