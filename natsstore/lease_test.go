@@ -79,3 +79,23 @@ func TestLeases(t *testing.T) {
 	_, _, err = a.Acquire(ctx, "bad serial", "replica-a", ttl)
 	assert.ErrorContains(t, err, "want a serial")
 }
+
+// A resume by any replica or operator reaches every replica that watches.
+func TestWatchResumes(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	a, b := open(t, nc, nil), open(t, nc, nil)
+	got := make(chan string, 4)
+	require.NoError(t, b.WatchResumes(t.Context(), func(f string) { got <- f }))
+	require.NoError(t, a.Pause(t.Context(), "crm", "crm: HTTP 410", "h1"))
+	was, err := a.Resume(t.Context(), "crm")
+	require.NoError(t, err)
+	require.True(t, was)
+	select {
+	case f := <-got:
+		assert.Equal(t, "crm", f, "the pause itself is not a resume; its removal is")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resume seen")
+	}
+}

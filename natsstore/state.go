@@ -200,3 +200,31 @@ func isWrongLast(err error) bool {
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
+
+// WatchResumes calls resumed with a forwarder's name each time its pause is removed
+// from the store (by any replica or operator command), until ctx is done, so that every
+// running replica resumes it, not only the one that served the command. It returns once
+// the watch is set up.
+func (s *Store) WatchResumes(ctx context.Context, resumed func(forwarder string)) error {
+	w, err := s.paused.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return s.wrap("watch pauses", err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil && (e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge) {
+					resumed(e.Key())
+				}
+			}
+		}
+	}()
+	return nil
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,4 +140,39 @@ func TestOnceOnTheJetStreamStore(t *testing.T) {
 	for id, n := range counts(sink.IDs()) {
 		assert.Equal(t, 1, n, "event %s delivered %d times", id, n)
 	}
+}
+
+// A target that said 410 pauses the daemons that met it; a resume from a machine where
+// no daemon runs (the shared store only) resumes every one of them.
+func TestAResumeReachesEveryDaemon(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	sink.AnswerAll(http.StatusGone)
+	now := time.Now()
+	for i := range 6 {
+		api.Generate(testSerial, now.Add(-time.Duration(i+1)*time.Minute))
+	}
+	for _, name := range []string{"a", "b"} {
+		addr := freeAddr(t)
+		startDaemon(t, natsConfig(t, name, apiURL, sink.URL, ns.URL(), addr), addr)
+	}
+	elsewhere := natsConfig(t, "op", apiURL, sink.URL, ns.URL(), "")
+	require.Eventually(t, func() bool {
+		code, out, _ := runMain(t, "status", "--config", elsewhere)
+		return code == 0 && strings.Contains(out, "PAUSED") && strings.Contains(out, ", 6 pending")
+	}, 20*time.Second, 50*time.Millisecond, "the 410 paused crm, its deliveries kept")
+
+	sink.AnswerAll(0)
+	code, out, stderr := runMain(t, "forwarder", "resume", "crm", "--config", elsewhere)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "resumed")
+	require.Eventually(t, func() bool {
+		got := map[string]bool{}
+		for _, id := range sink.IDs() {
+			got[id] = true
+		}
+		code, out, _ := runMain(t, "status", "--config", elsewhere)
+		return code == 0 && strings.Contains(out, ", 0 pending") && len(got) == 6
+	}, 20*time.Second, 50*time.Millisecond, "every kept delivery went out after the resume")
 }

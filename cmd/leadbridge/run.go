@@ -57,8 +57,12 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	logger.Info("leadbridge started", "version", Version, "chatbots", len(cfg.NeoAgent.Chatbots),
 		"forwarders", len(cfg.Forwarders), "store", storeLabel(cfg), "interval", cfg.Poll.Interval)
-	// With backend nats the replicas share the outbox through durable consumers.
+	// With backend nats the replicas share the outbox through durable consumers, and
+	// a resume anywhere reaches this daemon.
 	a.dispatcher.Outbox = a.store.deliveryOutbox()
+	if err := a.store.watchResumes(ctx, a.dispatcher.Resume); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })

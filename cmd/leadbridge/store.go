@@ -43,8 +43,19 @@ var (
 type openedStore struct {
 	stateStore
 	conn   *natsgo.Conn      // nil for bbolt
+	nats   *natsstore.Store  // nil for bbolt
 	shared *natsstore.Shared // nil for bbolt
 	drain  *natsstore.Shared // nil for bbolt
+}
+
+// watchResumes makes a running daemon resume a forwarder whenever its pause leaves the
+// shared store (an operator command or another replica resumed it). Nothing to do with
+// bbolt: the daemon serving the command is the only one.
+func (o *openedStore) watchResumes(ctx context.Context, resume func(name string) bool) error {
+	if o.nats == nil {
+		return nil
+	}
+	return o.nats.WatchResumes(ctx, func(name string) { resume(name) })
 }
 
 // deliveryOutbox is the outbox a running daemon's Dispatcher reads: the store itself
@@ -118,7 +129,7 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*o
 		nc.Close()
 		return nil, fmt.Errorf("store.nats: %w", err)
 	}
-	return &openedStore{stateStore: st, conn: nc, shared: st.Shared(natsstore.SharedOptions{}),
+	return &openedStore{stateStore: st, conn: nc, nats: st, shared: st.Shared(natsstore.SharedOptions{}),
 		drain: st.Shared(natsstore.SharedOptions{Drain: true})}, nil
 }
 
