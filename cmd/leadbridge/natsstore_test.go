@@ -176,3 +176,27 @@ func TestAResumeReachesEveryDaemon(t *testing.T) {
 		return code == 0 && strings.Contains(out, ", 0 pending") && len(got) == 6
 	}, 20*time.Second, 50*time.Millisecond, "every kept delivery went out after the resume")
 }
+
+// /readyz reports the JetStream store's connection: not ready while NATS is down, ready
+// again once it is back, and records go out again.
+func TestReadyzFollowsTheJetStreamStore(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	api, apiURL := leadtest.StartAPI(t, testKey)
+	sink := leadtest.NewSink(t, nil)
+	addr := freeAddr(t)
+	startDaemon(t, natsConfig(t, "a", apiURL, sink.URL, ns.URL(), addr), addr)
+	require.Eventually(t, func() bool { code, _ := readyz(t, addr); return code == http.StatusOK }, 10*time.Second, 50*time.Millisecond)
+
+	ns.Stop()
+	require.Eventually(t, func() bool {
+		code, body := readyz(t, addr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "the store does not answer")
+	}, 20*time.Second, 50*time.Millisecond)
+
+	ns.Start()
+	require.Eventually(t, func() bool { code, _ := readyz(t, addr); return code == http.StatusOK }, 30*time.Second, 100*time.Millisecond,
+		"ready again once NATS is back")
+	// And delivering again: the daemon's consumers pull once more.
+	api.Generate(testSerial, time.Now())
+	require.Eventually(t, func() bool { return sink.Count() == 1 }, 30*time.Second, 100*time.Millisecond)
+}
