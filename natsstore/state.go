@@ -139,12 +139,23 @@ func (s *Store) Paused(ctx context.Context) (map[string]event.Pause, error) {
 
 // Prune removes the seen keys of records neither created nor last seen within the
 // retention before now, and returns how many it removed; with Retention <= 0 it keeps
-// everything. A key refreshed by another replica meanwhile is kept (the delete names
-// the revision read). Each key also expires on its own after twice the retention, in
-// case no replica prunes.
+// everything. now is a wall-clock reading; if it is ahead of the NATS server's clock,
+// the server's is used, so that one clock jumped ahead cannot prune keys early. A key
+// refreshed by another replica meanwhile is kept (the delete names the revision read).
+// Each key also expires on its own after twice the retention, in case no replica
+// prunes.
 func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 	if s.retention <= 0 {
 		return 0, nil
+	}
+	serverNow, err := s.serverTime(ctx)
+	if err != nil {
+		return 0, s.wrap("prune", err)
+	}
+	if now.After(serverNow) {
+		// A wall clock ahead of the server's would prune keys early, and a record the
+		// API still returns whose key is gone is announced again: the earlier clock wins.
+		now = serverNow
 	}
 	cutoff := now.Add(-s.retention)
 	type old struct {
@@ -153,7 +164,7 @@ func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 	}
 	var olds []old
 	malformed := 0
-	err := each(ctx, s.seen, func(e jetstream.KeyValueEntry) error {
+	err = each(ctx, s.seen, func(e jetstream.KeyValueEntry) error {
 		v, err := decodeSeen(e.Value())
 		if err != nil {
 			malformed++ // kept: losing it could announce its record again
@@ -192,6 +203,22 @@ func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 		s.log.Info("pruned seen keys", "count", n, "cutoff", cutoff)
 	}
 	return n, nil
+}
+
+// clockKey is a key of the retry bucket (whose own keys are "<forwarder>.<seq>")
+// written only to read the server's time.
+const clockKey = "_clock"
+
+// serverTime is the NATS server's clock now: the time it stamps on a fresh write.
+func (s *Store) serverTime(ctx context.Context) (time.Time, error) {
+	if _, err := s.retry.Put(ctx, clockKey, nil); err != nil {
+		return time.Time{}, fmt.Errorf("read the server's clock: %w", err)
+	}
+	e, err := s.retry.Get(ctx, clockKey)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the server's clock: %w", err)
+	}
+	return e.Created(), nil
 }
 
 // isWrongLast reports a "wrong last sequence" API error: a conditional write lost.

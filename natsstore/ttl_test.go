@@ -52,3 +52,23 @@ func TestSeenKeysAndMarkersExpireOnTheirOwn(t *testing.T) {
 	assert.Equal(t, "PURGE", m.Header.Get("KV-Operation"))
 	assert.NotEmpty(t, m.Header.Get(jetstream.MsgTTLHeader), "the purge marker expires")
 }
+
+// A wall clock jumped far ahead does not prune keys early: Prune follows the server's
+// clock when the given time is ahead of it.
+func TestPruneFollowsTheServersClockWhenTheWallClockJumpedAhead(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Retention, o.Now = 72*time.Hour, time.Now })
+	l := leadtest.Lead(bot, event.KindLead, 1, time.Now().Add(-time.Hour))
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{l})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.New)
+
+	n, err := s.Prune(t.Context(), time.Now().Add(1000*time.Hour))
+	require.NoError(t, err)
+	assert.Zero(t, n, "the key stays")
+	res, err = s.Ingest(t.Context(), bot, []event.Lead{l})
+	require.NoError(t, err)
+	assert.Equal(t, event.Ingested{Duplicate: 1}, res, "and the record is not announced again")
+}
