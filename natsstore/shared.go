@@ -368,6 +368,18 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	}
 	sh.mu.Lock()
 	e := h.entries[seq]
+	for sh.drain && e != nil && e.taken {
+		// Draining, a retried entry stays held, and the attempt before this one may not
+		// be recorded yet (the recorder batches): wait for it rather than lose the retry.
+		sh.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return event.Delivery{}, false, sh.s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+		sh.mu.Lock()
+		e = h.entries[seq]
+	}
 	if e == nil || e.taken {
 		sh.mu.Unlock()
 		return event.Delivery{}, false, nil

@@ -341,3 +341,30 @@ func TestSharedOutboxDrain(t *testing.T) {
 	}
 	t.Logf("the running replica made %d of the deliveries", a.delivered())
 }
+
+// Draining, an attempt on a retried entry that comes before the previous attempt's
+// verdict is recorded (the recorder batches) waits for it instead of dropping the retry.
+func TestSharedDrainEntryWaitsForTheVerdictBeforeIt(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, nil)
+	_, err := s.Ingest(t.Context(), bot, leadtest.Leads(bot, 1, 1, base))
+	require.NoError(t, err)
+	sh := s.Shared(natsstore.SharedOptions{Drain: true})
+	t.Cleanup(func() { _ = sh.Close() })
+	ds, err := sh.Pending(t.Context(), "crm", 0, 10)
+	require.NoError(t, err)
+	require.Len(t, ds, 1) // handed for its first attempt
+
+	found := make(chan bool, 1)
+	go func() {
+		_, ok, err := sh.Entry(t.Context(), "crm", ds[0].Seq) // the retry, due before the verdict is in
+		assert.NoError(t, err)
+		found <- ok
+	}()
+	d := ds[0]
+	d.Attempts, d.FirstTry, d.NextTry, d.LastError = 1, time.Now(), time.Now(), "webhook crm: HTTP 503"
+	require.NoError(t, sh.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Retrying}}))
+	assert.True(t, <-found, "the retry gets the entry once the failure is recorded")
+}
