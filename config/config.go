@@ -116,10 +116,48 @@ type Poll struct {
 	MaxBackoff time.Duration `yaml:"max_backoff"`
 }
 
-// Store is the bbolt file and how long seen keys are kept.
+// Store backends accepted in store.backend.
+const (
+	BackendBbolt = "bbolt"
+	BackendNATS  = "nats"
+)
+
+// Store is where leadbridge keeps its state, and how long seen keys are kept: a bbolt
+// file (Path) or NATS JetStream (NATS), as Backend says.
 type Store struct {
+	Backend   string        `yaml:"backend"`
 	Path      string        `yaml:"path"`
 	Retention time.Duration `yaml:"retention"`
+	NATS      StoreNATS     `yaml:"nats"`
+}
+
+// StoreNATS is the JetStream store's connection and naming (store.backend: nats); its
+// auth and TLS keys are a nats forwarder's.
+type StoreNATS struct {
+	// URL is one server URL or a comma-separated list, as a nats forwarder's.
+	URL string `yaml:"url"`
+	// Prefix names the KV buckets and streams the store creates.
+	Prefix string `yaml:"prefix"`
+	// Replicas is the JetStream replication of those buckets and streams, 1..5.
+	Replicas  int           `yaml:"replicas"`
+	CredsFile string        `yaml:"creds_file"`
+	NKeyFile  string        `yaml:"nkey_file"`
+	User      string        `yaml:"user"`
+	Password  string        `yaml:"password"`
+	Token     string        `yaml:"token"`
+	TLS       NATSTLS       `yaml:"tls"`
+	Timeout   time.Duration `yaml:"timeout"`
+}
+
+// NATSConfig is the store's connection settings in the shape of a nats forwarder's, so
+// that both are checked and dialled alike.
+func (s Store) NATSConfig() natsfwd.Config {
+	n := s.NATS
+	return natsfwd.Config{
+		Name: "store", URL: n.URL, Subject: natsfwd.DefaultSubject,
+		CredsFile: n.CredsFile, NKeyFile: n.NKeyFile, User: n.User, Password: n.Password, Token: n.Token,
+		TLS: natsfwd.TLS(n.TLS), Timeout: n.Timeout,
+	}
 }
 
 // Dedupe tunes which events are emitted for records seen before.
@@ -277,7 +315,8 @@ func DefaultConfig() *Config {
 			MaxRPS: DefaultMaxRPS},
 		Poll: Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1,
 			MaxBackoff: 10 * time.Minute},
-		Store:    Store{Path: "./leadbridge.db", Retention: 90 * 24 * time.Hour},
+		Store: Store{Backend: BackendBbolt, Path: "./leadbridge.db", Retention: 90 * 24 * time.Hour,
+			NATS: StoreNATS{Prefix: "leadbridge", Replicas: 1, Timeout: natsfwd.DefaultTimeout}},
 		Shutdown: Shutdown{Grace: 30 * time.Second},
 		HTTP:     HTTP{Listen: "127.0.0.1:9108"},
 		Log:      Log{Level: "info", Format: "text"},

@@ -300,7 +300,8 @@ func TestDefaults(t *testing.T) {
 		Chatbots:     []Chatbot{{Serial: "bot1", Name: "bot1"}, {Serial: "bot2", Name: "bot2"}},
 	}, c.NeoAgent)
 	assert.Equal(t, Poll{Interval: time.Minute, Lookback: 48 * time.Hour, Initial: "skip", Jitter: 0.1, MaxBackoff: 10 * time.Minute}, c.Poll)
-	assert.Equal(t, Store{Path: "./leadbridge.db", Retention: 2160 * time.Hour}, c.Store)
+	assert.Equal(t, Store{Backend: BackendBbolt, Path: "./leadbridge.db", Retention: 2160 * time.Hour,
+		NATS: StoreNATS{Prefix: "leadbridge", Replicas: 1, Timeout: 5 * time.Second}}, c.Store)
 	assert.Equal(t, Dedupe{}, c.Dedupe)
 	assert.Equal(t, Shutdown{Grace: 30 * time.Second}, c.Shutdown)
 	assert.Equal(t, HTTP{Listen: "127.0.0.1:9108"}, c.HTTP)

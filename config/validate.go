@@ -347,6 +347,29 @@ func (v *validator) store() {
 		v.add("store.retention", "must exceed poll.lookback (%s) + %s = %s, got %s",
 			v.c.Poll.Lookback, RetentionMargin, minimum, s.Retention)
 	}
+	v.oneOf("store.backend", s.Backend, BackendBbolt, BackendNATS)
+	inFile := func(key string) bool { return v.c.doc != nil && v.c.doc.lines[key] != 0 }
+	switch s.Backend {
+	case BackendBbolt:
+		if inFile("store.nats") {
+			v.add("store.nats", "only with store.backend: nats (the backend is %s)", BackendBbolt)
+		}
+	case BackendNATS:
+		if inFile("store.path") {
+			v.add("store.path", "belongs to the bbolt backend; remove it with store.backend: nats")
+		}
+		v.required("store.nats.url", s.NATS.URL)
+		if !serialPattern.MatchString(s.NATS.Prefix) {
+			v.add("store.nats.prefix", "must be letters, digits, - and _, got %s", quote(s.NATS.Prefix))
+		}
+		if s.NATS.Replicas < 1 || s.NATS.Replicas > 5 {
+			v.add("store.nats.replicas", "must be 1..5, got %d", s.NATS.Replicas)
+		}
+		v.positive("store.nats.timeout", s.NATS.Timeout)
+		if s.NATS.URL != "" {
+			v.owned("store.nats", natsfwd.Check(s.NATSConfig()))
+		}
+	}
 }
 
 func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {

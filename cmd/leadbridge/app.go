@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/leadbridge/leadbridge/config"
-	"github.com/leadbridge/leadbridge/console"
-	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
 	natsfwd "github.com/leadbridge/leadbridge/forwarders/nats"
@@ -29,7 +27,7 @@ import (
 type app struct {
 	cfg        *config.Config
 	logger     *slog.Logger
-	store      *dedupe.Store
+	store      *openedStore
 	forwarders map[string]forwarders.Forwarder // by name
 	dispatcher *forwarders.Dispatcher
 	loop       *poller.Loop
@@ -48,15 +46,6 @@ type app struct {
 	reloaded func(cfg *config.Config, applied bool)
 	retiring sync.WaitGroup // removed or replaced forwarders closing once their attempts end
 }
-
-// The store is every store the other packages define as an interface where they use it.
-var (
-	_ poller.Store        = (*dedupe.Store)(nil)
-	_ forwarders.Outbox   = (*dedupe.Store)(nil)
-	_ ops.LocalStore      = (*dedupe.Store)(nil)
-	_ ops.PauseStore      = (*dedupe.Store)(nil)
-	_ console.ActivityLog = (*dedupe.Store)(nil)
-)
 
 // loadConfig reads and validates a config file; any problem is a usage error (exit 2).
 func loadConfig(path string) (*config.Config, error) {
@@ -107,14 +96,7 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger, forwarders: map[string]forwarders.Forwarder{}}
 	a.router = config.NewRouter(cfg, a.filtered)
-	store, err := dedupe.Open(dedupe.Options{
-		Path:        cfg.Store.Path,
-		Retention:   cfg.Store.Retention,
-		Initial:     cfg.Poll.Initial,
-		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       a.router.Route,
-		Logger:      logger.With("component", "store"),
-	})
+	store, err := openStore(ctx, cfg, a.router.Route, logger.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +125,7 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 	a.warnOrphans(ctx)
 
 	a.dispatcher = &forwarders.Dispatcher{
-		Outbox: store,
+		Outbox: store.drainOutbox(), // run swaps in deliveryOutbox
 		Routes: routes,
 		Logger: logger.With("component", "dispatcher"),
 		Grace:  cfg.Shutdown.Grace,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -42,6 +43,15 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 			return nil, nil, fmt.Errorf("%w\nCheck what listens on http.listen %q (e.g. `ss -ltnp`) and that the daemon "+
 				"runs with this config's http.admin_token; the store was not opened", err, cfg.HTTP.Listen)
 		}
+	}
+	if cfg.Store.Backend == config.BackendNATS {
+		// The JetStream store is shared: no daemon need stop for a command to use it.
+		st, err := openStore(ctx, cfg, cfg.Route, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, nil, err
+		}
+		local := &ops.Local{Store: st, Chatbots: cfg.Chatbots(), Forwarders: forwarderInfo(cfg), Version: Version}
+		return local, func() { _ = st.Close() }, nil
 	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
 		// Never create a store here: a mistyped store.path would look like an empty one.

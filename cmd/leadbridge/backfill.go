@@ -129,7 +129,7 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, stdout, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
 	var ingest ingestFunc
-	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) && !daemonAnswers(ctx, cfg) {
+	if _, err := os.Stat(cfg.Store.Path); cfg.Store.Backend != config.BackendNATS && errors.Is(err, fs.ErrNotExist) && !daemonAnswers(ctx, cfg) {
 		// Nothing was seen yet: a throwaway store in a temp dir says what is new.
 		dir, err := os.MkdirTemp("", "leadbridge-dry-run-")
 		if err != nil {

@@ -40,7 +40,7 @@ func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func strandedWarnings(ctx context.Context, cfg *config.Config) []string {
 	b, release, err := backend(ctx, cfg, true)
 	if err != nil {
-		if _, statErr := os.Stat(cfg.Store.Path); errors.Is(statErr, fs.ErrNotExist) {
+		if _, statErr := os.Stat(cfg.Store.Path); cfg.Store.Backend != config.BackendNATS && errors.Is(statErr, fs.ErrNotExist) {
 			return nil // a new install: no store, no daemon
 		}
 		return []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
@@ -56,7 +56,7 @@ func strandedWarnings(ctx context.Context, cfg *config.Config) []string {
 			continue
 		}
 		w := fmt.Sprintf("store %s: forwarder %q is not in this config but has %d pending deliveries and %d dead letters; "+
-			"nothing delivers them under this config", cfg.Store.Path, f.Name, f.Pending, f.Dead)
+			"nothing delivers them under this config", storeLabel(cfg), f.Name, f.Pending, f.Dead)
 		if f.Pending > 0 {
 			w += fmt.Sprintf(". If it was renamed: `leadbridge outbox move --from %s --to NEW`; if removed: `leadbridge outbox drop --forwarder %s`", f.Name, f.Name)
 		}

@@ -22,6 +22,7 @@ func (a *app) drain(ctx context.Context, maxWait time.Duration, only string) (dr
 	if err := a.dispatcher.Drain(drainCtx); err != nil {
 		return drainTally{}, err
 	}
+	a.settle(drainCtx, only)
 	pending, err := a.pending(context.WithoutCancel(ctx), only) // counted even when interrupted
 	if err != nil {
 		return drainTally{}, err

@@ -53,6 +53,7 @@ func commands() []command {
 		{"outbox", "move or drop the deliveries of a renamed or removed forwarder", outboxCmd},
 		{"status", "show chatbots, outbox depth and dead letters", statusCmd},
 		{"reload", "have the running daemon read its config file again", reloadCmd},
+		{"store", "store copy --from PATH: copy a bbolt store into the JetStream store", storeCmd},
 		{"healthcheck", "exit 0 when a running daemon answers /healthz", healthcheckCmd},
 		{"secret", "print a fresh whsec_ webhook signing secret", secretCmd},
 		{"version", "print the version", versionCmd},

@@ -38,6 +38,7 @@ func onceCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := <-drained; err != nil {
 		return err
 	}
+	a.settle(drainCtx, "")
 	took := time.Since(started)
 	pending, err := a.pending(context.WithoutCancel(ctx), "") // counted even when interrupted
 	if err != nil {

@@ -64,10 +64,15 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
-		ui := console.New(console.Options{Operator: backend, Activity: a.store, Token: cfg.HTTP.AdminToken,
-			PollInterval: cfg.Poll.Interval, Logger: logger})
+		handler := ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http"))
+		if activity, ok := a.store.stateStore.(console.ActivityLog); ok {
+			handler = ops.WithConsole(handler, console.New(console.Options{Operator: backend, Activity: activity,
+				Token: cfg.HTTP.AdminToken, PollInterval: cfg.Poll.Interval, Logger: logger}))
+		} else {
+			logger.Warn("the web console needs an activity log, which store.backend nats does not keep yet; /ui/ is not served")
+		}
 		srv = &http.Server{
-			Handler:           ops.WithConsole(ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http")), ui),
+			Handler:           handler,
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() {
@@ -79,7 +84,13 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 
 	logger.Info("leadbridge started", "version", Version, "accounts", len(cfg.AllAccounts()), "chatbots", len(a.loop.Chatbots),
-		"forwarders", len(cfg.Forwarders), "store", cfg.Store.Path, "interval", cfg.Poll.Interval)
+		"forwarders", len(cfg.Forwarders), "store", storeLabel(cfg), "interval", cfg.Poll.Interval)
+	// With backend nats the replicas share the outbox through durable consumers, and
+	// a resume anywhere reaches this daemon.
+	a.dispatcher.Outbox = a.store.deliveryOutbox()
+	if err := a.store.watchResumes(ctx, a.dispatcher.Resume); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = a.loop.Run(ctx) })
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })

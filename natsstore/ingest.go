@@ -1,0 +1,456 @@
+package natsstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// Ingest records one polled page of a chatbot's records, as dedupe.Store.Ingest does:
+// unseen records are claimed and put in the outbox of every forwarder Route names, seen
+// ones are duplicates (or updated events with EmitUpdates), the first page of a chatbot
+// with Initial "skip" is its baseline, unseen records older than the retention are stale.
+func (s *Store) Ingest(ctx context.Context, serial string, leads []event.Lead) (event.Ingested, error) {
+	return s.newPage(serial, nil, true).add(ctx, leads, true)
+}
+
+// Backfill takes records a backfill asked for, shaped by o, as dedupe.Store.Backfill
+// does: no baseline, no initialization, records older than the retention taken too;
+// with o.Only nothing is marked seen.
+func (s *Store) Backfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
+	return s.newPage(serial, &o, true).add(ctx, leads, true)
+}
+
+// DryBackfill says what Backfill would do with the same arguments, writing nothing.
+func (s *Store) DryBackfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error) {
+	return s.newPage(serial, &o, false).add(ctx, leads, true)
+}
+
+// IngestPage is Ingest for a page handed over in parts, with the contract of
+// dedupe.Store.IngestPage: the baseline is decided once for the page, Rejected indices
+// count from the page's first record, and the part marked last (or read returning nil
+// after some part) completes the page.
+func (s *Store) IngestPage(ctx context.Context, serial string, read func(take func(leads []event.Lead, last bool) (event.Ingested, error)) error) error {
+	if err := ctx.Err(); err != nil {
+		return s.wrap("ingest "+serial, err)
+	}
+	p := s.newPage(serial, nil, true)
+	var failed, done, any bool
+	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
+		if failed || done {
+			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("part handed over after the page failed or ended"))
+		}
+		res, err := p.add(ctx, leads, last)
+		failed, done, any = err != nil, last, true
+		return res, err
+	})
+	switch {
+	case err != nil:
+		return err
+	case failed:
+		return s.wrap("ingest "+serial, errors.New("read went on after a failed part"))
+	case !done && any:
+		_, err = p.add(ctx, nil, true)
+	}
+	return err
+}
+
+// page is one page being taken, in one or more parts.
+type page struct {
+	s        *Store
+	serial   string
+	backfill *event.BackfillOptions // nil for a poll
+	write    bool                   // false for a dry run
+	started  bool                   // now and baseline are set
+	now      time.Time
+	baseline bool
+	offset   int // records of the page taken so far
+	inPage   map[string]struct{}
+	nonce    string // makes a backfill's message ids its own
+}
+
+func (s *Store) newPage(serial string, backfill *event.BackfillOptions, write bool) *page {
+	return &page{s: s, serial: serial, backfill: backfill, write: write, inPage: map[string]struct{}{}}
+}
+
+// claim is a seen key to write once the part's entries are published.
+type claim struct {
+	key   string
+	val   []byte
+	rev   uint64 // the revision replaced; 0: create
+	fresh bool   // an unseen record: a failed create means another replica took it
+	f     fate
+	ev    string // its event id, if it has an event
+}
+
+// add takes the next part of the page; last completes it.
+func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.Ingested, error) {
+	s := p.s
+	op := "ingest " + p.serial
+	if err := ctx.Err(); err != nil {
+		return event.Ingested{}, s.wrap(op, err)
+	}
+	poll := p.backfill == nil
+	var st event.ChatbotState
+	if _, _, err := getJSON(ctx, s.chatbots, p.serial, &st); err != nil {
+		return event.Ingested{}, s.wrap(op, fmt.Errorf("chatbot %s state: %w", p.serial, err))
+	}
+	if !p.started {
+		p.started, p.now = true, s.now()
+		p.baseline = poll && !s.initialEmit && !st.Initialized
+		if !poll {
+			p.nonce = rand.Text()
+		}
+	}
+	var res event.Ingested
+	if len(leads) == 0 && !last {
+		return res, nil
+	}
+	var opts event.BackfillOptions
+	if !poll {
+		opts = *p.backfill
+	}
+	var horizon time.Time
+	if poll && s.retention > 0 {
+		horizon = p.now.Add(-s.retention)
+	}
+	mark := p.write && len(opts.Only) == 0
+
+	var claims []claim
+	var pubs []*nats.Msg
+	seenDelta := 0
+	for j, l := range leads {
+		i := p.offset + j
+		if reason := invalid(p.serial, l); reason != "" {
+			res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
+			continue
+		}
+		key := l.ID()
+		if _, dup := p.inPage[key]; dup {
+			continue
+		}
+		p.inPage[key] = struct{}{}
+		hash := contentHash(l)
+		var old seenValue
+		var rev uint64
+		e, err := s.seen.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return event.Ingested{}, s.wrap(op, fmt.Errorf("read seen key of %s: %w", key, err))
+		default:
+			rev = e.Revision()
+			if old, err = decodeSeen(e.Value()); err != nil {
+				s.log.Warn("rewriting a malformed seen value", "chatbot", p.serial, "event_id", key, "err", err)
+			}
+		}
+		seen := rev != 0
+		changed := seen && !bytes.Equal(old.hash, hash)
+		f := fateOf(seen, changed, !horizon.IsZero() && l.CreatedAt.Before(horizon), p.baseline, opts.Resend, s.emitUpdates)
+		if f == fateStale {
+			res.Stale++
+			continue
+		}
+		var ev event.Event
+		switch f {
+		case fateNew, fateResent:
+			ev = event.NewCreated(l)
+		case fateUpdated:
+			ev = event.NewUpdated(l, p.now)
+		}
+		var evJSON []byte
+		if ev.ID != "" {
+			if evJSON, err = json.Marshal(ev); err != nil {
+				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
+					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
+				continue
+			}
+		}
+		refresh := seen && s.retention > 0 && p.now.Sub(old.lastSeen) >= s.retention/10
+		if mark && (!seen || changed || refresh) {
+			v := seenValue{created: l.CreatedAt, lastSeen: p.now, hash: hash, serial: p.serial}
+			claims = append(claims, claim{key: key, val: v.encode(), rev: rev, fresh: !seen, f: f, ev: ev.ID})
+		}
+		switch f {
+		case fateBaseline:
+			seenDelta++
+			res.Baseline++
+		case fateNew:
+			if mark {
+				seenDelta++
+			}
+			res.New++
+		case fateUpdated:
+			res.Updated++
+		default:
+			res.Duplicate++
+		}
+		if ev.ID == "" {
+			continue
+		}
+		res.Events = append(res.Events, ev)
+		if p.write {
+			pubs = append(pubs, p.entries(ev, evJSON, opts.Only, rev)...)
+		}
+	}
+	if !p.write {
+		p.offset += len(leads)
+		return res, nil
+	}
+
+	// First every entry is in the outbox, then the records are claimed: a crash between
+	// leaves unclaimed records, which the next poll takes again (see the package doc).
+	if err := s.publishAll(ctx, pubs); err != nil {
+		return event.Ingested{}, s.wrap(op, err)
+	}
+	for _, c := range claims {
+		err := s.putSeen(ctx, c)
+		if c.fresh && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
+			// Another replica claimed it first: it is that one's record. Its entries
+			// carry the same message ids as ours, so the stream kept one of each.
+			s.log.Warn("a record was claimed by another replica at the same time", "chatbot", p.serial, "event_id", c.key)
+			res = lostRace(res, c)
+			seenDelta--
+			continue
+		}
+		if err != nil && !c.fresh && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // a refresh or update raced another replica's: its write stands
+		}
+		if err != nil {
+			return event.Ingested{}, s.wrap(op, fmt.Errorf("claim %s: %w", c.key, err))
+		}
+	}
+	if seenDelta != 0 || (poll && last && !st.Initialized) {
+		err := updateJSON(ctx, s.chatbots, p.serial, func(st *event.ChatbotState) {
+			st.Seen = max(0, st.Seen+seenDelta)
+			if poll && last {
+				st.Initialized = true
+			}
+		})
+		if err != nil {
+			return event.Ingested{}, s.wrap(op, fmt.Errorf("chatbot %s state: %w", p.serial, err))
+		}
+	}
+	p.offset += len(leads)
+	if len(pubs) > 0 {
+		s.signal()
+	}
+	for _, r := range res.Rejected {
+		s.log.Warn("record rejected", "chatbot", p.serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
+	}
+	for _, ev := range res.Events {
+		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
+	}
+	return res, nil
+}
+
+// lostRace counts the record of claim c, which another replica claimed first, as a
+// duplicate that this ingest did not take.
+func lostRace(res event.Ingested, c claim) event.Ingested {
+	switch c.f {
+	case fateBaseline:
+		res.Baseline--
+	case fateNew:
+		res.New--
+		res.Events = slices.DeleteFunc(res.Events, func(ev event.Event) bool { return ev.ID == c.ev })
+	}
+	res.Duplicate++
+	return res
+}
+
+// entries are the outbox messages of ev, encoded as evJSON, one per forwarder that wants
+// it (among only, if set). A poll's message id is the event id, the forwarder and the
+// revision of the seen key the ingest replaces, so that taking the same record again
+// after a crash publishes the same ids, while a later change of the same record gets new
+// ones; a backfill's carry its own nonce (an operator may resend on purpose).
+func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64) []*nats.Msg {
+	if p.s.route == nil {
+		return nil
+	}
+	var out []*nats.Msg
+	var done []string
+	for _, name := range p.s.route(ev) {
+		if slices.Contains(done, name) || (len(only) > 0 && !slices.Contains(only, name)) {
+			continue
+		}
+		done = append(done, name)
+		id := ev.ID + "." + name + "." + strconv.FormatUint(rev, 10)
+		if p.nonce != "" {
+			id += ".backfill." + p.nonce
+		}
+		out = append(out, p.s.entryMsg(name, id, entry{Forwarder: name, Event: evJSON, Enqueued: p.now}))
+	}
+	return out
+}
+
+// entry is an outbox message's body: the event.Delivery it stands for, without the Seq
+// (the stream sequence) and the retry state (kept in the retry bucket).
+type entry struct {
+	Forwarder string          `json:"forwarder"`
+	Event     json.RawMessage `json:"event"`
+	Enqueued  time.Time       `json:"enqueued"`
+}
+
+// entryMsg is the outbox message of e for forwarder, with message id id.
+func (s *Store) entryMsg(forwarder, id string, e entry) *nats.Msg {
+	raw, _ := json.Marshal(e) // a RawMessage of valid JSON, a string and a time: cannot fail
+	m := nats.NewMsg(s.subject("outbox", forwarder))
+	m.Data = raw
+	m.Header.Set(jetstream.MsgIDHeader, id)
+	return m
+}
+
+// publishAll publishes msgs and waits for every acknowledgement.
+func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		if err := checkName(m.Subject[len(s.prefix)+len(".outbox."):]); err != nil {
+			return err
+		}
+		f, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish to the outbox: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish to the outbox: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("publish to the outbox: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// putSeen writes claim c: an atomic create for an unseen record, else an update of the
+// revision read. With a retention the key expires after twice the retention unless
+// written again (a backstop: Prune removes it after one).
+func (s *Store) putSeen(ctx context.Context, c claim) error {
+	var ttl time.Duration
+	if s.retention > 0 {
+		ttl = max(2*s.retention, time.Second)
+	}
+	if c.rev == 0 {
+		var opts []jetstream.KVCreateOpt
+		if ttl > 0 {
+			opts = append(opts, jetstream.KeyTTL(ttl))
+		}
+		_, err := s.seen.Create(ctx, c.key, c.val, opts...)
+		return err
+	}
+	// kv.Update sets no TTL: publish the update as the bucket does, with one.
+	m := nats.NewMsg("$KV." + s.prefix + "_seen." + c.key)
+	m.Data = c.val
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(c.rev)}
+	if ttl > 0 {
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
+	}
+	_, err := s.js.PublishMsg(ctx, m, opts...)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", err, jetstream.ErrKeyRevisionMismatch)
+	}
+	return err
+}
+
+// fate is what an ingest makes of one valid record.
+type fate int
+
+// The fates of a record, as in package dedupe.
+const (
+	fateDuplicate fate = iota // seen and unchanged, or its change not announced
+	fateStale                 // unseen but created before the retention horizon: not taken
+	fateBaseline              // unseen, taken as known without an event
+	fateNew                   // unseen: a created event
+	fateResent                // seen, sent again as its created event (a backfill with Resend)
+	fateUpdated               // seen, its content changed: an updated event
+)
+
+func fateOf(seen, changed, stale, baseline, resend, emitUpdates bool) fate {
+	switch {
+	case !seen && stale:
+		return fateStale
+	case !seen && baseline:
+		return fateBaseline
+	case !seen:
+		return fateNew
+	case resend:
+		return fateResent
+	case changed && emitUpdates && !baseline:
+		return fateUpdated
+	}
+	return fateDuplicate
+}
+
+// invalid says what keeps the store from taking l for chatbot serial, naming the field
+// and never its content; "" if nothing does.
+func invalid(serial string, l event.Lead) string {
+	switch {
+	case l.Chatbot != serial:
+		return "chatbot: the record names another chatbot than the one polled"
+	case l.Kind != event.KindLead && l.Kind != event.KindAppointment:
+		return "kind: neither lead nor appointment"
+	case l.CreatedAt.UTC().Year() < 0 || l.CreatedAt.UTC().Year() > 9999:
+		return fmt.Sprintf("created_at: year %d is outside 0..9999", l.CreatedAt.UTC().Year())
+	}
+	return ""
+}
+
+func contentHash(l event.Lead) []byte {
+	b, _ := hex.DecodeString(l.ContentHash()) // hex of a SHA-256: cannot fail
+	return b
+}
+
+// seenValue is what the seen bucket keeps about a record.
+type seenValue struct {
+	created  time.Time // the record's CreatedAt
+	lastSeen time.Time // when a poll last returned it, refreshed every tenth of the retention
+	hash     []byte    // its content hash, to notice updates
+	serial   string    // its chatbot, for the per-chatbot count Prune keeps
+}
+
+// seenHead is the fixed part of an encoded seenValue: created (Unix seconds, 8 bytes,
+// and nanoseconds, 4), last seen (Unix seconds, 8), content hash (32); the serial follows.
+const seenHead = 12 + 8 + sha256.Size
+
+func (v seenValue) encode() []byte {
+	b := make([]byte, 20, seenHead+len(v.serial))
+	binary.BigEndian.PutUint64(b, uint64(v.created.Unix()))
+	binary.BigEndian.PutUint32(b[8:], uint32(v.created.Nanosecond()))
+	binary.BigEndian.PutUint64(b[12:], uint64(v.lastSeen.Unix()))
+	b = append(b, v.hash...)
+	return append(b, v.serial...)
+}
+
+func decodeSeen(b []byte) (seenValue, error) {
+	if len(b) < seenHead {
+		return seenValue{}, fmt.Errorf("seen value is malformed (%d bytes)", len(b))
+	}
+	return seenValue{
+		created:  time.Unix(int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint32(b[8:]))),
+		lastSeen: time.Unix(int64(binary.BigEndian.Uint64(b[12:])), 0),
+		hash:     b[20:seenHead],
+		serial:   string(b[seenHead:]),
+	}, nil
+}

@@ -1,0 +1,421 @@
+package natsstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// retryState is what the retry bucket keeps of an outbox entry that failed.
+type retryState struct {
+	Attempts  int       `json:"attempts"`
+	FirstTry  time.Time `json:"first_try"`
+	NextTry   time.Time `json:"next_try"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+func retryKey(forwarder string, seq uint64) string {
+	return forwarder + "." + strconv.FormatUint(seq, 10)
+}
+
+// Pending returns up to limit (<= 0: all) of forwarder's outbox entries with Seq > after,
+// in ascending Seq order. An unknown forwarder has none.
+func (s *Store) Pending(ctx context.Context, forwarder string, after uint64, limit int) ([]event.Delivery, error) {
+	op := "pending " + forwarder
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	if err := checkName(forwarder); err != nil {
+		return nil, s.wrap(op, err)
+	}
+	var out []event.Delivery
+	err := s.scan(ctx, s.outbox, s.subject("outbox", forwarder), after+1, func(m *jetstream.RawStreamMsg) (bool, error) {
+		d, err := s.delivery(ctx, forwarder, m)
+		if err != nil {
+			// One unreadable entry must not stall the entries behind it.
+			s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", m.Sequence, "err", err)
+			return true, nil
+		}
+		out = append(out, d)
+		return limit <= 0 || len(out) < limit, nil
+	})
+	return out, s.wrap(op, err)
+}
+
+// scan calls fn with the messages of stream on subject (a filter) from sequence from on,
+// in order, while fn returns true.
+func (s *Store) scan(ctx context.Context, stream jetstream.Stream, subject string, from uint64, fn func(*jetstream.RawStreamMsg) (bool, error)) error {
+	for seq := max(from, 1); ; {
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		more, err := fn(m)
+		if err != nil || !more {
+			return err
+		}
+		seq = m.Sequence + 1
+	}
+}
+
+// delivery decodes outbox message m of forwarder, with its retry state.
+func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (event.Delivery, error) {
+	var d event.Delivery
+	if err := json.Unmarshal(m.Data, &d); err != nil {
+		return d, fmt.Errorf("decode: %w", err)
+	}
+	d.Forwarder, d.Seq = forwarder, m.Sequence
+	var r retryState
+	if _, found, err := getJSON(ctx, s.retry, retryKey(forwarder, m.Sequence), &r); err != nil {
+		return d, fmt.Errorf("retry state: %w", err)
+	} else if found {
+		d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
+	}
+	return d, nil
+}
+
+// rawEntry reads forwarder's outbox message seq; nil if there is none.
+func (s *Store) rawEntry(ctx context.Context, forwarder string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	if checkName(forwarder) != nil || seq == 0 {
+		return nil, nil
+	}
+	m, err := s.outbox.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case m.Subject != s.subject("outbox", forwarder):
+		return nil, nil // another forwarder's entry
+	}
+	return m, nil
+}
+
+// Entry returns forwarder's outbox entry seq; found is false when there is none.
+func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d event.Delivery, found bool, err error) {
+	op := fmt.Sprintf("read %s #%d", forwarder, seq)
+	m, err := s.rawEntry(ctx, forwarder, seq)
+	if err != nil || m == nil {
+		return d, false, s.wrap(op, err)
+	}
+	d, err = s.delivery(ctx, forwarder, m)
+	if err != nil {
+		return d, false, s.wrap(op, err)
+	}
+	return d, true, nil
+}
+
+// Record applies the outcomes of delivery attempts: an Acked entry leaves the outbox, a
+// Retrying one keeps its attempt count, first and next try and last error, a Dead one
+// moves to the dead letters. An outcome for an entry no longer in the outbox is skipped.
+// Unlike bbolt's, the outcomes are applied one by one; a failure stops at the outcome it
+// names, those before it applied.
+func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
+	for _, o := range outcomes {
+		if err := s.recordOutcome(ctx, o); err != nil {
+			return s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err))
+		}
+	}
+	return nil
+}
+
+func (s *Store) recordOutcome(ctx context.Context, o event.Outcome) error {
+	d := o.Delivery
+	m, err := s.rawEntry(ctx, d.Forwarder, d.Seq)
+	if err != nil || m == nil {
+		return err
+	}
+	key := retryKey(d.Forwarder, d.Seq)
+	switch o.Verdict {
+	case event.Acked:
+		return s.removeEntry(ctx, d.Forwarder, d.Seq)
+	case event.Retrying:
+		raw, err := json.Marshal(retryState{Attempts: d.Attempts, FirstTry: d.FirstTry, NextTry: d.NextTry, LastError: d.LastError})
+		if err != nil {
+			return err
+		}
+		_, err = s.retry.Put(ctx, key, raw)
+		return err
+	}
+	cur, err := s.delivery(ctx, d.Forwarder, m)
+	if err != nil {
+		return err
+	}
+	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
+	raw, err := json.Marshal(event.DeadLetter{Delivery: cur, Failed: o.At})
+	if err != nil {
+		return err
+	}
+	// Published before the entry is removed, with an id of its own: a crash between
+	// leaves the entry, whose next failure publishes the same dead letter, dropped.
+	dm := nats.NewMsg(s.subject("dead", d.Forwarder))
+	dm.Data = raw
+	dm.Header.Set(jetstream.MsgIDHeader, "dead."+key)
+	if _, err := s.js.PublishMsg(ctx, dm); err != nil {
+		return fmt.Errorf("publish dead letter: %w", err)
+	}
+	return s.removeEntry(ctx, d.Forwarder, d.Seq)
+}
+
+// removeEntry deletes forwarder's outbox message seq and its retry state.
+func (s *Store) removeEntry(ctx context.Context, forwarder string, seq uint64) error {
+	if err := s.outbox.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isNoMsg(err) {
+		return err
+	}
+	return s.dropRetry(ctx, retryKey(forwarder, seq))
+}
+
+// isNoMsg reports an API error saying the message is not there (deleted meanwhile).
+func isNoMsg(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound || apiErr.Code == 404)
+}
+
+// dropRetry removes a retry state, if any.
+func (s *Store) dropRetry(ctx context.Context, key string) error {
+	if err := s.retry.Purge(ctx, key, jetstream.PurgeTTL(purgeTTL)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("retry state %s: %w", key, err)
+	}
+	return nil
+}
+
+// counts returns the messages per forwarder in stream kind ("outbox", "dead").
+func (s *Store) counts(ctx context.Context, stream jetstream.Stream, kind string) (map[string]int, error) {
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(s.subject(kind, "*")))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	prefix := s.subject(kind, "")
+	for subj, n := range info.State.Subjects {
+		out[strings.TrimPrefix(subj, prefix)] = int(n)
+	}
+	return out, nil
+}
+
+// Depth counts the outbox entries per forwarder.
+func (s *Store) Depth(ctx context.Context) (map[string]int, error) {
+	n, err := s.counts(ctx, s.outbox, "outbox")
+	return n, s.wrap("outbox depth", err)
+}
+
+// DeadCount counts the dead letters per forwarder.
+func (s *Store) DeadCount(ctx context.Context) (map[string]int, error) {
+	n, err := s.counts(ctx, s.dead, "dead")
+	return n, s.wrap("dead-letter count", err)
+}
+
+// deadRef is one dead letter found by findDead.
+type deadRef struct {
+	seq uint64
+	dl  event.DeadLetter
+}
+
+// findDead returns the dead letters of forwarder ("" = all) whose event id is eventID
+// ("" = any), in stream order.
+func (s *Store) findDead(ctx context.Context, forwarder, eventID string) ([]deadRef, error) {
+	subject := s.subject("dead", "*")
+	if forwarder != "" {
+		if err := checkName(forwarder); err != nil {
+			return nil, nil // no such forwarder can have any
+		}
+		subject = s.subject("dead", forwarder)
+	}
+	var out []deadRef
+	err := s.scan(ctx, s.dead, subject, 1, func(m *jetstream.RawStreamMsg) (bool, error) {
+		var dl event.DeadLetter
+		if err := json.Unmarshal(m.Data, &dl); err != nil {
+			return false, fmt.Errorf("decode dead letter #%d: %w", m.Sequence, err)
+		}
+		if eventID == "" || dl.Event.ID == eventID {
+			out = append(out, deadRef{seq: m.Sequence, dl: dl})
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// DeadLetters lists the dead letters of forwarder ("" = all), oldest failure first.
+func (s *Store) DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error) {
+	refs, err := s.findDead(ctx, forwarder, "")
+	out := make([]event.DeadLetter, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, r.dl)
+	}
+	slices.SortStableFunc(out, func(a, b event.DeadLetter) int { return a.Failed.Compare(b.Failed) })
+	return out, s.wrap("list dead letters", err)
+}
+
+// Replay puts dead letters of forwarder ("" = all) with event id eventID ("" = all) back
+// in the outbox under a new Seq, with attempts, first try and last error reset. It returns
+// how many were replayed. Each is published (with an id naming the dead letter, so that
+// a replay cut off and run again adds it once) before it is deleted.
+func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, error) {
+	refs, err := s.findDead(ctx, forwarder, eventID)
+	if err != nil {
+		return 0, s.wrap("replay dead letters", err)
+	}
+	n := 0
+	for _, r := range refs {
+		evJSON, err := json.Marshal(r.dl.Event)
+		if err != nil {
+			return n, s.wrap("replay dead letters", err)
+		}
+		m := s.entryMsg(r.dl.Forwarder, "replay."+strconv.FormatUint(r.seq, 10),
+			entry{Forwarder: r.dl.Forwarder, Event: evJSON, Enqueued: r.dl.Enqueued})
+		if err := s.publishAll(ctx, []*nats.Msg{m}); err != nil {
+			return n, s.wrap("replay dead letters", err)
+		}
+		if err := s.dead.DeleteMsg(ctx, r.seq); err != nil && !isNoMsg(err) {
+			return n, s.wrap("replay dead letters", err)
+		}
+		n++
+	}
+	if n > 0 {
+		s.signal()
+		s.log.Info("dead letters replayed", "forwarder", forwarder, "event_id", eventID, "count", n)
+	}
+	return n, nil
+}
+
+// Drop deletes dead letters of forwarder ("" = all) with event id eventID ("" = all) and
+// returns how many it deleted.
+func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error) {
+	refs, err := s.findDead(ctx, forwarder, eventID)
+	if err != nil {
+		return 0, s.wrap("drop dead letters", err)
+	}
+	n := 0
+	for _, r := range refs {
+		if err := s.dead.DeleteMsg(ctx, r.seq); err != nil && !isNoMsg(err) {
+			return n, s.wrap("drop dead letters", err)
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("dead letters dropped", "forwarder", forwarder, "event_id", eventID, "count", n)
+	}
+	return n, nil
+}
+
+// MovePending moves every outbox entry of forwarder from to forwarder to, for a
+// forwarder that was renamed, as dedupe.Store.MovePending does: same event and Enqueued
+// time, a new Seq, the retry state reset; an entry whose event to already owes is
+// removed and counted in already. Each copy is published (with an id naming the entry
+// moved, so that a move cut off and run again copies it once) before from's entries are
+// purged.
+func (s *Store) MovePending(ctx context.Context, from, to string) (moved, already int, err error) {
+	op := fmt.Sprintf("move outbox %s to %s", from, to)
+	if from == "" || to == "" || from == to {
+		return 0, 0, s.wrap(op, errors.New("want two different forwarder names"))
+	}
+	if err := errors.Join(checkName(from), checkName(to)); err != nil {
+		return 0, 0, s.wrap(op, err)
+	}
+	owed := map[string]bool{}
+	err = s.scan(ctx, s.outbox, s.subject("outbox", to), 1, func(m *jetstream.RawStreamMsg) (bool, error) {
+		var e struct {
+			Event struct {
+				ID string `json:"id"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			return false, fmt.Errorf("decode outbox entry %s #%d: %w", to, m.Sequence, err)
+		}
+		owed[e.Event.ID] = true
+		return true, nil
+	})
+	if err != nil {
+		return 0, 0, s.wrap(op, err)
+	}
+	var msgs []*nats.Msg
+	var seqs []uint64
+	err = s.scan(ctx, s.outbox, s.subject("outbox", from), 1, func(m *jetstream.RawStreamMsg) (bool, error) {
+		seqs = append(seqs, m.Sequence)
+		var d event.Delivery
+		if err := json.Unmarshal(m.Data, &d); err != nil {
+			return false, fmt.Errorf("decode outbox entry %s #%d: %w", from, m.Sequence, err)
+		}
+		if owed[d.Event.ID] {
+			already++
+			return true, nil
+		}
+		owed[d.Event.ID] = true
+		evJSON, err := json.Marshal(d.Event)
+		if err != nil {
+			return false, err
+		}
+		msgs = append(msgs, s.entryMsg(to, "move."+from+"."+strconv.FormatUint(m.Sequence, 10),
+			entry{Forwarder: to, Event: evJSON, Enqueued: d.Enqueued}))
+		return true, nil
+	})
+	if err == nil {
+		err = s.publishAll(ctx, msgs)
+	}
+	if err == nil {
+		err = s.purge(ctx, from, seqs)
+	}
+	if err != nil {
+		return 0, 0, s.wrap(op, err)
+	}
+	moved = len(msgs)
+	if moved > 0 {
+		s.signal()
+	}
+	if moved+already > 0 {
+		s.log.Info("outbox entries moved to another forwarder", "from", from, "to", to, "moved", moved, "already_owed", already)
+	}
+	return moved, already, nil
+}
+
+// purge removes forwarder's outbox entries seqs (read by the caller) and their retry
+// states. Entries added since the read stay.
+func (s *Store) purge(ctx context.Context, forwarder string, seqs []uint64) error {
+	for _, seq := range seqs {
+		if err := s.removeEntry(ctx, forwarder, seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DropPending deletes every outbox entry of forwarder, for a forwarder that was removed
+// on purpose, and returns how many it deleted.
+func (s *Store) DropPending(ctx context.Context, forwarder string) (int, error) {
+	op := "drop outbox " + forwarder
+	if forwarder == "" {
+		return 0, s.wrap(op, errors.New("want a forwarder name"))
+	}
+	if err := checkName(forwarder); err != nil {
+		return 0, s.wrap(op, err)
+	}
+	var seqs []uint64
+	err := s.scan(ctx, s.outbox, s.subject("outbox", forwarder), 1, func(m *jetstream.RawStreamMsg) (bool, error) {
+		seqs = append(seqs, m.Sequence)
+		return true, nil
+	})
+	if err == nil {
+		err = s.purge(ctx, forwarder, seqs)
+	}
+	if err != nil {
+		return 0, s.wrap(op, err)
+	}
+	if len(seqs) > 0 {
+		s.log.Info("outbox entries dropped", "forwarder", forwarder, "count", len(seqs))
+	}
+	return len(seqs), nil
+}
