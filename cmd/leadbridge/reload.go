@@ -237,17 +237,26 @@ func problemsOf(err error) []string {
 	return out
 }
 
-// reloadClients are the LeadList clients of eff's accounts: an added or changed account
-// gets a new one, with a fresh request budget of its max_rps; an unchanged one keeps its
-// own, so that its budget, and a 429's hold on it, carry on.
+// reloadClients are the LeadList clients of eff's accounts: an unchanged account keeps
+// its own; a changed one gets a new one that keeps its request budget (at the new
+// max_rps), so that the polls queued in it before the reload and those after share one
+// rate, and a 429's hold on it carries on; an added one gets a new one with a budget of
+// its own.
 func (a *app) reloadClients(eff *config.Config, d config.Diff) map[string]*poller.Client {
 	clients := map[string]*poller.Client{}
 	for _, acc := range eff.AllAccounts() {
-		if old, ok := a.clients[acc.Name]; ok && !slices.Contains(d.AccountsChanged, acc.Name) {
+		old, ok := a.clients[acc.Name]
+		switch {
+		case ok && !slices.Contains(d.AccountsChanged, acc.Name):
 			clients[acc.Name] = old
-			continue
+		case ok && old.Budget != nil:
+			c := newClient(eff, acc)
+			c.Budget = old.Budget
+			c.Budget.SetRate(acc.MaxRPS)
+			clients[acc.Name] = c
+		default:
+			clients[acc.Name] = newClient(eff, acc)
 		}
-		clients[acc.Name] = newClient(eff, acc)
 	}
 	return clients
 }

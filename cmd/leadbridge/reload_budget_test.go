@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/event"
+)
+
+// A reload that changes an account (a rotated key, a new max_rps) keeps the account's
+// request budget: polls queued in it before the reload and those asked after it share
+// one rate, and a 429's hold on the account carries on. A fresh budget beside the old
+// one would let both queues call the host at once, twice the rate it was promised.
+func TestReloadKeepsAChangedAccountsBudget(t *testing.T) {
+	r := newReloadRig(t, "http://127.0.0.1:9") // never called: nothing runs the loop
+	r.write(t, []string{serialA}, hookEntry("crm", "http://127.0.0.1:9", ""), "")
+	_, a, err := openAppFile(t.Context(), r.path, io.Discard)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	a.clients[event.DefaultAccount].Budget.Throttled(time.Now(), time.Hour) // the host said 429, come back in an hour
+
+	t.Setenv("LB_TEST_KEY", "rotated-key-7d1e44")
+	r.write(t, []string{serialA}, hookEntry("crm", "http://127.0.0.1:9", ""), "")
+	rep, err := a.reload(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, []string{event.DefaultAccount}, rep.AccountsChanged)
+
+	c := a.clients[event.DefaultAccount]
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, c.Budget.Wait(ctx), context.DeadlineExceeded, "the 429's hold still stands")
+}
