@@ -90,9 +90,10 @@ func printReload(w io.Writer, r ops.ReloadReport) {
 	fmt.Fprintln(w, "config reloaded")
 }
 
-// reload reads the config file again and applies it, one reload at a time. A config with
-// any problem (in the file, or a forwarder that cannot be built from it) is rejected
-// whole with a *ops.ConfigRejectedError, and the running one stays. Otherwise it is
+// reload reads the config file again and applies it, one reload at a time, none once
+// Close has begun (a *ops.RefusedError). A config with any problem (in the file, or a
+// forwarder that cannot be built from it) is rejected whole with a
+// *ops.ConfigRejectedError, and the running one stays. Otherwise it is
 // applied without losing or repeating a delivery:
 //   - added forwarders get a lane first, then new records are routed by the new config,
 //     then removed forwarders' lanes stop after their attempts in flight (their pending
@@ -106,6 +107,9 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	ctx = context.WithoutCancel(ctx) // once started, a reload is applied whole, whoever asked
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	if a.closing {
+		return ops.ReloadReport{}, &ops.RefusedError{Reason: "the daemon is stopping: the config was not reloaded"}
+	}
 	next, err := config.Load(a.cfg.Source)
 	if err != nil {
 		return ops.ReloadReport{}, a.rejected(problemsOf(err))

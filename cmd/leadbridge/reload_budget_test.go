@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/ops"
 )
 
 // A reload that changes an account (a rotated key, a new max_rps) keeps the account's
@@ -34,4 +35,24 @@ func TestReloadKeepsAChangedAccountsBudget(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	assert.ErrorIs(t, c.Budget.Wait(ctx), context.DeadlineExceeded, "the 429's hold still stands")
+}
+
+// A reload that comes once the daemon is closing (an admin request the HTTP server let
+// in during shutdown) is refused, saying why, and touches nothing: Close waits for a
+// reload under way and no reload starts after it, so none builds forwarders or changes
+// routes on a store and forwarders being closed.
+func TestReloadDuringCloseIsRefused(t *testing.T) {
+	r := newReloadRig(t, "http://127.0.0.1:9")
+	r.write(t, []string{serialA}, hookEntry("crm", "http://127.0.0.1:9", ""), "")
+	_, a, err := openAppFile(t.Context(), r.path, io.Discard)
+	require.NoError(t, err)
+	require.NoError(t, a.Close())
+
+	r.write(t, []string{serialA, serialB}, hookEntry("crm", "http://127.0.0.1:9", "")+hookEntry("erp", "http://127.0.0.1:9", ""), "")
+	_, err = a.reload(t.Context())
+	var refused *ops.RefusedError
+	require.ErrorAs(t, err, &refused)
+	assert.Contains(t, refused.Reason, "stopping")
+	assert.NotContains(t, a.forwarders, "erp", "nothing built")
+	assert.Len(t, a.cfg.Chatbots(), 1, "the running config stays")
 }
