@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
@@ -55,4 +56,30 @@ func TestReloadDuringCloseIsRefused(t *testing.T) {
 	assert.Contains(t, refused.Reason, "stopping")
 	assert.NotContains(t, a.forwarders, "erp", "nothing built")
 	assert.Len(t, a.cfg.Chatbots(), 1, "the running config stays")
+}
+
+// A chatbot a reload removed leaves leadbridge_last_successful_poll_timestamp_seconds:
+// kept, its last success would age for ever and an alert on that age (the usual "no
+// poll for 10m") would fire for a chatbot nobody polls any more, until a restart.
+func TestReloadRemovesARemovedChatbotsLastSuccessGauge(t *testing.T) {
+	_, apiURL := leadtest.StartAPI(t, testKey)
+	r := newReloadRig(t, apiURL)
+	r.write(t, []string{serialA, serialB}, hookEntry("crm", "http://127.0.0.1:9", ""), "")
+	startDaemon(t, r.path, r.addr)
+	gauge := func(serial string) string {
+		return "leadbridge_last_successful_poll_timestamp_seconds{chatbot=" + serial + "}"
+	}
+	require.Eventually(t, func() bool {
+		m := scrape(t, r.addr)
+		_, a := m[gauge(serialA)]
+		_, b := m[gauge(serialB)]
+		return a && b
+	}, 10*time.Second, 20*time.Millisecond, "both chatbots polled")
+
+	r.write(t, []string{serialA}, hookEntry("crm", "http://127.0.0.1:9", ""), "")
+	code, _, stderr := runMain(t, "reload", "--config", r.path)
+	require.Equal(t, 0, code, stderr)
+	m := scrape(t, r.addr)
+	assert.NotContains(t, m, gauge(serialB), "a removed chatbot")
+	assert.Contains(t, m, gauge(serialA))
 }
