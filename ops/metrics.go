@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,13 +53,15 @@ type Metrics struct {
 	latency      *prometheus.HistogramVec
 	attempts     *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
+	store        *storeCollector
 }
 
 // NewMetrics registers every metric; src is read at each scrape for the outbox depth,
 // dead letters, paused forwarders and each chatbot's last successful poll.
 func NewMetrics(version string, src StoreStats) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		store: newStoreCollector(src),
+		reg:   prometheus.NewRegistry(),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leadbridge_polls_total",
 			Help: "LeadList polls by account, chatbot serial and result (ok, error).",
@@ -115,12 +118,24 @@ func NewMetrics(version string, src StoreStats) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.polls, m.pollDuration, m.records, m.skipped, m.filtered, m.filterErrors,
 		m.deliveries, m.latency, m.attempts, m.reloads, buildInfo,
-		newStoreCollector(src),
+		m.store,
 	)
 	for _, result := range []string{"ok", "rejected"} {
 		m.reloads.WithLabelValues(result) // shown at 0 before the first reload
 	}
 	return m
+}
+
+// SetChatbots names the configured chatbots (at the start and after each reload): only
+// their last successful polls are shown, so that a chatbot a reload removed does not
+// show its last success, ever older, for an alert on its age to fire. Until it is
+// called, every chatbot polled by this process is shown.
+func (m *Metrics) SetChatbots(serials []string) {
+	set := make(map[string]bool, len(serials))
+	for _, s := range serials {
+		set[s] = true
+	}
+	m.store.configured.Store(&set)
 }
 
 // ObserveReload counts one config reload: applied (ok) or rejected whole.
@@ -213,6 +228,8 @@ type storeCollector struct {
 	paused *prometheus.Desc
 	lastOK *prometheus.Desc
 	start  time.Time // successes before it are a previous process's
+	// configured are the chatbots SetChatbots named (nil: every chatbot).
+	configured atomic.Pointer[map[string]bool]
 }
 
 func newStoreCollector(src StoreStats) *storeCollector {
@@ -280,16 +297,21 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectPolls sends each chatbot's last successful poll, as the store holds it, if it
-// was this process's: a chatbot since removed from the config would otherwise show its
-// last success forever, and an alert on its age would never clear.
+// collectPolls sends each configured chatbot's last successful poll, as the store holds
+// it, if it was this process's: a chatbot since removed from the config (by a restart
+// or a reload) would otherwise show its last success forever, and an alert on its age
+// would never clear.
 func (c *storeCollector) collectPolls(ctx context.Context, ch chan<- prometheus.Metric) {
 	states, err := c.src.Chatbots(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.lastOK, err)
 		return
 	}
+	configured := c.configured.Load()
 	for serial, st := range states {
+		if configured != nil && !(*configured)[serial] {
+			continue
+		}
 		if !st.LastOK.Before(c.start) {
 			ch <- prometheus.MustNewConstMetric(c.lastOK, prometheus.GaugeValue, float64(st.LastOK.UnixNano())/1e9, serial)
 		}

@@ -15,9 +15,8 @@ import (
 // budgets of their own, are not slowed. A nil *Budget does not limit. Safe for
 // concurrent use.
 type Budget struct {
-	gap time.Duration // between the starts of two calls
-
 	mu      sync.Mutex
+	gap     time.Duration // between the starts of two calls
 	next    time.Time     // the earliest start of the next call to ask
 	resume  time.Time     // no call starts before this (a 429's hold)
 	shifted time.Duration // how far holds moved the queue back, in total
@@ -127,7 +126,19 @@ func (b *Budget) Answered() {
 	b.mu.Unlock()
 }
 
+// SetRate changes the budget to rps calls a second (rps > 0), for the turns asked from
+// now on: those already given keep their time, and a 429's hold stands. An account
+// keeps one Budget across reloads this way, so that the calls queued before a change
+// and those asked after it share one rate.
+func (b *Budget) SetRate(rps float64) {
+	b.mu.Lock()
+	b.gap = time.Duration(float64(time.Second) / rps)
+	b.mu.Unlock()
+}
+
 // Rate is the budget in calls a second.
 func (b *Budget) Rate() float64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return float64(time.Second) / float64(b.gap)
 }

@@ -125,3 +125,23 @@ func TestBudgetWaitEndsWithItsContext(t *testing.T) {
 	none.Throttled(time.Now(), time.Hour)
 	none.Answered()
 }
+
+// SetRate (a reload's new max_rps) spaces the turns asked from then on at the new rate,
+// after those already given, and keeps a 429's hold.
+func TestBudgetSetRateKeepsTheQueueAndTheHold(t *testing.T) {
+	b := NewBudget(5)
+	first, _ := b.reserve(t0)
+	second, _ := b.reserve(t0)
+	require.Equal(t, first.Add(200*time.Millisecond), second)
+	b.SetRate(1)
+	assert.Equal(t, 1.0, b.Rate())
+	third, _ := b.reserve(t0)
+	assert.Equal(t, second.Add(200*time.Millisecond), third, "the turn after the last one given, spaced as it was given")
+	fourth, _ := b.reserve(t0)
+	assert.Equal(t, third.Add(time.Second), fourth, "then 1/rate apart")
+
+	b.Throttled(t0, time.Hour)
+	b.SetRate(10)
+	after, _ := b.reserve(t0)
+	assert.False(t, after.Before(t0.Add(time.Hour)), "the hold stands")
+}

@@ -41,6 +41,7 @@ type app struct {
 	onFiltered config.Filtered
 
 	reloadMu sync.Mutex
+	closing  bool // Close has begun: no reload starts; reloadMu guards it
 	// reloaded, when set, learns of every reload once it is applied or rejected (the
 	// daemon's metrics, status and readiness).
 	reloaded func(cfg *config.Config, applied bool)
@@ -242,10 +243,15 @@ func buildForwarder(fc config.ForwarderConfig, logger *slog.Logger) (forwarders.
 	return nil, fmt.Errorf("forwarder %q: unknown type %q", fc.Name, fc.Type)
 }
 
-// Close closes the forwarders (NATS drains), once those a reload removed or replaced
-// have finished their attempts, then the store, and stops the embedded NATS server
+// Close closes the forwarders (NATS drains), once a reload under way is over and those a
+// reload removed or replaced have finished their attempts, then the store, and stops the embedded NATS server
 // last, so that the forwarders' drains reach it.
 func (a *app) Close() error {
+	// A reload under way (an admin request the HTTP server let in during shutdown)
+	// finishes first; none starts after.
+	a.reloadMu.Lock()
+	a.closing = true
+	a.reloadMu.Unlock()
 	a.retiring.Wait()
 	var errs []error
 	for _, f := range a.forwarders {

@@ -90,9 +90,10 @@ func printReload(w io.Writer, r ops.ReloadReport) {
 	fmt.Fprintln(w, "config reloaded")
 }
 
-// reload reads the config file again and applies it, one reload at a time. A config with
-// any problem (in the file, or a forwarder that cannot be built from it) is rejected
-// whole with a *ops.ConfigRejectedError, and the running one stays. Otherwise it is
+// reload reads the config file again and applies it, one reload at a time, none once
+// Close has begun (a *ops.RefusedError). A config with any problem (in the file, or a
+// forwarder that cannot be built from it) is rejected whole with a
+// *ops.ConfigRejectedError, and the running one stays. Otherwise it is
 // applied without losing or repeating a delivery:
 //   - added forwarders get a lane first, then new records are routed by the new config,
 //     then removed forwarders' lanes stop after their attempts in flight (their pending
@@ -106,6 +107,9 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 	ctx = context.WithoutCancel(ctx) // once started, a reload is applied whole, whoever asked
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	if a.closing {
+		return ops.ReloadReport{}, &ops.RefusedError{Reason: "the daemon is stopping: the config was not reloaded"}
+	}
 	next, err := config.Load(a.cfg.Source)
 	if err != nil {
 		return ops.ReloadReport{}, a.rejected(problemsOf(err))
@@ -237,17 +241,26 @@ func problemsOf(err error) []string {
 	return out
 }
 
-// reloadClients are the LeadList clients of eff's accounts: an added or changed account
-// gets a new one, with a fresh request budget of its max_rps; an unchanged one keeps its
-// own, so that its budget, and a 429's hold on it, carry on.
+// reloadClients are the LeadList clients of eff's accounts: an unchanged account keeps
+// its own; a changed one gets a new one that keeps its request budget (at the new
+// max_rps), so that the polls queued in it before the reload and those after share one
+// rate, and a 429's hold on it carries on; an added one gets a new one with a budget of
+// its own.
 func (a *app) reloadClients(eff *config.Config, d config.Diff) map[string]*poller.Client {
 	clients := map[string]*poller.Client{}
 	for _, acc := range eff.AllAccounts() {
-		if old, ok := a.clients[acc.Name]; ok && !slices.Contains(d.AccountsChanged, acc.Name) {
+		old, ok := a.clients[acc.Name]
+		switch {
+		case ok && !slices.Contains(d.AccountsChanged, acc.Name):
 			clients[acc.Name] = old
-			continue
+		case ok && old.Budget != nil:
+			c := newClient(eff, acc)
+			c.Budget = old.Budget
+			c.Budget.SetRate(acc.MaxRPS)
+			clients[acc.Name] = c
+		default:
+			clients[acc.Name] = newClient(eff, acc)
 		}
-		clients[acc.Name] = newClient(eff, acc)
 	}
 	return clients
 }

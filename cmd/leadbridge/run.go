@@ -46,9 +46,11 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	a.dispatcher.OnResult = m.ObserveDelivery
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
 		Forwarders: a.forwarderInfo(), Version: Version, Reloader: a.reload}
+	m.SetChatbots(serials(cfg))
 	a.reloaded = func(c *config.Config, applied bool) {
 		m.ObserveReload(applied)
 		if applied {
+			m.SetChatbots(serials(c))
 			backend.SetConfigured(c.Chatbots(), forwarderInfo(c))
 			h.SetConfigured(paced(c), forwarderInfo(c), c.Poll.Interval)
 		}
@@ -106,4 +108,14 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	logger.Info("stopped; pending deliveries stay in the outbox for the next start")
 	return nil
+}
+
+// serials are the serials of cfg's chatbots, of every account.
+func serials(cfg *config.Config) []string {
+	bots := cfg.Chatbots()
+	out := make([]string, len(bots))
+	for i, b := range bots {
+		out[i] = b.Serial
+	}
+	return out
 }

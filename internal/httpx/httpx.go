@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -21,9 +22,15 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
+	// A number of seconds too large for a Duration (ParseInt then gives MaxInt64) is
+	// the longest wait, for the caller to cap: multiplied, it would wrap around to a
+	// short or negative one.
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case secs < 0:
 			return 0
+		case secs > int64(math.MaxInt64/time.Second):
+			return math.MaxInt64
 		}
 		return time.Duration(secs) * time.Second
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +40,12 @@ func TestParseRetryAfter(t *testing.T) {
 		"soon":                          0,
 		"Mon, 23 Nov 2026 12:00:30 GMT": 30 * time.Second,
 		"Mon, 23 Nov 2026 11:00:00 GMT": 0,
+		// Too long for a Duration: as long as can be (callers cap it), never wrapped
+		// around to a short or negative wait.
+		"10000000000":           math.MaxInt64,
+		"18446744074":           math.MaxInt64,
+		"99999999999999999999":  math.MaxInt64,
+		"-99999999999999999999": 0,
 	} {
 		assert.Equal(t, want, httpx.ParseRetryAfter(in, now), in)
 	}
