@@ -381,6 +381,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 }
 
 type eventPage struct {
+	Gone      map[string]bool // forwarders no longer configured
 	ID        string
 	Event     *event.Event
 	JSON      string
@@ -410,6 +411,12 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	st, err := c.op.Status(ctx)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.Gone = unconfigured(st)
 	for _, d := range dead {
 		if d.Event.ID == id {
 			p.Dead = append(p.Dead, d)
@@ -429,7 +436,20 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "event", "Event "+cut(12, id), p)
 }
 
+// unconfigured is the set of forwarders st lists that the config no longer has: their dead
+// letters can be dropped, but a replay would only strand them in the outbox.
+func unconfigured(st ops.Status) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range st.Forwarders {
+		if f.Type == ops.TypeUnconfigured {
+			out[f.Name] = true
+		}
+	}
+	return out
+}
+
 type deadPage struct {
+	Gone       map[string]bool // forwarders no longer configured
 	Letters    []event.DeadLetter
 	Forwarder  string
 	Forwarders []ops.ForwarderStatus // with dead letters, for "all of"
@@ -446,6 +466,7 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	p.Gone = unconfigured(st)
 	for _, f := range st.Forwarders {
 		if f.Dead > 0 {
 			p.Forwarders = append(p.Forwarders, f)
@@ -500,6 +521,22 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 		if len(targets) == 0 {
 			c.plain(w, http.StatusBadRequest, "Nothing to "+op+": tick dead letters first, or use a button of one dead letter or of a whole forwarder.")
 			return
+		}
+		if op == "replay" {
+			st, err := c.op.Status(r.Context())
+			if err != nil {
+				c.fail(w, r, err)
+				return
+			}
+			gone := unconfigured(st)
+			for n, t := range targets {
+				if gone[t.forwarder] {
+					c.plain(w, http.StatusBadRequest, fmt.Sprintf("dead letter %d of the form: forwarder %q is no longer configured, "+
+						"so a replay would leave the delivery stranded in the outbox. Drop it, or put the forwarder back "+
+						"in the config and reload first. Nothing was replayed.", n+1, cut(80, t.forwarder)))
+					return
+				}
+			}
 		}
 		n := 0
 		for _, t := range targets {

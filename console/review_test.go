@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/leadbridge/leadbridge/console"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -72,4 +73,38 @@ func TestGuessingTheBearerTokenIsRateLimited(t *testing.T) {
 		w := from(c, "198.51.100.4:50000", "GET", "http://leads.example.com/ui/", nil, "Authorization", "Bearer "+token)
 		require.Equal(t, http.StatusOK, w.Code, "a right token is never counted as a guess")
 	}
+}
+
+// A dead letter of a forwarder no longer in the config cannot be replayed from the
+// console: it would only move to an outbox nobody delivers, under "delivered shortly".
+// The pages offer to drop it instead, and say why.
+func TestReplayToARemovedForwarderIsRefused(t *testing.T) {
+	r := newRig(t, token)
+	// The rig's dead letter is of crm, which this config no longer has.
+	local := &ops.Local{Store: r.store, Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "nats"}, {Name: "slack", Type: "slack"}}}
+	c := console.New(console.Options{Operator: local, Activity: r.store, Token: token})
+	bearer := []string{"Authorization", "Bearer " + token}
+	for _, form := range []url.Values{{"one": {"crm/" + r.deadID}}, {"sel": {"crm/" + r.deadID}}, {"all": {"crm"}}} {
+		w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/replay", form, bearer...)
+		assert.Equal(t, http.StatusBadRequest, w.Code, "%v", form)
+		assert.Contains(t, w.Body.String(), "crm", "%v", form)
+		assert.Contains(t, w.Body.String(), "no longer configured", "%v", form)
+	}
+	dl, err := r.store.DeadLetters(t.Context(), "")
+	require.NoError(t, err)
+	assert.Len(t, dl, 1, "the dead letter stays")
+	assert.Empty(t, leadtest.Pending(t, r.store, "crm"), "nothing stranded in the outbox")
+
+	for _, path := range []string{"/ui/dead", "/ui/events/" + r.deadID} {
+		page := from(c, "127.0.0.1:1", "GET", "http://127.0.0.1"+path, nil, bearer...)
+		require.Equal(t, http.StatusOK, page.Code, path)
+		body := page.Body.String()
+		assert.NotContains(t, body, `formaction="/ui/dead/replay" name="one" value="crm/`, path)
+		assert.Contains(t, body, `formaction="/ui/dead/drop" name="one" value="crm/`, path)
+		assert.Contains(t, body, "no longer configured", path)
+	}
+	assert.NotContains(t, from(c, "127.0.0.1:1", "GET", "http://127.0.0.1/ui/dead", nil, bearer...).Body.String(), "Replay all 1 of crm")
+
+	w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/drop", url.Values{"one": {"crm/" + r.deadID}}, bearer...)
+	assert.Equal(t, http.StatusSeeOther, w.Code, "dropping it is fine")
 }
