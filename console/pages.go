@@ -92,14 +92,18 @@ func (c *Console) flash(r *http.Request, session string) string {
 		return ""
 	}
 	n, _ := strconv.Atoi(q.Get("n"))
-	switch q.Get("done") {
-	case "replay":
+	switch done := q.Get("done"); {
+	case n == 0 && done == "replay": // a second click of the button, or someone was quicker
+		return "Nothing was replayed: already replayed or dropped."
+	case n == 0 && done == "drop":
+		return "Nothing was dropped: already replayed or dropped."
+	case done == "replay":
 		return fmt.Sprintf("Replayed %s: back in the outbox, delivered shortly.", plural(n, "dead letter"))
-	case "drop":
+	case done == "drop":
 		return fmt.Sprintf("Dropped %s.", plural(n, "dead letter"))
-	case "resumed":
+	case done == "resumed":
 		return fmt.Sprintf("Resumed forwarder %q: it delivers what it owes again.", q.Get("f"))
-	case "running":
+	case done == "running":
 		return fmt.Sprintf("Forwarder %q was not paused.", q.Get("f"))
 	}
 	return ""

@@ -108,3 +108,33 @@ func TestReplayToARemovedForwarderIsRefused(t *testing.T) {
 	w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/drop", url.Values{"one": {"crm/" + r.deadID}}, bearer...)
 	assert.Equal(t, http.StatusSeeOther, w.Code, "dropping it is fine")
 }
+
+// Two clicks of the same Replay button (a double submit, or two operators at once)
+// queue the delivery once, and the second click says that it found nothing to replay.
+func TestDoubleSubmittedReplayQueuesOnce(t *testing.T) {
+	r := newRig(t, token)
+	c := client(t)
+	r.login(t, c)
+	csrf := csrfOf(t, do(t, c, "GET", r.srv.URL+"/ui/dead", nil).body)
+	form := url.Values{"one": {"crm/" + r.deadID}, "csrf": {csrf}}
+	answers := make(chan answer, 2)
+	for range 2 {
+		go func() { answers <- do(t, c, "POST", r.srv.URL+"/ui/dead/replay", form) }()
+	}
+	var flashes []string
+	for range 2 {
+		a := <-answers
+		require.Equal(t, http.StatusSeeOther, a.code, a.body)
+		flashes = append(flashes, do(t, c, "GET", r.srv.URL+a.resp.Header.Get("Location"), nil).body)
+	}
+	assert.Len(t, leadtest.Pending(t, r.store, "crm"), 1, "queued once")
+	joined := strings.Join(flashes, "\n")
+	assert.Contains(t, joined, "Replayed 1 dead letter: back in the outbox")
+	assert.Contains(t, joined, "Nothing was replayed: already replayed or dropped")
+	assert.NotContains(t, joined, "Replayed 0 dead letters")
+
+	drop := do(t, c, "POST", r.srv.URL+"/ui/dead/drop", form)
+	require.Equal(t, http.StatusSeeOther, drop.code)
+	assert.Contains(t, do(t, c, "GET", r.srv.URL+drop.resp.Header.Get("Location"), nil).body,
+		"Nothing was dropped: already replayed or dropped")
+}
