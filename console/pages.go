@@ -494,7 +494,9 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 }
 
 // deadChange serves the replay and drop buttons: one dead letter (one=FORWARDER/ID), a
-// selection (sel=FORWARDER/ID, repeated) or every one of a forwarder (all=FORWARDER).
+// selection (sel=FORWARDER/ID, repeated; at most a page of them, since each is a store
+// transaction that reads every dead letter of its forwarder) or every one of a forwarder
+// (all=FORWARDER, one transaction).
 func (c *Console) deadChange(op string) http.HandlerFunc {
 	fn := c.op.Replay
 	if op == "drop" {
@@ -510,6 +512,11 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 		refs := r.PostForm["sel"]
 		if one := r.PostForm.Get("one"); one != "" {
 			refs = []string{one}
+		}
+		if len(refs) > perPage {
+			c.plain(w, http.StatusBadRequest, fmt.Sprintf("%d dead letters ticked: at most %d (a page) at once, "+
+				"or use the button for all of a forwarder. Nothing was done.", len(refs), perPage))
+			return
 		}
 		for n, ref := range refs {
 			i := strings.LastIndexByte(ref, '/')

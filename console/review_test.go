@@ -138,3 +138,27 @@ func TestDoubleSubmittedReplayQueuesOnce(t *testing.T) {
 	assert.Contains(t, do(t, c, "GET", r.srv.URL+drop.resp.Header.Get("Location"), nil).body,
 		"Nothing was dropped: already replayed or dropped")
 }
+
+// A selection holds at most one page of dead letters, all the dead-letter page can tick:
+// each is its own store transaction that reads the forwarder's dead letters (0.1 s each
+// at 10,000 of them), so a forged form of thousands would hold the store for minutes.
+func TestASelectionIsOnePageAtMost(t *testing.T) {
+	r := newRig(t, token)
+	c := console.New(console.Options{Operator: &ops.Local{Store: r.store, Forwarders: []ops.ForwarderInfo{{Name: "crm", Type: "webhook"}}},
+		Activity: r.store, Token: token})
+	sel := url.Values{"sel": {"crm/" + r.deadID}}
+	for i := range 50 {
+		sel.Add("sel", fmt.Sprintf("crm/%064x", i))
+	}
+	for _, op := range []string{"replay", "drop"} {
+		w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/"+op, sel, "Authorization", "Bearer "+token)
+		assert.Equal(t, http.StatusBadRequest, w.Code, op)
+		assert.Contains(t, w.Body.String(), "51 dead letters ticked: at most 50", op)
+	}
+	dl, err := r.store.DeadLetters(t.Context(), "")
+	require.NoError(t, err)
+	assert.Len(t, dl, 1, "nothing changed")
+
+	w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/drop", url.Values{"sel": sel["sel"][:50]}, "Authorization", "Bearer "+token)
+	assert.Equal(t, http.StatusSeeOther, w.Code, "a page's worth is fine")
+}
