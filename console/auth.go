@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -375,9 +376,17 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }
 
-// safeNext is where to go after logging in: a console path, never another site.
+// safeNext is where to go after logging in: a page of the console, never another site
+// nor, by dot segments (plain, escaped, or split by a tab that browsers drop), another
+// path of this one; anything else is the overview.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/ui/login") {
+	p, _, _ := strings.Cut(next, "?")
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") {
+		clean += "/"
+	}
+	if p != clean || !strings.HasPrefix(p, "/ui/") || strings.HasPrefix(p, "/ui/login") || strings.Contains(p, "%") ||
+		strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) {
 		return "/ui/"
 	}
 	return next

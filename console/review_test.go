@@ -162,3 +162,20 @@ func TestASelectionIsOnePageAtMost(t *testing.T) {
 	w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/dead/drop", url.Values{"sel": sel["sel"][:50]}, "Authorization", "Bearer "+token)
 	assert.Equal(t, http.StatusSeeOther, w.Code, "a page's worth is fine")
 }
+
+// After the login the console goes only to a page of its own, however next is dressed.
+func TestLoginNextStaysInTheConsole(t *testing.T) {
+	r := newRig(t, token)
+	c := console.New(console.Options{Operator: &ops.Local{Store: r.store}, Activity: r.store, Token: token})
+	for _, next := range []string{"https://evil.example/", "//evil.example/", "/\\evil.example", "/ui/..//evil.example",
+		"/ui/../\t/evil.example", "/ui/../..\t//evil.example", "/ui/.%2e//evil.example", "/ui/../admin/reload",
+		"/ui/\x00//x", "/ui/\r\nSet-Cookie: x=1", "/ui/./dead", "/ui/login?next=//evil.example", "/ui/%2e%2e/admin/status"} {
+		w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/login", url.Values{"token": {token}, "next": {next}})
+		require.Equal(t, http.StatusSeeOther, w.Code, "%q", next)
+		assert.Equal(t, "/ui/", w.Header().Get("Location"), "%q", next)
+	}
+	for _, next := range []string{"/ui/", "/ui/dead?forwarder=crm&page=2", "/ui/activity?chatbot=x%20y", "/ui/events/" + r.deadID} {
+		w := from(c, "127.0.0.1:1", "POST", "http://127.0.0.1/ui/login", url.Values{"token": {token}, "next": {next}})
+		assert.Equal(t, next, w.Header().Get("Location"), "a page of the console is kept")
+	}
+}
