@@ -7,13 +7,17 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/url"
+	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/ops"
+	"golang.org/x/time/rate"
 )
 
 // How the console knows who is asking:
@@ -26,6 +30,13 @@ import (
 //     token was typed. The cookie holds a random session id, never the token; the
 //     console keeps the ids' SHA-256, so a lookup reveals nothing by its timing.
 //
+// Wrong tokens, typed in the form or sent in the bearer header, are answered at most one
+// a second (bursts of 5) per client address (an IPv6 /64), and beyond that refused with
+// 429 before the token is even compared, so that it cannot be guessed by trying. The
+// allowance is per address so that an attacker cannot lock the operator out by guessing
+// from elsewhere; a right token never uses it up. Behind a reverse proxy every client
+// has the proxy's address, so the allowance is shared.
+//
 // Every POST but the login must carry the CSRF token of its session (a hidden form
 // field, an HMAC of the session id under a key made at start), unless it authenticated
 // with the bearer header, which a browser never sends by itself. Cross-origin browser
@@ -37,7 +48,94 @@ const (
 	csrfField   = "csrf"
 	// maxForm bounds a form's body: a selection of thousands of dead letters fits.
 	maxForm = 1 << 20
+	// maxClients bounds the wrong-token allowances kept; past it the idle ones go first.
+	maxClients = 4096
 )
+
+// guesses are the wrong-token allowances of the console's clients, by address.
+type guesses struct {
+	mu sync.Mutex
+	m  map[string]*allowance
+}
+
+// allowance is one client's: the limiter that wrong tokens use up, and the attempts
+// being compared now, each of which may turn out wrong.
+type allowance struct {
+	lim     *rate.Limiter
+	pending int
+}
+
+func newGuesses() *guesses { return &guesses{m: map[string]*allowance{}} }
+
+// clientOf is the address whose allowance r uses: its IP, or for IPv6 its /64, which
+// one host usually holds whole.
+func clientOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return host
+	case ip.To4() != nil:
+		return ip.To4().String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String()
+}
+
+// try starts an attempt of r's client: ok is false when its allowance cannot take one
+// more wrong token (then retry says in how many seconds to try again); otherwise the
+// caller compares the token and calls done with whether it was wrong.
+func (g *guesses) try(r *http.Request) (done func(wrong bool), retry int, ok bool) {
+	key := clientOf(r)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	a := g.m[key]
+	if a == nil {
+		if len(g.m) >= maxClients {
+			g.evict()
+		}
+		a = &allowance{lim: rate.NewLimiter(1, 5)}
+		g.m[key] = a
+	}
+	if left := a.lim.Tokens() - float64(a.pending); left < 1 {
+		return nil, int(1-left) + 1, false
+	}
+	a.pending++
+	return func(wrong bool) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		a.pending--
+		if wrong {
+			a.lim.Allow()
+		}
+	}, 0, true
+}
+
+// evict forgets the allowances of idle clients (a new one is the same) and, if that was
+// not enough, any but those in use.
+func (g *guesses) evict() {
+	for k, a := range g.m {
+		if a.pending == 0 && a.lim.Tokens() >= float64(a.lim.Burst()) {
+			delete(g.m, k)
+		}
+	}
+	for k, a := range g.m {
+		if len(g.m) < maxClients {
+			return
+		}
+		if a.pending == 0 {
+			delete(g.m, k)
+		}
+	}
+}
+
+// tooMany refuses a request whose client has used up its wrong-token allowance.
+func (c *Console) tooMany(w http.ResponseWriter, retry int) {
+	w.Header().Set("Retry-After", strconv.Itoa(retry))
+	c.plain(w, http.StatusTooManyRequests, "Too many wrong tokens from this address; wait a few seconds and try again.")
+}
 
 // sessions are the console's login sessions, by the SHA-256 of their id.
 type sessions struct {
@@ -190,7 +288,15 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			setCookie(w, r, id.session, int(sessionTTL/time.Second))
 		}
 	case auth != "":
-		if !strings.HasPrefix(auth, "Bearer ") || !equalSecret(auth, "Bearer "+c.token) {
+		done, retry, ok := c.guesses.try(r)
+		if !ok {
+			c.tooMany(w, retry)
+			return
+		}
+		right := strings.HasPrefix(auth, "Bearer ") && equalSecret(auth, "Bearer "+c.token)
+		done(!right)
+		if !right {
+			c.log.Warn("console request refused: wrong bearer token", "remote", r.RemoteAddr)
 			c.plain(w, http.StatusUnauthorized, "Authorization: want Bearer and the daemon's http.admin_token.")
 			return
 		}
@@ -234,12 +340,16 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodHead:
 		c.render(w, r, http.StatusOK, "login", "Log in", loginPage{Next: next})
 	case http.MethodPost:
-		if !c.logins.Allow() {
+		done, retry, ok := c.guesses.try(r)
+		if !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(retry))
 			c.render(w, r, http.StatusTooManyRequests, "login", "Log in", loginPage{Next: next,
-				Error: "Too many attempts; wait a few seconds and try again."})
+				Error: "Too many wrong tokens from this address; wait a few seconds and try again."})
 			return
 		}
-		if !equalSecret(r.PostFormValue("token"), c.token) {
+		right := equalSecret(r.PostFormValue("token"), c.token)
+		done(!right)
+		if !right {
 			c.log.Warn("console login refused: wrong token", "remote", r.RemoteAddr)
 			c.render(w, r, http.StatusUnauthorized, "login", "Log in", loginPage{Next: next,
 				Error: "That is not the daemon's http.admin_token."})
@@ -266,9 +376,17 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }
 
-// safeNext is where to go after logging in: a console path, never another site.
+// safeNext is where to go after logging in: a page of the console, never another site
+// nor, by dot segments (plain, escaped, or split by a tab that browsers drop), another
+// path of this one; anything else is the overview.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/ui/") || strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, "/ui/login") {
+	p, _, _ := strings.Cut(next, "?")
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") {
+		clean += "/"
+	}
+	if p != clean || !strings.HasPrefix(p, "/ui/") || strings.HasPrefix(p, "/ui/login") || strings.Contains(p, "%") ||
+		strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) {
 		return "/ui/"
 	}
 	return next

@@ -15,7 +15,6 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
-	"golang.org/x/time/rate"
 )
 
 // Operator is what the console shows and changes of the daemon's state: the same calls
@@ -59,7 +58,7 @@ type Console struct {
 	sessions *sessions
 	csrfKey  []byte
 	csrf     *http.CrossOriginProtection
-	logins   *rate.Limiter
+	guesses  *guesses
 	mux      *http.ServeMux
 }
 
@@ -71,9 +70,7 @@ var pages = template.Must(template.New("").Funcs(funcs).ParseFS(static, "static/
 // New returns the console over o's operator and activity log.
 func New(o Options) *Console {
 	c := &Console{op: o.Operator, act: o.Activity, token: o.Token, interval: o.PollInterval, log: o.Logger, now: o.Now,
-		csrfKey: make([]byte, 32), csrf: http.NewCrossOriginProtection(),
-		// Wrong tokens are refused at most one a second (bursts of 5), so a token cannot be guessed by trying.
-		logins: rate.NewLimiter(1, 5)}
+		csrfKey: make([]byte, 32), csrf: http.NewCrossOriginProtection(), guesses: newGuesses()}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

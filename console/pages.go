@@ -92,14 +92,18 @@ func (c *Console) flash(r *http.Request, session string) string {
 		return ""
 	}
 	n, _ := strconv.Atoi(q.Get("n"))
-	switch q.Get("done") {
-	case "replay":
+	switch done := q.Get("done"); {
+	case n == 0 && done == "replay": // a second click of the button, or someone was quicker
+		return "Nothing was replayed: already replayed or dropped."
+	case n == 0 && done == "drop":
+		return "Nothing was dropped: already replayed or dropped."
+	case done == "replay":
 		return fmt.Sprintf("Replayed %s: back in the outbox, delivered shortly.", plural(n, "dead letter"))
-	case "drop":
+	case done == "drop":
 		return fmt.Sprintf("Dropped %s.", plural(n, "dead letter"))
-	case "resumed":
+	case done == "resumed":
 		return fmt.Sprintf("Resumed forwarder %q: it delivers what it owes again.", q.Get("f"))
-	case "running":
+	case done == "running":
 		return fmt.Sprintf("Forwarder %q was not paused.", q.Get("f"))
 	}
 	return ""
@@ -381,6 +385,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 }
 
 type eventPage struct {
+	Gone      map[string]bool // forwarders no longer configured
 	ID        string
 	Event     *event.Event
 	JSON      string
@@ -410,6 +415,12 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	st, err := c.op.Status(ctx)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.Gone = unconfigured(st)
 	for _, d := range dead {
 		if d.Event.ID == id {
 			p.Dead = append(p.Dead, d)
@@ -429,7 +440,20 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "event", "Event "+cut(12, id), p)
 }
 
+// unconfigured is the set of forwarders st lists that the config no longer has: their dead
+// letters can be dropped, but a replay would only strand them in the outbox.
+func unconfigured(st ops.Status) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range st.Forwarders {
+		if f.Type == ops.TypeUnconfigured {
+			out[f.Name] = true
+		}
+	}
+	return out
+}
+
 type deadPage struct {
+	Gone       map[string]bool // forwarders no longer configured
 	Letters    []event.DeadLetter
 	Forwarder  string
 	Forwarders []ops.ForwarderStatus // with dead letters, for "all of"
@@ -446,6 +470,7 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	p.Gone = unconfigured(st)
 	for _, f := range st.Forwarders {
 		if f.Dead > 0 {
 			p.Forwarders = append(p.Forwarders, f)
@@ -469,7 +494,9 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 }
 
 // deadChange serves the replay and drop buttons: one dead letter (one=FORWARDER/ID), a
-// selection (sel=FORWARDER/ID, repeated) or every one of a forwarder (all=FORWARDER).
+// selection (sel=FORWARDER/ID, repeated; at most a page of them, since each is a store
+// transaction that reads every dead letter of its forwarder) or every one of a forwarder
+// (all=FORWARDER, one transaction).
 func (c *Console) deadChange(op string) http.HandlerFunc {
 	fn := c.op.Replay
 	if op == "drop" {
@@ -486,6 +513,11 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 		if one := r.PostForm.Get("one"); one != "" {
 			refs = []string{one}
 		}
+		if len(refs) > perPage {
+			c.plain(w, http.StatusBadRequest, fmt.Sprintf("%d dead letters ticked: at most %d (a page) at once, "+
+				"or use the button for all of a forwarder. Nothing was done.", len(refs), perPage))
+			return
+		}
 		for n, ref := range refs {
 			i := strings.LastIndexByte(ref, '/')
 			if i <= 0 || i == len(ref)-1 {
@@ -500,6 +532,22 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 		if len(targets) == 0 {
 			c.plain(w, http.StatusBadRequest, "Nothing to "+op+": tick dead letters first, or use a button of one dead letter or of a whole forwarder.")
 			return
+		}
+		if op == "replay" {
+			st, err := c.op.Status(r.Context())
+			if err != nil {
+				c.fail(w, r, err)
+				return
+			}
+			gone := unconfigured(st)
+			for n, t := range targets {
+				if gone[t.forwarder] {
+					c.plain(w, http.StatusBadRequest, fmt.Sprintf("dead letter %d of the form: forwarder %q is no longer configured, "+
+						"so a replay would leave the delivery stranded in the outbox. Drop it, or put the forwarder back "+
+						"in the config and reload first. Nothing was replayed.", n+1, cut(80, t.forwarder)))
+					return
+				}
+			}
 		}
 		n := 0
 		for _, t := range targets {

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -133,6 +135,19 @@ http: {listen: "%s", admin_token: "${LB_ADMIN_TOKEN}"}
 		}, 15*time.Second, 100*time.Millisecond)
 		require.True(t, ok, "%s %s shows %q; it shows:\n%s", path, sel, want, last.Load())
 	}
+	// tabTo presses Tab until the element sel selects has the focus, as a keyboard user would.
+	tabTo := func(sel string) {
+		t.Helper()
+		for range 80 {
+			do("press Tab", chromedp.KeyEvent(kb.Tab))
+			on, err := chromedp.Run(browser, chromedp.Evaluate[bool](`document.activeElement.matches(`+strconv.Quote(sel)+`)`))
+			require.NoError(t, err)
+			if on {
+				return
+			}
+		}
+		t.Fatalf("80 presses of Tab never reached %s", sel)
+	}
 	shots := screenshotDir(t)
 	shot := func(name string) {
 		t.Helper()
@@ -144,8 +159,7 @@ http: {listen: "%s", admin_token: "${LB_ADMIN_TOKEN}"}
 	// Log in: the console sends a stranger to the login form first.
 	do("open the console", chromedp.Navigate(base+"/ui/activity"), chromedp.WaitVisible(chromedp.ID("token")))
 	shot("login")
-	do("log in", chromedp.SendKeys(chromedp.ID("token"), token), chromedp.Click(chromedp.CSS("form.login button")),
-		chromedp.WaitVisible(chromedp.ID("activity")))
+	do("log in with the keyboard", chromedp.SendKeys(chromedp.ID("token"), token+kb.Enter), chromedp.WaitVisible(chromedp.ID("activity")))
 	loc, err := chromedp.Run(browser, chromedp.Location())
 	require.NoError(t, err)
 	assert.Equal(t, base+"/ui/activity", loc, "back where the login began")
@@ -179,8 +193,8 @@ http: {listen: "%s", admin_token: "${LB_ADMIN_TOKEN}"}
 	gone.AnswerAll(0)
 	before := gone.Count()
 	until("/ui/", "#forwarders", "paused")
-	do("resume", chromedp.Click(chromedp.CSS(`form[action="/ui/forwarders/sales-hook/resume"] button`)),
-		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	tabTo(`form[action="/ui/forwarders/sales-hook/resume"] button`)
+	do("resume with the keyboard", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	assert.Contains(t, text(".flash"), `Resumed forwarder "sales-hook"`)
 	require.Eventually(t, func() bool { return gone.Count() == before+1 }, 10*time.Second, 20*time.Millisecond,
 		"the paused delivery goes out after the resume")
@@ -191,4 +205,39 @@ http: {listen: "%s", admin_token: "${LB_ADMIN_TOKEN}"}
 	// Readable on a phone.
 	do("phone", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.ID("forwarders")))
 	shot("overview-phone")
+	for _, path := range []string{"/ui/", "/ui/activity", "/ui/dead", "/ui/events/" + eventID} {
+		do("phone "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("main")))
+		fits, err := chromedp.Run(browser, chromedp.Evaluate[bool](`document.documentElement.scrollWidth <= window.innerWidth`))
+		require.NoError(t, err)
+		assert.True(t, fits, "%s fits a phone's width: its wide tables scroll by themselves", path)
+	}
+
+	// Auto-refresh reloads an idle page, but not one where dead letters are ticked. A page
+	// that reloads loses the mark set on it; of two tabs, the one opened second reloading
+	// proves that the first one's 15 s passed too.
+	bad.AnswerAll(http.StatusBadRequest)
+	api.Generate(testSerial, time.Now())
+	do("wide again", chromedp.EmulateViewport(1280, 900))
+	until("/ui/dead", "#dead", "archive", "HTTP 400")
+	mark := func(ctx context.Context, js string) bool {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		require.NoError(t, err, js)
+		return v
+	}
+	mark(browser, `localStorage.setItem("leadbridge-refresh", "1"); true`)
+	defer mark(browser, `localStorage.setItem("leadbridge-refresh", "0"); true`)
+	do("tick a dead letter", chromedp.Navigate(base+"/ui/dead"), chromedp.WaitVisible(chromedp.CSS(`input[name="sel"]`)),
+		chromedp.Click(chromedp.CSS(`input[name="sel"]`)))
+	require.True(t, mark(browser, `document.activeElement.blur(); window.lbMark = 1; document.getElementById("autorefresh").checked`))
+	idle, cancelIdle := chromedp.NewContext(browser)
+	defer cancelIdle()
+	require.NoError(t, chromedp.Do(idle, chromedp.Navigate(base+"/ui/dead"), chromedp.WaitVisible(chromedp.ID("dead"))))
+	require.True(t, mark(idle, `window.lbMark = 1; true`))
+	require.Eventually(t, func() bool {
+		v, err := chromedp.Run(idle, chromedp.Evaluate[bool](`window.lbMark === undefined`))
+		return err == nil && v
+	}, 45*time.Second, 250*time.Millisecond, "the idle tab reloads by itself")
+	assert.True(t, mark(browser, `window.lbMark === 1 && document.querySelector('input[name="sel"]:checked') !== null`),
+		"the tab with a ticked dead letter did not reload under the operator's hands")
 }
