@@ -8,7 +8,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -231,39 +230,60 @@ func (s *Store) readActivity(ctx context.Context, forwarder string) ([]event.Att
 }
 
 // ActivityEvent returns the event with id id as the activity log keeps it; found is
-// false once no attempt in the log refers to it.
+// false once no attempt in the log refers to it. It reads, per forwarder in the log, the
+// last copy of the event kept for it and the attempt that copy names.
 func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error) {
+	op := "read activity event"
 	if checkName(id) != nil {
 		return ev, false, nil // no event has such an id (and it must not be a subject wildcard)
 	}
+	counts, err := s.counts(ctx, s.activity, "activity")
+	if err != nil {
+		return ev, false, s.wrap(op, err)
+	}
 	horizon := s.now().Add(-ActivityMaxAge)
-	prefix := s.subject("activity_event", "")
-	err = s.scan(ctx, s.activityEvents, s.eventSubject("*", id), 1, func(m *jetstream.RawStreamMsg) (bool, error) {
-		fwd, _, _ := strings.Cut(strings.TrimPrefix(m.Subject, prefix), ".")
-		seq, err := strconv.ParseUint(m.Header.Get(activitySeqHeader), 10, 64)
-		if err != nil {
-			return true, nil
-		}
-		am, err := s.activity.GetMsg(ctx, seq)
+	for _, fwd := range slices.Sorted(maps.Keys(counts)) {
+		m, err := s.activityEvents.GetLastMsgForSubject(ctx, s.eventSubject(fwd, id))
 		if errors.Is(err, jetstream.ErrMsgNotFound) || isNoMsg(err) {
-			return true, nil // the attempt left the log
+			continue
 		}
 		if err != nil {
-			return false, err
+			return ev, false, s.wrap(op, err)
 		}
-		var a event.Attempt
-		if am.Subject != s.subject("activity", fwd) || json.Unmarshal(am.Data, &a) != nil ||
-			a.EventID != id || a.At.Before(horizon) {
-			return true, nil
+		ok, err := s.refersTo(ctx, fwd, id, m.Header.Get(activitySeqHeader), horizon)
+		if err != nil {
+			return ev, false, s.wrap(op, err)
+		}
+		if !ok {
+			continue
 		}
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			return false, fmt.Errorf("decode event %s: %w", id, err)
+			return event.Event{}, false, s.wrap(op, fmt.Errorf("decode event %s: %w", id, err))
 		}
-		found = true
-		return false, nil
-	})
-	if err != nil {
-		return event.Event{}, false, s.wrap("read activity event", err)
+		return ev, true, nil
 	}
-	return ev, found, nil
+	return ev, false, nil
+}
+
+// refersTo reports whether forwarder's attempt seq (a header value) is still in the log,
+// at event id, and recorded at or after horizon.
+func (s *Store) refersTo(ctx context.Context, forwarder, id, seq string, horizon time.Time) (bool, error) {
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil || n == 0 {
+		return false, nil
+	}
+	m, err := s.activity.GetMsg(ctx, n)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound) || isNoMsg(err):
+		return false, nil // the attempt left the log
+	case err != nil:
+		return false, err
+	case m.Subject != s.subject("activity", forwarder):
+		return false, nil
+	}
+	var a event.Attempt
+	if json.Unmarshal(m.Data, &a) != nil {
+		return false, nil
+	}
+	return a.EventID == id && !a.At.Before(horizon), nil
 }
