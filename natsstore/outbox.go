@@ -123,13 +123,16 @@ func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d even
 // Retrying one keeps its attempt count, first and next try and last error, a Dead one
 // moves to the dead letters. An outcome for an entry no longer in the outbox is skipped.
 // Unlike bbolt's, the outcomes are applied one by one; a failure stops at the outcome it
-// names, those before it applied.
+// names, those before it applied. The outcomes applied also go to the activity log
+// (activity.go), which never makes Record fail.
 func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
-	for _, o := range outcomes {
+	for i, o := range outcomes {
 		if err := s.recordOutcome(ctx, o); err != nil {
+			s.logActivity(ctx, outcomes[:i])
 			return s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err))
 		}
 	}
+	s.logActivity(ctx, outcomes)
 	return nil
 }
 

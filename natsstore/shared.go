@@ -397,11 +397,13 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 }
 
 // Record applies the outcomes of attempts, as Store.Record does, and hands each held
-// entry back: acked (done), or nak'ed until its NextTry (retried).
+// entry back: acked (done), or nak'ed until its NextTry (retried). The outcomes applied
+// go to the activity log, as Store.Record's do.
 func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
-	for _, o := range outcomes {
+	for i, o := range outcomes {
 		d := o.Delivery
 		if err := sh.s.recordOutcome(ctx, o); err != nil {
+			sh.s.logActivity(ctx, outcomes[:i])
 			return sh.s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", d.Forwarder, d.Seq, err))
 		}
 		sh.mu.Lock()
@@ -432,6 +434,7 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 			sh.s.log.Warn("handing an outbox entry back to the server failed", "forwarder", d.Forwarder, "seq", d.Seq, "err", err)
 		}
 	}
+	sh.s.logActivity(ctx, outcomes)
 	return nil
 }
 

@@ -14,6 +14,9 @@
 //	stream P_outbox  subjects P.outbox.<forwarder>; one message per delivery owed, its
 //	                 stream sequence the Delivery's Seq
 //	stream P_dead    subjects P.dead.<forwarder>; one event.DeadLetter per message
+//	stream P_activity, P_activity_events
+//	                 the activity log for the web console, bounded by JetStream's
+//	                 limits (activity.go)
 //
 // The delivery guarantee rests on the order Ingest writes in: a record's outbox entries
 // are published (with a Nats-Msg-Id derived from the event id, the forwarder and the
@@ -86,6 +89,7 @@ type Store struct {
 
 	seen, chatbots, paused, retry jetstream.KeyValue
 	outbox, dead                  jetstream.Stream
+	activity, activityEvents      jetstream.Stream // the activity log (activity.go)
 
 	mu     sync.Mutex
 	lastOK map[string]time.Time // last success by serial: read at Open, then RecordPoll's
@@ -201,8 +205,10 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 	if s.outbox, err = stream("outbox", opts.DuplicateWindow); err != nil {
 		return err
 	}
-	s.dead, err = stream("dead", opts.DuplicateWindow)
-	return err
+	if s.dead, err = stream("dead", opts.DuplicateWindow); err != nil {
+		return err
+	}
+	return s.prepareActivity(ctx, opts.Replicas)
 }
 
 // subject is the subject of forwarder's messages in stream kind ("outbox", "dead").

@@ -67,12 +67,8 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 		}
 		handler := ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http"))
-		if activity, ok := a.store.stateStore.(console.ActivityLog); ok {
-			handler = ops.WithConsole(handler, console.New(console.Options{Operator: backend, Activity: activity,
-				Token: cfg.HTTP.AdminToken, PollInterval: cfg.Poll.Interval, Logger: logger}))
-		} else {
-			logger.Warn("the web console needs an activity log, which store.backend nats does not keep yet; /ui/ is not served")
-		}
+		handler = ops.WithConsole(handler, console.New(console.Options{Operator: backend, Activity: a.store,
+			Token: cfg.HTTP.AdminToken, PollInterval: cfg.Poll.Interval, Logger: logger}))
 		srv = &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 5 * time.Second,

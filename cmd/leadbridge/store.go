@@ -28,16 +28,16 @@ type stateStore interface {
 	forwarders.Outbox
 	ops.LocalStore
 	ops.PauseStore
+	console.ActivityLog
 	Backfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
 	Prune(ctx context.Context, now time.Time) (int, error)
 	Close() error
 }
 
 var (
-	_ stateStore          = (*dedupe.Store)(nil)
-	_ stateStore          = (*natsstore.Store)(nil)
-	_ forwarders.Outbox   = (*natsstore.Shared)(nil)
-	_ console.ActivityLog = (*dedupe.Store)(nil)
+	_ stateStore        = (*dedupe.Store)(nil)
+	_ stateStore        = (*natsstore.Store)(nil)
+	_ forwarders.Outbox = (*natsstore.Shared)(nil)
 )
 
 // openedStore is the store cfg selects with what it holds open: for backend nats, the

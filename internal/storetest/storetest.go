@@ -32,6 +32,10 @@ type Store interface {
 	ops.LocalStore
 	Backfill(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
 	Prune(ctx context.Context, now time.Time) (int, error)
+	// Activity and ActivityEvent read the bounded log of delivery attempts that the web
+	// console shows (console.ActivityLog).
+	Activity(ctx context.Context, q event.ActivityQuery) ([]event.Attempt, error)
+	ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error)
 	Close() error
 }
 
@@ -85,6 +89,9 @@ func Run(t *testing.T, backend func(t *testing.T) Opener) {
 		{"ChangesSignalledOnlyForNewEntries", testChanges},
 		{"RetentionStaleAndPrune", testRetention},
 		{"EventsSurviveReopenByteForByte", testEventSurvives},
+		{"ActivityRecordedAndFiltered", testActivityRecorded},
+		{"ActivityKeepsTheNewestPerForwarder", testActivityKeepsTheNewest},
+		{"ActivityForgetsAttemptsAWeekOld", testActivityForgetsAWeekAgo},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &rig{t: t, open: backend(t), backend: backend})
