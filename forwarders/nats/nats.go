@@ -22,7 +22,6 @@ package nats
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -319,7 +318,7 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	if err != nil {
 		return forwarders.Permanent(f.errorf("subject: %v", err))
 	}
-	body, err := json.Marshal(ev)
+	body, err := ev.JSON() // as the store kept it, when it did
 	if err != nil {
 		return forwarders.Permanent(f.errorf("encode event: %v", err))
 	}
