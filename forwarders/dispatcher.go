@@ -505,7 +505,6 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 		}
 	}
 	d.Attempts, d.FirstTry = it.attempts, it.firstTry // this process may know of failures not yet recorded
-	log := l.logger.With(d.Event.LogAttrs()...)
 	firstTry := d.FirstTry
 	if d.FirstTry.IsZero() {
 		d.FirstTry = l.d.now()
@@ -515,10 +514,10 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	took := time.Since(start)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
-		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
+		l.eventLog(d).Debug("attempt cut off by shutdown; the entry stays in the outbox")
 		return
 	}
-	v := verdict{lane: l, log: log, took: took, err: err}
+	v := verdict{lane: l, took: took, err: err}
 	if err == nil {
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked}, ResultOK
 		l.rec.hand(v)
@@ -530,7 +529,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 	case IsGone(err):
 		d.FirstTry = firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
-		l.pause(hard, d, err, log)
+		l.pause(hard, d, err, l.eventLog(d))
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
 	case IsPermanent(err):
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
@@ -546,7 +545,7 @@ func (l *lane) attempt(ctx, hard context.Context, it item) {
 		d.NextTry = l.d.now().Add(wait)
 		it.due, it.attempts, it.firstTry = time.Now().Add(wait), d.Attempts, d.FirstTry
 		l.reschedule(it)
-		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
+		l.eventLog(d).Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Retrying}, ResultRetry
 	}
 	l.rec.hand(v)
@@ -612,6 +611,13 @@ func (l *lane) pause(ctx context.Context, d event.Delivery, err error, log *slog
 	l.report(d, ResultPaused, 0, err)
 }
 
+// eventLog is the lane's logger with the attributes of d's event. It is built only for
+// a line that is written: with many deliveries a second, building it for each one
+// costs more than the delivery's own bookkeeping.
+func (l *lane) eventLog(d event.Delivery) *slog.Logger {
+	return l.logger.With(d.Event.LogAttrs()...)
+}
+
 func (l *lane) report(d event.Delivery, res Result, took time.Duration, err error) {
 	if l.d.OnResult != nil {
 		l.d.OnResult(d, res, took, err)
@@ -623,7 +629,6 @@ func (l *lane) report(d event.Delivery, res Result, took time.Duration, err erro
 type verdict struct {
 	event.Outcome
 	lane   *lane
-	log    *slog.Logger
 	result Result
 	took   time.Duration
 	err    error
@@ -685,12 +690,15 @@ func (w *recorder) run(ctx context.Context) {
 		if !w.persist(ctx, func() error { return w.d.Outbox.Record(store, outcomes) }) {
 			continue
 		}
+		debug := w.logger.Enabled(ctx, slog.LevelDebug)
 		for _, v := range batch {
 			switch v.result {
 			case ResultOK:
-				v.log.Debug("delivered", "attempts", v.Delivery.Attempts+1, "took", v.took)
+				if debug {
+					v.lane.eventLog(v.Delivery).Debug("delivered", "attempts", v.Delivery.Attempts+1, "took", v.took)
+				}
 			case ResultDead:
-				v.log.Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
+				v.lane.eventLog(v.Delivery).Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
 			}
 			if v.result != "" {
 				sum.add(v.Delivery.Forwarder, v.result)
