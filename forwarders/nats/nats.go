@@ -98,7 +98,8 @@ type Config struct {
 type Forwarder struct {
 	name          string
 	subject       *template.Template
-	streamSubject string // what a created stream captures; "" when underivable
+	plainSubject  subjectParts // subject's parts when it only names fields (see plainParts); nil otherwise
+	streamSubject string       // what a created stream captures; "" when underivable
 	stream        string
 	timeout       time.Duration
 	logger        *slog.Logger
@@ -139,6 +140,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
 		name:          cfg.Name,
 		subject:       tmpl,
+		plainSubject:  plainParts(tmpl),
 		streamSubject: streamSubject,
 		stream:        cfg.Stream,
 		timeout:       cfg.Timeout,
@@ -314,7 +316,7 @@ func (f *Forwarder) Name() string { return f.name }
 // (a flush round trip); in JetStream mode once a stream acked it, a duplicate ack
 // included. It fails at once, retryably, while the connection is down.
 func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
-	subject, err := renderSubject(f.subject, subjectData(ev))
+	subject, err := f.renderSubject(ev)
 	if err != nil {
 		return forwarders.Permanent(f.errorf("subject: %v", err))
 	}
