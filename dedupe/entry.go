@@ -41,6 +41,12 @@ const (
 
 var bucketEvents = []byte("events")
 
+// appendFill is how full bbolt fills a page of the events and outbox buckets before it
+// splits it. Their keys only grow, so a split page is never added to again: bbolt's
+// default of half full would leave the file, and the pages of it in memory, twice as
+// large as their content.
+const appendFill = 0.95
+
 // entryRef is an outbox entry as stored: its retry state and the event it refers to.
 // legacy entries (schema version 2 JSON) hold their event themselves (d.Event) and
 // refer to none.
@@ -238,6 +244,7 @@ func decodeEventRecord(v []byte) (event.Event, error) {
 // entries, and returns its seq.
 func putEvent(tx *bolt.Tx, ev event.Event, evJSON []byte, refs int) (uint64, error) {
 	events := tx.Bucket(bucketEvents)
+	events.FillPercent = appendFill
 	seq, err := events.NextSequence()
 	if err != nil {
 		return 0, err
@@ -314,6 +321,7 @@ func putRef(tx *bolt.Tx, d event.Delivery, evSeq uint64) error {
 	if err != nil {
 		return err
 	}
+	b.FillPercent = appendFill
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
