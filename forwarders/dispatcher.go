@@ -345,6 +345,8 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 	defer timer.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	jobs := l.startWorkers(ctx, hard, &wg)
+	defer close(jobs) // before the wait: the workers end once the jobs are done
 	// ended: more was seen closed, before a read of the outbox that then saw everything
 	// added before the close, whether or not its signal has come yet.
 	ended := false
@@ -368,7 +370,7 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 		if !l.exhausted || l.readErr {
 			l.load(hard) // refill the window as attempts take from it
 		}
-		next := l.start(ctx, hard, &wg)
+		next := l.start(jobs)
 		if ended && l.drained() {
 			return
 		}
@@ -438,9 +440,30 @@ func (l *lane) load(ctx context.Context) {
 	}
 }
 
+// startWorkers starts one worker per slot of the lane, each making the attempts sent
+// on the returned channel (buffered, one per slot) until it is closed; wg counts them.
+// Long-lived workers keep the stack they grew on their first attempts (the HTTP and
+// NATS clients run deep): a goroutine per attempt grew a fresh stack every time.
+func (l *lane) startWorkers(ctx, hard context.Context, wg *sync.WaitGroup) chan<- item {
+	jobs := make(chan item, l.route.Concurrency)
+	for range l.route.Concurrency {
+		wg.Go(func() {
+			for it := range jobs {
+				l.attempt(ctx, hard, it)
+				l.mu.Lock()
+				l.flying--
+				l.mu.Unlock()
+				<-l.sem
+				l.signal(&l.freedC)
+			}
+		})
+	}
+	return jobs
+}
+
 // start begins attempts for due entries while slots are free. It returns when the next
 // entry not yet due falls due (zero if none, or if the slots are full).
-func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.Time) {
+func (l *lane) start(jobs chan<- item) (next time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
@@ -459,14 +482,7 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 			l.ready--
 		}
 		l.flying++
-		wg.Go(func() {
-			l.attempt(ctx, hard, head)
-			l.mu.Lock()
-			l.flying--
-			l.mu.Unlock()
-			<-l.sem
-			l.signal(&l.freedC)
-		})
+		jobs <- head // never blocks: a slot is taken, and the buffer holds one per slot
 	}
 	return time.Time{}
 }
