@@ -84,7 +84,7 @@ type Loop struct {
 	Client *Client
 	// Store takes the records.
 	Store Store
-	// Chatbots are the chatbots to poll, each in its own goroutine.
+	// Chatbots are the chatbots to poll, each on its own schedule.
 	Chatbots []event.Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0).
 	Interval time.Duration
@@ -234,19 +234,16 @@ func (e *storeError) Error() string {
 
 func (e *storeError) Unwrap() error { return e.err }
 
-// Run polls every chatbot until ctx is done, one goroutine per chatbot, so a slow or
-// failing chatbot never delays another. A failing chatbot is retried with exponential
-// backoff (honouring Retry-After); a success returns it to Interval. Run returns nil once
-// ctx is done and every goroutine has stopped, or at once if the Loop is misconfigured.
+// Run polls every chatbot on its own schedule until ctx is done; a poll that falls due
+// starts at once, whatever other polls are under way, so a slow or failing chatbot never
+// delays another (see schedule). A failing chatbot is retried with exponential backoff
+// (honouring Retry-After); a success returns it to Interval. Run returns nil once ctx is
+// done and every poll under way has ended, or at once if the Loop is misconfigured.
 func (l *Loop) Run(ctx context.Context) error {
 	if err := l.validate(); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	for i, bot := range l.Chatbots {
-		wg.Go(func() { l.run(ctx, bot, l.firstWait(i, len(l.Chatbots))) })
-	}
-	wg.Wait()
+	l.schedule(ctx)
 	return nil
 }
 
@@ -449,26 +446,6 @@ func (l *Loop) firstWait(i, n int) time.Duration {
 	}
 	span := min(l.interval(), maxFirstSpread)
 	return time.Duration((float64(i) + rand.Float64()) / float64(n) * float64(span))
-}
-
-// run is one chatbot's schedule, starting with a wait of first.
-func (l *Loop) run(ctx context.Context, bot event.Chatbot, first time.Duration) {
-	interval, jitter := l.interval(), l.jitter()
-	bo := l.newBackOff()
-	wait := first
-	for sleep(ctx, wait) {
-		_, err := l.poll(ctx, bot)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			bo.Reset()
-			wait = jittered(interval, jitter)
-			continue
-		}
-		wait = retryWait(bo, err)
-		l.logFailure(bot, err, wait)
-	}
 }
 
 // windows are the windows a poll of serial at at reads, from its last success as the
@@ -690,21 +667,6 @@ func retryWait(bo backoff.BackOff, err error) time.Duration {
 // jittered returns d varied randomly by up to ±jitter of itself.
 func jittered(d time.Duration, jitter float64) time.Duration {
 	return time.Duration(float64(d) * (1 + jitter*(2*rand.Float64()-1)))
-}
-
-// sleep waits d, reporting false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func utcDay(t time.Time) time.Time {
