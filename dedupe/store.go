@@ -7,7 +7,7 @@
 // both happen or neither does, so a record is never seen-but-unsent, and a crash can at
 // worst repeat a delivery whose Ack was not yet committed (with the same event id).
 //
-// Bucket layout (schema version 2):
+// Bucket layout (schema version 3):
 //
 //	meta                  "schema" → uint32 big-endian schema version
 //	                      "clock"  → two int64 big-endian Unix nanoseconds: the time the
@@ -19,10 +19,14 @@
 //	                      hash (52 bytes). Version 1 had no last-seen time (44 bytes); such a
 //	                      value is still read, its CreatedAt standing for its last-seen time,
 //	                      and is rewritten in the new form when its last-seen time is next
-//	                      refreshed. Opening a version 1 file for writing marks it version 2,
+//	                      refreshed. Opening an older file for writing marks it version 3,
 //	                      which an older leadbridge then refuses rather than misreads.
-//	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence)
-//	                      → event.Delivery JSON
+//	events                8-byte big-endian event seq (the bucket's NextSequence) → the
+//	                      event, stored once for all the entries referring to it: a count
+//	                      of those, its binary form and its JSON (see entry.go)
+//	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence) → a
+//	                      binary entry: the event seq and the retry state; version 2
+//	                      wrote event.Delivery JSON, still read (see entry.go)
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
 //	chatbots              serial → event.ChatbotState JSON
@@ -52,11 +56,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// schemaVersion is the bucket layout this package writes; it also reads
-// oldSchemaVersion, whose seen values it upgrades as it refreshes them.
+// schemaVersion is the bucket layout this package writes; it also reads the versions
+// from oldestSchemaVersion on: version 1's seen values are upgraded as they are
+// refreshed, version 2's JSON outbox entries as their retry state changes (entry.go).
 const (
-	schemaVersion    = 2
-	oldSchemaVersion = 1
+	schemaVersion       = 3
+	oldestSchemaVersion = 1
 )
 
 var (
@@ -368,7 +373,7 @@ func checkMagic(path string) error {
 // creates the missing buckets and records the schema version of a new file.
 func prepareTx(tx *bolt.Tx, readOnly bool) error {
 	if !readOnly {
-		for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketDead, bucketChatbots, bucketPaused} {
+		for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketEvents, bucketDead, bucketChatbots, bucketPaused} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -385,8 +390,8 @@ func prepareTx(tx *bolt.Tx, readOnly bool) error {
 		switch got := binary.BigEndian.Uint32(v); {
 		case got == schemaVersion:
 			return nil
-		case got != oldSchemaVersion:
-			return fmt.Errorf("schema version %d, this leadbridge reads versions %d and %d", got, oldSchemaVersion, schemaVersion)
+		case got < oldestSchemaVersion || got > schemaVersion:
+			return fmt.Errorf("schema version %d, this leadbridge reads versions %d to %d", got, oldestSchemaVersion, schemaVersion)
 		case readOnly:
 			return nil
 		}
