@@ -222,14 +222,21 @@ type ingestPage struct {
 // what the chunk makes in between (taking some of its records), the run that meets
 // events without a route is rolled back too and they are routed; the third run routes
 // whatever it still lacks inside its transaction, so that a chunk always ends.
+//
+// Running a chunk twice costs throughput, so when CheapRoute says that no forwarder has
+// a filter, Route is only the forwarders' types, chatbots and accounts lists, cheap and
+// bounded, and the chunk routes inside its one transaction. A reload that adds a filter
+// just after it was asked lets at most this chunk run the filter inside the transaction,
+// each run still within its time bound.
 func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, write bool) (event.Ingested, error) {
 	var routes map[string]routed
+	cheap := s.cheapRoute != nil && s.cheapRoute()
 	for attempt := 1; ; attempt++ {
 		tx, err := s.db.Begin(write)
 		if err != nil {
 			return event.Ingested{}, err
 		}
-		in := ingestTx{s: s, tx: tx, ingestPage: page, routes: routes, routeHere: attempt == maxRouteAttempts}
+		in := ingestTx{s: s, tx: tx, ingestPage: page, routes: routes, routeHere: cheap || attempt == maxRouteAttempts}
 		res, err := in.run(serial, leads, offset, last)
 		if err != nil || len(in.unrouted) == 0 {
 			return s.finishChunk(&in, res, err)

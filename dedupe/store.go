@@ -90,7 +90,7 @@ type Options struct {
 	Retention   time.Duration              // Prune removes seen keys neither created nor seen within it, Ingest ignores older records; <= 0 keeps everything
 	Initial     string                     // InitialSkip (default) or InitialEmit
 	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
-	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none. Called outside the write transaction, so it may be slow (jq filters)
+	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none. Called outside the write transaction (unless CheapRoute), so it may be slow (jq filters)
 	Logger      *slog.Logger               // nil → discard
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
 	ReadOnly    bool                       // for operator commands: never create, change or write the file
@@ -98,6 +98,10 @@ type Options struct {
 	// PollFlushInterval is how often RecordPoll's bookkeeping is written to the file
 	// (DefaultPollFlushInterval if <= 0); a crash loses at most this much of it.
 	PollFlushInterval time.Duration
+	// CheapRoute reports whether Route is cheap and bounded now (no forwarder has a jq
+	// filter): then Ingest calls it inside its write transaction and takes a chunk in
+	// one run instead of two. It is asked once per chunk; nil → never.
+	CheapRoute func() bool
 }
 
 // Store is the bbolt-backed store. Its methods are safe for concurrent use. Every I/O
@@ -111,6 +115,7 @@ type Store struct {
 	initialEmit bool
 	emitUpdates bool
 	route       func(event.Event) []string
+	cheapRoute  func() bool
 	log         *slog.Logger
 	changes     chan struct{}
 	readOnly    bool
@@ -210,6 +215,7 @@ func open(opts Options) (*Store, error) {
 		initialEmit: initialEmit,
 		emitUpdates: opts.EmitUpdates,
 		route:       opts.Route,
+		cheapRoute:  opts.CheapRoute,
 		log:         log,
 		changes:     make(chan struct{}, 1),
 		readOnly:    opts.ReadOnly,
