@@ -51,7 +51,7 @@ func (s *Store) ImportDelivery(ctx context.Context, from string, d event.Deliver
 	if err := checkName(d.Forwarder); err != nil {
 		return s.wrap(op, err)
 	}
-	evJSON, err := d.Event.JSON() // as the source store kept it, when it did
+	evJSON, err := json.Marshal(d.Event)
 	if err != nil {
 		return s.wrap(op, err)
 	}

@@ -74,8 +74,8 @@ func (s *Store) scan(ctx context.Context, stream jetstream.Stream, subject strin
 
 // delivery decodes outbox message m of forwarder, with its retry state.
 func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (event.Delivery, error) {
-	d, err := decodeEntry(m.Data)
-	if err != nil {
+	var d event.Delivery
+	if err := json.Unmarshal(m.Data, &d); err != nil {
 		return d, fmt.Errorf("decode: %w", err)
 	}
 	d.Forwarder, d.Seq = forwarder, m.Sequence
@@ -84,27 +84,6 @@ func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.Raw
 		return d, fmt.Errorf("retry state: %w", err)
 	} else if found {
 		d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
-	}
-	return d, nil
-}
-
-// decodeEntry decodes an outbox message's body (see entry) as the Delivery it stands
-// for, its event carrying the JSON the message holds, which forwarders send as it is
-// (event.Event.JSON).
-func decodeEntry(data []byte) (event.Delivery, error) {
-	var e struct {
-		event.Delivery
-		Event json.RawMessage `json:"event"` // shadows Delivery.Event
-	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		return event.Delivery{}, err
-	}
-	d := e.Delivery
-	if len(e.Event) > 0 && string(e.Event) != "null" {
-		if err := json.Unmarshal(e.Event, &d.Event); err != nil {
-			return event.Delivery{}, fmt.Errorf("event: %w", err)
-		}
-		d.Event = d.Event.WithJSON(e.Event) // a copy: RawMessage copies what it decodes
 	}
 	return d, nil
 }
@@ -367,8 +346,8 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 	var seqs []uint64
 	err = s.scan(ctx, s.outbox, s.subject("outbox", from), 1, func(m *jetstream.RawStreamMsg) (bool, error) {
 		seqs = append(seqs, m.Sequence)
-		d, err := decodeEntry(m.Data)
-		if err != nil {
+		var d event.Delivery
+		if err := json.Unmarshal(m.Data, &d); err != nil {
 			return false, fmt.Errorf("decode outbox entry %s #%d: %w", from, m.Sequence, err)
 		}
 		if owed[d.Event.ID] {
@@ -376,7 +355,7 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 			return true, nil
 		}
 		owed[d.Event.ID] = true
-		evJSON, err := d.Event.JSON()
+		evJSON, err := json.Marshal(d.Event)
 		if err != nil {
 			return false, err
 		}
