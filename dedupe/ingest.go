@@ -377,7 +377,6 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		return nil
 	}
 	var ev event.Event
-	var evJSON []byte // the event, encoded once for every outbox entry of it
 	switch f {
 	case fateNew, fateResent:
 		ev = event.NewCreated(l)
@@ -385,7 +384,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		ev = event.NewUpdated(l, in.now)
 	}
 	if ev.ID != "" {
-		if evJSON, err = json.Marshal(ev); err != nil {
+		if _, err = json.Marshal(ev); err != nil { // what forwarders will do with it
 			in.res.Rejected = append(in.res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
 				Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 			return nil
@@ -421,7 +420,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 	if !in.write {
 		return nil
 	}
-	return in.enqueue(ev, evJSON, in.opts.Only)
+	return in.enqueue(ev, in.opts.Only)
 }
 
 // invalid says what keeps the store from taking l for chatbot serial, naming the field
@@ -445,9 +444,9 @@ func validYear(t time.Time) bool {
 	return y >= 0 && y <= 9999
 }
 
-// enqueue stores ev, encoded as evJSON, once, with one outbox entry referring to it per
-// forwarder that wants it (among only, if set).
-func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error {
+// enqueue stores ev once, with one outbox entry referring to it per forwarder that wants
+// it (among only, if set).
+func (in *ingestTx) enqueue(ev event.Event, only []string) error {
 	if in.s.route == nil {
 		return nil
 	}
@@ -460,7 +459,7 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEvent(in.tx, ev, evJSON, len(names))
+	evSeq, err := putEvent(in.tx, ev, len(names))
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}

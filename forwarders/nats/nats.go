@@ -22,6 +22,7 @@ package nats
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -320,7 +321,7 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	if err != nil {
 		return forwarders.Permanent(f.errorf("subject: %v", err))
 	}
-	body, err := ev.JSON() // as the store kept it, when it did
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return forwarders.Permanent(f.errorf("encode event: %v", err))
 	}

@@ -239,7 +239,7 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 		body, err = json.Marshal(ev.Data)
 		contentType = contentTypeJSON
 	} else {
-		body, err = ev.JSON() // as the store kept it, when it did
+		body, err = json.Marshal(ev)
 	}
 	if err != nil {
 		return forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
