@@ -256,8 +256,9 @@ func readEvent(tx *bolt.Tx, seq uint64) (event.Event, error) {
 	return ev, nil
 }
 
-// unref drops one reference to event record seq, deleting it with the last one. A
-// missing record is not an error: there is nothing left to free.
+// unref drops one reference to event record seq, deleting it with the last one, or at
+// once when it is unreadable. A missing record is not an error: there is nothing left
+// to free.
 func unref(tx *bolt.Tx, seq uint64) error {
 	events := tx.Bucket(bucketEvents)
 	key := seqKey(seq)
@@ -265,8 +266,10 @@ func unref(tx *bolt.Tx, seq uint64) error {
 	if v == nil {
 		return nil
 	}
-	if err := checkEventRecord(v); err != nil {
-		return fmt.Errorf("event record #%d: %w", seq, err)
+	if checkEventRecord(v) != nil {
+		// Unreadable: no entry can deliver it, and a failure here would fail the other
+		// verdicts recorded with this one.
+		return events.Delete(key)
 	}
 	refs := binary.BigEndian.Uint32(v[1:])
 	if refs <= 1 {

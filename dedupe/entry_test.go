@@ -318,3 +318,44 @@ func TestVersion2OutboxStillWorks(t *testing.T) {
 	}))
 	assert.EqualValues(t, schemaVersion, version, "opened for writing, the file says what it now holds")
 }
+
+// TestAckOfAnUnreadableEntry: an ack for an entry, or of an event record, that can no
+// longer be read removes it and does not fail the other verdicts of the same write (the
+// recorder would retry that write for ever).
+func TestAckOfAnUnreadableEntry(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(Options{Path: filepath.Join(t.TempDir(), "s.db"), Initial: InitialEmit, Route: twoForwarders})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Ingest(ctx, "bot1", []event.Lead{lead(1), lead(2)})
+	require.NoError(t, err)
+	ds, err := s.Pending(ctx, "crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	bus, err := s.Pending(ctx, "bus", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, bus, 2)
+	// crm's first entry is damaged, and so is the event record of the second record.
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketOutbox).Bucket([]byte("crm")).Put(seqKey(ds[0].Seq), []byte{entryFormat, 1, 2}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEvents).Put(seqKey(2), []byte{eventFormat, 0})
+	}))
+	require.NoError(t, s.Record(ctx, []event.Outcome{
+		{Delivery: ds[0], Verdict: event.Acked},
+		{Delivery: ds[1], Verdict: event.Acked},
+		{Delivery: bus[1], Verdict: event.Acked},
+	}))
+	left, err := s.Pending(ctx, "crm", 0, 0)
+	require.NoError(t, err)
+	assert.Empty(t, left)
+	require.NoError(t, s.Record(ctx, []event.Outcome{{Delivery: bus[0], Verdict: event.Acked}}))
+	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
+		assert.Nil(t, tx.Bucket(bucketEvents).Get(seqKey(2)), "the damaged event record went with its first release")
+		return nil
+	}))
+	// The damaged entry's reference to event 1 could not be released: that record stays,
+	// one count too high, the price of an entry nobody can read.
+	assert.Equal(t, 1, countEvents(t, s))
+}

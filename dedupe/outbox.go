@@ -93,7 +93,12 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 		return nil
 	}
 	r, err := decodeEntry(d.Forwarder, d.Seq, v)
-	if err != nil {
+	switch {
+	case err != nil && o.Verdict == event.Acked:
+		// The target took it: the entry goes, even unreadable (its event record, if any,
+		// cannot be found), rather than failing the verdicts recorded with it.
+		return b.Delete(key)
+	case err != nil:
 		return err
 	}
 	switch o.Verdict {
