@@ -79,13 +79,11 @@ func addEventRef(evs *bolt.Bucket, ev event.Event) error {
 		binary.BigEndian.PutUint32(nv, binary.BigEndian.Uint32(v)+1)
 		return evs.Put(id, nv)
 	}
-	raw, err := ev.JSON() // the bytes the outbox keeps, when ev was read from it
+	raw, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	v := make([]byte, 4, 4+len(raw))
-	binary.BigEndian.PutUint32(v, 1)
-	return evs.Put(id, append(v, raw...))
+	return evs.Put(id, append(binary.BigEndian.AppendUint32(nil, 1), raw...))
 }
 
 // dropEventRef counts one attempt fewer referring to event id, and forgets the event
@@ -175,8 +173,8 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 	return out, nil
 }
 
-// ActivityEvent returns the event with id id as the activity log keeps it, carrying the
-// JSON kept (event.Event.JSON); found is false once no attempt in the log refers to it.
+// ActivityEvent returns the event with id id as the activity log keeps it; found is
+// false once no attempt in the log refers to it.
 func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error) {
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		evs := tx.Bucket(bucketActivityEvents)
@@ -190,7 +188,7 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		if err := json.Unmarshal(v[4:], &ev); err != nil {
 			return fmt.Errorf("decode event %s: %w", id, err)
 		}
-		ev, found = ev.WithJSON(slices.Clone(v[4:])), true // v is bbolt's, valid only in the transaction
+		found = true
 		return nil
 	})
 	return ev, found, s.wrap("read activity event", err)

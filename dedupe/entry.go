@@ -18,9 +18,10 @@ import (
 //	outbox/<forwarder>   8-byte big-endian seq → entry
 //
 // An event record is the format byte eventFormat, a 4-byte big-endian count of the
-// outbox entries referring to it, a 4-byte big-endian length of the event's binary form
-// (appendEvent), that form, then the event's JSON as ingest encoded it, which forwarders
-// send as it is. The record is deleted with the last entry referring to it. An entry is
+// outbox entries referring to it, then the event's binary form (appendEvent). The record
+// is deleted with the last entry referring to it. The event's JSON is not kept: it would
+// make the file, and the pages of it a run reads back, more than twice as large, for
+// less CPU than it saves (forwarders encode the event when they send it). An entry is
 // the format byte entryFormat, the 8-byte event seq, Enqueued, FirstTry and NextTry (12
 // bytes each, see appendTime), a 4-byte big-endian Attempts, then LastError.
 //
@@ -31,8 +32,8 @@ import (
 const (
 	eventFormat = 1
 	entryFormat = 1
-	// eventHeader is the length of an event record's header: format, refs, binary length.
-	eventHeader = 1 + 4 + 4
+	// eventHeader is the length of an event record's header: format and refs.
+	eventHeader = 1 + 4
 	// entryLen is the length of an entry without its LastError.
 	entryLen = 1 + 8 + 3*timeLen + 4
 	// timeLen is the length of a time as appendTime writes it.
@@ -201,55 +202,41 @@ func decodeEvent(b []byte) (event.Event, error) {
 	return ev, r.err
 }
 
-// encodeEventRecord is the events bucket's value for ev, encoded as evJSON, referred to
-// by refs outbox entries.
-func encodeEventRecord(ev event.Event, evJSON []byte, refs int) []byte {
-	b := make([]byte, eventHeader, eventHeader+len(evJSON)+len(evJSON)*3/4)
+// encodeEventRecord is the events bucket's value for ev, referred to by refs outbox
+// entries.
+func encodeEventRecord(ev event.Event, refs int) []byte {
+	b := make([]byte, eventHeader, 512)
 	b[0] = eventFormat
 	binary.BigEndian.PutUint32(b[1:], uint32(refs))
-	b = appendEvent(b, ev)
-	binary.BigEndian.PutUint32(b[5:], uint32(len(b)-eventHeader))
-	return append(b, evJSON...)
+	return appendEvent(b, ev)
 }
 
-// checkEventRecord checks the header of an event record and returns the lengths of its
-// binary form.
-func checkEventRecord(v []byte) (binLen int, err error) {
+// checkEventRecord checks the header of an event record.
+func checkEventRecord(v []byte) error {
 	if len(v) < eventHeader || v[0] != eventFormat {
-		return 0, fmt.Errorf("event record is malformed (%d bytes, format %d)", len(v), first(v))
+		return fmt.Errorf("event record is malformed (%d bytes, format %d)", len(v), first(v))
 	}
-	binLen = int(binary.BigEndian.Uint32(v[5:]))
-	if binLen > len(v)-eventHeader {
-		return 0, fmt.Errorf("event record is malformed (binary form of %d bytes in %d)", binLen, len(v))
-	}
-	return binLen, nil
+	return nil
 }
 
-// decodeEventRecord reads an event record: the event, carrying a copy of its JSON
-// (the record lives in bbolt's memory only during the transaction).
+// decodeEventRecord reads an event record's event.
 func decodeEventRecord(v []byte) (event.Event, error) {
-	n, err := checkEventRecord(v)
-	if err != nil {
+	if err := checkEventRecord(v); err != nil {
 		return event.Event{}, err
 	}
-	ev, err := decodeEvent(v[eventHeader : eventHeader+n])
-	if err != nil {
-		return event.Event{}, err
-	}
-	raw := append([]byte(nil), v[eventHeader+n:]...)
-	return ev.WithJSON(raw), nil
+	return decodeEvent(v[eventHeader:])
 }
 
-// putEvent stores ev, encoded as evJSON, as a new event record referred to by refs
-// entries, and returns its seq.
-func putEvent(tx *bolt.Tx, ev event.Event, evJSON []byte, refs int) (uint64, error) {
+// putEvent stores ev as a new event record referred to by refs entries, and returns its
+// seq.
+func putEvent(tx *bolt.Tx, ev event.Event, refs int) (uint64, error) {
 	events := tx.Bucket(bucketEvents)
 	events.FillPercent = appendFill
 	seq, err := events.NextSequence()
 	if err != nil {
 		return 0, err
 	}
-	return seq, events.Put(seqKey(seq), encodeEventRecord(ev, evJSON, refs))
+	return seq, events.Put(seqKey(seq), encodeEventRecord(ev, refs))
 }
 
 // readEvent reads event record seq.
@@ -269,8 +256,9 @@ func readEvent(tx *bolt.Tx, seq uint64) (event.Event, error) {
 	return ev, nil
 }
 
-// unref drops one reference to event record seq, deleting it with the last one. A
-// missing record is not an error: there is nothing left to free.
+// unref drops one reference to event record seq, deleting it with the last one, or at
+// once when it is unreadable. A missing record is not an error: there is nothing left
+// to free.
 func unref(tx *bolt.Tx, seq uint64) error {
 	events := tx.Bucket(bucketEvents)
 	key := seqKey(seq)
@@ -278,8 +266,10 @@ func unref(tx *bolt.Tx, seq uint64) error {
 	if v == nil {
 		return nil
 	}
-	if _, err := checkEventRecord(v); err != nil {
-		return fmt.Errorf("event record #%d: %w", seq, err)
+	if checkEventRecord(v) != nil {
+		// Unreadable: no entry can deliver it, and a failure here would fail the other
+		// verdicts recorded with this one.
+		return events.Delete(key)
 	}
 	refs := binary.BigEndian.Uint32(v[1:])
 	if refs <= 1 {
@@ -303,11 +293,7 @@ func readDelivery(tx *bolt.Tx, forwarder string, seq uint64, v []byte) (entryRef
 // putDelivery stores d (its event included) in its forwarder's outbox sub-bucket under
 // the next sequence, which it sets as d.Seq, with an event record of its own.
 func putDelivery(tx *bolt.Tx, d event.Delivery) error {
-	raw, err := d.Event.JSON()
-	if err != nil {
-		return fmt.Errorf("encode event %s: %w", d.Event.ID, err)
-	}
-	evSeq, err := putEvent(tx, d.Event, raw, 1)
+	evSeq, err := putEvent(tx, d.Event, 1)
 	if err != nil {
 		return err
 	}

@@ -444,7 +444,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		return nil
 	}
 	var ev event.Event
-	var evJSON []byte // the event, encoded once for every outbox entry of it
+	var evJSON []byte // what forwarders will send; it also tells a routed event unchanged (route)
 	switch f {
 	case fateNew, fateResent:
 		ev = event.NewCreated(l)
@@ -531,7 +531,7 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEvent(in.tx, ev, evJSON, len(names))
+	evSeq, err := putEvent(in.tx, ev, len(names))
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}

@@ -94,7 +94,12 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 		return nil
 	}
 	r, err := decodeEntry(d.Forwarder, d.Seq, v)
-	if err != nil {
+	switch {
+	case err != nil && o.Verdict == event.Acked:
+		// The target took it: the entry goes, even unreadable (its event record, if any,
+		// cannot be found), rather than failing the verdicts recorded with it.
+		return b.Delete(key)
+	case err != nil:
 		return err
 	}
 	switch o.Verdict {
@@ -111,11 +116,7 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 	if o.Verdict != event.Dead {
 		if r.legacy { // rewritten in the binary form, its event in a record of its own
-			raw, err := cur.Event.JSON()
-			if err != nil {
-				return fmt.Errorf("encode event %s: %w", cur.Event.ID, err)
-			}
-			if r.evSeq, err = putEvent(tx, cur.Event, raw, 1); err != nil {
+			if r.evSeq, err = putEvent(tx, cur.Event, 1); err != nil {
 				return err
 			}
 		}

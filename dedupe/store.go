@@ -23,7 +23,7 @@
 //	                      which an older leadbridge then refuses rather than misreads.
 //	events                8-byte big-endian event seq (the bucket's NextSequence) → the
 //	                      event, stored once for all the entries referring to it: a count
-//	                      of those, its binary form and its JSON (see entry.go)
+//	                      of those and its binary form (see entry.go)
 //	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence) → a
 //	                      binary entry: the event seq and the retry state; version 2
 //	                      wrote event.Delivery JSON, still read (see entry.go)

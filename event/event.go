@@ -7,7 +7,6 @@ package event
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -128,28 +127,6 @@ type Event struct {
 	DataContentType string    `json:"datacontenttype"`
 	Subject         string    `json:"subject"`
 	Data            Lead      `json:"data"`
-
-	// raw is the event's JSON encoding as the store keeps it (see WithJSON); nil when the
-	// event was built or decoded otherwise.
-	raw []byte
-}
-
-// WithJSON returns e carrying raw as its JSON encoding, so that forwarders send those
-// bytes (JSON) instead of encoding e again. raw must be what json.Marshal(e) gave: the
-// store sets it on the events it reads back, from the bytes it wrote at ingest. A copy
-// of e whose fields are then changed must not keep it: build a fresh Event instead.
-func (e Event) WithJSON(raw []byte) Event {
-	e.raw = raw
-	return e
-}
-
-// JSON is e's CloudEvent JSON encoding: the bytes given to WithJSON, else
-// json.Marshal(e). The caller must not modify the bytes.
-func (e Event) JSON() ([]byte, error) {
-	if e.raw != nil {
-		return e.raw, nil
-	}
-	return json.Marshal(e)
 }
 
 // NewCreated builds the created event of a lead; its id is l.ID().

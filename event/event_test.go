@@ -103,23 +103,3 @@ func TestParseKind(t *testing.T) {
 	_, err := event.ParseKind("Booking")
 	assert.ErrorContains(t, err, `"Booking"`)
 }
-
-// TestEventJSON: an event encodes as json.Marshal does, unless it carries the store's
-// encoding, which it then hands over as it is.
-func TestEventJSON(t *testing.T) {
-	ev := event.NewCreated(event.Lead{Chatbot: "bot1", Kind: event.KindLead, Name: "Ada", SessionID: 3,
-		CreatedAt: time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)})
-	want, err := json.Marshal(ev)
-	require.NoError(t, err)
-	got, err := ev.JSON()
-	require.NoError(t, err)
-	assert.Equal(t, want, got)
-
-	stored := []byte(`{"id":"as stored"}`)
-	got, err = ev.WithJSON(stored).JSON()
-	require.NoError(t, err)
-	assert.Equal(t, stored, got)
-	again, err := json.Marshal(ev.WithJSON(stored))
-	require.NoError(t, err)
-	assert.Equal(t, want, again, "json.Marshal still encodes the fields")
-}

@@ -26,6 +26,7 @@ package nats
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -362,7 +363,7 @@ func (f *Forwarder) message(ev event.Event) (*natsgo.Msg, error) {
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("subject: %v", err))
 	}
-	body, err := ev.JSON() // as the store kept it, when it did
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("encode event: %v", err))
 	}

@@ -326,7 +326,7 @@ func (f *Forwarder) body(ctx context.Context, ev event.Event) ([]byte, string, e
 		}
 		return body, contentTypeJSON, nil
 	}
-	body, err := ev.JSON() // as the store kept it, when it did
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
 	}

@@ -8,7 +8,6 @@ package storetest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -911,11 +910,5 @@ func testEventSurvives(t *testing.T, r *rig) {
 	s = r.with(func(c *Config) { c.Retention = 0 })
 	ds := pending(t, s, "bus")
 	require.Len(t, ds, 1)
-	want := event.NewCreated(l)
-	assert.Equal(t, want, ds[0].Event.WithJSON(nil), "the event's fields")
-	wantJSON, err := json.Marshal(want)
-	require.NoError(t, err)
-	got, err := ds[0].Event.JSON()
-	require.NoError(t, err)
-	assert.Equal(t, string(wantJSON), string(got), "the JSON forwarders send")
+	assert.Equal(t, event.NewCreated(l), ds[0].Event)
 }
