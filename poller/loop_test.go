@@ -1254,14 +1254,15 @@ func TestPollCutShortByShutdownIsNotRecorded(t *testing.T) {
 	assert.Empty(t, chatbotStates(t, store)[mainSite.Serial].LastError, "no failure recorded")
 }
 
-// TestRunManySlowChatbots: with many chatbots stuck in slow answers, a quick chatbot is
-// still polled on its interval, and every slow one is polled too.
-func TestRunManySlowChatbots(t *testing.T) {
+// TestRunMoreSlowChatbotsThanIdlePollers: with more chatbots stuck in slow answers than
+// Run keeps pollers, a quick chatbot is still polled on its interval, and every slow one
+// is polled too: a poll that falls due while all pollers are busy gets one of its own.
+func TestRunMoreSlowChatbotsThanIdlePollers(t *testing.T) {
 	srv := newLeadListServer(t)
 	quick := event.Chatbot{Serial: "bot-quick"}
 	srv.setRecords(quick.Serial, docLead)
 	bots := []event.Chatbot{quick}
-	for i := range 16 {
+	for i := range 2 * idlePollers {
 		slow := event.Chatbot{Serial: fmt.Sprintf("bot-slow-%02d", i)}
 		srv.always(slow.Serial, reply{body: okBody(), delay: 2 * time.Second})
 		bots = append(bots, slow)
