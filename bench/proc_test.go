@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,8 +61,17 @@ func buildBinaries(t testing.TB) (bridge, plain string) {
 type usage struct {
 	wall    time.Duration
 	cpu     time.Duration // user + system
-	peakRSS int64         // bytes, from the kernel's high-water mark
+	peakRSS int64         // bytes: the process's VmHWM, sampled every hwmEvery while it ran
 }
+
+// hwmEvery is how often runToEnd reads a running program's VmHWM. The kernel's own
+// figure at exit, rusage's ru_maxrss, is no use here: exec carries the high-water mark
+// of the image it replaces into it, and os/exec starts a child in the parent's address
+// space (vfork), so a child's ru_maxrss is never below the peak RSS of the benchmark
+// process itself, which holds nats-server and every message the runs published
+// (golang/go#32054). VmHWM belongs to the new image alone; growth in the last interval
+// before exit can be missed.
+const hwmEvery = 20 * time.Millisecond
 
 // runToEnd runs a program until it exits, its output going to logPath, and reports what
 // it cost. A non-zero exit is an error carrying the end of the log.
@@ -77,20 +85,38 @@ func runToEnd(bin string, args, env []string, logPath string) (usage, error) {
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	start := time.Now()
-	runErr := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return usage{}, fmt.Errorf("%s: %v", filepath.Base(bin), err)
+	}
+	exited := make(chan struct{})
+	hwm := make(chan int64, 1)
+	go func() {
+		var peak int64
+		tick := time.NewTicker(hwmEvery)
+		defer tick.Stop()
+		for {
+			if _, h, err := procMemory(cmd.Process.Pid); err == nil {
+				peak = max(peak, h)
+			}
+			select {
+			case <-exited:
+				hwm <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	runErr := cmd.Wait()
 	wall := time.Since(start)
+	close(exited)
+	peak := <-hwm
 	if runErr != nil {
 		return usage{}, fmt.Errorf("%s: %v; log ends:\n%s", filepath.Base(bin), runErr, tail(logPath, 20))
 	}
-	return usageOf(cmd.ProcessState, wall), nil
-}
-
-func usageOf(ps *os.ProcessState, wall time.Duration) usage {
-	u := usage{wall: wall, cpu: ps.UserTime() + ps.SystemTime()}
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		u.peakRSS = ru.Maxrss * 1024 // KiB on Linux
+	if peak == 0 {
+		return usage{}, fmt.Errorf("%s: its VmHWM was never read; it ran %s", filepath.Base(bin), wall)
 	}
-	return u
+	return usage{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), peakRSS: peak}, nil
 }
 
 // tail is the last n lines of a file, for failure messages.

@@ -510,6 +510,17 @@ func (c *Config) Route(ev event.Event) []string {
 	return c.route(ev, nil)
 }
 
+// HasFilters reports whether a forwarder has a jq filter: without one, Route only reads
+// the forwarders' lists, cheap and bounded (dedupe.Options.CheapRoute).
+func (c *Config) HasFilters() bool {
+	for _, f := range c.Forwarders {
+		if f.Filter != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Filtered is told of each record a forwarder's jq filter kept out of its outbox: err
 // is nil when the filter said false, else why it failed (a reason without the
 // record's data, see package jqprog).
@@ -536,6 +547,9 @@ func (r *Router) Set(c *Config) { r.cfg.Store(c) }
 
 // Route names the forwarders of the current config whose filters accept ev.
 func (r *Router) Route(ev event.Event) []string { return r.cfg.Load().route(ev, r.onFiltered) }
+
+// HasFilters reports whether a forwarder of the current config has a jq filter.
+func (r *Router) HasFilters() bool { return r.cfg.Load().HasFilters() }
 
 func (c *Config) route(ev event.Event, onFiltered Filtered) []string {
 	var (

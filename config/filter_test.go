@@ -179,3 +179,18 @@ func TestFilterThatLoopsIsStopped(t *testing.T) {
 	assert.Empty(t, route(ev))
 	assert.ErrorIs(t, reason, jqprog.ErrSteps)
 }
+
+// HasFilters says whether Route may run a jq filter, for the config in force: a Router
+// follows Set, so a reload that adds or drops a filter changes the answer.
+func TestHasFiltersFollowsTheConfigInForce(t *testing.T) {
+	plain := &Config{Forwarders: []ForwarderConfig{{Name: "all"}, {Name: "appts", Types: []event.Kind{event.KindAppointment}}}}
+	filtered := &Config{Forwarders: []ForwarderConfig{{Name: "all"}, {Name: "leads", Filter: `.data.kind == "lead"`}}}
+	assert.False(t, plain.HasFilters())
+	assert.True(t, filtered.HasFilters())
+	r := NewRouter(plain, nil)
+	assert.False(t, r.HasFilters())
+	r.Set(filtered)
+	assert.True(t, r.HasFilters())
+	r.Set(plain)
+	assert.False(t, r.HasFilters())
+}

@@ -222,14 +222,21 @@ type ingestPage struct {
 // what the chunk makes in between (taking some of its records), the run that meets
 // events without a route is rolled back too and they are routed; the third run routes
 // whatever it still lacks inside its transaction, so that a chunk always ends.
+//
+// Running a chunk twice costs throughput, so when CheapRoute says that no forwarder has
+// a filter, Route is only the forwarders' types, chatbots and accounts lists, cheap and
+// bounded, and the chunk routes inside its one transaction. A reload that adds a filter
+// just after it was asked lets at most this chunk run the filter inside the transaction,
+// each run still within its time bound.
 func (s *Store) ingestChunk(serial string, leads []event.Lead, offset int, last bool, page *ingestPage, write bool) (event.Ingested, error) {
 	var routes map[string]routed
+	cheap := s.cheapRoute != nil && s.cheapRoute()
 	for attempt := 1; ; attempt++ {
 		tx, err := s.db.Begin(write)
 		if err != nil {
 			return event.Ingested{}, err
 		}
-		in := ingestTx{s: s, tx: tx, ingestPage: page, routes: routes, routeHere: attempt == maxRouteAttempts}
+		in := ingestTx{s: s, tx: tx, ingestPage: page, routes: routes, routeHere: cheap || attempt == maxRouteAttempts}
 		res, err := in.run(serial, leads, offset, last)
 		if err != nil || len(in.unrouted) == 0 {
 			return s.finishChunk(&in, res, err)
@@ -437,7 +444,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		return nil
 	}
 	var ev event.Event
-	var evJSON []byte // the event, encoded once for every outbox entry of it
+	var evJSON []byte // what forwarders will send; it also tells a routed event unchanged (route)
 	switch f {
 	case fateNew, fateResent:
 		ev = event.NewCreated(l)
@@ -505,29 +512,36 @@ func validYear(t time.Time) bool {
 	return y >= 0 && y <= 9999
 }
 
-// enqueue puts one outbox entry for ev, encoded as evJSON, per forwarder that wants it
-// (among only, if set).
+// enqueue stores ev, encoded as evJSON, once, with one outbox entry referring to it per
+// forwarder that wants it (among only, if set).
 func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error {
 	if in.s.route == nil {
 		return nil
 	}
-	names, ok := in.route(ev, evJSON)
+	all, ok := in.route(ev, evJSON)
 	if !ok {
 		return nil
 	}
-	outbox := in.tx.Bucket(bucketOutbox)
-	var done []string
-	for _, name := range names {
-		if slices.Contains(done, name) || (len(only) > 0 && !slices.Contains(only, name)) {
-			continue
+	var names []string
+	for _, name := range all {
+		if !slices.Contains(names, name) && (len(only) == 0 || slices.Contains(only, name)) {
+			names = append(names, name)
 		}
-		done = append(done, name)
-		if err := putEntry(outbox, entry{Forwarder: name, Event: evJSON, Enqueued: in.now}); err != nil {
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	evSeq, err := putEvent(in.tx, ev, len(names))
+	if err != nil {
+		return fmt.Errorf("event %s: %w", ev.ID, err)
+	}
+	for _, name := range names {
+		if err := putRef(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq); err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
-		in.added++
-		in.wrote = true
 	}
+	in.added += len(names)
+	in.wrote = true
 	return nil
 }
 
@@ -543,41 +557,6 @@ func (in *ingestTx) route(ev event.Event, evJSON []byte) ([]string, bool) {
 	}
 	in.unrouted = append(in.unrouted, unrouted{ev: ev, json: evJSON})
 	return nil, false
-}
-
-// putDelivery stores d in its forwarder's outbox sub-bucket under the next sequence,
-// which it sets as d.Seq.
-func putDelivery(outbox *bolt.Bucket, d event.Delivery) error {
-	b, err := outbox.CreateBucketIfNotExists([]byte(d.Forwarder))
-	if err != nil {
-		return err
-	}
-	if d.Seq, err = b.NextSequence(); err != nil {
-		return err
-	}
-	return putJSON(b, seqKey(d.Seq), d)
-}
-
-// entry is a fresh outbox entry whose event is already encoded, so that a record's event
-// is encoded once however many forwarders owe it. It encodes as the event.Delivery it
-// stands for (same keys; the retry fields are zero).
-type entry struct {
-	Forwarder string          `json:"forwarder"`
-	Seq       uint64          `json:"seq"`
-	Event     json.RawMessage `json:"event"`
-	Enqueued  time.Time       `json:"enqueued"`
-}
-
-// putEntry stores e like putDelivery.
-func putEntry(outbox *bolt.Bucket, e entry) error {
-	b, err := outbox.CreateBucketIfNotExists([]byte(e.Forwarder))
-	if err != nil {
-		return err
-	}
-	if e.Seq, err = b.NextSequence(); err != nil {
-		return err
-	}
-	return putJSON(b, seqKey(e.Seq), e)
 }
 
 // seenValue is what the seen bucket keeps about a record.

@@ -28,15 +28,15 @@ func (s *Store) Pending(ctx context.Context, forwarder string, after uint64, lim
 		}
 		c := b.Cursor()
 		for k, v := c.Seek(seqKey(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			var d event.Delivery
-			if err := json.Unmarshal(v, &d); err != nil {
+			seq := binary.BigEndian.Uint64(k)
+			r, err := readDelivery(tx, forwarder, seq, v)
+			if err != nil {
 				// One unreadable entry must not stall the entries behind it: it is left
 				// in place, named in the log, and skipped.
-				s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder,
-					"seq", binary.BigEndian.Uint64(k), "err", err)
+				s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", seq, "err", err)
 				continue
 			}
-			out = append(out, d)
+			out = append(out, r.d)
 		}
 		return nil
 	})
@@ -51,7 +51,12 @@ func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d even
 		if b == nil {
 			return nil
 		}
-		found, err = getJSON(b, seqKey(seq), &d)
+		v := b.Get(seqKey(seq))
+		if v == nil {
+			return nil
+		}
+		r, err := readDelivery(tx, forwarder, seq, v)
+		d, found = r.d, true
 		return err
 	})
 	return d, found, s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), err)
@@ -83,16 +88,39 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 	if b == nil {
 		return nil
 	}
-	if o.Verdict == event.Acked {
-		return b.Delete(seqKey(d.Seq))
+	key := seqKey(d.Seq)
+	v := b.Get(key)
+	if v == nil {
+		return nil
 	}
-	var cur event.Delivery
-	if ok, err := getJSON(b, seqKey(d.Seq), &cur); !ok || err != nil {
+	r, err := decodeEntry(d.Forwarder, d.Seq, v)
+	switch {
+	case err != nil && o.Verdict == event.Acked:
+		// The target took it: the entry goes, even unreadable (its event record, if any,
+		// cannot be found), rather than failing the verdicts recorded with it.
+		return b.Delete(key)
+	case err != nil:
 		return err
 	}
+	switch o.Verdict {
+	case event.Acked:
+		return removeEntry(tx, b, key, r)
+	case event.Dead:
+		if !r.legacy {
+			if r.d.Event, err = readEvent(tx, r.evSeq); err != nil {
+				return err
+			}
+		}
+	}
+	cur := r.d
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 	if o.Verdict != event.Dead {
-		return putJSON(b, seqKey(d.Seq), cur)
+		if r.legacy { // rewritten in the binary form, its event in a record of its own
+			if r.evSeq, err = putEvent(tx, cur.Event, 1); err != nil {
+				return err
+			}
+		}
+		return b.Put(key, encodeEntry(r.evSeq, cur))
 	}
 	dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
 	if err != nil {
@@ -105,7 +133,19 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
 	if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: o.At}); err != nil {
 		return err
 	}
-	return b.Delete(seqKey(d.Seq))
+	return removeEntry(tx, b, key, r)
+}
+
+// removeEntry deletes the outbox entry at key of b, and its event record when no other
+// entry refers to it.
+func removeEntry(tx *bolt.Tx, b *bolt.Bucket, key []byte, r entryRef) error {
+	if err := b.Delete(key); err != nil {
+		return err
+	}
+	if r.legacy {
+		return nil
+	}
+	return unref(tx, r.evSeq)
 }
 
 // Depth counts the outbox entries per forwarder (forwarders that ever had one).
@@ -215,11 +255,10 @@ func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, err
 		if err != nil {
 			return err
 		}
-		outbox := tx.Bucket(bucketOutbox)
 		for _, r := range refs {
 			d := r.dl.Delivery
 			d.Attempts, d.FirstTry, d.LastError = 0, time.Time{}, ""
-			if err := putDelivery(outbox, d); err != nil {
+			if err := putDelivery(tx, d); err != nil {
 				return err
 			}
 			if err := r.bucket.Delete(r.key); err != nil {
@@ -286,33 +325,52 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 		owed := map[string]bool{}
 		if dst := outbox.Bucket([]byte(to)); dst != nil {
 			if err := dst.ForEach(func(k, v []byte) error {
-				var d event.Delivery
-				if err := json.Unmarshal(v, &d); err != nil {
-					return fmt.Errorf("decode outbox entry %s #%d: %w", to, binary.BigEndian.Uint64(k), err)
+				r, err := readDelivery(tx, to, binary.BigEndian.Uint64(k), v)
+				if err != nil {
+					return fmt.Errorf("read outbox entry %s #%d: %w", to, binary.BigEndian.Uint64(k), err)
 				}
-				owed[d.Event.ID] = true
+				owed[r.d.Event.ID] = true
 				return nil
 			}); err != nil {
 				return err
 			}
 		}
-		err := src.ForEach(func(k, v []byte) error {
-			var d event.Delivery
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("decode outbox entry %s #%d: %w", from, binary.BigEndian.Uint64(k), err)
+		// The entries are gathered first: bbolt forbids changing a bucket under ForEach.
+		var entries []entryRef
+		if err := src.ForEach(func(k, v []byte) error {
+			r, err := readDelivery(tx, from, binary.BigEndian.Uint64(k), v)
+			if err != nil {
+				return fmt.Errorf("read outbox entry %s #%d: %w", from, binary.BigEndian.Uint64(k), err)
 			}
+			entries = append(entries, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, r := range entries {
+			d := r.d
 			if owed[d.Event.ID] {
 				already++
-				return nil
+				if !r.legacy {
+					if err := unref(tx, r.evSeq); err != nil {
+						return err
+					}
+				}
+				continue
 			}
 			owed[d.Event.ID] = true
 			d.Forwarder = to
 			d.Attempts, d.FirstTry, d.NextTry, d.LastError = 0, time.Time{}, time.Time{}, ""
 			moved++
-			return putDelivery(outbox, d)
-		})
-		if err != nil {
-			return err
+			var err error
+			if r.legacy {
+				err = putDelivery(tx, d)
+			} else { // the entry moves; its event record, and its count of references, stay
+				err = putRef(tx, d, r.evSeq)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		return outbox.DeleteBucket([]byte(from))
 	})
@@ -342,7 +400,18 @@ func (s *Store) DropPending(ctx context.Context, forwarder string) (int, error) 
 		if b == nil {
 			return nil
 		}
-		n = b.Stats().KeyN
+		if err := b.ForEach(func(k, v []byte) error {
+			n++
+			r, err := decodeEntry(forwarder, binary.BigEndian.Uint64(k), v)
+			if err != nil || r.legacy {
+				// An unreadable entry is dropped all the same: the operator asked for it.
+				// Its event record, if any, stays (it cannot be found).
+				return nil
+			}
+			return unref(tx, r.evSeq)
+		}); err != nil {
+			return err
+		}
 		return outbox.DeleteBucket([]byte(forwarder))
 	})
 	if err != nil {

@@ -7,7 +7,7 @@
 // both happen or neither does, so a record is never seen-but-unsent, and a crash can at
 // worst repeat a delivery whose Ack was not yet committed (with the same event id).
 //
-// Bucket layout (schema version 2):
+// Bucket layout (schema version 3):
 //
 //	meta                  "schema" → uint32 big-endian schema version
 //	                      "clock"  → two int64 big-endian Unix nanoseconds: the time the
@@ -19,10 +19,14 @@
 //	                      hash (52 bytes). Version 1 had no last-seen time (44 bytes); such a
 //	                      value is still read, its CreatedAt standing for its last-seen time,
 //	                      and is rewritten in the new form when its last-seen time is next
-//	                      refreshed. Opening a version 1 file for writing marks it version 2,
+//	                      refreshed. Opening an older file for writing marks it version 3,
 //	                      which an older leadbridge then refuses rather than misreads.
-//	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence)
-//	                      → event.Delivery JSON
+//	events                8-byte big-endian event seq (the bucket's NextSequence) → the
+//	                      event, stored once for all the entries referring to it: a count
+//	                      of those and its binary form (see entry.go)
+//	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence) → a
+//	                      binary entry: the event seq and the retry state; version 2
+//	                      wrote event.Delivery JSON, still read (see entry.go)
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
 //	chatbots              serial → event.ChatbotState JSON
@@ -52,11 +56,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// schemaVersion is the bucket layout this package writes; it also reads
-// oldSchemaVersion, whose seen values it upgrades as it refreshes them.
+// schemaVersion is the bucket layout this package writes; it also reads the versions
+// from oldestSchemaVersion on: version 1's seen values are upgraded as they are
+// refreshed, version 2's JSON outbox entries as their retry state changes (entry.go).
 const (
-	schemaVersion    = 2
-	oldSchemaVersion = 1
+	schemaVersion       = 3
+	oldestSchemaVersion = 1
 )
 
 var (
@@ -85,7 +90,7 @@ type Options struct {
 	Retention   time.Duration              // Prune removes seen keys neither created nor seen within it, Ingest ignores older records; <= 0 keeps everything
 	Initial     string                     // InitialSkip (default) or InitialEmit
 	EmitUpdates bool                       // a seen record whose content changed is sent as an updated event
-	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none. Called outside the write transaction, so it may be slow (jq filters)
+	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none. Called outside the write transaction (unless CheapRoute), so it may be slow (jq filters)
 	Logger      *slog.Logger               // nil → discard
 	OpenTimeout time.Duration              // how long to wait for the file lock, default 1s
 	ReadOnly    bool                       // for operator commands: never create, change or write the file
@@ -93,6 +98,10 @@ type Options struct {
 	// PollFlushInterval is how often RecordPoll's bookkeeping is written to the file
 	// (DefaultPollFlushInterval if <= 0); a crash loses at most this much of it.
 	PollFlushInterval time.Duration
+	// CheapRoute reports whether Route is cheap and bounded now (no forwarder has a jq
+	// filter): then Ingest calls it inside its write transaction and takes a chunk in
+	// one run instead of two. It is asked once per chunk; nil → never.
+	CheapRoute func() bool
 }
 
 // Store is the bbolt-backed store. Its methods are safe for concurrent use. Every I/O
@@ -106,6 +115,7 @@ type Store struct {
 	initialEmit bool
 	emitUpdates bool
 	route       func(event.Event) []string
+	cheapRoute  func() bool
 	log         *slog.Logger
 	changes     chan struct{}
 	readOnly    bool
@@ -205,6 +215,7 @@ func open(opts Options) (*Store, error) {
 		initialEmit: initialEmit,
 		emitUpdates: opts.EmitUpdates,
 		route:       opts.Route,
+		cheapRoute:  opts.CheapRoute,
 		log:         log,
 		changes:     make(chan struct{}, 1),
 		readOnly:    opts.ReadOnly,
@@ -368,7 +379,7 @@ func checkMagic(path string) error {
 // creates the missing buckets and records the schema version of a new file.
 func prepareTx(tx *bolt.Tx, readOnly bool) error {
 	if !readOnly {
-		for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketDead, bucketChatbots, bucketPaused} {
+		for _, name := range [][]byte{bucketMeta, bucketSeen, bucketOutbox, bucketEvents, bucketDead, bucketChatbots, bucketPaused} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
@@ -385,8 +396,8 @@ func prepareTx(tx *bolt.Tx, readOnly bool) error {
 		switch got := binary.BigEndian.Uint32(v); {
 		case got == schemaVersion:
 			return nil
-		case got != oldSchemaVersion:
-			return fmt.Errorf("schema version %d, this leadbridge reads versions %d and %d", got, oldSchemaVersion, schemaVersion)
+		case got < oldestSchemaVersion || got > schemaVersion:
+			return fmt.Errorf("schema version %d, this leadbridge reads versions %d to %d", got, oldestSchemaVersion, schemaVersion)
 		case readOnly:
 			return nil
 		}

@@ -371,8 +371,9 @@ func (l *lane) resume() {
 func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	w := &workers{ctx: ctx, hard: hard, jobs: make(chan job)}
+	defer w.wg.Wait()
+	defer close(w.jobs) // before the wait: the workers end once their attempts are done
 	// ended: more was seen closed, before a read of the outbox that then saw everything
 	// added before the close, whether or not its signal has come yet.
 	ended := false
@@ -396,7 +397,7 @@ func (l *lane) run(ctx, hard context.Context, more <-chan struct{}) {
 		if !l.exhausted || l.readErr {
 			l.load(hard) // refill the window as attempts take from it
 		}
-		next := l.start(ctx, hard, &wg)
+		next := l.start(w)
 		if ended && l.drained() {
 			return
 		}
@@ -468,9 +469,48 @@ func (l *lane) load(ctx context.Context) {
 	}
 }
 
+// workers are a lane's attempt goroutines. They live as long as the lane's loop, each
+// making attempt after attempt: a goroutine per attempt grew a fresh stack every time
+// through the HTTP transport and the JetStream PubAck decode. start hands an attempt to
+// an idle worker, or starts a new one when none is idle, so there are about as many as
+// the most slots ever busy at once (ReplaceRoute may change the concurrency), and a
+// slow attempt never waits for a worker.
+type workers struct {
+	ctx, hard context.Context
+	jobs      chan job // unbuffered: a send succeeds only into an idle worker
+	wg        sync.WaitGroup
+}
+
+// job is one attempt handed to a worker: its entries, with what else is due, through r,
+// the lane's route when it started, holding a slot of sem in generation gen.
+type job struct {
+	items []item
+	rest  Rest
+	r     Route
+	sem   chan struct{}
+	gen   *generation
+}
+
+// work makes the attempt j, then the attempts it receives from w until w.jobs is closed.
+func (l *lane) work(w *workers, j job) {
+	for ok := true; ok; j, ok = <-w.jobs { // j first, then each job received
+		if b, isBatch := j.r.Forwarder.(BatchDeliverer); isBatch && len(j.items) > 1 {
+			l.attemptBatch(w.hard, b, j.items, j.rest, j.r)
+		} else {
+			l.attempt(w.ctx, w.hard, j.items[0], j.r)
+		}
+		j.gen.flying.Done()
+		l.mu.Lock()
+		l.flying -= len(j.items)
+		l.mu.Unlock()
+		<-j.sem
+		l.signal(&l.freedC)
+	}
+}
+
 // start begins attempts for due entries while slots are free. It returns when the next
 // entry not yet due falls due (zero if none, or if the slots are full).
-func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.Time) {
+func (l *lane) start(w *workers) (next time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
@@ -491,19 +531,12 @@ func (l *lane) start(ctx, hard context.Context, wg *sync.WaitGroup) (next time.T
 		items, rest := l.take(now)
 		l.flying += len(items)
 		gen.flying.Add(1)
-		wg.Go(func() {
-			if b, ok := r.Forwarder.(BatchDeliverer); ok && len(items) > 1 {
-				l.attemptBatch(hard, b, items, rest, r)
-			} else {
-				l.attempt(ctx, hard, items[0], r)
-			}
-			gen.flying.Done()
-			l.mu.Lock()
-			l.flying -= len(items)
-			l.mu.Unlock()
-			<-sem
-			l.signal(&l.freedC)
-		})
+		j := job{items: items, rest: rest, r: r, sem: sem, gen: gen}
+		select {
+		case w.jobs <- j: // an idle worker takes it
+		default: // none is idle: a new one, which stays for the lane's later attempts
+			w.wg.Go(func() { l.work(w, j) })
+		}
 	}
 	return time.Time{}
 }
@@ -578,14 +611,13 @@ func newPace() pace { return pace{end: time.Now(), jitter: rand.Float64()} }
 // delivered, scheduled for a retry, dead-lettered, or the forwarder paused. An attempt
 // cut off by the end of the grace period gets no verdict.
 func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error, took time.Duration, p pace, r Route) {
-	log := l.logger.With(d.Event.LogAttrs()...)
 	if err != nil && hard.Err() != nil {
 		// Cut off by the end of the shutdown grace period: not a verdict on the target.
-		log.Debug("attempt cut off by shutdown; the entry stays in the outbox")
+		l.eventLog(d).Debug("attempt cut off by shutdown; the entry stays in the outbox")
 		return
 	}
 	it.d = nil
-	v := verdict{lane: l, log: log, took: took, err: err}
+	v := verdict{lane: l, took: took, err: err}
 	if err == nil {
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Acked, Took: took}, ResultOK
 		l.rec.hand(v)
@@ -597,7 +629,7 @@ func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error
 	case IsGone(err):
 		d.FirstTry = it.firstTry // a pause does not spend the retry budget of a fresh entry
 		l.reschedule(item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry})
-		l.pause(hard, d, err, r.ConfigHash, log)
+		l.pause(hard, d, err, r.ConfigHash, l.eventLog(d))
 		v.Outcome = event.Outcome{Delivery: d, Verdict: event.Retrying}
 	case IsPermanent(err):
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Dead, At: l.d.now()}, ResultDead
@@ -613,7 +645,7 @@ func (l *lane) settle(hard context.Context, it item, d event.Delivery, err error
 		d.NextTry = l.d.now().Add(wait)
 		it.due, it.attempts, it.firstTry = p.end.Add(wait), d.Attempts, d.FirstTry
 		l.reschedule(it)
-		log.Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
+		l.eventLog(d).Warn("delivery failed, will retry", "attempt", d.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
 		v.Outcome, v.result = event.Outcome{Delivery: d, Verdict: event.Retrying}, ResultRetry
 	}
 	v.Outcome.Took = took
@@ -682,6 +714,13 @@ func (l *lane) pause(ctx context.Context, d event.Delivery, err error, configHas
 	l.report(d, ResultPaused, 0, err)
 }
 
+// eventLog is the lane's logger with the attributes of d's event. It is built only for
+// a line that is written: with many deliveries a second, building it for each one
+// costs more than the delivery's own bookkeeping.
+func (l *lane) eventLog(d event.Delivery) *slog.Logger {
+	return l.logger.With(d.Event.LogAttrs()...)
+}
+
 func (l *lane) report(d event.Delivery, res Result, took time.Duration, err error) {
 	if l.d.OnResult != nil {
 		l.d.OnResult(d, res, took, err)
@@ -693,7 +732,6 @@ func (l *lane) report(d event.Delivery, res Result, took time.Duration, err erro
 type verdict struct {
 	event.Outcome
 	lane   *lane
-	log    *slog.Logger
 	result Result
 	took   time.Duration
 	err    error
@@ -766,12 +804,15 @@ func (w *recorder) run(ctx context.Context) {
 		if !recorded {
 			continue
 		}
+		debug := w.logger.Enabled(ctx, slog.LevelDebug)
 		for _, v := range batch {
 			switch v.result {
 			case ResultOK:
-				v.log.Debug("delivered", "attempts", v.Delivery.Attempts+1, "took", v.took)
+				if debug {
+					v.lane.eventLog(v.Delivery).Debug("delivered", "attempts", v.Delivery.Attempts+1, "took", v.took)
+				}
 			case ResultDead:
-				v.log.Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
+				v.lane.eventLog(v.Delivery).Error("delivery dead-lettered", "attempts", v.Delivery.Attempts, "err", v.err)
 			}
 			if v.result != "" {
 				sum.add(v.Delivery.Forwarder, v.result)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,4 +185,51 @@ func TestRoutesChangedBeforeRunTakeEffectWhenItStarts(t *testing.T) {
 	drain(t, d)
 	assert.Zero(t, crm.count())
 	once(t, added.ids(), 2)
+}
+
+// A lane's attempts run on workers it keeps; a ReplaceRoute that raises the concurrency
+// gets the new slots at once, beside the old route's attempt still in flight, whatever
+// number of workers the lane had.
+func TestReplaceRouteRaisesTheConcurrency(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	inFlight := 0
+	hold := func(int, string) int {
+		mu.Lock()
+		inFlight++
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return http.StatusOK
+	}
+	old, wide := newSink(t, hold), newSink(t, hold)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"), "crm")
+	defer st.Close()
+	_, err := st.Ingest(t.Context(), "bot1", leads(6))
+	require.NoError(t, err)
+	d := &forwarders.Dispatcher{Outbox: st, Routes: []forwarders.Route{
+		{Forwarder: old.forwarder(t, "crm", 10*time.Second), Retry: fastRetry(), Concurrency: 1},
+	}}
+	running(t, d)
+	flying := func() int { mu.Lock(); defer mu.Unlock(); return inFlight }
+	require.Eventually(t, func() bool { return flying() == 1 }, 10*time.Second, time.Millisecond)
+
+	retired, err := d.ReplaceRoute(forwarders.Route{Forwarder: wide.forwarder(t, "crm", 10*time.Second), Retry: fastRetry(),
+		Concurrency: 3})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return flying() == 4 }, 10*time.Second, time.Millisecond,
+		"three attempts of the new route beside the old one's")
+	close(release)
+	waitClosed(t, retired, "the old forwarder's attempt finishes")
+	require.Eventually(t, func() bool { return depthOf(t, st, "crm") == 0 }, 10*time.Second, 5*time.Millisecond)
+	once(t, append(old.ids(), wide.ids()...), 6)
 }

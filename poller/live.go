@@ -1,29 +1,42 @@
 package poller
 
 import (
+	"container/heap"
 	"context"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/leadbridge/leadbridge/event"
 )
 
-// liveSet is the chatbots a running Loop polls, by serial.
+// liveSet is the chatbots a running Loop polls, by serial, and their schedule.
 type liveSet struct {
 	ctx      context.Context // Run's
 	running  map[string]*runner
 	leaving  map[string]*runner // removed, maybe still finishing a poll; by serial
-	wg       sync.WaitGroup     // every runner's goroutine, removed ones finishing a poll included
+	queue    runQueue           // the runners waiting for their next poll, the earliest due first
+	kick     chan struct{}      // the queue changed: the schedule looks at its head again
+	work     chan *runner       // unbuffered: a send succeeds only into an idle poller
+	wg       sync.WaitGroup     // the pollers, and runners waiting for a removed one's poll to end
 	stopping bool               // Run's ctx is done: nothing starts any more
 }
 
-// runner is one chatbot's goroutine.
+// runner is one chatbot's place in Run's schedule. l.mu guards its fields but bo, which
+// only the poller holding the runner uses (one at a time).
 type runner struct {
-	bot  event.Chatbot // as configured now; l.mu guards it
-	stop chan struct{} // closed when the chatbot is removed
-	done chan struct{} // closed when the goroutine has returned
-	wake chan struct{} // the pace changed: measure a regular wait again
+	bot     event.Chatbot // as configured now
+	done    chan struct{} // closed once it is over: removed, after the poll under way if any
+	over    bool          // done is closed
+	stopped bool          // the chatbot was removed
+	polling bool          // a poller holds it
+	index   int           // its place in the queue; -1 when not in it
+	due     time.Time     // its next poll (monotonic)
+	since   time.Time     // when its wait began
+	regular bool          // the wait is the interval after a success (not a backoff)
+	bo      *backoff.ExponentialBackOff
 }
 
 // pace is Interval and Lookback as SetPace set them.
@@ -43,37 +56,81 @@ func (l *Loop) botOf(r *runner) event.Chatbot {
 	return r.bot
 }
 
-// startLocked starts bot's goroutine with a first wait of first; after a runner of the
+// startLocked schedules bot's first poll after a wait of first; after a runner of the
 // same serial that is still finishing a poll, it waits for that one to end first, so
 // that one chatbot is never polled twice at once. l.mu must be held.
 func (l *Loop) startLocked(bot event.Chatbot, first time.Duration) {
-	var before chan struct{}
-	if old := l.live.leaving[bot.Serial]; old != nil {
-		before = old.done
-		delete(l.live.leaving, bot.Serial)
-	}
-	r := &runner{bot: bot, stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
-	l.live.running[bot.Serial] = r
-	ctx := l.live.ctx
 	live := l.live
-	l.live.wg.Go(func() {
-		defer func() {
-			l.mu.Lock()
-			if live.leaving[bot.Serial] == r {
-				delete(live.leaving, bot.Serial) // removed and over: nothing to wait for
-			}
-			l.mu.Unlock()
-			close(r.done)
-		}()
-		if before != nil {
-			select {
-			case <-before:
-			case <-ctx.Done():
-				return
-			}
+	r := &runner{bot: bot, done: make(chan struct{}), index: -1, bo: l.newBackOff(l.intervalOf(bot))}
+	live.running[bot.Serial] = r
+	r.due, r.since = time.Now().Add(first), time.Now()
+	old := live.leaving[bot.Serial]
+	if old == nil {
+		l.queueLocked(r)
+		return
+	}
+	delete(live.leaving, bot.Serial)
+	live.wg.Go(func() {
+		select {
+		case <-old.done:
+		case <-live.ctx.Done():
+			return
 		}
-		l.run(ctx, r, first)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if !r.stopped {
+			l.queueLocked(r)
+		}
 	})
+}
+
+// queueLocked puts r in the schedule at r.due. l.mu must be held.
+func (l *Loop) queueLocked(r *runner) {
+	heap.Push(&l.live.queue, r)
+	l.kickLocked()
+}
+
+// kickLocked wakes the schedule to look at the head of the queue again. l.mu must be held.
+func (l *Loop) kickLocked() {
+	select {
+	case l.live.kick <- struct{}{}:
+	default:
+	}
+}
+
+// stopLocked removes r's chatbot: out of the schedule at once, or after the poll under
+// way. l.mu must be held.
+func (l *Loop) stopLocked(r *runner) {
+	r.stopped = true
+	if r.index >= 0 {
+		heap.Remove(&l.live.queue, r.index)
+	}
+	if !r.polling {
+		l.endLocked(r)
+	}
+}
+
+// endLocked marks r over: no poll of it is under way or will start. l.mu must be held.
+func (l *Loop) endLocked(r *runner) {
+	if r.over {
+		return
+	}
+	r.over = true
+	if l.live.leaving[r.bot.Serial] == r {
+		delete(l.live.leaving, r.bot.Serial) // removed and over: nothing to wait for
+	}
+	close(r.done)
+}
+
+// rewaitLocked measures r's regular wait, if it is waiting one, again from its start
+// with the interval in force (a change of pace). l.mu must be held.
+func (l *Loop) rewaitLocked(r *runner) {
+	if r.index < 0 || !r.regular {
+		return // polling (its next wait takes the new interval) or backing off
+	}
+	r.due = r.since.Add(jittered(l.intervalOf(r.bot), l.jitter()))
+	heap.Fix(&l.live.queue, r.index)
+	l.kickLocked()
 }
 
 // SetChatbots makes bots the chatbots the Loop polls. Before Run it only sets Chatbots.
@@ -96,22 +153,23 @@ func (l *Loop) SetChatbots(bots []event.Chatbot) error {
 		for _, bot := range bots {
 			listed[bot.Serial] = true
 			if r := live.running[bot.Serial]; r != nil {
-				if r.bot.Interval != bot.Interval {
-					wake(r) // a regular wait under way is measured again with the new interval
-				}
+				changed := r.bot.Interval != bot.Interval
 				r.bot = bot
+				if changed {
+					l.rewaitLocked(r) // a regular wait under way is measured again with the new interval
+				}
 			} else {
 				added = append(added, bot)
 			}
 		}
 		for serial, r := range live.running {
 			if !listed[serial] {
-				close(r.stop)
 				delete(live.running, serial)
 				if live.leaving == nil {
 					live.leaving = map[string]*runner{}
 				}
-				live.leaving[serial] = r // until it is started again, which waits for it
+				live.leaving[serial] = r // until its poll ends, or it is started again, which waits for it
+				l.stopLocked(r)
 			}
 		}
 	}
@@ -153,25 +211,7 @@ func (l *Loop) SetPace(interval, lookback time.Duration) {
 		return
 	}
 	for _, r := range l.live.running {
-		wake(r)
-	}
-}
-
-// stopped reports whether r's chatbot was removed.
-func stopped(r *runner) bool {
-	select {
-	case <-r.stop:
-		return true
-	default:
-		return false
-	}
-}
-
-// wake tells r's regular wait, if one is under way, that its interval changed.
-func wake(r *runner) {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+		l.rewaitLocked(r)
 	}
 }
 
@@ -186,34 +226,4 @@ func (l *Loop) SetClients(clients map[string]*Client) {
 		own[account] = c
 	}
 	l.clients.Store(&own)
-}
-
-// await waits d before r's next poll and reports whether to poll: false once ctx is
-// done or r was removed. A regular wait (the interval after a success) woken by a change
-// of pace is measured again from its start with the new interval.
-func (l *Loop) await(ctx context.Context, r *runner, d time.Duration, regular bool) bool {
-	start := time.Now()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-r.stop:
-			return false
-		default:
-		}
-		select {
-		case <-t.C:
-			return true
-		case <-ctx.Done():
-			return false
-		case <-r.stop:
-			return false
-		case <-r.wake:
-			if regular {
-				t.Reset(max(time.Until(start.Add(jittered(l.intervalOf(l.botOf(r)), l.jitter()))), 0))
-			}
-		}
-	}
 }

@@ -89,7 +89,7 @@ type Loop struct {
 	Clients map[string]*Client
 	// Store takes the records.
 	Store Store
-	// Chatbots are the chatbots to poll, each in its own goroutine; SetChatbots changes
+	// Chatbots are the chatbots to poll, each on its own schedule; SetChatbots changes
 	// them while Run runs.
 	Chatbots []event.Chatbot
 	// Interval is the wait between successful polls of one chatbot (DefaultInterval if 0),
@@ -246,10 +246,11 @@ func (e *storeError) Error() string {
 
 func (e *storeError) Unwrap() error { return e.err }
 
-// Run polls every chatbot until ctx is done, one goroutine per chatbot, so a slow or
-// failing chatbot never delays another. A failing chatbot is retried with exponential
-// backoff (honouring Retry-After); a success returns it to Interval. Run returns nil once
-// ctx is done and every goroutine has stopped, or at once if the Loop is misconfigured.
+// Run polls every chatbot on its own schedule until ctx is done; a poll that falls due
+// starts at once, whatever other polls are under way, so a slow or failing chatbot never
+// delays another (see schedule). A failing chatbot is retried with exponential backoff
+// (honouring Retry-After); a success returns it to Interval. Run returns nil once ctx is
+// done and every poll under way has ended, or at once if the Loop is misconfigured.
 // SetChatbots changes the running chatbots.
 func (l *Loop) Run(ctx context.Context) error {
 	if err := l.validate(); err != nil {
@@ -261,13 +262,17 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 	waits := l.firstWaits(bots)
 	l.mu.Lock()
-	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots))}
+	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots)),
+		kick: make(chan struct{}, 1), work: make(chan *runner)}
 	l.live = live
 	for _, bot := range bots {
 		l.startLocked(bot, waits[bot.Serial])
 	}
+	for range min(idlePollers, len(bots)) {
+		live.wg.Go(func() { l.poller(live) })
+	}
 	l.mu.Unlock()
-	<-ctx.Done()
+	l.schedule(live) // until ctx is done
 	l.mu.Lock()
 	live.stopping = true // no chatbot starts from now on
 	l.mu.Unlock()
@@ -542,33 +547,6 @@ func (l *Loop) firstWait(i, n int, interval time.Duration) time.Duration {
 	}
 	span := min(interval, maxFirstSpread)
 	return time.Duration((float64(i) + rand.Float64()) / float64(n) * float64(span))
-}
-
-// run is one chatbot's schedule, starting with a wait of first, until ctx is done or the
-// chatbot is removed (after the poll under way, if any). Each poll takes the chatbot as
-// it is configured then; a change of pace wakes a regular wait to measure it again.
-func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
-	jitter := l.jitter()
-	bo := l.newBackOff(l.intervalOf(l.botOf(r)))
-	wait, regular := first, false
-	for l.await(ctx, r, wait, regular) {
-		bot := l.botOf(r)
-		c := l.clientFor(bot)
-		if c == nil && stopped(r) {
-			return // removed with its account while this poll was due: it is over
-		}
-		_, err := l.poll(ctx, bot, c)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			bo.Reset()
-			wait, regular = jittered(l.intervalOf(bot), jitter), true
-			continue
-		}
-		wait, regular = retryWait(bo, err), false
-		l.logFailure(bot, err, wait)
-	}
 }
 
 // windows are the windows a poll of bot at at reads, from its last success as the

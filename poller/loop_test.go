@@ -1253,3 +1253,36 @@ func TestPollCutShortByShutdownIsNotRecorded(t *testing.T) {
 	assert.Empty(t, hooks.all(), "no poll reported")
 	assert.Empty(t, chatbotStates(t, store)[mainSite.Serial].LastError, "no failure recorded")
 }
+
+// TestRunMoreSlowChatbotsThanIdlePollers: with more chatbots stuck in slow answers than
+// Run keeps pollers, a quick chatbot is still polled on its interval, and every slow one
+// is polled too: a poll that falls due while all pollers are busy gets one of its own.
+func TestRunMoreSlowChatbotsThanIdlePollers(t *testing.T) {
+	srv := newLeadListServer(t)
+	quick := event.Chatbot{Serial: "bot-quick"}
+	srv.setRecords(quick.Serial, docLead)
+	bots := []event.Chatbot{quick}
+	for i := range 2 * idlePollers {
+		slow := event.Chatbot{Serial: fmt.Sprintf("bot-slow-%02d", i)}
+		srv.always(slow.Serial, reply{body: okBody(), delay: 2 * time.Second})
+		bots = append(bots, slow)
+	}
+	store := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit})
+	l := &Loop{Client: srv.client(10 * time.Second), Store: store, Chatbots: bots,
+		Interval: 20 * time.Millisecond, Now: func() time.Time { return pollNow }}
+	stop := runLoop(t, l)
+	// Every slow chatbot's first poll is under way, and the quick one is polled again
+	// and again meanwhile.
+	require.Eventually(t, func() bool {
+		for _, b := range bots[1:] {
+			if len(srv.hitsFor(b.Serial)) == 0 {
+				return false
+			}
+		}
+		return len(srv.hitsFor(quick.Serial)) >= 5
+	}, 10*time.Second, 5*time.Millisecond)
+	for _, b := range bots[1:] {
+		assert.Len(t, srv.hitsFor(b.Serial), 1, "%s is still in its first, slow poll", b.Serial)
+	}
+	stop()
+}

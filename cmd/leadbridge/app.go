@@ -97,7 +97,7 @@ func openApp(ctx context.Context, cfg *config.Config, logOut io.Writer) (*app, e
 	logger := newLogger(cfg.Log, logOut)
 	a := &app{cfg: cfg, logger: logger, forwarders: map[string]forwarders.Forwarder{}}
 	a.router = config.NewRouter(cfg, a.filtered)
-	store, err := openStore(ctx, cfg, a.router.Route, logger.With("component", "store"))
+	store, err := openStore(ctx, cfg, a.router, logger.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}

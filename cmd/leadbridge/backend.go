@@ -46,7 +46,7 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	}
 	if cfg.Store.Backend == config.BackendNATS {
 		// The JetStream store is shared: no daemon need stop for a command to use it.
-		st, err := openStore(ctx, cfg, cfg.Route, slog.New(slog.DiscardHandler))
+		st, err := openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return nil, nil, err
 		}

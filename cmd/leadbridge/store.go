@@ -95,16 +95,23 @@ func (o *openedStore) Close() error {
 	return errors.Join(errs...)
 }
 
-// openStore opens the store cfg.Store selects, for writing; route names the forwarders
-// that want an event (a config.Router's Route, or cfg.Route).
-func openStore(ctx context.Context, cfg *config.Config, route func(event.Event) []string, logger *slog.Logger) (*openedStore, error) {
+// router names the forwarders that want an event: a config.Router, or the config itself.
+type router interface {
+	Route(event.Event) []string
+	HasFilters() bool
+}
+
+// openStore opens the store cfg.Store selects, for writing; r names the forwarders that
+// want an event.
+func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.Logger) (*openedStore, error) {
 	if cfg.Store.Backend != config.BackendNATS {
 		st, err := dedupe.Open(dedupe.Options{
 			Path:        cfg.Store.Path,
 			Retention:   cfg.Store.Retention,
 			Initial:     cfg.Poll.Initial,
 			EmitUpdates: cfg.Dedupe.EmitUpdates,
-			Route:       route,
+			Route:       r.Route,
+			CheapRoute:  func() bool { return !r.HasFilters() },
 			Logger:      logger,
 		})
 		if err != nil {
@@ -125,7 +132,7 @@ func openStore(ctx context.Context, cfg *config.Config, route func(event.Event) 
 		Retention:       cfg.Store.Retention,
 		Initial:         cfg.Poll.Initial,
 		EmitUpdates:     cfg.Dedupe.EmitUpdates,
-		Route:           route,
+		Route:           r.Route,
 		Logger:          logger,
 	})
 	if err != nil {

@@ -51,7 +51,7 @@ func storeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer src.Close()
-	dst, err := openStore(ctx, cfg, cfg.Route, slog.New(slog.DiscardHandler))
+	dst, err := openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

@@ -112,7 +112,8 @@ type Config struct {
 type Forwarder struct {
 	name          string
 	subject       *template.Template
-	streamSubject string // what a created stream captures; "" when underivable
+	plainSubject  subjectParts // subject's parts when it only names fields (see plainParts); nil otherwise
+	streamSubject string       // what a created stream captures; "" when underivable
 	stream        string
 	timeout       time.Duration
 	logger        *slog.Logger
@@ -155,6 +156,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	f := &Forwarder{
 		name:          cfg.Name,
 		subject:       tmpl,
+		plainSubject:  plainParts(tmpl),
 		streamSubject: streamSubject,
 		stream:        cfg.Stream,
 		timeout:       cfg.Timeout,
@@ -357,7 +359,7 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 // message renders ev as the message to publish: the subject from the template, the
 // CloudEvent JSON as body, its metadata as headers. Its errors are permanent.
 func (f *Forwarder) message(ev event.Event) (*natsgo.Msg, error) {
-	subject, err := renderSubject(f.subject, subjectData(ev))
+	subject, err := f.renderSubject(ev)
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("subject: %v", err))
 	}

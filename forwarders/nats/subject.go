@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -144,4 +145,93 @@ func validSubject(s string) error {
 		}
 	}
 	return nil
+}
+
+// subjectParts is a subject template made only of text and fields, such as
+// DefaultSubject.
+type subjectParts []subjectPart
+
+// subjectPart is a literal, or the name of a field when field is set.
+type subjectPart struct {
+	text  string
+	field bool
+}
+
+// plainParts returns tmpl's parts when it holds nothing but text and {{.Field}} actions
+// naming fields subjectField knows, nil otherwise. Such a template renders by joining
+// strings, the same as executing it, without text/template's reflection, which costs
+// more per event than the rest of a publish.
+func plainParts(tmpl *template.Template) subjectParts {
+	var parts subjectParts
+	for _, n := range tmpl.Tree.Root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode:
+			parts = append(parts, subjectPart{text: string(n.Text)})
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || len(n.Pipe.Cmds[0].Args) != 1 {
+				return nil
+			}
+			f, ok := n.Pipe.Cmds[0].Args[0].(*parse.FieldNode)
+			if !ok || len(f.Ident) != 1 {
+				return nil
+			}
+			if _, known := subjectField(sampleData, f.Ident[0]); !known {
+				return nil
+			}
+			parts = append(parts, subjectPart{text: f.Ident[0], field: true})
+		default:
+			return nil
+		}
+	}
+	return parts
+}
+
+// subjectField is field name of d as a template prints it; known is false for a name
+// it does not handle.
+func subjectField(d SubjectData, name string) (value string, known bool) {
+	switch name {
+	case "Account":
+		return d.Account, true
+	case "Chatbot":
+		return d.Chatbot, true
+	case "ChatbotName":
+		return d.ChatbotName, true
+	case "Kind":
+		return string(d.Kind), true
+	case "Action":
+		return string(d.Action), true
+	case "Type":
+		return d.Type, true
+	case "ID":
+		return d.ID, true
+	case "SessionID":
+		return strconv.FormatInt(d.SessionID, 10), true
+	}
+	return "", false
+}
+
+// render joins the parts for d and checks the result as renderSubject does.
+func (p subjectParts) render(d SubjectData) (string, error) {
+	var b strings.Builder
+	for _, part := range p {
+		if !part.field {
+			b.WriteString(part.text)
+			continue
+		}
+		v, _ := subjectField(d, part.text)
+		b.WriteString(v)
+	}
+	s := b.String()
+	if err := validSubject(s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// renderSubject is the subject ev is published on.
+func (f *Forwarder) renderSubject(ev event.Event) (string, error) {
+	if f.plainSubject != nil {
+		return f.plainSubject.render(subjectData(ev))
+	}
+	return renderSubject(f.subject, subjectData(ev))
 }

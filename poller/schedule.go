@@ -1,0 +1,115 @@
+package poller
+
+import (
+	"container/heap"
+	"time"
+)
+
+// idlePollers is how many pollers Run keeps waiting for the next due poll. A poll that
+// falls due while all of them are busy gets a poller of its own, which ends after it,
+// so that a slow or failing chatbot never delays another however many there are; and
+// a thousand chatbots that each wait a minute between polls do not each hold a
+// goroutine, whose stack the garbage collector shrinks while it sleeps and the next
+// poll grows again.
+const idlePollers = 8
+
+// runQueue is Run's schedule: the runners waiting for their next poll, a heap by due
+// time. l.mu guards it.
+type runQueue []*runner
+
+func (q runQueue) Len() int           { return len(q) }
+func (q runQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q runQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *runQueue) Push(x any) {
+	r := x.(*runner)
+	r.index = len(*q)
+	*q = append(*q, r)
+}
+func (q *runQueue) Pop() any {
+	old := *q
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	r.index = -1
+	*q = old[:len(old)-1]
+	return r
+}
+
+// schedule hands each runner to a poller when its poll falls due, until Run's ctx is
+// done; then it closes live.work, and the idle pollers end.
+func (l *Loop) schedule(live *liveSet) {
+	defer close(live.work)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := time.Hour
+		l.mu.Lock()
+		for len(live.queue) > 0 {
+			r := live.queue[0]
+			if d := time.Until(r.due); d > 0 {
+				wait = d
+				break
+			}
+			heap.Pop(&live.queue)
+			r.polling = true
+			select {
+			case live.work <- r: // an idle poller takes it
+			default: // none is idle: a poller of its own, for this poll only
+				live.wg.Go(func() { l.pollRunner(live, r) })
+			}
+		}
+		l.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-live.ctx.Done():
+			return
+		case <-live.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// poller is one of Run's idle pollers: it polls the runners handed to it until
+// live.work is closed.
+func (l *Loop) poller(live *liveSet) {
+	for r := range live.work {
+		l.pollRunner(live, r)
+	}
+}
+
+// pollRunner polls r's chatbot, taken as it is configured now, and puts it back in the
+// schedule: after its interval (jittered) following a success, after its backoff (or
+// Retry-After) following a failure; or ends it if it was removed meanwhile.
+func (l *Loop) pollRunner(live *liveSet, r *runner) {
+	ctx := live.ctx
+	l.mu.Lock()
+	bot, stopped := r.bot, r.stopped
+	l.mu.Unlock()
+	c := l.clientFor(bot)
+	var wait time.Duration
+	regular := false
+	if c == nil && stopped {
+		// removed with its account while this poll was due: it is over
+	} else if _, err := l.poll(ctx, bot, c); err == nil {
+		r.bo.Reset()
+		regular = true
+	} else if ctx.Err() == nil {
+		wait = retryWait(r.bo, err)
+		l.logFailure(bot, err, wait)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.polling = false
+	if r.stopped || ctx.Err() != nil {
+		l.endLocked(r)
+		return
+	}
+	if regular {
+		wait = jittered(l.intervalOf(r.bot), l.jitter()) // its interval now: SetChatbots or SetPace may have changed it
+	}
+	r.since, r.regular = time.Now(), regular
+	r.due = r.since.Add(wait)
+	l.queueLocked(r)
+}
