@@ -129,11 +129,16 @@ type Loop struct {
 	DropEvents bool
 	// Now tells the time for windows and RecordPoll (time.Now if nil).
 	Now func() time.Time
+	// Leaser, if set, shares the chatbots with other replicas of a shared store (see
+	// lease.go): Run polls a chatbot only while this replica holds its lease. nil: Run
+	// polls every chatbot. PollOnce and PollAll poll without leases.
+	Leaser Leaser
 
 	mu   sync.Mutex
 	bots map[string]*botState // by serial, made on first use
 	live *liveSet             // the running chatbots while Run runs; nil before
 
+	leases  leases                             // what the Leaser gave this replica
 	pace    atomic.Pointer[pace]               // Interval and Lookback as SetPace changed them; nil: the fields
 	clients atomic.Pointer[map[string]*Client] // Clients as SetClients changed them; nil: the field
 }
@@ -259,6 +264,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	for account, group := range byAccount(bots) {
 		l.warnOverBudget(account, group)
 	}
+	var leasing sync.WaitGroup
+	l.joinLeases(ctx, &leasing)
 	waits := l.firstWaits(bots)
 	l.mu.Lock()
 	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots))}
@@ -271,7 +278,9 @@ func (l *Loop) Run(ctx context.Context) error {
 	l.mu.Lock()
 	live.stopping = true // no chatbot starts from now on
 	l.mu.Unlock()
-	live.wg.Wait()
+	live.wg.Wait() // each runner released its lease
+	leasing.Wait()
+	l.leaveLeases(ctx)
 	return nil
 }
 
@@ -550,6 +559,7 @@ func (l *Loop) firstWait(i, n int, interval time.Duration) time.Duration {
 func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 	jitter := l.jitter()
 	bo := l.newBackOff(l.intervalOf(l.botOf(r)))
+	defer l.dropLease(ctx, l.botOf(r).Serial, r)
 	wait, regular := first, false
 	for l.await(ctx, r, wait, regular) {
 		bot := l.botOf(r)
@@ -557,7 +567,11 @@ func (l *Loop) run(ctx context.Context, r *runner, first time.Duration) {
 		if c == nil && stopped(r) {
 			return // removed with its account while this poll was due: it is over
 		}
-		_, err := l.poll(ctx, bot, c)
+		if !l.leased(ctx, bot) {
+			wait, regular = jittered(l.intervalOf(bot), jitter), true // another replica polls it: try again later
+			continue
+		}
+		_, err := l.pollLeased(ctx, bot, c)
 		if ctx.Err() != nil {
 			return
 		}
