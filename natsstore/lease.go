@@ -185,3 +185,16 @@ func (r *Replica) Leave(ctx context.Context) error {
 	err := r.l.live.Purge(ctx, r.owner, jetstream.PurgeTTL(purgeTTL))
 	return r.l.s.wrap("leave as replica "+r.owner, err)
 }
+
+// Holders returns the owner of every chatbot lease held now, by serial, without creating
+// the lease bucket: none before any replica took a lease (for `status` from anywhere).
+func (s *Store) Holders(ctx context.Context) (map[string]string, error) {
+	kv, err := s.js.KeyValue(ctx, s.prefix+"_leases")
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, s.wrap("leases", err)
+	}
+	return (&Leases{s: s, kv: kv}).Holders(ctx)
+}
