@@ -168,8 +168,15 @@ func (l *Loop) renewWhile(ctx context.Context, bot event.Chatbot, done <-chan st
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := l.Leaser.Acquire(ctx, bot.Serial, ttl); err != nil && ctx.Err() == nil {
+			held, err := l.Leaser.Acquire(ctx, bot.Serial, ttl)
+			switch {
+			case err != nil && ctx.Err() == nil:
 				l.logger().Warn("could not renew a chatbot's lease during a long poll", "chatbot", bot.Serial, "error", err.Error())
+			case err == nil && !held:
+				// It lapsed (renewals failed for a whole TTL) and another replica took it:
+				// this poll ends as it is (its records are claimed once whoever takes
+				// them), and the next check finds the lease gone.
+				l.logger().Warn("the chatbot's lease passed to another replica during a long poll", "chatbot", bot.Serial)
 			}
 		}
 	}

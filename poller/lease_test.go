@@ -84,8 +84,9 @@ type leaseReplica struct {
 	done   chan struct{}
 	close  func() // its NATS connection
 
-	mu    sync.Mutex
-	polls map[string][]time.Time // successful polls by serial, when they ended
+	mu      sync.Mutex
+	polls   map[string][]time.Time // successful polls by serial, when they ended
+	longest time.Duration          // the longest successful poll
 }
 
 const leaseInterval = time.Second
@@ -104,11 +105,12 @@ func startLeaseReplica(t *testing.T, ns *leadtest.NATS, api *sharedAPI, name str
 	r.loop = &poller.Loop{Client: poller.NewClient(api.url, leaseKey, 5*time.Second), Store: st,
 		Chatbots: bots, Interval: interval, Leaser: leases.Replica(name),
 		Logger: slog.New(slog.DiscardHandler),
-		OnPoll: func(bot event.Chatbot, _ time.Duration, _ event.Ingested, err error) {
+		OnPoll: func(bot event.Chatbot, took time.Duration, _ event.Ingested, err error) {
 			if err != nil {
 				return
 			}
 			r.mu.Lock()
+			r.longest = max(r.longest, took)
 			r.polls[bot.Serial] = append(r.polls[bot.Serial], time.Now())
 			r.mu.Unlock()
 		}}
@@ -283,4 +285,35 @@ func TestLeasesRemovedChatbotReleases(t *testing.T) {
 		_, held := holders[bots[1].Serial]
 		return !held && holders[bots[0].Serial] == "replica-a"
 	}, 10*time.Second, 20*time.Millisecond, "the removed chatbot's lease is released, the other kept")
+}
+
+// A poll longer than the lease's TTL (a slow API, a long catch-up) keeps the lease: the
+// other replica, trying every interval meanwhile, never polls the chatbot at once.
+func TestLeasesLongPollKeepsTheLease(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	api := startSharedAPI(t)
+	bots := leaseBots(1)
+	a := startLeaseReplica(t, ns, api, "replica-a", bots, leaseInterval)
+	b := startLeaseReplica(t, ns, api, "replica-b", bots, leaseInterval)
+	var holder *leaseReplica
+	require.Eventually(t, func() bool {
+		holders, err := a.leases.Holders(t.Context())
+		require.NoError(t, err)
+		switch holders[bots[0].Serial] {
+		case "replica-a":
+			holder = a
+		case "replica-b":
+			holder = b
+		}
+		return holder != nil
+	}, 10*time.Second, 20*time.Millisecond)
+	slow := 3*leaseInterval + 1500*time.Millisecond // longer than the lease's TTL
+	api.InjectFor(bots[0].Serial, leadsim.Fault{Delay: slow})
+	require.Eventually(t, func() bool {
+		holder.mu.Lock()
+		defer holder.mu.Unlock()
+		return holder.longest >= slow
+	}, 20*time.Second, 50*time.Millisecond, "the slow poll ended")
+	assert.Equal(t, 1, api.mostAtOnce(), "the other replica did not poll the chatbot during the slow poll")
+	assert.Equal(t, map[string]int{holder.name: 1}, split(t, a.leases))
 }
