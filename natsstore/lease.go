@@ -29,8 +29,10 @@ type Leases struct {
 // Leases returns the store's lease buckets, creating them if needed.
 func (s *Store) Leases(ctx context.Context, replicas int) (*Leases, error) {
 	bucket := func(name string) (jetstream.KeyValue, error) {
-		kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.prefix + "_" + name,
-			Replicas: max(replicas, 1), Storage: jetstream.FileStorage, History: 1, LimitMarkerTTL: purgeTTL})
+		kv, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+			return s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.prefix + "_" + name,
+				Replicas: max(replicas, 1), Storage: jetstream.FileStorage, History: 1, LimitMarkerTTL: purgeTTL})
+		})
 		return kv, s.wrap(name, err)
 	}
 	kv, err := bucket("leases")
@@ -197,4 +199,30 @@ func (s *Store) Holders(ctx context.Context) (map[string]string, error) {
 		return nil, s.wrap("leases", err)
 	}
 	return (&Leases{s: s, kv: kv}).Holders(ctx)
+}
+
+// createAttempts bounds how often a bucket or stream is created again after the request
+// timed out, each attempt waiting twice as long as the one before, from createFirstWait.
+// In a cluster, replicas that create the same one at once (three daemons started
+// together) may get no answer though it was created (nats-io/nats.go#949,
+// nats-io/nats-server#3677), and a request again finds it: a short first wait keeps
+// their start quick, the longer later ones leave a slow cluster its time.
+const (
+	createAttempts  = 5
+	createFirstWait = time.Second
+)
+
+// retryTimeout calls create, each call with its own deadline, up to createAttempts times
+// while it times out and ctx is not done.
+func retryTimeout[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
+	wait := createFirstWait
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		v, err := create(actx)
+		cancel()
+		if err == nil || attempt == createAttempts || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return v, err
+		}
+		wait *= 2
+	}
 }
