@@ -109,7 +109,9 @@ func (l *Loop) leased(ctx context.Context, bot event.Chatbot) bool {
 		return true
 	}
 	ls := &l.leases
-	n := len(l.chatbots())
+	l.mu.Lock()
+	n := len(l.Chatbots) // not a copy: this runs before every poll of every chatbot
+	l.mu.Unlock()
 	ls.mu.Lock()
 	limit := share(n, ls.replicas)
 	held := ls.held[bot.Serial]
