@@ -1,6 +1,7 @@
 package natsstore_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -98,4 +99,67 @@ func TestWatchResumes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no resume seen")
 	}
+}
+
+// Replicas announce themselves and count each other; a clean stop counts itself out at
+// once; an owner that cannot be a key is refused, by name.
+func TestReplicaJoinAndLeave(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	l, err := open(t, nc, nil).Leases(t.Context(), 1)
+	require.NoError(t, err)
+	ctx := t.Context()
+	a, b := l.Replica("replica-a"), l.Replica("replica-b")
+	n, err := a.Join(ctx, time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = b.Join(ctx, time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	n, err = a.Join(ctx, time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n, "a renewal is no new replica")
+	require.NoError(t, b.Leave(ctx))
+	n, err = a.Join(ctx, time.Minute)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+
+	_, err = l.Replica("host.example.com").Join(ctx, time.Minute)
+	assert.ErrorContains(t, err, `join as replica host.example.com: want an owner of letters`)
+	assert.Regexp(t, `^[A-Za-z0-9_-]+-[0-9]+-[0-9a-f]{8}$`, natsstore.NewOwner())
+	assert.NotEqual(t, natsstore.NewOwner(), natsstore.NewOwner())
+}
+
+// A chatbot polled by another replica (it holds the lease) has that replica's last
+// success here too: readiness and a takeover's window read the shared state, not what
+// this process saw at its start.
+func TestLastOKIsShared(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	a, b := open(t, nc, nil), open(t, nc, nil)
+	ctx := t.Context()
+	at := time.Now().Add(-time.Minute).Round(0)
+	require.NoError(t, b.RecordPoll(ctx, bot, at, nil))
+	got, err := a.LastOK(ctx, bot)
+	require.NoError(t, err)
+	assert.True(t, got.Equal(at), "a sees b's success: got %v, want %v", got, at)
+
+	// a's own later success keeps its monotonic reading; b's later one wins over it.
+	mine := time.Now()
+	require.NoError(t, a.RecordPoll(ctx, bot, mine, nil))
+	got, err = a.LastOK(ctx, bot)
+	require.NoError(t, err)
+	assert.Equal(t, mine, got, "its own success, monotonic reading included")
+	later := mine.Add(time.Second).Round(0)
+	require.NoError(t, b.RecordPoll(ctx, bot, later, nil))
+	got, err = a.LastOK(ctx, bot)
+	require.NoError(t, err)
+	assert.True(t, got.Equal(later))
+	// A failure recorded elsewhere changes no last success.
+	require.NoError(t, b.RecordPoll(ctx, bot, later.Add(time.Second), errors.New("HTTP 500")))
+	got, err = a.LastOK(ctx, bot)
+	require.NoError(t, err)
+	assert.True(t, got.Equal(later))
 }

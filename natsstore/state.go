@@ -77,12 +77,21 @@ func (s *Store) RecordPoll(ctx context.Context, serial string, at time.Time, pol
 	return nil
 }
 
-// LastOK returns chatbot serial's last successful poll, zero if none: the latest success
-// RecordPoll noted in this process, as it was given, else the one stored at Open.
-func (s *Store) LastOK(_ context.Context, serial string) (time.Time, error) {
+// LastOK returns chatbot serial's last successful poll, zero if none: the one stored in
+// the shared state (by whichever replica polled it last: the chatbot may have changed
+// hands), or the one RecordPoll noted in this process, as it was given (with its
+// monotonic clock reading), when that is as late.
+func (s *Store) LastOK(ctx context.Context, serial string) (time.Time, error) {
+	var st event.ChatbotState
+	if _, _, err := getJSON(ctx, s.chatbots, serial, &st); err != nil {
+		return time.Time{}, s.wrap("last success of "+serial, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lastOK[serial], nil
+	if mine := s.lastOK[serial]; !mine.IsZero() && !st.LastOK.After(mine) {
+		return mine, nil
+	}
+	return st.LastOK, nil
 }
 
 // Pause marks forwarder paused (its target said 410 Gone); its deliveries stay in the

@@ -173,7 +173,7 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 			// grow by one marker per key forever.
 			cfg.LimitMarkerTTL = purgeTTL
 		}
-		b, err := s.js.CreateOrUpdateKeyValue(ctx, cfg)
+		b, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.CreateOrUpdateKeyValue(ctx, cfg) })
 		if err != nil {
 			return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 		}
@@ -196,7 +196,7 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 		cfg := jetstream.StreamConfig{Name: s.prefix + "_" + name, Subjects: []string{s.subject(name, "*")},
 			Storage: jetstream.FileStorage, Replicas: opts.Replicas, Duplicates: dup,
 			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew}
-		st, err := s.js.CreateOrUpdateStream(ctx, cfg)
+		st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}

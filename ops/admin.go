@@ -68,6 +68,9 @@ type ChatbotStatus struct {
 	Seen      int       `json:"seen"`                 // records the store holds as seen
 	// Interval is the chatbot's own poll interval; zero when it polls at poll.interval.
 	Interval time.Duration `json:"interval,omitempty"`
+	// PolledBy names the replica that holds the chatbot's lease and polls it (store
+	// backend nats); empty with bbolt, or while no replica holds it.
+	PolledBy string `json:"polled_by,omitempty"`
 }
 
 // TypeUnconfigured is the Type of a forwarder that has deliveries in the store but is
@@ -170,6 +173,9 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 		st := states[c.Serial]
 		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name, Account: c.Account,
 			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen, Interval: c.Interval})
+	}
+	if err := polledBy(ctx, l.Store, s.Chatbots); err != nil {
+		return Status{}, err
 	}
 	forwarder := func(name, typ string) ForwarderStatus {
 		f := ForwarderStatus{Name: name, Type: typ, Pending: depth[name], Dead: dead[name]}

@@ -1,6 +1,7 @@
 package ops
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -13,6 +14,29 @@ import (
 
 // maxStatusText caps error and reason texts in the status table.
 const maxStatusText = 60
+
+// LeaseHolders is implemented by a store whose chatbots replicas share through leases
+// (backend nats): who holds each.
+type LeaseHolders interface {
+	// Holders returns the replica holding each chatbot's lease, by serial.
+	Holders(ctx context.Context) (map[string]string, error)
+}
+
+// polledBy fills in each chatbot's PolledBy when store is a LeaseHolders.
+func polledBy(ctx context.Context, store any, bots []ChatbotStatus) error {
+	lh, ok := store.(LeaseHolders)
+	if !ok {
+		return nil
+	}
+	holders, err := lh.Holders(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range bots {
+		bots[i].PolledBy = holders[bots[i].Serial]
+	}
+	return nil
+}
 
 // StatusView picks what WriteStatus shows of the chatbots.
 type StatusView struct {
@@ -137,7 +161,13 @@ func WriteStatus(w io.Writer, s Status, v StatusView) error {
 
 	listAll := v.All || (!v.Failing && len(bots) <= smallStatus)
 	listed := 0
-	fmt.Fprintln(tw, "\nCHATBOT\tSERIAL\tACCOUNT\tLAST POLL\tSEEN\tRESULT")
+	// The replicas polling the chatbots get a column when they share them (backend nats).
+	shared := slices.ContainsFunc(s.Chatbots, func(c ChatbotStatus) bool { return c.PolledBy != "" })
+	if shared {
+		fmt.Fprintln(tw, "\nCHATBOT\tSERIAL\tACCOUNT\tPOLLED BY\tLAST POLL\tSEEN\tRESULT")
+	} else {
+		fmt.Fprintln(tw, "\nCHATBOT\tSERIAL\tACCOUNT\tLAST POLL\tSEEN\tRESULT")
+	}
 	for _, c := range bots {
 		result := "ok"
 		switch c.State() {
@@ -152,6 +182,11 @@ func WriteStatus(w io.Writer, s Status, v StatusView) error {
 			continue
 		}
 		listed++
+		if shared {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, orDash(c.Account),
+				orDash(c.PolledBy), ago(now, c.LastPoll), c.Seen, result)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", orDash(cut(c.Name, maxStatusText)), c.Serial, orDash(c.Account), ago(now, c.LastPoll), c.Seen, result)
 	}
 	switch rest := len(bots) - listed; {

@@ -116,6 +116,11 @@ func (l *Loop) endLocked(r *runner) {
 		return
 	}
 	r.over = true
+	if r.stopped && l.Leaser != nil {
+		// Removed from the config: its lease goes now, not when it lapses. Not under l.mu
+		// (a round trip to the store); Run releases the leases left when it stops.
+		go l.dropLease(l.live.ctx, r.bot.Serial, "the chatbot was removed from the config")
+	}
 	if l.live.leaving[r.bot.Serial] == r {
 		delete(l.live.leaving, r.bot.Serial) // removed and over: nothing to wait for
 	}

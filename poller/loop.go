@@ -129,11 +129,16 @@ type Loop struct {
 	DropEvents bool
 	// Now tells the time for windows and RecordPoll (time.Now if nil).
 	Now func() time.Time
+	// Leaser, if set, shares the chatbots with other replicas of a shared store (see
+	// lease.go): Run polls a chatbot only while this replica holds its lease. nil: Run
+	// polls every chatbot. PollOnce and PollAll poll without leases.
+	Leaser Leaser
 
 	mu   sync.Mutex
 	bots map[string]*botState // by serial, made on first use
 	live *liveSet             // the running chatbots while Run runs; nil before
 
+	leases  leases                             // what the Leaser gave this replica
 	pace    atomic.Pointer[pace]               // Interval and Lookback as SetPace changed them; nil: the fields
 	clients atomic.Pointer[map[string]*Client] // Clients as SetClients changed them; nil: the field
 }
@@ -260,6 +265,8 @@ func (l *Loop) Run(ctx context.Context) error {
 	for account, group := range byAccount(bots) {
 		l.warnOverBudget(account, group)
 	}
+	var leasing sync.WaitGroup
+	l.joinLeases(ctx, &leasing)
 	waits := l.firstWaits(bots)
 	l.mu.Lock()
 	live := &liveSet{ctx: ctx, running: make(map[string]*runner, len(bots)),
@@ -277,6 +284,9 @@ func (l *Loop) Run(ctx context.Context) error {
 	live.stopping = true // no chatbot starts from now on
 	l.mu.Unlock()
 	live.wg.Wait()
+	l.releaseLeases(ctx)
+	leasing.Wait()
+	l.leaveLeases(ctx)
 	return nil
 }
 

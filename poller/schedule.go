@@ -92,7 +92,9 @@ func (l *Loop) pollRunner(live *liveSet, r *runner) {
 	regular := false
 	if c == nil && stopped {
 		// removed with its account while this poll was due: it is over
-	} else if _, err := l.poll(ctx, bot, c); err == nil {
+	} else if !l.leased(ctx, bot) {
+		regular = true // another replica polls it: look again after its interval
+	} else if _, err := l.pollLeased(ctx, bot, c); err == nil {
 		r.bo.Reset()
 		regular = true
 	} else if ctx.Err() == nil {

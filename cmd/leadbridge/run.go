@@ -33,6 +33,15 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer a.Close()
 	logger := a.logger
+	// With backend nats, each chatbot is polled by one replica at a time.
+	leaser, replica, err := a.store.leaser(ctx, cfg.Store.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	a.loop.Leaser = leaser
+	if replica != "" {
+		logger = logger.With("replica", replica)
+	}
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)

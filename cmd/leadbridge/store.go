@@ -60,6 +60,30 @@ func (o *openedStore) watchResumes(ctx context.Context, resume func(name string)
 	return o.nats.WatchResumes(ctx, func(name string) { resume(name) })
 }
 
+// leaser is what shares the chatbots with the other replicas (backend nats): the store's
+// lease buckets, this process named by natsstore.NewOwner, which owner returns. nil and
+// "" for bbolt, whose store one process holds.
+func (o *openedStore) leaser(ctx context.Context, replicas int) (leaser poller.Leaser, owner string, err error) {
+	if o.nats == nil {
+		return nil, "", nil
+	}
+	leases, err := o.nats.Leases(ctx, replicas)
+	if err != nil {
+		return nil, "", fmt.Errorf("store.nats: %w", err)
+	}
+	r := leases.Replica(natsstore.NewOwner())
+	return r, r.Owner(), nil
+}
+
+// Holders names the replica polling each chatbot, by serial, for `status`: none with
+// bbolt (the one daemon polls every chatbot).
+func (o *openedStore) Holders(ctx context.Context) (map[string]string, error) {
+	if o.nats == nil {
+		return nil, nil
+	}
+	return o.nats.Holders(ctx)
+}
+
 // deliveryOutbox is the outbox a running daemon's Dispatcher reads: the store itself
 // for bbolt, the consumers shared with the other replicas for nats.
 func (o *openedStore) deliveryOutbox() forwarders.Outbox {
