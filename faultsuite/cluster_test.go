@@ -144,8 +144,22 @@ func TestReplicasOnACluster(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}
-	require.Eventually(t, func() bool { return up(0) && up(1) && up(2) }, 60*time.Second, 100*time.Millisecond,
-		"the three replicas start")
+	if !assert.Eventually(t, func() bool { return up(0) && up(1) && up(2) }, 60*time.Second, 100*time.Millisecond,
+		"the three replicas start") {
+		for _, r := range replicas { // a goroutine dump in each log shows where a start hangs
+			if p := r.current(); p.alive() {
+				_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+				<-p.exited
+			}
+		}
+		for i, r := range replicas {
+			for _, path := range r.logs() {
+				b, _ := os.ReadFile(path)
+				t.Logf("replica %d, %s:\n%s", i, path, b)
+			}
+		}
+		t.FailNow()
+	}
 
 	// Records arrive, one every 50ms, round the chatbots, while the faults happen.
 	want := map[string]record{}
@@ -244,8 +258,10 @@ func TestReplicasOnACluster(t *testing.T) {
 		}
 	}
 	if ok {
+		// Delivery may end within one interval of the last fault: wait for the next polls.
 		for _, s := range serials {
-			assert.Greater(t, api.RequestsFor(s), polled[s], "chatbot %s kept being polled after the faults", s)
+			assert.Eventually(t, func() bool { return api.RequestsFor(s) > polled[s] }, 15*time.Second, 50*time.Millisecond,
+				"chatbot %s kept being polled after the faults", s)
 		}
 	}
 }

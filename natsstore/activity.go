@@ -55,7 +55,8 @@ func (s *Store) prepareActivity(ctx context.Context, replicas int) error {
 	} {
 		cfg.MaxAge, cfg.Storage, cfg.Replicas = ActivityMaxAge, jetstream.FileStorage, replicas
 		cfg.Retention, cfg.Discard = jetstream.LimitsPolicy, jetstream.DiscardOld
-		st, err := s.js.CreateOrUpdateStream(ctx, cfg)
+		// Retried after a timeout, as the store's other streams are (see retryTimeout).
+		st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
