@@ -2,6 +2,7 @@ package dedupe_test
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -204,4 +205,45 @@ func TestActivityByAccountAlsoOfAttemptsLoggedBeforeAccounts(t *testing.T) {
 	s = open(t, path, nil)
 	assert.Equal(t, []string{agency.ID()}, byAccount(s, "agency"))
 	assert.Len(t, byAccount(s, event.DefaultAccount), 1)
+}
+
+// TestActivityEventKeptCompactAndOldJSONStillRead: the event beside the log is written in
+// the binary form (not JSON, which cost a third of recording outcomes), and one an older
+// leadbridge kept as JSON still reads back, account included.
+func TestActivityEventKeptCompactAndOldJSONStillRead(t *testing.T) {
+	path := dbPath(t)
+	s := open(t, path, nil)
+	l := mkLead(bot, event.KindAppointment, 1, t0)
+	l.Account = "agency"
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{l})
+	require.NoError(t, err)
+	bus := pending(t, s, "bus")
+	require.Len(t, bus, 1)
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{outcome(bus[0], event.Acked, 0, "")}))
+	require.NoError(t, s.Close())
+
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	id := []byte(l.ID())
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		evs := tx.Bucket([]byte("activity_events"))
+		v := evs.Get(id)
+		require.Greater(t, len(v), 4)
+		assert.NotEqual(t, byte('{'), v[4], "the kept event is not JSON")
+		assert.NotContains(t, string(v), `"specversion"`)
+		raw, err := json.Marshal(bus[0].Event) // as an older leadbridge kept it
+		require.NoError(t, err)
+		return evs.Put(id, append(slices.Clone(v[:4]), raw...))
+	}))
+	require.NoError(t, db.Close())
+
+	s = open(t, path, nil)
+	ev, found, err := s.ActivityEvent(t.Context(), l.ID())
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, bus[0].Event, ev)
+	got, err := s.Activity(t.Context(), event.ActivityQuery{Account: "agency"})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, l.ID(), got[0].EventID)
 }
