@@ -74,7 +74,11 @@ func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	client, _ := httpx.NewClient(timeout, false, idleConns)
+	client, transport := httpx.NewClient(timeout, false, idleConns)
+	// The bare transport: a Client sends its own User-Agent, and with a transport it
+	// knows, net/http bounds each call by a context deadline alone instead of starting a
+	// timer and a goroutine per call to cancel it.
+	client.Transport = transport
 	return &Client{
 		BaseURL:      strings.TrimRight(baseURL, "/"),
 		HTTPClient:   client,

@@ -29,6 +29,8 @@ func TestNewClientDefaults(t *testing.T) {
 	assert.Equal(t, DefaultTimeout, c.HTTPClient.Timeout)
 	assert.Equal(t, int64(64<<20), c.MaxBodyBytes)
 	assert.Regexp(t, `^leadbridge/\S+$`, c.UserAgent)
+	// net/http's own transport: a call's timeout then costs no goroutine of its own.
+	assert.IsType(t, &http.Transport{}, c.HTTPClient.Transport)
 
 	assert.Equal(t, 5*time.Second, NewClient("https://x", testKey, 5*time.Second).HTTPClient.Timeout)
 }
