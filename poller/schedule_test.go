@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -61,3 +62,46 @@ func TestScheduleHandsOverRegularPollsDueCloseTogether(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// A poll is taken early only by an idle poller: with none idle, it waits its due time,
+// then gets a poller of its own (which here fails at once: the chatbot has no Client).
+func TestScheduleStartsNoPollerEarly(t *testing.T) {
+	failed := make(chan time.Time, 4)
+	l := &Loop{Interval: time.Hour, Jitter: 0.5, Logger: slog.New(handlerFunc(func(r slog.Record) {
+		if r.Message == "LeadList poll failed" {
+			failed <- time.Now()
+		}
+	}))}
+	ctx, cancel := context.WithCancel(t.Context())
+	live := &liveSet{ctx: ctx, running: map[string]*runner{}, kick: make(chan struct{}, 1), work: make(chan *runner)}
+	l.live = live
+	now := time.Now()
+	first := &runner{bot: event.Chatbot{Serial: "a"}, index: -1, due: now.Add(100 * time.Millisecond), since: now, bo: l.newBackOff(time.Hour)}
+	near := &runner{bot: event.Chatbot{Serial: "b"}, index: -1, due: now.Add(400 * time.Millisecond), since: now, regular: true, bo: l.newBackOff(time.Hour)}
+	nearDue := near.due // its poller moves it on
+	l.mu.Lock()
+	l.queueLocked(first)
+	l.queueLocked(near)
+	l.mu.Unlock()
+	took := make(chan *runner, 1)
+	go func() { took <- <-live.work }() // the one idle poller, which then stays busy
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.schedule(live)
+	}()
+
+	require.Same(t, first, <-took)
+	at := <-failed // near's own poller, which fails for want of a Client
+	assert.False(t, at.Before(nearDue), "near got a poller of its own before its due time")
+	cancel()
+	<-done
+}
+
+// handlerFunc is a slog.Handler calling f with every record.
+type handlerFunc func(slog.Record)
+
+func (f handlerFunc) Enabled(context.Context, slog.Level) bool      { return true }
+func (f handlerFunc) Handle(_ context.Context, r slog.Record) error { f(r); return nil }
+func (f handlerFunc) WithAttrs([]slog.Attr) slog.Handler            { return f }
+func (f handlerFunc) WithGroup(string) slog.Handler                 { return f }
