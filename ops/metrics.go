@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +55,31 @@ type Metrics struct {
 	attempts     *prometheus.HistogramVec
 	reloads      *prometheus.CounterVec
 	store        *storeCollector
+	pollSeries   sync.Map // chatbotKey → *pollSeries
+}
+
+// chatbotKey names a chatbot in the metrics' labels.
+type chatbotKey struct{ account, serial string }
+
+// pollSeries are the series of one chatbot that ObservePoll updates, each looked up in
+// its vector the first time it is needed (a series shows once it has been touched, as
+// before), so that an idle poll does not hash its labels again.
+type pollSeries struct {
+	ok, failed, duplicate, baseline cached[prometheus.Counter]
+	duration                        cached[prometheus.Observer]
+}
+
+// cached is a series looked up once.
+type cached[T any] struct{ p atomic.Pointer[T] }
+
+// get returns the series, looking it up with lookup the first time.
+func (c *cached[T]) get(lookup func() T) T {
+	if p := c.p.Load(); p != nil {
+		return *p
+	}
+	v := lookup()
+	c.p.Store(&v)
+	return v
 }
 
 // NewMetrics registers every metric; src is read at each scrape for the outbox depth,
@@ -154,8 +180,18 @@ func (m *Metrics) ObservePoll(bot event.Chatbot, took time.Duration, res event.I
 		result = "error"
 	}
 	account, serial := bot.Account, bot.Serial
-	m.polls.WithLabelValues(account, serial, result).Inc()
-	m.pollDuration.WithLabelValues(account, serial).Observe(took.Seconds())
+	key := chatbotKey{account, serial}
+	v, ok := m.pollSeries.Load(key)
+	if !ok {
+		v, _ = m.pollSeries.LoadOrStore(key, &pollSeries{})
+	}
+	ps := v.(*pollSeries)
+	polls := &ps.ok
+	if err != nil {
+		polls = &ps.failed
+	}
+	polls.get(func() prometheus.Counter { return m.polls.WithLabelValues(account, serial, result) }).Inc()
+	ps.duration.get(func() prometheus.Observer { return m.pollDuration.WithLabelValues(account, serial) }).Observe(took.Seconds())
 	for _, ev := range res.Events {
 		outcome := "new"
 		if ev.Action() == event.ActionUpdated {
@@ -164,10 +200,10 @@ func (m *Metrics) ObservePoll(bot event.Chatbot, took time.Duration, res event.I
 		m.records.WithLabelValues(account, serial, kindLabel(ev.Kind()), outcome).Inc()
 	}
 	if res.Duplicate > 0 {
-		m.records.WithLabelValues(account, serial, "", "duplicate").Add(float64(res.Duplicate))
+		ps.duplicate.get(func() prometheus.Counter { return m.records.WithLabelValues(account, serial, "", "duplicate") }).Add(float64(res.Duplicate))
 	}
 	if res.Baseline > 0 {
-		m.records.WithLabelValues(account, serial, "", "baseline").Add(float64(res.Baseline))
+		ps.baseline.get(func() prometheus.Counter { return m.records.WithLabelValues(account, serial, "", "baseline") }).Add(float64(res.Baseline))
 	}
 }
 

@@ -175,3 +175,36 @@ func TestLastSuccessGaugeIsThisProcess(t *testing.T) {
 	_, ok = find(mfs, "leadbridge_last_successful_poll_timestamp_seconds", map[string]string{"chatbot": serialA})
 	assert.True(t, ok)
 }
+
+// A chatbot's poll series are looked up once and kept: each poll still lands on the
+// series of its own result, account and serial, and a series shows only once touched.
+func TestObservePollKeepsEachSeriesApart(t *testing.T) {
+	s := openStore(t, "bus")
+	m := ops.NewMetrics("1.2.3", s)
+	srv := httptest.NewServer(ops.NewServer(m, ops.NewHealth(s, nil, nil, time.Minute, nil), nil, "", nil))
+	t.Cleanup(srv.Close)
+	botA := event.Chatbot{Serial: serialA, Account: "client-a"}
+	moved := event.Chatbot{Serial: serialA, Account: "client-b"} // a reload moved it to another account
+
+	m.ObservePoll(botA, time.Second, event.Ingested{Duplicate: 3}, nil)
+	_, text := scrape(t, srv.URL+"/metrics")
+	assert.NotContains(t, text, `result="error"`, "no failed poll yet")
+	assert.NotContains(t, text, `outcome="baseline"`, "no baseline yet")
+	m.ObservePoll(botA, time.Second, event.Ingested{}, errors.New("HTTP 500"))
+	m.ObservePoll(botA, time.Second, event.Ingested{Duplicate: 2, Baseline: 4}, nil)
+	m.ObservePoll(moved, time.Second, event.Ingested{Duplicate: 1}, nil)
+
+	_, text = scrape(t, srv.URL+"/metrics")
+	for _, line := range []string{
+		`leadbridge_polls_total{account="client-a",chatbot="` + serialA + `",result="ok"} 2`,
+		`leadbridge_polls_total{account="client-a",chatbot="` + serialA + `",result="error"} 1`,
+		`leadbridge_polls_total{account="client-b",chatbot="` + serialA + `",result="ok"} 1`,
+		`leadbridge_records_total{account="client-a",chatbot="` + serialA + `",kind="",outcome="duplicate"} 5`,
+		`leadbridge_records_total{account="client-a",chatbot="` + serialA + `",kind="",outcome="baseline"} 4`,
+		`leadbridge_records_total{account="client-b",chatbot="` + serialA + `",kind="",outcome="duplicate"} 1`,
+		`leadbridge_poll_duration_seconds_count{account="client-a",chatbot="` + serialA + `"} 3`,
+		`leadbridge_poll_duration_seconds_count{account="client-b",chatbot="` + serialA + `"} 1`,
+	} {
+		assert.Contains(t, text, line+"\n")
+	}
+}

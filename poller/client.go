@@ -74,7 +74,11 @@ func NewClient(baseURL, apiKey string, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	client, _ := httpx.NewClient(timeout, false, idleConns)
+	client, transport := httpx.NewClient(timeout, false, idleConns)
+	// The bare transport: a Client sends its own User-Agent, and with a transport it
+	// knows, net/http bounds each call by a context deadline alone instead of starting a
+	// timer and a goroutine per call to cancel it.
+	client.Transport = transport
 	return &Client{
 		BaseURL:      strings.TrimRight(baseURL, "/"),
 		HTTPClient:   client,
@@ -204,10 +208,36 @@ func (e *DecodeError) Error() string {
 // Unwrap returns the decoding failure.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-type listRequest struct {
-	SerialNumber string `json:"serialNumber"`
-	StartTime    string `json:"startTime,omitempty"`
-	EndTime      string `json:"endTime,omitempty"`
+// requestBody is the JSON body of a LeadList call for serial over w:
+// {"serialNumber":…,"startTime":"YYYY-MM-DD","endTime":"YYYY-MM-DD"}, a zero end left
+// out, written as encoding/json would write it but without its reflection on every poll.
+func requestBody(serial string, w Window) []byte {
+	b := make([]byte, 0, 64+len(serial))
+	b = append(b, `{"serialNumber":`...)
+	b = appendJSONString(b, serial)
+	for _, end := range []struct {
+		key string
+		t   time.Time
+	}{{`,"startTime":"`, w.Start}, {`,"endTime":"`, w.End}} {
+		if !end.t.IsZero() {
+			b = append(b, end.key...)
+			b = append(end.t.UTC().AppendFormat(b, dateLayout), '"')
+		}
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json escapes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes; the rare serial to escape
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // DefaultChunkRecords is how many records of Data Stream hands over at a time.
@@ -259,24 +289,17 @@ type Sum [sha256.Size]byte
 // body proved to be a successful page, known (if not nil) is given its Sum, and when it
 // says the page is known the records are not read back and take is not called.
 func (c *Client) StreamChanged(ctx context.Context, bot event.Chatbot, w Window, known func(Sum) bool, take func(Page) error) error {
-	body, err := json.Marshal(listRequest{
-		SerialNumber: bot.Serial,
-		StartTime:    formatDate(w.Start),
-		EndTime:      formatDate(w.End),
-	})
-	if err != nil {
-		return fmt.Errorf("leadlist chatbot %q: encode request: %w", bot.Serial, err)
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
-		strings.TrimRight(c.BaseURL, "/")+LeadListPath, bytes.NewReader(body))
+		strings.TrimRight(c.BaseURL, "/")+LeadListPath, bytes.NewReader(requestBody(bot.Serial, w)))
 	if err != nil {
 		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
-	req.Header.Set("Authorization", c.apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	// Canonical keys set directly: Header.Set would canonicalise them on every poll.
+	req.Header["Authorization"] = []string{c.apiKey}
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Accept"] = []string{"application/json"}
 	if c.UserAgent != "" {
-		req.Header.Set("User-Agent", c.UserAgent)
+		req.Header["User-Agent"] = []string{c.UserAgent}
 	}
 	if err := c.Budget.Wait(ctx); err != nil {
 		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
@@ -395,13 +418,6 @@ func shape(body []byte) string {
 		return "HTML"
 	}
 	return "text"
-}
-
-func formatDate(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(dateLayout)
 }
 
 // drainClose reads what is left of a body, within reason, so the connection can be

@@ -3,6 +3,7 @@ package poller
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,8 @@ func TestNewClientDefaults(t *testing.T) {
 	assert.Equal(t, DefaultTimeout, c.HTTPClient.Timeout)
 	assert.Equal(t, int64(64<<20), c.MaxBodyBytes)
 	assert.Regexp(t, `^leadbridge/\S+$`, c.UserAgent)
+	// net/http's own transport: a call's timeout then costs no goroutine of its own.
+	assert.IsType(t, &http.Transport{}, c.HTTPClient.Transport)
 
 	assert.Equal(t, 5*time.Second, NewClient("https://x", testKey, 5*time.Second).HTTPClient.Timeout)
 }
@@ -529,4 +532,35 @@ func TestListFollowsNoRedirect(t *testing.T) {
 	require.ErrorAs(t, err, &se)
 	assert.Equal(t, http.StatusTemporaryRedirect, se.Code)
 	assert.Zero(t, elsewhere.Load(), "the redirect was not followed")
+}
+
+// The request body is what encoding/json makes of the request, whatever the serial
+// holds and wherever the window's ends lie.
+func TestRequestBodyIsEncodingJSONs(t *testing.T) {
+	type listRequest struct {
+		SerialNumber string `json:"serialNumber"`
+		StartTime    string `json:"startTime,omitempty"`
+		EndTime      string `json:"endTime,omitempty"`
+	}
+	day := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.DateOnly)
+	}
+	east := time.FixedZone("east", 14*3600)
+	windows := []Window{
+		{},
+		{Start: date(2023, 11, 20)},
+		{Start: date(2023, 11, 20), End: date(2023, 11, 25)},
+		{Start: time.Date(2023, 11, 20, 5, 0, 0, 0, east), End: time.Date(2024, 1, 1, 0, 30, 0, 0, east)},
+		{End: date(2023, 11, 25)},
+	}
+	for _, serial := range []string{mainSite.Serial, "", `a"b\c`, "<script>&", "tab\there\n", "é\u2028\u2029", "\xff\xfe"} {
+		for _, w := range windows {
+			want, err := json.Marshal(listRequest{SerialNumber: serial, StartTime: day(w.Start), EndTime: day(w.End)})
+			require.NoError(t, err)
+			assert.Equal(t, string(want), string(requestBody(serial, w)), "serial %q, window %v", serial, w)
+		}
+	}
 }

@@ -3,6 +3,8 @@ package poller
 import (
 	"container/heap"
 	"time"
+
+	"github.com/leadbridge/leadbridge/event"
 )
 
 // idlePollers is how many pollers Run keeps waiting for the next due poll. A poll that
@@ -46,9 +48,11 @@ func (l *Loop) schedule(live *liveSet) {
 	for {
 		wait := time.Hour
 		l.mu.Lock()
+	queue:
 		for len(live.queue) > 0 {
 			r := live.queue[0]
-			if d := time.Until(r.due); d > 0 {
+			d := time.Until(r.due)
+			if d > 0 && !(r.regular && d <= l.early(r.bot)) {
 				wait = d
 				break
 			}
@@ -56,8 +60,14 @@ func (l *Loop) schedule(live *liveSet) {
 			r.polling = true
 			select {
 			case live.work <- r: // an idle poller takes it
-			default: // none is idle: a poller of its own, for this poll only
-				live.wg.Go(func() { l.pollRunner(live, r) })
+			default:
+				if d > 0 { // early: only an idle poller may take it, else it waits its time
+					r.polling = false
+					heap.Push(&live.queue, r)
+					wait = d
+					break queue
+				}
+				live.wg.Go(func() { l.pollRunner(live, r) }) // none is idle: a poller of its own, for this poll only
 			}
 		}
 		l.mu.Unlock()
@@ -69,6 +79,18 @@ func (l *Loop) schedule(live *liveSet) {
 		case <-timer.C:
 		}
 	}
+}
+
+// maxEarly bounds how early a regular poll may start to share a wake-up (see early).
+const maxEarly = 500 * time.Millisecond
+
+// early is how long before its due time a poll of bot after a success may start when
+// the schedule wakes for another one: an eighth of its jitter, at most maxEarly, none
+// with jitter off. Polls due close together then share one wake-up of the process,
+// which costs an idle daemon more CPU than the poll itself. Only an idle poller takes
+// a poll early: none gets a poller of its own before its time.
+func (l *Loop) early(bot event.Chatbot) time.Duration {
+	return min(time.Duration(float64(l.intervalOf(bot))*l.jitter()/8), maxEarly)
 }
 
 // poller is one of Run's idle pollers: it polls the runners handed to it until

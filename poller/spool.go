@@ -3,11 +3,20 @@ package poller
 import (
 	"io"
 	"os"
+	"sync"
 )
 
 // memSpool is how much of a response body a spool keeps in memory before it moves to a
 // temporary file: an ordinary poll's answer never touches the disk.
 const memSpool = 1 << 20
+
+// maxPooledSpool is the largest in-memory spool whose memory Close keeps for the next
+// spool: an ordinary answer's, not a large one's.
+const maxPooledSpool = 64 << 10
+
+// spoolBufs holds the memory of closed spools, so that an idle daemon's polls reuse a
+// few buffers instead of growing a new one for every answer.
+var spoolBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // spool keeps a response body while it is checked, so that its records can be read back
 // once it proved to be a page: in memory up to memSpool bytes, beyond that in a
@@ -15,11 +24,16 @@ const memSpool = 1 << 20
 type spool struct {
 	dir string
 	mem []byte
+	buf *[]byte // from spoolBufs, until Close gives it back
 	f   *os.File
 }
 
 // Write appends p.
 func (s *spool) Write(p []byte) (int, error) {
+	if s.f == nil && s.buf == nil {
+		s.buf = spoolBufs.Get().(*[]byte)
+		s.mem = (*s.buf)[:0]
+	}
 	if s.f == nil && len(s.mem)+len(p) <= memSpool {
 		s.mem = append(s.mem, p...)
 		return len(p), nil
@@ -53,8 +67,14 @@ func (s *spool) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// Close removes the temporary file, if there is one.
+// Close removes the temporary file, if there is one, or gives the memory back for the
+// next spool. Nothing may read the spool after.
 func (s *spool) Close() error {
+	if s.buf != nil && s.f == nil && cap(s.mem) <= maxPooledSpool {
+		*s.buf = s.mem[:0]
+		spoolBufs.Put(s.buf)
+	}
+	s.buf, s.mem = nil, nil
 	if s.f == nil {
 		return nil
 	}
