@@ -94,22 +94,9 @@ func (s *Store) IngestPage(ctx context.Context, serial string, read func(take fu
 		return s.wrap("ingest "+serial, err)
 	}
 	p := s.newPageIngest(serial, nil, true)
-	var failed, done, any bool
-	err := read(func(leads []event.Lead, last bool) (event.Ingested, error) {
-		if failed || done {
-			return event.Ingested{}, s.wrap("ingest "+serial, errors.New("part handed over after the page failed or ended"))
-		}
-		res, err := p.add(leads, last)
-		failed, done, any = err != nil, last, true
-		return res, err
-	})
-	switch {
-	case err != nil:
-		return err
-	case failed:
-		return s.wrap("ingest "+serial, errors.New("read went on after a failed part"))
-	case !done && any:
-		_, err = p.add(nil, true)
+	err := event.TakePage(read, p.add)
+	if errors.Is(err, event.ErrPartAfterEnd) || errors.Is(err, event.ErrReadAfterFailed) {
+		return s.wrap("ingest "+serial, err)
 	}
 	return err
 }
