@@ -49,13 +49,6 @@ func (l *Loop) chatbots() []event.Chatbot {
 	return slices.Clone(l.Chatbots)
 }
 
-// botOf is r's chatbot as configured now.
-func (l *Loop) botOf(r *runner) event.Chatbot {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return r.bot
-}
-
 // startLocked schedules bot's first poll after a wait of first; after a runner of the
 // same serial that is still finishing a poll, it waits for that one to end first, so
 // that one chatbot is never polled twice at once. l.mu must be held.
