@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -168,16 +169,18 @@ func TestRouteFiltersAGoBuiltConfig(t *testing.T) {
 	assert.Equal(t, []string{"all"}, c.Route(ev))
 }
 
-// A filter that loops is stopped by its bound of steps, FilterMaxSteps, long before its
-// time bound (which a busy machine, not the filter, could reach), and counts as not
-// matching, with a reason that says so.
+// A filter that loops is stopped by its bounds and counts as not matching, with a
+// reason that says so. On a quiet machine the bound of steps stops it long before the
+// time bound; under -race on a loaded one the time bound can come first (3 runs in 5
+// seen), so either reason is right here: jqprog's own tests pin which bound is which.
 func TestFilterThatLoopsIsStopped(t *testing.T) {
 	c := parseOK(t, head+hook+"    filter: 'reduce range(1e18) as $i (true; .)'\n")
 	var reason error
 	route := NewRouter(c, func(_ string, _ event.Event, err error) { reason = err }).Route
 	ev := event.NewCreated(leadtest.Lead("bot1", event.KindLead, 1, time.Now()))
 	assert.Empty(t, route(ev))
-	assert.ErrorIs(t, reason, jqprog.ErrSteps)
+	assert.Truef(t, errors.Is(reason, jqprog.ErrSteps) || errors.Is(reason, jqprog.ErrTimeout),
+		"the reason names a bound of the run, got %v", reason)
 }
 
 // HasFilters says whether Route may run a jq filter, for the config in force: a Router
