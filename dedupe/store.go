@@ -29,7 +29,8 @@
 //	                      wrote event.Delivery JSON, still read (see entry.go)
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
-//	chatbots              serial → event.ChatbotState JSON
+//	chatbots              serial → event.ChatbotState JSON; its "seen" is not read:
+//	                      Chatbots counts the chatbot's keys in seen
 //	paused                forwarder → Pause JSON
 //
 // bbolt allows one writing process per file; the file is opened with an exclusive lock,

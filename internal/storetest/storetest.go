@@ -88,6 +88,7 @@ func Run(t *testing.T, backend func(t *testing.T) Opener) {
 		{"PauseResume", testPauseResume},
 		{"ChangesSignalledOnlyForNewEntries", testChanges},
 		{"RetentionStaleAndPrune", testRetention},
+		{"SeenCountsEachChatbotsKeys", testSeenCount},
 		{"EventsSurviveReopenByteForByte", testEventSurvives},
 		{"ActivityRecordedAndFiltered", testActivityRecorded},
 		{"ActivityKeepsTheNewestPerForwarder", testActivityKeepsTheNewest},
@@ -905,6 +906,36 @@ func testRetention(t *testing.T, r *rig) {
 	n, err = keep.Prune(t.Context(), t0.Add(1000*time.Hour))
 	require.NoError(t, err)
 	assert.Zero(t, n, "retention 0 keeps everything")
+}
+
+// testSeenCount: a chatbot's Seen is the number of its seen keys, after ingest, after
+// its keys expire by retention and after a reopen, also for chatbots whose serials start
+// alike.
+func testSeenCount(t *testing.T, r *rig) {
+	clk := &clock{t: t0}
+	s := r.with(func(c *Config) { c.Now = clk.now })
+	long, short := bot+"0", bot // long's keys sort right beside short's
+	ingest(t, s, long, leads(long, 0, 2))
+	ingest(t, s, short, leads(short, 0, 3))
+	ingest(t, s, short, leads(short, 2, 2)) // one repeat, one new
+	_, err := s.Backfill(t.Context(), long, leads(long, 5, 1), event.BackfillOptions{Only: []string{"bus"}})
+	require.NoError(t, err) // marks nothing seen
+	assert.Equal(t, 4, chatbot(t, s, short).Seen)
+	assert.Equal(t, 2, chatbot(t, s, long).Seen)
+
+	clk.pass(10 * time.Hour)
+	ingest(t, s, long, leads(long, 7, 1))
+	clk.pass(20 * time.Hour)
+	n, err := s.Prune(t.Context(), clk.now())
+	require.NoError(t, err)
+	assert.Equal(t, 6, n, "all but the key taken ten hours later expired")
+	assert.Zero(t, chatbot(t, s, short).Seen)
+	assert.Equal(t, 1, chatbot(t, s, long).Seen)
+
+	require.NoError(t, s.Close())
+	s = r.with(func(c *Config) { c.Now = clk.now })
+	assert.Zero(t, chatbot(t, s, short).Seen)
+	assert.Equal(t, 1, chatbot(t, s, long).Seen, "the same after a reopen")
 }
 
 func testEventSurvives(t *testing.T, r *rig) {
