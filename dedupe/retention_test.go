@@ -106,43 +106,6 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	assert.Equal(t, []string{ancient.ID()}, ids(res.Events), "a backfill asked for it: it is taken")
 }
 
-func TestPruneKeepsARecordSeenRecentlyButCreatedLongAgo(t *testing.T) {
-	clock := &wallClock{t: t0}
-	s := openAt(t, dbPath(t), clock, 24*time.Hour)
-	old := mkLead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
-	gone := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
-	other := mkLead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
-	_, err := s.Ingest(t.Context(), bot, []event.Lead{old, gone})
-	require.NoError(t, err)
-	_, err = s.Ingest(t.Context(), "otherbot", []event.Lead{other})
-	require.NoError(t, err)
-
-	clock.pass(s, 5*time.Hour)
-	res, err := s.Ingest(t.Context(), bot, []event.Lead{old}) // the API still returns it
-	require.NoError(t, err)
-	assert.Equal(t, 1, res.Duplicate)
-
-	clock.pass(s, 20*time.Hour)
-	n, err := s.Prune(t.Context(), clock.now())
-	require.NoError(t, err)
-	assert.Equal(t, 2, n, "gone and other were neither created nor seen within a day")
-	bots, err := s.Chatbots(t.Context())
-	require.NoError(t, err)
-	assert.Equal(t, 1, bots[bot].Seen)
-	assert.Equal(t, 0, bots["otherbot"].Seen)
-
-	res, err = s.Ingest(t.Context(), bot, []event.Lead{old, gone})
-	require.NoError(t, err)
-	assert.Equal(t, event.Ingested{Duplicate: 1, Stale: 1}, res, "the kept key is a duplicate, the pruned record is stale")
-
-	keep := open(t, dbPath(t), func(o *dedupe.Options) { o.Retention = 0 })
-	_, err = keep.Ingest(t.Context(), bot, []event.Lead{old})
-	require.NoError(t, err)
-	n, err = keep.Prune(t.Context(), t0.Add(1000*time.Hour))
-	require.NoError(t, err)
-	assert.Zero(t, n, "retention 0 keeps everything")
-}
-
 func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	path := dbPath(t)
 	clock := &wallClock{t: t0}

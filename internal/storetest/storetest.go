@@ -288,6 +288,9 @@ func testNewDuplicateUpdated(t *testing.T, r *rig) {
 			res := ingest(t, s, bot, page)
 			assert.Equal(t, 3, res.New)
 			assert.Equal(t, []string{page[0].ID(), page[1].ID(), page[2].ID()}, ids(res.Events))
+			for _, ev := range res.Events {
+				assert.Equal(t, event.ActionCreated, ev.Action())
+			}
 			assert.Equal(t, event.Ingested{Duplicate: 3}, ingest(t, s, bot, page))
 
 			changed := append([]event.Lead(nil), page...)
@@ -297,6 +300,8 @@ func testNewDuplicateUpdated(t *testing.T, r *rig) {
 				require.Len(t, res.Events, 1)
 				assert.Equal(t, event.ActionUpdated, res.Events[0].Action())
 				assert.Equal(t, event.NewUpdated(changed[1], time.Now()).ID, res.Events[0].ID)
+				assert.NotEqual(t, changed[1].ID(), res.Events[0].ID, "an update has an id of its own")
+				assert.Equal(t, 2, res.Events[0].Data.Count)
 				tc.want.Events = res.Events
 			}
 			assert.Equal(t, tc.want, res)
@@ -600,6 +605,7 @@ func testDeadLetters(t *testing.T, r *rig) {
 	onlySales, err := s.DeadLetters(t.Context(), "sales")
 	require.NoError(t, err)
 	require.Len(t, onlySales, 2)
+	assert.Equal(t, "sales: HTTP 404", onlySales[0].LastError)
 
 	// Dead letters survive a reopen.
 	require.NoError(t, s.Close())
@@ -658,11 +664,13 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{lead}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
+		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
 		assert.Empty(t, pending(t, s, "sales"))
-		assert.Zero(t, chatbot(t, s, bot).Seen)
+		assert.Zero(t, chatbot(t, s, bot).Seen, "a record queued for some forwarders only is not seen")
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{lead}).New)
 		assert.Equal(t, []string{lead.ID(), lead.ID()}, eventIDs(pending(t, s, "crm")), "crm gets it again with the same id")
 		assert.Equal(t, []string{lead.ID()}, eventIDs(pending(t, s, "sales")))
+		assert.Equal(t, 1, chatbot(t, s, bot).Seen)
 		assert.Equal(t, event.Ingested{Duplicate: 1}, ingest(t, s, bot, []event.Lead{lead}))
 	})
 	t.Run("only leaves changed content to polling", func(t *testing.T) {
@@ -674,10 +682,14 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{changed}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
-		assert.Len(t, pending(t, s, "crm"), 2)
+		crm := pending(t, s, "crm")
+		require.Len(t, crm, 2)
+		assert.Equal(t, event.ActionUpdated, crm[1].Event.Action())
 		assert.Len(t, pending(t, s, "sales"), 1)
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{changed}).Updated, "the backfill did not store the new content")
-		assert.Len(t, pending(t, s, "sales"), 2)
+		sales := pending(t, s, "sales")
+		require.Len(t, sales, 2)
+		assert.Equal(t, crm[1].Event.ID, sales[1].Event.ID, "the same update, the same id")
 		assert.Len(t, pending(t, s, "crm"), 3)
 	})
 	t.Run("no baseline and no initialization", func(t *testing.T) {
@@ -686,6 +698,7 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt}, event.BackfillOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
+		assert.Zero(t, res.Baseline)
 		st := chatbot(t, s, bot)
 		assert.False(t, st.Initialized)
 		assert.Equal(t, 1, st.Seen)
@@ -705,6 +718,9 @@ func testBackfill(t *testing.T, r *rig) {
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{appt.ID(), lead.ID(), newer.ID()}, ids(res.Events))
+		for _, ev := range res.Events {
+			assert.Equal(t, event.ActionCreated, ev.Action())
+		}
 		assert.Equal(t, []string{appt.ID(), lead.ID(), newer.ID()}, eventIDs(pending(t, s, "bus")))
 		assert.Len(t, pending(t, s, "sales"), 1, "Only kept the resend away from sales")
 		// A second resend right after queues them again: an operator asked twice.
@@ -723,6 +739,8 @@ func testBackfill(t *testing.T, r *rig) {
 		assert.Equal(t, 1, res.Duplicate)
 		assert.Equal(t, []string{appt.ID(), lead.ID()}, ids(res.Events))
 		noSignal(t, s, "a dry run signalled Changes")
+		require.NoError(t, s.Close())
+		s = r.with(nil)
 		assert.Equal(t, map[string]int{"bus": 1}, depth(t, s))
 		assert.Equal(t, 1, chatbot(t, s, bot).Seen)
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{appt}).New, "the dry run marked nothing seen")
@@ -765,6 +783,7 @@ func testMoveDropPending(t *testing.T, r *rig) {
 	assert.True(t, m.FirstTry.IsZero())
 	assert.True(t, m.NextTry.IsZero())
 	assert.Empty(t, m.LastError)
+	assert.Greater(t, m.Seq, got[1].Seq, "moved entries come after")
 
 	moved, already, err = s.MovePending(t.Context(), "crm", "crm-v2")
 	require.NoError(t, err)
@@ -773,6 +792,7 @@ func testMoveDropPending(t *testing.T, r *rig) {
 		_, _, err := s.MovePending(t.Context(), bad[0], bad[1])
 		assert.ErrorContains(t, err, "two different forwarder names", "%q", bad)
 	}
+	assert.Len(t, pending(t, s, "crm-v2"), 4, "bad moves changed nothing")
 
 	n, err := s.DropPending(t.Context(), "crm-v2")
 	require.NoError(t, err)
