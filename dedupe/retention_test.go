@@ -1,7 +1,6 @@
 package dedupe_test
 
 import (
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // wallClock is an injected wall clock. Moving it with pass also moves the store's
@@ -169,12 +170,11 @@ func TestIdlePollsRefreshLastSeenRarely(t *testing.T) {
 }
 
 func TestRejectedAndStaleAreLoggedWithoutPersonalData(t *testing.T) {
-	var buf strings.Builder
-	var mu sync.Mutex
+	var logs leadtest.LogBuffer
 	clock := &wallClock{t: t0}
 	s := open(t, dbPath(t), func(o *dedupe.Options) {
 		o.Now = clock.now
-		o.Logger = slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	bad := mkLead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
 	ancient := mkLead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
@@ -182,25 +182,11 @@ func TestRejectedAndStaleAreLoggedWithoutPersonalData(t *testing.T) {
 		_, err := s.Ingest(t.Context(), bot, []event.Lead{bad, ancient})
 		require.NoError(t, err)
 	}
-	mu.Lock()
-	out := buf.String()
-	mu.Unlock()
+	out := logs.String()
 	assert.Contains(t, out, bad.ID())
 	assert.Equal(t, 1, strings.Count(out, "older than store.retention"), "logged once per chatbot")
 	for _, l := range []event.Lead{bad, ancient} {
 		assert.NotContains(t, out, l.Name)
 		assert.NotContains(t, out, l.Email)
 	}
-}
-
-// lockedWriter serialises writes to w.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
