@@ -79,10 +79,10 @@ var (
 // Options.ReadOnly.
 var ErrReadOnly = errors.New("store opened read-only")
 
-// Initial values for Options.Initial.
+// Initial values for Options.Initial (event.InitialEmits reads them).
 const (
-	InitialSkip = "skip" // the first poll of a chatbot marks its records seen, sends nothing
-	InitialEmit = "emit" // the first poll of a chatbot sends its records like any new ones
+	InitialSkip = event.InitialSkip // the first poll of a chatbot marks its records seen, sends nothing
+	InitialEmit = event.InitialEmit // the first poll of a chatbot sends its records like any new ones
 )
 
 // Options configures Open.
@@ -177,13 +177,9 @@ func open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("store: path is empty")
 	}
-	initialEmit := false
-	switch opts.Initial {
-	case "", InitialSkip:
-	case InitialEmit:
-		initialEmit = true
-	default:
-		return nil, fmt.Errorf("store %s: initial %q is neither %q nor %q", opts.Path, opts.Initial, InitialSkip, InitialEmit)
+	initialEmit, err := event.InitialEmits(opts.Initial)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
 	}
 	log := opts.Logger
 	if log == nil {
