@@ -8,11 +8,12 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 func TestDropPending(t *testing.T) {
 	s := open(t, dbPath(t), nil)
-	_, err := s.Ingest(t.Context(), bot, append(leads(bot, 0, 2), mkLead(bot, event.KindAppointment, 9, t0)))
+	_, err := s.Ingest(t.Context(), bot, append(leads(bot, 0, 2), leadtest.Lead(bot, event.KindAppointment, 9, t0)))
 	require.NoError(t, err)
 	n, err := s.DropPending(t.Context(), "sales")
 	require.NoError(t, err)

@@ -46,9 +46,9 @@ func openAt(t *testing.T, path string, clock *wallClock, retention time.Duration
 func TestIngestTakesTheRestOfAPageWithARecordItCannotEncode(t *testing.T) {
 	s := open(t, dbPath(t), nil)
 	good := leads(bot, 1, 2)
-	bad := mkLead(bot, event.KindLead, 99, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
-	alien := mkLead("otherbot", event.KindLead, 98, t0)
-	odd := mkLead(bot, event.Kind("Spam"), 97, t0)
+	bad := leadtest.Lead(bot, event.KindLead, 99, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+	alien := leadtest.Lead("otherbot", event.KindLead, 98, t0)
+	odd := leadtest.Lead(bot, event.Kind("Spam"), 97, t0)
 	page := []event.Lead{good[0], bad, alien, good[1], odd}
 
 	res, err := s.Ingest(t.Context(), bot, page)
@@ -83,8 +83,8 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	path := dbPath(t)
 	clock := &wallClock{t: t0}
 	s := openAt(t, path, clock, 72*time.Hour)
-	ancient := mkLead(bot, event.KindLead, 1, t0.Add(-30*24*time.Hour))
-	fresh := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
+	ancient := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-30*24*time.Hour))
+	fresh := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-time.Hour))
 
 	for round := range 3 {
 		res, err := s.Ingest(t.Context(), bot, []event.Lead{ancient, fresh})
@@ -111,7 +111,7 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	path := dbPath(t)
 	clock := &wallClock{t: t0}
 	s := openAt(t, path, clock, 72*time.Hour)
-	known := mkLead(bot, event.KindLead, 1, t0.Add(-time.Hour))
+	known := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-time.Hour))
 	_, err := s.Ingest(t.Context(), bot, []event.Lead{known})
 	require.NoError(t, err)
 
@@ -120,7 +120,7 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 		n, err := s.Prune(t.Context(), clock.now())
 		require.NoError(t, err)
 		assert.Zero(t, n, "a jump of the wall clock prunes nothing")
-		unseen := mkLead(bot, event.KindLead, int64(10+round), t0.Add(-2*time.Hour))
+		unseen := leadtest.Lead(bot, event.KindLead, int64(10+round), t0.Add(-2*time.Hour))
 		res, err := s.Ingest(t.Context(), bot, []event.Lead{known, unseen})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Duplicate)
@@ -130,13 +130,13 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	}
 
 	clock.jump(t0.Add(-100 * 24 * time.Hour)) // and back, far behind
-	res, err := s.Ingest(t.Context(), bot, []event.Lead{mkLead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{leadtest.Lead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Stale, "a clock that went back does not widen the horizon")
 
 	// Time that really passes is followed: a new record proves it after a long downtime.
 	clock.jump(t0.Add(10 * 24 * time.Hour))
-	proof := mkLead(bot, event.KindLead, 4, clock.now().Add(-time.Minute))
+	proof := leadtest.Lead(bot, event.KindLead, 4, clock.now().Add(-time.Minute))
 	_, err = s.Ingest(t.Context(), bot, []event.Lead{proof})
 	require.NoError(t, err)
 	n, err := s.Prune(t.Context(), clock.now())
@@ -176,8 +176,8 @@ func TestRejectedAndStaleAreLoggedWithoutPersonalData(t *testing.T) {
 		o.Now = clock.now
 		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
-	bad := mkLead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
-	ancient := mkLead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
+	bad := leadtest.Lead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
+	ancient := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
 	for range 2 {
 		_, err := s.Ingest(t.Context(), bot, []event.Lead{bad, ancient})
 		require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -22,19 +23,11 @@ const bot = "3254a9d0424c4806b9ea3d0763ccf001"
 
 var t0 = time.Date(2024, 3, 1, 10, 0, 0, 123456789, time.UTC)
 
-func mkLead(serial string, kind event.Kind, session int64, created time.Time) event.Lead {
-	return event.Lead{
-		Chatbot: serial, ChatbotName: "Main site", Kind: kind,
-		Name: fmt.Sprintf("person %d", session), Email: fmt.Sprintf("p%d@example.com", session),
-		Content: "hello", SessionID: session, URI: "www.example.com", Count: 1, CreatedAt: created,
-	}
-}
-
 func leads(serial string, from, n int) []event.Lead {
 	out := make([]event.Lead, n)
 	for i := range out {
 		s := from + i
-		out[i] = mkLead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
+		out[i] = leadtest.Lead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
 	}
 	return out
 }
@@ -177,7 +170,7 @@ func TestOpenReadOnlyReadsStateAndRefusesWrites(t *testing.T) {
 	path := dbPath(t)
 	failed := time.Date(2024, 3, 3, 0, 0, 0, 0, time.UTC)
 	polled := time.Date(2024, 3, 3, 1, 0, 0, 0, time.UTC)
-	appts := []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindAppointment, 2, t0)}
+	appts := []event.Lead{leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindAppointment, 2, t0)}
 	daemon := open(t, path, nil)
 	_, err := daemon.Ingest(t.Context(), bot, appts)
 	require.NoError(t, err)

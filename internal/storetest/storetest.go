@@ -9,7 +9,6 @@ package storetest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -158,19 +158,11 @@ func (r *rig) with(mod func(*Config)) *store {
 	return s
 }
 
-func mkLead(serial string, kind event.Kind, session int64, created time.Time) event.Lead {
-	return event.Lead{
-		Chatbot: serial, ChatbotName: "Main site", Kind: kind,
-		Name: fmt.Sprintf("person %d", session), Email: fmt.Sprintf("p%d@example.com", session),
-		Content: "hello", SessionID: session, URI: "www.example.com", Count: 1, CreatedAt: created,
-	}
-}
-
 func leads(serial string, from, n int) []event.Lead {
 	out := make([]event.Lead, n)
 	for i := range out {
 		s := from + i
-		out[i] = mkLead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
+		out[i] = leadtest.Lead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
 	}
 	return out
 }
@@ -331,8 +323,8 @@ func testRoutesPerForwarder(t *testing.T, r *rig) {
 			return []string{"bus"}
 		}
 	})
-	lead := mkLead(bot, event.KindLead, 1, t0)
-	appt := mkLead(bot, event.KindAppointment, 2, t0)
+	lead := leadtest.Lead(bot, event.KindLead, 1, t0)
+	appt := leadtest.Lead(bot, event.KindAppointment, 2, t0)
 	assert.Equal(t, 2, ingest(t, s, bot, []event.Lead{lead, appt}).New)
 
 	bus := pending(t, s, "bus")
@@ -359,7 +351,7 @@ func testNilRoute(t *testing.T, r *rig) {
 
 func testDuplicateWithinPage(t *testing.T, r *rig) {
 	s := r.with(nil)
-	l := mkLead(bot, event.KindAppointment, 7, t0)
+	l := leadtest.Lead(bot, event.KindAppointment, 7, t0)
 	res := ingest(t, s, bot, []event.Lead{l, l, l})
 	assert.Equal(t, 1, res.New)
 	assert.Zero(t, res.Duplicate)
@@ -572,7 +564,7 @@ func testRetryPersists(t *testing.T, r *rig) {
 
 func testDeadLetters(t *testing.T, r *rig) {
 	s := r.with(nil)
-	appts := []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindAppointment, 2, t0)}
+	appts := []event.Lead{leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindAppointment, 2, t0)}
 	ingest(t, s, bot, appts)
 	drainChanges(s)
 
@@ -645,8 +637,8 @@ func testDeadLetters(t *testing.T, r *rig) {
 }
 
 func testBackfill(t *testing.T, r *rig) {
-	appt := mkLead(bot, event.KindAppointment, 1, t0)
-	lead := mkLead(bot, event.KindLead, 2, t0)
+	appt := leadtest.Lead(bot, event.KindAppointment, 1, t0)
+	lead := leadtest.Lead(bot, event.KindLead, 2, t0)
 	crmSales := func(c *Config) { c.Route = func(event.Event) []string { return []string{"crm", "sales"} } }
 
 	t.Run("only", func(t *testing.T) {
@@ -712,7 +704,7 @@ func testBackfill(t *testing.T, r *rig) {
 		for _, d := range first {
 			ack(t, s, d)
 		}
-		newer := mkLead(bot, event.KindLead, 3, t0)
+		newer := leadtest.Lead(bot, event.KindLead, 3, t0)
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead, newer}, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
@@ -894,10 +886,10 @@ func testChanges(t *testing.T, r *rig) {
 func testRetention(t *testing.T, r *rig) {
 	clk := &clock{t: t0}
 	s := r.with(func(c *Config) { c.Now = clk.now })
-	old := mkLead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
-	gone := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
-	other := mkLead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
-	ancient := mkLead(bot, event.KindLead, 4, t0.Add(-30*24*time.Hour))
+	old := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
+	gone := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-time.Hour))
+	other := leadtest.Lead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
+	ancient := leadtest.Lead(bot, event.KindLead, 4, t0.Add(-30*24*time.Hour))
 	res := ingest(t, s, bot, []event.Lead{old, gone, ancient})
 	assert.Equal(t, 2, res.New)
 	assert.Equal(t, 1, res.Stale, "a record older than the retention is not taken")
@@ -959,7 +951,7 @@ func testSeenCount(t *testing.T, r *rig) {
 }
 
 func testEventSurvives(t *testing.T, r *rig) {
-	l := mkLead(bot, event.KindAppointment, 31313, time.Date(2023, 11, 22, 11, 13, 44, 54019000, time.FixedZone("CST", 8*3600)))
+	l := leadtest.Lead(bot, event.KindAppointment, 31313, time.Date(2023, 11, 22, 11, 13, 44, 54019000, time.FixedZone("CST", 8*3600)))
 	l.Name, l.Content = "Zoë <b>&", "line1\nline2 \u2028 \"quoted\""
 	s := r.with(func(c *Config) { c.Retention = 0 })
 	res := ingest(t, s, bot, []event.Lead{l})
