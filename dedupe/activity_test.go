@@ -8,6 +8,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -22,7 +23,7 @@ func outcome(d event.Delivery, v event.Verdict, attempts int, lastErr string) ev
 func TestRecordWritesTheActivityLog(t *testing.T) {
 	now := t0.Add(12 * time.Hour)
 	s := open(t, dbPath(t), func(o *dedupe.Options) { o.Now = func() time.Time { return now } })
-	page := []event.Lead{mkLead(bot, event.KindLead, 1, t0), mkLead(bot, event.KindAppointment, 2, t0.Add(time.Minute))}
+	page := []event.Lead{leadtest.Lead(bot, event.KindLead, 1, t0), leadtest.Lead(bot, event.KindAppointment, 2, t0.Add(time.Minute))}
 	_, err := s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err)
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
@@ -114,7 +115,7 @@ func TestActivityLogForgetsAttemptsOlderThanAWeek(t *testing.T) {
 	now := t0.Add(12 * time.Hour)
 	path := dbPath(t)
 	s := open(t, path, func(o *dedupe.Options) { o.Now = func() time.Time { return now } })
-	_, err := s.Ingest(t.Context(), bot, []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindLead, 2, t0)})
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindLead, 2, t0)})
 	require.NoError(t, err)
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	// Both forwarders log an attempt; a week and a day later only bus records again.
@@ -154,9 +155,9 @@ func TestActivityOfAStoreWithoutALog(t *testing.T) {
 func TestActivityByAccountAlsoOfAttemptsLoggedBeforeAccounts(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	agency := mkLead(bot, event.KindLead, 1, t0)
+	agency := leadtest.Lead(bot, event.KindLead, 1, t0)
 	agency.Account = "agency"
-	_, err := s.Ingest(t.Context(), bot, []event.Lead{agency, mkLead(bot, event.KindLead, 2, t0)})
+	_, err := s.Ingest(t.Context(), bot, []event.Lead{agency, leadtest.Lead(bot, event.KindLead, 2, t0)})
 	require.NoError(t, err)
 	var outcomes []event.Outcome
 	for _, d := range pending(t, s, "bus") {
@@ -213,7 +214,7 @@ func TestActivityByAccountAlsoOfAttemptsLoggedBeforeAccounts(t *testing.T) {
 func TestActivityEventKeptCompactAndOldJSONStillRead(t *testing.T) {
 	path := dbPath(t)
 	s := open(t, path, nil)
-	l := mkLead(bot, event.KindAppointment, 1, t0)
+	l := leadtest.Lead(bot, event.KindAppointment, 1, t0)
 	l.Account = "agency"
 	_, err := s.Ingest(t.Context(), bot, []event.Lead{l})
 	require.NoError(t, err)

@@ -470,12 +470,8 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 
 	switch f {
 	case fateBaseline:
-		in.st.Seen++
 		in.res.Baseline++
 	case fateNew:
-		if in.mark {
-			in.st.Seen++
-		}
 		in.res.New++
 	case fateResent:
 		in.res.Duplicate++

@@ -212,3 +212,33 @@ func TestIngestPageOfNothingTakesNoWriteLock(t *testing.T) {
 	}
 	require.NoError(t, writer.Rollback())
 }
+
+// A chatbot's Seen is counted from its seen keys, not read from a number stored beside
+// them (as an older build kept it, and which drifted), and a serial that starts another
+// one's does not take the other's keys.
+func TestChatbotsCountsTheSeenKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leadbridge.db")
+	s, err := Open(Options{Path: path, Initial: InitialEmit})
+	require.NoError(t, err)
+	defer s.Close()
+	page := func(serial string, n int) []event.Lead {
+		out := make([]event.Lead, n)
+		for i := range out {
+			out[i] = event.Lead{Chatbot: serial, Kind: event.KindLead, SessionID: int64(i),
+				CreatedAt: time.Now().Add(-time.Duration(i) * time.Minute)}
+		}
+		return out
+	}
+	for serial, n := range map[string]int{"bot": 3, "bot2": 2, "bo": 1} {
+		_, err := s.Ingest(t.Context(), serial, page(serial, n))
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		return updateChatbotTx(tx, "bot", func(st *event.ChatbotState) { st.Seen = 7 })
+	}))
+
+	bots, err := s.Chatbots(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"bot": 3, "bot2": 2, "bo": 1},
+		map[string]int{"bot": bots["bot"].Seen, "bot2": bots["bot2"].Seen, "bo": bots["bo"].Seen})
+}

@@ -249,24 +249,9 @@ func (s *Store) DeadLetters(ctx context.Context, forwarder string) ([]event.Dead
 // in the outbox under a new Seq, with attempts, first try and last error reset. It returns
 // how many were replayed.
 func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, error) {
-	n := 0
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		refs, err := findDead(tx, forwarder, eventID)
-		if err != nil {
-			return err
-		}
-		for _, r := range refs {
-			d := r.dl.Delivery
-			d.Attempts, d.FirstTry, d.LastError = 0, time.Time{}, ""
-			if err := putDelivery(tx, d); err != nil {
-				return err
-			}
-			if err := r.bucket.Delete(r.key); err != nil {
-				return err
-			}
-		}
-		n = len(refs)
-		return nil
+	n, err := s.removeDead(ctx, forwarder, eventID, func(tx *bolt.Tx, d event.Delivery) error {
+		d.Attempts, d.FirstTry, d.LastError = 0, time.Time{}, ""
+		return putDelivery(tx, d)
 	})
 	if err != nil {
 		return 0, s.wrap("replay dead letters", err)
@@ -281,20 +266,7 @@ func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, err
 // Drop deletes dead letters of forwarder ("" = all) with event id eventID ("" = all) and
 // returns how many it deleted.
 func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error) {
-	n := 0
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		refs, err := findDead(tx, forwarder, eventID)
-		if err != nil {
-			return err
-		}
-		for _, r := range refs {
-			if err := r.bucket.Delete(r.key); err != nil {
-				return err
-			}
-		}
-		n = len(refs)
-		return nil
-	})
+	n, err := s.removeDead(ctx, forwarder, eventID, nil)
 	if err != nil {
 		return 0, s.wrap("drop dead letters", err)
 	}
@@ -302,6 +274,31 @@ func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error
 		s.log.Info("dead letters dropped", "forwarder", forwarder, "event_id", eventID, "count", n)
 	}
 	return n, nil
+}
+
+// removeDead deletes the dead letters findDead finds, in one transaction, first handing
+// each one's delivery to keep unless keep is nil, and returns how many it deleted.
+func (s *Store) removeDead(ctx context.Context, forwarder, eventID string, keep func(*bolt.Tx, event.Delivery) error) (int, error) {
+	n := 0
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		refs, err := findDead(tx, forwarder, eventID)
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			if keep != nil {
+				if err := keep(tx, r.dl.Delivery); err != nil {
+					return err
+				}
+			}
+			if err := r.bucket.Delete(r.key); err != nil {
+				return err
+			}
+		}
+		n = len(refs)
+		return nil
+	})
+	return n, err
 }
 
 // MovePending moves every outbox entry of forwarder from to forwarder to, in one
@@ -313,8 +310,8 @@ func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error
 // is woken through Changes.
 func (s *Store) MovePending(ctx context.Context, from, to string) (moved, already int, err error) {
 	op := fmt.Sprintf("move outbox %s to %s", from, to)
-	if from == "" || to == "" || from == to {
-		return 0, 0, s.wrap(op, errors.New("want two different forwarder names"))
+	if err := event.CheckMove(from, to); err != nil {
+		return 0, 0, s.wrap(op, err)
 	}
 	err = s.update(ctx, func(tx *bolt.Tx) error {
 		outbox := tx.Bucket(bucketOutbox)

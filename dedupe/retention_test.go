@@ -1,7 +1,6 @@
 package dedupe_test
 
 import (
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // wallClock is an injected wall clock. Moving it with pass also moves the store's
@@ -45,9 +46,9 @@ func openAt(t *testing.T, path string, clock *wallClock, retention time.Duration
 func TestIngestTakesTheRestOfAPageWithARecordItCannotEncode(t *testing.T) {
 	s := open(t, dbPath(t), nil)
 	good := leads(bot, 1, 2)
-	bad := mkLead(bot, event.KindLead, 99, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
-	alien := mkLead("otherbot", event.KindLead, 98, t0)
-	odd := mkLead(bot, event.Kind("Spam"), 97, t0)
+	bad := leadtest.Lead(bot, event.KindLead, 99, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+	alien := leadtest.Lead("otherbot", event.KindLead, 98, t0)
+	odd := leadtest.Lead(bot, event.Kind("Spam"), 97, t0)
 	page := []event.Lead{good[0], bad, alien, good[1], odd}
 
 	res, err := s.Ingest(t.Context(), bot, page)
@@ -82,8 +83,8 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	path := dbPath(t)
 	clock := &wallClock{t: t0}
 	s := openAt(t, path, clock, 72*time.Hour)
-	ancient := mkLead(bot, event.KindLead, 1, t0.Add(-30*24*time.Hour))
-	fresh := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
+	ancient := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-30*24*time.Hour))
+	fresh := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-time.Hour))
 
 	for round := range 3 {
 		res, err := s.Ingest(t.Context(), bot, []event.Lead{ancient, fresh})
@@ -106,48 +107,11 @@ func TestARecordOlderThanRetentionIsNeverAnnounced(t *testing.T) {
 	assert.Equal(t, []string{ancient.ID()}, ids(res.Events), "a backfill asked for it: it is taken")
 }
 
-func TestPruneKeepsARecordSeenRecentlyButCreatedLongAgo(t *testing.T) {
-	clock := &wallClock{t: t0}
-	s := openAt(t, dbPath(t), clock, 24*time.Hour)
-	old := mkLead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
-	gone := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
-	other := mkLead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
-	_, err := s.Ingest(t.Context(), bot, []event.Lead{old, gone})
-	require.NoError(t, err)
-	_, err = s.Ingest(t.Context(), "otherbot", []event.Lead{other})
-	require.NoError(t, err)
-
-	clock.pass(s, 5*time.Hour)
-	res, err := s.Ingest(t.Context(), bot, []event.Lead{old}) // the API still returns it
-	require.NoError(t, err)
-	assert.Equal(t, 1, res.Duplicate)
-
-	clock.pass(s, 20*time.Hour)
-	n, err := s.Prune(t.Context(), clock.now())
-	require.NoError(t, err)
-	assert.Equal(t, 2, n, "gone and other were neither created nor seen within a day")
-	bots, err := s.Chatbots(t.Context())
-	require.NoError(t, err)
-	assert.Equal(t, 1, bots[bot].Seen)
-	assert.Equal(t, 0, bots["otherbot"].Seen)
-
-	res, err = s.Ingest(t.Context(), bot, []event.Lead{old, gone})
-	require.NoError(t, err)
-	assert.Equal(t, event.Ingested{Duplicate: 1, Stale: 1}, res, "the kept key is a duplicate, the pruned record is stale")
-
-	keep := open(t, dbPath(t), func(o *dedupe.Options) { o.Retention = 0 })
-	_, err = keep.Ingest(t.Context(), bot, []event.Lead{old})
-	require.NoError(t, err)
-	n, err = keep.Prune(t.Context(), t0.Add(1000*time.Hour))
-	require.NoError(t, err)
-	assert.Zero(t, n, "retention 0 keeps everything")
-}
-
 func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	path := dbPath(t)
 	clock := &wallClock{t: t0}
 	s := openAt(t, path, clock, 72*time.Hour)
-	known := mkLead(bot, event.KindLead, 1, t0.Add(-time.Hour))
+	known := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-time.Hour))
 	_, err := s.Ingest(t.Context(), bot, []event.Lead{known})
 	require.NoError(t, err)
 
@@ -156,7 +120,7 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 		n, err := s.Prune(t.Context(), clock.now())
 		require.NoError(t, err)
 		assert.Zero(t, n, "a jump of the wall clock prunes nothing")
-		unseen := mkLead(bot, event.KindLead, int64(10+round), t0.Add(-2*time.Hour))
+		unseen := leadtest.Lead(bot, event.KindLead, int64(10+round), t0.Add(-2*time.Hour))
 		res, err := s.Ingest(t.Context(), bot, []event.Lead{known, unseen})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Duplicate)
@@ -166,13 +130,13 @@ func TestAClockJumpPrunesNothingEarly(t *testing.T) {
 	}
 
 	clock.jump(t0.Add(-100 * 24 * time.Hour)) // and back, far behind
-	res, err := s.Ingest(t.Context(), bot, []event.Lead{mkLead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
+	res, err := s.Ingest(t.Context(), bot, []event.Lead{leadtest.Lead(bot, event.KindLead, 3, t0.Add(-80*time.Hour))})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Stale, "a clock that went back does not widen the horizon")
 
 	// Time that really passes is followed: a new record proves it after a long downtime.
 	clock.jump(t0.Add(10 * 24 * time.Hour))
-	proof := mkLead(bot, event.KindLead, 4, clock.now().Add(-time.Minute))
+	proof := leadtest.Lead(bot, event.KindLead, 4, clock.now().Add(-time.Minute))
 	_, err = s.Ingest(t.Context(), bot, []event.Lead{proof})
 	require.NoError(t, err)
 	n, err := s.Prune(t.Context(), clock.now())
@@ -206,38 +170,23 @@ func TestIdlePollsRefreshLastSeenRarely(t *testing.T) {
 }
 
 func TestRejectedAndStaleAreLoggedWithoutPersonalData(t *testing.T) {
-	var buf strings.Builder
-	var mu sync.Mutex
+	var logs leadtest.LogBuffer
 	clock := &wallClock{t: t0}
 	s := open(t, dbPath(t), func(o *dedupe.Options) {
 		o.Now = clock.now
-		o.Logger = slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
-	bad := mkLead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
-	ancient := mkLead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
+	bad := leadtest.Lead(bot, event.KindLead, 1, time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC))
+	ancient := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-90*24*time.Hour))
 	for range 2 {
 		_, err := s.Ingest(t.Context(), bot, []event.Lead{bad, ancient})
 		require.NoError(t, err)
 	}
-	mu.Lock()
-	out := buf.String()
-	mu.Unlock()
+	out := logs.String()
 	assert.Contains(t, out, bad.ID())
 	assert.Equal(t, 1, strings.Count(out, "older than store.retention"), "logged once per chatbot")
 	for _, l := range []event.Lead{bad, ancient} {
 		assert.NotContains(t, out, l.Name)
 		assert.NotContains(t, out, l.Email)
 	}
-}
-
-// lockedWriter serialises writes to w.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

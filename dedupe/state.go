@@ -1,10 +1,10 @@
 package dedupe
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -14,22 +14,31 @@ import (
 
 // Chatbots returns the state of every chatbot the store has heard of, by serial. The
 // poll bookkeeping (LastPoll, LastOK, LastError) is this process's latest, including
-// what RecordPoll noted but has not flushed yet.
+// what RecordPoll noted but has not flushed yet. Seen is counted from the seen keys
+// themselves, in the same read transaction, so it cannot drift from them.
 func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, error) {
 	out := map[string]event.ChatbotState{}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChatbots)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, _ []byte) error {
-			var st event.ChatbotState
-			if _, err := getJSON(b, k, &st); err != nil {
-				return fmt.Errorf("chatbot %s: %w", k, err)
+		if b := tx.Bucket(bucketChatbots); b != nil {
+			err := b.ForEach(func(k, _ []byte) error {
+				var st event.ChatbotState
+				if _, err := getJSON(b, k, &st); err != nil {
+					return fmt.Errorf("chatbot %s: %w", k, err)
+				}
+				st.Seen = 0 // a count stored by an older build is not trusted
+				out[string(k)] = st
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			out[string(k)] = st
-			return nil
+		}
+		countSeen(tx, func(serial string, n int) {
+			st := out[serial]
+			st.Seen = n
+			out[serial] = st
 		})
+		return nil
 	})
 	if err != nil {
 		return out, s.wrap("chatbots", err)
@@ -42,6 +51,31 @@ func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, er
 		out[serial] = st
 	}
 	return out, nil
+}
+
+// countSeen calls fn with each chatbot's number of seen keys. A key starts with its
+// chatbot's serial and "|" (event.Lead.Key), so one chatbot's keys are adjacent in the
+// bucket and one pass over its keys counts them all, without decoding a value.
+func countSeen(tx *bolt.Tx, fn func(serial string, n int)) {
+	b := tx.Bucket(bucketSeen)
+	if b == nil {
+		return
+	}
+	var serial []byte
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if s, _, _ := bytes.Cut(k, []byte("|")); !bytes.Equal(s, serial) {
+			if n > 0 {
+				fn(string(serial), n)
+			}
+			serial, n = s, 0
+		}
+		n++
+	}
+	if n > 0 {
+		fn(string(serial), n)
+	}
 }
 
 // DefaultPollFlushInterval is how often the poll bookkeeping noted by RecordPoll is
@@ -303,16 +337,8 @@ func (s *Store) Prune(ctx context.Context, now time.Time) (int, error) {
 		if err != nil {
 			return err
 		}
-		perChatbot := map[string]int{}
 		for _, k := range old {
-			serial, _, _ := strings.Cut(string(k), "|")
-			perChatbot[serial]++
 			if err := seen.Delete(k); err != nil {
-				return err
-			}
-		}
-		for serial, removed := range perChatbot {
-			if err := updateChatbotTx(tx, serial, func(st *event.ChatbotState) { st.Seen = max(0, st.Seen-removed) }); err != nil {
 				return err
 			}
 		}

@@ -29,7 +29,8 @@
 //	                      wrote event.Delivery JSON, still read (see entry.go)
 //	dead/<forwarder>      8-byte big-endian seq (own sequence, in order of failure)
 //	                      → event.DeadLetter JSON
-//	chatbots              serial → event.ChatbotState JSON
+//	chatbots              serial → event.ChatbotState JSON; its "seen" is not read:
+//	                      Chatbots counts the chatbot's keys in seen
 //	paused                forwarder → Pause JSON
 //
 // bbolt allows one writing process per file; the file is opened with an exclusive lock,
@@ -78,10 +79,10 @@ var (
 // Options.ReadOnly.
 var ErrReadOnly = errors.New("store opened read-only")
 
-// Initial values for Options.Initial.
+// Initial values for Options.Initial (event.InitialEmits reads them).
 const (
-	InitialSkip = "skip" // the first poll of a chatbot marks its records seen, sends nothing
-	InitialEmit = "emit" // the first poll of a chatbot sends its records like any new ones
+	InitialSkip = event.InitialSkip // the first poll of a chatbot marks its records seen, sends nothing
+	InitialEmit = event.InitialEmit // the first poll of a chatbot sends its records like any new ones
 )
 
 // Options configures Open.
@@ -176,13 +177,9 @@ func open(opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("store: path is empty")
 	}
-	initialEmit := false
-	switch opts.Initial {
-	case "", InitialSkip:
-	case InitialEmit:
-		initialEmit = true
-	default:
-		return nil, fmt.Errorf("store %s: initial %q is neither %q nor %q", opts.Path, opts.Initial, InitialSkip, InitialEmit)
+	initialEmit, err := event.InitialEmits(opts.Initial)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", opts.Path, err)
 	}
 	log := opts.Logger
 	if log == nil {

@@ -1,14 +1,12 @@
 package natsserver
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 const (
@@ -23,30 +23,12 @@ const (
 	testToken    = "tok-embedded-9f2c1a"
 )
 
-// lockedBuffer is a log destination safe for the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func debugLogger(w *lockedBuffer) *slog.Logger {
+func debugLogger(w *leadtest.LogBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func TestStartServesJetStreamToClientsWithTheConfiguredAuth(t *testing.T) {
-	var logs lockedBuffer
+	var logs leadtest.LogBuffer
 	s, err := Start(Config{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), User: "lb", Password: testPassword}, debugLogger(&logs))
 	require.NoError(t, err)
 	t.Cleanup(s.Shutdown)
@@ -110,7 +92,7 @@ func TestStartReportsWhyItCannot(t *testing.T) {
 		{"no store dir", Config{Listen: "127.0.0.1:0"}, []string{"store directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs leadtest.LogBuffer
 			s, err := Start(tc.cfg, debugLogger(&logs))
 			require.Error(t, err)
 			require.Nil(t, s)
@@ -144,13 +126,13 @@ func TestDialURL(t *testing.T) {
 
 func TestStartWarnsOfAnOpenServerBeyondLoopback(t *testing.T) {
 	for listen, warned := range map[string]bool{":0": true, "0.0.0.0:0": true, "127.0.0.1:0": false, "localhost:0": false} {
-		var logs lockedBuffer
+		var logs leadtest.LogBuffer
 		s, err := Start(Config{Listen: listen, StoreDir: t.TempDir()}, debugLogger(&logs))
 		require.NoError(t, err, listen)
 		s.Shutdown()
 		assert.Equal(t, warned, strings.Contains(logs.String(), "clients from other machines need no credentials"), listen)
 	}
-	var logs lockedBuffer
+	var logs leadtest.LogBuffer
 	s, err := Start(Config{Listen: ":0", StoreDir: t.TempDir(), Token: testToken}, debugLogger(&logs))
 	require.NoError(t, err)
 	s.Shutdown()

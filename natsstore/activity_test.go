@@ -1,9 +1,7 @@
 package natsstore_test
 
 import (
-	"bytes"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,24 +53,6 @@ func TestSharedOutboxRecordsActivity(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for the store's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // An activity log the server refuses to write (its stream deleted under the store)
 // costs the attempt's line in the log, a warning that names no lead, and nothing else:
 // the outcome is recorded.
@@ -80,7 +60,7 @@ func TestActivityLogFailureDoesNotFailRecord(t *testing.T) {
 	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
 	nc, js := ns.Connect()
 	t.Cleanup(nc.Close)
-	logs := &syncBuffer{}
+	logs := &leadtest.LogBuffer{}
 	s := open(t, nc, func(o *natsstore.Options) { o.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
 	l := leadtest.Lead(bot, event.KindLead, 1, base)
 	_, err := s.Ingest(t.Context(), bot, []event.Lead{l})

@@ -323,8 +323,8 @@ func (s *Store) Drop(ctx context.Context, forwarder, eventID string) (int, error
 // purged.
 func (s *Store) MovePending(ctx context.Context, from, to string) (moved, already int, err error) {
 	op := fmt.Sprintf("move outbox %s to %s", from, to)
-	if from == "" || to == "" || from == to {
-		return 0, 0, s.wrap(op, errors.New("want two different forwarder names"))
+	if err := event.CheckMove(from, to); err != nil {
+		return 0, 0, s.wrap(op, err)
 	}
 	if err := errors.Join(checkName(from), checkName(to)); err != nil {
 		return 0, 0, s.wrap(op, err)

@@ -44,8 +44,8 @@ import (
 
 // Initial values for Options.Initial, as in package dedupe.
 const (
-	InitialSkip = "skip" // the first poll of a chatbot marks its records seen, sends nothing
-	InitialEmit = "emit" // the first poll of a chatbot sends its records like any new ones
+	InitialSkip = event.InitialSkip // the first poll of a chatbot marks its records seen, sends nothing
+	InitialEmit = event.InitialEmit // the first poll of a chatbot sends its records like any new ones
 )
 
 // Defaults for Options.
@@ -117,13 +117,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Replicas < 1 || opts.Replicas > 5 {
 		return nil, fmt.Errorf("natsstore %s: replicas %d: want 1..5", opts.Prefix, opts.Replicas)
 	}
-	initialEmit := false
-	switch opts.Initial {
-	case "", InitialSkip:
-	case InitialEmit:
-		initialEmit = true
-	default:
-		return nil, fmt.Errorf("natsstore %s: initial %q is neither %q nor %q", opts.Prefix, opts.Initial, InitialSkip, InitialEmit)
+	initialEmit, err := event.InitialEmits(opts.Initial)
+	if err != nil {
+		return nil, fmt.Errorf("natsstore %s: %w", opts.Prefix, err)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout

@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -811,33 +812,23 @@ func utcDay(t time.Time) time.Time {
 // intervalOf is bot's wait between successful polls: its own, else Interval (as SetPace
 // changed it), else DefaultInterval.
 func (l *Loop) intervalOf(bot event.Chatbot) time.Duration {
-	d := l.Interval
-	if p := l.pace.Load(); p != nil {
-		d = p.interval
-	}
-	switch {
-	case bot.Interval > 0:
-		return bot.Interval
-	case d > 0:
-		return d
-	}
-	return DefaultInterval
+	interval, _ := l.paced()
+	return cmp.Or(max(bot.Interval, 0), max(interval, 0), DefaultInterval)
 }
 
 // lookbackOf is how far back bot's plain window starts: its own, else Lookback (as
 // SetPace changed it), else DefaultLookback.
 func (l *Loop) lookbackOf(bot event.Chatbot) time.Duration {
-	d := l.Lookback
+	_, lookback := l.paced()
+	return cmp.Or(max(bot.Lookback, 0), max(lookback, 0), DefaultLookback)
+}
+
+// paced is the loop's Interval and Lookback as SetPace last set them.
+func (l *Loop) paced() (interval, lookback time.Duration) {
 	if p := l.pace.Load(); p != nil {
-		d = p.lookback
+		return p.interval, p.lookback
 	}
-	switch {
-	case bot.Lookback > 0:
-		return bot.Lookback
-	case d > 0:
-		return d
-	}
-	return DefaultLookback
+	return l.Interval, l.Lookback
 }
 
 // maxLookback is how far back a catch-up window may start: MaxLookback, but at least the

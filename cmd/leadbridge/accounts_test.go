@@ -3,50 +3,22 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
-// accountSink is a webhook target noting the account and chatbot of every event.
-type accountSink struct {
-	mu  sync.Mutex
-	got map[string]string // chatbot serial → data.account
-}
-
-func newAccountSink(t *testing.T) (*accountSink, string) {
-	s := &accountSink{got: map[string]string{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev event.Event
-		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
-			http.Error(w, "bad body", http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		s.got[ev.Data.Chatbot] = ev.Data.Account
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(srv.Close)
-	return s, srv.URL
-}
-
-func (s *accountSink) accounts() map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// accounts is the account of each chatbot whose events sink took.
+func accounts(sink *leadtest.Sink) map[string]string {
 	out := map[string]string{}
-	for k, v := range s.got {
-		out[k] = v
+	for _, ev := range sink.Events() {
+		out[ev.Data.Chatbot] = ev.Data.Account
 	}
 	return out
 }
@@ -57,8 +29,7 @@ func (s *accountSink) accounts() map[string]string {
 func TestOnceWithTwoAccounts(t *testing.T) {
 	apiA, urlA := leadtest.StartAPI(t, "key-a-123456")
 	apiB, urlB := leadtest.StartAPI(t, "key-b-654321")
-	all, allURL := newAccountSink(t)
-	resellerOnly, resellerURL := newAccountSink(t)
+	all, resellerOnly := leadtest.NewSink(t, nil), leadtest.NewSink(t, nil)
 	t.Setenv("LB_KEY_A", "key-a-123456")
 	t.Setenv("LB_KEY_B", "key-b-654321")
 	dir := t.TempDir()
@@ -82,7 +53,7 @@ forwarders:
   - {name: all, type: webhook, url: %s, retry: {initial_interval: 50ms, max_interval: 200ms}}
   - {name: reseller-only, type: webhook, url: %s, accounts: [reseller], retry: {initial_interval: 50ms, max_interval: 200ms}}
 http: {listen: ""}
-`, urlA, testSerial, urlB, filepath.Join(dir, "lb.db"), allURL, resellerURL)), 0o600))
+`, urlA, testSerial, urlB, filepath.Join(dir, "lb.db"), all.URL, resellerOnly.URL)), 0o600))
 
 	now := time.Now()
 	apiA.Generate(testSerial, now.Add(-time.Hour))
@@ -90,8 +61,8 @@ http: {listen: ""}
 
 	code, _, stderr := runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	assert.Equal(t, map[string]string{testSerial: "default", "b1": "reseller"}, all.accounts())
-	assert.Equal(t, map[string]string{"b1": "reseller"}, resellerOnly.accounts())
+	assert.Equal(t, map[string]string{testSerial: "default", "b1": "reseller"}, accounts(all))
+	assert.Equal(t, map[string]string{"b1": "reseller"}, accounts(resellerOnly))
 	assert.Equal(t, 1, apiA.RequestsFor(testSerial))
 	assert.Zero(t, apiA.RequestsFor("b1"))
 	assert.Equal(t, 1, apiB.RequestsFor("b1"))

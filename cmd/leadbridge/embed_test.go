@@ -80,27 +80,9 @@ func (r *embedRig) connect(t *testing.T) *natsgo.Conn {
 	return nc
 }
 
-// syncBuffer collects a daemon's log lines; safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runEmbedDaemon runs `leadbridge run` on the rig's config until stop, which waits for
 // Main to return 0. It returns once the embedded server takes clients.
-func (r *embedRig) runDaemon(t *testing.T, logs *syncBuffer) (stop func()) {
+func (r *embedRig) runDaemon(t *testing.T, logs *leadtest.LogBuffer) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -153,7 +135,7 @@ func indexOf(lines []map[string]any, msg string) int {
 
 func TestEmbeddedNATSDeliversToSubscribers(t *testing.T) {
 	r := newEmbedRig(t, "", freeAddr(t))
-	var logs syncBuffer
+	var logs leadtest.LogBuffer
 	stop := r.runDaemon(t, &logs)
 
 	_, err := natsgo.Connect("nats://"+r.natsAddr, natsgo.MaxReconnects(0))
@@ -229,7 +211,7 @@ func TestEmbeddedJetStreamKeepsEventsAcrossARestart(t *testing.T) {
 	// The daemon starts the server on the same store_dir: the stream still holds them,
 	// and the next record joins them, once.
 	r.api.Generate(testSerial, now)
-	var logs syncBuffer
+	var logs leadtest.LogBuffer
 	r.runDaemon(t, &logs)
 	nc := r.connect(t)
 	js, err := jetstream.New(nc)
@@ -259,7 +241,7 @@ func TestEmbeddedJetStreamKeepsEventsAcrossARestart(t *testing.T) {
 
 func TestShutdownDrainsTheForwarderBeforeTheEmbeddedServerStops(t *testing.T) {
 	r := newEmbedRig(t, "jetstream: true\n    stream: LEADS", "")
-	var logs syncBuffer
+	var logs leadtest.LogBuffer
 	stop := r.runDaemon(t, &logs)
 	nc := r.connect(t)
 	first := make(chan *natsgo.Msg, 64)

@@ -59,11 +59,11 @@ func TestTwoDaemonsOnTheJetStreamStoreDeliverEachRecordOnce(t *testing.T) {
 		addr := freeAddr(t)
 		startDaemon(t, natsConfig(t, name, apiURL, sink.URL, ns.URL(), addr), addr)
 	}
-	require.Eventually(t, func() bool { return len(counts(sink.IDs())) == 10 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(leadtest.Counts(sink.IDs())) == 10 }, 20*time.Second, 20*time.Millisecond)
 	for i := range 5 {
 		api.Generate(testSerial, now.Add(time.Duration(i)*time.Second))
 	}
-	require.Eventually(t, func() bool { return len(counts(sink.IDs())) == 15 }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(leadtest.Counts(sink.IDs())) == 15 }, 20*time.Second, 20*time.Millisecond)
 
 	// An operator elsewhere: no daemon on its http.listen, the store read directly.
 	elsewhere := natsConfig(t, "op", apiURL, sink.URL, ns.URL(), freeAddr(t))
@@ -72,7 +72,7 @@ func TestTwoDaemonsOnTheJetStreamStoreDeliverEachRecordOnce(t *testing.T) {
 		return code == 0 && strings.Contains(out, "read from the store") && strings.Contains(out, testSerial) &&
 			strings.Contains(out, ", 0 pending (0 stranded), 0 dead letters")
 	}, 10*time.Second, 100*time.Millisecond)
-	for id, n := range counts(sink.IDs()) {
+	for id, n := range leadtest.Counts(sink.IDs()) {
 		assert.Equal(t, 1, n, "event %s delivered %d times", id, n)
 	}
 
@@ -81,14 +81,6 @@ func TestTwoDaemonsOnTheJetStreamStoreDeliverEachRecordOnce(t *testing.T) {
 	code, out, stderr := runMain(t, "backfill", "--config", elsewhere, "--since", since, "--dry-run")
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, out, "dry run: 15 records found, 0 would be sent")
-}
-
-func counts(ids []string) map[string]int {
-	out := map[string]int{}
-	for _, id := range ids {
-		out[id]++
-	}
-	return out
 }
 
 // A JetStream store no server answers for fails the command within store.nats.timeout,
@@ -125,7 +117,7 @@ func TestOnceOnTheJetStreamStore(t *testing.T) {
 	cfg := natsConfig(t, "once", apiURL, sink.URL, ns.URL(), "")
 	code, _, stderr := runMain(t, "once", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
-	assert.Len(t, counts(sink.IDs()), 8, "alone, once delivers everything it took")
+	assert.Len(t, leadtest.Counts(sink.IDs()), 8, "alone, once delivers everything it took")
 
 	addr := freeAddr(t)
 	startDaemon(t, natsConfig(t, "d", apiURL, sink.URL, ns.URL(), addr), addr)
@@ -136,8 +128,8 @@ func TestOnceOnTheJetStreamStore(t *testing.T) {
 		code, _, stderr = runMain(t, "once", "--config", cfg)
 		require.Equal(t, 0, code, stderr)
 	}
-	require.Eventually(t, func() bool { return len(counts(sink.IDs())) == 38 }, 20*time.Second, 20*time.Millisecond)
-	for id, n := range counts(sink.IDs()) {
+	require.Eventually(t, func() bool { return len(leadtest.Counts(sink.IDs())) == 38 }, 20*time.Second, 20*time.Millisecond)
+	for id, n := range leadtest.Counts(sink.IDs()) {
 		assert.Equal(t, 1, n, "event %s delivered %d times", id, n)
 	}
 }

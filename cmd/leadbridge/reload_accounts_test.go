@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/leadsim"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
@@ -94,17 +92,17 @@ func TestReloadTwoAccountsAddsAChatbotAndRotatesAKey(t *testing.T) {
 	const oldKey, newKey = "key-a-old-123456", "key-a-new-654321"
 	hostA := newKeyedHost(t, oldKey, newKey)
 	hostB, urlB := leadtest.StartAPI(t, "key-b-654321")
-	sink, sinkURL := newAccountSink(t)
+	sink := leadtest.NewSink(t, nil)
 	r := newReloadRig(t, "")
-	require.NoError(t, os.WriteFile(r.path, []byte(twoAccounts(r, hostA.URL, oldKey, urlB, []string{serialB}, sinkURL)), 0o600))
+	require.NoError(t, os.WriteFile(r.path, []byte(twoAccounts(r, hostA.URL, oldKey, urlB, []string{serialB}, sink.URL)), 0o600))
 	hostA.Generate(serialA, time.Now().Add(-time.Hour))
 	hostB.Generate(serialB, time.Now().Add(-time.Hour))
 	hostB.Generate(serialC, time.Now().Add(-time.Hour)) // waits for its chatbot to be added
 	startDaemon(t, r.path, r.addr)
-	require.Eventually(t, func() bool { return len(sink.accounts()) == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(accounts(sink)) == 2 }, 10*time.Second, 20*time.Millisecond)
 	require.Equal(t, oldKey, hostA.seen()[0])
 
-	require.NoError(t, os.WriteFile(r.path, []byte(twoAccounts(r, hostA.URL, newKey, urlB, []string{serialB, serialC}, sinkURL)), 0o600))
+	require.NoError(t, os.WriteFile(r.path, []byte(twoAccounts(r, hostA.URL, newKey, urlB, []string{serialB, serialC}, sink.URL)), 0o600))
 	code, stdout, stderr := runMain(t, "reload", "--config", r.path)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "chatbots added: "+serialC)
@@ -114,8 +112,8 @@ func TestReloadTwoAccountsAddsAChatbotAndRotatesAKey(t *testing.T) {
 
 	// C is polled at B's host (with B's key: the host answers only that one) and its
 	// record says which account it came from.
-	require.Eventually(t, func() bool { return len(sink.accounts()) == 3 }, 10*time.Second, 20*time.Millisecond)
-	assert.Equal(t, map[string]string{serialA: "client-a", serialB: "reseller", serialC: "reseller"}, sink.accounts())
+	require.Eventually(t, func() bool { return len(accounts(sink)) == 3 }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, map[string]string{serialA: "client-a", serialB: "reseller", serialC: "reseller"}, accounts(sink))
 
 	// A's polls now carry the new key: once it appears, the old one never comes again
 	// (a poll under way at the reload may still have finished with it).
@@ -135,35 +133,14 @@ func TestReloadTwoAccountsAddsAChatbotAndRotatesAKey(t *testing.T) {
 	assert.LessOrEqual(t, first, n, "at most the poll under way at the reload used the old key")
 }
 
-// filterSink is a webhook target noting the kind of every event it takes.
-type filterSink struct {
-	mu    sync.Mutex
-	kinds map[string]string // event id → data.kind
-}
-
-func newFilterSink(t *testing.T) (*filterSink, string) {
-	s := &filterSink{kinds: map[string]string{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev event.Event
-		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
-			http.Error(w, "bad body", http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		s.kinds[ev.ID] = string(ev.Kind())
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(srv.Close)
-	return s, srv.URL
-}
-
-// count counts the events of each kind taken.
-func (s *filterSink) count() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// kinds counts the events sink took, each once however often it came, by kind.
+func kinds(sink *leadtest.Sink) map[string]int {
+	kind := map[string]string{}
+	for _, ev := range sink.Events() {
+		kind[ev.ID] = string(ev.Kind())
+	}
 	out := map[string]int{}
-	for _, k := range s.kinds {
+	for _, k := range kind {
 		out[k]++
 	}
 	return out
@@ -173,21 +150,20 @@ func (s *filterSink) count() map[string]int {
 // taken after it are routed by the new filters.
 func TestReloadAddsAFilteredForwarder(t *testing.T) {
 	api, apiURL := leadtest.StartAPI(t, testKey)
-	all, allURL := newFilterSink(t)
-	appts, apptsURL := newFilterSink(t)
+	all, appts := leadtest.NewSink(t, nil), leadtest.NewSink(t, nil)
 	r := newReloadRig(t, apiURL)
 	entry := func(name, u, more string) string {
 		return fmt.Sprintf("  - {name: %s, type: webhook, url: \"%s\"%s}\n", name, u, more)
 	}
-	r.write(t, []string{serialA}, entry("crm", allURL, ""), "")
+	r.write(t, []string{serialA}, entry("crm", all.URL, ""), "")
 	at := time.Now().Add(-time.Hour).In(time.FixedZone("PST", -8*3600))
 	api.Add(serialA, leadsim.Sample(1, 70001, at)) // a lead
 	api.Add(serialA, leadsim.Sample(3, 70002, at)) // an appointment
 	startDaemon(t, r.path, r.addr)
-	require.Eventually(t, func() bool { return len(all.count()) == 2 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(kinds(all)) == 2 }, 10*time.Second, 20*time.Millisecond)
 
-	r.write(t, []string{serialA}, entry("crm", allURL, `, filter: '.data.kind == "lead"'`)+
-		entry("appts", apptsURL, `, filter: '.data.kind == "appointment"'`), "")
+	r.write(t, []string{serialA}, entry("crm", all.URL, `, filter: '.data.kind == "lead"'`)+
+		entry("appts", appts.URL, `, filter: '.data.kind == "appointment"'`), "")
 	code, stdout, stderr := runMain(t, "reload", "--config", r.path)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "forwarders added: appts")
@@ -196,13 +172,13 @@ func TestReloadAddsAFilteredForwarder(t *testing.T) {
 	api.Add(serialA, leadsim.Sample(4, 70003, at)) // a lead
 	api.Add(serialA, leadsim.Sample(6, 70004, at)) // an appointment
 	api.Add(serialA, leadsim.Sample(7, 70005, at)) // a lead
-	require.Eventually(t, func() bool { return all.count()["lead"] == 3 && appts.count()["appointment"] == 1 },
+	require.Eventually(t, func() bool { return kinds(all)["lead"] == 3 && kinds(appts)["appointment"] == 1 },
 		10*time.Second, 20*time.Millisecond)
 	// The sinks got those deliveries in the same drain as the others: the filtered-out
 	// ones were never queued, which the outbox shows.
 	require.Eventually(t, func() bool { return status(t, r.addr).Forwarders[0].Pending == 0 }, 10*time.Second, 20*time.Millisecond)
-	assert.Equal(t, map[string]int{"lead": 3, "appointment": 1}, all.count(), "crm's new filter keeps the new appointment out")
-	assert.Equal(t, map[string]int{"appointment": 1}, appts.count(), "appts gets only what was taken after the reload")
+	assert.Equal(t, map[string]int{"lead": 3, "appointment": 1}, kinds(all), "crm's new filter keeps the new appointment out")
+	assert.Equal(t, map[string]int{"appointment": 1}, kinds(appts), "appts gets only what was taken after the reload")
 	m := scrape(t, r.addr)
 	assert.Equal(t, 2.0, m["leadbridge_records_filtered_total{forwarder=appts}"], "the two new leads kept out of appts")
 	assert.Equal(t, 1.0, m["leadbridge_records_filtered_total{forwarder=crm}"], "the new appointment kept out of crm")
@@ -278,7 +254,7 @@ func TestReloadAddsReplacesAndRemovesAnEmbeddedNATSForwarder(t *testing.T) {
 	require.Eventually(t, func() bool { return crm.Count() == 6 }, 10*time.Second, 20*time.Millisecond)
 	_, fwds := names(status(t, r.addr))
 	assert.Equal(t, []string{"crm:webhook"}, fwds)
-	for id, n := range countIDs(crm.IDs()) {
+	for id, n := range leadtest.Counts(crm.IDs()) {
 		assert.Equal(t, 1, n, "crm got event %s %d times", id, n)
 	}
 }
@@ -320,7 +296,7 @@ func TestReloadCountsStrandedAfterTheAttemptsInFlight(t *testing.T) {
 	r := newReloadRig(t, apiURL)
 	r.write(t, []string{serialA}, hookEntry("crm", crm.URL, "")+hookEntry("slow", slow.URL, ", timeout: 20s"), "")
 	api.Generate(serialA, time.Now().Add(-time.Hour))
-	var logs syncBuffer
+	var logs leadtest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- Main(ctx, []string{"run", "--config", r.path}, io.Discard, &logs) }()

@@ -76,15 +76,6 @@ func status(t *testing.T, addr string) ops.Status {
 	return s
 }
 
-// countIDs counts the deliveries of each event id.
-func countIDs(ids []string) map[string]int {
-	out := map[string]int{}
-	for _, id := range ids {
-		out[id]++
-	}
-	return out
-}
-
 func names(s ops.Status) (bots, fwds []string) {
 	for _, c := range s.Chatbots {
 		bots = append(bots, c.Serial)
@@ -129,15 +120,15 @@ func TestReloadAddsAndRemovesWhileDeliveriesAreInFlight(t *testing.T) {
 
 	// crm gets everything once: A's 5, B's 3 (taken before B was removed), C's 1. "added"
 	// gets what was ingested after the reload: A's 2 new ones and C's.
-	require.Eventually(t, func() bool { return len(countIDs(crm.IDs())) == 9 && len(countIDs(added.IDs())) == 3 },
+	require.Eventually(t, func() bool { return len(leadtest.Counts(crm.IDs())) == 9 && len(leadtest.Counts(added.IDs())) == 3 },
 		15*time.Second, 20*time.Millisecond)
 	aRequests := api.RequestsFor(serialA)
 	require.Eventually(t, func() bool { return api.RequestsFor(serialA) >= aRequests+2 }, 10*time.Second, 20*time.Millisecond,
 		"A polled twice more")
-	for id, n := range countIDs(crm.IDs()) {
+	for id, n := range leadtest.Counts(crm.IDs()) {
 		assert.Equal(t, 1, n, "crm got event %s %d times", id, n)
 	}
-	for id, n := range countIDs(added.IDs()) {
+	for id, n := range leadtest.Counts(added.IDs()) {
 		assert.Equal(t, 1, n, "added got event %s %d times", id, n)
 	}
 	assert.Len(t, crm.IDs(), 9)
@@ -270,7 +261,7 @@ func TestReloadChangedForwarderSettingAppliesToTheNextAttempt(t *testing.T) {
 	api.Generate(serialA, time.Now().Add(-time.Minute))
 	require.Eventually(t, func() bool { took, _ := target.state(); return len(took) == 3 }, 10*time.Second, 20*time.Millisecond)
 	took, _ := target.state()
-	for id, n := range countIDs(took) {
+	for id, n := range leadtest.Counts(took) {
 		assert.Equal(t, 1, n, "event %s taken %d times", id, n)
 	}
 }

@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -472,24 +470,6 @@ func TestOutage(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink written by nats.go's callback goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAuth(t *testing.T) {
 	userServer := startServer(t, func(o *server.Options) {
 		o.JetStream, o.Username, o.Password = false, "bus", testPassword
@@ -511,7 +491,7 @@ func TestAuth(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &leadtest.LogBuffer{}
 			tc.cfg.Name = "bus"
 			f, err := New(tc.cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 			require.NoError(t, err, "New does not wait for the server")
@@ -586,7 +566,7 @@ func TestTLS(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &leadtest.LogBuffer{}
 			f, err := New(Config{Name: "bus", URL: url, TLS: tc.tls}, slog.New(slog.NewTextHandler(logs, nil)))
 			require.NoError(t, err)
 			t.Cleanup(func() { assert.NoError(t, f.Close()) })

@@ -12,7 +12,7 @@ import (
 	"github.com/leadbridge/leadbridge/event"
 )
 
-// Sink is a webhook target that records the event id of every request and answers as
+// Sink is a webhook target that records the event of every request and answers as
 // the test scripts it. A body that is not a CloudEvent whose id is the webhook-id header
 // is refused with 400.
 type Sink struct {
@@ -23,8 +23,8 @@ type Sink struct {
 	Answer func(n int, id string) int
 
 	mu       sync.Mutex
-	received []string    // event ids, in arrival order, failed attempts included
-	at       []time.Time // arrival times
+	received []event.Event // in arrival order, failed attempts included
+	at       []time.Time   // arrival times
 	block    chan struct{}
 }
 
@@ -47,7 +47,7 @@ func (s *Sink) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	n := len(s.received)
-	s.received = append(s.received, ev.ID)
+	s.received = append(s.received, ev)
 	s.at = append(s.at, time.Now())
 	block, answer := s.block, s.Answer
 	s.mu.Unlock()
@@ -100,7 +100,27 @@ func (s *Sink) Release() {
 func (s *Sink) IDs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.received...)
+	ids := make([]string, len(s.received))
+	for i, ev := range s.received {
+		ids[i] = ev.ID
+	}
+	return ids
+}
+
+// Events is the event of every request so far, in arrival order.
+func (s *Sink) Events() []event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]event.Event(nil), s.received...)
+}
+
+// Counts counts the requests of each event id in ids.
+func Counts(ids []string) map[string]int {
+	out := map[string]int{}
+	for _, id := range ids {
+		out[id]++
+	}
+	return out
 }
 
 // Times is the arrival time of every request so far.

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 // The activity log's bounds, as every backend keeps them: the newest ActivityPerForwarder
@@ -41,9 +42,9 @@ func activityEvent(t *testing.T, s Store, id string) (event.Event, bool) {
 func testActivityRecorded(t *testing.T, r *rig) {
 	clk := &clock{t: t0.Add(12 * time.Hour)}
 	s := r.with(func(c *Config) { c.Now = clk.now })
-	agency := mkLead(bot, event.KindLead, 1, t0)
+	agency := leadtest.Lead(bot, event.KindLead, 1, t0)
 	agency.Account = "agency"
-	page := []event.Lead{agency, mkLead(bot, event.KindAppointment, 2, t0.Add(time.Minute))}
+	page := []event.Lead{agency, leadtest.Lead(bot, event.KindAppointment, 2, t0.Add(time.Minute))}
 	ingest(t, s, bot, page)
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	require.Len(t, bus, 2)
@@ -147,14 +148,14 @@ func testActivityKeepsTheNewest(t *testing.T, r *rig) {
 func testActivityForgetsAWeekAgo(t *testing.T, r *rig) {
 	clk := &clock{t: t0.Add(12 * time.Hour)}
 	s := r.with(func(c *Config) { c.Now = clk.now })
-	ingest(t, s, bot, []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindLead, 2, t0)})
+	ingest(t, s, bot, []event.Lead{leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindLead, 2, t0)})
 	bus, sales := pending(t, s, "bus"), pending(t, s, "sales")
 	// Both forwarders log an attempt; a week and a day later only bus records again.
 	require.NoError(t, s.Record(t.Context(), []event.Outcome{
 		outcome(bus[0], event.Retrying, 1, "timeout"), outcome(sales[0], event.Retrying, 1, "timeout")}))
 	clk.pass(ActivityMaxAge + 24*time.Hour)
 	// A record created a minute ago proves the time to a store that doubts a clock jump.
-	fresh := mkLead(bot, event.KindLead, 3, clk.now().Add(-time.Minute))
+	fresh := leadtest.Lead(bot, event.KindLead, 3, clk.now().Add(-time.Minute))
 	ingest(t, s, bot, []event.Lead{fresh})
 	require.NoError(t, s.Record(t.Context(), []event.Outcome{outcome(pending(t, s, "bus")[2], event.Acked, 0, "")}))
 

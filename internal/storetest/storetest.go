@@ -9,7 +9,6 @@ package storetest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -88,6 +88,7 @@ func Run(t *testing.T, backend func(t *testing.T) Opener) {
 		{"PauseResume", testPauseResume},
 		{"ChangesSignalledOnlyForNewEntries", testChanges},
 		{"RetentionStaleAndPrune", testRetention},
+		{"SeenCountsEachChatbotsKeys", testSeenCount},
 		{"EventsSurviveReopenByteForByte", testEventSurvives},
 		{"ActivityRecordedAndFiltered", testActivityRecorded},
 		{"ActivityKeepsTheNewestPerForwarder", testActivityKeepsTheNewest},
@@ -157,19 +158,11 @@ func (r *rig) with(mod func(*Config)) *store {
 	return s
 }
 
-func mkLead(serial string, kind event.Kind, session int64, created time.Time) event.Lead {
-	return event.Lead{
-		Chatbot: serial, ChatbotName: "Main site", Kind: kind,
-		Name: fmt.Sprintf("person %d", session), Email: fmt.Sprintf("p%d@example.com", session),
-		Content: "hello", SessionID: session, URI: "www.example.com", Count: 1, CreatedAt: created,
-	}
-}
-
 func leads(serial string, from, n int) []event.Lead {
 	out := make([]event.Lead, n)
 	for i := range out {
 		s := from + i
-		out[i] = mkLead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
+		out[i] = leadtest.Lead(serial, event.KindLead, int64(s), t0.Add(time.Duration(s)*time.Minute))
 	}
 	return out
 }
@@ -287,6 +280,9 @@ func testNewDuplicateUpdated(t *testing.T, r *rig) {
 			res := ingest(t, s, bot, page)
 			assert.Equal(t, 3, res.New)
 			assert.Equal(t, []string{page[0].ID(), page[1].ID(), page[2].ID()}, ids(res.Events))
+			for _, ev := range res.Events {
+				assert.Equal(t, event.ActionCreated, ev.Action())
+			}
 			assert.Equal(t, event.Ingested{Duplicate: 3}, ingest(t, s, bot, page))
 
 			changed := append([]event.Lead(nil), page...)
@@ -296,6 +292,8 @@ func testNewDuplicateUpdated(t *testing.T, r *rig) {
 				require.Len(t, res.Events, 1)
 				assert.Equal(t, event.ActionUpdated, res.Events[0].Action())
 				assert.Equal(t, event.NewUpdated(changed[1], time.Now()).ID, res.Events[0].ID)
+				assert.NotEqual(t, changed[1].ID(), res.Events[0].ID, "an update has an id of its own")
+				assert.Equal(t, 2, res.Events[0].Data.Count)
 				tc.want.Events = res.Events
 			}
 			assert.Equal(t, tc.want, res)
@@ -325,8 +323,8 @@ func testRoutesPerForwarder(t *testing.T, r *rig) {
 			return []string{"bus"}
 		}
 	})
-	lead := mkLead(bot, event.KindLead, 1, t0)
-	appt := mkLead(bot, event.KindAppointment, 2, t0)
+	lead := leadtest.Lead(bot, event.KindLead, 1, t0)
+	appt := leadtest.Lead(bot, event.KindAppointment, 2, t0)
 	assert.Equal(t, 2, ingest(t, s, bot, []event.Lead{lead, appt}).New)
 
 	bus := pending(t, s, "bus")
@@ -353,7 +351,7 @@ func testNilRoute(t *testing.T, r *rig) {
 
 func testDuplicateWithinPage(t *testing.T, r *rig) {
 	s := r.with(nil)
-	l := mkLead(bot, event.KindAppointment, 7, t0)
+	l := leadtest.Lead(bot, event.KindAppointment, 7, t0)
 	res := ingest(t, s, bot, []event.Lead{l, l, l})
 	assert.Equal(t, 1, res.New)
 	assert.Zero(t, res.Duplicate)
@@ -566,7 +564,7 @@ func testRetryPersists(t *testing.T, r *rig) {
 
 func testDeadLetters(t *testing.T, r *rig) {
 	s := r.with(nil)
-	appts := []event.Lead{mkLead(bot, event.KindAppointment, 1, t0), mkLead(bot, event.KindAppointment, 2, t0)}
+	appts := []event.Lead{leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindAppointment, 2, t0)}
 	ingest(t, s, bot, appts)
 	drainChanges(s)
 
@@ -599,6 +597,7 @@ func testDeadLetters(t *testing.T, r *rig) {
 	onlySales, err := s.DeadLetters(t.Context(), "sales")
 	require.NoError(t, err)
 	require.Len(t, onlySales, 2)
+	assert.Equal(t, "sales: HTTP 404", onlySales[0].LastError)
 
 	// Dead letters survive a reopen.
 	require.NoError(t, s.Close())
@@ -638,8 +637,8 @@ func testDeadLetters(t *testing.T, r *rig) {
 }
 
 func testBackfill(t *testing.T, r *rig) {
-	appt := mkLead(bot, event.KindAppointment, 1, t0)
-	lead := mkLead(bot, event.KindLead, 2, t0)
+	appt := leadtest.Lead(bot, event.KindAppointment, 1, t0)
+	lead := leadtest.Lead(bot, event.KindLead, 2, t0)
 	crmSales := func(c *Config) { c.Route = func(event.Event) []string { return []string{"crm", "sales"} } }
 
 	t.Run("only", func(t *testing.T) {
@@ -657,11 +656,13 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{lead}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
+		assert.Equal(t, []string{lead.ID()}, ids(res.Events))
 		assert.Empty(t, pending(t, s, "sales"))
-		assert.Zero(t, chatbot(t, s, bot).Seen)
+		assert.Zero(t, chatbot(t, s, bot).Seen, "a record queued for some forwarders only is not seen")
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{lead}).New)
 		assert.Equal(t, []string{lead.ID(), lead.ID()}, eventIDs(pending(t, s, "crm")), "crm gets it again with the same id")
 		assert.Equal(t, []string{lead.ID()}, eventIDs(pending(t, s, "sales")))
+		assert.Equal(t, 1, chatbot(t, s, bot).Seen)
 		assert.Equal(t, event.Ingested{Duplicate: 1}, ingest(t, s, bot, []event.Lead{lead}))
 	})
 	t.Run("only leaves changed content to polling", func(t *testing.T) {
@@ -673,10 +674,14 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{changed}, event.BackfillOptions{Only: []string{"crm"}})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.Updated)
-		assert.Len(t, pending(t, s, "crm"), 2)
+		crm := pending(t, s, "crm")
+		require.Len(t, crm, 2)
+		assert.Equal(t, event.ActionUpdated, crm[1].Event.Action())
 		assert.Len(t, pending(t, s, "sales"), 1)
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{changed}).Updated, "the backfill did not store the new content")
-		assert.Len(t, pending(t, s, "sales"), 2)
+		sales := pending(t, s, "sales")
+		require.Len(t, sales, 2)
+		assert.Equal(t, crm[1].Event.ID, sales[1].Event.ID, "the same update, the same id")
 		assert.Len(t, pending(t, s, "crm"), 3)
 	})
 	t.Run("no baseline and no initialization", func(t *testing.T) {
@@ -685,6 +690,7 @@ func testBackfill(t *testing.T, r *rig) {
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt}, event.BackfillOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, 1, res.New)
+		assert.Zero(t, res.Baseline)
 		st := chatbot(t, s, bot)
 		assert.False(t, st.Initialized)
 		assert.Equal(t, 1, st.Seen)
@@ -698,12 +704,15 @@ func testBackfill(t *testing.T, r *rig) {
 		for _, d := range first {
 			ack(t, s, d)
 		}
-		newer := mkLead(bot, event.KindLead, 3, t0)
+		newer := leadtest.Lead(bot, event.KindLead, 3, t0)
 		res, err := s.Backfill(t.Context(), bot, []event.Lead{appt, lead, newer}, event.BackfillOptions{Resend: true, Only: []string{"bus"}})
 		require.NoError(t, err)
 		assert.Equal(t, 2, res.Duplicate)
 		assert.Equal(t, 1, res.New)
 		assert.Equal(t, []string{appt.ID(), lead.ID(), newer.ID()}, ids(res.Events))
+		for _, ev := range res.Events {
+			assert.Equal(t, event.ActionCreated, ev.Action())
+		}
 		assert.Equal(t, []string{appt.ID(), lead.ID(), newer.ID()}, eventIDs(pending(t, s, "bus")))
 		assert.Len(t, pending(t, s, "sales"), 1, "Only kept the resend away from sales")
 		// A second resend right after queues them again: an operator asked twice.
@@ -722,6 +731,8 @@ func testBackfill(t *testing.T, r *rig) {
 		assert.Equal(t, 1, res.Duplicate)
 		assert.Equal(t, []string{appt.ID(), lead.ID()}, ids(res.Events))
 		noSignal(t, s, "a dry run signalled Changes")
+		require.NoError(t, s.Close())
+		s = r.with(nil)
 		assert.Equal(t, map[string]int{"bus": 1}, depth(t, s))
 		assert.Equal(t, 1, chatbot(t, s, bot).Seen)
 		assert.Equal(t, 1, ingest(t, s, bot, []event.Lead{appt}).New, "the dry run marked nothing seen")
@@ -764,6 +775,7 @@ func testMoveDropPending(t *testing.T, r *rig) {
 	assert.True(t, m.FirstTry.IsZero())
 	assert.True(t, m.NextTry.IsZero())
 	assert.Empty(t, m.LastError)
+	assert.Greater(t, m.Seq, got[1].Seq, "moved entries come after")
 
 	moved, already, err = s.MovePending(t.Context(), "crm", "crm-v2")
 	require.NoError(t, err)
@@ -772,6 +784,7 @@ func testMoveDropPending(t *testing.T, r *rig) {
 		_, _, err := s.MovePending(t.Context(), bad[0], bad[1])
 		assert.ErrorContains(t, err, "two different forwarder names", "%q", bad)
 	}
+	assert.Len(t, pending(t, s, "crm-v2"), 4, "bad moves changed nothing")
 
 	n, err := s.DropPending(t.Context(), "crm-v2")
 	require.NoError(t, err)
@@ -873,10 +886,10 @@ func testChanges(t *testing.T, r *rig) {
 func testRetention(t *testing.T, r *rig) {
 	clk := &clock{t: t0}
 	s := r.with(func(c *Config) { c.Now = clk.now })
-	old := mkLead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
-	gone := mkLead(bot, event.KindLead, 2, t0.Add(-time.Hour))
-	other := mkLead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
-	ancient := mkLead(bot, event.KindLead, 4, t0.Add(-30*24*time.Hour))
+	old := leadtest.Lead(bot, event.KindLead, 1, t0.Add(-23*time.Hour))
+	gone := leadtest.Lead(bot, event.KindLead, 2, t0.Add(-time.Hour))
+	other := leadtest.Lead("otherbot", event.KindLead, 3, t0.Add(-20*time.Hour))
+	ancient := leadtest.Lead(bot, event.KindLead, 4, t0.Add(-30*24*time.Hour))
 	res := ingest(t, s, bot, []event.Lead{old, gone, ancient})
 	assert.Equal(t, 2, res.New)
 	assert.Equal(t, 1, res.Stale, "a record older than the retention is not taken")
@@ -907,8 +920,38 @@ func testRetention(t *testing.T, r *rig) {
 	assert.Zero(t, n, "retention 0 keeps everything")
 }
 
+// testSeenCount: a chatbot's Seen is the number of its seen keys, after ingest, after
+// its keys expire by retention and after a reopen, also for chatbots whose serials start
+// alike.
+func testSeenCount(t *testing.T, r *rig) {
+	clk := &clock{t: t0}
+	s := r.with(func(c *Config) { c.Now = clk.now })
+	long, short := bot+"0", bot // long's keys sort right beside short's
+	ingest(t, s, long, leads(long, 0, 2))
+	ingest(t, s, short, leads(short, 0, 3))
+	ingest(t, s, short, leads(short, 2, 2)) // one repeat, one new
+	_, err := s.Backfill(t.Context(), long, leads(long, 5, 1), event.BackfillOptions{Only: []string{"bus"}})
+	require.NoError(t, err) // marks nothing seen
+	assert.Equal(t, 4, chatbot(t, s, short).Seen)
+	assert.Equal(t, 2, chatbot(t, s, long).Seen)
+
+	clk.pass(10 * time.Hour)
+	ingest(t, s, long, leads(long, 7, 1))
+	clk.pass(20 * time.Hour)
+	n, err := s.Prune(t.Context(), clk.now())
+	require.NoError(t, err)
+	assert.Equal(t, 6, n, "all but the key taken ten hours later expired")
+	assert.Zero(t, chatbot(t, s, short).Seen)
+	assert.Equal(t, 1, chatbot(t, s, long).Seen)
+
+	require.NoError(t, s.Close())
+	s = r.with(func(c *Config) { c.Now = clk.now })
+	assert.Zero(t, chatbot(t, s, short).Seen)
+	assert.Equal(t, 1, chatbot(t, s, long).Seen, "the same after a reopen")
+}
+
 func testEventSurvives(t *testing.T, r *rig) {
-	l := mkLead(bot, event.KindAppointment, 31313, time.Date(2023, 11, 22, 11, 13, 44, 54019000, time.FixedZone("CST", 8*3600)))
+	l := leadtest.Lead(bot, event.KindAppointment, 31313, time.Date(2023, 11, 22, 11, 13, 44, 54019000, time.FixedZone("CST", 8*3600)))
 	l.Name, l.Content = "Zoë <b>&", "line1\nline2 \u2028 \"quoted\""
 	s := r.with(func(c *Config) { c.Retention = 0 })
 	res := ingest(t, s, bot, []event.Lead{l})
