@@ -125,6 +125,36 @@ type router interface {
 	HasFilters() bool
 }
 
+// openExistingStore opens the JetStream store cfg.Store names to look at it, creating
+// and changing nothing on the server: an error wrapping *natsstore.MissingError when
+// some of its buckets or streams do not exist (no daemon started on it yet, or a
+// mistyped store.nats.prefix).
+func openExistingStore(ctx context.Context, cfg *config.Config) (*openedStore, error) {
+	nc, err := dialStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	st, err := natsstore.Open(ctx, natsstore.Options{
+		Conn:        nc,
+		Prefix:      cfg.Store.NATS.Prefix,
+		Replicas:    cfg.Store.NATS.Replicas,
+		Timeout:     cfg.Store.NATS.Timeout,
+		Retention:   cfg.Store.Retention,
+		Initial:     cfg.Poll.Initial,
+		EmitUpdates: cfg.Dedupe.EmitUpdates,
+		Route:       cfg.Route,
+		Existing:    true,
+	})
+	if err != nil {
+		nc.Close()
+		if missing := (*natsstore.MissingError)(nil); errors.As(err, &missing) {
+			return nil, fmt.Errorf("store.nats: %w; a daemon's start creates them (is store.nats.prefix %q right?)", err, cfg.Store.NATS.Prefix)
+		}
+		return nil, fmt.Errorf("store.nats: %w", err)
+	}
+	return &openedStore{stateStore: st, conn: nc, nats: st}, nil
+}
+
 // openStore opens the store cfg.Store selects, for writing; r names the forwarders that
 // want an event.
 func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.Logger) (*openedStore, error) {
