@@ -39,6 +39,9 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	a.loop.Leaser = leaser
+	if err := a.store.attach(ctx, cfg); err != nil {
+		return err
+	}
 	if replica != "" {
 		logger = logger.With("replica", replica)
 	}

@@ -75,6 +75,23 @@ func (o *openedStore) leaser(ctx context.Context, replicas int) (leaser poller.L
 	return r, r.Owner(), nil
 }
 
+// attach creates the shared durable consumer of each forwarder and attaches this
+// daemon to it (backend nats; nothing for bbolt), so that a start that cannot make one
+// fails at once, as one that cannot make a bucket does.
+func (o *openedStore) attach(ctx context.Context, cfg *config.Config) error {
+	if o.shared == nil {
+		return nil
+	}
+	names := make([]string, len(cfg.Forwarders))
+	for i, fc := range cfg.Forwarders {
+		names[i] = fc.Name
+	}
+	if err := o.shared.Attach(ctx, names...); err != nil {
+		return fmt.Errorf("store.nats: %w", err)
+	}
+	return nil
+}
+
 // Holders names the replica polling each chatbot, by serial, for `status`: none with
 // bbolt (the one daemon polls every chatbot).
 func (o *openedStore) Holders(ctx context.Context) (map[string]string, error) {
