@@ -100,6 +100,7 @@ type Store struct {
 	route       func(event.Event) []string
 	log         *slog.Logger
 	now         func() time.Time
+	server      serverClock // the server's clock, as stamps from it show it
 	changes     chan struct{}
 
 	seen, chatbots, paused, retry jetstream.KeyValue
@@ -165,6 +166,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.prepare(ctx, opts); err != nil {
 		return nil, s.wrap("open", err)
 	}
+	s.server.observe(s.outbox.CachedInfo().TimeStamp) // the server's clock when it answered
 	bots, err := s.Chatbots(ctx)
 	if err != nil {
 		return nil, err
