@@ -47,6 +47,19 @@ type leases struct {
 	counted  time.Time       // when (monotonic), zero if never
 }
 
+// Leases reports how many chatbot leases this replica holds and how many replicas it
+// last counted live (itself included); 0 and 0 with no Leaser. Safe to call while Run
+// runs (for metrics).
+func (l *Loop) Leases() (held, replicas int) {
+	if l.Leaser == nil {
+		return 0, 0
+	}
+	ls := &l.leases
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.held), max(ls.replicas, 1)
+}
+
 // leaseTTL is the lease TTL of a chatbot polled every interval.
 func leaseTTL(interval time.Duration) time.Duration { return leaseIntervals * interval }
 
