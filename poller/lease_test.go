@@ -375,6 +375,61 @@ func TestLeasesRemovedChatbotReleases(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "the removed chatbot's lease is released, the other kept")
 }
 
+// slowRelease is a lease store whose Release waits until the test lets it go, and says
+// when it starts and when it returned.
+type slowRelease struct {
+	poller.Leaser
+	started, returned chan string
+	gate              chan struct{}
+}
+
+func (s *slowRelease) Release(ctx context.Context, serial string) error {
+	s.started <- serial
+	<-s.gate
+	err := s.Leaser.Release(ctx, serial)
+	s.returned <- serial
+	return err
+}
+
+// A chatbot a reload removes and the next one adds again (a config edited twice in a
+// row) is polled again only once its old lease went, and then under a lease of its
+// own: the release, slow to come back, can no longer drop the lease a new poll took
+// (another replica would then poll it too).
+func TestLeasesChatbotRemovedAndAddedAgainWaitsForItsRelease(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	api := startSharedAPI(t)
+	bots := leaseBots(3)
+	slow := &slowRelease{started: make(chan string, 4), returned: make(chan string, 4), gate: make(chan struct{})}
+	// Leases of three minutes and a poll a minute: none lapses, each poll is an event.
+	a := startLeaseReplicaWith(t, ns, api, "replica-a", bots[:2], time.Minute, func(l poller.Leaser) poller.Leaser {
+		slow.Leaser = l
+		return slow
+	})
+	opened := false
+	t.Cleanup(func() {
+		if !opened {
+			close(slow.gate)
+		}
+	})
+	require.Eventually(t, func() bool { return split(t, a.leases)["replica-a"] == 2 }, 20*time.Second, 50*time.Millisecond)
+	require.NoError(t, a.loop.SetChatbots(bots[:1]))
+	require.Equal(t, bots[1].Serial, <-slow.started)
+	readded := time.Now()
+	// bots[1] comes back, and bots[2] is new: both due at once, bots[1] first.
+	require.NoError(t, a.loop.SetChatbots(bots))
+	require.Eventually(t, func() bool { return a.polledSince(bots[2].Serial, readded) > 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.Zero(t, a.polledSince(bots[1].Serial, readded), "not polled while its old lease is being released")
+
+	close(slow.gate)
+	opened = true
+	require.Equal(t, bots[1].Serial, <-slow.returned)
+	require.Eventually(t, func() bool {
+		holders, err := a.leases.Holders(t.Context())
+		require.NoError(t, err)
+		return a.polledSince(bots[1].Serial, readded) > 0 && holders[bots[1].Serial] == "replica-a"
+	}, 10*time.Second, 20*time.Millisecond, "polled again, under a lease held")
+}
+
 // A poll longer than the lease's TTL (a slow API, a long catch-up) keeps the lease: the
 // other replica, trying every interval meanwhile, never polls the chatbot at once.
 func TestLeasesLongPollKeepsTheLease(t *testing.T) {
