@@ -48,11 +48,13 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 	if cfg.Store.Backend == config.BackendNATS {
 		// The JetStream store is shared: no daemon need stop for a command to use it. One
 		// that only looks creates nothing: a mistyped prefix would look like an empty store.
-		open := func() (*openedStore, error) { return openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler)) }
+		var st *openedStore
+		var err error
 		if readOnly {
-			open = func() (*openedStore, error) { return openExistingStore(ctx, cfg) }
+			st, err = openExistingStore(ctx, cfg)
+		} else {
+			st, err = openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler))
 		}
-		st, err := open()
 		if err != nil {
 			return nil, nil, err
 		}
