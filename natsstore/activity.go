@@ -46,7 +46,7 @@ const (
 const activitySeqHeader = "Leadbridge-Activity-Seq"
 
 // prepareActivity creates or updates the activity log's streams.
-func (s *Store) prepareActivity(ctx context.Context, replicas int) error {
+func (s *Store) prepareActivity(ctx context.Context, res *resources, replicas int) error {
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: s.prefix + "_activity", Subjects: []string{s.subject("activity", "*")},
 			MaxMsgsPerSubject: ActivityPerForwarder},
@@ -55,10 +55,9 @@ func (s *Store) prepareActivity(ctx context.Context, replicas int) error {
 	} {
 		cfg.MaxAge, cfg.Storage, cfg.Replicas = ActivityMaxAge, jetstream.FileStorage, replicas
 		cfg.Retention, cfg.Discard = jetstream.LimitsPolicy, jetstream.DiscardOld
-		// Retried after a timeout, as the store's other streams are (see retryTimeout).
-		st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
+		st, err := res.stream(ctx, cfg)
 		if err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+			return err
 		}
 		if cfg.MaxMsgsPerSubject == 1 {
 			s.activityEvents = st

@@ -113,7 +113,10 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	}
 	var horizon time.Time
 	if poll && s.retention > 0 {
-		horizon = p.now.Add(-s.retention)
+		// By the server's clock if the wall clock is ahead of it: a wall clock jumped
+		// ahead would judge fresh records stale and never take them, while the seen keys
+		// expire by the server's clock anyway.
+		horizon = s.server.earlier(p.now).Add(-s.retention)
 	}
 	mark := p.write && len(opts.Only) == 0
 

@@ -132,6 +132,19 @@ func (sh *Shared) Pause(ctx context.Context, forwarder, reason, configHash strin
 	return sh.s.Pause(ctx, forwarder, reason, configHash)
 }
 
+// Attach creates (or updates) the durable consumer of each of forwarders and attaches
+// this replica to it, so that a start fails here, with the store's other resources, if
+// the server cannot make one; a forwarder added later is attached at its first Pending.
+// Each creation is retried after a timeout (replicas started together on a cluster).
+func (sh *Shared) Attach(ctx context.Context, forwarders ...string) error {
+	for _, f := range forwarders {
+		if _, err := sh.lane(ctx, f); err != nil {
+			return sh.s.wrap("attach", err)
+		}
+	}
+	return nil
+}
+
 // lane returns what this replica holds of forwarder, attaching to its consumer first.
 func (sh *Shared) lane(ctx context.Context, forwarder string) (*held, error) {
 	sh.mu.Lock()
@@ -147,7 +160,7 @@ func (sh *Shared) lane(ctx context.Context, forwarder string) (*held, error) {
 	if err := checkName(forwarder); err != nil {
 		return nil, err
 	}
-	cons, err := sh.s.outbox.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       sh.s.prefix + "_" + forwarder,
 		FilterSubject: sh.s.subject("outbox", forwarder),
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -155,6 +168,10 @@ func (sh *Shared) lane(ctx context.Context, forwarder string) (*held, error) {
 		MaxDeliver:    -1, // the Dispatcher's retry budget decides when to give up
 		MaxAckPending: -1, // bounded per replica by MaxHeld instead
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	// Replicas started together create it at once: retried after a timeout, as the buckets are.
+	cons, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return sh.s.outbox.CreateOrUpdateConsumer(ctx, cfg)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer for %s: %w", forwarder, err)

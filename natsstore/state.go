@@ -227,6 +227,7 @@ func (s *Store) serverTime(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read the server's clock: %w", err)
 	}
+	s.server.observe(e.Created())
 	return e.Created(), nil
 }
 

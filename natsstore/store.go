@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,20 @@ type Options struct {
 	Route       func(event.Event) []string // names of the forwarders that want an event; nil → none
 	Logger      *slog.Logger               // nil → discard
 	Now         func() time.Time           // the wall clock, default time.Now
+	// Existing makes Open look, not build: it binds to the buckets and streams that
+	// exist, creating and changing none, and fails with a *MissingError naming those
+	// that do not (a store no daemon has started yet). For `config check`.
+	Existing bool
+}
+
+// MissingError is Open's error, with Options.Existing, when some of the store's buckets
+// and streams do not exist yet; a daemon's start creates them.
+type MissingError struct {
+	Names []string // "bucket P_seen", "stream P_outbox", ...
+}
+
+func (e *MissingError) Error() string {
+	return "not created yet: " + strings.Join(e.Names, ", ")
 }
 
 // Store is the JetStream-backed store. Its methods are safe for concurrent use, also
@@ -85,6 +100,7 @@ type Store struct {
 	route       func(event.Event) []string
 	log         *slog.Logger
 	now         func() time.Time
+	server      serverClock // the server's clock, as stamps from it show it
 	changes     chan struct{}
 
 	seen, chatbots, paused, retry jetstream.KeyValue
@@ -100,7 +116,8 @@ const purgeTTL = time.Minute
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
-// Open creates (or updates to this shape) the buckets and streams and returns the store.
+// Open creates (or updates to this shape) the buckets and streams and returns the store;
+// with opts.Existing it only binds to them.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("natsstore: no connection")
@@ -145,6 +162,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := s.prepare(ctx, opts); err != nil {
 		return nil, s.wrap("open", err)
 	}
+	s.server.observe(s.outbox.CachedInfo().TimeStamp) // the server's clock when it answered
 	bots, err := s.Chatbots(ctx)
 	if err != nil {
 		return nil, err
@@ -158,8 +176,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// prepare creates or updates the buckets and streams.
+// prepare creates or updates the buckets and streams, or with opts.Existing binds to
+// them.
 func (s *Store) prepare(ctx context.Context, opts Options) error {
+	res := &resources{js: s.js, existing: opts.Existing}
 	kv := func(name string, markers bool) (jetstream.KeyValue, error) {
 		cfg := jetstream.KeyValueConfig{Bucket: s.prefix + "_" + name, Replicas: opts.Replicas,
 			Storage: jetstream.FileStorage, History: 1}
@@ -169,11 +189,7 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 			// grow by one marker per key forever.
 			cfg.LimitMarkerTTL = purgeTTL
 		}
-		b, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return s.js.CreateOrUpdateKeyValue(ctx, cfg) })
-		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-		}
-		return b, nil
+		return res.kv(ctx, cfg)
 	}
 	var err error
 	if s.seen, err = kv("seen", true); err != nil {
@@ -189,14 +205,9 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 		return err
 	}
 	stream := func(name string, dup time.Duration) (jetstream.Stream, error) {
-		cfg := jetstream.StreamConfig{Name: s.prefix + "_" + name, Subjects: []string{s.subject(name, "*")},
+		return res.stream(ctx, jetstream.StreamConfig{Name: s.prefix + "_" + name, Subjects: []string{s.subject(name, "*")},
 			Storage: jetstream.FileStorage, Replicas: opts.Replicas, Duplicates: dup,
-			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew}
-		st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
-		return st, nil
+			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew})
 	}
 	if s.outbox, err = stream("outbox", opts.DuplicateWindow); err != nil {
 		return err
@@ -204,7 +215,61 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 	if s.dead, err = stream("dead", opts.DuplicateWindow); err != nil {
 		return err
 	}
-	return s.prepareActivity(ctx, opts.Replicas)
+	if err := s.prepareActivity(ctx, res, opts.Replicas); err != nil {
+		return err
+	}
+	if len(res.missing) > 0 {
+		return &MissingError{Names: res.missing}
+	}
+	return nil
+}
+
+// resources makes the store's buckets and streams: creates or updates each, or when
+// existing only binds to those that exist and notes the others in missing.
+type resources struct {
+	js       jetstream.JetStream
+	existing bool
+	missing  []string
+}
+
+// kv is bucket cfg (nil when existing and it is missing).
+func (r *resources) kv(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if r.existing {
+		b, err := r.js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			r.missing = append(r.missing, "bucket "+cfg.Bucket)
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		}
+		return b, nil
+	}
+	b, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return r.js.CreateOrUpdateKeyValue(ctx, cfg) })
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+	}
+	return b, nil
+}
+
+// stream is stream cfg (nil when existing and it is missing).
+func (r *resources) stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if r.existing {
+		st, err := r.js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			r.missing = append(r.missing, "stream "+cfg.Name)
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+		return st, nil
+	}
+	st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return r.js.CreateOrUpdateStream(ctx, cfg) })
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	return st, nil
 }
 
 // subject is the subject of forwarder's messages in stream kind ("outbox", "dead").

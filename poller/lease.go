@@ -43,9 +43,21 @@ const (
 type leases struct {
 	mu       sync.Mutex
 	held     map[string]bool // the chatbots this replica holds, by serial
-	taking   int             // Acquires under way for chatbots not held
 	replicas int             // live replicas as last counted, at least 1
 	counted  time.Time       // when (monotonic), zero if never
+}
+
+// Leases reports how many chatbot leases this replica holds and how many replicas it
+// last counted live (itself included); 0 and 0 with no Leaser. Safe to call while Run
+// runs (for metrics).
+func (l *Loop) Leases() (held, replicas int) {
+	if l.Leaser == nil {
+		return 0, 0
+	}
+	ls := &l.leases
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.held), max(ls.replicas, 1)
 }
 
 // leaseTTL is the lease TTL of a chatbot polled every interval.
@@ -104,6 +116,12 @@ func (l *Loop) countReplicas(ctx context.Context) {
 // interval. A replica holding more than its share (share of the chatbots among the live
 // replicas) gives this lease up; one holding its share takes no more. A failure of the
 // lease store is logged and changes nothing: a chatbot held goes on being polled.
+//
+// Below its share, a replica tries every chatbot it does not hold, however many tries
+// are under way, and gives back at once a lease it took beyond its share (others taken
+// meanwhile): most tries find the lease held by another replica, so reserving a place
+// for each try would let the tries at held chatbots, due together every interval, crowd
+// out the one at a free chatbot round after round.
 func (l *Loop) leased(ctx context.Context, bot event.Chatbot) bool {
 	if l.Leaser == nil {
 		return true
@@ -113,43 +131,47 @@ func (l *Loop) leased(ctx context.Context, bot event.Chatbot) bool {
 	n := len(l.Chatbots) // not a copy: this runs before every poll of every chatbot
 	l.mu.Unlock()
 	ls.mu.Lock()
-	limit := share(n, ls.replicas)
 	held := ls.held[bot.Serial]
 	switch {
-	case held && len(ls.held) > limit:
+	case held && len(ls.held) > share(n, ls.replicas):
 		delete(ls.held, bot.Serial) // counted out at once, so that only the surplus goes
 		ls.mu.Unlock()
 		l.releaseLease(ctx, bot.Serial, "this replica holds more than its share of the chatbots")
 		return false
-	case !held && len(ls.held)+ls.taking >= limit:
+	case !held && len(ls.held) >= share(n, ls.replicas):
 		ls.mu.Unlock()
 		return false
-	case !held:
-		ls.taking++
 	}
 	ls.mu.Unlock()
 
 	ok, err := l.Leaser.Acquire(ctx, bot.Serial, leaseTTL(l.intervalOf(bot)))
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if !held {
-		ls.taking--
-	}
-	switch {
-	case err != nil:
+	if err != nil {
 		if ctx.Err() == nil {
 			l.logger().Warn("could not take or renew a chatbot's lease", "chatbot", bot.Serial, "held", held, "error", err.Error())
 		}
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
 		return held && ls.held[bot.Serial]
+	}
+	ls.mu.Lock()
+	switch {
+	case ok && !held && len(ls.held) >= share(n, ls.replicas):
+		ls.mu.Unlock() // tries at other chatbots took the share meanwhile: this one goes back
+		l.releaseLease(ctx, bot.Serial, "this replica took its share of the chatbots meanwhile")
+		return false
 	case ok && !held:
 		if ls.held == nil {
 			ls.held = map[string]bool{}
 		}
 		ls.held[bot.Serial] = true
+		ls.mu.Unlock()
 		l.logger().Info("took the chatbot's lease: this replica polls it", "chatbot", bot.Serial)
 	case !ok && held:
 		delete(ls.held, bot.Serial)
+		ls.mu.Unlock()
 		l.logger().Warn("the chatbot's lease passed to another replica (it lapsed): that one polls it", "chatbot", bot.Serial)
+	default:
+		ls.mu.Unlock()
 	}
 	return ok
 }

@@ -29,7 +29,7 @@ type liveSet struct {
 type runner struct {
 	bot     event.Chatbot // as configured now
 	done    chan struct{} // closed once it is over: removed, after the poll under way if any
-	over    bool          // done is closed
+	over    bool          // ended: done is closed, or is once a removed chatbot's lease went
 	stopped bool          // the chatbot was removed
 	polling bool          // a poller holds it
 	index   int           // its place in the queue; -1 when not in it
@@ -103,17 +103,32 @@ func (l *Loop) stopLocked(r *runner) {
 	}
 }
 
-// endLocked marks r over: no poll of it is under way or will start. l.mu must be held.
+// endLocked marks r over: no poll of it is under way or will start. A removed chatbot's
+// lease goes first (its done closes after): a runner of the same chatbot, added again,
+// waits for that, and Run for every one before it releases the leases left. l.mu must
+// be held.
 func (l *Loop) endLocked(r *runner) {
 	if r.over {
 		return
 	}
 	r.over = true
-	if r.stopped && l.Leaser != nil {
-		// Removed from the config: its lease goes now, not when it lapses. Not under l.mu
-		// (a round trip to the store); Run releases the leases left when it stops.
-		go l.dropLease(l.live.ctx, r.bot.Serial, "the chatbot was removed from the config")
+	if !r.stopped || l.Leaser == nil {
+		l.closeLocked(r)
+		return
 	}
+	// Removed from the config: its lease goes now, not when it lapses. Not under l.mu
+	// (a round trip to the store).
+	live := l.live
+	live.wg.Go(func() {
+		l.dropLease(live.ctx, r.bot.Serial, "the chatbot was removed from the config")
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.closeLocked(r)
+	})
+}
+
+// closeLocked closes r.done: r is over. l.mu must be held.
+func (l *Loop) closeLocked(r *runner) {
 	if l.live.leaving[r.bot.Serial] == r {
 		delete(l.live.leaving, r.bot.Serial) // removed and over: nothing to wait for
 	}

@@ -28,7 +28,8 @@ func forwarderInfo(cfg *config.Config) []ops.ForwarderInfo {
 // backend reaches the store for operator commands: through the running daemon's admin
 // API when one answers on http.listen (bbolt lets one process hold the file), or by
 // opening the store file directly when no daemon runs (read-only for commands that only
-// look, so a wrong store.path never creates a file). The returned func releases it.
+// look, so a wrong store.path never creates a file, nor a wrong store.nats.prefix
+// buckets). The returned func releases it.
 func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backend, func(), error) {
 	if cfg.HTTP.Listen != "" {
 		c, err := ops.Dial(ctx, cfg.HTTP.Listen, cfg.HTTP.AdminToken)
@@ -45,8 +46,15 @@ func backend(ctx context.Context, cfg *config.Config, readOnly bool) (ops.Backen
 		}
 	}
 	if cfg.Store.Backend == config.BackendNATS {
-		// The JetStream store is shared: no daemon need stop for a command to use it.
-		st, err := openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler))
+		// The JetStream store is shared: no daemon need stop for a command to use it. One
+		// that only looks creates nothing: a mistyped prefix would look like an empty store.
+		var st *openedStore
+		var err error
+		if readOnly {
+			st, err = openExistingStore(ctx, cfg)
+		} else {
+			st, err = openStore(ctx, cfg, cfg, slog.New(slog.DiscardHandler))
+		}
 		if err != nil {
 			return nil, nil, err
 		}

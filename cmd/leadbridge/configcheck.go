@@ -7,8 +7,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/leadbridge/leadbridge/config"
+	"github.com/leadbridge/leadbridge/natsstore"
 )
 
 func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,29 +30,38 @@ func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if line := embeddedSummary(cfg); line != "" {
 		fmt.Fprintln(stdout, line)
 	}
-	for _, w := range strandedWarnings(ctx, cfg) {
+	notes, warnings := strandedWarnings(ctx, cfg)
+	for _, n := range notes {
+		fmt.Fprintln(stdout, n)
+	}
+	for _, w := range warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	return nil
 }
 
 // strandedWarnings reads the store the config names (through its daemon, or the file
-// read-only; none yet is fine) and names each forwarder that holds deliveries or dead
-// letters there but is not in this config: under this config nothing delivers them.
-func strandedWarnings(ctx context.Context, cfg *config.Config) []string {
+// read-only, or the JetStream store without creating or changing anything; none yet is
+// fine) and names each forwarder that holds deliveries or dead letters there but is not
+// in this config: under this config nothing delivers them. notes say what a start will
+// create.
+func strandedWarnings(ctx context.Context, cfg *config.Config) (notes, out []string) {
 	b, release, err := backend(ctx, cfg, true)
 	if err != nil {
 		if _, statErr := os.Stat(cfg.Store.Path); cfg.Store.Backend != config.BackendNATS && errors.Is(statErr, fs.ErrNotExist) {
-			return nil // a new install: no store, no daemon
+			return nil, nil // a new install: no store, no daemon
 		}
-		return []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
+		if missing := (*natsstore.MissingError)(nil); errors.As(err, &missing) {
+			return []string{fmt.Sprintf("store %s: %s do not exist yet: they will be created at start",
+				storeLabel(cfg), strings.Join(missing.Names, ", "))}, nil
+		}
+		return nil, []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
 	}
 	defer release()
 	s, err := b.Status(ctx)
 	if err != nil {
-		return []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
+		return nil, []string{fmt.Sprintf("could not read the store to look for stranded deliveries: %v", err)}
 	}
-	var out []string
 	for _, f := range s.Forwarders {
 		if _, ok := cfg.Forwarder(f.Name); ok || f.Pending+f.Dead == 0 {
 			continue
@@ -65,5 +76,5 @@ func strandedWarnings(ctx context.Context, cfg *config.Config) []string {
 		}
 		out = append(out, w)
 	}
-	return out
+	return nil, out
 }

@@ -57,9 +57,11 @@ func TestDaemonsShareChatbotsAndStatusNamesThePoller(t *testing.T) {
 	for _, s := range leaseSerials {
 		api.Generate(s, time.Now().Add(-time.Hour))
 	}
+	var addrs []string
 	for _, name := range []string{"a", "b"} {
 		addr := freeAddr(t)
 		startDaemon(t, leaseConfig(t, name, apiURL, sink.URL, ns.URL(), addr), addr)
+		addrs = append(addrs, addr)
 	}
 	elsewhere := leaseConfig(t, "op", apiURL, sink.URL, ns.URL(), freeAddr(t))
 	var st ops.Status
@@ -78,6 +80,28 @@ func TestDaemonsShareChatbotsAndStatusNamesThePoller(t *testing.T) {
 		return len(per) == 2 && per[st.Chatbots[0].PolledBy] == 2
 	}, 30*time.Second, 200*time.Millisecond, "each daemon polls two chatbots, and status says which")
 	assert.Contains(t, st.Chatbots[0].PolledBy, fmt.Sprintf("-%d-", os.Getpid()), "a replica is named by host, pid and a random part")
+
+	// Each daemon's metrics name it as status does, with its leases and the live replicas.
+	names := map[string]bool{}
+	for _, addr := range addrs {
+		var name string
+		require.Eventually(t, func() bool {
+			m := scrape(t, addr)
+			name = ""
+			for key, v := range m {
+				if n, ok := strings.CutPrefix(key, "leadbridge_replica_info{replica="); ok && v == 1 {
+					name = strings.TrimSuffix(n, "}")
+				}
+			}
+			return name != "" && m["leadbridge_leases_held{}"] == 2 && m["leadbridge_replicas_live{}"] == 2
+		}, 10*time.Second, 100*time.Millisecond, "the metrics of the daemon on %s", addr)
+		names[name] = true
+	}
+	per := map[string]bool{}
+	for _, c := range st.Chatbots {
+		per[c.PolledBy] = true
+	}
+	assert.Equal(t, per, names, "replica_info names the replicas status shows")
 
 	code, out, stderr := runMain(t, "status", "--config", elsewhere)
 	require.Equal(t, 0, code, stderr)

@@ -39,12 +39,18 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	a.loop.Leaser = leaser
+	if err := a.store.attach(ctx, cfg); err != nil {
+		return err
+	}
 	if replica != "" {
 		logger = logger.With("replica", replica)
 	}
 
 	// Metrics, health and the admin API, wired to the poller and the dispatcher.
 	m := ops.NewMetrics(Version, a.store)
+	if replica != "" {
+		m.ObserveReplica(replica, a.loop.Leases)
+	}
 	h := ops.NewHealth(a.store, paced(cfg), a.forwarderInfo(), cfg.Poll.Interval, nil)
 	if a.nats != nil {
 		h.AddComponent("nats_server", a.nats.Ready)

@@ -75,6 +75,23 @@ func (o *openedStore) leaser(ctx context.Context, replicas int) (leaser poller.L
 	return r, r.Owner(), nil
 }
 
+// attach creates the shared durable consumer of each forwarder and attaches this
+// daemon to it (backend nats; nothing for bbolt), so that a start that cannot make one
+// fails at once, as one that cannot make a bucket does.
+func (o *openedStore) attach(ctx context.Context, cfg *config.Config) error {
+	if o.shared == nil {
+		return nil
+	}
+	names := make([]string, len(cfg.Forwarders))
+	for i, fc := range cfg.Forwarders {
+		names[i] = fc.Name
+	}
+	if err := o.shared.Attach(ctx, names...); err != nil {
+		return fmt.Errorf("store.nats: %w", err)
+	}
+	return nil
+}
+
 // Holders names the replica polling each chatbot, by serial, for `status`: none with
 // bbolt (the one daemon polls every chatbot).
 func (o *openedStore) Holders(ctx context.Context) (map[string]string, error) {
@@ -123,6 +140,36 @@ func (o *openedStore) Close() error {
 type router interface {
 	Route(event.Event) []string
 	HasFilters() bool
+}
+
+// openExistingStore opens the JetStream store cfg.Store names to look at it, creating
+// and changing nothing on the server: an error wrapping *natsstore.MissingError when
+// some of its buckets or streams do not exist (no daemon started on it yet, or a
+// mistyped store.nats.prefix).
+func openExistingStore(ctx context.Context, cfg *config.Config) (*openedStore, error) {
+	nc, err := dialStore(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	st, err := natsstore.Open(ctx, natsstore.Options{
+		Conn:        nc,
+		Prefix:      cfg.Store.NATS.Prefix,
+		Replicas:    cfg.Store.NATS.Replicas,
+		Timeout:     cfg.Store.NATS.Timeout,
+		Retention:   cfg.Store.Retention,
+		Initial:     cfg.Poll.Initial,
+		EmitUpdates: cfg.Dedupe.EmitUpdates,
+		Route:       cfg.Route,
+		Existing:    true,
+	})
+	if err != nil {
+		nc.Close()
+		if missing := (*natsstore.MissingError)(nil); errors.As(err, &missing) {
+			return nil, fmt.Errorf("store.nats: %w; a daemon's start creates them (is store.nats.prefix %q right?)", err, cfg.Store.NATS.Prefix)
+		}
+		return nil, fmt.Errorf("store.nats: %w", err)
+	}
+	return &openedStore{stateStore: st, conn: nc, nats: st}, nil
 }
 
 // openStore opens the store cfg.Store selects, for writing; r names the forwarders that
