@@ -57,15 +57,12 @@ func loadConfig(path string) (*config.Config, error) {
 	var verr *config.ValidationError
 	switch {
 	case errors.As(err, &verr):
-		lines := make([]string, len(verr.Problems))
-		for i, p := range verr.Problems {
-			lines[i] = "  " + p.String()
-		}
+		lines := problemsOf(err)
 		noun := "problems"
 		if len(lines) == 1 {
 			noun = "problem"
 		}
-		return nil, usageErrorf("config %s: %d %s:\n%s", path, len(lines), noun, strings.Join(lines, "\n"))
+		return nil, usageErrorf("config %s: %d %s:\n  %s", path, len(lines), noun, strings.Join(lines, "\n  "))
 	case err != nil:
 		return nil, usageError{err}
 	}
