@@ -24,15 +24,15 @@ type IngestFunc func(ctx context.Context, serial string, leads []event.Lead, o e
 // into Ingest. Set the fields before Read; a Reader reads once.
 type Reader struct {
 	Since, Until time.Time
-	ChunkDays    int                       // days per LeadList request (at least 1)
-	Chatbots     []event.Chatbot           // the configured chatbots
-	Chatbot      string                    // if set, only the chatbot with this serial
-	Clients      map[string]*poller.Client // LeadList clients by account
-	Route        func(event.Event) []string
-	Forwarder    string // if set, deliver only to this forwarder
-	Resend       bool   // publish records seen before too (same event ids)
+	ChunkDays    int                        // days per LeadList request (at least 1)
+	Chatbots     []event.Chatbot            // the configured chatbots
+	Chatbot      string                     // if set, only the chatbot with this serial
+	Clients      map[string]*poller.Client  // LeadList clients by account
+	Route        func(event.Event) []string // the forwarders that want an event; nil → none
+	Forwarder    string                     // if set, deliver only to this forwarder
+	Resend       bool                       // publish records seen before too (same event ids)
 	Ingest       IngestFunc
-	Logger       *slog.Logger
+	Logger       *slog.Logger // nil → discard
 	// OnChunk, if set, is told of each window read, in order.
 	OnChunk func(Chunk)
 
@@ -83,6 +83,13 @@ func (r *Reader) Bots() []event.Chatbot {
 // before stays.
 func (r *Reader) Read(ctx context.Context) (Tally, error) {
 	var t Tally
+	if r.Until.Before(r.Since) {
+		return t, fmt.Errorf("backfill: the range ends (%s) before it starts (%s)", r.Until.Format(time.DateOnly), r.Since.Format(time.DateOnly))
+	}
+	logger := r.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	r.taken = make(map[string]bool)
 	opts := event.BackfillOptions{Resend: r.Resend}
 	if r.Forwarder != "" {
@@ -103,7 +110,7 @@ func (r *Reader) Read(ctx context.Context) (Tally, error) {
 				return t, fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)
 			}
 			for _, s := range page.Skipped {
-				r.Logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
+				logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
 			}
 			leads := r.inRange(page.Leads)
 			res, err := r.Ingest(ctx, bot.Serial, leads, opts)
@@ -140,6 +147,9 @@ func (r *Reader) inRange(leads []event.Lead) []event.Lead {
 // the ones Route names, or only Forwarder.
 func (r *Reader) wanted(events []event.Event) []Event {
 	var out []Event
+	if r.Route == nil {
+		return nil
+	}
 	for _, ev := range events {
 		targets := r.Route(ev)
 		if f := r.Forwarder; f != "" {

@@ -206,3 +206,11 @@ func TestReadRefusesAChatbotWithoutAClient(t *testing.T) {
 	require.EqualError(t, err, `backfill BOT-3: no LeadList client for account "other"`)
 	assert.Zero(t, g.api.Requests())
 }
+
+func TestReadRefusesARangeThatEndsBeforeItStarts(t *testing.T) {
+	g := newRig(t)
+	g.r.Since, g.r.Until = date(t, until), date(t, since)
+	_, err := g.r.Read(t.Context())
+	require.EqualError(t, err, "backfill: the range ends (2026-06-01) before it starts (2026-06-20)")
+	assert.Zero(t, g.api.Requests())
+}
