@@ -106,12 +106,16 @@ func (d decoder) problem(path string, n *yaml.Node, format string, args ...any) 
 
 // value decodes n into v, whose key path is path. A null leaves v as it is (holding
 // its default), except that a string becomes "" (reported as empty, or for http.listen
-// meaning off).
+// meaning off) and a forwarders item, which has no default of its own, gets the
+// forwarder defaults (an entry with every key left out).
 func (d decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	n = resolve(n)
 	if isNull(n) {
-		if v.Kind() == reflect.String {
+		switch {
+		case v.Kind() == reflect.String:
 			v.SetString("")
+		case v.Type() == forwarderType:
+			v.Set(reflect.ValueOf(DefaultForwarder("")))
 		}
 		return
 	}

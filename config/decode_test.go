@@ -48,3 +48,31 @@ func TestDecodeRulesBeyondYAMLv3(t *testing.T) {
 		})
 	}
 }
+
+// TestNullForwarderItemReportsOnlyWhatIsMissing: a null item in forwarders (a stray "-"
+// or ~) is an entry with every key left out, so it gets the forwarder defaults and its
+// only problems are the required keys, not a concurrency or retry of 0.
+func TestNullForwarderItemReportsOnlyWhatIsMissing(t *testing.T) {
+	for name, tt := range map[string]struct {
+		list string
+		line int
+	}{
+		"stray dash": {"forwarders:\n  -\n", 7},
+		"tilde":      {"forwarders: [~]\n", 6},
+		"null":       {"forwarders:\n  - null\n", 7},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(head+tt.list), "test.yaml")
+			var verr *ValidationError
+			require.ErrorAs(t, err, &verr)
+			var paths []string
+			for _, p := range verr.Problems {
+				paths = append(paths, p.Path)
+			}
+			assert.ElementsMatch(t, []string{"forwarders[0].name", "forwarders[0].type"}, paths, err.Error())
+			for _, p := range verr.Problems {
+				assert.Equal(t, tt.line, p.Line, p.String())
+			}
+		})
+	}
+}

@@ -57,15 +57,12 @@ func loadConfig(path string) (*config.Config, error) {
 	var verr *config.ValidationError
 	switch {
 	case errors.As(err, &verr):
-		lines := make([]string, len(verr.Problems))
-		for i, p := range verr.Problems {
-			lines[i] = "  " + p.String()
-		}
+		lines := problemsOf(err)
 		noun := "problems"
 		if len(lines) == 1 {
 			noun = "problem"
 		}
-		return nil, usageErrorf("config %s: %d %s:\n%s", path, len(lines), noun, strings.Join(lines, "\n"))
+		return nil, usageErrorf("config %s: %d %s:\n  %s", path, len(lines), noun, strings.Join(lines, "\n  "))
 	case err != nil:
 		return nil, usageError{err}
 	}
@@ -197,22 +194,14 @@ func newClient(cfg *config.Config, acc config.Account) *poller.Client {
 	return c
 }
 
-// paced are the chatbots with the interval they are really polled at, for readiness:
-// their own (or poll.interval), or longer when their account's chatbots need more calls
-// than its max_rps allows and take turns, each about every chatbots/max_rps.
+// paced are cfg's chatbots with the interval they are really polled at, for readiness
+// (ops.Paced under each account's max_rps).
 func paced(cfg *config.Config) []event.Chatbot {
-	bots := cfg.Chatbots()
-	turn := map[string]time.Duration{}
+	rates := map[string]float64{}
 	for _, acc := range cfg.AllAccounts() {
-		turn[acc.Name] = time.Duration(float64(len(acc.Chatbots)) / acc.MaxRPS * float64(time.Second))
+		rates[acc.Name] = acc.MaxRPS
 	}
-	for i := range bots {
-		if bots[i].Interval == 0 {
-			bots[i].Interval = cfg.Poll.Interval
-		}
-		bots[i].Interval = max(bots[i].Interval, turn[bots[i].Account])
-	}
-	return bots
+	return ops.Paced(cfg.Chatbots(), cfg.Poll.Interval, rates)
 }
 
 // warnOrphans logs deliveries owed to forwarders no longer in the config: they stay in

@@ -9,13 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/leadbridge/leadbridge/backfill"
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
-	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/ops"
 	"github.com/leadbridge/leadbridge/poller"
 )
@@ -102,9 +101,8 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 	}
 	defer a.Close()
 
-	b := &backfill{cfg: cfg, clients: a.loop.Clients, logger: a.logger, ingest: a.store.Backfill,
-		opts: o, out: stdout, progress: newProgress(stderr)}
-	if err := b.read(ctx); err != nil {
+	b, err := readRange(ctx, cfg, o, a.loop.Clients, a.logger, a.store.Backfill, stdout, stderr)
+	if err != nil {
 		return err
 	}
 	t, err := a.drain(ctx, o.maxWait, o.forwarder)
@@ -112,7 +110,7 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 		return err
 	}
 	fmt.Fprintf(stdout, "backfill: %d records found, %d queued, %d sent, %d dead-lettered, %d still pending\n",
-		b.found, b.toSend, t.sent, t.dead, t.pending)
+		b.Found, b.Queued, t.sent, t.dead, t.pending)
 	switch {
 	case t.dead > 0:
 		return fmt.Errorf("%d deliveries dead-lettered (see `leadbridge dlq list`)", t.dead)
@@ -128,7 +126,7 @@ func liveBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, st
 // records and builds nothing.
 func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, stdout, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
-	var ingest ingestFunc
+	var ingest backfill.IngestFunc
 	if _, err := os.Stat(cfg.Store.Path); cfg.Store.Backend != config.BackendNATS && errors.Is(err, fs.ErrNotExist) && !daemonAnswers(ctx, cfg) {
 		// Nothing was seen yet: a throwaway store in a temp dir says what is new.
 		dir, err := os.MkdirTemp("", "leadbridge-dry-run-")
@@ -150,11 +148,11 @@ func dryBackfill(ctx context.Context, cfg *config.Config, o backfillOptions, std
 		defer release()
 		ingest = b.DryBackfill
 	}
-	b := &backfill{cfg: cfg, clients: newClients(cfg), logger: logger, ingest: ingest, opts: o, out: stdout, progress: newProgress(stderr)}
-	if err := b.read(ctx); err != nil {
+	b, err := readRange(ctx, cfg, o, newClients(cfg), logger, ingest, stdout, stderr)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.found, b.toSend)
+	fmt.Fprintf(stdout, "dry run: %d records found, %d would be sent; nothing was sent or recorded\n", b.Found, b.Queued)
 	return nil
 }
 
@@ -168,118 +166,31 @@ func daemonAnswers(ctx context.Context, cfg *config.Config) bool {
 	return err == nil || errors.Is(err, ops.ErrUnproven)
 }
 
-// ingestFunc takes one page of a chatbot's records, or says what taking it would do
-// (dedupe.Store.Backfill's shape).
-type ingestFunc func(ctx context.Context, serial string, leads []event.Lead, o event.BackfillOptions) (event.Ingested, error)
-
-// backfill reads a date range chunk by chunk and queues what it finds.
-type backfill struct {
-	cfg      *config.Config
-	clients  map[string]*poller.Client // by account
-	logger   *slog.Logger
-	ingest   ingestFunc
-	opts     backfillOptions
-	out      io.Writer
-	progress *progress
-	found    int
-	toSend   int
-	taken    map[string]bool // keys queued in this run, so a record in two chunks goes once
-}
-
-// chunks are the requests that read the range. The API filters on its own days, which
-// may be local rather than UTC and may end before or at endTime; so the requests reach a
-// day beyond the range on both sides, and inRange keeps exactly the requested days, each
-// record once.
-func (b *backfill) chunks() []poller.Window {
-	const day = 24 * time.Hour
-	return poller.Window{Start: b.opts.since.Add(-day), End: b.opts.until.Add(day)}.Chunks(b.opts.chunkDays)
-}
-
-func (b *backfill) read(ctx context.Context) error {
-	var bots []event.Chatbot
-	for _, cb := range b.cfg.Chatbots() {
-		if b.opts.chatbot == "" || cb.Serial == b.opts.chatbot {
-			bots = append(bots, cb)
+// readRange reads o's range into ingest, printing progress on stderr and, for a dry
+// run, each event it would send on stdout.
+func readRange(ctx context.Context, cfg *config.Config, o backfillOptions, clients map[string]*poller.Client,
+	logger *slog.Logger, ingest backfill.IngestFunc, stdout, stderr io.Writer) (backfill.Tally, error) {
+	r := &backfill.Reader{Since: o.since, Until: o.until, ChunkDays: o.chunkDays, Chatbots: cfg.Chatbots(), Chatbot: o.chatbot,
+		Clients: clients, Route: cfg.Route, Forwarder: o.forwarder, Resend: o.resend, Ingest: ingest, Logger: logger}
+	p := newProgress(stderr)
+	p.start(len(r.Chunks()) * len(r.Bots()))
+	defer p.done()
+	r.OnChunk = func(c backfill.Chunk) {
+		if o.dryRun {
+			printDry(stdout, c.Events)
 		}
+		p.step(fmt.Sprintf("%s %s..%s", c.Chatbot.Name, c.Window.Start.Format(time.DateOnly), c.Window.End.Format(time.DateOnly)),
+			c.Found, c.New, len(c.Events))
 	}
-	chunks := b.chunks()
-	total := len(chunks) * len(bots)
-	b.taken = make(map[string]bool)
-	b.progress.start(total)
-	for _, bot := range bots {
-		for _, w := range chunks {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			page, err := b.clients[bot.Account].List(ctx, bot, w)
-			if err != nil {
-				b.progress.done()
-				return fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)
-			}
-			for _, s := range page.Skipped {
-				b.logger.Warn("skipped a malformed record", "chatbot", bot.Serial, "index", s.Index, "reason", s.Err)
-			}
-			leads := b.inRange(page.Leads)
-			res, err := b.ingest(ctx, bot.Serial, leads, event.BackfillOptions{Resend: b.opts.resend, Only: b.only()})
-			if err != nil {
-				b.progress.done()
-				return err
-			}
-			wanted := b.wanted(res.Events)
-			b.found += len(leads)
-			b.toSend += len(wanted)
-			if b.opts.dryRun {
-				b.printDry(wanted)
-			}
-			b.progress.step(fmt.Sprintf("%s %s..%s", bot.Name, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly)),
-				len(leads), res.New, len(wanted))
-		}
-	}
-	b.progress.done()
-	return nil
+	return r.Read(ctx)
 }
 
-// inRange keeps the records created within the requested days (the API's filter works on
-// its own days, which may not be UTC) that this run has not queued yet.
-func (b *backfill) inRange(leads []event.Lead) []event.Lead {
-	end := b.opts.until.Add(24 * time.Hour)
-	var out []event.Lead
-	for _, l := range leads {
-		if l.CreatedAt.Before(b.opts.since) || !l.CreatedAt.Before(end) || b.taken[l.Key()] {
-			continue
-		}
-		b.taken[l.Key()] = true
-		out = append(out, l)
-	}
-	return out
-}
-
-func (b *backfill) only() []string {
-	if b.opts.forwarder == "" {
-		return nil
-	}
-	return []string{b.opts.forwarder}
-}
-
-// targets names the forwarders an event goes to in this backfill.
-func (b *backfill) targets(ev event.Event) []string {
-	targets := b.cfg.Route(ev)
-	if f := b.opts.forwarder; f != "" {
-		targets = slices.DeleteFunc(targets, func(n string) bool { return n != f })
-	}
-	return targets
-}
-
-// wanted keeps the events some forwarder of this backfill takes.
-func (b *backfill) wanted(events []event.Event) []event.Event {
-	return slices.DeleteFunc(slices.Clone(events), func(ev event.Event) bool { return len(b.targets(ev)) == 0 })
-}
-
-func (b *backfill) printDry(events []event.Event) {
+// printDry prints the events a dry run would send, one line each.
+func printDry(w io.Writer, events []backfill.Event) {
 	for _, ev := range events {
-		fmt.Fprintf(b.out, "would send %s %-11s %s session %d id %s to %s\n",
+		fmt.Fprintf(w, "would send %s %-11s %s session %d id %s to %s\n",
 			ev.Data.CreatedAt.Format(time.RFC3339), ev.Kind(), ev.Chatbot(), ev.Data.SessionID, ev.ID,
-			strings.Join(b.targets(ev), ","))
+			strings.Join(ev.Targets, ","))
 	}
 }
 

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestDurationFlagsOutOfRangeAreUsageErrors(t *testing.T) {
@@ -32,4 +35,22 @@ func TestDurationFlagsOutOfRangeAreUsageErrors(t *testing.T) {
 			assert.Contains(t, stderr, c.want)
 		})
 	}
+}
+
+// A config with problems is refused with all of them, one indented line each, and the
+// count, in the singular for one.
+func TestConfigProblemsAreListedIndented(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("neoagent:\n  api_key: k\n  chatbots: [{serial: b1}]\nforwarders: [~]\n"), 0o600))
+	code, _, stderr := runMain(t, "config", "check", "--config", path)
+	assert.Equal(t, exitUsage, code)
+	assert.Equal(t, "leadbridge: config "+path+": 2 problems:\n"+
+		"  forwarders[0].name: required (line 4)\n"+
+		"  forwarders[0].type: required (line 4)\n", stderr)
+
+	require.NoError(t, os.WriteFile(path, []byte("neoagent:\n  api_key: k\n  chatbots: [{serial: b1}]\nforwarders: [{name: a, type: carrier-pigeon}]\n"), 0o600))
+	code, _, stderr = runMain(t, "config", "check", "--config", path)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, stderr, ": 1 problem:\n  forwarders[0].type: ")
 }

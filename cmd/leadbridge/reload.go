@@ -123,79 +123,15 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 				"restart to change it, or keep its running value in the file", strings.Join(kept, ", "))))
 	}
 	diff := config.Compare(a.cfg, eff, kept)
-
-	// Build every added and changed forwarder before touching anything: one that cannot
-	// be built rejects the whole config.
-	var routes []forwarders.Route
-	var probs []string
-	for _, name := range slices.Concat(diff.ForwardersAdded, diff.ForwardersChanged) {
-		fc, _ := eff.Forwarder(name)
-		fc = resolveEmbedded(eff, fc, a.nats) // nats_server needs a restart: eff has the running one
-		f, err := buildForwarder(fc, a.logger.With("component", "forwarder"))
-		if err != nil {
-			probs = append(probs, err.Error())
-			continue
-		}
-		routes = append(routes, routeFor(fc, f))
-	}
-	if len(probs) == 0 {
-		// A forwarder paused with these very settings stays paused; one whose settings
-		// changed since its pause is resumed (the change is the operator's fix).
-		if err := ops.RestorePauses(ctx, a.store, routes, a.logger); err != nil {
-			probs = append(probs, "store: "+err.Error())
-		}
-	}
+	routes, probs := a.buildChanged(ctx, eff, diff)
 	if len(probs) > 0 {
-		for _, r := range routes {
-			closeForwarder(r.Forwarder)
-		}
 		return ops.ReloadReport{}, a.rejected(probs)
 	}
 
-	for _, r := range routes {
-		name := r.Forwarder.Name()
-		old, ok := a.forwarders[name]
-		a.forwarders[name] = r.Forwarder
-		if !ok {
-			if err := a.dispatcher.AddRoute(r); err != nil {
-				a.logger.Error("reload: adding a forwarder failed", "forwarder", name, "err", err)
-			}
-			continue
-		}
-		retired, err := a.dispatcher.ReplaceRoute(r)
-		if err != nil {
-			a.logger.Error("reload: replacing a forwarder failed", "forwarder", name, "err", err)
-			continue
-		}
-		a.retire(old, retired)
-	}
+	a.swapForwarders(routes)
 	a.router.Set(eff)
-	var stopping []<-chan struct{}
-	for _, name := range diff.ForwardersRemoved {
-		if stopped, ok := a.dispatcher.RemoveRoute(name); ok {
-			a.retire(a.forwarders[name], stopped)
-			stopping = append(stopping, stopped)
-		}
-		delete(a.forwarders, name)
-	}
-	if diff.Pace {
-		a.loop.SetPace(eff.Poll.Interval, eff.Poll.Lookback)
-	}
-	// The clients of added and changed accounts come before the chatbots that use them;
-	// a removed account's client goes only once its chatbots are removed.
-	clients := a.reloadClients(eff, diff)
-	withRemoved := maps.Clone(clients)
-	for name, c := range a.clients {
-		if _, ok := withRemoved[name]; !ok {
-			withRemoved[name] = c
-		}
-	}
-	a.loop.SetClients(withRemoved)
-	if err := a.loop.SetChatbots(eff.Chatbots()); err != nil {
-		a.logger.Error("reload: changing the chatbots failed", "err", err)
-	}
-	a.loop.SetClients(clients)
-	a.clients = clients
+	stopping := a.removeForwarders(diff.ForwardersRemoved)
+	a.swapPolling(eff, diff)
 	a.cfg = eff
 	for _, k := range kept {
 		a.logger.Warn("config reload: this setting needs a restart; keeping the old value", "key", k)
@@ -214,6 +150,96 @@ func (a *app) reload(ctx context.Context) (ops.ReloadReport, error) {
 		a.reloaded(eff, true)
 	}
 	return rep, nil
+}
+
+// buildChanged builds every forwarder diff adds or changes, before anything is touched,
+// and restores their pauses: a forwarder paused with these very settings stays paused;
+// one whose settings changed since its pause is resumed (the change is the operator's
+// fix). Any problem (a forwarder that cannot be built, a store that does not answer)
+// rejects the whole config: then it closes what it built and returns the problems.
+func (a *app) buildChanged(ctx context.Context, eff *config.Config, diff config.Diff) ([]forwarders.Route, []string) {
+	var routes []forwarders.Route
+	var probs []string
+	for _, name := range slices.Concat(diff.ForwardersAdded, diff.ForwardersChanged) {
+		fc, _ := eff.Forwarder(name)
+		fc = resolveEmbedded(eff, fc, a.nats) // nats_server needs a restart: eff has the running one
+		f, err := buildForwarder(fc, a.logger.With("component", "forwarder"))
+		if err != nil {
+			probs = append(probs, err.Error())
+			continue
+		}
+		routes = append(routes, routeFor(fc, f))
+	}
+	if len(probs) == 0 {
+		if err := ops.RestorePauses(ctx, a.store, routes, a.logger); err != nil {
+			probs = append(probs, "store: "+err.Error())
+		}
+	}
+	if len(probs) > 0 {
+		for _, r := range routes {
+			closeForwarder(r.Forwarder)
+		}
+		return nil, probs
+	}
+	return routes, nil
+}
+
+// swapForwarders gives each added forwarder a lane, and each changed one the lane of its
+// old self, which is closed once its attempts in flight end.
+func (a *app) swapForwarders(routes []forwarders.Route) {
+	for _, r := range routes {
+		name := r.Forwarder.Name()
+		old, ok := a.forwarders[name]
+		a.forwarders[name] = r.Forwarder
+		if !ok {
+			if err := a.dispatcher.AddRoute(r); err != nil {
+				a.logger.Error("reload: adding a forwarder failed", "forwarder", name, "err", err)
+			}
+			continue
+		}
+		retired, err := a.dispatcher.ReplaceRoute(r)
+		if err != nil {
+			a.logger.Error("reload: replacing a forwarder failed", "forwarder", name, "err", err)
+			continue
+		}
+		a.retire(old, retired)
+	}
+}
+
+// removeForwarders stops the lanes of the named forwarders after their attempts in
+// flight, closing each forwarder then; the channels close as they stop.
+func (a *app) removeForwarders(names []string) []<-chan struct{} {
+	var stopping []<-chan struct{}
+	for _, name := range names {
+		if stopped, ok := a.dispatcher.RemoveRoute(name); ok {
+			a.retire(a.forwarders[name], stopped)
+			stopping = append(stopping, stopped)
+		}
+		delete(a.forwarders, name)
+	}
+	return stopping
+}
+
+// swapPolling has the loop poll eff's chatbots at eff's pace. The clients of added and
+// changed accounts come before the chatbots that use them; a removed account's client
+// goes only once its chatbots are removed.
+func (a *app) swapPolling(eff *config.Config, diff config.Diff) {
+	if diff.Pace {
+		a.loop.SetPace(eff.Poll.Interval, eff.Poll.Lookback)
+	}
+	clients := a.reloadClients(eff, diff)
+	withRemoved := maps.Clone(clients)
+	for name, c := range a.clients {
+		if _, ok := withRemoved[name]; !ok {
+			withRemoved[name] = c
+		}
+	}
+	a.loop.SetClients(withRemoved)
+	if err := a.loop.SetChatbots(eff.Chatbots()); err != nil {
+		a.logger.Error("reload: changing the chatbots failed", "err", err)
+	}
+	a.loop.SetClients(clients)
+	a.clients = clients
 }
 
 // rejected logs a rejected reload's problems and returns them as the error to answer.

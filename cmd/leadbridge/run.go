@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -77,23 +78,12 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	var srv *http.Server
 	if cfg.HTTP.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
-		}
 		handler := ops.NewServer(m, h, backend, cfg.HTTP.AdminToken, logger.With("component", "http"))
 		handler = ops.WithConsole(handler, console.New(console.Options{Operator: backend, Activity: a.store,
 			Token: cfg.HTTP.AdminToken, PollInterval: cfg.Poll.Interval, Logger: logger}))
-		srv = &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 5 * time.Second,
+		if srv, err = serveHTTP(cfg.HTTP.Listen, handler, logger); err != nil {
+			return err
 		}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http server failed", "err", err)
-			}
-		}()
-		logger.Info("serving /metrics, /healthz, /readyz, the admin API and the web console (/ui/)", "addr", ln.Addr().String())
 	}
 
 	logger.Info("leadbridge started", "version", Version, "accounts", len(cfg.AllAccounts()), "chatbots", len(a.loop.Chatbots),
@@ -119,6 +109,22 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	logger.Info("stopped; pending deliveries stay in the outbox for the next start")
 	return nil
+}
+
+// serveHTTP serves handler on addr (http.listen) until the returned server is shut down.
+func serveHTTP(addr string, handler http.Handler, logger *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server failed", "err", err)
+		}
+	}()
+	logger.Info("serving /metrics, /healthz, /readyz, the admin API and the web console (/ui/)", "addr", ln.Addr().String())
+	return srv, nil
 }
 
 // serials are the serials of cfg's chatbots, of every account.

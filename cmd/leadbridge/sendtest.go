@@ -56,7 +56,7 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if bots := cfg.Chatbots(); len(bots) > 0 {
 		bot = bots[0]
 	}
-	ev := testEvent(bot, k, time.Now())
+	ev := event.NewTest(bot, k, time.Now())
 	if fc.Filter != "" {
 		fmt.Fprintf(stdout, "note: send-test ignores filters: forwarder %q's filter was not applied (%s)\n", name, filterVerdict(fc, ev))
 	}
@@ -84,24 +84,6 @@ func sendTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		verdict = "permanent: the dispatcher would dead-letter this"
 	}
 	return fmt.Errorf("send-test failed after %s (%s): %w", took, verdict, err)
-}
-
-// testSource is the CloudEvents source of a test event: it says who sent it.
-const testSource = "leadbridge/send-test"
-
-// testEvent is the sample record send-test delivers, of type event.TypeTest (Slack marks
-// it TEST) with a source that names send-test, created at now.
-func testEvent(bot event.Chatbot, k event.Kind, now time.Time) event.Event {
-	ev := event.NewCreated(event.Lead{
-		Chatbot: bot.Serial, ChatbotName: bot.Name, Account: bot.Account, Kind: k,
-		Name: "Test Person (leadbridge send-test)", Email: "test@example.com", Phone: "+1 555 0100",
-		Content: "This is a test event sent by `leadbridge send-test`. No one booked anything.",
-		// A fresh time gives a fresh event id, so JetStream does not drop a second test.
-		SessionID: 0, URI: "https://example.com/leadbridge-test", Count: 1, CreatedAt: now.UTC(),
-	})
-	ev.Type = event.TypeTest
-	ev.Source = testSource
-	return ev
 }
 
 // filterVerdict says what the forwarder's filter makes of the test event.

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"path/filepath"
-	"slices"
 
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/dedupe"
+	"github.com/leadbridge/leadbridge/storecopy"
 )
 
 // storeCmd copies a bbolt store into the JetStream store the config names, so that an
@@ -56,78 +55,8 @@ func storeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer dst.Close()
-	t, err := copyStore(ctx, src, dst, filepath.Base(*from))
+	t, err := storecopy.Copy(ctx, src, dst.nats, filepath.Base(*from))
 	fmt.Fprintf(stdout, "store copy: %d seen keys (%d already there), %d chatbots, %d pending deliveries, %d dead letters, %d pauses\n",
-		t.seen+t.already, t.already, t.chatbots, t.pending, t.dead, t.pauses)
+		t.Seen+t.Already, t.Already, t.Chatbots, t.Pending, t.Dead, t.Pauses)
 	return err
-}
-
-// copyTally is what a copy took.
-type copyTally struct{ seen, already, chatbots, pending, dead, pauses int }
-
-// copyStore copies src into dst's JetStream store: seen keys first, then chatbot state,
-// pending deliveries (with their retry state), dead letters and pauses. name names the
-// source in message ids, so that a copy run again soon after adds no entry twice.
-func copyStore(ctx context.Context, src *dedupe.Store, dst *openedStore, name string) (copyTally, error) {
-	var t copyTally
-	ns := dst.nats
-	err := src.EachSeen(ctx, func(k dedupe.SeenKey) error {
-		added, err := ns.ImportSeen(ctx, k.Key, k.Created, k.LastSeen, k.Hash)
-		if added {
-			t.seen++
-		} else {
-			t.already++
-		}
-		return err
-	})
-	if err != nil {
-		return t, err
-	}
-	bots, err := src.Chatbots(ctx)
-	if err != nil {
-		return t, err
-	}
-	for serial, st := range bots {
-		if err := ns.ImportChatbot(ctx, serial, st); err != nil {
-			return t, err
-		}
-		t.chatbots++
-	}
-	depth, err := src.Depth(ctx)
-	if err != nil {
-		return t, err
-	}
-	for _, fwd := range slices.Sorted(maps.Keys(depth)) {
-		ds, err := src.Pending(ctx, fwd, 0, 0)
-		if err != nil {
-			return t, err
-		}
-		for _, d := range ds {
-			if err := ns.ImportDelivery(ctx, name, d); err != nil {
-				return t, err
-			}
-			t.pending++
-		}
-	}
-	dead, err := src.DeadLetters(ctx, "")
-	if err != nil {
-		return t, err
-	}
-	for i, dl := range dead {
-		if err := ns.ImportDeadLetter(ctx, name, i, dl); err != nil {
-			return t, err
-		}
-		t.dead++
-	}
-	paused, err := src.Paused(ctx)
-	if err != nil {
-		return t, err
-	}
-	for fwd, p := range paused {
-		if err := ns.ImportPause(ctx, fwd, p); err != nil {
-			return t, err
-		}
-		t.pauses++
-	}
-	return t, nil
 }
