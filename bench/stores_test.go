@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var storesFlag = flag.String("bench.stores", "bbolt,nats", "BenchmarkPipelineStores: comma-separated store backends (bbolt, nats)")
+
+// storeRow is one backend's figures in one run of BenchmarkPipelineStores.
+type storeRow struct {
+	row
+	backend string
+	peerCPU time.Duration // the benchmark process's CPU meanwhile: the NATS server (the store's and the forwarder's), the stand-in, the sink
+	sizes   []streamSize  // the JetStream store's buckets and streams after the run (nats only)
+}
+
+// streamSize is what one of the store's buckets or streams holds.
+type streamSize struct {
+	name  string
+	msgs  uint64
+	bytes uint64
+}
+
+// BenchmarkPipelineStores delivers -bench.records new records (one LeadList answer) to
+// JetStream and one webhook with `leadbridge once`, once per store backend in
+// -bench.stores, each on a fresh store: bbolt in a temporary file, nats in the same
+// in-process nats-server the JetStream forwarder publishes to, under a prefix of its own.
+// It checks that every record reached both targets and prints records/s, peak RSS and
+// CPU of the leadbridge process, the CPU of the benchmark process meanwhile (the NATS
+// server, both stores' JetStream work included, the stand-in and the sink), and for
+// nats the store's bucket and stream sizes after the run.
+//
+//	go test ./bench -run '^$' -bench PipelineStores -benchtime 1x -bench.records 20000
+func BenchmarkPipelineStores(b *testing.B) {
+	skipUnlessLinux(b)
+	bridge, _ := buildBinaries(b)
+	nb := newNATSBox(b)
+	backends := strings.Split(*storesFlag, ",")
+	for _, be := range backends {
+		require.Containsf(b, []string{"bbolt", "nats"}, be, "-bench.stores: %q is neither bbolt nor nats", be)
+	}
+	run := 0
+	for _, n := range counts(b, "bench.records", *recordsFlag) {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			api := newStandIn(n)
+			apiSrv := newServer(b, api)
+			serial := serialName(0)
+			want := api.ids(serial)
+			require.Len(b, want, n, "the stand-in's records have distinct ids")
+			rows := make([]storeRow, len(backends))
+			for range b.N {
+				for i, be := range backends {
+					run++
+					dir := b.TempDir()
+					nb.resetStream(b)
+					hook := newSink(b, want)
+					prefix := fmt.Sprintf("lbbench%d", run)
+					cfg := writeStoreConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/"+be, be, prefix)
+					cpu0 := selfCPU(b)
+					u, err := runToEnd(bridge, []string{"once", "--config", cfg, "--max-wait", "30m"}, runEnv(), filepath.Join(dir, be+".log"))
+					require.NoError(b, err)
+					peer := selfCPU(b) - cpu0
+					got, js := hook.tally(), nb.tally(b, want)
+					for _, target := range []struct {
+						name string
+						t    tally
+					}{{"webhook", got}, {"jetstream", js}} {
+						require.Truef(b, target.t.distinct == n && target.t.unexpected == 0 && target.t.bad == 0,
+							"store %s, %s: %s; want all %d: a run that lost records has no figure", be, target.name, target.t, n)
+					}
+					rows[i] = storeRow{row: row{pipeline: "once", records: n, repeats: got.repeats + js.repeats, usage: u},
+						backend: be, peerCPU: peer}
+					if be == "nats" {
+						rows[i].sizes = storeSizes(b, nb, prefix)
+						deleteStore(b, nb, prefix)
+					}
+				}
+				printStores(rows)
+			}
+			for _, r := range rows {
+				b.ReportMetric(r.rate(), r.backend+"-records/s")
+				b.ReportMetric(mb(r.peakRSS), r.backend+"-peak-MB")
+				b.ReportMetric(r.cpu.Seconds(), r.backend+"-CPU-s")
+			}
+		})
+	}
+}
+
+// selfCPU is the CPU time (user + system) the benchmark process has used so far.
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// storeSizes reads the size of every bucket and stream of the JetStream store prefix.
+func storeSizes(b *testing.B, nb *natsBox, prefix string) []streamSize {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []streamSize
+	for name := range storeStreams(ctx, b, nb, prefix) {
+		s, err := nb.js.Stream(ctx, name)
+		require.NoError(b, err)
+		info, err := s.Info(ctx)
+		require.NoError(b, err)
+		out = append(out, streamSize{name: name, msgs: info.State.Msgs, bytes: info.State.Bytes})
+	}
+	return out
+}
+
+// storeStreams are the names of the streams (KV buckets included) of store prefix.
+func storeStreams(ctx context.Context, b *testing.B, nb *natsBox, prefix string) map[string]struct{} {
+	out := map[string]struct{}{}
+	names := nb.js.StreamNames(ctx)
+	for name := range names.Name() {
+		if strings.HasPrefix(name, prefix+"_") || strings.HasPrefix(name, "KV_"+prefix+"_") {
+			out[name] = struct{}{}
+		}
+	}
+	require.NoError(b, names.Err())
+	return out
+}
+
+// deleteStore deletes the buckets and streams of store prefix, so that the server of a
+// long benchmark holds only the run under way.
+func deleteStore(b *testing.B, nb *natsBox, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for name := range storeStreams(ctx, b, nb, prefix) {
+		require.NoError(b, nb.js.DeleteStream(ctx, name))
+	}
+}
+
+func printStores(rows []storeRow) {
+	fmt.Printf("\nstore backends (issue 10) %s, %d CPUs, %s; nats: the same in-process server as the JetStream forwarder, R1\n",
+		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version())
+	fmt.Printf("%-7s %9s %9s %11s %12s %8s %11s %8s\n", "store", "records", "seconds", "records/s", "peak RSS MB", "CPU s", "server CPU s", "repeats")
+	for _, r := range rows {
+		fmt.Printf("%-7s %9d %9.2f %11.0f %12.1f %8.2f %11.2f %8d\n",
+			r.backend, r.records, r.wall.Seconds(), r.rate(), mb(r.peakRSS), r.cpu.Seconds(), r.peerCPU.Seconds(), r.repeats)
+	}
+	for _, r := range rows {
+		for _, s := range r.sizes {
+			fmt.Printf("  %-28s %9d msgs %10.1f MB %7.0f bytes/msg\n", s.name, s.msgs, mb(int64(s.bytes)),
+				float64(s.bytes)/float64(max(s.msgs, 1)))
+		}
+	}
+}
+
+// writeStoreConfig writes `once`'s config for backend: the pipeline benchmark's (one
+// chatbot, initial emit, JetStream and one webhook) with the store bbolt in dir or
+// JetStream on natsURL under prefix.
+func writeStoreConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL, backend, prefix string) string {
+	store := fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
+	if backend == "nats" {
+		store = fmt.Sprintf("store:\n  backend: nats\n  nats: {url: %q, prefix: %s, replicas: 1, timeout: 30s}", natsURL, prefix)
+	}
+	body := fmt.Sprintf(`neoagent:
+  base_url: %s
+  api_key: "${LBBENCH_API_KEY}"
+  timeout: 5m
+  chatbots:
+    - {serial: %s, name: Bench bot}
+poll: {interval: 1m, lookback: 48h, initial: emit, jitter: 0}
+%s
+forwarders:
+  - {name: bus, type: nats, url: %s, jetstream: true}
+  - {name: crm, type: webhook, url: %s}
+http: {listen: ""}
+log: {level: info, format: json}
+`, apiURL, serial, store, natsURL, hookURL)
+	path := filepath.Join(dir, "leadbridge.yaml")
+	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
+	return path
+}
