@@ -120,6 +120,15 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	var claims []claim
 	var pubs []*nats.Msg
 	seenDelta := 0
+	// First the valid records of the part, each once, then their seen keys, read all at
+	// once (requestWindow in flight), then each record's fate in page order.
+	type candidate struct {
+		i     int
+		l     event.Lead
+		key   string
+		entry jetstream.KeyValueEntry
+	}
+	var cands []candidate
 	for j, l := range leads {
 		i := p.offset + j
 		if reason := invalid(p.serial, l); reason != "" {
@@ -131,15 +140,28 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			continue
 		}
 		p.inPage[key] = struct{}{}
+		cands = append(cands, candidate{i: i, l: l, key: key})
+	}
+	readErrs := inParallel(len(cands), func(k int) error {
+		e, err := s.seen.Get(ctx, cands[k].key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		cands[k].entry = e
+		return err
+	})
+	for k, err := range readErrs {
+		if err != nil {
+			return event.Ingested{}, s.wrap(op, fmt.Errorf("read seen key of %s: %w", cands[k].key, err))
+		}
+	}
+	for _, c := range cands {
+		i, l, key := c.i, c.l, c.key
 		hash := contentHash(l)
 		var old seenValue
 		var rev uint64
-		e, err := s.seen.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return event.Ingested{}, s.wrap(op, fmt.Errorf("read seen key of %s: %w", key, err))
-		default:
+		if e := c.entry; e != nil {
+			var err error
 			rev = e.Revision()
 			if old, err = decodeSeen(e.Value()); err != nil {
 				s.log.Warn("rewriting a malformed seen value", "chatbot", p.serial, "event_id", key, "err", err)
@@ -161,6 +183,7 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		}
 		var evJSON []byte
 		if ev.ID != "" {
+			var err error
 			if evJSON, err = json.Marshal(ev); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
@@ -194,6 +217,8 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			pubs = append(pubs, p.entries(ev, evJSON, opts.Only, rev)...)
 		}
 	}
+	// Encoding failures were found after the invalid records: keep the page's order.
+	slices.SortStableFunc(res.Rejected, func(a, b event.Rejected) int { return a.Index - b.Index })
 	if !p.write {
 		p.offset += len(leads)
 		return res, nil
@@ -204,8 +229,9 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	if err := s.publishAll(ctx, pubs); err != nil {
 		return event.Ingested{}, s.wrap(op, err)
 	}
-	for _, c := range claims {
-		err := s.putSeen(ctx, c)
+	claimErrs := inParallel(len(claims), func(k int) error { return s.putSeen(ctx, claims[k]) })
+	for k, c := range claims {
+		err := claimErrs[k]
 		if c.fresh && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
 			// Another replica claimed it first: it is that one's record. Its entries
 			// carry the same message ids as ours, so the stream kept one of each.
@@ -299,34 +325,6 @@ func (s *Store) entryMsg(forwarder, id string, e entry) *nats.Msg {
 	m.Data = raw
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	return m
-}
-
-// publishAll publishes msgs and waits for every acknowledgement.
-func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
-	for _, m := range msgs {
-		if err := checkName(m.Subject[len(s.prefix)+len(".outbox."):]); err != nil {
-			return err
-		}
-		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("publish to the outbox: %w", err)
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish to the outbox: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish to the outbox: %w", ctx.Err())
-		}
-	}
-	return nil
 }
 
 // putSeen writes claim c: an atomic create for an unseen record, else an update of the

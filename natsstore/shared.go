@@ -89,9 +89,10 @@ type held struct {
 
 // heldEntry is one entry delivered to this replica and not yet acked or nak'ed.
 type heldEntry struct {
-	msg    jetstream.Msg
-	handed bool // Pending returned it
-	taken  bool // an attempt has it
+	msg     jetstream.Msg
+	handed  bool // Pending returned it
+	taken   bool // an attempt has it
+	retried bool // it had a retry state when read, or a retry was recorded since
 }
 
 var _ interface {
@@ -283,9 +284,16 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 	seqs = mine
 	h.freeRoom()
 	sh.mu.Unlock()
+	// Their retry states are read all at once (requestWindow in flight).
+	ds := make([]event.Delivery, len(seqs))
+	oks := make([]bool, len(seqs))
+	errs := inParallel(len(seqs), func(k int) (err error) {
+		ds[k], oks[k], err = sh.read(ctx, h, forwarder, seqs[k], func(e *heldEntry) bool { return !e.taken })
+		return err
+	})
 	var out []event.Delivery
-	for _, seq := range seqs {
-		d, ok, err := sh.read(ctx, h, forwarder, seq, func(e *heldEntry) bool { return !e.taken })
+	for k, seq := range seqs {
+		d, ok, err := ds[k], oks[k], errs[k]
 		if err != nil {
 			sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", seq, "err", err)
 		}
@@ -355,7 +363,12 @@ func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint6
 		return event.Delivery{}, false, nil
 	}
 	raw := &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
-	d, err := sh.s.delivery(ctx, forwarder, raw)
+	d, retried, err := sh.s.deliveryState(ctx, forwarder, raw)
+	if err == nil && retried {
+		sh.mu.Lock()
+		e.retried = true
+		sh.mu.Unlock()
+	}
 	return d, err == nil, err
 }
 
@@ -396,21 +409,35 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	return d, true, nil
 }
 
-// Record applies the outcomes of attempts, as Store.Record does, and hands each held
-// entry back: acked (done), or nak'ed until its NextTry (retried). The outcomes applied
-// go to the activity log, as Store.Record's do.
+// Record applies the outcomes of attempts, as Store.Record does (those of different
+// entries at once), and hands each held entry whose outcome was applied back: acked
+// (done, without waiting for the server's word), or nak'ed until its NextTry (retried).
+// An acknowledged entry this replica holds is deleted without being read again. The
+// outcomes applied go to the activity log, as Store.Record's do.
 func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
-	for i, o := range outcomes {
+	errs := applyOutcomes(outcomes, func(o event.Outcome) error {
 		d := o.Delivery
-		if err := sh.s.recordOutcome(ctx, o); err != nil {
-			sh.s.logActivity(ctx, outcomes[:i])
-			return sh.s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", d.Forwarder, d.Seq, err))
+		var known *heldMsg
+		sh.mu.Lock()
+		if h := sh.lanes[d.Forwarder]; h != nil {
+			if e := h.entries[d.Seq]; e != nil {
+				known = &heldMsg{data: e.msg.Data(), retried: e.retried}
+			}
 		}
+		sh.mu.Unlock()
+		return sh.s.recordOutcome(ctx, o, known)
+	})
+	for i, o := range outcomes {
+		if errs[i] != nil {
+			continue // still held: the Dispatcher records it again
+		}
+		d := o.Delivery
 		sh.mu.Lock()
 		var e *heldEntry
 		if h := sh.lanes[d.Forwarder]; h != nil && sh.drain && o.Verdict == event.Retrying {
 			if e := h.entries[d.Seq]; e != nil {
 				e.taken = false // held for the lane's next attempt (Entry)
+				e.retried = true
 			}
 			sh.mu.Unlock()
 			continue
@@ -434,8 +461,7 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 			sh.s.log.Warn("handing an outbox entry back to the server failed", "forwarder", d.Forwarder, "seq", d.Seq, "err", err)
 		}
 	}
-	sh.s.logActivity(ctx, outcomes)
-	return nil
+	return sh.s.settle(ctx, outcomes, errs)
 }
 
 // heartbeat sends in-progress acks for every held entry every third of AckWait, so
