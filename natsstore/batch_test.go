@@ -176,3 +176,64 @@ func TestRecordAppliesEveryOutcomeButTheOneThatFails(t *testing.T) {
 	require.Len(t, after, 1, "recorded again: the ack applied")
 	assert.Equal(t, 1, after[0].Attempts, "and the retry once, as it was")
 }
+
+// A new outbox is a work queue: an entry delivered through the shared consumer leaves
+// the stream with its ack. An outbox an earlier version created with limits retention
+// keeps it (JetStream cannot change it), and its delivered entries are deleted instead.
+func TestTheOutboxIsAWorkQueueUnlessAnEarlierVersionMadeIt(t *testing.T) {
+	for _, earlier := range []bool{false, true} {
+		t.Run(map[bool]string{false: "new", true: "earlier"}[earlier], func(t *testing.T) {
+			ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+			nc, js := ns.Connect()
+			t.Cleanup(nc.Close)
+			want := jetstream.WorkQueuePolicy
+			if earlier {
+				want = jetstream.LimitsPolicy
+				_, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "leadbridge_outbox",
+					Subjects: []string{"leadbridge.outbox.*"}, Storage: jetstream.FileStorage, Duplicates: time.Hour,
+					Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew})
+				require.NoError(t, err)
+			}
+			s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm") })
+			st, err := js.Stream(t.Context(), "leadbridge_outbox")
+			require.NoError(t, err)
+			assert.Equal(t, want, st.CachedInfo().Config.Retention)
+
+			_, err = s.Ingest(t.Context(), bot, leadtest.Leads(bot, 1, 3, base))
+			require.NoError(t, err)
+			sh := s.Shared(natsstore.SharedOptions{Drain: true})
+			t.Cleanup(func() { _ = sh.Close() })
+			ds, err := sh.Pending(t.Context(), "crm", 0, 10)
+			require.NoError(t, err)
+			require.Len(t, ds, 3)
+			var outcomes []event.Outcome
+			for _, d := range ds {
+				outcomes = append(outcomes, event.Outcome{Delivery: d, Verdict: event.Acked})
+			}
+			require.NoError(t, sh.Record(t.Context(), outcomes))
+			assert.Zero(t, outboxMsgs(t, js), "every delivered entry left the stream")
+		})
+	}
+}
+
+// An ack the server does not confirm (the consumer was deleted under the replica
+// holding the entries) does not stall the recorder: the delivered entries are deleted
+// instead.
+func TestADeliveredEntryWhoseAckIsNotConfirmedIsDeleted(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, js := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm"); o.Timeout = 300 * time.Millisecond })
+	_, err := s.Ingest(t.Context(), bot, leadtest.Leads(bot, 1, 2, base))
+	require.NoError(t, err)
+	sh := s.Shared(natsstore.SharedOptions{Drain: true})
+	t.Cleanup(func() { _ = sh.Close() })
+	ds, err := sh.Pending(t.Context(), "crm", 0, 10)
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	require.NoError(t, js.DeleteConsumer(t.Context(), "leadbridge_outbox", "leadbridge_crm"))
+
+	require.NoError(t, sh.Record(t.Context(), []event.Outcome{
+		{Delivery: ds[0], Verdict: event.Acked}, {Delivery: ds[1], Verdict: event.Acked}}))
+	assert.Zero(t, outboxMsgs(t, js))
+}

@@ -200,19 +200,24 @@ func (s *Store) settle(ctx context.Context, outcomes []event.Outcome, errs []err
 
 // heldMsg is an outbox entry a Shared outbox holds: what Record needs not read again.
 type heldMsg struct {
-	data    []byte
+	msg     jetstream.Msg
 	retried bool // its retry state was found when it was read, or a retry was recorded since
 }
 
 // recordOutcome applies o. held is the entry as a Shared outbox holds it (nil: read it):
-// then an acknowledged entry is deleted without reading it first (a delete of an entry
-// gone meanwhile is a no-op), and its retry state only if it has one.
+// then an acknowledged entry is removed without reading it first, by the consumer's ack
+// that the server confirms when the outbox is a work queue, else (or if that ack is not
+// confirmed) by a delete, which is a no-op for an entry gone meanwhile; and its retry
+// state is removed only if it has one.
 func (s *Store) recordOutcome(ctx context.Context, o event.Outcome, held *heldMsg) error {
 	d := o.Delivery
 	key := retryKey(d.Forwarder, d.Seq)
 	if held != nil && o.Verdict == event.Acked {
-		if err := s.deleteEntry(ctx, d.Seq); err != nil {
-			return err
+		acked := s.workQueue && held.msg.DoubleAck(ctx) == nil
+		if !acked {
+			if err := s.deleteEntry(ctx, d.Seq); err != nil {
+				return err
+			}
 		}
 		if !held.retried {
 			return nil

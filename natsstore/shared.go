@@ -411,9 +411,10 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 
 // Record applies the outcomes of attempts, as Store.Record does (those of different
 // entries at once), and hands each held entry whose outcome was applied back: acked
-// (done, without waiting for the server's word), or nak'ed until its NextTry (retried).
-// An acknowledged entry this replica holds is deleted without being read again. The
-// outcomes applied go to the activity log, as Store.Record's do.
+// (done), or nak'ed until its NextTry (retried), neither waiting for the server's word.
+// A delivered entry this replica holds is not read again: its ack, confirmed by the
+// server, removes it from a work-queue outbox. The outcomes applied go to the activity
+// log, as Store.Record's do.
 func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 	errs := applyOutcomes(outcomes, func(o event.Outcome) error {
 		d := o.Delivery
@@ -421,7 +422,7 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		sh.mu.Lock()
 		if h := sh.lanes[d.Forwarder]; h != nil {
 			if e := h.entries[d.Seq]; e != nil {
-				known = &heldMsg{data: e.msg.Data(), retried: e.retried}
+				known = &heldMsg{msg: e.msg, retried: e.retried}
 			}
 		}
 		sh.mu.Unlock()
@@ -456,7 +457,7 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		} else {
 			err = e.msg.Ack()
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) { // acked as it was recorded
 			// The entry's state is recorded; the server hands it out again after AckWait.
 			sh.s.log.Warn("handing an outbox entry back to the server failed", "forwarder", d.Forwarder, "seq", d.Seq, "err", err)
 		}

@@ -12,7 +12,8 @@
 //	KV P_paused      forwarder → event.Pause JSON
 //	KV P_retry       "<forwarder>.<seq>" → retry state of an outbox entry that failed
 //	stream P_outbox  subjects P.outbox.<forwarder>; one message per delivery owed, its
-//	                 stream sequence the Delivery's Seq
+//	                 stream sequence the Delivery's Seq; a work queue, so that an entry
+//	                 acknowledged through its forwarder's consumer leaves with the ack
 //	stream P_dead    subjects P.dead.<forwarder>; one event.DeadLetter per message
 //	stream P_activity, P_activity_events
 //	                 the activity log for the web console, bounded by JetStream's
@@ -89,6 +90,10 @@ type Store struct {
 
 	seen, chatbots, paused, retry jetstream.KeyValue
 	outbox, dead                  jetstream.Stream
+	// workQueue: the outbox is a work queue (see prepare), so a consumer's ack removes
+	// an entry; false for an outbox an earlier version created, whose acked entries are
+	// deleted one by one.
+	workQueue bool
 	activity, activityEvents      jetstream.Stream // the activity log (activity.go)
 
 	mu     sync.Mutex
@@ -192,20 +197,33 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 	if s.retry, err = kv("retry", true); err != nil {
 		return err
 	}
-	stream := func(name string, dup time.Duration) (jetstream.Stream, error) {
+	stream := func(name string, dup time.Duration, retention jetstream.RetentionPolicy) (jetstream.Stream, error) {
 		cfg := jetstream.StreamConfig{Name: s.prefix + "_" + name, Subjects: []string{s.subject(name, "*")},
 			Storage: jetstream.FileStorage, Replicas: opts.Replicas, Duplicates: dup,
-			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew}
+			Retention: retention, Discard: jetstream.DiscardNew}
 		st, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 		return st, nil
 	}
-	if s.outbox, err = stream("outbox", opts.DuplicateWindow); err != nil {
+	// A new outbox is a work queue: an entry that a forwarder's consumer acknowledges
+	// leaves the stream with the ack, without a delete request of its own (a third of
+	// the cost of an outcome). An outbox an earlier version created keeps its limits
+	// retention, which JetStream cannot change to a work queue.
+	retention := jetstream.WorkQueuePolicy
+	old, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.Stream(ctx, s.prefix+"_outbox") })
+	switch {
+	case err == nil:
+		retention = old.CachedInfo().Config.Retention
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s_outbox: %w", s.prefix, err)
+	}
+	if s.outbox, err = stream("outbox", opts.DuplicateWindow, retention); err != nil {
 		return err
 	}
-	if s.dead, err = stream("dead", opts.DuplicateWindow); err != nil {
+	s.workQueue = retention == jetstream.WorkQueuePolicy
+	if s.dead, err = stream("dead", opts.DuplicateWindow, jetstream.LimitsPolicy); err != nil {
 		return err
 	}
 	return s.prepareActivity(ctx, opts.Replicas)
