@@ -120,13 +120,12 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	var claims []claim
 	var pubs []*nats.Msg
 	seenDelta := 0
-	// First the valid records of the part, each once, then their seen keys, read all at
-	// once (requestWindow in flight), then each record's fate in page order.
+	// First the valid records of the part, each once, then their seen keys, read in
+	// batches, then each record's fate in page order.
 	type candidate struct {
-		i     int
-		l     event.Lead
-		key   string
-		entry jetstream.KeyValueEntry
+		i   int
+		l   event.Lead
+		key string
 	}
 	var cands []candidate
 	for j, l := range leads {
@@ -142,28 +141,23 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		p.inPage[key] = struct{}{}
 		cands = append(cands, candidate{i: i, l: l, key: key})
 	}
-	readErrs := inParallel(len(cands), func(k int) error {
-		e, err := s.seen.Get(ctx, cands[k].key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		cands[k].entry = e
-		return err
-	})
-	for k, err := range readErrs {
-		if err != nil {
-			return event.Ingested{}, s.wrap(op, fmt.Errorf("read seen key of %s: %w", cands[k].key, err))
-		}
+	keys := make([]string, len(cands))
+	for k, c := range cands {
+		keys[k] = c.key
+	}
+	known, err := s.lastValues(ctx, s.seen, keys)
+	if err != nil {
+		return event.Ingested{}, s.wrap(op, fmt.Errorf("read the seen keys of %d records: %w", len(keys), err))
 	}
 	for _, c := range cands {
 		i, l, key := c.i, c.l, c.key
 		hash := contentHash(l)
 		var old seenValue
 		var rev uint64
-		if e := c.entry; e != nil {
+		if e, ok := known[key]; ok {
 			var err error
-			rev = e.Revision()
-			if old, err = decodeSeen(e.Value()); err != nil {
+			rev = e.rev
+			if old, err = decodeSeen(e.value); err != nil {
 				s.log.Warn("rewriting a malformed seen value", "chatbot", p.serial, "event_id", key, "err", err)
 			}
 		}

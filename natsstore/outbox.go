@@ -80,18 +80,32 @@ func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.Raw
 
 // deliveryState is delivery, and says whether the entry has a retry state.
 func (s *Store) deliveryState(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (d event.Delivery, retried bool, err error) {
-	if err := json.Unmarshal(m.Data, &d); err != nil {
+	e, err := s.retry.Get(ctx, retryKey(forwarder, m.Sequence))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return decodeDelivery(forwarder, m.Sequence, m.Data, nil)
+	case err != nil:
+		return d, false, fmt.Errorf("retry state: %w", err)
+	}
+	return decodeDelivery(forwarder, m.Sequence, m.Data, e.Value())
+}
+
+// decodeDelivery decodes forwarder's outbox entry seq from its message data and its
+// retry state (nil: none); retried says it had one.
+func decodeDelivery(forwarder string, seq uint64, data, retry []byte) (d event.Delivery, retried bool, err error) {
+	if err := json.Unmarshal(data, &d); err != nil {
 		return d, false, fmt.Errorf("decode: %w", err)
 	}
-	d.Forwarder, d.Seq = forwarder, m.Sequence
-	var r retryState
-	if _, found, err := getJSON(ctx, s.retry, retryKey(forwarder, m.Sequence), &r); err != nil {
-		return d, false, fmt.Errorf("retry state: %w", err)
-	} else if found {
-		d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
-		retried = true
+	d.Forwarder, d.Seq = forwarder, seq
+	if retry == nil {
+		return d, false, nil
 	}
-	return d, retried, nil
+	var r retryState
+	if err := json.Unmarshal(retry, &r); err != nil {
+		return d, false, fmt.Errorf("retry state: decode %s: %w", retryKey(forwarder, seq), err)
+	}
+	d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
+	return d, true, nil
 }
 
 // rawEntry reads forwarder's outbox message seq; nil if there is none.

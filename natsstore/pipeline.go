@@ -2,7 +2,12 @@ package natsstore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -105,4 +110,134 @@ func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
 		return fmt.Errorf("publish to the outbox: %d of %d entries not stored: %w", len(msgs)-sent+failed, len(msgs), first)
 	}
 	return nil
+}
+
+// multiGetMax is the most keys one batched read asks for: the server answers at most
+// 1024 messages to one request.
+const multiGetMax = 1024
+
+// kvValue is a key's latest value in a bucket.
+type kvValue struct {
+	rev   uint64
+	value []byte
+}
+
+// lastValues reads the latest value of each of keys in kv with batched direct gets (one
+// request per multiGetMax keys, a JetStream 2.11 feature, as the keys' TTLs are), and
+// returns the keys that have a value; a key never written, deleted or purged is absent.
+// If the server does not answer a batch with the values (it is older, or the bucket
+// does not allow direct gets), that batch is read key by key.
+func (s *Store) lastValues(ctx context.Context, kv jetstream.KeyValue, keys []string) (map[string]kvValue, error) {
+	out := make(map[string]kvValue, len(keys))
+	for len(keys) > 0 {
+		part := keys[:min(len(keys), multiGetMax)]
+		keys = keys[len(part):]
+		got, err := s.multiGet(ctx, kv.Bucket(), part)
+		if errors.Is(err, errNoMultiGet) {
+			got, err = getEach(ctx, kv, part)
+		}
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out, got)
+	}
+	return out, nil
+}
+
+// errNoMultiGet: the server refused a batched direct get as a request it does not know.
+var errNoMultiGet = errors.New("batched direct get not supported")
+
+// multiGet asks the stream of bucket for the last message of each key's subject in one
+// request and collects the answers until the server's end-of-batch.
+func (s *Store) multiGet(ctx context.Context, bucket string, keys []string) (map[string]kvValue, error) {
+	nc := s.js.Conn()
+	pre := "$KV." + bucket + "."
+	subjects := make([]string, len(keys))
+	for i, k := range keys {
+		subjects[i] = pre + k
+	}
+	req, err := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+	}{subjects})
+	if err != nil {
+		return nil, err
+	}
+	inbox := nc.NewRespInbox()
+	msgs := make(chan *nats.Msg, len(keys)+1)
+	sub, err := nc.ChanSubscribe(inbox, msgs)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+bucket, inbox, req); err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	out := make(map[string]kvValue, len(keys))
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-msgs:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("batched read of %d keys of %s: %w", len(keys), bucket, ctx.Err())
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of batch
+			return out, nil
+		case "404": // none of the keys has a message
+			return out, nil
+		case "408", "400", "503": // an older server, or no direct gets on this bucket
+			return nil, fmt.Errorf("%w: %s %s", errNoMultiGet, status, m.Header.Get("Description"))
+		default:
+			return nil, fmt.Errorf("batched read of %d keys of %s: status %s %s", len(keys), bucket, status, m.Header.Get("Description"))
+		}
+		key, ok := strings.CutPrefix(m.Header.Get(jetstream.SubjectHeader), pre)
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("batched read of %s: an answer without its subject or sequence", bucket)
+		}
+		if deleted(m.Header) {
+			continue
+		}
+		out[key] = kvValue{rev: seq, value: m.Data}
+	}
+}
+
+// deleted reports a KV message that marks its key deleted or purged, as kv.Get reads it.
+func deleted(h nats.Header) bool {
+	if op := h.Get("KV-Operation"); op != "" {
+		return op == "DEL" || op == "PURGE"
+	}
+	return h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// getEach reads keys of kv one request each, requestWindow at once.
+func getEach(ctx context.Context, kv jetstream.KeyValue, keys []string) (map[string]kvValue, error) {
+	vals := make([]kvValue, len(keys))
+	errs := inParallel(len(keys), func(i int) error {
+		e, err := kv.Get(ctx, keys[i])
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		vals[i] = kvValue{rev: e.Revision(), value: e.Value()}
+		return nil
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := make(map[string]kvValue, len(keys))
+	for i, v := range vals {
+		if v.rev != 0 {
+			out[keys[i]] = v
+		}
+	}
+	return out, nil
 }

@@ -284,13 +284,7 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 	seqs = mine
 	h.freeRoom()
 	sh.mu.Unlock()
-	// Their retry states are read all at once (requestWindow in flight).
-	ds := make([]event.Delivery, len(seqs))
-	oks := make([]bool, len(seqs))
-	errs := inParallel(len(seqs), func(k int) (err error) {
-		ds[k], oks[k], err = sh.read(ctx, h, forwarder, seqs[k], func(e *heldEntry) bool { return !e.taken })
-		return err
-	})
+	ds, oks, errs := sh.readAll(ctx, h, forwarder, seqs)
 	var out []event.Delivery
 	for k, seq := range seqs {
 		d, ok, err := ds[k], oks[k], errs[k]
@@ -370,6 +364,46 @@ func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint6
 		sh.mu.Unlock()
 	}
 	return d, err == nil, err
+}
+
+// readAll decodes the held entries seqs that no attempt has taken, with their retry
+// states read in batches; ok[k] is false for an entry not read (taken, or no longer
+// held), errs[k] says why one could not be.
+func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs []uint64) (ds []event.Delivery, ok []bool, errs []error) {
+	ds, ok, errs = make([]event.Delivery, len(seqs)), make([]bool, len(seqs)), make([]error, len(seqs))
+	entries := make([]*heldEntry, len(seqs))
+	var keys []string
+	sh.mu.Lock()
+	for k, seq := range seqs {
+		if e := h.entries[seq]; e != nil && !e.taken {
+			entries[k] = e
+			keys = append(keys, retryKey(forwarder, seq))
+		}
+	}
+	sh.mu.Unlock()
+	states, err := sh.s.lastValues(ctx, sh.s.retry, keys)
+	for k, e := range entries {
+		switch {
+		case e == nil:
+			continue
+		case err != nil:
+			errs[k] = fmt.Errorf("retry state: %w", err)
+			continue
+		}
+		var retry []byte
+		if v, found := states[retryKey(forwarder, seqs[k])]; found {
+			retry = v.value
+		}
+		var retried bool
+		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], e.msg.Data(), retry)
+		ok[k] = errs[k] == nil
+		if retried {
+			sh.mu.Lock()
+			e.retried = true
+			sh.mu.Unlock()
+		}
+	}
+	return ds, ok, errs
 }
 
 // Entry takes held entry seq of forwarder for one attempt; found is false when this

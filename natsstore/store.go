@@ -86,6 +86,7 @@ type Store struct {
 	route       func(event.Event) []string
 	log         *slog.Logger
 	now         func() time.Time
+	timeout     time.Duration // of one request without a deadline of its own
 	changes     chan struct{}
 
 	seen, chatbots, paused, retry jetstream.KeyValue
@@ -149,7 +150,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("natsstore %s: %w", opts.Prefix, err)
 	}
 	s := &Store{js: js, prefix: opts.Prefix, retention: opts.Retention, initialEmit: initialEmit,
-		emitUpdates: opts.EmitUpdates, route: opts.Route, log: log, now: now,
+		emitUpdates: opts.EmitUpdates, route: opts.Route, log: log, now: now, timeout: opts.Timeout,
 		changes: make(chan struct{}, 1), lastOK: map[string]time.Time{}}
 	if err := s.prepare(ctx, opts); err != nil {
 		return nil, s.wrap("open", err)
