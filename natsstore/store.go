@@ -91,11 +91,12 @@ type Store struct {
 
 	seen, chatbots, paused, retry jetstream.KeyValue
 	outbox, dead                  jetstream.Stream
+	activity, activityEvents      jetstream.Stream // the activity log (activity.go)
+
 	// workQueue: the outbox is a work queue (see prepare), so a consumer's ack removes
 	// an entry; false for an outbox an earlier version created, whose acked entries are
 	// deleted one by one.
 	workQueue bool
-	activity, activityEvents      jetstream.Stream // the activity log (activity.go)
 
 	mu     sync.Mutex
 	lastOK map[string]time.Time // last success by serial: read at Open, then RecordPoll's
