@@ -1,6 +1,7 @@
 package natsstore_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -236,4 +237,32 @@ func TestADeliveredEntryWhoseAckIsNotConfirmedIsDeleted(t *testing.T) {
 	require.NoError(t, sh.Record(t.Context(), []event.Outcome{
 		{Delivery: ds[0], Verdict: event.Acked}, {Delivery: ds[1], Verdict: event.Acked}}))
 	assert.Zero(t, outboxMsgs(t, js))
+}
+
+// A record whose outbox entry is larger than the server takes in one message is
+// rejected by name (index, event id, sizes; no lead data) instead of failing its page at
+// every poll: the others are taken, it is not claimed.
+func TestARecordTooLargeForTheServerIsRejectedAndTheRestTaken(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) { o.MaxPayload = 64 << 10 }})
+	nc, js := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, nil)
+	page := leadtest.Leads(bot, 1, 3, base)
+	page[1].Content = strings.Repeat("secret words ", 10000)
+
+	res, err := s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.New)
+	require.Len(t, res.Rejected, 1)
+	r := res.Rejected[0]
+	assert.Equal(t, 1, r.Index)
+	assert.Equal(t, page[1].ID(), r.EventID)
+	assert.Contains(t, r.Reason, "more than the NATS server takes in one message (max_payload 65536)")
+	assert.NotContains(t, r.Reason, "secret")
+	assert.EqualValues(t, 4, outboxMsgs(t, js), "the two others owed to both forwarders")
+
+	res, err = s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Duplicate)
+	assert.Len(t, res.Rejected, 1, "not claimed: rejected again, never taken as seen")
 }

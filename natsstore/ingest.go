@@ -176,11 +176,19 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			ev = event.NewUpdated(l, p.now)
 		}
 		var evJSON []byte
+		var owed []*nats.Msg
 		if ev.ID != "" {
 			var err error
 			if evJSON, err = json.Marshal(ev); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
+				continue
+			}
+			owed = p.entries(ev, evJSON, opts.Only, rev)
+			if size, limit := s.largest(owed); size > limit {
+				// The server would refuse its entry at every poll, and with it the page.
+				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
+					Reason: fmt.Sprintf("its outbox entry is %d bytes, more than the NATS server takes in one message (max_payload %d)", size, limit)})
 				continue
 			}
 		}
@@ -208,10 +216,10 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		}
 		res.Events = append(res.Events, ev)
 		if p.write {
-			pubs = append(pubs, p.entries(ev, evJSON, opts.Only, rev)...)
+			pubs = append(pubs, owed...)
 		}
 	}
-	// Encoding failures were found after the invalid records: keep the page's order.
+	// Encoding and size failures were found after the invalid records: keep the page's order.
 	slices.SortStableFunc(res.Rejected, func(a, b event.Rejected) int { return a.Index - b.Index })
 	if !p.write {
 		p.offset += len(leads)
@@ -302,6 +310,21 @@ func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64)
 		out = append(out, p.s.entryMsg(name, id, entry{Forwarder: name, Event: evJSON, Enqueued: p.now}))
 	}
 	return out
+}
+
+// largest is the size, as the server counts it (headers and data), of the largest of
+// msgs, and the most the server takes in one message.
+func (s *Store) largest(msgs []*nats.Msg) (size, limit int64) {
+	for _, m := range msgs {
+		h := int64(len("NATS/1.0\r\n\r\n"))
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				h += int64(len(k) + len(": ") + len(v) + len("\r\n"))
+			}
+		}
+		size = max(size, h+int64(len(m.Data)))
+	}
+	return size, s.js.Conn().MaxPayload()
 }
 
 // entry is an outbox message's body: the event.Delivery it stands for, without the Seq
