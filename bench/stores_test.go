@@ -4,18 +4,27 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
-var storesFlag = flag.String("bench.stores", "bbolt,nats", "BenchmarkPipelineStores: comma-separated store backends (bbolt, nats)")
+var (
+	storesFlag = flag.String("bench.stores", "bbolt,nats", "BenchmarkPipelineStores: comma-separated store backends (bbolt, nats)")
+	r3Flag     = flag.Bool("bench.r3", false, "BenchmarkPipelineStores: the nats store on a three-node in-process cluster at replicas 3 instead of the forwarder's server at replicas 1")
+)
 
 // storeRow is one backend's figures in one run of BenchmarkPipelineStores.
 type storeRow struct {
@@ -46,6 +55,11 @@ func BenchmarkPipelineStores(b *testing.B) {
 	skipUnlessLinux(b)
 	bridge, _ := buildBinaries(b)
 	nb := newNATSBox(b)
+	storeBox, storeURL, replicas := nb, nb.url(), 1
+	if *r3Flag {
+		storeBox, storeURL = startCluster(b)
+		replicas = 3
+	}
 	backends := strings.Split(*storesFlag, ",")
 	for _, be := range backends {
 		require.Containsf(b, []string{"bbolt", "nats"}, be, "-bench.stores: %q is neither bbolt nor nats", be)
@@ -66,7 +80,8 @@ func BenchmarkPipelineStores(b *testing.B) {
 					nb.resetStream(b)
 					hook := newSink(b, want)
 					prefix := fmt.Sprintf("lbbench%d", run)
-					cfg := writeStoreConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/"+be, be, prefix)
+					cfg := writeStoreConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/"+be, be,
+						storeURL, prefix, replicas)
 					cpu0 := selfCPU(b)
 					u, err := runToEnd(bridge, []string{"once", "--config", cfg, "--max-wait", "30m"}, runEnv(), filepath.Join(dir, be+".log"))
 					require.NoError(b, err)
@@ -82,11 +97,11 @@ func BenchmarkPipelineStores(b *testing.B) {
 					rows[i] = storeRow{row: row{pipeline: "once", records: n, repeats: got.repeats + js.repeats, usage: u},
 						backend: be, peerCPU: peer}
 					if be == "nats" {
-						rows[i].sizes = storeSizes(b, nb, prefix)
-						deleteStore(b, nb, prefix)
+						rows[i].sizes = storeSizes(b, storeBox, prefix)
+						deleteStore(b, storeBox, prefix)
 					}
 				}
-				printStores(rows)
+				printStores(rows, replicas)
 			}
 			for _, r := range rows {
 				b.ReportMetric(r.rate(), r.backend+"-records/s")
@@ -102,6 +117,49 @@ func selfCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCluster starts a three-node NATS cluster with JetStream in process, each node
+// with its own store directory, and waits until it takes R3 buckets; its client is on
+// the first node; urls lists every node's.
+func startCluster(b *testing.B) (box *natsBox, urls string) {
+	const n = 3
+	ports := make([][2]int, n)
+	var routes []string
+	for i := range ports {
+		for j := range ports[i] {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(b, err)
+			ports[i][j] = l.Addr().(*net.TCPAddr).Port
+			require.NoError(b, l.Close())
+		}
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][1]))
+	}
+	nodes := make([]*leadtest.NATS, n)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() {
+			nodes[i] = leadtest.StartNATS(b, leadtest.NATSOptions{Port: ports[i][0], Tweak: func(o *natsserver.Options) {
+				o.ServerName = fmt.Sprintf("n%d", i+1)
+				o.Cluster = natsserver.ClusterOpts{Name: "lbbench", Host: "127.0.0.1", Port: ports[i][1]}
+				o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
+			}})
+		})
+	}
+	wg.Wait()
+	nc, js := nodes[0].Connect()
+	b.Cleanup(nc.Close)
+	require.Eventually(b, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "probe", Replicas: 3})
+		return err == nil
+	}, time.Minute, 200*time.Millisecond, "the cluster takes R3 buckets")
+	var list []string
+	for _, n := range nodes {
+		list = append(list, n.URL())
+	}
+	return &natsBox{NATS: nodes[0], js: js}, strings.Join(list, ",")
 }
 
 // storeSizes reads the size of every bucket and stream of the JetStream store prefix.
@@ -142,9 +200,13 @@ func deleteStore(b *testing.B, nb *natsBox, prefix string) {
 	}
 }
 
-func printStores(rows []storeRow) {
-	fmt.Printf("\nstore backends (issue 10) %s, %d CPUs, %s; nats: the same in-process server as the JetStream forwarder, R1\n",
-		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version())
+func printStores(rows []storeRow, replicas int) {
+	where := "the same in-process server as the JetStream forwarder, R1"
+	if replicas == 3 {
+		where = "a three-node in-process cluster beside the forwarder's server, R3"
+	}
+	fmt.Printf("\nstore backends (issue 10) %s, %d CPUs, %s; nats: %s\n",
+		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version(), where)
 	fmt.Printf("%-7s %9s %9s %11s %12s %8s %11s %8s\n", "store", "records", "seconds", "records/s", "peak RSS MB", "CPU s", "server CPU s", "repeats")
 	for _, r := range rows {
 		fmt.Printf("%-7s %9d %9.2f %11.0f %12.1f %8.2f %11.2f %8d\n",
@@ -159,12 +221,12 @@ func printStores(rows []storeRow) {
 }
 
 // writeStoreConfig writes `once`'s config for backend: the pipeline benchmark's (one
-// chatbot, initial emit, JetStream and one webhook) with the store bbolt in dir or
-// JetStream on natsURL under prefix.
-func writeStoreConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL, backend, prefix string) string {
+// chatbot, initial emit, JetStream on natsURL and one webhook) with the store bbolt in
+// dir or JetStream on storeURL under prefix with replicas.
+func writeStoreConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL, backend, storeURL, prefix string, replicas int) string {
 	store := fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
 	if backend == "nats" {
-		store = fmt.Sprintf("store:\n  backend: nats\n  nats: {url: %q, prefix: %s, replicas: 1, timeout: 30s}", natsURL, prefix)
+		store = fmt.Sprintf("store:\n  backend: nats\n  nats: {url: %q, prefix: %s, replicas: %d, timeout: 30s}", storeURL, prefix, replicas)
 	}
 	body := fmt.Sprintf(`neoagent:
   base_url: %s
