@@ -266,3 +266,22 @@ func TestARecordTooLargeForTheServerIsRejectedAndTheRestTaken(t *testing.T) {
 	assert.Equal(t, 2, res.Duplicate)
 	assert.Len(t, res.Rejected, 1, "not claimed: rejected again, never taken as seen")
 }
+
+// A page of more records than one batched read holds is read in several, each request
+// within the server's max_payload, however small: every record is taken once, and all
+// are duplicates the next time.
+func TestAPageReadInBatchesWithinASmallMaxPayload(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) { o.MaxPayload = 16 << 10 }})
+	nc, js := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm") })
+	page := leadtest.Leads(bot, 1, 1100, base)
+
+	res, err := s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	assert.Equal(t, 1100, res.New)
+	assert.EqualValues(t, 1100, outboxMsgs(t, js))
+	res, err = s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	assert.Equal(t, event.Ingested{Duplicate: 1100}, res)
+}

@@ -51,7 +51,8 @@ func inParallel(n int, fn func(i int) error) []error {
 // publishAll publishes msgs to the outbox, at most publishWindow unacknowledged at
 // once, and waits for the acknowledgement of every message it published. After the
 // first failure it publishes no more, but still awaits those already out, so that when
-// it returns nothing it sent is still in flight. The error names the first failure and
+// it returns nothing it sent is still in flight (unless ctx ended: then it stops
+// waiting). The error names the first failure and
 // how many of msgs are not known to be stored; those that were stored carry their
 // Nats-Msg-Id, so publishing the same msgs again (the next poll) adds only the others.
 func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
@@ -116,6 +117,12 @@ func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
 // 1024 messages to one request.
 const multiGetMax = 1024
 
+// multiGetBytes bounds the subjects of one batched read, so that its request stays
+// within a server's max_payload however small (1,024 event ids take about 90 KB).
+func multiGetBytes(maxPayload int64) int {
+	return int(max(min(maxPayload/2, 1<<20), 1024))
+}
+
 // kvValue is a key's latest value in a bucket.
 type kvValue struct {
 	rev   uint64
@@ -129,9 +136,15 @@ type kvValue struct {
 // does not allow direct gets), that batch is read key by key.
 func (s *Store) lastValues(ctx context.Context, kv jetstream.KeyValue, keys []string) (map[string]kvValue, error) {
 	out := make(map[string]kvValue, len(keys))
+	budget := multiGetBytes(s.js.Conn().MaxPayload())
 	for len(keys) > 0 {
-		part := keys[:min(len(keys), multiGetMax)]
-		keys = keys[len(part):]
+		n, size := 0, 0
+		for n < len(keys) && n < multiGetMax && (n == 0 || size+len(keys[n])+len(kv.Bucket())+8 <= budget) {
+			size += len(keys[n]) + len(kv.Bucket()) + 8 // "$KV.<bucket>.<key>", quoted, a comma
+			n++
+		}
+		part := keys[:n]
+		keys = keys[n:]
 		got, err := s.multiGet(ctx, kv.Bucket(), part)
 		if errors.Is(err, errNoMultiGet) {
 			got, err = getEach(ctx, kv, part)
