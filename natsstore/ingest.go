@@ -184,7 +184,9 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 				continue
 			}
-			owed = p.entries(ev, evJSON, opts.Only, rev)
+			if p.write { // a dry run routes nothing (routing counts filtered records)
+				owed = p.entries(ev, evJSON, opts.Only, rev)
+			}
 			if size, limit := s.largest(owed); size > limit {
 				// The server would refuse its entry at every poll, and with it the page.
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,

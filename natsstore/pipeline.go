@@ -202,8 +202,11 @@ func (s *Store) multiGet(ctx context.Context, bucket string, keys []string) (map
 		case "":
 		case "204": // end of batch
 			return out, nil
-		case "404": // none of the keys has a message
-			return out, nil
+		case "404":
+			if m.Header.Get("Description") == "No Results" { // none of the keys has a message
+				return out, nil
+			}
+			return nil, fmt.Errorf("batched read of %d keys of %s: status 404 %s", len(keys), bucket, m.Header.Get("Description"))
 		case "408", "400", "503": // an older server, or no direct gets on this bucket
 			return nil, fmt.Errorf("%w: %s %s", errNoMultiGet, status, m.Header.Get("Description"))
 		default:
