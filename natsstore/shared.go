@@ -347,16 +347,18 @@ func (sh *Shared) unhanded(h *held, limit int) ([]uint64, error) {
 	return collect(), nil
 }
 
-// read decodes held entry seq with its retry state, if it is held and want says so.
-func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64, want func(*heldEntry) bool) (event.Delivery, bool, error) {
+// read decodes held entry seq with its retry state, if it is held.
+func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64) (event.Delivery, bool, error) {
 	sh.mu.Lock()
 	e := h.entries[seq]
-	ok := e != nil && want(e)
+	var raw *jetstream.RawStreamMsg
+	if e != nil {
+		raw = &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
+	}
 	sh.mu.Unlock()
-	if !ok {
+	if e == nil {
 		return event.Delivery{}, false, nil
 	}
-	raw := &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
 	d, retried, err := sh.s.deliveryState(ctx, forwarder, raw)
 	if err == nil && retried {
 		sh.mu.Lock()
@@ -372,11 +374,12 @@ func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint6
 func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs []uint64) (ds []event.Delivery, ok []bool, errs []error) {
 	ds, ok, errs = make([]event.Delivery, len(seqs)), make([]bool, len(seqs)), make([]error, len(seqs))
 	entries := make([]*heldEntry, len(seqs))
+	data := make([][]byte, len(seqs))
 	var keys []string
 	sh.mu.Lock()
 	for k, seq := range seqs {
 		if e := h.entries[seq]; e != nil && !e.taken {
-			entries[k] = e
+			entries[k], data[k] = e, e.msg.Data()
 			keys = append(keys, retryKey(forwarder, seq))
 		}
 	}
@@ -395,7 +398,7 @@ func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs [
 			retry = v.value
 		}
 		var retried bool
-		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], e.msg.Data(), retry)
+		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], data[k], retry)
 		ok[k] = errs[k] == nil
 		if retried {
 			sh.mu.Lock()
@@ -433,7 +436,7 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	}
 	e.taken, e.handed = true, true
 	sh.mu.Unlock()
-	d, ok, err := sh.read(ctx, h, forwarder, seq, func(*heldEntry) bool { return true })
+	d, ok, err := sh.read(ctx, h, forwarder, seq)
 	if err != nil || !ok {
 		sh.mu.Lock()
 		e.taken = false
