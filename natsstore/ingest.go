@@ -123,6 +123,14 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	var claims []claim
 	var pubs []*nats.Msg
 	seenDelta := 0
+	// First the valid records of the part, each once, then their seen keys, read in
+	// batches, then each record's fate in page order.
+	type candidate struct {
+		i   int
+		l   event.Lead
+		key string
+	}
+	var cands []candidate
 	for j, l := range leads {
 		i := p.offset + j
 		if reason := invalid(p.serial, l); reason != "" {
@@ -134,17 +142,25 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			continue
 		}
 		p.inPage[key] = struct{}{}
+		cands = append(cands, candidate{i: i, l: l, key: key})
+	}
+	keys := make([]string, len(cands))
+	for k, c := range cands {
+		keys[k] = c.key
+	}
+	known, err := s.lastValues(ctx, s.seen, keys)
+	if err != nil {
+		return event.Ingested{}, s.wrap(op, fmt.Errorf("read the seen keys of %d records: %w", len(keys), err))
+	}
+	for _, c := range cands {
+		i, l, key := c.i, c.l, c.key
 		hash := contentHash(l)
 		var old seenValue
 		var rev uint64
-		e, err := s.seen.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return event.Ingested{}, s.wrap(op, fmt.Errorf("read seen key of %s: %w", key, err))
-		default:
-			rev = e.Revision()
-			if old, err = decodeSeen(e.Value()); err != nil {
+		if e, ok := known[key]; ok {
+			var err error
+			rev = e.rev
+			if old, err = decodeSeen(e.value); err != nil {
 				s.log.Warn("rewriting a malformed seen value", "chatbot", p.serial, "event_id", key, "err", err)
 			}
 		}
@@ -163,10 +179,21 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			ev = event.NewUpdated(l, p.now)
 		}
 		var evJSON []byte
+		var owed []*nats.Msg
 		if ev.ID != "" {
+			var err error
 			if evJSON, err = json.Marshal(ev); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
+				continue
+			}
+			if p.write { // a dry run routes nothing (routing counts filtered records)
+				owed = p.entries(ev, evJSON, opts.Only, rev)
+			}
+			if size, limit := s.largest(owed); size > limit {
+				// The server would refuse its entry at every poll, and with it the page.
+				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
+					Reason: fmt.Sprintf("its outbox entry is %d bytes, more than the NATS server takes in one message (max_payload %d)", size, limit)})
 				continue
 			}
 		}
@@ -194,9 +221,11 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		}
 		res.Events = append(res.Events, ev)
 		if p.write {
-			pubs = append(pubs, p.entries(ev, evJSON, opts.Only, rev)...)
+			pubs = append(pubs, owed...)
 		}
 	}
+	// Encoding and size failures were found after the invalid records: keep the page's order.
+	slices.SortStableFunc(res.Rejected, func(a, b event.Rejected) int { return a.Index - b.Index })
 	if !p.write {
 		p.offset += len(leads)
 		return res, nil
@@ -207,8 +236,9 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 	if err := s.publishAll(ctx, pubs); err != nil {
 		return event.Ingested{}, s.wrap(op, err)
 	}
-	for _, c := range claims {
-		err := s.putSeen(ctx, c)
+	claimErrs := inParallel(len(claims), func(k int) error { return s.putSeen(ctx, claims[k]) })
+	for k, c := range claims {
+		err := claimErrs[k]
 		if c.fresh && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
 			// Another replica claimed it first: it is that one's record. Its entries
 			// carry the same message ids as ours, so the stream kept one of each.
@@ -287,6 +317,21 @@ func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64)
 	return out
 }
 
+// largest is the size, as the server counts it (headers and data), of the largest of
+// msgs, and the most the server takes in one message.
+func (s *Store) largest(msgs []*nats.Msg) (size, limit int64) {
+	for _, m := range msgs {
+		h := int64(len("NATS/1.0\r\n\r\n"))
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				h += int64(len(k) + len(": ") + len(v) + len("\r\n"))
+			}
+		}
+		size = max(size, h+int64(len(m.Data)))
+	}
+	return size, s.js.Conn().MaxPayload()
+}
+
 // entry is an outbox message's body: the event.Delivery it stands for, without the Seq
 // (the stream sequence) and the retry state (kept in the retry bucket).
 type entry struct {
@@ -302,34 +347,6 @@ func (s *Store) entryMsg(forwarder, id string, e entry) *nats.Msg {
 	m.Data = raw
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	return m
-}
-
-// publishAll publishes msgs and waits for every acknowledgement.
-func (s *Store) publishAll(ctx context.Context, msgs []*nats.Msg) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
-	for _, m := range msgs {
-		if err := checkName(m.Subject[len(s.prefix)+len(".outbox."):]); err != nil {
-			return err
-		}
-		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("publish to the outbox: %w", err)
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publish to the outbox: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish to the outbox: %w", ctx.Err())
-		}
-	}
-	return nil
 }
 
 // putSeen writes claim c: an atomic create for an unseen record, else an update of the

@@ -74,18 +74,38 @@ func (s *Store) scan(ctx context.Context, stream jetstream.Stream, subject strin
 
 // delivery decodes outbox message m of forwarder, with its retry state.
 func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (event.Delivery, error) {
-	var d event.Delivery
-	if err := json.Unmarshal(m.Data, &d); err != nil {
-		return d, fmt.Errorf("decode: %w", err)
+	d, _, err := s.deliveryState(ctx, forwarder, m)
+	return d, err
+}
+
+// deliveryState is delivery, and says whether the entry has a retry state.
+func (s *Store) deliveryState(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (d event.Delivery, retried bool, err error) {
+	e, err := s.retry.Get(ctx, retryKey(forwarder, m.Sequence))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return decodeDelivery(forwarder, m.Sequence, m.Data, nil)
+	case err != nil:
+		return d, false, fmt.Errorf("retry state: %w", err)
 	}
-	d.Forwarder, d.Seq = forwarder, m.Sequence
+	return decodeDelivery(forwarder, m.Sequence, m.Data, e.Value())
+}
+
+// decodeDelivery decodes forwarder's outbox entry seq from its message data and its
+// retry state (nil: none); retried says it had one.
+func decodeDelivery(forwarder string, seq uint64, data, retry []byte) (d event.Delivery, retried bool, err error) {
+	if err := json.Unmarshal(data, &d); err != nil {
+		return d, false, fmt.Errorf("decode: %w", err)
+	}
+	d.Forwarder, d.Seq = forwarder, seq
+	if retry == nil {
+		return d, false, nil
+	}
 	var r retryState
-	if _, found, err := getJSON(ctx, s.retry, retryKey(forwarder, m.Sequence), &r); err != nil {
-		return d, fmt.Errorf("retry state: %w", err)
-	} else if found {
-		d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
+	if err := json.Unmarshal(retry, &r); err != nil {
+		return d, false, fmt.Errorf("retry state: decode %s: %w", retryKey(forwarder, seq), err)
 	}
-	return d, nil
+	d.Attempts, d.FirstTry, d.NextTry, d.LastError = r.Attempts, r.FirstTry, r.NextTry, r.LastError
+	return d, true, nil
 }
 
 // rawEntry reads forwarder's outbox message seq; nil if there is none.
@@ -122,27 +142,106 @@ func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d even
 // Record applies the outcomes of delivery attempts: an Acked entry leaves the outbox, a
 // Retrying one keeps its attempt count, first and next try and last error, a Dead one
 // moves to the dead letters. An outcome for an entry no longer in the outbox is skipped.
-// Unlike bbolt's, the outcomes are applied one by one; a failure stops at the outcome it
-// names, those before it applied. The outcomes applied also go to the activity log
-// (activity.go), which never makes Record fail.
+// Unlike bbolt's, the outcomes are not applied in one transaction: those of different
+// entries are applied at once (requestWindow in flight), those of one entry in order. A
+// failure names the first outcome that failed; every other one was applied, unless it
+// came after a failed one of the same entry, and applying the same outcomes again
+// skips what is done. The outcomes applied also go to the activity log (activity.go),
+// which never makes Record fail.
 func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
+	errs := applyOutcomes(outcomes, func(o event.Outcome) error { return s.recordOutcome(ctx, o, nil) })
+	return s.settle(ctx, outcomes, errs)
+}
+
+// applyOutcomes applies each outcome with apply and returns the errors by index: the
+// outcomes of different entries in parallel, those of one entry (forwarder and Seq) in
+// order, stopping at the first that fails.
+func applyOutcomes(outcomes []event.Outcome, apply func(event.Outcome) error) []error {
+	type entryKey struct {
+		forwarder string
+		seq       uint64
+	}
+	var groups [][]int
+	index := make(map[entryKey]int, len(outcomes))
 	for i, o := range outcomes {
-		if err := s.recordOutcome(ctx, o); err != nil {
-			s.logActivity(ctx, outcomes[:i])
-			return s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err))
+		k := entryKey{o.Delivery.Forwarder, o.Delivery.Seq}
+		g, ok := index[k]
+		if !ok {
+			g = len(groups)
+			index[k] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	errs := make([]error, len(outcomes))
+	inParallel(len(groups), func(g int) error {
+		for j, i := range groups[g] {
+			if errs[i] = apply(outcomes[i]); errs[i] != nil {
+				for _, later := range groups[g][j+1:] {
+					errs[later] = fmt.Errorf("not applied after the failure of #%d before it: %w", outcomes[i].Delivery.Seq, errs[i])
+				}
+				return nil
+			}
+		}
+		return nil
+	})
+	return errs
+}
+
+// settle logs the outcomes applied (errs[i] nil) to the activity log and returns an
+// error naming the first one that was not, with how many were not.
+func (s *Store) settle(ctx context.Context, outcomes []event.Outcome, errs []error) error {
+	applied := make([]event.Outcome, 0, len(outcomes))
+	var first error
+	failed := 0
+	for i, err := range errs {
+		if err == nil {
+			applied = append(applied, outcomes[i])
+			continue
+		}
+		failed++
+		if first == nil {
+			d := outcomes[i].Delivery
+			first = fmt.Errorf("%s #%d: %w", d.Forwarder, d.Seq, err)
 		}
 	}
-	s.logActivity(ctx, outcomes)
+	s.logActivity(ctx, applied)
+	if first != nil {
+		return s.wrap("record delivery outcomes", fmt.Errorf("%d of %d not applied, the first: %w", failed, len(outcomes), first))
+	}
 	return nil
 }
 
-func (s *Store) recordOutcome(ctx context.Context, o event.Outcome) error {
+// heldMsg is an outbox entry a Shared outbox holds: what Record needs not read again.
+type heldMsg struct {
+	msg     jetstream.Msg
+	retried bool // its retry state was found when it was read, or a retry was recorded since
+}
+
+// recordOutcome applies o. held is the entry as a Shared outbox holds it (nil: read it):
+// then an acknowledged entry is removed without reading it first, by the consumer's ack
+// that the server confirms when the outbox is a work queue, else (or if that ack is not
+// confirmed) by a delete, which is a no-op for an entry gone meanwhile; and its retry
+// state is removed only if it has one.
+func (s *Store) recordOutcome(ctx context.Context, o event.Outcome, held *heldMsg) error {
 	d := o.Delivery
+	key := retryKey(d.Forwarder, d.Seq)
+	if held != nil && o.Verdict == event.Acked {
+		acked := s.workQueue && held.msg.DoubleAck(ctx) == nil
+		if !acked {
+			if err := s.deleteEntry(ctx, d.Seq); err != nil {
+				return err
+			}
+		}
+		if !held.retried {
+			return nil
+		}
+		return s.dropRetry(ctx, key)
+	}
 	m, err := s.rawEntry(ctx, d.Forwarder, d.Seq)
 	if err != nil || m == nil {
 		return err
 	}
-	key := retryKey(d.Forwarder, d.Seq)
 	switch o.Verdict {
 	case event.Acked:
 		return s.removeEntry(ctx, d.Forwarder, d.Seq)
@@ -154,10 +253,12 @@ func (s *Store) recordOutcome(ctx context.Context, o event.Outcome) error {
 		_, err = s.retry.Put(ctx, key, raw)
 		return err
 	}
-	cur, err := s.delivery(ctx, d.Forwarder, m)
-	if err != nil {
-		return err
+	// Dead: the dead letter is the entry as stored, with the attempt's retry state.
+	var cur event.Delivery
+	if err := json.Unmarshal(m.Data, &cur); err != nil {
+		return fmt.Errorf("decode: %w", err)
 	}
+	cur.Forwarder, cur.Seq = d.Forwarder, m.Sequence
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 	raw, err := json.Marshal(event.DeadLetter{Delivery: cur, Failed: o.At})
 	if err != nil {
@@ -176,10 +277,18 @@ func (s *Store) recordOutcome(ctx context.Context, o event.Outcome) error {
 
 // removeEntry deletes forwarder's outbox message seq and its retry state.
 func (s *Store) removeEntry(ctx context.Context, forwarder string, seq uint64) error {
-	if err := s.outbox.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isNoMsg(err) {
+	if err := s.deleteEntry(ctx, seq); err != nil {
 		return err
 	}
 	return s.dropRetry(ctx, retryKey(forwarder, seq))
+}
+
+// deleteEntry deletes outbox message seq; one already gone is no error.
+func (s *Store) deleteEntry(ctx context.Context, seq uint64) error {
+	if err := s.outbox.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && !isNoMsg(err) {
+		return err
+	}
+	return nil
 }
 
 // isNoMsg reports an API error saying the message is not there (deleted meanwhile).

@@ -89,9 +89,10 @@ type held struct {
 
 // heldEntry is one entry delivered to this replica and not yet acked or nak'ed.
 type heldEntry struct {
-	msg    jetstream.Msg
-	handed bool // Pending returned it
-	taken  bool // an attempt has it
+	msg     jetstream.Msg
+	handed  bool // Pending returned it
+	taken   bool // an attempt has it
+	retried bool // it had a retry state when read, or a retry was recorded since
 }
 
 var _ interface {
@@ -300,9 +301,10 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 	seqs = mine
 	h.freeRoom()
 	sh.mu.Unlock()
+	ds, oks, errs := sh.readAll(ctx, h, forwarder, seqs)
 	var out []event.Delivery
-	for _, seq := range seqs {
-		d, ok, err := sh.read(ctx, h, forwarder, seq, func(e *heldEntry) bool { return !e.taken })
+	for k, seq := range seqs {
+		d, ok, err := ds[k], oks[k], errs[k]
 		if err != nil {
 			sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", seq, "err", err)
 		}
@@ -362,18 +364,66 @@ func (sh *Shared) unhanded(h *held, limit int) ([]uint64, error) {
 	return collect(), nil
 }
 
-// read decodes held entry seq with its retry state, if it is held and want says so.
-func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64, want func(*heldEntry) bool) (event.Delivery, bool, error) {
+// read decodes held entry seq with its retry state, if it is held.
+func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64) (event.Delivery, bool, error) {
 	sh.mu.Lock()
 	e := h.entries[seq]
-	ok := e != nil && want(e)
+	var raw *jetstream.RawStreamMsg
+	if e != nil {
+		raw = &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
+	}
 	sh.mu.Unlock()
-	if !ok {
+	if e == nil {
 		return event.Delivery{}, false, nil
 	}
-	raw := &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
-	d, err := sh.s.delivery(ctx, forwarder, raw)
+	d, retried, err := sh.s.deliveryState(ctx, forwarder, raw)
+	if err == nil && retried {
+		sh.mu.Lock()
+		e.retried = true
+		sh.mu.Unlock()
+	}
 	return d, err == nil, err
+}
+
+// readAll decodes the held entries seqs that no attempt has taken, with their retry
+// states read in batches; ok[k] is false for an entry not read (taken, or no longer
+// held), errs[k] says why one could not be.
+func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs []uint64) (ds []event.Delivery, ok []bool, errs []error) {
+	ds, ok, errs = make([]event.Delivery, len(seqs)), make([]bool, len(seqs)), make([]error, len(seqs))
+	entries := make([]*heldEntry, len(seqs))
+	data := make([][]byte, len(seqs))
+	var keys []string
+	sh.mu.Lock()
+	for k, seq := range seqs {
+		if e := h.entries[seq]; e != nil && !e.taken {
+			entries[k], data[k] = e, e.msg.Data()
+			keys = append(keys, retryKey(forwarder, seq))
+		}
+	}
+	sh.mu.Unlock()
+	states, err := sh.s.lastValues(ctx, sh.s.retry, keys)
+	for k, e := range entries {
+		switch {
+		case e == nil:
+			continue
+		case err != nil:
+			errs[k] = fmt.Errorf("retry state: %w", err)
+			continue
+		}
+		var retry []byte
+		if v, found := states[retryKey(forwarder, seqs[k])]; found {
+			retry = v.value
+		}
+		var retried bool
+		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], data[k], retry)
+		ok[k] = errs[k] == nil
+		if retried {
+			sh.mu.Lock()
+			e.retried = true
+			sh.mu.Unlock()
+		}
+	}
+	return ds, ok, errs
 }
 
 // Entry takes held entry seq of forwarder for one attempt; found is false when this
@@ -403,7 +453,7 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	}
 	e.taken, e.handed = true, true
 	sh.mu.Unlock()
-	d, ok, err := sh.read(ctx, h, forwarder, seq, func(*heldEntry) bool { return true })
+	d, ok, err := sh.read(ctx, h, forwarder, seq)
 	if err != nil || !ok {
 		sh.mu.Lock()
 		e.taken = false
@@ -413,21 +463,36 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	return d, true, nil
 }
 
-// Record applies the outcomes of attempts, as Store.Record does, and hands each held
-// entry back: acked (done), or nak'ed until its NextTry (retried). The outcomes applied
-// go to the activity log, as Store.Record's do.
+// Record applies the outcomes of attempts, as Store.Record does (those of different
+// entries at once), and hands each held entry whose outcome was applied back: acked
+// (done), or nak'ed until its NextTry (retried), neither waiting for the server's word.
+// A delivered entry this replica holds is not read again: its ack, confirmed by the
+// server, removes it from a work-queue outbox. The outcomes applied go to the activity
+// log, as Store.Record's do.
 func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
-	for i, o := range outcomes {
+	errs := applyOutcomes(outcomes, func(o event.Outcome) error {
 		d := o.Delivery
-		if err := sh.s.recordOutcome(ctx, o); err != nil {
-			sh.s.logActivity(ctx, outcomes[:i])
-			return sh.s.wrap("record delivery outcomes", fmt.Errorf("%s #%d: %w", d.Forwarder, d.Seq, err))
+		var known *heldMsg
+		sh.mu.Lock()
+		if h := sh.lanes[d.Forwarder]; h != nil {
+			if e := h.entries[d.Seq]; e != nil {
+				known = &heldMsg{msg: e.msg, retried: e.retried}
+			}
 		}
+		sh.mu.Unlock()
+		return sh.s.recordOutcome(ctx, o, known)
+	})
+	for i, o := range outcomes {
+		if errs[i] != nil {
+			continue // still held: the Dispatcher records it again
+		}
+		d := o.Delivery
 		sh.mu.Lock()
 		var e *heldEntry
 		if h := sh.lanes[d.Forwarder]; h != nil && sh.drain && o.Verdict == event.Retrying {
 			if e := h.entries[d.Seq]; e != nil {
 				e.taken = false // held for the lane's next attempt (Entry)
+				e.retried = true
 			}
 			sh.mu.Unlock()
 			continue
@@ -446,13 +511,12 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		} else {
 			err = e.msg.Ack()
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) { // acked as it was recorded
 			// The entry's state is recorded; the server hands it out again after AckWait.
 			sh.s.log.Warn("handing an outbox entry back to the server failed", "forwarder", d.Forwarder, "seq", d.Seq, "err", err)
 		}
 	}
-	sh.s.logActivity(ctx, outcomes)
-	return nil
+	return sh.s.settle(ctx, outcomes, errs)
 }
 
 // heartbeat sends in-progress acks for every held entry every third of AckWait, so

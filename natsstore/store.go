@@ -12,7 +12,8 @@
 //	KV P_paused      forwarder → event.Pause JSON
 //	KV P_retry       "<forwarder>.<seq>" → retry state of an outbox entry that failed
 //	stream P_outbox  subjects P.outbox.<forwarder>; one message per delivery owed, its
-//	                 stream sequence the Delivery's Seq
+//	                 stream sequence the Delivery's Seq; a work queue, so that an entry
+//	                 acknowledged through its forwarder's consumer leaves with the ack
 //	stream P_dead    subjects P.dead.<forwarder>; one event.DeadLetter per message
 //	stream P_activity, P_activity_events
 //	                 the activity log for the web console, bounded by JetStream's
@@ -101,11 +102,17 @@ type Store struct {
 	log         *slog.Logger
 	now         func() time.Time
 	server      serverClock // the server's clock, as stamps from it show it
+	timeout     time.Duration // of one request without a deadline of its own
 	changes     chan struct{}
 
 	seen, chatbots, paused, retry jetstream.KeyValue
 	outbox, dead                  jetstream.Stream
 	activity, activityEvents      jetstream.Stream // the activity log (activity.go)
+
+	// workQueue: the outbox is a work queue (see prepare), so a consumer's ack removes
+	// an entry; false for an outbox an earlier version created, whose acked entries are
+	// deleted one by one.
+	workQueue bool
 
 	mu     sync.Mutex
 	lastOK map[string]time.Time // last success by serial: read at Open, then RecordPoll's
@@ -157,7 +164,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("natsstore %s: %w", opts.Prefix, err)
 	}
 	s := &Store{js: js, prefix: opts.Prefix, retention: opts.Retention, initialEmit: initialEmit,
-		emitUpdates: opts.EmitUpdates, route: opts.Route, log: log, now: now,
+		emitUpdates: opts.EmitUpdates, route: opts.Route, log: log, now: now, timeout: opts.Timeout,
 		changes: make(chan struct{}, 1), lastOK: map[string]time.Time{}}
 	if err := s.prepare(ctx, opts); err != nil {
 		return nil, s.wrap("open", err)
@@ -204,15 +211,28 @@ func (s *Store) prepare(ctx context.Context, opts Options) error {
 	if s.retry, err = kv("retry", true); err != nil {
 		return err
 	}
-	stream := func(name string, dup time.Duration) (jetstream.Stream, error) {
+	stream := func(name string, dup time.Duration, retention jetstream.RetentionPolicy) (jetstream.Stream, error) {
 		return res.stream(ctx, jetstream.StreamConfig{Name: s.prefix + "_" + name, Subjects: []string{s.subject(name, "*")},
 			Storage: jetstream.FileStorage, Replicas: opts.Replicas, Duplicates: dup,
-			Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew})
+			Retention: retention, Discard: jetstream.DiscardNew})
 	}
-	if s.outbox, err = stream("outbox", opts.DuplicateWindow); err != nil {
+	// A new outbox is a work queue: an entry that a forwarder's consumer acknowledges
+	// leaves the stream with the ack, without a delete request of its own (a third of
+	// the cost of an outcome). An outbox an earlier version created keeps its limits
+	// retention, which JetStream cannot change to a work queue.
+	retention := jetstream.WorkQueuePolicy
+	old, err := retryTimeout(ctx, func(ctx context.Context) (jetstream.Stream, error) { return s.js.Stream(ctx, s.prefix+"_outbox") })
+	switch {
+	case err == nil:
+		retention = old.CachedInfo().Config.Retention
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s_outbox: %w", s.prefix, err)
+	}
+	if s.outbox, err = stream("outbox", opts.DuplicateWindow, retention); err != nil {
 		return err
 	}
-	if s.dead, err = stream("dead", opts.DuplicateWindow); err != nil {
+	s.workQueue = retention == jetstream.WorkQueuePolicy
+	if s.dead, err = stream("dead", opts.DuplicateWindow, jetstream.LimitsPolicy); err != nil {
 		return err
 	}
 	if err := s.prepareActivity(ctx, res, opts.Replicas); err != nil {
