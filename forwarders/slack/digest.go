@@ -14,17 +14,24 @@ import (
 // maxWho bounds who a digest line names, in characters, so that a line stays one line.
 const maxWho = 100
 
+// idsPerElement is how many event ids one context element of a digest lists: 40 ids of
+// 64 characters with their separators stay within a text object's 3000, and
+// MaxDigestItems ids take two elements of the ten a context block holds.
+const idsPerElement = 40
+
 // BuildDigest renders several events as one Slack message: a header counting them, one
-// line per event (who, kind, chatbot and when, in loc; nil means UTC) and, when rest says
-// more are due, a closing line counting them ("…and 20 more to follow"). Text from the
-// public chat is escaped and cut as in BuildMessage; a configured template is not used
-// (it renders one record). The notification text holds no personal data.
+// line per event (who, kind, chatbot and when, in loc; nil means UTC), when rest says
+// more are due a line counting them ("…and 20 more to follow"), and a context line with
+// the ids of the events it names, in the same order ("Events <id>, <id>, ..."); the
+// metadata carries the ids too (see MetadataEventType). Text from the public chat is
+// escaped and cut as in BuildMessage; a configured template is not used (it renders one
+// record). The notification text holds no personal data.
 func BuildDigest(evs []event.Event, rest forwarders.Rest, loc *time.Location) Message {
 	if loc == nil {
 		loc = time.UTC
 	}
 	title := digestTitle(evs)
-	blocks := make([]slackapi.Block, 0, len(evs)+2)
+	blocks := make([]slackapi.Block, 0, len(evs)+3)
 	blocks = append(blocks, slackapi.NewHeaderBlock(plain(cut(title, maxHeader))))
 	for _, ev := range evs {
 		blocks = append(blocks, slackapi.NewSectionBlock(mrkdwn(cut(digestLine(ev, loc), maxSection)), nil, nil))
@@ -34,7 +41,28 @@ func BuildDigest(evs []event.Event, rest forwarders.Rest, loc *time.Location) Me
 		blocks = append(blocks, slackapi.NewContextBlock("", mrkdwn(following)))
 		text += " " + following
 	}
-	return Message{Text: cut(text, maxSection), Blocks: slackapi.Blocks{BlockSet: blocks}}
+	if len(evs) > 0 {
+		blocks = append(blocks, slackapi.NewContextBlock("", idElements(evs)...))
+	}
+	return Message{Text: cut(text, maxSection), Blocks: slackapi.Blocks{BlockSet: blocks}, Metadata: idMetadata(evs...)}
+}
+
+// idElements lists the events' ids, idsPerElement to a context element: "Events <id>,
+// <id>, ...", the first element starting with "Events".
+func idElements(evs []event.Event) []slackapi.MixedElement {
+	var els []slackapi.MixedElement
+	for start := 0; start < len(evs); start += idsPerElement {
+		ids := make([]string, 0, idsPerElement)
+		for _, ev := range evs[start:min(start+idsPerElement, len(evs))] {
+			ids = append(ids, escape(ev.ID))
+		}
+		s := strings.Join(ids, ", ")
+		if start == 0 {
+			s = "Events " + s
+		}
+		els = append(els, mrkdwn(cut(s, maxSection)))
+	}
+	return els
 }
 
 // digestTitle counts the events by kind, e.g. "📅 12 new appointments" or

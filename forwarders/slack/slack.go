@@ -45,7 +45,7 @@ const (
 	// hold that many due deliveries at once, so that the digest would never come.
 	MaxDigestThreshold = 100
 	// MaxDigestItems bounds Digest.MaxItems: a message holds at most 50 blocks, and a
-	// digest takes one per record plus a header and a closing line.
+	// digest takes one per record plus a header, a closing line and a line of ids.
 	MaxDigestItems = 45
 )
 
@@ -410,11 +410,14 @@ func (f *Forwarder) post(ctx context.Context, msg Message) error {
 // took the message (see webhookAnswer).
 func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 	off := false
-	body, err := json.Marshal(&slackapi.WebhookMessage{
-		Text:        msg.Text,
-		Blocks:      &msg.Blocks,
-		UnfurlLinks: &off,
-		UnfurlMedia: &off,
+	body, err := json.Marshal(&webhookPayload{
+		WebhookMessage: slackapi.WebhookMessage{
+			Text:        msg.Text,
+			Blocks:      &msg.Blocks,
+			UnfurlLinks: &off,
+			UnfurlMedia: &off,
+		},
+		Metadata: msg.Metadata,
 	})
 	if err != nil {
 		return forwarders.Permanent(forwarders.Errorf(f.name, "encode message: %w", err))
@@ -441,6 +444,13 @@ func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 		return forwarders.Errorf(f.name, "webhook: %w", err)
 	}
 	return nil
+}
+
+// webhookPayload is what an incoming webhook is sent: slack-go's WebhookMessage, which
+// lacks the message metadata, and the metadata.
+type webhookPayload struct {
+	slackapi.WebhookMessage
+	Metadata *slackapi.SlackMetadata `json:"metadata,omitempty"`
 }
 
 // maxAnswer bounds how much of a webhook's 2xx answer is read.
@@ -490,12 +500,16 @@ func classify(code string, e error) error {
 
 // postMessage posts msg with chat.postMessage and classifies slack-go's error.
 func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
-	_, ts, err := f.api.PostMessageContext(ctx, f.channel,
+	opts := []slackapi.MsgOption{
 		slackapi.MsgOptionText(msg.Text, false), // already escaped
 		slackapi.MsgOptionBlocks(msg.Blocks.BlockSet...),
 		slackapi.MsgOptionDisableLinkUnfurl(),
 		slackapi.MsgOptionDisableMediaUnfurl(),
-	)
+	}
+	if msg.Metadata != nil {
+		opts = append(opts, slackapi.MsgOptionMetadata(*msg.Metadata))
+	}
+	_, ts, err := f.api.PostMessageContext(ctx, f.channel, opts...)
 	if err == nil {
 		if ts == "" {
 			// slack-go reports no error for "ok": false without an error string, nor for an

@@ -69,15 +69,16 @@ func (fs *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case webhookPath:
 		var m struct {
-			Text   string `json:"text"`
-			Blocks []any  `json:"blocks"`
+			Text     string   `json:"text"`
+			Blocks   []any    `json:"blocks"`
+			Metadata metadata `json:"metadata"`
 		}
 		body, _ := io.ReadAll(r.Body)
 		if r.Header.Get("Content-Type") != "application/json" || json.Unmarshal(body, &m) != nil {
 			http.Error(w, "invalid_payload", http.StatusBadRequest)
 			return
 		}
-		p.msg = decoded{Text: m.Text, Blocks: m.Blocks}
+		p.msg = decoded{Text: m.Text, Blocks: m.Blocks, Metadata: m.Metadata}
 		ok = reply{status: http.StatusOK, body: "ok"}
 	case apiPath:
 		if err := r.ParseForm(); err != nil {
@@ -93,6 +94,10 @@ func (fs *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 		p.msg.Text = p.form.Get("text")
 		if err := json.Unmarshal([]byte(p.form.Get("blocks")), &p.msg.Blocks); err != nil {
 			writeJSON(w, http.StatusOK, `{"ok":false,"error":"invalid_blocks"}`)
+			return
+		}
+		if p.form.Has("metadata") && json.Unmarshal([]byte(p.form.Get("metadata")), &p.msg.Metadata) != nil {
+			writeJSON(w, http.StatusOK, `{"ok":false,"error":"invalid_metadata_format"}`)
 			return
 		}
 		ok = reply{status: http.StatusOK, body: `{"ok":true,"channel":"` + testChannel + `","ts":"1700000000.000100"}`}
@@ -258,6 +263,8 @@ func TestDeliverMessage(t *testing.T) {
 				assert.Equal(t, tc.fields, d.fields())
 				assert.Equal(t, tc.sections, d.sections())
 				assert.Equal(t, "Event "+tc.ev.ID+" · session 31313", d.context())
+				assert.Equal(t, MetadataEventType, d.Metadata.EventType, "the id, for apps, in the metadata")
+				assert.Equal(t, []string{tc.ev.ID}, d.Metadata.EventPayload.IDs)
 				all := strings.Join(d.texts(), "\n")
 				assert.Equal(t, tc.wantsLinks, strings.Contains(all, "<mailto:"))
 				assert.Equal(t, tc.wantsLinks, strings.Contains(all, "<tel:"))
