@@ -14,11 +14,6 @@ import (
 // maxWho bounds who a digest line names, in characters, so that a line stays one line.
 const maxWho = 100
 
-// idsPerElement is how many event ids one context element of a digest lists: 40 ids of
-// 64 characters with their separators stay within a text object's 3000, and
-// MaxDigestItems ids take two elements of the ten a context block holds.
-const idsPerElement = 40
-
 // BuildDigest renders several events as one Slack message: a header counting them, one
 // line per event (who, kind, chatbot and when, in loc; nil means UTC), when rest says
 // more are due a line counting them ("…and 20 more to follow"), and a context line with
@@ -47,22 +42,25 @@ func BuildDigest(evs []event.Event, rest forwarders.Rest, loc *time.Location) Me
 	return Message{Text: cut(text, maxSection), Blocks: slackapi.Blocks{BlockSet: blocks}, Metadata: idMetadata(evs...)}
 }
 
-// idElements lists the events' ids, idsPerElement to a context element: "Events <id>,
-// <id>, ...", the first element starting with "Events".
+// idElements lists the events' ids, "Events <id>, <id>, ...", in as many context
+// elements as it takes to keep each within a text's 3000 characters (MaxDigestItems ids
+// of 64 characters take two of the ten a context block holds).
 func idElements(evs []event.Event) []slackapi.MixedElement {
 	var els []slackapi.MixedElement
-	for start := 0; start < len(evs); start += idsPerElement {
-		ids := make([]string, 0, idsPerElement)
-		for _, ev := range evs[start:min(start+idsPerElement, len(evs))] {
-			ids = append(ids, escape(ev.ID))
+	line := "Events "
+	for i, ev := range evs {
+		id := escape(ev.ID)
+		if i > 0 {
+			if len(line)+len(", ")+len(id) > maxSection {
+				els = append(els, mrkdwn(line))
+				line = ""
+			} else {
+				line += ", "
+			}
 		}
-		s := strings.Join(ids, ", ")
-		if start == 0 {
-			s = "Events " + s
-		}
-		els = append(els, mrkdwn(cut(s, maxSection)))
+		line += id
 	}
-	return els
+	return append(els, mrkdwn(cut(line, maxSection)))
 }
 
 // digestTitle counts the events by kind, e.g. "📅 12 new appointments" or
