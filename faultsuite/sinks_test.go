@@ -230,10 +230,15 @@ type webhookSink struct {
 	faultSet []answer
 }
 
-func newWebhookSink(t *testing.T, name string, seed uint64, pct int, key []byte) *webhookSink {
+// newWebhookSink starts a sink answering pct percent of attempts with one of faults
+// (default: 500, 429, 503 and a hang).
+func newWebhookSink(t *testing.T, name string, seed uint64, pct int, key []byte, faults ...answer) *webhookSink {
+	if len(faults) == 0 {
+		faults = []answer{answer500, answer429, answer503, answerHang}
+	}
 	s := &webhookSink{
 		tally: newTally(), name: name, seed: seed, pct: pct, key: key, maxHang: 5 * time.Second,
-		faultSet: []answer{answer500, answer429, answer503, answerHang},
+		faultSet: faults,
 	}
 	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
