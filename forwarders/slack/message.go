@@ -84,9 +84,9 @@ type TemplateData struct {
 // BuildMessage renders ev as a Slack message: a header saying what happened and who, a
 // section with how to reach them, which chatbot and page, and when (in loc; nil means
 // UTC), what they wrote as a quote, and a context line with the event id, which the
-// metadata carries too (see MetadataEventType). When tmpl is
-// not nil, its output over TemplateData replaces the sections between header and
-// context. Text from the public chat is escaped and every text is cut to Slack's limits.
+// metadata carries too (see MetadataEventType). When tmpl is not nil, its output over
+// TemplateData replaces the sections between header and context. Text from the public
+// chat is escaped and every text is cut to Slack's limits.
 // A test event (event.TypeTest) says TEST in its header and fallback text.
 func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (Message, error) {
 	if loc == nil {
