@@ -592,3 +592,35 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// A Slack that refuses the metadata alone (a user token, a format or size it will not
+// take) gets the message again without it, and this forwarder's later messages, digests
+// too, go without: the ids stay in the context lines, and nothing is dead-lettered.
+func TestMetadataRefusedGoesWithout(t *testing.T) {
+	for _, tc := range []struct {
+		mode    mode
+		refusal reply
+	}{
+		{modes[0], reply{status: http.StatusBadRequest, body: "invalid_metadata_format"}},
+		{modes[1], reply{status: http.StatusOK, body: `{"ok":false,"error":"metadata_must_be_sent_from_app"}`}},
+	} {
+		t.Run(tc.mode.name, func(t *testing.T) {
+			fs := newFakeSlack(t, tc.refusal)
+			f := tc.mode.new(t, fs.srv.URL, nil)
+			ev := event.NewCreated(sampleLead())
+			require.NoError(t, deliver(t, f, ev))
+			other := sampleLead()
+			other.SessionID++
+			require.Empty(t, f.DeliverBatch(t.Context(), []event.Event{ev, event.NewCreated(other)}, forwarders.Rest{}))
+
+			got := fs.received()
+			require.Len(t, got, 3, "the refused message, the same without metadata, the digest")
+			assert.Equal(t, []string{ev.ID}, got[0].msg.Metadata.EventPayload.IDs)
+			for _, p := range got[1:] {
+				assert.Empty(t, p.msg.Metadata.EventType, "no metadata once Slack refused it")
+			}
+			assert.Equal(t, "Event "+ev.ID+" · session 31313", got[1].msg.context())
+			assert.Equal(t, []string{ev.ID, event.NewCreated(other).ID}, got[2].msg.listedIDs())
+		})
+	}
+}
