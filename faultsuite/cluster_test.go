@@ -414,10 +414,11 @@ func TestReplicasOnACluster(t *testing.T) {
 		}
 	}
 	var logs []string
-	kills := make([]string, len(replicas))
+	kills, totalKills := make([]string, len(replicas)), 0
 	for i, b := range replicas {
 		logs = append(logs, b.logs()...)
 		kills[i] = strconv.Itoa(b.kills)
+		totalKills += b.kills
 	}
 	scan, err := scanLogs(logs, []needle{
 		{label: "API key", text: apiKey},
@@ -427,7 +428,7 @@ func TestReplicasOnACluster(t *testing.T) {
 	require.NoError(t, err)
 
 	summary := fmt.Sprintf("cluster run seed=%d records=%d appointments=%d kills=%d (per replica %s) node_restarts=1 lost=%d repeats: nats=%d crm=%d sales=%d unexplained=%d slack: single=%d digests=%d took=%s",
-		seed, len(records), appts, clusterKills, strings.Join(kills, "/"), lost, reports[0].repeats, crmRepeats, salesRepeats,
+		seed, len(records), appts, totalKills, strings.Join(kills, "/"), lost, reports[0].repeats, crmRepeats, salesRepeats,
 		len(crmOdd)+len(salesOdd), sales.singles.Load(), sales.digests.Load(), time.Since(began).Round(100*time.Millisecond))
 	details := fmt.Sprintf("cluster details: faults=[%s] unacked_at_faults: crm=%d sales=%d sink_faults: crm=%s sales=%s runs=%d log_lines=%d build=%s cluster=%s replicas_up=%s drain=%s",
 		strings.Join(steps, " "), unackedAtKills["crm"], unackedAtKills["sales"], crm.faultSummary(), sales.faultSummary(),
@@ -443,6 +444,7 @@ func TestReplicasOnACluster(t *testing.T) {
 			t.Error(p)
 		}
 	}
+	assert.Equal(t, clusterKills, totalKills, "SIGKILLs that hit a running daemon")
 	assert.Zero(t, lost, "records lost")
 	assert.Zero(t, reports[0].repeats, "JetStream repeats inside the duplicate window")
 	assert.Positive(t, sales.digests.Load(), "no Slack digest: the batch path went untried")
