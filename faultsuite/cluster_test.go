@@ -465,6 +465,10 @@ func TestReplicasOnACluster(t *testing.T) {
 	assert.Positive(t, sales.digests.Load(), "no Slack digest: the batch path went untried")
 	assert.Empty(t, crmOdd, "crm repeats of ids no kill or node stop had in flight")
 	assert.Empty(t, salesOdd, "sales repeats of ids no kill or node stop had in flight")
+	for _, odd := range append(crmOdd, salesOdd...) {
+		id, _, _ := strings.Cut(odd, " ")
+		t.Logf("the replicas' log lines about %s:\n%s", id, linesAbout(logs, id))
+	}
 	assert.Empty(t, natsIssues, "NATS messages")
 	assert.Empty(t, crm.issues(), "crm requests")
 	assert.Empty(t, sales.issues(), "slack requests")
@@ -501,4 +505,22 @@ func createClusterStream(t *testing.T, node *leadtest.NATS) {
 			Storage: jetstream.FileStorage, Replicas: 3, Duplicates: 10 * time.Minute})
 		return err == nil
 	}, 30*time.Second, 200*time.Millisecond, "the cluster takes the R3 stream")
+}
+
+// linesAbout is every line of the logs that names id, each after its file's path.
+func linesAbout(logs []string, id string) string {
+	var out []string
+	for _, path := range logs {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			out = append(out, path+": "+err.Error())
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.Contains(line, id) {
+				out = append(out, filepath.Base(filepath.Dir(path))+"/"+filepath.Base(path)+": "+line)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
