@@ -67,7 +67,6 @@ type tally struct {
 	attempts map[string]int         // requests per event id
 	got      map[string]int         // 2xx answers per event id: deliveries the target took
 	gotAt    map[string][]time.Time // when each of them was taken
-	open     map[string]int         // requests being answered now, per event id
 	faults   map[answer]int         // fault answers given
 	problems []string               // malformed requests, bad signatures, id mismatches
 	events   map[string]string      // event id → "chatbot|kind|session|type" as the target read it
@@ -80,52 +79,21 @@ func newTally() *tally {
 		attempts: map[string]int{},
 		got:      map[string]int{},
 		gotAt:    map[string][]time.Time{},
-		open:     map[string]int{},
 		faults:   map[answer]int{},
 		events:   map[string]string{},
 	}
 }
 
-// begin notes a request for ids (several for a Slack digest), open until end, and
-// returns the attempt number of the first, from 1.
+// begin notes a request for ids (several for a Slack digest) and returns the attempt
+// number of the first, from 1.
 func (t *tally) begin(ids ...string) int {
 	t.last.Store(time.Now().UnixNano())
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, id := range ids {
 		t.attempts[id]++
-		t.open[id]++
 	}
 	return t.attempts[ids[0]]
-}
-
-// end notes that the request begun for ids was answered.
-func (t *tally) end(ids ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, id := range ids {
-		if t.open[id]--; t.open[id] <= 0 {
-			delete(t.open, id)
-		}
-	}
-}
-
-// unacked is the set of ids whose delivery a bridge killed at now may not have
-// acknowledged: those being answered, and those taken within slack before now (the
-// target's answer is on its way back, or the outcome not yet recorded in the store).
-func (t *tally) unacked(now time.Time, slack time.Duration) map[string]bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := map[string]bool{}
-	for id := range t.open {
-		out[id] = true
-	}
-	for id, at := range t.gotAt {
-		if last := at[len(at)-1]; !last.Before(now.Add(-slack)) {
-			out[id] = true
-		}
-	}
-	return out
 }
 
 // takenAt returns when each id was taken, in order.
@@ -267,7 +235,6 @@ func (s *webhookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.problem("%s: event %s: bad webhook-signature", s.name, id)
 	}
 	attempt := s.begin(id)
-	defer s.end(id)
 	a := pickAnswer(s.seed, s.name, id, attempt, s.pct, s.faultSet)
 	if s.hold.CompareAndSwap(true, false) {
 		a = answerHang
@@ -409,7 +376,6 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	attempt := s.begin(ids...)
-	defer s.end(ids...)
 	a := pickAnswer(s.seed, "sales", ids[0], attempt, s.pct, []answer{answer429, answer500})
 	if a != answerOK {
 		s.fault(a)
