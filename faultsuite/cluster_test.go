@@ -177,15 +177,16 @@ func clusterPlan(rng *rand.Rand) []clusterStep {
 
 // fault is a moment a delivery could be cut: a kill, or the node stop.
 type fault struct {
-	at     time.Time
+	at     time.Time     // when it began: the daemon died, the node began to stop
 	before time.Duration // how long before at a delivery taken may not have been recorded yet
+	after  time.Duration // how long after at a delivery taken may still be cut
 }
 
 // exposed reports whether a delivery taken at x may have been cut by f: taken within
-// f.before before it, or within clusterAckSlack after it (a request the killed daemon
-// sent, answered as it died).
+// f.before before it, or within f.after after it (a request the killed daemon sent,
+// answered as it died; a delivery recorded while the node was stopping).
 func (f fault) exposed(x time.Time) bool {
-	return !x.Before(f.at.Add(-f.before)) && !x.After(f.at.Add(clusterAckSlack))
+	return !x.Before(f.at.Add(-f.before)) && !x.After(f.at.Add(f.after))
 }
 
 // explainRepeats checks a target's repeats against the faults: a delivery of an id after
@@ -323,14 +324,16 @@ func TestReplicasOnACluster(t *testing.T) {
 	t.Cleanup(func() { <-genDone })
 	var faults []fault
 	var nodeStopped time.Time
-	note := func() {
+	// kill notes a kill that just happened: a delivery taken within clusterAckSlack of it
+	// may be cut, or since the node stopped if that was under clusterElection ago (the
+	// streams elect new leaders, and recording an outcome may wait that long).
+	kill := func() {
 		now := time.Now()
 		before := clusterAckSlack
 		if since := now.Sub(nodeStopped); since < clusterNodeDown+clusterElection {
-			// The streams elect new leaders: recording an outcome may wait that long.
 			before = since + clusterAckSlack
 		}
-		faults = append(faults, fault{at: now, before: before})
+		faults = append(faults, fault{at: now, before: before, after: clusterAckSlack})
 	}
 	var steps []string
 	lastKill := time.Now()
@@ -339,15 +342,16 @@ func TestReplicasOnACluster(t *testing.T) {
 		switch st.kind {
 		case "kill":
 			replicas[st.replica].kill()
-			note()
+			kill()
 			lastKill = time.Now()
 			steps = append(steps, fmt.Sprintf("%.1fs:kill-r%d", st.at.Seconds(), st.replica+1))
 		case "start":
 			replicas[st.replica].start()
 		case "node-stop":
-			nodes[st.node].Stop()
-			note()
 			nodeStopped = time.Now()
+			nodes[st.node].Stop()
+			faults = append(faults, fault{at: nodeStopped, before: clusterAckSlack,
+				after: time.Since(nodeStopped) + clusterAckSlack})
 			steps = append(steps, fmt.Sprintf("%.1fs:stop-n%d", st.at.Seconds(), st.node+1))
 		case "node-start":
 			nodes[st.node].Start()
