@@ -27,8 +27,9 @@ func (r record) describe() string {
 	return fmt.Sprintf("%s|%s|%d|%s%s.%s", r.serial, r.kind, r.session, event.TypePrefix, r.kind, event.ActionCreated)
 }
 
-// describeSlack is the record as the Slack stand-in reads it from a message: the kind
-// (from the text) and the session (from the context block).
+// describeSlack is the record as the Slack stand-in reads it from a single message: the
+// kind (from the text) and the session (from the context block). A digest names ids
+// only, so its records are counted without this check.
 func (r record) describeSlack() string {
 	return fmt.Sprintf("%s|%d", r.kind, r.session)
 }

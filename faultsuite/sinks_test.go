@@ -64,31 +64,47 @@ func pickAnswer(seed uint64, target, id string, attempt, pct int, faults []answe
 // the faults it answered with, and anything wrong with a request.
 type tally struct {
 	mu       sync.Mutex
-	attempts map[string]int    // requests per event id
-	got      map[string]int    // 2xx answers per event id: deliveries the target took
-	faults   map[answer]int    // fault answers given
-	problems []string          // malformed requests, bad signatures, id mismatches
-	events   map[string]string // event id → "chatbot|kind|session|type" as the target read it
-	inflight atomic.Int32      // requests being answered now
-	last     atomic.Int64      // Unix nanoseconds of the latest request
+	attempts map[string]int         // requests per event id
+	got      map[string]int         // 2xx answers per event id: deliveries the target took
+	gotAt    map[string][]time.Time // when each of them was taken
+	faults   map[answer]int         // fault answers given
+	problems []string               // malformed requests, bad signatures, id mismatches
+	events   map[string]string      // event id → "chatbot|kind|session|type" as the target read it
+	inflight atomic.Int32           // requests being answered now
+	last     atomic.Int64           // Unix nanoseconds of the latest request
 }
 
 func newTally() *tally {
 	return &tally{
 		attempts: map[string]int{},
 		got:      map[string]int{},
+		gotAt:    map[string][]time.Time{},
 		faults:   map[answer]int{},
 		events:   map[string]string{},
 	}
 }
 
-// begin notes a request for id and returns its attempt number, from 1.
-func (t *tally) begin(id string) int {
+// begin notes a request for ids (several for a Slack digest) and returns the attempt
+// number of the first, from 1.
+func (t *tally) begin(ids ...string) int {
 	t.last.Store(time.Now().UnixNano())
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.attempts[id]++
-	return t.attempts[id]
+	for _, id := range ids {
+		t.attempts[id]++
+	}
+	return t.attempts[ids[0]]
+}
+
+// takenAt returns when each id was taken, in order.
+func (t *tally) takenAt() map[string][]time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string][]time.Time, len(t.gotAt))
+	for id, at := range t.gotAt {
+		out[id] = append([]time.Time(nil), at...)
+	}
+	return out
 }
 
 func (t *tally) fault(a answer) {
@@ -107,6 +123,7 @@ func (t *tally) problem(format string, args ...any) {
 func (t *tally) took(id, what string) {
 	t.mu.Lock()
 	t.got[id]++
+	t.gotAt[id] = append(t.gotAt[id], time.Now())
 	if what != "" {
 		t.events[id] = what
 	}
@@ -181,10 +198,15 @@ type webhookSink struct {
 	faultSet []answer
 }
 
-func newWebhookSink(t *testing.T, name string, seed uint64, pct int, key []byte) *webhookSink {
+// newWebhookSink starts a sink answering pct percent of attempts with one of faults
+// (default: 500, 429, 503 and a hang).
+func newWebhookSink(t *testing.T, name string, seed uint64, pct int, key []byte, faults ...answer) *webhookSink {
+	if len(faults) == 0 {
+		faults = []answer{answer500, answer429, answer503, answerHang}
+	}
 	s := &webhookSink{
 		tally: newTally(), name: name, seed: seed, pct: pct, key: key, maxHang: 5 * time.Second,
-		faultSet: []answer{answer500, answer429, answer503, answerHang},
+		faultSet: faults,
 	}
 	s.srv = httptest.NewServer(s)
 	t.Cleanup(s.srv.Close)
@@ -253,14 +275,29 @@ func sign(key []byte, id, timestamp string, body []byte) string {
 // the context block ("Event <id> · session <n>"), with the session.
 var slackEventID = regexp.MustCompile(`Event ([0-9a-f]{64}) · session ([0-9]+)`)
 
+// slackDigestIDs finds a digest's ids in its last context block ("Events <id>, <id>, ...",
+// the list continuing in the block's next elements).
+var slackDigestIDs = regexp.MustCompile(`"Events ((?:[0-9a-f]{64}(?:, )?)+)"`)
+
+// slackHexID is one event id.
+var slackHexID = regexp.MustCompile(`[0-9a-f]{64}`)
+
+// slackMetadataType is the metadata event_type the slack forwarder gives its messages.
+const slackMetadataType = "leadbridge_events"
+
 // slackStandIn is a Slack incoming webhook at /services/T0FAULT/B0FAULT/<secret> that
-// answers a seeded share of messages with 429 (Retry-After: 1) or 500.
+// answers a seeded share of messages with 429 (Retry-After: 1) or 500. It takes single
+// messages and digests: each message must name its events' ids in its metadata, and the
+// same ids in its context line (one "Event <id> · session <n>", or a digest's "Events
+// <id>, ..."); every id a taken message names counts as one delivery of that id.
 type slackStandIn struct {
 	*tally
-	path string
-	seed uint64
-	pct  int
-	srv  *httptest.Server
+	path    string
+	seed    uint64
+	pct     int
+	srv     *httptest.Server
+	singles atomic.Int32 // single messages taken
+	digests atomic.Int32 // digests taken
 }
 
 func newSlackStandIn(t *testing.T, secret string, seed uint64, pct int) *slackStandIn {
@@ -272,6 +309,46 @@ func newSlackStandIn(t *testing.T, secret string, seed uint64, pct int) *slackSt
 
 // url is the incoming-webhook URL, secret included.
 func (s *slackStandIn) url() string { return s.srv.URL + s.path }
+
+// slackMessage is what the stand-in reads of a message.
+type slackMessage struct {
+	Text     string            `json:"text"`
+	Blocks   []json.RawMessage `json:"blocks"`
+	Metadata struct {
+		EventType    string `json:"event_type"`
+		EventPayload struct {
+			IDs []string `json:"ids"`
+		} `json:"event_payload"`
+	} `json:"metadata"`
+}
+
+// ids are the event ids msg names, and for a single message what the stand-in reads of
+// its event ("kind|session"); problem says what is wrong with the message, if anything.
+func (msg slackMessage) ids(body []byte) (ids []string, what, problem string) {
+	meta := msg.Metadata.EventPayload.IDs
+	if msg.Metadata.EventType != slackMetadataType || len(meta) == 0 {
+		return nil, "", fmt.Sprintf("no event ids in the message's metadata (event_type %q)", msg.Metadata.EventType)
+	}
+	if m := slackEventID.FindSubmatch(body); m != nil {
+		if len(meta) != 1 || meta[0] != string(m[1]) {
+			return nil, "", fmt.Sprintf("the context line names event %s, the metadata %v", m[1], meta)
+		}
+		kind := "lead"
+		if strings.Contains(msg.Text, "appointment") {
+			kind = "appointment"
+		}
+		return meta, kind + "|" + string(m[2]), ""
+	}
+	var listed []string
+	last := msg.Blocks[len(msg.Blocks)-1]
+	if m := slackDigestIDs.FindSubmatch(last); m != nil {
+		listed = slackHexID.FindAllString(string(last), -1)
+	}
+	if strings.Join(listed, ",") != strings.Join(meta, ",") {
+		return nil, "", fmt.Sprintf("the digest's context line lists %d ids, its metadata %d, not the same", len(listed), len(meta))
+	}
+	return meta, "", ""
+}
 
 // ServeHTTP answers one message.
 func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -286,24 +363,20 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	var msg struct {
-		Text   string            `json:"text"`
-		Blocks []json.RawMessage `json:"blocks"`
-	}
+	var msg slackMessage
 	if err := json.Unmarshal(body, &msg); err != nil || len(msg.Blocks) == 0 {
 		s.problem("slack: message is not Block Kit JSON: %v", err)
 		http.Error(w, "invalid_payload", http.StatusBadRequest)
 		return
 	}
-	m := slackEventID.FindSubmatch(body)
-	if m == nil {
-		s.problem("slack: no event id in the message's context block")
+	ids, what, problem := msg.ids(body)
+	if problem != "" {
+		s.problem("slack: %s", problem)
 		http.Error(w, "invalid_blocks", http.StatusBadRequest)
 		return
 	}
-	id := string(m[1])
-	attempt := s.begin(id)
-	a := pickAnswer(s.seed, "sales", id, attempt, s.pct, []answer{answer429, answer500})
+	attempt := s.begin(ids...)
+	a := pickAnswer(s.seed, "sales", ids[0], attempt, s.pct, []answer{answer429, answer500})
 	if a != answerOK {
 		s.fault(a)
 	}
@@ -314,11 +387,14 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case answer500:
 		http.Error(w, "internal_error", http.StatusInternalServerError)
 	default:
-		kind := "lead"
-		if strings.Contains(msg.Text, "appointment") {
-			kind = "appointment"
+		for _, id := range ids {
+			s.took(id, what)
 		}
-		s.took(id, kind+"|"+string(m[2]))
+		if what != "" {
+			s.singles.Add(1)
+		} else {
+			s.digests.Add(1)
+		}
 		_, _ = w.Write([]byte("ok"))
 	}
 }

@@ -15,16 +15,18 @@ import (
 const maxWho = 100
 
 // BuildDigest renders several events as one Slack message: a header counting them, one
-// line per event (who, kind, chatbot and when, in loc; nil means UTC) and, when rest says
-// more are due, a closing line counting them ("…and 20 more to follow"). Text from the
-// public chat is escaped and cut as in BuildMessage; a configured template is not used
-// (it renders one record). The notification text holds no personal data.
+// line per event (who, kind, chatbot and when, in loc; nil means UTC), when rest says
+// more are due a line counting them ("…and 20 more to follow"), and a context line with
+// the ids of the events it names, in the same order ("Events <id>, <id>, ..."); the
+// metadata carries the ids too (see MetadataEventType). Text from the public chat is
+// escaped and cut as in BuildMessage; a configured template is not used (it renders one
+// record). The notification text holds no personal data.
 func BuildDigest(evs []event.Event, rest forwarders.Rest, loc *time.Location) Message {
 	if loc == nil {
 		loc = time.UTC
 	}
 	title := digestTitle(evs)
-	blocks := make([]slackapi.Block, 0, len(evs)+2)
+	blocks := make([]slackapi.Block, 0, len(evs)+3)
 	blocks = append(blocks, slackapi.NewHeaderBlock(plain(cut(title, maxHeader))))
 	for _, ev := range evs {
 		blocks = append(blocks, slackapi.NewSectionBlock(mrkdwn(cut(digestLine(ev, loc), maxSection)), nil, nil))
@@ -34,7 +36,31 @@ func BuildDigest(evs []event.Event, rest forwarders.Rest, loc *time.Location) Me
 		blocks = append(blocks, slackapi.NewContextBlock("", mrkdwn(following)))
 		text += " " + following
 	}
-	return Message{Text: cut(text, maxSection), Blocks: slackapi.Blocks{BlockSet: blocks}}
+	if len(evs) > 0 {
+		blocks = append(blocks, slackapi.NewContextBlock("", idElements(evs)...))
+	}
+	return Message{Text: cut(text, maxSection), Blocks: slackapi.Blocks{BlockSet: blocks}, Metadata: idMetadata(evs...)}
+}
+
+// idElements lists the events' ids, "Events <id>, <id>, ...", in as many context
+// elements as it takes to keep each within a text's 3000 characters (MaxDigestItems ids
+// of 64 characters take two of the ten a context block holds).
+func idElements(evs []event.Event) []slackapi.MixedElement {
+	var els []slackapi.MixedElement
+	line := "Events "
+	for i, ev := range evs {
+		id := escape(ev.ID)
+		if i > 0 {
+			if len(line)+len(", ")+len(id) > maxSection {
+				els = append(els, mrkdwn(line))
+				line = ""
+			} else {
+				line += ", "
+			}
+		}
+		line += id
+	}
+	return append(els, mrkdwn(cut(line, maxSection)))
 }
 
 // digestTitle counts the events by kind, e.g. "📅 12 new appointments" or

@@ -60,6 +60,10 @@ func TestBuildDigest(t *testing.T) {
 		"📅 +1 555 0100 · appointment · Main site · Wed 22 Nov 2023 04:13 CET",
 	}, msg.sections())
 	assert.Equal(t, "…and 180 more to follow", msg.context())
+	ids := []string{evs[0].ID, evs[1].ID, evs[2].ID}
+	assert.Equal(t, ids, msg.listedIDs(), "the ids of the events it names, in order")
+	assert.Equal(t, MetadataEventType, msg.Metadata.EventType)
+	assert.Equal(t, ids, msg.Metadata.EventPayload.IDs)
 	assert.Equal(t, "📬 3 new leads and appointments …and 180 more to follow", msg.Text)
 	for _, personal := range []string{"Ada", "Bob", "Shop", "555"} { // the notification text carries nobody's data
 		assert.NotContains(t, msg.Text, personal)
@@ -73,10 +77,36 @@ func TestBuildDigest(t *testing.T) {
 	one := decode(t, BuildDigest(evs[:1], forwarders.Rest{Due: 3, More: true}, nil))
 	assert.Equal(t, "📅 1 new appointment", one.header())
 	assert.Equal(t, "…and 3+ more to follow", one.context())
-	updated := decode(t, BuildDigest([]event.Event{event.NewUpdated(ada, ada.CreatedAt), event.NewUpdated(ada, ada.CreatedAt)}, forwarders.Rest{}, nil))
+	upd := event.NewUpdated(ada, ada.CreatedAt)
+	updated := decode(t, BuildDigest([]event.Event{upd, upd}, forwarders.Rest{}, nil))
 	assert.Equal(t, "📅 2 appointments", updated.header())
 	assert.Equal(t, "📅 Ada Lovelace · appointment updated · Main site · Wed 22 Nov 2023 03:13 UTC", updated.sections()[0])
-	assert.Empty(t, updated.context(), "nothing follows")
+	assert.Len(t, updated.blocksOf("context"), 1, "nothing follows: only the ids")
+	assert.Equal(t, []string{upd.ID, upd.ID}, updated.listedIDs())
+}
+
+// A digest of MaxDigestItems records stays within Slack's limits (50 blocks, 10 elements
+// in a context block, 3000 characters a text) and names every id, in its context line
+// and its metadata.
+func TestBuildDigestOfMostItemsFitsSlack(t *testing.T) {
+	evs := make([]event.Event, MaxDigestItems)
+	var ids []string
+	for i := range evs {
+		l := sampleLead()
+		l.SessionID = int64(5000 + i)
+		evs[i] = event.NewCreated(l)
+		ids = append(ids, evs[i].ID)
+	}
+	msg := decode(t, BuildDigest(evs, forwarders.Rest{Due: 1000, More: true}, nil))
+	assert.LessOrEqual(t, len(msg.Blocks), 50)
+	for _, c := range msg.blocksOf("context") {
+		assert.LessOrEqual(t, len(c["elements"].([]any)), 10)
+	}
+	for _, o := range msg.textObjects() {
+		assert.LessOrEqual(t, len(textOf(o)), maxSection)
+	}
+	assert.Equal(t, ids, msg.listedIDs())
+	assert.Equal(t, ids, msg.Metadata.EventPayload.IDs)
 }
 
 // burst takes n appointments into a new store whose outbox routes them to "sales".
@@ -84,13 +114,18 @@ func burst(t *testing.T, n int) *dedupe.Store {
 	t.Helper()
 	st := leadtest.OpenStore(t, dedupe.Options{Retention: 90 * 24 * time.Hour, Initial: dedupe.InitialEmit,
 		Route: leadtest.RouteTo("sales")})
+	_, err := st.Ingest(t.Context(), "bot1", burstLeads(n))
+	require.NoError(t, err)
+	return st
+}
+
+// burstLeads are n appointments of chatbot bot1, sessions from 1000.
+func burstLeads(n int) []event.Lead {
 	leads := make([]event.Lead, n)
 	for i := range leads {
 		leads[i] = leadtest.Lead("bot1", event.KindAppointment, int64(1000+i), time.Date(2026, 11, 20, 10, 0, i, 0, time.UTC))
 	}
-	_, err := st.Ingest(t.Context(), "bot1", leads)
-	require.NoError(t, err)
-	return st
+	return leads
 }
 
 // drainTo delivers st's outbox through f with fast retries.
@@ -144,15 +179,31 @@ func TestDigestBurstThroughTheDispatcher(t *testing.T) {
 	msgs := slack.Messages()
 	require.NotEmpty(t, msgs)
 	assert.LessOrEqual(t, len(msgs), 3, "a burst of 40 is a few digests")
-	var texts []string
+	var texts, ids []string
 	for _, m := range msgs {
 		raw, err := json.Marshal(m)
 		require.NoError(t, err)
 		texts = append(texts, string(raw))
 		assert.Contains(t, m["text"], "new appointments", "every message is a digest")
+		var d struct {
+			Metadata metadata `json:"metadata"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &d))
+		assert.Equal(t, MetadataEventType, d.Metadata.EventType)
+		ids = append(ids, d.Metadata.EventPayload.IDs...)
 	}
 	assert.ElementsMatch(t, sessions(1000, 40), sessionsIn(texts), "every appointment named exactly once")
+	assert.ElementsMatch(t, burstIDs(40), ids, "every appointment's id in exactly one digest's metadata")
 	requireOutboxEmpty(t, st)
+}
+
+// burstIDs are the event ids of burst's n appointments.
+func burstIDs(n int) []string {
+	var out []string
+	for _, l := range burstLeads(n) {
+		out = append(out, l.ID())
+	}
+	return out
 }
 
 // A threshold above max_items: the burst of 11 is three digests (4, 4, 3), its last
@@ -209,6 +260,10 @@ func TestDigestRefusedThenTaken(t *testing.T) {
 			for _, p := range got {
 				assert.Equal(t, "📅 8 new appointments", p.msg.header())
 				assert.Equal(t, sessions(1000, 8), sessionsIn(p.msg.sections()))
+				// The repeat is told apart by its ids, in the context line and the metadata.
+				assert.Equal(t, burstIDs(8), p.msg.listedIDs())
+				assert.Equal(t, MetadataEventType, p.msg.Metadata.EventType)
+				assert.Equal(t, burstIDs(8), p.msg.Metadata.EventPayload.IDs)
 			}
 			requireOutboxEmpty(t, st)
 			dead, err := st.DeadLetters(t.Context(), "sales")

@@ -31,14 +31,31 @@ const ellipsis = "…"
 // timeLayout shows when a record arrived, e.g. "Wed 22 Nov 2023 03:13 UTC".
 const timeLayout = "Mon 02 Jan 2006 15:04 MST"
 
-// Message is a rendered Slack message: Block Kit blocks, and the plain text Slack shows
-// in notifications and where blocks cannot be shown. The same value feeds an incoming
-// webhook and chat.postMessage.
+// MetadataEventType is the event_type of the metadata every message carries: its
+// event_payload is {"ids": [...]}, the ids of the events the message names (one for a
+// single message, every listed one for a digest), so that an app reading the channel
+// can tell a repeated message, or a repeated digest, by id.
+const MetadataEventType = "leadbridge_events"
+
+// Message is a rendered Slack message: Block Kit blocks, the plain text Slack shows in
+// notifications and where blocks cannot be shown, and metadata naming its events. The
+// same value feeds an incoming webhook and chat.postMessage.
 type Message struct {
 	// Text is the escaped mrkdwn fallback, e.g. "New appointment from Ada via Main site".
 	Text string `json:"text"`
 	// Blocks are the header, body sections and context line.
 	Blocks slackapi.Blocks `json:"blocks"`
+	// Metadata is MetadataEventType with the ids of the events the message names.
+	Metadata *slackapi.SlackMetadata `json:"metadata,omitempty"`
+}
+
+// idMetadata is the metadata of a message naming evs.
+func idMetadata(evs ...event.Event) *slackapi.SlackMetadata {
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID
+	}
+	return &slackapi.SlackMetadata{EventType: MetadataEventType, EventPayload: map[string]any{"ids": ids}}
 }
 
 // TemplateData is what a Config.Template sees. Every string that came from the public
@@ -66,9 +83,10 @@ type TemplateData struct {
 
 // BuildMessage renders ev as a Slack message: a header saying what happened and who, a
 // section with how to reach them, which chatbot and page, and when (in loc; nil means
-// UTC), what they wrote as a quote, and a context line with the event id. When tmpl is
-// not nil, its output over TemplateData replaces the sections between header and
-// context. Text from the public chat is escaped and every text is cut to Slack's limits.
+// UTC), what they wrote as a quote, and a context line with the event id, which the
+// metadata carries too (see MetadataEventType). When tmpl is not nil, its output over
+// TemplateData replaces the sections between header and context. Text from the public
+// chat is escaped and every text is cut to Slack's limits.
 // A test event (event.TypeTest) says TEST in its header and fallback text.
 func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (Message, error) {
 	if loc == nil {
@@ -108,8 +126,9 @@ func BuildMessage(ev event.Event, loc *time.Location, tmpl *template.Template) (
 		mrkdwn(cut("Event "+escape(ev.ID)+" · session "+strconv.FormatInt(l.SessionID, 10), maxSection))))
 
 	return Message{
-		Text:   cut(text, maxSection),
-		Blocks: slackapi.Blocks{BlockSet: blocks},
+		Text:     cut(text, maxSection),
+		Blocks:   slackapi.Blocks{BlockSet: blocks},
+		Metadata: idMetadata(ev),
 	}, nil
 }
 

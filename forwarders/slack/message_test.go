@@ -25,8 +25,17 @@ var entity = regexp.MustCompile(`^&(?:amp|lt|gt);`)
 
 // decoded is a message as Slack receives it, JSON-decoded.
 type decoded struct {
-	Text   string
-	Blocks []any
+	Text     string
+	Blocks   []any
+	Metadata metadata
+}
+
+// metadata is a message's metadata as an app reading the channel decodes it.
+type metadata struct {
+	EventType    string `json:"event_type"`
+	EventPayload struct {
+		IDs []string `json:"ids"`
+	} `json:"event_payload"`
 }
 
 // decode marshals m the way it goes over the wire and decodes it generically.
@@ -35,11 +44,12 @@ func decode(t testing.TB, m Message) decoded {
 	raw, err := json.Marshal(m)
 	require.NoError(t, err)
 	var d struct {
-		Text   string `json:"text"`
-		Blocks []any  `json:"blocks"`
+		Text     string   `json:"text"`
+		Blocks   []any    `json:"blocks"`
+		Metadata metadata `json:"metadata"`
 	}
 	require.NoError(t, json.Unmarshal(raw, &d))
-	return decoded{Text: d.Text, Blocks: d.Blocks}
+	return decoded{Text: d.Text, Blocks: d.Blocks, Metadata: d.Metadata}
 }
 
 // blocksOf returns the blocks of one type.
@@ -85,14 +95,35 @@ func (d decoded) sections() []string {
 	return out
 }
 
-// context is the text of the context block.
+// context is the text of the first context block's first element: a single message's
+// only one, a digest's closing line (or its ids when nothing follows).
 func (d decoded) context() string {
 	c := d.blocksOf("context")
-	if len(c) != 1 {
+	if len(c) == 0 {
 		return ""
 	}
 	els := c[0]["elements"].([]any)
 	return textOf(els[0])
+}
+
+// listedIDs are the event ids a digest's last context block lists ("Events <id>, ...").
+func (d decoded) listedIDs() []string {
+	c := d.blocksOf("context")
+	if len(c) == 0 {
+		return nil
+	}
+	var out []string
+	for i, el := range c[len(c)-1]["elements"].([]any) {
+		s := textOf(el)
+		if i == 0 {
+			var ok bool
+			if s, ok = strings.CutPrefix(s, "Events "); !ok {
+				return nil
+			}
+		}
+		out = append(out, strings.Split(s, ", ")...)
+	}
+	return out
 }
 
 // textObjects are every text object in the blocks.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"text/template"
 	"time"
 	"unicode"
@@ -45,7 +46,7 @@ const (
 	// hold that many due deliveries at once, so that the digest would never come.
 	MaxDigestThreshold = 100
 	// MaxDigestItems bounds Digest.MaxItems: a message holds at most 50 blocks, and a
-	// digest takes one per record plus a header and a closing line.
+	// digest takes one per record plus a header, a closing line and a line of ids.
 	MaxDigestItems = 45
 )
 
@@ -106,6 +107,30 @@ var transientAPIErrors = map[string]bool{
 	"service_unavailable": true,
 	"team_added_to_org":   true,
 	"rollup_error":        true, // an incoming webhook's 500
+}
+
+// metadataErrors are Slack's refusals of a message's metadata alone (a user token may
+// not send any; a format or size Slack will not take): the message goes again without
+// it, its ids still in its context line.
+var metadataErrors = map[string]bool{
+	"invalid_metadata_format":        true,
+	"invalid_metadata_schema":        true,
+	"metadata_too_large":             true,
+	"metadata_must_be_sent_from_app": true,
+}
+
+// metadataRefused marks an error whose Slack error string is in metadataErrors.
+type metadataRefused struct{ error }
+
+// Unwrap returns the refusal, classified like any other.
+func (m metadataRefused) Unwrap() error { return m.error }
+
+// refusal is e, marked as metadataRefused when code is in metadataErrors.
+func refusal(code string, e error) error {
+	if metadataErrors[code] {
+		return metadataRefused{e}
+	}
+	return e
 }
 
 // goneAPIErrors say the channel is archived, like a webhook's HTTP 410: no message can
@@ -181,6 +206,7 @@ type Forwarder struct {
 	channel    string
 	digest     Digest // MaxItems set
 	logger     *slog.Logger
+	noMetadata atomic.Bool // Slack refused the metadata once: messages go without it
 }
 
 var (
@@ -391,8 +417,28 @@ func (f *Forwarder) DeliverBatch(ctx context.Context, evs []event.Event, rest fo
 }
 
 // post waits for the rate limit and posts msg once, through the Web API or the incoming
-// webhook.
+// webhook. When Slack refuses the message's metadata alone (see metadataErrors), it
+// posts it again without, and leaves the metadata out of this forwarder's messages from
+// then on: the ids stay in the context lines.
 func (f *Forwarder) post(ctx context.Context, msg Message) error {
+	if f.noMetadata.Load() {
+		msg.Metadata = nil
+	}
+	err := f.send(ctx, msg)
+	var refused metadataRefused
+	if msg.Metadata == nil || !errors.As(err, &refused) {
+		return err
+	}
+	if f.noMetadata.CompareAndSwap(false, true) {
+		f.logger.Warn("Slack refused the message metadata; messages go without it, their event ids in the context line only",
+			"error", err)
+	}
+	msg.Metadata = nil
+	return f.send(ctx, msg)
+}
+
+// send waits for the rate limit and posts msg once.
+func (f *Forwarder) send(ctx context.Context, msg Message) error {
 	if err := f.limiter.Wait(ctx); err != nil {
 		return forwarders.Errorf(f.name, "waiting for the rate limit: %w", err)
 	}
@@ -410,11 +456,14 @@ func (f *Forwarder) post(ctx context.Context, msg Message) error {
 // took the message (see webhookAnswer).
 func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 	off := false
-	body, err := json.Marshal(&slackapi.WebhookMessage{
-		Text:        msg.Text,
-		Blocks:      &msg.Blocks,
-		UnfurlLinks: &off,
-		UnfurlMedia: &off,
+	body, err := json.Marshal(&webhookPayload{
+		WebhookMessage: slackapi.WebhookMessage{
+			Text:        msg.Text,
+			Blocks:      &msg.Blocks,
+			UnfurlLinks: &off,
+			UnfurlMedia: &off,
+		},
+		Metadata: msg.Metadata,
 	})
 	if err != nil {
 		return forwarders.Permanent(forwarders.Errorf(f.name, "encode message: %w", err))
@@ -429,7 +478,9 @@ func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 		return forwarders.Errorf(f.name, "webhook: %w", httpx.TransportError(f.webhookURL, err))
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return forwarders.Errorf(f.name, "webhook: %w", forwarders.CheckResponse(resp, knownCode))
+		var code string
+		err := forwarders.CheckResponse(resp, func(body []byte) string { code = knownCode(body); return code })
+		return refusal(code, forwarders.Errorf(f.name, "webhook: %w", err))
 	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -438,9 +489,16 @@ func (f *Forwarder) postWebhook(ctx context.Context, msg Message) error {
 		return forwarders.Errorf(f.name, "webhook: reading the answer: %w", httpx.TransportError(f.webhookURL, err))
 	}
 	if err := webhookAnswer(resp.StatusCode, answer); err != nil {
-		return forwarders.Errorf(f.name, "webhook: %w", err)
+		return refusal(knownCode(answer), forwarders.Errorf(f.name, "webhook: %w", err))
 	}
 	return nil
+}
+
+// webhookPayload is what an incoming webhook is sent: slack-go's WebhookMessage, which
+// lacks the message metadata, and the metadata.
+type webhookPayload struct {
+	slackapi.WebhookMessage
+	Metadata *slackapi.SlackMetadata `json:"metadata,omitempty"`
 }
 
 // maxAnswer bounds how much of a webhook's 2xx answer is read.
@@ -490,12 +548,16 @@ func classify(code string, e error) error {
 
 // postMessage posts msg with chat.postMessage and classifies slack-go's error.
 func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
-	_, ts, err := f.api.PostMessageContext(ctx, f.channel,
+	opts := []slackapi.MsgOption{
 		slackapi.MsgOptionText(msg.Text, false), // already escaped
 		slackapi.MsgOptionBlocks(msg.Blocks.BlockSet...),
 		slackapi.MsgOptionDisableLinkUnfurl(),
 		slackapi.MsgOptionDisableMediaUnfurl(),
-	)
+	}
+	if msg.Metadata != nil {
+		opts = append(opts, slackapi.MsgOptionMetadata(*msg.Metadata))
+	}
+	_, ts, err := f.api.PostMessageContext(ctx, f.channel, opts...)
 	if err == nil {
 		if ts == "" {
 			// slack-go reports no error for "ok": false without an error string, nor for an
@@ -522,7 +584,7 @@ func (f *Forwarder) postMessage(ctx context.Context, msg Message) error {
 		if !knownErrors[code] {
 			code = unknownError
 		}
-		return classify(refused.Err, forwarders.Errorf(f.name, "chat.postMessage: %s", code))
+		return refusal(refused.Err, classify(refused.Err, forwarders.Errorf(f.name, "chat.postMessage: %s", code)))
 	case errors.As(err, &status):
 		e := forwarders.Errorf(f.name, "chat.postMessage: HTTP %d", status.Code)
 		switch {

@@ -69,15 +69,16 @@ func (fs *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case webhookPath:
 		var m struct {
-			Text   string `json:"text"`
-			Blocks []any  `json:"blocks"`
+			Text     string   `json:"text"`
+			Blocks   []any    `json:"blocks"`
+			Metadata metadata `json:"metadata"`
 		}
 		body, _ := io.ReadAll(r.Body)
 		if r.Header.Get("Content-Type") != "application/json" || json.Unmarshal(body, &m) != nil {
 			http.Error(w, "invalid_payload", http.StatusBadRequest)
 			return
 		}
-		p.msg = decoded{Text: m.Text, Blocks: m.Blocks}
+		p.msg = decoded{Text: m.Text, Blocks: m.Blocks, Metadata: m.Metadata}
 		ok = reply{status: http.StatusOK, body: "ok"}
 	case apiPath:
 		if err := r.ParseForm(); err != nil {
@@ -93,6 +94,10 @@ func (fs *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 		p.msg.Text = p.form.Get("text")
 		if err := json.Unmarshal([]byte(p.form.Get("blocks")), &p.msg.Blocks); err != nil {
 			writeJSON(w, http.StatusOK, `{"ok":false,"error":"invalid_blocks"}`)
+			return
+		}
+		if p.form.Has("metadata") && json.Unmarshal([]byte(p.form.Get("metadata")), &p.msg.Metadata) != nil {
+			writeJSON(w, http.StatusOK, `{"ok":false,"error":"invalid_metadata_format"}`)
 			return
 		}
 		ok = reply{status: http.StatusOK, body: `{"ok":true,"channel":"` + testChannel + `","ts":"1700000000.000100"}`}
@@ -258,6 +263,8 @@ func TestDeliverMessage(t *testing.T) {
 				assert.Equal(t, tc.fields, d.fields())
 				assert.Equal(t, tc.sections, d.sections())
 				assert.Equal(t, "Event "+tc.ev.ID+" · session 31313", d.context())
+				assert.Equal(t, MetadataEventType, d.Metadata.EventType, "the id, for apps, in the metadata")
+				assert.Equal(t, []string{tc.ev.ID}, d.Metadata.EventPayload.IDs)
 				all := strings.Join(d.texts(), "\n")
 				assert.Equal(t, tc.wantsLinks, strings.Contains(all, "<mailto:"))
 				assert.Equal(t, tc.wantsLinks, strings.Contains(all, "<tel:"))
@@ -582,6 +589,38 @@ func TestConformance(t *testing.T) {
 					forwarderstest.EchoSecret, forwarderstest.EchoLead, forwarderstest.PhoneWord},
 				Secrets: []string{testToken, webhookPath, "XXXXSECRET"},
 			})
+		})
+	}
+}
+
+// A Slack that refuses the metadata alone (a user token, a format or size it will not
+// take) gets the message again without it, and this forwarder's later messages, digests
+// too, go without: the ids stay in the context lines, and nothing is dead-lettered.
+func TestMetadataRefusedGoesWithout(t *testing.T) {
+	for _, tc := range []struct {
+		mode    mode
+		refusal reply
+	}{
+		{modes[0], reply{status: http.StatusBadRequest, body: "invalid_metadata_format"}},
+		{modes[1], reply{status: http.StatusOK, body: `{"ok":false,"error":"metadata_must_be_sent_from_app"}`}},
+	} {
+		t.Run(tc.mode.name, func(t *testing.T) {
+			fs := newFakeSlack(t, tc.refusal)
+			f := tc.mode.new(t, fs.srv.URL, nil)
+			ev := event.NewCreated(sampleLead())
+			require.NoError(t, deliver(t, f, ev))
+			other := sampleLead()
+			other.SessionID++
+			require.Empty(t, f.DeliverBatch(t.Context(), []event.Event{ev, event.NewCreated(other)}, forwarders.Rest{}))
+
+			got := fs.received()
+			require.Len(t, got, 3, "the refused message, the same without metadata, the digest")
+			assert.Equal(t, []string{ev.ID}, got[0].msg.Metadata.EventPayload.IDs)
+			for _, p := range got[1:] {
+				assert.Empty(t, p.msg.Metadata.EventType, "no metadata once Slack refused it")
+			}
+			assert.Equal(t, "Event "+ev.ID+" · session 31313", got[1].msg.context())
+			assert.Equal(t, []string{ev.ID, event.NewCreated(other).ID}, got[2].msg.listedIDs())
 		})
 	}
 }
