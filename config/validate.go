@@ -101,7 +101,7 @@ func (c *Config) Validate() error {
 	if len(c.Forwarders) == 0 {
 		v.add("forwarders", "at least one forwarder is required")
 	}
-	names := map[string]int{}
+	names := map[string]string{} // forwarder name → key path of the forwarder that has it
 	for i := range c.Forwarders {
 		v.forwarder(i, &c.Forwarders[i], names)
 	}
@@ -224,16 +224,7 @@ func (v *validator) account(i int, a *Account, names, serials map[string]string)
 	n := &v.c.NeoAgent
 	path := fmt.Sprintf("neoagent.accounts[%d]", i)
 	v.required(path+".name", a.Name)
-	if a.Name != "" {
-		if !accountName.MatchString(a.Name) {
-			v.add(path+".name", "must be letters, digits, - and _, got %s", quote(a.Name))
-		}
-		if other, dup := names[a.Name]; dup {
-			v.add(path+".name", "duplicate account name %s (also %s)", quote(a.Name), other)
-		} else {
-			names[a.Name] = path
-		}
-	}
+	v.uniqueName(path, "account", a.Name, accountName, "letters, digits, - and _", names)
 	if a.BaseURL == "" && !v.given(path+".base_url") {
 		a.BaseURL = n.BaseURL
 	}
@@ -372,18 +363,27 @@ func (v *validator) store() {
 	}
 }
 
-func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]int) {
+// uniqueName checks the name of the account or forwarder at owner (its key path) against
+// pattern, which rule describes, and against the names taken before it (name → key path
+// of the owner that took it), and takes it.
+func (v *validator) uniqueName(owner, what, name string, pattern *regexp.Regexp, rule string, taken map[string]string) {
+	if name == "" {
+		return
+	}
+	if !pattern.MatchString(name) {
+		v.add(owner+".name", "must be %s, got %s", rule, quote(name))
+	}
+	if other, dup := taken[name]; dup {
+		v.add(owner+".name", "duplicate %s name %s (also %s)", what, quote(name), other)
+	} else {
+		taken[name] = owner
+	}
+}
+
+func (v *validator) forwarder(i int, f *ForwarderConfig, names map[string]string) {
 	path := fmt.Sprintf("forwarders[%d]", i)
 	v.required(path+".name", f.Name)
-	if f.Name != "" {
-		if !forwarderName.MatchString(f.Name) {
-			v.add(path+".name", "must be lower-case letters, digits, - and _, got %s", quote(f.Name))
-		}
-		if j, dup := names[f.Name]; dup {
-			v.add(path+".name", "duplicate forwarder name %s (also forwarders[%d])", quote(f.Name), j)
-		}
-		names[f.Name] = i
-	}
+	v.uniqueName(path, "forwarder", f.Name, forwarderName, "lower-case letters, digits, - and _", names)
 	for j, k := range f.Types {
 		if k != event.KindLead && k != event.KindAppointment {
 			v.add(fmt.Sprintf("%s.types[%d]", path, j), "must be %s or %s, got %s",

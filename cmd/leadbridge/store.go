@@ -151,17 +151,9 @@ func openExistingStore(ctx context.Context, cfg *config.Config) (*openedStore, e
 	if err != nil {
 		return nil, err
 	}
-	st, err := natsstore.Open(ctx, natsstore.Options{
-		Conn:        nc,
-		Prefix:      cfg.Store.NATS.Prefix,
-		Replicas:    cfg.Store.NATS.Replicas,
-		Timeout:     cfg.Store.NATS.Timeout,
-		Retention:   cfg.Store.Retention,
-		Initial:     cfg.Poll.Initial,
-		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       cfg.Route,
-		Existing:    true,
-	})
+	opts := natsOptions(cfg, nc, cfg.Route)
+	opts.Existing = true
+	st, err := natsstore.Open(ctx, opts)
 	if err != nil {
 		nc.Close()
 		if missing := (*natsstore.MissingError)(nil); errors.As(err, &missing) {
@@ -194,24 +186,31 @@ func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.L
 	if err != nil {
 		return nil, err
 	}
-	st, err := natsstore.Open(ctx, natsstore.Options{
-		Conn:            nc,
-		Prefix:          cfg.Store.NATS.Prefix,
-		Replicas:        cfg.Store.NATS.Replicas,
-		Timeout:         cfg.Store.NATS.Timeout,
-		DuplicateWindow: duplicateWindow(cfg.Poll.Interval),
-		Retention:       cfg.Store.Retention,
-		Initial:         cfg.Poll.Initial,
-		EmitUpdates:     cfg.Dedupe.EmitUpdates,
-		Route:           r.Route,
-		Logger:          logger,
-	})
+	opts := natsOptions(cfg, nc, r.Route)
+	opts.DuplicateWindow = duplicateWindow(cfg.Poll.Interval)
+	opts.Logger = logger
+	st, err := natsstore.Open(ctx, opts)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("store.nats: %w", err)
 	}
 	return &openedStore{stateStore: st, conn: nc, nats: st, shared: st.Shared(natsstore.SharedOptions{}),
 		drain: st.Shared(natsstore.SharedOptions{Drain: true})}, nil
+}
+
+// natsOptions are the JetStream store's options cfg sets, over the connection nc, with
+// route naming the forwarders that want an event.
+func natsOptions(cfg *config.Config, nc *natsgo.Conn, route func(event.Event) []string) natsstore.Options {
+	return natsstore.Options{
+		Conn:        nc,
+		Prefix:      cfg.Store.NATS.Prefix,
+		Replicas:    cfg.Store.NATS.Replicas,
+		Timeout:     cfg.Store.NATS.Timeout,
+		Retention:   cfg.Store.Retention,
+		Initial:     cfg.Poll.Initial,
+		EmitUpdates: cfg.Dedupe.EmitUpdates,
+		Route:       route,
+	}
 }
 
 // duplicateWindow is the outbox stream's duplicate window for a poll interval: an
