@@ -78,6 +78,7 @@ func TestCopyCarriesEverythingOnce(t *testing.T) {
 	bots, err := dst.Chatbots(ctx)
 	require.NoError(t, err)
 	assert.True(t, bots[serial].Initialized)
+	assert.Equal(t, 5, bots[serial].Seen)
 	assert.True(t, now.Equal(bots[serial].LastOK))
 	paused, err := dst.Paused(ctx)
 	require.NoError(t, err)
