@@ -295,6 +295,10 @@ type Sum [sha256.Size]byte
 // body proved to be a successful page, known (if not nil) is given its Sum, and when it
 // says the page is known the records are not read back and take is not called.
 func (c *Client) StreamChanged(ctx context.Context, bot event.Chatbot, w Window, known func(Sum) bool, take func(Page) error) error {
+	if err := c.Budget.Wait(ctx); err != nil {
+		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
+	}
+	// The timeout counts from the call, not from the wait for a turn above.
 	if timeout := c.httpClient().Timeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -312,9 +316,6 @@ func (c *Client) StreamChanged(ctx context.Context, bot event.Chatbot, w Window,
 	req.Header["Accept"] = jsonMediaType
 	if c.UserAgent != "" {
 		req.Header["User-Agent"] = []string{c.UserAgent}
-	}
-	if err := c.Budget.Wait(ctx); err != nil {
-		return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 	}
 	resp, err := c.roundTrip(req)
 	if err != nil {
