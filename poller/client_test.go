@@ -564,3 +564,18 @@ func TestRequestBodyIsEncodingJSONs(t *testing.T) {
 		}
 	}
 }
+
+// A call's timeout bounds the call, not its wait for a turn of the account's Budget: an
+// account whose chatbots need more calls than max_rps queues them for longer than the
+// timeout, and each must still be made. (Found by review: the timeout was once set
+// before the wait, and every call queued beyond it failed.)
+func TestTimeoutCountsFromTheCallNotTheBudgetWait(t *testing.T) {
+	srv := newLeadListServer(t)
+	srv.setRecords("SN-Q", docLead)
+	c := srv.client(700 * time.Millisecond)
+	c.Budget = NewBudget(0.5) // a turn every 2s
+	c.Budget.reserve(time.Now())
+	page, err := c.List(t.Context(), event.Chatbot{Serial: "SN-Q"}, Window{})
+	require.NoError(t, err, "the call waited 2s for its turn, beyond its 700ms timeout, and then had its 700ms")
+	assert.Len(t, page.Leads, 1)
+}

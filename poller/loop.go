@@ -628,7 +628,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot, c *Client) (event.In
 		err = errors.Join(err, &storeError{serial: bot.Serial, op: "record poll", err: rerr})
 	}
 	took := time.Since(start)
-	if err == nil {
+	if err == nil && log.Enabled(ctx, slog.LevelDebug) { // its attributes are not even built at info
 		log.Debug("polled", "chatbot", bot.Serial, "new", res.New, "dup", res.Duplicate,
 			"updated", res.Updated, "baseline", res.Baseline, "skipped", skipped, "took", took)
 	}
