@@ -4,19 +4,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/internal/leadtest"
@@ -120,42 +116,12 @@ func selfCPU(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// startCluster starts a three-node NATS cluster with JetStream in process, each node
-// with its own store directory, and waits until it takes R3 buckets; its client is on
-// the first node; urls lists every node's.
+// startCluster starts a three-node NATS cluster with JetStream in process and returns
+// its first node and every node's client URL.
 func startCluster(b *testing.B) (box *natsBox, urls string) {
-	const n = 3
-	ports := make([][2]int, n)
-	var routes []string
-	for i := range ports {
-		for j := range ports[i] {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(b, err)
-			ports[i][j] = l.Addr().(*net.TCPAddr).Port
-			require.NoError(b, l.Close())
-		}
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][1]))
-	}
-	nodes := make([]*leadtest.NATS, n)
-	var wg sync.WaitGroup
-	for i := range nodes {
-		wg.Go(func() {
-			nodes[i] = leadtest.StartNATS(b, leadtest.NATSOptions{Port: ports[i][0], Tweak: func(o *natsserver.Options) {
-				o.ServerName = fmt.Sprintf("n%d", i+1)
-				o.Cluster = natsserver.ClusterOpts{Name: "lbbench", Host: "127.0.0.1", Port: ports[i][1]}
-				o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
-			}})
-		})
-	}
-	wg.Wait()
+	nodes := leadtest.StartCluster(b, "lbbench", 3)
 	nc, js := nodes[0].Connect()
 	b.Cleanup(nc.Close)
-	require.Eventually(b, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "probe", Replicas: 3})
-		return err == nil
-	}, time.Minute, 200*time.Millisecond, "the cluster takes R3 buckets")
 	var list []string
 	for _, n := range nodes {
 		list = append(list, n.URL())

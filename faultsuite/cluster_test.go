@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,53 +25,6 @@ import (
 	"github.com/leadbridge/leadbridge/internal/leadsim"
 	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
-
-// freePort is a port of 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	_, port, err := net.SplitHostPort(freeAddr(t))
-	require.NoError(t, err)
-	p, err := strconv.Atoi(port)
-	require.NoError(t, err)
-	return p
-}
-
-// startCluster starts a three-node NATS cluster with JetStream, in process, each node
-// with its own store directory, restartable on its ports, and waits until it takes R3
-// buckets.
-func startCluster(t *testing.T) []*leadtest.NATS {
-	t.Helper()
-	const n = 3
-	client, cluster := make([]int, n), make([]int, n)
-	var routes []string
-	for i := range n {
-		client[i], cluster[i] = freePort(t), freePort(t)
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cluster[i]))
-	}
-	nodes := make([]*leadtest.NATS, n)
-	started := make(chan *leadtest.NATS, n)
-	for i := range n {
-		go func() {
-			started <- leadtest.StartNATS(t, leadtest.NATSOptions{Port: client[i], Tweak: func(o *natsserver.Options) {
-				o.ServerName = fmt.Sprintf("n%d", i+1)
-				o.Cluster = natsserver.ClusterOpts{Name: "leadbridge-fs", Host: "127.0.0.1", Port: cluster[i]}
-				o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
-			}})
-		}()
-	}
-	for i := range n {
-		nodes[i] = <-started
-	}
-	nc, js := nodes[0].Connect()
-	defer nc.Close()
-	require.Eventually(t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "probe", Replicas: 3})
-		return err == nil
-	}, 60*time.Second, 200*time.Millisecond, "the cluster takes R3 buckets")
-	return nodes
-}
 
 // The cluster run's shape. Records arrive one every clusterTick for clusterGen, round the
 // chatbots, while clusterKills SIGKILLs hit replicas picked at random and one NATS node is
@@ -246,7 +197,7 @@ func TestReplicasOnACluster(t *testing.T) {
 	plan := clusterPlan(rand.New(rand.NewPCG(seed, 10)))
 	bin := buildBridge(t)
 	built := time.Since(began)
-	nodes := startCluster(t)
+	nodes := leadtest.StartCluster(t, "leadbridge-fs", 3)
 	var urls []string
 	for _, n := range nodes {
 		urls = append(urls, n.URL())

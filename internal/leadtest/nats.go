@@ -5,7 +5,9 @@ package leadtest
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +165,47 @@ func (b *NATS) ReadStream(name string) []StreamMsg {
 		out = append(out, StreamMsg{Subject: m.Subject, Header: m.Header, Data: m.Data})
 	}
 	return out
+}
+
+// StartCluster starts a cluster of n in-process NATS servers with JetStream, named
+// n1..nN in cluster name, each with its own store directory and restartable on its
+// ports, and waits until the cluster takes a bucket replicated n times.
+func StartCluster(t testing.TB, name string, n int) []*NATS {
+	t.Helper()
+	client, cluster := make([]int, n), make([]int, n)
+	var routes []string
+	for i := range n {
+		client[i], cluster[i] = FreePort(t), FreePort(t)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", cluster[i]))
+	}
+	nodes := make([]*NATS, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			nodes[i] = StartNATS(t, NATSOptions{Port: client[i], Tweak: func(o *natsserver.Options) {
+				o.ServerName = fmt.Sprintf("n%d", i+1)
+				o.Cluster = natsserver.ClusterOpts{Name: name, Host: "127.0.0.1", Port: cluster[i]}
+				o.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
+			}})
+		})
+	}
+	wg.Wait()
+	nc, js := nodes[0].Connect()
+	defer nc.Close()
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "probe", Replicas: n})
+		return err == nil
+	}, time.Minute, 200*time.Millisecond, "the cluster takes buckets of %d replicas", n)
+	return nodes
+}
+
+// FreePort is a port of 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
