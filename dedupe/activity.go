@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -13,20 +14,26 @@ import (
 )
 
 // The activity log: what became of each delivery attempt, for the web console. Record
-// writes one small event.Attempt per outcome in its own transaction, and keeps each
-// event once beside the log (with a count of the attempts that refer to it), so that an
-// event's page can show its CloudEvent after it left the outbox. The log prunes itself
-// as it is written: per forwarder the newest ActivityPerForwarder attempts, none older
-// than ActivityMaxAge.
+// writes one small event.Attempt per outcome in its own transaction. Each attempt holds
+// a reference to its event's record in the events bucket (entry.go), the one its outbox
+// entry referred to, so that an event's page can show its CloudEvent after it left the
+// outbox: an acknowledged or dead-lettered entry hands its reference over to its attempt,
+// an entry that stays adds one. The log prunes itself as it is written: per forwarder
+// the newest ActivityPerForwarder attempts, none older than ActivityMaxAge; an attempt
+// pruned drops its reference, and the event record goes with the last one.
 //
 //	activity/<forwarder>  8-byte big-endian seq (the sub-bucket's NextSequence, so in the
-//	                      order of recording) → event.Attempt JSON
-//	activity_events       event id → 4-byte big-endian count of attempts referring to
-//	                      it, then the event: eventFormat and its binary form
-//	                      (appendEvent), or, as written before, its JSON (from '{')
+//	                      order of recording) → attemptFormat, the 8-byte big-endian seq
+//	                      of its event record, its time (appendTime), then event.Attempt
+//	                      JSON; as written before, the JSON alone (from '{')
+//	activity_events       as written before: event id → 4-byte big-endian count of the
+//	                      JSON attempts referring to it, then the event (eventFormat and
+//	                      its binary form, or its JSON); read and pruned, never written
 //
-// The event is kept in the binary form because the log is written in the transaction
-// that records outcomes, which ingest waits for: the JSON was a third of the log's cost.
+// Keeping the event in a bucket of its own by id made each commit of outcomes rewrite
+// pages all over that bucket (its keys are random), and a copy of every event: the log
+// was a third of the recorder's cost. A reference costs nothing when the entry's goes
+// over to the attempt, and pruning reads only an attempt's header.
 const (
 	ActivityPerForwarder = 1000
 	ActivityMaxAge       = 7 * 24 * time.Hour
@@ -37,8 +44,24 @@ var (
 	bucketActivityEvents = []byte("activity_events")
 )
 
-// logActivity appends one attempt per outcome, recorded at now, and prunes the log.
-func logActivity(tx *bolt.Tx, outcomes []event.Outcome, now time.Time) error {
+const (
+	// attemptFormat starts an attempt written with a reference to its event record.
+	attemptFormat = 1
+	// attemptHeader is the length of its header: format, event record seq, time.
+	attemptHeader = 1 + 8 + timeLen
+)
+
+// logs reports whether the activity log keeps an attempt for o: an outcome of an outbox
+// entry.
+func logs(o event.Outcome) bool {
+	return o.Delivery.Forwarder != "" && o.Delivery.Event.ID != ""
+}
+
+// logActivity appends one attempt per outcome that logs, recorded at now, and prunes the
+// log. refs[i] is the event record outcomes[i]'s attempt refers to, its reference already
+// counted (recordOutcome); 0 when the outcome's entry had none to hand over (gone, or
+// written by schema version 2): the attempt then gets a record of its own.
+func logActivity(tx *bolt.Tx, outcomes []event.Outcome, refs []uint64, now time.Time) error {
 	if len(outcomes) == 0 {
 		return nil
 	}
@@ -46,45 +69,58 @@ func logActivity(tx *bolt.Tx, outcomes []event.Outcome, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	evs, err := tx.CreateBucketIfNotExists(bucketActivityEvents)
-	if err != nil {
-		return err
-	}
-	for _, o := range outcomes {
-		if o.Delivery.Forwarder == "" || o.Delivery.Event.ID == "" {
-			continue // not an outcome of an outbox entry: nothing to show
+	for i, o := range outcomes {
+		if !logs(o) {
+			continue
+		}
+		ref := refs[i]
+		if ref == 0 {
+			if ref, err = putEvent(tx, o.Delivery.Event, 1); err != nil {
+				return err
+			}
 		}
 		b, err := log.CreateBucketIfNotExists([]byte(o.Delivery.Forwarder))
 		if err != nil {
 			return err
 		}
+		b.FillPercent = appendFill
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
 		}
-		if err := putJSON(b, seqKey(seq), event.AttemptOf(o, now)); err != nil {
+		v, err := encodeAttempt(ref, event.AttemptOf(o, now))
+		if err != nil {
 			return err
 		}
-		if err := addEventRef(evs, o.Delivery.Event); err != nil {
+		if err := b.Put(seqKey(seq), v); err != nil {
 			return err
 		}
 	}
 	horizon := now.Add(-ActivityMaxAge)
 	return log.ForEachBucket(func(name []byte) error {
-		return pruneActivity(log.Bucket(name), evs, horizon)
+		return pruneActivity(tx, log.Bucket(name), horizon)
 	})
 }
 
-// addEventRef keeps ev beside the log, counting one more attempt that refers to it.
-func addEventRef(evs *bolt.Bucket, ev event.Event) error {
-	id := []byte(ev.ID)
-	if v := evs.Get(id); len(v) >= 4 {
-		nv := slices.Clone(v)
-		binary.BigEndian.PutUint32(nv, binary.BigEndian.Uint32(v)+1)
-		return evs.Put(id, nv)
+// encodeAttempt is the stored form of a, referring to event record ref.
+func encodeAttempt(ref uint64, a event.Attempt) ([]byte, error) {
+	js, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
 	}
-	v := binary.BigEndian.AppendUint32(make([]byte, 0, 512), 1)
-	return evs.Put(id, appendEvent(append(v, eventFormat), ev))
+	b := make([]byte, 0, attemptHeader+len(js))
+	b = append(b, attemptFormat)
+	b = binary.BigEndian.AppendUint64(b, ref)
+	b = appendTime(b, a.At)
+	return append(b, js...), nil
+}
+
+// attemptJSON is the event.Attempt JSON of a stored attempt of either form.
+func attemptJSON(v []byte) []byte {
+	if len(v) >= attemptHeader && v[0] == attemptFormat {
+		return v[attemptHeader:]
+	}
+	return v
 }
 
 // decodeActivityEvent reads an event as activity_events keeps it after its count: the
@@ -100,9 +136,12 @@ func decodeActivityEvent(b []byte) (event.Event, error) {
 	return ev, fmt.Errorf("kept event is malformed (%d bytes, format %d)", len(b), first(b))
 }
 
-// dropEventRef counts one attempt fewer referring to event id, and forgets the event
-// when none is left.
+// dropEventRef counts one attempt fewer referring to event id in activity_events (evs,
+// nil in a store that never had it), and forgets the event when none is left.
 func dropEventRef(evs *bolt.Bucket, id string) error {
+	if evs == nil {
+		return nil
+	}
 	v := evs.Get([]byte(id))
 	if len(v) < 4 {
 		return nil
@@ -117,27 +156,39 @@ func dropEventRef(evs *bolt.Bucket, id string) error {
 }
 
 // pruneActivity deletes a forwarder's oldest attempts while it holds more than
-// ActivityPerForwarder or they were recorded before horizon. Keys are deleted only from
-// the front, so the count is the sequence minus the first key plus one.
-func pruneActivity(b *bolt.Bucket, evs *bolt.Bucket, horizon time.Time) error {
+// ActivityPerForwarder or they were recorded before horizon, with their references to
+// their events. Keys are deleted only from the front, so the count is the sequence minus
+// the first key plus one.
+func pruneActivity(tx *bolt.Tx, b *bolt.Bucket, horizon time.Time) error {
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.First() {
 		count := b.Sequence() - binary.BigEndian.Uint64(k) + 1
+		var ref uint64
 		var a struct { // only what pruning needs: decoding the whole attempt cost twice as much
 			At      time.Time `json:"at"`
 			EventID string    `json:"event_id"`
 		}
-		unreadable := json.Unmarshal(v, &a) != nil
+		unreadable := false
+		if len(v) >= attemptHeader && v[0] == attemptFormat {
+			ref, a.At = binary.BigEndian.Uint64(v[1:]), decodeTime(v[9:])
+		} else {
+			unreadable = json.Unmarshal(v, &a) != nil
+		}
 		if count <= ActivityPerForwarder && !unreadable && !a.At.Before(horizon) {
 			return nil
 		}
 		if err := b.Delete(k); err != nil {
 			return err
 		}
-		if !unreadable {
-			if err := dropEventRef(evs, a.EventID); err != nil {
-				return err
-			}
+		var err error
+		switch {
+		case ref != 0:
+			err = unref(tx, ref)
+		case !unreadable:
+			err = dropEventRef(tx.Bucket(bucketActivityEvents), a.EventID)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -161,7 +212,7 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 			c := log.Bucket(name).Cursor()
 			for k, v := c.Last(); k != nil && (q.Limit <= 0 || n < q.Limit); k, v = c.Prev() {
 				var a event.Attempt
-				if err := json.Unmarshal(v, &a); err != nil {
+				if err := json.Unmarshal(attemptJSON(v), &a); err != nil {
 					s.log.Error("skipping an unreadable activity record", "forwarder", string(name),
 						"seq", binary.BigEndian.Uint64(k), "err", err)
 					continue
@@ -191,9 +242,19 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 }
 
 // ActivityEvent returns the event with id id as the activity log keeps it; found is
-// false once no attempt in the log refers to it.
+// false once no attempt in the log refers to it. It looks for the newest attempt of the
+// event that refers to its record, then in what an older leadbridge kept by id.
 func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error) {
 	err = s.view(ctx, func(tx *bolt.Tx) error {
+		ref, err := attemptRef(tx, id)
+		if err != nil {
+			return err
+		}
+		if ref != 0 {
+			ev, err = readEvent(tx, ref)
+			found = err == nil
+			return err
+		}
 		evs := tx.Bucket(bucketActivityEvents)
 		if evs == nil {
 			return nil
@@ -202,7 +263,6 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		if len(v) < 4 {
 			return nil
 		}
-		var err error
 		if ev, err = decodeActivityEvent(v[4:]); err != nil {
 			return fmt.Errorf("decode event %s: %w", id, err)
 		}
@@ -210,6 +270,43 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		return nil
 	})
 	return ev, found, s.wrap("read activity event", err)
+}
+
+// attemptRef is the event record that the newest attempt of event id referring to one
+// refers to; 0 if there is none. The log is bounded, so it is read through, each attempt
+// decoded only when its JSON names the id.
+func attemptRef(tx *bolt.Tx, id string) (uint64, error) {
+	log := tx.Bucket(bucketActivity)
+	if log == nil {
+		return 0, nil
+	}
+	quoted, err := json.Marshal(id)
+	if err != nil {
+		return 0, err
+	}
+	needle := append([]byte(`"event_id":`), quoted...)
+	var ref uint64
+	var newest time.Time
+	err = log.ForEachBucket(func(name []byte) error {
+		c := log.Bucket(name).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			if len(v) < attemptHeader || v[0] != attemptFormat || !bytes.Contains(v[attemptHeader:], needle) {
+				continue
+			}
+			var a struct {
+				EventID string `json:"event_id"`
+			}
+			if json.Unmarshal(v[attemptHeader:], &a) != nil || a.EventID != id {
+				continue
+			}
+			if at := decodeTime(v[9:]); ref == 0 || at.After(newest) {
+				ref, newest = binary.BigEndian.Uint64(v[1:]), at
+			}
+			return nil // the newest of this forwarder's
+		}
+		return nil
+	})
+	return ref, err
 }
 
 // accountOf is the account of the event with id id as kept beside the log, for an

@@ -1,6 +1,7 @@
 package dedupe_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"testing"
@@ -181,70 +182,131 @@ func TestActivityByAccountAlsoOfAttemptsLoggedBeforeAccounts(t *testing.T) {
 
 	// Attempts written before they named the account: it comes from the event kept beside the log.
 	require.NoError(t, s.Close())
-	db, err := bolt.Open(path, 0o600, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("activity")).Bucket([]byte("bus"))
-		old := map[string][]byte{}
-		require.NoError(t, b.ForEach(func(k, v []byte) error {
-			var a map[string]any
-			require.NoError(t, json.Unmarshal(v, &a))
-			require.Contains(t, a, "account")
-			delete(a, "account")
-			raw, err := json.Marshal(a)
-			old[string(k)] = raw
-			return err
-		}))
-		for k, v := range old {
-			if err := b.Put([]byte(k), v); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
-	require.NoError(t, db.Close())
+	asOlderLog(t, path, nil, func(a map[string]any) {
+		require.Contains(t, a, "account")
+		delete(a, "account")
+	})
 	s = open(t, path, nil)
 	assert.Equal(t, []string{agency.ID()}, byAccount(s, "agency"))
 	assert.Len(t, byAccount(s, event.DefaultAccount), 1)
 }
 
-// TestActivityEventKeptCompactAndOldJSONStillRead: the event beside the log is written in
-// the binary form (not JSON, which cost a third of recording outcomes), and one an older
-// leadbridge kept as JSON still reads back, account included.
-func TestActivityEventKeptCompactAndOldJSONStillRead(t *testing.T) {
-	path := dbPath(t)
-	s := open(t, path, nil)
-	l := leadtest.Lead(bot, event.KindAppointment, 1, t0)
-	l.Account = "agency"
-	_, err := s.Ingest(t.Context(), bot, []event.Lead{l})
-	require.NoError(t, err)
-	bus := pending(t, s, "bus")
-	require.Len(t, bus, 1)
-	require.NoError(t, s.Record(t.Context(), []event.Outcome{outcome(bus[0], event.Acked, 0, "")}))
-	require.NoError(t, s.Close())
-
+// asOlderLog rewrites the activity log of the closed store at path as leadbridge wrote
+// it before attempts referred to event records: each attempt its JSON alone (edit, when
+// not nil, changes it), each event kept once in activity_events by id with a count of
+// the attempts referring to it, in the binary form or, for an event in asJSON, as JSON;
+// and the event records only the log referred to are gone.
+func asOlderLog(t *testing.T, path string, asJSON map[string]event.Event, edit func(map[string]any)) {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
-	id := []byte(l.ID())
+	defer func() { require.NoError(t, db.Close()) }()
 	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
-		evs := tx.Bucket([]byte("activity_events"))
-		v := evs.Get(id)
-		require.Greater(t, len(v), 4)
-		assert.NotEqual(t, byte('{'), v[4], "the kept event is not JSON")
-		assert.NotContains(t, string(v), `"specversion"`)
-		raw, err := json.Marshal(bus[0].Event) // as an older leadbridge kept it
+		log, events := tx.Bucket([]byte("activity")), tx.Bucket([]byte("events"))
+		kept, err := tx.CreateBucket([]byte("activity_events"))
 		require.NoError(t, err)
-		return evs.Put(id, append(slices.Clone(v[:4]), raw...))
+		return log.ForEachBucket(func(name []byte) error {
+			b := log.Bucket(name)
+			old := map[string][]byte{}
+			require.NoError(t, b.ForEach(func(k, v []byte) error {
+				require.Equal(t, byte(1), v[0], "an attempt refers to its event record")
+				ref := v[1:9]
+				var a map[string]any
+				require.NoError(t, json.Unmarshal(v[21:], &a))
+				id := a["event_id"].(string)
+				if edit != nil {
+					edit(a)
+				}
+				raw, err := json.Marshal(a)
+				require.NoError(t, err)
+				old[string(k)] = raw
+
+				rec := events.Get(ref)
+				require.NotNil(t, rec)
+				refs := binary.BigEndian.Uint32(rec[1:5])
+				prev := kept.Get([]byte(id))
+				n := uint32(1)
+				if prev != nil {
+					n += binary.BigEndian.Uint32(prev)
+				}
+				body := append([]byte{rec[0]}, rec[5:]...)
+				if ev, ok := asJSON[id]; ok {
+					body, err = json.Marshal(ev)
+					require.NoError(t, err)
+				}
+				require.NoError(t, kept.Put([]byte(id), append(binary.BigEndian.AppendUint32(nil, n), body...)))
+				if refs <= 1 {
+					return events.Delete(ref)
+				}
+				nv := slices.Clone(rec)
+				binary.BigEndian.PutUint32(nv[1:], refs-1)
+				return events.Put(ref, nv)
+			}))
+			for k, v := range old {
+				if err := b.Put([]byte(k), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}))
-	require.NoError(t, db.Close())
+}
+
+// TestActivityLogOfAnOlderLeadbridge: a log written before attempts referred to event
+// records (their events kept by id beside the log, in the binary form or, older still,
+// as JSON) still reads back, account included, and is pruned as new attempts come, its
+// kept events with it.
+func TestActivityLogOfAnOlderLeadbridge(t *testing.T) {
+	path := dbPath(t)
+	s := open(t, path, nil)
+	a, b := leadtest.Lead(bot, event.KindAppointment, 1, t0), leadtest.Lead(bot, event.KindLead, 2, t0)
+	a.Account = "agency"
+	n := dedupe.ActivityPerForwarder
+	_, err := s.Ingest(t.Context(), bot, append([]event.Lead{a, b}, leads(bot, 3, n)...))
+	require.NoError(t, err)
+	bus := pending(t, s, "bus")
+	require.Len(t, bus, n+2)
+	require.NoError(t, s.Record(t.Context(), []event.Outcome{
+		outcome(bus[0], event.Acked, 0, ""), outcome(bus[1], event.Retrying, 1, "timeout")}))
+	require.NoError(t, s.Close())
+	asOlderLog(t, path, map[string]event.Event{a.ID(): bus[0].Event}, nil)
 
 	s = open(t, path, nil)
-	ev, found, err := s.ActivityEvent(t.Context(), l.ID())
-	require.NoError(t, err)
-	require.True(t, found)
-	assert.Equal(t, bus[0].Event, ev)
+	for _, d := range bus[:2] {
+		ev, found, err := s.ActivityEvent(t.Context(), d.Event.ID)
+		require.NoError(t, err)
+		require.True(t, found)
+		assert.Equal(t, d.Event, ev)
+	}
 	got, err := s.Activity(t.Context(), event.ActivityQuery{Account: "agency"})
 	require.NoError(t, err)
 	require.Len(t, got, 1)
-	assert.Equal(t, l.ID(), got[0].EventID)
+	assert.Equal(t, a.ID(), got[0].EventID)
+	retried, found, err := s.Entry(t.Context(), "bus", bus[1].Seq)
+	require.NoError(t, err)
+	require.True(t, found, "the entry that failed stays, its event record with it")
+	assert.Equal(t, bus[1].Event, retried.Event)
+
+	// n new attempts push the two old ones out; their kept events go with them.
+	outcomes := make([]event.Outcome, 0, n)
+	for _, d := range bus[2:] {
+		outcomes = append(outcomes, outcome(d, event.Acked, 0, ""))
+	}
+	require.NoError(t, s.Record(t.Context(), outcomes))
+	for _, d := range bus[:2] {
+		_, found, err := s.ActivityEvent(t.Context(), d.Event.ID)
+		require.NoError(t, err)
+		assert.False(t, found)
+	}
+	all, err := s.Activity(t.Context(), event.ActivityQuery{Forwarder: "bus"})
+	require.NoError(t, err)
+	assert.Len(t, all, n)
+	require.NoError(t, s.Close())
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	require.NoError(t, db.View(func(tx *bolt.Tx) error {
+		assert.Zero(t, tx.Bucket([]byte("activity_events")).Stats().KeyN, "the old log's kept events were pruned with it")
+		return nil
+	}))
 }

@@ -18,8 +18,8 @@ import (
 //	outbox/<forwarder>   8-byte big-endian seq → entry
 //
 // An event record is the format byte eventFormat, a 4-byte big-endian count of the
-// outbox entries referring to it, then the event's binary form (appendEvent). The record
-// is deleted with the last entry referring to it. The event's JSON is not kept: it would
+// outbox entries and activity log attempts referring to it, then the event's binary form
+// (appendEvent). The record is deleted with the last entry or attempt referring to it. The event's JSON is not kept: it would
 // make the file, and the pages of it a run reads back, more than twice as large, for
 // less CPU than it saves (forwarders encode the event when they send it). An entry is
 // the format byte entryFormat, the 8-byte event seq, Enqueued, FirstTry and NextTry (12
@@ -313,4 +313,18 @@ func putRef(tx *bolt.Tx, d event.Delivery, evSeq uint64) error {
 		return err
 	}
 	return b.Put(seqKey(seq), encodeEntry(evSeq, d))
+}
+
+// addRef counts one more reference to event record seq. It reports false, changing
+// nothing, when the record is missing or unreadable: there is nothing to refer to.
+func addRef(tx *bolt.Tx, seq uint64) (bool, error) {
+	events := tx.Bucket(bucketEvents)
+	key := seqKey(seq)
+	v := events.Get(key)
+	if v == nil || checkEventRecord(v) != nil {
+		return false, nil
+	}
+	nv := append([]byte(nil), v...) // v is bbolt's memory, read-only
+	binary.BigEndian.PutUint32(nv[1:], binary.BigEndian.Uint32(v[1:])+1)
+	return true, events.Put(key, nv)
 }

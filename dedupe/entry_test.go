@@ -67,9 +67,20 @@ func TestEventCodecKeepsEveryField(t *testing.T) {
 	}
 }
 
-// countEvents is how many event records the store holds.
+// countEvents is how many event records the store holds for its outbox entries: the
+// activity log, whose attempts refer to event records too, is first pruned of every
+// attempt, as pruning it by age would.
 func countEvents(t *testing.T, s *Store) int {
 	t.Helper()
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		log := tx.Bucket(bucketActivity)
+		if log == nil {
+			return nil
+		}
+		return log.ForEachBucket(func(name []byte) error {
+			return pruneActivity(tx, log.Bucket(name), time.Now().Add(ActivityMaxAge))
+		})
+	}))
 	n := 0
 	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketEvents).Stats().KeyN
@@ -351,11 +362,50 @@ func TestAckOfAnUnreadableEntry(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, left)
 	require.NoError(t, s.Record(ctx, []event.Outcome{{Delivery: bus[0], Verdict: event.Acked}}))
+	// The damaged entry's reference to event 1 could not be released: that record stays,
+	// one count too high, the price of an entry nobody can read.
+	assert.Equal(t, 1, countEvents(t, s))
 	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
 		assert.Nil(t, tx.Bucket(bucketEvents).Get(seqKey(2)), "the damaged event record went with its first release")
 		return nil
 	}))
-	// The damaged entry's reference to event 1 could not be released: that record stays,
-	// one count too high, the price of an entry nobody can read.
-	assert.Equal(t, 1, countEvents(t, s))
+}
+
+// TestActivityRefersToTheEventRecord: an attempt refers to the event record its entry
+// referred to (an entry that leaves hands its reference over), so the log keeps no copy
+// of the event; the record goes once neither an entry nor an attempt refers to it.
+func TestActivityRefersToTheEventRecord(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(Options{Path: filepath.Join(t.TempDir(), "s.db"), Initial: InitialEmit, Route: twoForwarders})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Ingest(ctx, "bot1", []event.Lead{lead(1)})
+	require.NoError(t, err)
+	bus, err := s.Pending(ctx, "bus", 0, 0)
+	require.NoError(t, err)
+	crm, err := s.Pending(ctx, "crm", 0, 0)
+	require.NoError(t, err)
+	retry := crm[0]
+	retry.Attempts, retry.LastError = 1, "HTTP 503"
+	require.NoError(t, s.Record(ctx, []event.Outcome{{Delivery: bus[0], Verdict: event.Acked}, {Delivery: retry, Verdict: event.Retrying}}))
+	require.NoError(t, s.Record(ctx, []event.Outcome{{Delivery: crm[0], Verdict: event.Acked}}))
+
+	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
+		assert.Nil(t, tx.Bucket(bucketActivityEvents), "no copy of the event beside the log")
+		events := tx.Bucket(bucketEvents)
+		assert.Equal(t, 1, events.Stats().KeyN, "one record for the event")
+		v := events.Get(seqKey(1))
+		require.NotNil(t, v)
+		assert.EqualValues(t, 3, binary.BigEndian.Uint32(v[1:]), "referred to by the three attempts, no entry")
+		return nil
+	}))
+	ev, found, err := s.ActivityEvent(ctx, bus[0].Event.ID)
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, bus[0].Event, ev)
+
+	assert.Equal(t, 0, countEvents(t, s), "pruned attempts drop their references")
+	_, found, err = s.ActivityEvent(ctx, bus[0].Event.ID)
+	require.NoError(t, err)
+	assert.False(t, found)
 }

@@ -72,68 +72,100 @@ func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
 		return s.wrap("record delivery outcomes", ErrReadOnly)
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		for _, o := range outcomes {
-			if err := recordOutcome(tx, o); err != nil {
+		refs := make([]uint64, len(outcomes))
+		for i, o := range outcomes {
+			ref, err := recordOutcome(tx, o, logs(o))
+			if err != nil {
 				return fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err)
 			}
+			refs[i] = ref
 		}
-		return logActivity(tx, outcomes, s.clock.read(s.now()))
+		return logActivity(tx, outcomes, refs, s.clock.read(s.now()))
 	})
 	return s.wrap("record delivery outcomes", err)
 }
 
-func recordOutcome(tx *bolt.Tx, o event.Outcome) error {
+// recordOutcome applies o to its outbox entry. With keep (the activity log keeps an
+// attempt for o), a reference to the entry's event record is kept for the attempt: an
+// entry that leaves hands its own over, one that stays adds one. ref is that record, 0
+// when there is none to keep (the entry is gone, unreadable, or of schema version 2
+// and leaving).
+func recordOutcome(tx *bolt.Tx, o event.Outcome, keep bool) (ref uint64, err error) {
 	d := o.Delivery
 	b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
 	if b == nil {
-		return nil
+		return 0, nil
 	}
 	key := seqKey(d.Seq)
 	v := b.Get(key)
 	if v == nil {
-		return nil
+		return 0, nil
 	}
 	r, err := decodeEntry(d.Forwarder, d.Seq, v)
 	switch {
 	case err != nil && o.Verdict == event.Acked:
 		// The target took it: the entry goes, even unreadable (its event record, if any,
 		// cannot be found), rather than failing the verdicts recorded with it.
-		return b.Delete(key)
+		return 0, b.Delete(key)
 	case err != nil:
-		return err
+		return 0, err
 	}
 	switch o.Verdict {
 	case event.Acked:
-		return removeEntry(tx, b, key, r)
+		return leave(tx, b, key, r, keep)
 	case event.Dead:
 		if !r.legacy {
 			if r.d.Event, err = readEvent(tx, r.evSeq); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 	cur := r.d
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 	if o.Verdict != event.Dead {
-		if r.legacy { // rewritten in the binary form, its event in a record of its own
-			if r.evSeq, err = putEvent(tx, cur.Event, 1); err != nil {
-				return err
+		switch {
+		case r.legacy: // rewritten in the binary form, its event in a record of its own, which its attempt shares
+			refs := 1
+			if keep {
+				refs = 2
+			}
+			if r.evSeq, err = putEvent(tx, cur.Event, refs); err != nil {
+				return 0, err
+			}
+			if keep {
+				ref = r.evSeq
+			}
+		case keep:
+			if ok, err := addRef(tx, r.evSeq); err != nil {
+				return 0, err
+			} else if ok {
+				ref = r.evSeq
 			}
 		}
-		return b.Put(key, encodeEntry(r.evSeq, cur))
+		return ref, b.Put(key, encodeEntry(r.evSeq, cur))
 	}
 	dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	seq, err := dead.NextSequence()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: o.At}); err != nil {
-		return err
+		return 0, err
 	}
-	return removeEntry(tx, b, key, r)
+	return leave(tx, b, key, r, keep)
+}
+
+// leave deletes the outbox entry at key of b. With keep its reference to its event
+// record is handed over (and returned; the record may be missing, and the attempt then
+// shows no event); otherwise it is dropped, and the record goes with the last one.
+func leave(tx *bolt.Tx, b *bolt.Bucket, key []byte, r entryRef, keep bool) (uint64, error) {
+	if !keep || r.legacy { // a legacy entry's event has no record to hand over
+		return 0, removeEntry(tx, b, key, r)
+	}
+	return r.evSeq, b.Delete(key)
 }
 
 // removeEntry deletes the outbox entry at key of b, and its event record when no other

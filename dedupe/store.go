@@ -22,8 +22,9 @@
 //	                      refreshed. Opening an older file for writing marks it version 3,
 //	                      which an older leadbridge then refuses rather than misreads.
 //	events                8-byte big-endian event seq (the bucket's NextSequence) → the
-//	                      event, stored once for all the entries referring to it: a count
-//	                      of those and its binary form (see entry.go)
+//	                      event, stored once for all the outbox entries and activity log
+//	                      attempts referring to it: a count of those and its binary form
+//	                      (see entry.go, activity.go)
 //	outbox/<forwarder>    8-byte big-endian seq (the sub-bucket's NextSequence) → a
 //	                      binary entry: the event seq and the retry state; version 2
 //	                      wrote event.Delivery JSON, still read (see entry.go)

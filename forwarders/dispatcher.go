@@ -764,6 +764,9 @@ func (w *recorder) run(ctx context.Context) {
 	defer tick.Stop()
 	sum := tally{}
 	defer sum.log(w.logger)
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	var lastCommit time.Time
 	for {
 		var v verdict
 		select {
@@ -776,19 +779,8 @@ func (w *recorder) run(ctx context.Context) {
 			}
 			v = got
 		}
-		batch = append(batch[:0], v)
-	gather:
-		for len(batch) < maxBatch {
-			select {
-			case v, ok := <-w.in:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, v)
-			default:
-				break gather
-			}
-		}
+		batch = w.gather(append(batch[:0], v), lastCommit.Add(commitGap), gap)
+		lastCommit = time.Now()
 		outcomes = outcomes[:0]
 		for _, v := range batch {
 			if v.barrier == nil {
@@ -820,6 +812,49 @@ func (w *recorder) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// commitGap is the least time from the start of one write of verdicts to the start of
+// the next. A write holds the store's one write lock through its two fsyncs, which
+// ingest needs too: verdicts that come meanwhile wait up to this long to share the next
+// write, rather than a few taking one each. The slots that produced them have gone on
+// to the next deliveries, so only the recording waits.
+const commitGap = 10 * time.Millisecond
+
+// gather adds to batch, up to maxBatch verdicts, what is waiting in w.in and what comes
+// until until. It returns at once when w.in is closed or a barrier is in the batch (a
+// flush is waited for). timer is the recorder's, not running.
+func (w *recorder) gather(batch []verdict, until time.Time, timer *time.Timer) []verdict {
+	flush := batch[0].barrier != nil
+	for len(batch) < maxBatch {
+		select {
+		case v, ok := <-w.in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, v)
+			flush = flush || v.barrier != nil
+			continue
+		default:
+		}
+		wait := time.Until(until)
+		if flush || wait <= 0 {
+			return batch
+		}
+		timer.Reset(wait)
+		select {
+		case v, ok := <-w.in:
+			timer.Stop() // no stale tick after Stop (Go 1.23 timers)
+			if !ok {
+				return batch
+			}
+			batch = append(batch, v)
+			flush = flush || v.barrier != nil
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // tally counts recorded results per forwarder between two summary lines.

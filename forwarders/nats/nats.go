@@ -26,7 +26,6 @@ package nats
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -363,7 +362,7 @@ func (f *Forwarder) message(ev event.Event) (*natsgo.Msg, error) {
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("subject: %v", err))
 	}
-	body, err := json.Marshal(ev)
+	body, err := ev.AppendJSON(make([]byte, 0, 1024))
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("encode event: %v", err))
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -320,13 +319,13 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 // body encodes what one delivery of ev carries, and its content type.
 func (f *Forwarder) body(ctx context.Context, ev event.Event) ([]byte, string, error) {
 	if f.lead {
-		body, err := json.Marshal(ev.Data)
+		body, err := ev.Data.AppendJSON(make([]byte, 0, 1024))
 		if err != nil {
 			return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
 		}
 		return body, contentTypeJSON, nil
 	}
-	body, err := json.Marshal(ev)
+	body, err := ev.AppendJSON(make([]byte, 0, 1024))
 	if err != nil {
 		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
 	}
