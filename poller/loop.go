@@ -595,13 +595,13 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot, c *Client) (event.In
 		res      event.Ingested
 		skipped  int
 		canceled = err != nil && ctx.Err() != nil
-		faults   faultCount
+		lines    logBudget
 	)
 	for i, w := range windows {
 		var r event.Ingested
 		var n int
 		// Only the plain window's answer is remembered: a catch-up chunk is read once.
-		r, n, err = l.pollWindow(ctx, c, bot, w, i == 0, &faults)
+		r, n, err = l.pollWindow(ctx, c, bot, w, i == 0, &lines)
 		res, skipped = res.Add(r), skipped+n
 		if err != nil {
 			// Cut short by the end of ctx (shutdown), wherever it was noticed (the store
@@ -613,7 +613,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot, c *Client) (event.In
 			l.caughtUpTo(bot.Serial, w.End)
 		}
 	}
-	faults.summarise(l.logger(), bot.Serial)
+	lines.summarise(l.logger(), bot.Serial)
 	if res.Baseline > 0 {
 		log.Info("first poll: records already in the API were taken as known and not sent (poll.initial: skip)",
 			"chatbot", bot.Serial, "baseline", res.Baseline)
@@ -644,7 +644,7 @@ func (l *Loop) poll(ctx context.Context, bot event.Chatbot, c *Client) (event.In
 // set (the plain window), an answer the store took whole is remembered, and the same
 // answer again is not read: what the store would make of it is known. Its error is the
 // client's, or a *storeError.
-func (l *Loop) pollWindow(ctx context.Context, c *Client, bot event.Chatbot, w Window, remember bool, faults *faultCount) (res event.Ingested, skipped int, err error) {
+func (l *Loop) pollWindow(ctx context.Context, c *Client, bot event.Chatbot, w Window, remember bool, lines *logBudget) (res event.Ingested, skipped int, err error) {
 	var (
 		polled, stored error
 		sum            Sum
@@ -664,12 +664,10 @@ func (l *Loop) pollWindow(ctx context.Context, c *Client, bot event.Chatbot, w W
 			for _, e := range page.Skipped {
 				skips = append(skips, e.Field)
 			}
-			l.reportFaults(bot, page, faults)
+			l.reportFaults(bot, page, lines)
 			l.forget(bot.Serial)
 			r, err := take(page.Leads, page.last)
-			for _, ev := range r.Events {
-				l.logger().Info("new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
-			}
+			lines.announce(ctx, l.logger(), r.Events)
 			if l.DropEvents {
 				r.Events = nil
 			}
@@ -697,15 +695,45 @@ func (l *Loop) pollWindow(ctx context.Context, c *Client, bot event.Chatbot, w W
 	return res, len(skips), nil
 }
 
-// faultCount is how many malformed records of one poll were warned about one by one,
-// and how many were not because there were too many.
-type faultCount struct{ warned, unwarned int }
+// maxAnnounced is how many new events of one poll are logged one by one at info ("new
+// event"); the rest are logged at debug and counted in one info line, so that a burst of
+// 100,000 records does not write 100,000 log lines (and a write system call each).
+const maxAnnounced = 20
 
-// summarise logs, once per poll, that some malformed records were logged at debug only.
-func (f *faultCount) summarise(log *slog.Logger, serial string) {
+// announce logs the events a part of the poll took: at info up to maxAnnounced a poll,
+// then at debug.
+func (f *logBudget) announce(ctx context.Context, log *slog.Logger, events []event.Event) {
+	for _, ev := range events {
+		level := slog.LevelInfo
+		if f.announced >= maxAnnounced {
+			level, f.quiet = slog.LevelDebug, f.quiet+1
+		} else {
+			f.announced++
+		}
+		if log.Enabled(ctx, level) {
+			log.Log(ctx, level, "new event", append(ev.LogAttrs(), "action", string(ev.Action()))...)
+		}
+	}
+}
+
+// logBudget is what one poll logged one by one: malformed records warned about (and how
+// many were not, past maxFaultWarnings) and new events at info (and how many at debug
+// only, past maxAnnounced).
+type logBudget struct {
+	warned, unwarned int
+	announced, quiet int // new events logged at info, and past maxAnnounced at debug
+}
+
+// summarise logs, once per poll, that some malformed records or new events were logged at
+// debug only.
+func (f *logBudget) summarise(log *slog.Logger, serial string) {
 	if f.unwarned > 0 {
 		log.Warn("more malformed LeadList records than are warned about one by one: the rest are logged at debug",
 			"chatbot", serial, "not_warned", f.unwarned)
+	}
+	if f.quiet > 0 {
+		log.Info("more new events than are logged one by one: the rest are logged at debug",
+			"chatbot", serial, "new_events", f.announced+f.quiet, "not_logged", f.quiet)
 	}
 }
 
@@ -714,7 +742,7 @@ func (f *faultCount) summarise(log *slog.Logger, serial string) {
 // API serves that record with that fault (at most maxFaultWarnings per poll, counted in
 // fc), a debug line on each repeat, so that a record the API keeps serving does not
 // flood the log. Every skip goes to OnSkip.
-func (l *Loop) reportFaults(bot event.Chatbot, page Page, fc *faultCount) {
+func (l *Loop) reportFaults(bot event.Chatbot, page Page, fc *logBudget) {
 	serial := bot.Serial
 	report := func(msg string, e RecordError) {
 		l.mu.Lock()

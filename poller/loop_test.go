@@ -228,6 +228,45 @@ func TestPollOnceIngestsEveryPoll(t *testing.T) {
 	sink.assertNoPersonalData(t)
 }
 
+// A poll that takes many records logs the first maxAnnounced one by one at info ("new
+// event"), the rest at debug, and one info line with how many there were, so that a burst
+// does not write a log line per record.
+func TestPollOnceLogsABurstOfNewEventsInOneLine(t *testing.T) {
+	srv := newLeadListServer(t)
+	var docs []string
+	for i := range maxAnnounced + 5 {
+		docs = append(docs, fmt.Sprintf(`{"Type":"Lead","Name":"n","Email":"e@qq.com","CreateTime":"2023-11-23T18:%02d:21-08:00","Content":"c","SessionID":%d}`, i, 40000+i))
+	}
+	srv.setRecords(mainSite.Serial, docs...)
+	store, sink := openStore(t, dedupe.Options{Initial: dedupe.InitialEmit}), &logSink{}
+	l := &Loop{Client: srv.client(time.Second), Store: store, Chatbots: []event.Chatbot{mainSite},
+		Logger: sink.logger(), Now: func() time.Time { return pollNow }}
+
+	res, err := l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	require.Equal(t, maxAnnounced+5, res.New)
+	levels := map[any]int{}
+	for _, line := range sink.lines(t, "new event") {
+		levels[line["level"]]++
+	}
+	assert.Equal(t, map[any]int{"INFO": maxAnnounced, "DEBUG": 5}, levels, "every event is logged, the first %d at info", maxAnnounced)
+	summary := sink.lines(t, "more new events than are logged one by one: the rest are logged at debug")
+	require.Len(t, summary, 1)
+	assert.Equal(t, "INFO", summary[0]["level"])
+	assert.Equal(t, float64(maxAnnounced+5), summary[0]["new_events"])
+	assert.Equal(t, float64(5), summary[0]["not_logged"])
+
+	// A poll of a few new records logs each at info and no summary.
+	srv.setRecords(mainSite.Serial, append(docs, docLead)...)
+	sink.buf.Reset()
+	res, err = l.PollOnce(context.Background(), mainSite)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.New)
+	require.Len(t, sink.lines(t, "new event"), 1)
+	assert.Equal(t, "INFO", sink.lines(t, "new event")[0]["level"])
+	assert.Empty(t, sink.lines(t, "more new events than are logged one by one: the rest are logged at debug"))
+}
+
 func TestPollOnceLogsSkippedRecords(t *testing.T) {
 	srv := newLeadListServer(t)
 	srv.setRecords(mainSite.Serial, docLead,
