@@ -188,7 +188,10 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 				continue
 			}
 			if p.write { // a dry run routes nothing (routing counts filtered records)
-				owed = p.entries(ev, evJSON, opts.Only, rev)
+				// A record this backfill claims as unseen owes what a poll's claim would:
+				// the same ids, so a backfill cut off before its claim and the poll that
+				// then takes the record (or the other way round) owe each delivery once.
+				owed = p.entries(ev, evJSON, opts.Only, rev, !(mark && !seen))
 			}
 			if size, limit := s.largest(owed); size > limit {
 				// The server would refuse its entry at every poll, and with it the page.
@@ -296,8 +299,8 @@ func lostRace(res event.Ingested, c claim) event.Ingested {
 // it (among only, if set). A poll's message id is the event id, the forwarder and the
 // revision of the seen key the ingest replaces, so that taking the same record again
 // after a crash publishes the same ids, while a later change of the same record gets new
-// ones; a backfill's carry its own nonce (an operator may resend on purpose).
-func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64) []*nats.Msg {
+// ones; with own, a backfill's carry its own nonce (an operator may resend on purpose).
+func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64, own bool) []*nats.Msg {
 	if p.s.route == nil {
 		return nil
 	}
@@ -309,7 +312,7 @@ func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64)
 		}
 		done = append(done, name)
 		id := ev.ID + "." + name + "." + strconv.FormatUint(rev, 10)
-		if p.nonce != "" {
+		if own && p.nonce != "" {
 			id += ".backfill." + p.nonce
 		}
 		out = append(out, p.s.entryMsg(name, id, entry{Forwarder: name, Event: evJSON, Enqueued: p.now}))
