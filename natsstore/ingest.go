@@ -193,10 +193,12 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 				// then takes the record (or the other way round) owe each delivery once.
 				owed = p.entries(ev, evJSON, opts.Only, rev, !(mark && !seen))
 			}
-			if size, limit := s.largest(owed); size > limit {
-				// The server would refuse its entry at every poll, and with it the page.
+			if size, limit := s.largest(owed); size > 0 && size+deadLetterRoom > limit {
+				// The server would refuse its entry at every poll, and with it the page,
+				// or, once it fails, its dead letter at every try.
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
-					Reason: fmt.Sprintf("its outbox entry is %d bytes, more than the NATS server takes in one message (max_payload %d)", size, limit)})
+					Reason: fmt.Sprintf("its outbox entry is %d bytes; with the %d a dead letter adds, more than the NATS server takes in one message (max_payload %d)",
+						size, deadLetterRoom, limit)})
 				continue
 			}
 		}
@@ -319,6 +321,11 @@ func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64,
 	}
 	return out
 }
+
+// deadLetterRoom is what an outbox entry's dead letter may add to it: its sequence,
+// attempts, three times, a longer message id, and a last error (cut to fit, see
+// fitError).
+const deadLetterRoom = 1024
 
 // largest is the size, as the server counts it (headers and data), of the largest of
 // msgs, and the most the server takes in one message.
