@@ -352,3 +352,30 @@ func TestEveryRecordTakenCanBeDeadLettered(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, dead, res.New)
 }
+
+// A store copy brings over a dead letter or a retried entry whose last error is longer
+// than the server takes in one message, with the error cut, instead of failing the copy
+// at it at every run.
+func TestImportCutsALastErrorTooLongForAMessage(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) { o.MaxPayload = 16 << 10 }})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm") })
+	long := strings.Repeat("long error ", 3000)
+	d := event.Delivery{Forwarder: "crm", Seq: 7, Event: event.NewCreated(leadtest.Lead(bot, event.KindLead, 1, base)),
+		Enqueued: base, Attempts: 3, FirstTry: base, NextTry: base.Add(time.Minute), LastError: long}
+
+	require.NoError(t, s.ImportDeadLetter(t.Context(), "bbolt", 1, event.DeadLetter{Delivery: d, Failed: base}))
+	dead, err := s.DeadLetters(t.Context(), "crm")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.True(t, strings.HasPrefix(dead[0].LastError, "long error long error"))
+	assert.Less(t, len(dead[0].LastError), 16<<10)
+
+	require.NoError(t, s.ImportDelivery(t.Context(), "bbolt", d))
+	ds, err := s.Pending(t.Context(), "crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	assert.Equal(t, 3, ds[0].Attempts, "the retry state came along")
+	assert.True(t, strings.HasPrefix(ds[0].LastError, "long error long error"))
+}
