@@ -1,6 +1,7 @@
 package natsstore_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,7 @@ func TestIngestWithAWindowPartlyRefusedTakesNothingThenEachEntryOnce(t *testing.
 	require.NoError(t, err)
 	assert.Zero(t, bots[bot].Seen, "no record is claimed")
 	dry, err := s.DryBackfill(t.Context(), bot, page, event.BackfillOptions{})
+	t.Logf("reconnects %d %v", nc.Stats().Reconnects, nc.LastError())
 	require.NoError(t, err)
 	assert.Equal(t, 200, dry.New, "every record is still unseen")
 
@@ -284,4 +286,96 @@ func TestAPageReadInBatchesWithinASmallMaxPayload(t *testing.T) {
 	res, err = s.Ingest(t.Context(), bot, page)
 	require.NoError(t, err)
 	assert.Equal(t, event.Ingested{Duplicate: 1100}, res)
+}
+
+// A record the store takes can always be given up on: its dead letter (the entry with
+// its attempts, times and last error) fits in what the server takes in one message, so
+// a record whose entry is just under max_payload is rejected at ingest rather than
+// taken and then failing its dead letter at every try (which would hold up the
+// recording of every other outcome behind it). A last error too long for a message is
+// cut, in a retry state as in a dead letter.
+func TestEveryRecordTakenCanBeDeadLettered(t *testing.T) {
+	const limit = 16 << 10
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) { o.MaxPayload = limit }})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm") })
+
+	// Records whose events step from 1,500 bytes under the limit to over it.
+	page := leadtest.Leads(bot, 1, 60, base)
+	for i := range page {
+		page[i].Content = ""
+		raw, err := json.Marshal(event.NewCreated(page[i]))
+		require.NoError(t, err)
+		page[i].Content = strings.Repeat("w", limit-1500+25*i-len(raw))
+	}
+	res, err := s.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	require.NotZero(t, res.New)
+	require.NotEmpty(t, res.Rejected, "the largest are rejected")
+	assert.Equal(t, len(page), res.New+len(res.Rejected))
+	for _, r := range res.Rejected {
+		assert.Contains(t, r.Reason, "max_payload 16384")
+	}
+
+	ds, err := s.Pending(t.Context(), "crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, ds, res.New)
+	at := base.Add(2 * time.Hour)
+	var outcomes []event.Outcome
+	for k, d := range ds {
+		d.Attempts, d.FirstTry, d.NextTry = 8, at.Add(-time.Hour), at
+		d.LastError = "webhook crm: status 500 Internal Server Error: " + strings.Repeat("e", 200)
+		verdict := event.Dead
+		if k == 0 { // an error text longer than any message
+			d.LastError = strings.Repeat("long error ", 3000)
+			verdict = event.Retrying
+		}
+		outcomes = append(outcomes, event.Outcome{Delivery: d, Verdict: verdict, At: at})
+	}
+	require.NoError(t, s.Record(t.Context(), outcomes), "every record taken can be given up on")
+	d, found, err := s.Entry(t.Context(), "crm", ds[0].Seq)
+	require.NoError(t, err)
+	require.True(t, found)
+	assert.Equal(t, 8, d.Attempts)
+	assert.True(t, strings.HasPrefix(d.LastError, "long error long error"), "the error's start is kept")
+	assert.Less(t, len(d.LastError), limit)
+
+	outcomes[0].Delivery = d
+	outcomes[0].Verdict = event.Dead
+	outcomes[0].Delivery.LastError = strings.Repeat("long error ", 3000)
+	require.NoError(t, s.Record(t.Context(), outcomes[:1]))
+	left, err := s.Pending(t.Context(), "crm", 0, 0)
+	require.NoError(t, err)
+	assert.Empty(t, left)
+	dead, err := s.DeadLetters(t.Context(), "crm")
+	require.NoError(t, err)
+	assert.Len(t, dead, res.New)
+}
+
+// A store copy brings over a dead letter or a retried entry whose last error is longer
+// than the server takes in one message, with the error cut, instead of failing the copy
+// at it at every run.
+func TestImportCutsALastErrorTooLongForAMessage(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) { o.MaxPayload = 16 << 10 }})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, func(o *natsstore.Options) { o.Route = leadtest.RouteTo("crm") })
+	long := strings.Repeat("long error ", 3000)
+	d := event.Delivery{Forwarder: "crm", Seq: 7, Event: event.NewCreated(leadtest.Lead(bot, event.KindLead, 1, base)),
+		Enqueued: base, Attempts: 3, FirstTry: base, NextTry: base.Add(time.Minute), LastError: long}
+
+	require.NoError(t, s.ImportDeadLetter(t.Context(), "bbolt", 1, event.DeadLetter{Delivery: d, Failed: base}))
+	dead, err := s.DeadLetters(t.Context(), "crm")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.True(t, strings.HasPrefix(dead[0].LastError, "long error long error"))
+	assert.Less(t, len(dead[0].LastError), 16<<10)
+
+	require.NoError(t, s.ImportDelivery(t.Context(), "bbolt", d))
+	ds, err := s.Pending(t.Context(), "crm", 0, 0)
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	assert.Equal(t, 3, ds[0].Attempts, "the retry state came along")
+	assert.True(t, strings.HasPrefix(ds[0].LastError, "long error long error"))
 }

@@ -121,3 +121,53 @@ func TestTwoReplicasIngestingTheSamePageTakeEachRecordOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 100, bots[bot].Seen, fmt.Sprint("the count adds up across replicas: ", bots[bot]))
 }
+
+// A backfill cut off between its outbox entries and its claims (the daemon runs beside
+// it) leaves its unseen records unclaimed; the daemon's next poll takes them, and each
+// delivery is owed once, not once by the backfill and once more by the poll. The same
+// holds the other way round and for a backfill run again after the failed one.
+func TestBackfillCutOffBeforeTheClaimIsNotOwedTwice(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{Tweak: func(o *natsserver.Options) {
+		o.Users = []*natsserver.User{
+			{Username: "full", Password: "full"},
+			{Username: "noclaim", Password: "noclaim", Permissions: &natsserver.Permissions{
+				Publish: &natsserver.SubjectPermission{Allow: []string{">"}, Deny: []string{"$KV.leadbridge_seen.>"}}}},
+		}
+	}})
+	conn := func(user string) *natsgo.Conn {
+		nc, err := natsgo.Connect(ns.URL(), natsgo.UserInfo(user, user))
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	full := open(t, conn("full"), nil)
+	cut := open(t, conn("noclaim"), func(o *natsstore.Options) { o.Timeout = 300 * time.Millisecond })
+
+	page := leadtest.Leads(bot, 1, 2, base)
+	_, err := cut.Backfill(t.Context(), bot, page, event.BackfillOptions{})
+	require.Error(t, err, "the claim must fail")
+	_, err = cut.Backfill(t.Context(), bot, page, event.BackfillOptions{})
+	require.Error(t, err, "the claim must fail again")
+	res, err := full.Ingest(t.Context(), bot, page)
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.New, "unclaimed records are taken by the next poll")
+	want := []string{page[0].ID(), page[1].ID()}
+	assert.Equal(t, want, pendingIDs(t, full, "bus"), "each delivery once")
+
+	// A poll cut off, then a backfill of the same records.
+	more := leadtest.Leads(bot, 3, 2, base)
+	_, err = cut.Ingest(t.Context(), bot, more)
+	require.Error(t, err, "the claim must fail")
+	res, err = full.Backfill(t.Context(), bot, more, event.BackfillOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.New)
+	want = append(want, more[0].ID(), more[1].ID())
+	assert.Equal(t, want, pendingIDs(t, full, "bus"), "each delivery once")
+	assert.Equal(t, want, pendingIDs(t, full, "crm"))
+
+	// A deliberate resend still sends again.
+	res, err = full.Backfill(t.Context(), bot, more, event.BackfillOptions{Resend: true})
+	require.NoError(t, err)
+	assert.Len(t, res.Events, 2)
+	assert.Len(t, pendingIDs(t, full, "bus"), 6, "a resend is owed again")
+}

@@ -64,9 +64,13 @@ func (s *Store) ImportDelivery(ctx context.Context, from string, d event.Deliver
 	if d.Attempts == 0 || ack.Duplicate {
 		return nil
 	}
-	raw, err := json.Marshal(retryState{Attempts: d.Attempts, FirstTry: d.FirstTry, NextTry: d.NextTry, LastError: d.LastError})
+	r := retryState{Attempts: d.Attempts, FirstTry: d.FirstTry, NextTry: d.NextTry, LastError: d.LastError}
+	rm, err := s.fitError(&r.LastError, func() (*nats.Msg, error) {
+		raw, err := json.Marshal(r)
+		return &nats.Msg{Data: raw}, err
+	})
 	if err == nil {
-		_, err = s.retry.Put(ctx, retryKey(d.Forwarder, ack.Sequence), raw)
+		_, err = s.retry.Put(ctx, retryKey(d.Forwarder, ack.Sequence), rm.Data)
 	}
 	return s.wrap(op, err)
 }
@@ -77,13 +81,16 @@ func (s *Store) ImportDeadLetter(ctx context.Context, from string, n int, dl eve
 	if err := checkName(dl.Forwarder); err != nil {
 		return s.wrap(op, err)
 	}
-	raw, err := json.Marshal(dl)
+	m, err := s.fitError(&dl.LastError, func() (*nats.Msg, error) {
+		raw, err := json.Marshal(dl)
+		m := nats.NewMsg(s.subject("dead", dl.Forwarder))
+		m.Data = raw
+		m.Header.Set(jetstream.MsgIDHeader, "import."+from+".dead."+strconv.Itoa(n))
+		return m, err
+	})
 	if err != nil {
 		return s.wrap(op, err)
 	}
-	m := nats.NewMsg(s.subject("dead", dl.Forwarder))
-	m.Data = raw
-	m.Header.Set(jetstream.MsgIDHeader, "import."+from+".dead."+strconv.Itoa(n))
 	_, err = s.js.PublishMsg(ctx, m)
 	return s.wrap(op, err)
 }

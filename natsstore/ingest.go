@@ -188,12 +188,17 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 				continue
 			}
 			if p.write { // a dry run routes nothing (routing counts filtered records)
-				owed = p.entries(ev, evJSON, opts.Only, rev)
+				// A record this backfill claims as unseen owes what a poll's claim would:
+				// the same ids, so a backfill cut off before its claim and the poll that
+				// then takes the record (or the other way round) owe each delivery once.
+				owed = p.entries(ev, evJSON, opts.Only, rev, !(mark && !seen))
 			}
-			if size, limit := s.largest(owed); size > limit {
-				// The server would refuse its entry at every poll, and with it the page.
+			if size, limit := s.largest(owed); size > 0 && size+deadLetterRoom > limit {
+				// The server would refuse its entry at every poll, and with it the page,
+				// or, once it fails, its dead letter at every try.
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
-					Reason: fmt.Sprintf("its outbox entry is %d bytes, more than the NATS server takes in one message (max_payload %d)", size, limit)})
+					Reason: fmt.Sprintf("its outbox entry is %d bytes; with the %d a dead letter adds, more than the NATS server takes in one message (max_payload %d)",
+						size, deadLetterRoom, limit)})
 				continue
 			}
 		}
@@ -296,8 +301,8 @@ func lostRace(res event.Ingested, c claim) event.Ingested {
 // it (among only, if set). A poll's message id is the event id, the forwarder and the
 // revision of the seen key the ingest replaces, so that taking the same record again
 // after a crash publishes the same ids, while a later change of the same record gets new
-// ones; a backfill's carry its own nonce (an operator may resend on purpose).
-func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64) []*nats.Msg {
+// ones; with own, a backfill's carry its own nonce (an operator may resend on purpose).
+func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64, own bool) []*nats.Msg {
 	if p.s.route == nil {
 		return nil
 	}
@@ -309,13 +314,18 @@ func (p *page) entries(ev event.Event, evJSON []byte, only []string, rev uint64)
 		}
 		done = append(done, name)
 		id := ev.ID + "." + name + "." + strconv.FormatUint(rev, 10)
-		if p.nonce != "" {
+		if own && p.nonce != "" {
 			id += ".backfill." + p.nonce
 		}
 		out = append(out, p.s.entryMsg(name, id, entry{Forwarder: name, Event: evJSON, Enqueued: p.now}))
 	}
 	return out
 }
+
+// deadLetterRoom is what an outbox entry's dead letter may add to it: its sequence,
+// attempts, three times, a longer message id, and a last error (cut to fit, see
+// fitError).
+const deadLetterRoom = 1024
 
 // largest is the size, as the server counts it (headers and data), of the largest of
 // msgs, and the most the server takes in one message.

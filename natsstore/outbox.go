@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -246,11 +247,15 @@ func (s *Store) recordOutcome(ctx context.Context, o event.Outcome, held *heldMs
 	case event.Acked:
 		return s.removeEntry(ctx, d.Forwarder, d.Seq)
 	case event.Retrying:
-		raw, err := json.Marshal(retryState{Attempts: d.Attempts, FirstTry: d.FirstTry, NextTry: d.NextTry, LastError: d.LastError})
+		r := retryState{Attempts: d.Attempts, FirstTry: d.FirstTry, NextTry: d.NextTry, LastError: d.LastError}
+		m, err := s.fitError(&r.LastError, func() (*nats.Msg, error) {
+			raw, err := json.Marshal(r)
+			return &nats.Msg{Data: raw}, err
+		})
 		if err != nil {
 			return err
 		}
-		_, err = s.retry.Put(ctx, key, raw)
+		_, err = s.retry.Put(ctx, key, m.Data)
 		return err
 	}
 	// Dead: the dead letter is the entry as stored, with the attempt's retry state.
@@ -260,19 +265,54 @@ func (s *Store) recordOutcome(ctx context.Context, o event.Outcome, held *heldMs
 	}
 	cur.Forwarder, cur.Seq = d.Forwarder, m.Sequence
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
-	raw, err := json.Marshal(event.DeadLetter{Delivery: cur, Failed: o.At})
+	// Published before the entry is removed, with an id of its own: a crash between
+	// leaves the entry, whose next failure publishes the same dead letter, dropped.
+	dm, err := s.fitError(&cur.LastError, func() (*nats.Msg, error) {
+		raw, err := json.Marshal(event.DeadLetter{Delivery: cur, Failed: o.At})
+		m := nats.NewMsg(s.subject("dead", d.Forwarder))
+		m.Data = raw
+		m.Header.Set(jetstream.MsgIDHeader, "dead."+key)
+		return m, err
+	})
 	if err != nil {
 		return err
 	}
-	// Published before the entry is removed, with an id of its own: a crash between
-	// leaves the entry, whose next failure publishes the same dead letter, dropped.
-	dm := nats.NewMsg(s.subject("dead", d.Forwarder))
-	dm.Data = raw
-	dm.Header.Set(jetstream.MsgIDHeader, "dead."+key)
 	if _, err := s.js.PublishMsg(ctx, dm); err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)
 	}
 	return s.removeEntry(ctx, d.Forwarder, d.Seq)
+}
+
+// fitError returns the message encode makes, with *lastError cut as much as needed (the
+// end goes, " [cut]" marks it) for the message to be within what the server takes: an
+// error text (a target's answer, say) may be longer than any message, and a retry state
+// or dead letter the server refuses would be refused at every try. Ingest leaves room
+// in every entry for the rest of its dead letter (deadLetterRoom).
+func (s *Store) fitError(lastError *string, encode func() (*nats.Msg, error)) (*nats.Msg, error) {
+	for {
+		m, err := encode()
+		if err != nil {
+			return nil, err
+		}
+		size, limit := s.largest([]*nats.Msg{m})
+		if size <= limit || *lastError == "" {
+			return m, nil
+		}
+		*lastError = cutError(*lastError, int(size-limit))
+	}
+}
+
+// cutError is e shortened by at least over bytes, at a character boundary, marked as cut.
+func cutError(e string, over int) string {
+	const mark = " [cut]"
+	keep := len(e) - over - len(mark)
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(e[keep]) {
+		keep--
+	}
+	return e[:keep] + mark
 }
 
 // removeEntry deletes forwarder's outbox message seq and its retry state.
