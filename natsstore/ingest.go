@@ -103,11 +103,79 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 			p.nonce = rand.Text()
 		}
 	}
-	var res event.Ingested
 	if len(leads) == 0 && !last {
-		return res, nil
+		return event.Ingested{}, nil
 	}
+	cands, rejected := p.candidates(leads)
+	plan, err := p.decide(ctx, cands)
+	if err != nil {
+		return event.Ingested{}, s.wrap(op, err)
+	}
+	plan.res.Rejected = append(rejected, plan.res.Rejected...)
+	// Encoding and size failures were found after the invalid records: keep the page's order.
+	slices.SortStableFunc(plan.res.Rejected, func(a, b event.Rejected) int { return a.Index - b.Index })
+	if !p.write {
+		p.offset += len(leads)
+		return plan.res, nil
+	}
+	if err := p.commit(ctx, &plan, poll && last && !st.Initialized, poll && last); err != nil {
+		return event.Ingested{}, s.wrap(op, err)
+	}
+	p.offset += len(leads)
+	if len(plan.pubs) > 0 {
+		s.signal()
+	}
+	for _, r := range plan.res.Rejected {
+		s.log.Warn("record rejected", "chatbot", p.serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
+	}
+	for _, ev := range plan.res.Events {
+		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
+	}
+	return plan.res, nil
+}
+
+// candidate is a valid record of a part, the first with its key in the page.
+type candidate struct {
+	i   int // its index in the page
+	l   event.Lead
+	key string
+}
+
+// candidates are the part's valid records, each once in the page, and the invalid ones.
+func (p *page) candidates(leads []event.Lead) (cands []candidate, rejected []event.Rejected) {
+	for j, l := range leads {
+		i := p.offset + j
+		if reason := invalid(p.serial, l); reason != "" {
+			rejected = append(rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
+			continue
+		}
+		key := l.ID()
+		if _, dup := p.inPage[key]; dup {
+			continue
+		}
+		p.inPage[key] = struct{}{}
+		cands = append(cands, candidate{i: i, l: l, key: key})
+	}
+	return cands, rejected
+}
+
+// partPlan is what a part's records come to before anything is written: what add will
+// report, the seen keys to claim, the outbox entries to publish first, and the change to
+// the chatbot's seen count.
+type partPlan struct {
+	res       event.Ingested
+	claims    []claim
+	pubs      []*nats.Msg
+	seenDelta int
+}
+
+// decide reads the candidates' seen keys, in batches, and decides each record's fate in
+// page order: what it owes and what claim takes it.
+func (p *page) decide(ctx context.Context, cands []candidate) (partPlan, error) {
+	s := p.s
+	var plan partPlan
 	var opts event.BackfillOptions
+	poll := p.backfill == nil
 	if !poll {
 		opts = *p.backfill
 	}
@@ -119,39 +187,15 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		horizon = s.server.earlier(p.now).Add(-s.retention)
 	}
 	mark := p.write && len(opts.Only) == 0
-
-	var claims []claim
-	var pubs []*nats.Msg
-	seenDelta := 0
-	// First the valid records of the part, each once, then their seen keys, read in
-	// batches, then each record's fate in page order.
-	type candidate struct {
-		i   int
-		l   event.Lead
-		key string
-	}
-	var cands []candidate
-	for j, l := range leads {
-		i := p.offset + j
-		if reason := invalid(p.serial, l); reason != "" {
-			res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: l.ID(), Reason: reason})
-			continue
-		}
-		key := l.ID()
-		if _, dup := p.inPage[key]; dup {
-			continue
-		}
-		p.inPage[key] = struct{}{}
-		cands = append(cands, candidate{i: i, l: l, key: key})
-	}
 	keys := make([]string, len(cands))
 	for k, c := range cands {
 		keys[k] = c.key
 	}
 	known, err := s.lastValues(ctx, s.seen, keys)
 	if err != nil {
-		return event.Ingested{}, s.wrap(op, fmt.Errorf("read the seen keys of %d records: %w", len(keys), err))
+		return plan, fmt.Errorf("read the seen keys of %d records: %w", len(keys), err)
 	}
+	res := &plan.res
 	for _, c := range cands {
 		i, l, key := c.i, c.l, c.key
 		hash := contentHash(l)
@@ -205,15 +249,15 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		refresh := seen && s.retention > 0 && p.now.Sub(old.lastSeen) >= s.retention/10
 		if mark && (!seen || changed || refresh) {
 			v := seenValue{created: l.CreatedAt, lastSeen: p.now, hash: hash, serial: p.serial}
-			claims = append(claims, claim{key: key, val: v.encode(), rev: rev, fresh: !seen, f: f, ev: ev.ID})
+			plan.claims = append(plan.claims, claim{key: key, val: v.encode(), rev: rev, fresh: !seen, f: f, ev: ev.ID})
 		}
 		switch f {
 		case fateBaseline:
-			seenDelta++
+			plan.seenDelta++
 			res.Baseline++
 		case fateNew:
 			if mark {
-				seenDelta++
+				plan.seenDelta++
 			}
 			res.New++
 		case fateUpdated:
@@ -226,61 +270,53 @@ func (p *page) add(ctx context.Context, leads []event.Lead, last bool) (event.In
 		}
 		res.Events = append(res.Events, ev)
 		if p.write {
-			pubs = append(pubs, owed...)
+			plan.pubs = append(plan.pubs, owed...)
 		}
 	}
-	// Encoding and size failures were found after the invalid records: keep the page's order.
-	slices.SortStableFunc(res.Rejected, func(a, b event.Rejected) int { return a.Index - b.Index })
-	if !p.write {
-		p.offset += len(leads)
-		return res, nil
-	}
+	return plan, nil
+}
 
-	// First every entry is in the outbox, then the records are claimed: a crash between
-	// leaves unclaimed records, which the next poll takes again (see the package doc).
-	if err := s.publishAll(ctx, pubs); err != nil {
-		return event.Ingested{}, s.wrap(op, err)
+// commit writes a part's plan: first every entry is in the outbox, then the records are
+// claimed (a crash between leaves unclaimed records, which the next poll takes again: see
+// the package doc), then the chatbot's state, marked initialized when initialize is set
+// and its seen count changed. A claim another replica made first counts the record as
+// that one's.
+func (p *page) commit(ctx context.Context, plan *partPlan, initialize, complete bool) error {
+	s := p.s
+	if err := s.publishAll(ctx, plan.pubs); err != nil {
+		return err
 	}
-	claimErrs := inParallel(len(claims), func(k int) error { return s.putSeen(ctx, claims[k]) })
-	for k, c := range claims {
+	claimErrs := inParallel(len(plan.claims), func(k int) error { return s.putSeen(ctx, plan.claims[k]) })
+	for k, c := range plan.claims {
 		err := claimErrs[k]
 		if c.fresh && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)) {
 			// Another replica claimed it first: it is that one's record. Its entries
 			// carry the same message ids as ours, so the stream kept one of each.
 			s.log.Warn("a record was claimed by another replica at the same time", "chatbot", p.serial, "event_id", c.key)
-			res = lostRace(res, c)
-			seenDelta--
+			plan.res = lostRace(plan.res, c)
+			plan.seenDelta--
 			continue
 		}
 		if err != nil && !c.fresh && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue // a refresh or update raced another replica's: its write stands
 		}
 		if err != nil {
-			return event.Ingested{}, s.wrap(op, fmt.Errorf("claim %s: %w", c.key, err))
+			return fmt.Errorf("claim %s: %w", c.key, err)
 		}
 	}
-	if seenDelta != 0 || (poll && last && !st.Initialized) {
-		err := updateJSON(ctx, s.chatbots, p.serial, func(st *event.ChatbotState) {
-			st.Seen = max(0, st.Seen+seenDelta)
-			if poll && last {
-				st.Initialized = true
-			}
-		})
-		if err != nil {
-			return event.Ingested{}, s.wrap(op, fmt.Errorf("chatbot %s state: %w", p.serial, err))
+	if plan.seenDelta == 0 && !initialize {
+		return nil
+	}
+	err := updateJSON(ctx, s.chatbots, p.serial, func(st *event.ChatbotState) {
+		st.Seen = max(0, st.Seen+plan.seenDelta)
+		if complete {
+			st.Initialized = true
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("chatbot %s state: %w", p.serial, err)
 	}
-	p.offset += len(leads)
-	if len(pubs) > 0 {
-		s.signal()
-	}
-	for _, r := range res.Rejected {
-		s.log.Warn("record rejected", "chatbot", p.serial, "index", r.Index, "event_id", r.EventID, "reason", r.Reason)
-	}
-	for _, ev := range res.Events {
-		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
-	}
-	return res, nil
+	return nil
 }
 
 // lostRace counts the record of claim c, which another replica claimed first, as a
