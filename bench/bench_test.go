@@ -188,7 +188,7 @@ func BenchmarkIdle(b *testing.B) {
 				interval = max(time.Duration(k)*idleIntervalPerChatbot, time.Second)
 			}
 			for range b.N {
-				r := runIdle(b, bridge, nb, k, interval)
+				r := runIdle(b, bridge, nb, k, interval, "")
 				r.print()
 				b.ReportMetric(r.corePerMinute()*100, "%core@1m")
 				b.ReportMetric(float64(r.cpu.Microseconds())/float64(r.polls), "µs-CPU/poll")
@@ -224,13 +224,13 @@ func (r idleResult) print() {
 	fmt.Printf("at a 1m interval: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB\n", 100*r.corePerMinute(), mb(r.rss), mb(r.hwm))
 }
 
-func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration) idleResult {
+func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration, store string) idleResult {
 	dir := b.TempDir()
 	nb.resetStream(b)
 	api := newStandIn(recordsPerIdleAnswer)
 	apiSrv := newServer(b, api)
 	hook := newSink(b, nil)
-	cfg := writeIdleConfig(b, dir, apiSrv, nb.url(), hook.srv.URL+"/hooks/idle", k, interval)
+	cfg := writeIdleConfig(b, dir, apiSrv, nb.url(), hook.srv.URL+"/hooks/idle", k, interval, store)
 	logPath := filepath.Join(dir, "run.log")
 	logFile, err := os.Create(logPath)
 	require.NoError(b, err)
@@ -298,8 +298,12 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 }
 
 // writeIdleConfig writes the idle daemon's config: k chatbots, initial skip, the same
-// two targets, metrics on a loopback port as in production, JSON logs at info.
-func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, interval time.Duration) string {
+// two targets, metrics on a loopback port as in production, JSON logs at info; store is
+// the config's store section, "" for bbolt in dir.
+func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, interval time.Duration, store string) string {
+	if store == "" {
+		store = fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
+	}
 	var bots strings.Builder
 	for i := range k {
 		fmt.Fprintf(&bots, "    - {serial: %s}\n", serialName(i))
@@ -312,13 +316,13 @@ func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, 
   max_rps: 1000
   chatbots:
 %spoll: {interval: %s, lookback: 48h, initial: skip}
-store: {path: %s}
+%s
 forwarders:
   - {name: bus, type: nats, url: %s, jetstream: true}
   - {name: crm, type: webhook, url: %s}
 http: {listen: "127.0.0.1:0"}
 log: {level: info, format: json}
-`, apiURL, bots.String(), interval, filepath.Join(dir, "leadbridge.db"), natsURL, hookURL)
+`, apiURL, bots.String(), interval, store, natsURL, hookURL)
 	path := filepath.Join(dir, "leadbridge.yaml")
 	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
 	return path

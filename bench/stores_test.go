@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -216,9 +215,9 @@ log: {level: info, format: json}
 
 // BenchmarkIdleStores runs one daemon (`leadbridge run`) with the JetStream store (R1, on
 // the forwarder's server) polling -bench.idle chatbots, each answer recordsPerIdleAnswer
-// records seen before, as BenchmarkIdle does with bbolt: after a baseline round and a
-// settling one, -bench.idle-rounds rounds are measured. Besides the poll, each costs a
-// lease renewal in the store. It prints the CPU per poll, the share of a core at a
+// records seen before, as BenchmarkIdle does with bbolt (the same run, the same two
+// targets): after a baseline round and a settling one, -bench.idle-rounds rounds are
+// measured. Besides the poll, each costs a lease renewal in the store. It prints the CPU per poll, the share of a core at a
 // 1-minute interval and the RSS: a replica's idle cost.
 //
 //	go test ./bench -run '^$' -bench IdleStores -benchtime 1x -bench.idle 1000
@@ -244,82 +243,10 @@ func BenchmarkIdleStores(b *testing.B) {
 	}
 }
 
-// runIdleNATS is one measured window of an idle daemon on the JetStream store prefix.
+// runIdleNATS is one measured window of an idle daemon on the JetStream store prefix
+// (R1, on the forwarder's server), deleted afterwards.
 func runIdleNATS(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration, prefix string) idleResult {
-	dir := b.TempDir()
-	api := newStandIn(recordsPerIdleAnswer)
-	apiSrv := newServer(b, api)
-	hook := newSink(b, nil)
-	var bots strings.Builder
-	for i := range k {
-		fmt.Fprintf(&bots, "    - {serial: %s}\n", serialName(i))
-	}
-	body := fmt.Sprintf(`neoagent:
-  base_url: %s
-  api_key: "${LBBENCH_API_KEY}"
-  max_rps: 1000
-  chatbots:
-%spoll: {interval: %s, lookback: 48h, initial: skip}
-store:
-  backend: nats
-  nats: {url: %q, prefix: %s, replicas: 1, timeout: 30s}
-forwarders:
-  - {name: crm, type: webhook, url: %s}
-http: {listen: "127.0.0.1:0"}
-log: {level: info, format: json}
-`, apiSrv, bots.String(), interval, nb.url(), prefix, hook.srv.URL+"/hooks/idle")
-	cfg := filepath.Join(dir, "leadbridge.yaml")
-	require.NoError(b, os.WriteFile(cfg, []byte(body), 0o600))
-	logPath := filepath.Join(dir, "run.log")
-	logFile, err := os.Create(logPath)
-	require.NoError(b, err)
-	defer logFile.Close()
-	cmd := exec.Command(bridge, "run", "--config", cfg)
-	cmd.Env = runEnv()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(b, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		deleteStore(b, nb, prefix)
-	}()
-	waitPolls := func(n int64, rounds int) {
-		deadline := time.Now().Add(2*time.Duration(rounds)*interval + time.Minute + time.Duration(k)*time.Millisecond)
-		for api.requests.Load() < n {
-			select {
-			case err := <-exited:
-				stopped = true
-				b.Fatalf("the daemon exited: %v; log ends:\n%s", err, tail(logPath, 20))
-			case <-time.After(20 * time.Millisecond):
-			}
-			require.Truef(b, time.Now().Before(deadline), "%d of %d polls answered; log ends:\n%s", api.requests.Load(), n, tail(logPath, 20))
-		}
-	}
-	pid := cmd.Process.Pid
-	waitPolls(int64(2*k), 2)
-	cpu0, err := procCPU(pid)
-	require.NoError(b, err)
-	polls0, t0 := api.requests.Load(), time.Now()
-	waitPolls(polls0+int64(*idleRounds*k), *idleRounds)
-	cpu1, err := procCPU(pid)
-	require.NoError(b, err)
-	polls1, window := api.requests.Load(), time.Since(t0)
-	rss, hwm, err := procMemory(pid)
-	require.NoError(b, err)
-	require.NoError(b, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		stopped = true
-		require.NoError(b, err, "exit after SIGTERM; log ends:\n%s", tail(logPath, 20))
-	case <-time.After(time.Minute):
-		b.Fatalf("the daemon did not exit within a minute of SIGTERM")
-	}
-	require.Zero(b, hook.tally().total, "the idle daemon delivered: every record was seen before")
-	return idleResult{chatbots: k, interval: interval, polls: polls1 - polls0, window: window,
-		cpu: cpu1 - cpu0, rss: rss, hwm: hwm}
+	defer deleteStore(b, nb, prefix)
+	return runIdle(b, bridge, nb, k, interval,
+		fmt.Sprintf("store:\n  backend: nats\n  nats: {url: %q, prefix: %s, replicas: 1, timeout: 30s}", nb.url(), prefix))
 }
