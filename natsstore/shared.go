@@ -65,6 +65,7 @@ type SharedOptions struct {
 // outbox.
 type Shared struct {
 	s       *Store
+	owner   string // names this replica in its claims (fence.go)
 	ackWait time.Duration
 	maxHeld int
 	drain   bool
@@ -89,10 +90,33 @@ type held struct {
 
 // heldEntry is one entry delivered to this replica and not yet acked or nak'ed.
 type heldEntry struct {
-	msg     jetstream.Msg
-	handed  bool // Pending returned it
-	taken   bool // an attempt has it
-	retried bool // it had a retry state when read, or a retry was recorded since
+	msg       jetstream.Msg
+	delivered uint64        // how many times the server delivered it (to any replica)
+	received  time.Time     // when it was delivered to this replica (monotonic)
+	handed    bool          // Pending returned it
+	taken     bool          // an attempt has it
+	retried   bool          // it had a retry state when read, or a retry or claim was written since
+	attempts  int           // its attempts as this replica last read or recorded them
+	claim     *attemptClaim // this replica's claim on the attempt under way, renewed by heartbeat
+}
+
+// needsFence reports whether an attempt of e must be claimed first (fence.go): it has a
+// retry state, was delivered before, or waited here long enough that the server may
+// have handed it to another replica. Called with sh.mu held.
+func (sh *Shared) needsFence(e *heldEntry) bool {
+	return e.retried || e.delivered > 1 || time.Since(e.received) > sh.fenceAge()
+}
+
+// letGo forgets held entry seq of h, if it is still e, without a word to the server:
+// another replica's claim has its attempt (or it could not be read), and the server
+// hands it out again after AckWait unless its holder acks it first.
+func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if h.entries[seq] == e {
+		delete(h.entries, seq)
+		h.freeRoom()
+	}
 }
 
 var _ interface {
@@ -112,7 +136,7 @@ func (s *Store) Shared(o SharedOptions) *Shared {
 	if o.MaxHeld <= 0 {
 		o.MaxHeld = DefaultMaxHeld
 	}
-	sh := &Shared{s: s, ackWait: o.AckWait, maxHeld: o.MaxHeld, drain: o.Drain, changes: make(chan struct{}, 1),
+	sh := &Shared{s: s, owner: NewOwner(), ackWait: o.AckWait, maxHeld: o.MaxHeld, drain: o.Drain, changes: make(chan struct{}, 1),
 		lanes: map[string]*held{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go sh.heartbeat()
 	return sh
@@ -265,11 +289,11 @@ func (sh *Shared) receive(h *held, m jetstream.Msg) {
 	if e := h.entries[md.Sequence.Stream]; e != nil {
 		// Delivered again while held (an in-progress ack came too late): the attempt
 		// that has it goes on; acks go to the newest delivery.
-		e.msg = m
+		e.msg, e.delivered = m, max(e.delivered, md.NumDelivered)
 		sh.mu.Unlock()
 		return
 	}
-	h.entries[md.Sequence.Stream] = &heldEntry{msg: m}
+	h.entries[md.Sequence.Stream] = &heldEntry{msg: m, delivered: md.NumDelivered, received: time.Now()}
 	sh.mu.Unlock()
 	sh.signal()
 }
@@ -310,21 +334,61 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 		}
 		sh.mu.Lock()
 		e := h.entries[seq]
+		fence := false
 		switch {
 		case e == nil || e.taken:
 			ok = false // recorded or taken by an attempt meanwhile
 		case !ok:
 			e.handed = false // unreadable now: offered again at the next Pending
 		default:
-			// A fresh entry is attempted straight from this answer, without Entry.
+			// A fresh entry is attempted straight from this answer, without Entry: its
+			// attempt is claimed here if it needs it.
 			e.taken = d.Attempts == 0
+			fence = e.taken && sh.needsFence(e)
 		}
 		sh.mu.Unlock()
+		if fence {
+			d, ok = sh.claimFresh(ctx, h, forwarder, seq, e)
+		}
 		if ok {
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// claimFresh claims the attempt of held entry seq, taken from Pending as fresh, and
+// returns it as it is now; false when it is another replica's (or unreadable), and then
+// this replica lets it go. An entry that was retried meanwhile is handed over for its
+// due time, untaken (Entry claims that attempt).
+func (sh *Shared) claimFresh(ctx context.Context, h *held, forwarder string, seq uint64, e *heldEntry) (event.Delivery, bool) {
+	sh.mu.Lock()
+	data := e.msg.Data()
+	sh.mu.Unlock()
+	d, c, err := sh.fence(ctx, forwarder, seq, data, true, -1)
+	if err != nil {
+		sh.lost(forwarder, seq, err)
+		sh.letGo(h, seq, e)
+		return d, false
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e.retried, e.attempts = true, d.Attempts
+	if d.Attempts > 0 {
+		e.taken = false
+	} else {
+		e.claim = c
+	}
+	return d, true
+}
+
+// lost logs why this replica does not attempt entry seq now.
+func (sh *Shared) lost(forwarder string, seq uint64, err error) {
+	if errors.Is(err, errClaimed) {
+		sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", forwarder, "seq", seq)
+		return
+	}
+	sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", seq, "err", err)
 }
 
 // unhanded returns the entries held and not handed over yet, oldest first. Draining,
@@ -364,27 +428,6 @@ func (sh *Shared) unhanded(h *held, limit int) ([]uint64, error) {
 	return collect(), nil
 }
 
-// read decodes held entry seq with its retry state, if it is held.
-func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64) (event.Delivery, bool, error) {
-	sh.mu.Lock()
-	e := h.entries[seq]
-	var raw *jetstream.RawStreamMsg
-	if e != nil {
-		raw = &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
-	}
-	sh.mu.Unlock()
-	if e == nil {
-		return event.Delivery{}, false, nil
-	}
-	d, retried, err := sh.s.deliveryState(ctx, forwarder, raw)
-	if err == nil && retried {
-		sh.mu.Lock()
-		e.retried = true
-		sh.mu.Unlock()
-	}
-	return d, err == nil, err
-}
-
 // readAll decodes the held entries seqs that no attempt has taken, with their retry
 // states read in batches; ok[k] is false for an entry not read (taken, or no longer
 // held), errs[k] says why one could not be.
@@ -417,11 +460,10 @@ func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs [
 		var retried bool
 		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], data[k], retry)
 		ok[k] = errs[k] == nil
-		if retried {
-			sh.mu.Lock()
-			e.retried = true
-			sh.mu.Unlock()
-		}
+		sh.mu.Lock()
+		e.retried = e.retried || retried
+		e.attempts = ds[k].Attempts
+		sh.mu.Unlock()
 	}
 	return ds, ok, errs
 }
@@ -452,13 +494,22 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 		return event.Delivery{}, false, nil
 	}
 	e.taken, e.handed = true, true
+	data, redelivered, attempts := e.msg.Data(), e.delivered > 1 || time.Since(e.received) > sh.fenceAge(), e.attempts
 	sh.mu.Unlock()
-	d, ok, err := sh.read(ctx, h, forwarder, seq)
-	if err != nil || !ok {
-		sh.mu.Lock()
-		e.taken = false
-		sh.mu.Unlock()
+	d, c, err := sh.fence(ctx, forwarder, seq, data, redelivered, attempts)
+	if err != nil {
+		// Another replica's attempt, or unreadable now: the server hands it out again.
+		sh.letGo(h, seq, e)
+		if errors.Is(err, errClaimed) {
+			sh.lost(forwarder, seq, err)
+			return event.Delivery{}, false, nil
+		}
 		return d, false, sh.s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), err)
+	}
+	if c != nil {
+		sh.mu.Lock()
+		e.claim, e.retried = c, true
+		sh.mu.Unlock()
 	}
 	return d, true, nil
 }
@@ -492,7 +543,8 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		if h := sh.lanes[d.Forwarder]; h != nil && sh.drain && o.Verdict == event.Retrying {
 			if e := h.entries[d.Seq]; e != nil {
 				e.taken = false // held for the lane's next attempt (Entry)
-				e.retried = true
+				e.retried, e.attempts = true, d.Attempts
+				e.claim = nil // the retry state was written without it
 			}
 			sh.mu.Unlock()
 			continue
@@ -531,16 +583,40 @@ func (sh *Shared) heartbeat() {
 			return
 		case <-t.C:
 		}
+		type claimed struct {
+			h   *held
+			seq uint64
+			e   *heldEntry
+			c   attemptClaim
+		}
 		sh.mu.Lock()
 		var msgs []jetstream.Msg
+		var claims []claimed
 		for _, h := range sh.lanes {
-			for _, e := range h.entries {
+			for seq, e := range h.entries {
 				msgs = append(msgs, e.msg)
+				if e.taken && e.claim != nil {
+					claims = append(claims, claimed{h, seq, e, *e.claim})
+				}
 			}
 		}
 		sh.mu.Unlock()
 		for _, m := range msgs {
 			_ = m.InProgress() // a failure: the server redelivers after AckWait, as for a dead replica
+		}
+		for _, c := range claims {
+			ctx, cancel := context.WithTimeout(context.Background(), sh.s.timeout)
+			rev, ok := sh.renew(ctx, c.h.forwarder, c.seq, c.c)
+			cancel()
+			sh.mu.Lock()
+			if e := c.e; e.claim != nil && e.claim.rev == c.c.rev {
+				if ok {
+					e.claim = &attemptClaim{rev: rev, raw: c.c.raw}
+				} else {
+					e.claim = nil // recorded, or taken over
+				}
+			}
+			sh.mu.Unlock()
 		}
 	}
 }

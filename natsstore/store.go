@@ -101,7 +101,7 @@ type Store struct {
 	route       func(event.Event) []string
 	log         *slog.Logger
 	now         func() time.Time
-	server      serverClock // the server's clock, as stamps from it show it
+	server      serverClock   // the server's clock, as stamps from it show it
 	timeout     time.Duration // of one request without a deadline of its own
 	changes     chan struct{}
 
