@@ -152,3 +152,28 @@ func TestAnEntryRetriedElsewhereSinceItWasHandedOverIsLeft(t *testing.T) {
 	require.Len(t, ds, 1)
 	assert.Equal(t, 2, ds[0].Attempts, "the retry state is as recorded")
 }
+
+// The outbox's duplicate window follows the poll interval (the next poll must come
+// inside it): an hour at least, 20 intervals for a slow poll, unless set.
+func TestTheDuplicateWindowFollowsThePollInterval(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		interval, set time.Duration
+		want          time.Duration
+	}{
+		{"default", 0, 0, natsstore.DefaultDuplicateWindow},
+		{"fast poll", 30 * time.Second, 0, natsstore.DefaultDuplicateWindow},
+		{"slow poll", 10 * time.Minute, 0, 200 * time.Minute},
+		{"set", 10 * time.Minute, 2 * time.Hour, 2 * time.Hour},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+			nc, js := ns.Connect()
+			t.Cleanup(nc.Close)
+			open(t, nc, func(o *natsstore.Options) { o.PollInterval, o.DuplicateWindow = c.interval, c.set })
+			st, err := js.Stream(t.Context(), "leadbridge_outbox")
+			require.NoError(t, err)
+			assert.Equal(t, c.want, st.CachedInfo().Config.Duplicates)
+		})
+	}
+}

@@ -195,16 +195,16 @@ func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.L
 		return nil, err
 	}
 	st, err := natsstore.Open(ctx, natsstore.Options{
-		Conn:            nc,
-		Prefix:          cfg.Store.NATS.Prefix,
-		Replicas:        cfg.Store.NATS.Replicas,
-		Timeout:         cfg.Store.NATS.Timeout,
-		DuplicateWindow: duplicateWindow(cfg.Poll.Interval),
-		Retention:       cfg.Store.Retention,
-		Initial:         cfg.Poll.Initial,
-		EmitUpdates:     cfg.Dedupe.EmitUpdates,
-		Route:           r.Route,
-		Logger:          logger,
+		Conn:         nc,
+		Prefix:       cfg.Store.NATS.Prefix,
+		Replicas:     cfg.Store.NATS.Replicas,
+		Timeout:      cfg.Store.NATS.Timeout,
+		PollInterval: cfg.Poll.Interval,
+		Retention:    cfg.Store.Retention,
+		Initial:      cfg.Poll.Initial,
+		EmitUpdates:  cfg.Dedupe.EmitUpdates,
+		Route:        r.Route,
+		Logger:       logger,
 	})
 	if err != nil {
 		nc.Close()
@@ -212,13 +212,6 @@ func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.L
 	}
 	return &openedStore{stateStore: st, conn: nc, nats: st, shared: st.Shared(natsstore.SharedOptions{}),
 		drain: st.Shared(natsstore.SharedOptions{Drain: true})}, nil
-}
-
-// duplicateWindow is the outbox stream's duplicate window for a poll interval: an
-// ingest cut off between publishing and claiming is taken again by the next poll, which
-// must come inside it (see docs/reliability.md), with room for a takeover and restarts.
-func duplicateWindow(interval time.Duration) time.Duration {
-	return max(natsstore.DefaultDuplicateWindow, 20*interval)
 }
 
 // dialStore connects to store.nats and waits, up to its timeout, until a server answers.
