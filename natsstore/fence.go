@@ -24,9 +24,12 @@ import (
 // claim (a retry state is written without one, an ack or dead letter removes the key). A
 // claim not renewed for as long as it stands (its holder died mid-attempt) is taken over.
 
-// errClaimed: another replica holds a standing claim on the entry's attempt, or won the
-// conditional write; the entry is left to it.
-var errClaimed = errors.New("claimed by another replica")
+// errClaimed: the entry's attempt is not this replica's (another replica holds a standing
+// claim on it, won the conditional write, or recorded an attempt since); the entry is
+// left to the server, which should offer it again after wait (0: leave it to AckWait).
+type errClaimed struct{ wait time.Duration }
+
+func (e *errClaimed) Error() string { return "claimed by another replica" }
 
 // attemptClaim is a won claim: the revision of the retry key that holds it and its value, which
 // the heartbeat writes again to renew it.
@@ -49,6 +52,7 @@ func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data 
 	cur, err := sh.s.retry.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		cur = nil
 		if !redelivered {
 			d, _, err := decodeDelivery(forwarder, seq, data, nil)
 			return d, nil, err
@@ -61,10 +65,13 @@ func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data 
 			return event.Delivery{}, nil, fmt.Errorf("retry state: decode %s: %w", key, err)
 		}
 		if attempts >= 0 && st.Attempts > attempts {
-			return event.Delivery{}, nil, errClaimed
+			return event.Delivery{}, nil, &errClaimed{wait: max(time.Until(st.NextTry), 0)}
 		}
-		if st.Holder != "" && st.Holder != sh.owner && sh.s.server.latest(time.Now()).Before(cur.Created().Add(st.HoldFor)) {
-			return event.Delivery{}, nil, errClaimed
+		if st.Holder != "" && st.Holder != sh.owner {
+			// Offered again as the claim lapses: a holder alive renews it by then.
+			if left := cur.Created().Add(st.HoldFor).Sub(sh.s.server.latest(time.Now())); left > 0 {
+				return event.Delivery{}, nil, &errClaimed{wait: min(left, st.HoldFor)}
+			}
 		}
 	}
 	st.Holder, st.HoldFor = sh.owner, sh.ackWait
@@ -79,7 +86,7 @@ func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data 
 	}
 	switch {
 	case lostWrite(err):
-		return event.Delivery{}, nil, errClaimed
+		return event.Delivery{}, nil, &errClaimed{wait: sh.ackWait} // the winner's claim stands about as long
 	case err != nil:
 		return event.Delivery{}, nil, fmt.Errorf("claim %s: %w", key, err)
 	}
@@ -90,7 +97,7 @@ func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data 
 		m, err := sh.s.rawEntry(ctx, forwarder, seq)
 		if err != nil || m == nil {
 			if err == nil {
-				err = errClaimed // done by another replica meanwhile
+				err = &errClaimed{} // done by another replica meanwhile: nothing to offer again
 			}
 			_ = sh.s.dropRetry(ctx, key)
 			return event.Delivery{}, nil, err

@@ -92,8 +92,11 @@ func TestAnEntryHandedToTwoReplicasIsAttemptedByOne(t *testing.T) {
 
 // A replica that dies during an attempt leaves its claim: once the claim has stood for
 // the holder's AckWait unrenewed, another replica takes the entry over and delivers it,
-// with the attempt count the dead one's attempt never added to.
+// with the attempt count the dead one's attempt never added to. The claim, written after
+// the server's delivery, lapses after the server offers the entry again: the replica
+// refused then gets it back as the claim lapses, not a whole AckWait later.
 func TestAClaimOfAReplicaThatDiedIsTakenOver(t *testing.T) {
+	const ackWait = 2 * time.Second
 	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
 	ncA, _ := ns.Connect()
 	t.Cleanup(ncA.Close)
@@ -102,23 +105,28 @@ func TestAClaimOfAReplicaThatDiedIsTakenOver(t *testing.T) {
 	sa, sb := open(t, ncA, nil), open(t, ncB, nil)
 	entry := failedOnce(t, sa)
 
-	a := sa.Shared(natsstore.SharedOptions{AckWait: time.Second, Drain: true})
+	a := sa.Shared(natsstore.SharedOptions{AckWait: ackWait, Drain: true})
 	takeRetry(t, a, entry.Seq)
+	time.Sleep(ackWait / 4) // the lane's due time comes a while after the delivery
 	_, found, err := a.Entry(t.Context(), "crm", entry.Seq)
 	require.NoError(t, err)
 	require.True(t, found)
 	claimed := time.Now()
 	ncA.Close() // killed mid-attempt: no verdict, no renewal, no word to the server
 
-	b := sb.Shared(natsstore.SharedOptions{AckWait: time.Second, Drain: true})
+	b := sb.Shared(natsstore.SharedOptions{AckWait: ackWait, Drain: true})
 	t.Cleanup(func() { _ = b.Close() })
 	var d event.Delivery
-	for found = false; !found; {
+	refused := 0
+	for found = false; !found; refused++ {
 		takeRetry(t, b, entry.Seq)
 		d, found, err = b.Entry(t.Context(), "crm", entry.Seq)
 		require.NoError(t, err)
 	}
-	assert.GreaterOrEqual(t, time.Since(claimed), time.Second, "taken over only once a's claim lapsed")
+	took := time.Since(claimed)
+	assert.GreaterOrEqual(t, took, ackWait, "taken over only once a's claim lapsed")
+	assert.Less(t, took, ackWait+ackWait/2, "taken over as the claim lapsed, not an AckWait after b was refused")
+	t.Logf("b took the entry over %s after a's claim, refused %d times before", took, refused-1)
 	assert.Equal(t, 1, d.Attempts, "the dead replica's attempt recorded nothing")
 	d.Attempts++
 	require.NoError(t, b.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Acked}}))

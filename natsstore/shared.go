@@ -107,15 +107,29 @@ func (sh *Shared) needsFence(e *heldEntry) bool {
 	return e.retried || e.delivered > 1 || time.Since(e.received) > sh.fenceAge()
 }
 
-// letGo forgets held entry seq of h, if it is still e, without a word to the server:
-// another replica's claim has its attempt (or it could not be read), and the server
-// hands it out again after AckWait unless its holder acks it first.
-func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry) {
+// letGo forgets held entry seq of h, if it is still e, because err says its attempt is
+// not this replica's (fence.go) or it could not be read (logged here unless nil). An entry claimed elsewhere goes
+// back to the server with a delay until the claim lapses or its next try; otherwise the
+// server hands it out again after AckWait (unless its holder acks it first).
+func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry, err error) {
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if h.entries[seq] == e {
+	mine := h.entries[seq] == e
+	if mine {
 		delete(h.entries, seq)
 		h.freeRoom()
+	}
+	m := e.msg
+	sh.mu.Unlock()
+	var claimed *errClaimed
+	if !errors.As(err, &claimed) {
+		if err != nil {
+			sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", h.forwarder, "seq", seq, "err", err)
+		}
+		return
+	}
+	sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", h.forwarder, "seq", seq, "offered_again_in", claimed.wait)
+	if mine && claimed.wait > 0 {
+		_ = m.NakWithDelay(claimed.wait) // lost: the server hands it out again after AckWait
 	}
 }
 
@@ -367,8 +381,7 @@ func (sh *Shared) claimFresh(ctx context.Context, h *held, forwarder string, seq
 	sh.mu.Unlock()
 	d, c, err := sh.fence(ctx, forwarder, seq, data, true, -1)
 	if err != nil {
-		sh.lost(forwarder, seq, err)
-		sh.letGo(h, seq, e)
+		sh.letGo(h, seq, e, err)
 		return d, false
 	}
 	sh.mu.Lock()
@@ -380,15 +393,6 @@ func (sh *Shared) claimFresh(ctx context.Context, h *held, forwarder string, seq
 		e.claim = c
 	}
 	return d, true
-}
-
-// lost logs why this replica does not attempt entry seq now.
-func (sh *Shared) lost(forwarder string, seq uint64, err error) {
-	if errors.Is(err, errClaimed) {
-		sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", forwarder, "seq", seq)
-		return
-	}
-	sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", forwarder, "seq", seq, "err", err)
 }
 
 // unhanded returns the entries held and not handed over yet, oldest first. Draining,
@@ -499,11 +503,12 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 	d, c, err := sh.fence(ctx, forwarder, seq, data, redelivered, attempts)
 	if err != nil {
 		// Another replica's attempt, or unreadable now: the server hands it out again.
-		sh.letGo(h, seq, e)
-		if errors.Is(err, errClaimed) {
-			sh.lost(forwarder, seq, err)
+		var claimed *errClaimed
+		if errors.As(err, &claimed) {
+			sh.letGo(h, seq, e, err)
 			return event.Delivery{}, false, nil
 		}
+		sh.letGo(h, seq, e, nil)
 		return d, false, sh.s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), err)
 	}
 	if c != nil {
