@@ -112,17 +112,16 @@ func lostWrite(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLast(err)
 }
 
-// renew writes a won claim again, so that it stands for another HoldFor; false when the
-// claim is gone (its outcome was recorded, or another replica took it over).
-func (sh *Shared) renew(ctx context.Context, forwarder string, seq uint64, c attemptClaim) (uint64, bool) {
+// renew writes a won claim again, so that it stands for another HoldFor, and returns its
+// new revision; an error for which lostWrite holds means the claim is gone (its outcome
+// was recorded, or another replica took it over), another one is logged here and the
+// claim is renewed at the next heartbeat.
+func (sh *Shared) renew(ctx context.Context, forwarder string, seq uint64, c attemptClaim) (uint64, error) {
 	rev, err := sh.s.retry.Update(ctx, retryKey(forwarder, seq), c.raw, c.rev)
-	if err != nil {
-		if !lostWrite(err) {
-			sh.s.log.Warn("renewing the claim on an outbox entry's attempt failed", "forwarder", forwarder, "seq", seq, "err", err)
-		}
-		return 0, false
+	if err != nil && !lostWrite(err) {
+		sh.s.log.Warn("renewing the claim on an outbox entry's attempt failed; trying again at the next heartbeat", "forwarder", forwarder, "seq", seq, "err", err)
 	}
-	return rev, true
+	return rev, err
 }
 
 // fenceAge is how long a fresh entry may wait in this replica before an attempt needs a

@@ -609,20 +609,25 @@ func (sh *Shared) heartbeat() {
 		for _, m := range msgs {
 			_ = m.InProgress() // a failure: the server redelivers after AckWait, as for a dead replica
 		}
-		for _, c := range claims {
-			ctx, cancel := context.WithTimeout(context.Background(), sh.s.timeout)
-			rev, ok := sh.renew(ctx, c.h.forwarder, c.seq, c.c)
-			cancel()
+		// Renewed at once, within a third of AckWait, so that a slow store does not hold
+		// up the next in-progress acks.
+		ctx, cancel := context.WithTimeout(context.Background(), min(sh.s.timeout, sh.ackWait/3))
+		inParallel(len(claims), func(i int) error {
+			c := claims[i]
+			rev, err := sh.renew(ctx, c.h.forwarder, c.seq, c.c)
 			sh.mu.Lock()
+			defer sh.mu.Unlock()
 			if e := c.e; e.claim != nil && e.claim.rev == c.c.rev {
-				if ok {
+				switch {
+				case err == nil:
 					e.claim = &attemptClaim{rev: rev, raw: c.c.raw}
-				} else {
+				case lostWrite(err):
 					e.claim = nil // recorded, or taken over
 				}
 			}
-			sh.mu.Unlock()
-		}
+			return nil
+		})
+		cancel()
 	}
 }
 
