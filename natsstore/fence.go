@@ -25,9 +25,13 @@ import (
 // claim not renewed for as long as it stands (its holder died mid-attempt) is taken over.
 
 // errClaimed: the entry's attempt is not this replica's (another replica holds a standing
-// claim on it, won the conditional write, or recorded an attempt since); the entry is
-// left to the server, which should offer it again after wait (0: leave it to AckWait).
-type errClaimed struct{ wait time.Duration }
+// claim on it, won the conditional write, or recorded an attempt since); the entry goes
+// back to the server, which offers it again after wait, unless gone says another
+// replica removed it.
+type errClaimed struct {
+	wait time.Duration
+	gone bool
+}
 
 func (e *errClaimed) Error() string { return "claimed by another replica" }
 
@@ -40,9 +44,9 @@ type attemptClaim struct {
 
 // fence reads forwarder's entry seq (data: its message) with its retry state and, when
 // the entry has a retry state or redelivered says it may be held elsewhere, claims its
-// next attempt for this replica. attempts (>= 0) is how many attempts this replica's
-// schedule counts: a retry state showing more was written by another replica's attempt
-// since, whose next try the server hands out when it is due. It returns the delivery to
+// next attempt for this replica. attempts (>= 0; < 0: not known) is how many attempts
+// this replica read for the entry as it holds it: a retry state showing more was written
+// by another replica's attempt since, whose next try the server hands out when it is due. It returns the delivery to
 // attempt and the claim (nil when none was needed), or errClaimed when the attempt is
 // not this replica's.
 func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data []byte, redelivered bool, attempts int) (event.Delivery, *attemptClaim, error) {
@@ -97,7 +101,7 @@ func (sh *Shared) fence(ctx context.Context, forwarder string, seq uint64, data 
 		m, err := sh.s.rawEntry(ctx, forwarder, seq)
 		if err != nil || m == nil {
 			if err == nil {
-				err = &errClaimed{} // done by another replica meanwhile: nothing to offer again
+				err = &errClaimed{gone: true} // done by another replica meanwhile
 			}
 			_ = sh.s.dropRetry(ctx, key)
 			return event.Delivery{}, nil, err

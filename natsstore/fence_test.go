@@ -185,3 +185,43 @@ func TestTheDuplicateWindowFollowsThePollInterval(t *testing.T) {
 		})
 	}
 }
+
+// A replica's lane retries an entry it recorded a failure of when the retry is due,
+// through Entry, which may come after the server handed the entry back to this replica
+// but before Pending read it again: the retry is made, not refused as if another
+// replica had attempted it since.
+func TestARetryDueBeforePendingReadTheRedeliveryIsMade(t *testing.T) {
+	ns := leadtest.StartNATS(t, leadtest.NATSOptions{})
+	nc, _ := ns.Connect()
+	t.Cleanup(nc.Close)
+	s := open(t, nc, nil)
+	sh := s.Shared(natsstore.SharedOptions{AckWait: 5 * time.Second})
+	t.Cleanup(func() { _ = sh.Close() })
+	_, err := s.Ingest(t.Context(), bot, leadtest.Leads(bot, 1, 1, base))
+	require.NoError(t, err)
+	var d event.Delivery
+	require.Eventually(t, func() bool {
+		ds, err := sh.Pending(t.Context(), "crm", 0, 10)
+		require.NoError(t, err)
+		if len(ds) == 1 {
+			d = ds[0]
+		}
+		return len(ds) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+
+	select { // forget earlier signals: the next one is the redelivery
+	case <-sh.Changes():
+	default:
+	}
+	d.Attempts, d.FirstTry, d.NextTry, d.LastError = 1, time.Now(), time.Now().Add(200*time.Millisecond), "webhook crm: HTTP 503"
+	require.NoError(t, sh.Record(t.Context(), []event.Outcome{{Delivery: d, Verdict: event.Retrying}}))
+	select {
+	case <-sh.Changes():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not hand the entry back at its next try")
+	}
+	got, found, err := sh.Entry(t.Context(), "crm", d.Seq)
+	require.NoError(t, err)
+	require.True(t, found, "the lane's own retry is refused")
+	assert.Equal(t, 1, got.Attempts)
+}

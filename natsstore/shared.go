@@ -96,7 +96,7 @@ type heldEntry struct {
 	handed    bool          // Pending returned it
 	taken     bool          // an attempt has it
 	retried   bool          // it had a retry state when read, or a retry or claim was written since
-	attempts  int           // its attempts as this replica last read or recorded them
+	attempts  int           // its attempts as this replica last read or recorded them; -1 before Pending read it
 	claim     *attemptClaim // this replica's claim on the attempt under way, renewed by heartbeat
 }
 
@@ -108,9 +108,9 @@ func (sh *Shared) needsFence(e *heldEntry) bool {
 }
 
 // letGo forgets held entry seq of h, if it is still e, because err says its attempt is
-// not this replica's (fence.go) or it could not be read (logged here unless nil). An entry claimed elsewhere goes
-// back to the server with a delay until the claim lapses or its next try; otherwise the
-// server hands it out again after AckWait (unless its holder acks it first).
+// not this replica's (fence.go) or it could not be read (logged here unless nil). An
+// entry claimed elsewhere goes back to the server with a delay until the claim lapses or
+// its next try; an unreadable one the server hands out again after AckWait.
 func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry, err error) {
 	sh.mu.Lock()
 	mine := h.entries[seq] == e
@@ -127,9 +127,13 @@ func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry, err error) {
 		}
 		return
 	}
-	sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", h.forwarder, "seq", seq, "offered_again_in", claimed.wait)
-	if mine && claimed.wait > 0 {
+	sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", h.forwarder, "seq", seq, "offered_again_in", claimed.wait, "gone", claimed.gone)
+	switch {
+	case !mine || claimed.gone:
+	case claimed.wait > 0:
 		_ = m.NakWithDelay(claimed.wait) // lost: the server hands it out again after AckWait
+	default:
+		_ = m.Nak()
 	}
 }
 
@@ -307,7 +311,7 @@ func (sh *Shared) receive(h *held, m jetstream.Msg) {
 		sh.mu.Unlock()
 		return
 	}
-	h.entries[md.Sequence.Stream] = &heldEntry{msg: m, delivered: md.NumDelivered, received: time.Now()}
+	h.entries[md.Sequence.Stream] = &heldEntry{msg: m, delivered: md.NumDelivered, received: time.Now(), attempts: -1}
 	sh.mu.Unlock()
 	sh.signal()
 }
