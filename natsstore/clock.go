@@ -41,3 +41,14 @@ func (c *serverClock) earlier(wall time.Time) time.Time {
 	}
 	return wall
 }
+
+// latest is the server's time now as the last stamp seen shows it (never ahead of the
+// server, but for rounding), or wall when no stamp was seen yet.
+func (c *serverClock) latest(wall time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		return wall
+	}
+	return c.at.Add(time.Since(c.mono))
+}

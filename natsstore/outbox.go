@@ -24,6 +24,11 @@ type retryState struct {
 	FirstTry  time.Time `json:"first_try"`
 	NextTry   time.Time `json:"next_try"`
 	LastError string    `json:"last_error,omitempty"`
+	// Holder and HoldFor are a claim on the entry's next attempt (fence.go): the replica
+	// attempting it, and for how long after the write (the server's stamp) the claim
+	// stands unless renewed. A recorded outcome clears them.
+	Holder  string        `json:"holder,omitempty"`
+	HoldFor time.Duration `json:"hold_for,omitempty"`
 }
 
 func retryKey(forwarder string, seq uint64) string {
@@ -75,20 +80,17 @@ func (s *Store) scan(ctx context.Context, stream jetstream.Stream, subject strin
 
 // delivery decodes outbox message m of forwarder, with its retry state.
 func (s *Store) delivery(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (event.Delivery, error) {
-	d, _, err := s.deliveryState(ctx, forwarder, m)
-	return d, err
-}
-
-// deliveryState is delivery, and says whether the entry has a retry state.
-func (s *Store) deliveryState(ctx context.Context, forwarder string, m *jetstream.RawStreamMsg) (d event.Delivery, retried bool, err error) {
+	var retry []byte
 	e, err := s.retry.Get(ctx, retryKey(forwarder, m.Sequence))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return decodeDelivery(forwarder, m.Sequence, m.Data, nil)
 	case err != nil:
-		return d, false, fmt.Errorf("retry state: %w", err)
+		return event.Delivery{}, fmt.Errorf("retry state: %w", err)
+	default:
+		retry = e.Value()
 	}
-	return decodeDelivery(forwarder, m.Sequence, m.Data, e.Value())
+	d, _, err := decodeDelivery(forwarder, m.Sequence, m.Data, retry)
+	return d, err
 }
 
 // decodeDelivery decodes forwarder's outbox entry seq from its message data and its

@@ -65,6 +65,7 @@ type SharedOptions struct {
 // outbox.
 type Shared struct {
 	s       *Store
+	owner   string // names this replica in its claims (fence.go)
 	ackWait time.Duration
 	maxHeld int
 	drain   bool
@@ -89,10 +90,51 @@ type held struct {
 
 // heldEntry is one entry delivered to this replica and not yet acked or nak'ed.
 type heldEntry struct {
-	msg     jetstream.Msg
-	handed  bool // Pending returned it
-	taken   bool // an attempt has it
-	retried bool // it had a retry state when read, or a retry was recorded since
+	msg       jetstream.Msg
+	delivered uint64        // how many times the server delivered it (to any replica)
+	received  time.Time     // when it was delivered to this replica (monotonic)
+	handed    bool          // Pending returned it
+	taken     bool          // an attempt has it
+	retried   bool          // it had a retry state when read, or a retry or claim was written since
+	attempts  int           // its attempts as this replica last read or recorded them; -1 before Pending read it
+	claim     *attemptClaim // this replica's claim on the attempt under way, renewed by heartbeat
+}
+
+// needsFence reports whether an attempt of e must be claimed first (fence.go): it has a
+// retry state, was delivered before, or waited here long enough that the server may
+// have handed it to another replica. Called with sh.mu held.
+func (sh *Shared) needsFence(e *heldEntry) bool {
+	return e.retried || e.delivered > 1 || time.Since(e.received) > sh.fenceAge()
+}
+
+// letGo forgets held entry seq of h, if it is still e, because err says its attempt is
+// not this replica's (fence.go) or it could not be read (logged here unless nil). An
+// entry claimed elsewhere goes back to the server with a delay until the claim lapses or
+// its next try; an unreadable one the server hands out again after AckWait.
+func (sh *Shared) letGo(h *held, seq uint64, e *heldEntry, err error) {
+	sh.mu.Lock()
+	mine := h.entries[seq] == e
+	if mine {
+		delete(h.entries, seq)
+		h.freeRoom()
+	}
+	m := e.msg
+	sh.mu.Unlock()
+	var claimed *errClaimed
+	if !errors.As(err, &claimed) {
+		if err != nil {
+			sh.s.log.Error("skipping an unreadable outbox entry", "forwarder", h.forwarder, "seq", seq, "err", err)
+		}
+		return
+	}
+	sh.s.log.Debug("outbox entry attempted by another replica; left to it", "forwarder", h.forwarder, "seq", seq, "offered_again_in", claimed.wait, "gone", claimed.gone)
+	switch {
+	case !mine || claimed.gone:
+	case claimed.wait > 0:
+		_ = m.NakWithDelay(claimed.wait) // lost: the server hands it out again after AckWait
+	default:
+		_ = m.Nak()
+	}
 }
 
 var _ interface {
@@ -112,7 +154,7 @@ func (s *Store) Shared(o SharedOptions) *Shared {
 	if o.MaxHeld <= 0 {
 		o.MaxHeld = DefaultMaxHeld
 	}
-	sh := &Shared{s: s, ackWait: o.AckWait, maxHeld: o.MaxHeld, drain: o.Drain, changes: make(chan struct{}, 1),
+	sh := &Shared{s: s, owner: NewOwner(), ackWait: o.AckWait, maxHeld: o.MaxHeld, drain: o.Drain, changes: make(chan struct{}, 1),
 		lanes: map[string]*held{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go sh.heartbeat()
 	return sh
@@ -265,11 +307,11 @@ func (sh *Shared) receive(h *held, m jetstream.Msg) {
 	if e := h.entries[md.Sequence.Stream]; e != nil {
 		// Delivered again while held (an in-progress ack came too late): the attempt
 		// that has it goes on; acks go to the newest delivery.
-		e.msg = m
+		e.msg, e.delivered = m, max(e.delivered, md.NumDelivered)
 		sh.mu.Unlock()
 		return
 	}
-	h.entries[md.Sequence.Stream] = &heldEntry{msg: m}
+	h.entries[md.Sequence.Stream] = &heldEntry{msg: m, delivered: md.NumDelivered, received: time.Now(), attempts: -1}
 	sh.mu.Unlock()
 	sh.signal()
 }
@@ -310,21 +352,51 @@ func (sh *Shared) Pending(ctx context.Context, forwarder string, _ uint64, limit
 		}
 		sh.mu.Lock()
 		e := h.entries[seq]
+		fence := false
 		switch {
 		case e == nil || e.taken:
 			ok = false // recorded or taken by an attempt meanwhile
 		case !ok:
 			e.handed = false // unreadable now: offered again at the next Pending
 		default:
-			// A fresh entry is attempted straight from this answer, without Entry.
+			// A fresh entry is attempted straight from this answer, without Entry: its
+			// attempt is claimed here if it needs it.
 			e.taken = d.Attempts == 0
+			fence = e.taken && sh.needsFence(e)
 		}
 		sh.mu.Unlock()
+		if fence {
+			d, ok = sh.claimFresh(ctx, h, forwarder, seq, e)
+		}
 		if ok {
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// claimFresh claims the attempt of held entry seq, taken from Pending as fresh, and
+// returns it as it is now; false when it is another replica's (or unreadable), and then
+// this replica lets it go. An entry that was retried meanwhile is handed over for its
+// due time, untaken (Entry claims that attempt).
+func (sh *Shared) claimFresh(ctx context.Context, h *held, forwarder string, seq uint64, e *heldEntry) (event.Delivery, bool) {
+	sh.mu.Lock()
+	data := e.msg.Data()
+	sh.mu.Unlock()
+	d, c, err := sh.fence(ctx, forwarder, seq, data, true, -1)
+	if err != nil {
+		sh.letGo(h, seq, e, err)
+		return d, false
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e.retried, e.attempts = true, d.Attempts
+	if d.Attempts > 0 {
+		e.taken = false
+	} else {
+		e.claim = c
+	}
+	return d, true
 }
 
 // unhanded returns the entries held and not handed over yet, oldest first. Draining,
@@ -364,27 +436,6 @@ func (sh *Shared) unhanded(h *held, limit int) ([]uint64, error) {
 	return collect(), nil
 }
 
-// read decodes held entry seq with its retry state, if it is held.
-func (sh *Shared) read(ctx context.Context, h *held, forwarder string, seq uint64) (event.Delivery, bool, error) {
-	sh.mu.Lock()
-	e := h.entries[seq]
-	var raw *jetstream.RawStreamMsg
-	if e != nil {
-		raw = &jetstream.RawStreamMsg{Subject: e.msg.Subject(), Sequence: seq, Data: e.msg.Data()}
-	}
-	sh.mu.Unlock()
-	if e == nil {
-		return event.Delivery{}, false, nil
-	}
-	d, retried, err := sh.s.deliveryState(ctx, forwarder, raw)
-	if err == nil && retried {
-		sh.mu.Lock()
-		e.retried = true
-		sh.mu.Unlock()
-	}
-	return d, err == nil, err
-}
-
 // readAll decodes the held entries seqs that no attempt has taken, with their retry
 // states read in batches; ok[k] is false for an entry not read (taken, or no longer
 // held), errs[k] says why one could not be.
@@ -417,11 +468,10 @@ func (sh *Shared) readAll(ctx context.Context, h *held, forwarder string, seqs [
 		var retried bool
 		ds[k], retried, errs[k] = decodeDelivery(forwarder, seqs[k], data[k], retry)
 		ok[k] = errs[k] == nil
-		if retried {
-			sh.mu.Lock()
-			e.retried = true
-			sh.mu.Unlock()
-		}
+		sh.mu.Lock()
+		e.retried = e.retried || retried
+		e.attempts = ds[k].Attempts
+		sh.mu.Unlock()
 	}
 	return ds, ok, errs
 }
@@ -452,13 +502,23 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 		return event.Delivery{}, false, nil
 	}
 	e.taken, e.handed = true, true
+	data, redelivered, attempts := e.msg.Data(), e.delivered > 1 || time.Since(e.received) > sh.fenceAge(), e.attempts
 	sh.mu.Unlock()
-	d, ok, err := sh.read(ctx, h, forwarder, seq)
-	if err != nil || !ok {
-		sh.mu.Lock()
-		e.taken = false
-		sh.mu.Unlock()
+	d, c, err := sh.fence(ctx, forwarder, seq, data, redelivered, attempts)
+	if err != nil {
+		// Another replica's attempt, or unreadable now: the server hands it out again.
+		var claimed *errClaimed
+		if errors.As(err, &claimed) {
+			sh.letGo(h, seq, e, err)
+			return event.Delivery{}, false, nil
+		}
+		sh.letGo(h, seq, e, nil)
 		return d, false, sh.s.wrap(fmt.Sprintf("read %s #%d", forwarder, seq), err)
+	}
+	if c != nil {
+		sh.mu.Lock()
+		e.claim, e.retried = c, true
+		sh.mu.Unlock()
 	}
 	return d, true, nil
 }
@@ -492,7 +552,8 @@ func (sh *Shared) Record(ctx context.Context, outcomes []event.Outcome) error {
 		if h := sh.lanes[d.Forwarder]; h != nil && sh.drain && o.Verdict == event.Retrying {
 			if e := h.entries[d.Seq]; e != nil {
 				e.taken = false // held for the lane's next attempt (Entry)
-				e.retried = true
+				e.retried, e.attempts = true, d.Attempts
+				e.claim = nil // the retry state was written without it
 			}
 			sh.mu.Unlock()
 			continue
@@ -531,17 +592,46 @@ func (sh *Shared) heartbeat() {
 			return
 		case <-t.C:
 		}
+		type claimed struct {
+			h   *held
+			seq uint64
+			e   *heldEntry
+			c   attemptClaim
+		}
 		sh.mu.Lock()
 		var msgs []jetstream.Msg
+		var claims []claimed
 		for _, h := range sh.lanes {
-			for _, e := range h.entries {
+			for seq, e := range h.entries {
 				msgs = append(msgs, e.msg)
+				if e.taken && e.claim != nil {
+					claims = append(claims, claimed{h, seq, e, *e.claim})
+				}
 			}
 		}
 		sh.mu.Unlock()
 		for _, m := range msgs {
 			_ = m.InProgress() // a failure: the server redelivers after AckWait, as for a dead replica
 		}
+		// Renewed at once, within a third of AckWait, so that a slow store does not hold
+		// up the next in-progress acks.
+		ctx, cancel := context.WithTimeout(context.Background(), min(sh.s.timeout, sh.ackWait/3))
+		inParallel(len(claims), func(i int) error {
+			c := claims[i]
+			rev, err := sh.renew(ctx, c.h.forwarder, c.seq, c.c)
+			sh.mu.Lock()
+			defer sh.mu.Unlock()
+			if e := c.e; e.claim != nil && e.claim.rev == c.c.rev {
+				switch {
+				case err == nil:
+					e.claim = &attemptClaim{rev: rev, raw: c.c.raw}
+				case lostWrite(err):
+					e.claim = nil // recorded, or taken over
+				}
+			}
+			return nil
+		})
+		cancel()
 	}
 }
 

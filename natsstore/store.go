@@ -65,8 +65,13 @@ type Options struct {
 	Timeout  time.Duration
 	// DuplicateWindow is how long the outbox stream remembers a Nats-Msg-Id: an ingest
 	// cut off between publishing a record's entries and claiming it, and taken again
-	// within it, publishes nothing twice. Default DefaultDuplicateWindow.
+	// within it, publishes nothing twice. Default: the larger of DefaultDuplicateWindow
+	// and 20 PollIntervals (the next poll must come inside it, with room for a takeover
+	// and restarts; see docs/reliability.md).
 	DuplicateWindow time.Duration
+	// PollInterval is the chatbots' poll interval, from which DuplicateWindow's default
+	// is derived.
+	PollInterval time.Duration
 
 	Retention   time.Duration              // as dedupe.Options.Retention
 	Initial     string                     // InitialSkip (default) or InitialEmit
@@ -149,7 +154,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts.Timeout = DefaultTimeout
 	}
 	if opts.DuplicateWindow <= 0 {
-		opts.DuplicateWindow = DefaultDuplicateWindow
+		opts.DuplicateWindow = max(DefaultDuplicateWindow, 20*opts.PollInterval)
 	}
 	log := opts.Logger
 	if log == nil {

@@ -187,7 +187,6 @@ func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.L
 		return nil, err
 	}
 	opts := natsOptions(cfg, nc, r.Route)
-	opts.DuplicateWindow = duplicateWindow(cfg.Poll.Interval)
 	opts.Logger = logger
 	st, err := natsstore.Open(ctx, opts)
 	if err != nil {
@@ -202,22 +201,16 @@ func openStore(ctx context.Context, cfg *config.Config, r router, logger *slog.L
 // route naming the forwarders that want an event.
 func natsOptions(cfg *config.Config, nc *natsgo.Conn, route func(event.Event) []string) natsstore.Options {
 	return natsstore.Options{
-		Conn:        nc,
-		Prefix:      cfg.Store.NATS.Prefix,
-		Replicas:    cfg.Store.NATS.Replicas,
-		Timeout:     cfg.Store.NATS.Timeout,
-		Retention:   cfg.Store.Retention,
-		Initial:     cfg.Poll.Initial,
-		EmitUpdates: cfg.Dedupe.EmitUpdates,
-		Route:       route,
+		Conn:         nc,
+		Prefix:       cfg.Store.NATS.Prefix,
+		Replicas:     cfg.Store.NATS.Replicas,
+		Timeout:      cfg.Store.NATS.Timeout,
+		PollInterval: cfg.Poll.Interval,
+		Retention:    cfg.Store.Retention,
+		Initial:      cfg.Poll.Initial,
+		EmitUpdates:  cfg.Dedupe.EmitUpdates,
+		Route:        route,
 	}
-}
-
-// duplicateWindow is the outbox stream's duplicate window for a poll interval: an
-// ingest cut off between publishing and claiming is taken again by the next poll, which
-// must come inside it (see docs/reliability.md), with room for a takeover and restarts.
-func duplicateWindow(interval time.Duration) time.Duration {
-	return max(natsstore.DefaultDuplicateWindow, 20*interval)
 }
 
 // dialStore connects to store.nats and waits, up to its timeout, until a server answers.
