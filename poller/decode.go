@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/httpx"
@@ -378,7 +379,7 @@ func recordError(i int, raw json.RawMessage, err error) RecordError {
 	return RecordError{Index: i, Field: field, Err: err, sum: binary.BigEndian.Uint64(h.Sum(nil))}
 }
 
-// decodeRecord decodes one record. A record whose identity (Type, CreateTime, SessionID)
+// decodeRecord decodes one record, raw, a well-formed JSON value. A record whose identity (Type, CreateTime, SessionID)
 // cannot be read is an error; any other field that cannot be read is left at its zero
 // value and reported in warns. Every record it accepts encodes as an event (its CreatedAt
 // is within the years 1 to 9999 in UTC), so the store can always take it. Errors name
@@ -387,8 +388,9 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 	if t := bytes.TrimSpace(raw); string(t) == "null" {
 		return event.Lead{}, nil, errors.New("record is null, want an object")
 	}
-	var r apiRecord
-	if err := json.Unmarshal(raw, &r); err != nil {
+	r, ok := splitRecord(raw)
+	if !ok {
+		err := json.Unmarshal(raw, &r)
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return event.Lead{}, nil, fmt.Errorf("record is a JSON %s, want an object", te.Value)
@@ -433,6 +435,130 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 	return l, warns, nil
 }
 
+// recordFields are apiRecord's fields by name, for splitRecord.
+var recordFields = []struct {
+	name []byte
+	dst  func(*apiRecord) *json.RawMessage
+}{
+	{[]byte("Type"), func(r *apiRecord) *json.RawMessage { return &r.Type }},
+	{[]byte("Name"), func(r *apiRecord) *json.RawMessage { return &r.Name }},
+	{[]byte("Email"), func(r *apiRecord) *json.RawMessage { return &r.Email }},
+	{[]byte("PhoneNumber"), func(r *apiRecord) *json.RawMessage { return &r.PhoneNumber }},
+	{[]byte("CreateTime"), func(r *apiRecord) *json.RawMessage { return &r.CreateTime }},
+	{[]byte("Content"), func(r *apiRecord) *json.RawMessage { return &r.Content }},
+	{[]byte("SessionID"), func(r *apiRecord) *json.RawMessage { return &r.SessionID }},
+	{[]byte("URI"), func(r *apiRecord) *json.RawMessage { return &r.URI }},
+	{[]byte("Count"), func(r *apiRecord) *json.RawMessage { return &r.Count }},
+}
+
+// splitRecord reads raw, one well-formed JSON value, as json.Unmarshal reads it into an
+// apiRecord, without reflection or a second syntax check: each field's value is the
+// slice of raw it spans (so r lives no longer than raw), a key matches a field as
+// bytes.EqualFold does, and of a repeated field the last counts. It reports false for
+// anything but an object, and for an object with an escaped key, which json.Unmarshal
+// then reads. The records were checked whole by the decoder that read them, so this
+// only finds where values end; it never judges their syntax.
+func splitRecord(raw []byte) (r apiRecord, ok bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return r, false
+	}
+	i = skipSpace(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		end := stringEnd(raw, i)
+		key := raw[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return apiRecord{}, false
+		}
+		i = skipSpace(raw, end)
+		i = skipSpace(raw, i+1) // the colon
+		vend := valueEnd(raw, i)
+		for _, f := range recordFields {
+			if bytes.EqualFold(key, f.name) {
+				*f.dst(&r) = raw[i:vend]
+				break
+			}
+		}
+		i = skipSpace(raw, vend)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	return r, true
+}
+
+// skipSpace returns the index of the first byte of b from i on that is not JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just past the well-formed JSON value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
+
+// plainString reads s, a well-formed JSON string, without json.Unmarshal when it holds
+// no escape and only valid UTF-8 (the usual case): then its text is the bytes between
+// the quotes. It reports false otherwise.
+func plainString(s []byte) (string, bool) {
+	if len(s) < 2 {
+		return "", false
+	}
+	in := s[1 : len(s)-1]
+	for _, c := range in {
+		if c == '\\' || c == '"' || c < ' ' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
+}
+
 // parseKind is event.ParseKind without quoting the value, which may be anything.
 func parseKind(s string) (event.Kind, error) {
 	if strings.TrimSpace(s) == "" {
@@ -454,6 +580,9 @@ func stringField(raw json.RawMessage) (string, error) {
 	}
 	switch c := s[0]; {
 	case c == '"':
+		if str, ok := plainString(s); ok {
+			return str, nil
+		}
 		var str string
 		if err := json.Unmarshal(s, &str); err != nil {
 			return "", errors.New("malformed string")
