@@ -5,10 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -149,7 +148,11 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 			// (the next poll sees them as seen) and report the failure.
 			return res, s.wrap("ingest "+serial, err)
 		}
-		res = res.Add(r)
+		if start == 0 {
+			res = r // most parts are one chunk: no copy of their events
+		} else {
+			res = res.Add(r)
+		}
 	}
 	p.offset += len(leads)
 	if !p.write {
@@ -160,6 +163,9 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 	}
 	if res.Stale > 0 {
 		s.logStale(serial, res.Stale, p.page.storeNow.Add(-s.retention))
+	}
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return res, nil
 	}
 	for _, ev := range res.Events {
 		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
@@ -284,16 +290,17 @@ type ingestTx struct {
 	wrote bool // anything put at all
 
 	// The chunk in progress.
-	serial  string
-	st      event.ChatbotState // the chatbot's state, as the chunk changes it
-	res     event.Ingested
-	opts    event.BackfillOptions // zero for a poll
-	horizon time.Time             // unseen records created before it are stale; zero: none
-	seen    *bolt.Bucket
-	write   bool       // the transaction writes (not a dry run)
-	mark    bool       // taken records are marked seen (not a backfill for some forwarders only)
-	marks   []seenMark // seen keys to write at the end of the chunk
-	met     []string   // keys this run added to inPage
+	serial    string
+	st        event.ChatbotState // the chatbot's state, as the chunk changes it
+	res       event.Ingested
+	opts      event.BackfillOptions // zero for a poll
+	horizon   time.Time             // unseen records created before it are stale; zero: none
+	seen      *bolt.Bucket
+	write     bool       // the transaction writes (not a dry run)
+	mark      bool       // taken records are marked seen (not a backfill for some forwarders only)
+	marks     []seenMark // seen keys to write at the end of the chunk
+	met       []string   // keys this run added to inPage
+	remaining int        // records of the chunk from the one being taken on
 
 	// Routing (see ingestChunk).
 	routes    map[string]routed // by event id, found before this run
@@ -364,6 +371,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 	// A backfill for some forwarders only must not hide records from the others.
 	in.mark = in.write && len(in.opts.Only) == 0
 	for j, l := range leads {
+		in.remaining = len(leads) - j
 		if err := in.record(offset+j, l); err != nil {
 			return in.res, err
 		}
@@ -411,13 +419,13 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 	in.inPage[key] = struct{}{}
 	in.met = append(in.met, key)
 
-	hash, err := hex.DecodeString(l.ContentHash())
-	if err != nil {
-		return fmt.Errorf("content hash of %s: %w", l.ID(), err)
-	}
-	raw := in.seen.Get([]byte(key))
+	sum := l.ContentSum()
+	hash := sum[:]
+	keyBytes := []byte(key)
+	raw := in.seen.Get(keyBytes)
 	var old seenValue
 	if raw != nil {
+		var err error
 		if old, err = decodeSeen(raw); err != nil && in.write {
 			// Still seen; the value is rewritten below.
 			in.s.log.Warn("rewriting a malformed seen value", "chatbot", in.serial, "event_id", l.ID(), "err", err)
@@ -451,7 +459,8 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 			return nil
 		}
 	default:
-		if evJSON, err = json.Marshal(ev); err != nil {
+		var err error
+		if evJSON, err = ev.AppendJSON(nil); err != nil {
 			in.res.Rejected = append(in.res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
 				Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 			return nil
@@ -465,7 +474,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		if f != fateNew && f != fateResent {
 			id = l.ID()
 		}
-		in.marks = append(in.marks, seenMark{key: []byte(key), val: v.encode(), id: id})
+		in.marks = append(in.marks, seenMark{key: keyBytes, val: v.encode(), id: id})
 	}
 
 	switch f {
@@ -482,6 +491,9 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 	}
 	if ev.ID == "" {
 		return nil
+	}
+	if in.res.Events == nil { // room for the chunk's remaining records at once: an event is large
+		in.res.Events = make([]event.Event, 0, in.remaining)
 	}
 	in.res.Events = append(in.res.Events, ev)
 	if !in.write {

@@ -97,9 +97,15 @@ func (l Lead) ID() string {
 // ContentHash fingerprints the fields that may change for one record (Count, Content,
 // Name, Email, PhoneNumber), so the store can notice an update.
 func (l Lead) ContentHash() string {
-	return hashHex(strings.Join([]string{
+	sum := l.ContentSum()
+	return hex.EncodeToString(sum[:])
+}
+
+// ContentSum is ContentHash before its hex encoding: the SHA-256 it is the hex of.
+func (l Lead) ContentSum() [sha256.Size]byte {
+	return sha256.Sum256([]byte(strings.Join([]string{
 		strconv.Itoa(l.Count), l.Content, l.Name, l.Email, l.Phone,
-	}, "\x00"))
+	}, "\x00")))
 }
 
 func hashHex(s string) string {
