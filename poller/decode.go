@@ -390,12 +390,15 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 	}
 	r, ok := splitRecord(raw)
 	if !ok {
-		err := json.Unmarshal(raw, &r)
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return event.Lead{}, nil, fmt.Errorf("record is a JSON %s, want an object", te.Value)
+		var whole apiRecord
+		if err := json.Unmarshal(raw, &whole); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return event.Lead{}, nil, fmt.Errorf("record is a JSON %s, want an object", te.Value)
+			}
+			return event.Lead{}, nil, errors.New("malformed record JSON")
 		}
-		return event.Lead{}, nil, errors.New("malformed record JSON")
+		r = whole
 	}
 	typ, err := stringField(r.Type)
 	if err == nil {
@@ -420,36 +423,36 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 		warns = append(warns, &fieldError{"Count", fmt.Errorf("%w; taken as 0", err)})
 	}
 	l.Count = int(count)
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *string
-	}{
-		{"Name", r.Name, &l.Name}, {"Email", r.Email, &l.Email}, {"PhoneNumber", r.PhoneNumber, &l.Phone},
-		{"Content", r.Content, &l.Content}, {"URI", r.URI, &l.URI},
-	} {
-		if *f.dst, err = stringField(f.raw); err != nil {
-			warns = append(warns, &fieldError{f.name, fmt.Errorf("%w; left empty", err)})
-		}
-	}
+	l.Name = textField("Name", r.Name, &warns)
+	l.Email = textField("Email", r.Email, &warns)
+	l.Phone = textField("PhoneNumber", r.PhoneNumber, &warns)
+	l.Content = textField("Content", r.Content, &warns)
+	l.URI = textField("URI", r.URI, &warns)
 	return l, warns, nil
 }
 
-// recordFields are apiRecord's fields by name, for splitRecord.
-var recordFields = []struct {
-	name []byte
-	dst  func(*apiRecord) *json.RawMessage
-}{
-	{[]byte("Type"), func(r *apiRecord) *json.RawMessage { return &r.Type }},
-	{[]byte("Name"), func(r *apiRecord) *json.RawMessage { return &r.Name }},
-	{[]byte("Email"), func(r *apiRecord) *json.RawMessage { return &r.Email }},
-	{[]byte("PhoneNumber"), func(r *apiRecord) *json.RawMessage { return &r.PhoneNumber }},
-	{[]byte("CreateTime"), func(r *apiRecord) *json.RawMessage { return &r.CreateTime }},
-	{[]byte("Content"), func(r *apiRecord) *json.RawMessage { return &r.Content }},
-	{[]byte("SessionID"), func(r *apiRecord) *json.RawMessage { return &r.SessionID }},
-	{[]byte("URI"), func(r *apiRecord) *json.RawMessage { return &r.URI }},
-	{[]byte("Count"), func(r *apiRecord) *json.RawMessage { return &r.Count }},
+// textField reads the text field name, raw, as stringField does; one it cannot read is
+// left empty, with a warning added to warns.
+func textField(name string, raw json.RawMessage, warns *[]error) string {
+	s, err := stringField(raw)
+	if err != nil {
+		*warns = append(*warns, &fieldError{name, fmt.Errorf("%w; left empty", err)})
+	}
+	return s
 }
+
+// The names of apiRecord's fields, for splitRecord.
+var (
+	fieldType        = []byte("Type")
+	fieldName        = []byte("Name")
+	fieldEmail       = []byte("Email")
+	fieldPhoneNumber = []byte("PhoneNumber")
+	fieldCreateTime  = []byte("CreateTime")
+	fieldContent     = []byte("Content")
+	fieldSessionID   = []byte("SessionID")
+	fieldURI         = []byte("URI")
+	fieldCount       = []byte("Count")
+)
 
 // splitRecord reads raw, one well-formed JSON value, as json.Unmarshal reads it into an
 // apiRecord, without reflection or a second syntax check: each field's value is the
@@ -473,11 +476,26 @@ func splitRecord(raw []byte) (r apiRecord, ok bool) {
 		i = skipSpace(raw, end)
 		i = skipSpace(raw, i+1) // the colon
 		vend := valueEnd(raw, i)
-		for _, f := range recordFields {
-			if bytes.EqualFold(key, f.name) {
-				*f.dst(&r) = raw[i:vend]
-				break
-			}
+		v := json.RawMessage(raw[i:vend])
+		switch {
+		case bytes.EqualFold(key, fieldType):
+			r.Type = v
+		case bytes.EqualFold(key, fieldName):
+			r.Name = v
+		case bytes.EqualFold(key, fieldEmail):
+			r.Email = v
+		case bytes.EqualFold(key, fieldPhoneNumber):
+			r.PhoneNumber = v
+		case bytes.EqualFold(key, fieldCreateTime):
+			r.CreateTime = v
+		case bytes.EqualFold(key, fieldContent):
+			r.Content = v
+		case bytes.EqualFold(key, fieldSessionID):
+			r.SessionID = v
+		case bytes.EqualFold(key, fieldURI):
+			r.URI = v
+		case bytes.EqualFold(key, fieldCount):
+			r.Count = v
 		}
 		i = skipSpace(raw, vend)
 		if i < len(raw) && raw[i] == ',' {

@@ -98,3 +98,18 @@ func TestPlainStringFallsBack(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, "plain text, 日本語", got)
 }
+
+// TestDecodeRecordWithEscapedKeys checks that a record whose keys are escaped, which
+// splitRecord leaves to json.Unmarshal, decodes as the same record written plainly.
+func TestDecodeRecordWithEscapedKeys(t *testing.T) {
+	plain := `{"Type":"Lead","CreateTime":"2023-11-24T02:36:21Z","SessionID":7,"Name":"Ann","Count":2}`
+	escaped := `{"T\u0079pe":"Lead","CreateTime":"2023-11-24T02:36:21Z","Sess\u0069onID":7,"N\u0061me":"Ann","Count":2}`
+	want, warns, err := decodeRecord(json.RawMessage(plain))
+	require.NoError(t, err)
+	require.Empty(t, warns)
+	got, warns, err := decodeRecord(json.RawMessage(escaped))
+	require.NoError(t, err)
+	require.Empty(t, warns)
+	assert.Equal(t, want, got)
+	assert.Equal(t, "Ann", got.Name)
+}
