@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -123,22 +124,22 @@ func (c *Client) stream(ctx context.Context, bot event.Chatbot, body *bodyReader
 
 // records reads the Data array that r starts with, record by record, and hands them to
 // take in chunks of DefaultChunkRecords records (Leads, Skipped and Warned alike, with
-// their indices in Data), stopping with a *TransportError once ctx is done. The array was checked by scanBody, so a syntax error here is
-// a failure to read the spool.
+// their indices in Data), stopping with a *TransportError once ctx is done. The array
+// was checked by scanBody, so it is only split (arrayReader), and an array that ends
+// short here is a failure to read the spool.
 func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, take func(Page) error) error {
-	dec := json.NewDecoder(r)
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
-	}
+	arr := arrayReader{r: r}
 	var (
 		chunk Page
 		n     int // records in chunk
-		raw   json.RawMessage
 	)
-	for i := 0; dec.More(); i++ {
-		raw = raw[:0]
-		if err := dec.Decode(&raw); err != nil {
+	for i := 0; ; i++ {
+		raw, err := arr.next()
+		if err != nil {
 			return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
+		}
+		if raw == nil {
+			break
 		}
 		n++
 		l, warns, err := decodeRecord(raw)
@@ -151,7 +152,7 @@ func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, ta
 			l.Account, l.Chatbot, l.ChatbotName = bot.Account, bot.Serial, bot.Name
 			chunk.Leads = append(chunk.Leads, l)
 		}
-		if n == DefaultChunkRecords && dec.More() {
+		if n == DefaultChunkRecords && arr.more() {
 			if err := ctx.Err(); err != nil {
 				return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 			}
@@ -166,6 +167,97 @@ func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, ta
 	}
 	chunk.last = true // even when empty: it completes the page
 	return take(chunk)
+}
+
+// arrayReader reads the elements of a JSON array, one well-formed already (scanBody
+// checked it), from r, which starts with the array. It only finds where each element
+// ends, without a second syntax check or a copy, and holds no more than the largest
+// element and one read.
+type arrayReader struct {
+	r       io.Reader
+	buf     []byte
+	pos     int  // the next byte of buf to read
+	started bool // the opening bracket is read
+	eof     bool // r is exhausted
+}
+
+// arrayReadSize is how much arrayReader reads at a time.
+const arrayReadSize = 32 << 10
+
+// next returns the next element, valid until the following call, or nil after the last.
+func (a *arrayReader) next() ([]byte, error) {
+	for {
+		i := skipSpace(a.buf, a.pos)
+		if i == len(a.buf) {
+			if err := a.fill(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		switch c := a.buf[i]; {
+		case !a.started:
+			if c != '[' {
+				return nil, fmt.Errorf("at byte %d: want an array", i)
+			}
+			a.started, a.pos = true, i+1
+			continue
+		case c == ']':
+			a.pos = i
+			return nil, nil
+		case c == ',':
+			a.pos = i + 1
+			continue
+		}
+		// A value that reaches the end of buf may go on past it (a number surely would).
+		if end := valueEnd(a.buf, i); end < len(a.buf) || a.eof {
+			if end == len(a.buf) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			a.pos = end
+			return a.buf[i:end], nil
+		}
+		a.pos = i
+		if err := a.fill(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// more tells whether an element follows.
+func (a *arrayReader) more() bool {
+	for {
+		i := skipSpace(a.buf, a.pos)
+		if i < len(a.buf) {
+			return a.buf[i] != ']'
+		}
+		if a.fill() != nil {
+			return false
+		}
+	}
+}
+
+// fill drops the bytes of buf already read and reads more after the rest, growing buf
+// when the rest fills it. It fails with io.ErrUnexpectedEOF at the end of r.
+func (a *arrayReader) fill() error {
+	if a.eof {
+		return io.ErrUnexpectedEOF
+	}
+	rest := copy(a.buf, a.buf[a.pos:])
+	a.buf, a.pos = a.buf[:rest], 0
+	if cap(a.buf)-rest < arrayReadSize/2 {
+		a.buf = slices.Grow(a.buf, max(arrayReadSize, rest))
+	}
+	// Filling buf whole, not taking what one read gives, keeps the rescans of an element
+	// that goes on past buf to the doublings of buf.
+	n, err := io.ReadFull(a.r, a.buf[rest:cap(a.buf)])
+	a.buf = a.buf[:rest+n]
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		a.eof = true
+	case err != nil:
+		return err
+	}
+	return nil
 }
 
 // scan is what the first pass learnt of a body: its envelope, decoded as json.Unmarshal

@@ -2,7 +2,10 @@ package poller
 
 import (
 	"encoding/json"
+	"io"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -112,4 +115,66 @@ func TestDecodeRecordWithEscapedKeys(t *testing.T) {
 	require.Empty(t, warns)
 	assert.Equal(t, want, got)
 	assert.Equal(t, "Ann", got.Name)
+}
+
+// TestArrayReaderAgreesWithDecoder checks arrayReader against json.Decoder on arrays
+// read whole, a byte at a time and through reads that end mid-element, with elements of
+// every JSON type, nested brackets inside strings, and elements larger than one read.
+func TestArrayReaderAgreesWithDecoder(t *testing.T) {
+	big := `{"Content":"` + strings.Repeat(`x\"]},`, 3*arrayReadSize/6) + `","Count":12345}`
+	arrays := []string{
+		`[]`, ` [ ] `, `[1]`, `[ 1 , -2.5e3 ,"s", true,false,null, {}, [] ]`,
+		"[\n\t{\"a\":\"]\"},\r\n[{\"b\":[1,{\"c\":\"}\\\\\"}]}]]",
+		`[` + big + `,` + big + `, 7]`,
+		`[` + strings.Repeat(`{"Type":"Lead","SessionID":123456789},`, 5000) + `0]`,
+	}
+	for _, body := range arrays {
+		var want []string
+		dec := json.NewDecoder(strings.NewReader(body))
+		_, err := dec.Token()
+		require.NoError(t, err)
+		for dec.More() {
+			var raw json.RawMessage
+			require.NoError(t, dec.Decode(&raw))
+			want = append(want, string(raw))
+		}
+		readers := map[string]func() io.Reader{
+			"whole":    func() io.Reader { return strings.NewReader(body) },
+			"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(body)) },
+			"half":     func() io.Reader { return iotest.HalfReader(strings.NewReader(body)) },
+		}
+		for name, r := range readers {
+			arr := arrayReader{r: r()}
+			var got []string
+			for {
+				raw, err := arr.next()
+				require.NoError(t, err, "%s, %.40q", name, body)
+				if raw == nil {
+					break
+				}
+				got = append(got, string(raw))
+				if len(got) < len(want) {
+					require.True(t, arr.more(), "%s: more after element %d", name, len(got))
+				}
+			}
+			assert.False(t, arr.more(), name)
+			require.Equal(t, want, got, "%s, %.40q", name, body)
+		}
+	}
+}
+
+// TestArrayReaderTruncated checks that an array cut short, which scanBody never lets
+// through, is an error and not a short page.
+func TestArrayReaderTruncated(t *testing.T) {
+	for _, body := range []string{``, `[`, `[1,`, `[{"a":1}`, `[{"a":"]`, `[123`} {
+		arr := arrayReader{r: strings.NewReader(body)}
+		var err error
+		for err == nil {
+			var raw []byte
+			if raw, err = arr.next(); raw == nil && err == nil {
+				t.Fatalf("%q read as a whole array", body)
+			}
+		}
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "%q", body)
+	}
 }
