@@ -301,6 +301,7 @@ type ingestTx struct {
 	marks     []seenMark // seen keys to write at the end of the chunk
 	met       []string   // keys this run added to inPage
 	remaining int        // records of the chunk from the one being taken on
+	arena     arena      // the keys and values the transaction puts
 
 	// Routing (see ingestChunk).
 	routes    map[string]routed // by event id, found before this run
@@ -421,8 +422,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 
 	sum := l.ContentSum()
 	hash := sum[:]
-	keyBytes := []byte(key)
-	raw := in.seen.Get(keyBytes)
+	raw := in.seen.Get([]byte(key))
 	var old seenValue
 	if raw != nil {
 		var err error
@@ -474,7 +474,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		if f != fateNew && f != fateResent {
 			id = l.ID()
 		}
-		in.marks = append(in.marks, seenMark{key: keyBytes, val: v.encode(), id: id})
+		in.marks = append(in.marks, seenMark{key: in.arena.take(append(in.arena.next(), key...)), val: in.arena.take(v.appendTo(in.arena.next())), id: id})
 	}
 
 	switch f {
@@ -542,12 +542,12 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEvent(in.tx, ev, len(names))
+	evSeq, err := putEventIn(in.tx, ev, len(names), &in.arena)
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
 	for _, name := range names {
-		if err := putRef(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq); err != nil {
+		if err := putRefIn(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena); err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 	}
@@ -584,12 +584,11 @@ const (
 	seenLenV2 = 12 + 8 + sha256.Size
 )
 
-// encode writes v in the current (version 2) form.
-func (v seenValue) encode() []byte {
-	b := make([]byte, 20, seenLenV2)
-	binary.BigEndian.PutUint64(b, uint64(v.created.Unix()))
-	binary.BigEndian.PutUint32(b[8:], uint32(v.created.Nanosecond()))
-	binary.BigEndian.PutUint64(b[12:], uint64(v.lastSeen.Unix()))
+// appendTo appends v in the current (version 2) form to b.
+func (v seenValue) appendTo(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(v.created.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(v.created.Nanosecond()))
+	b = binary.BigEndian.AppendUint64(b, uint64(v.lastSeen.Unix()))
 	return append(b, v.hash...)
 }
 
