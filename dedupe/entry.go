@@ -72,7 +72,11 @@ func decodeTime(b []byte) time.Time {
 // encodeEntry is the stored form of an entry referring to event record evSeq with d's
 // retry state.
 func encodeEntry(evSeq uint64, d event.Delivery) []byte {
-	b := make([]byte, 0, entryLen+len(d.LastError))
+	return appendEntry(make([]byte, 0, entryLen+len(d.LastError)), evSeq, d)
+}
+
+// appendEntry appends encodeEntry's value to b.
+func appendEntry(b []byte, evSeq uint64, d event.Delivery) []byte {
 	b = append(b, entryFormat)
 	b = binary.BigEndian.AppendUint64(b, evSeq)
 	b = appendTime(b, d.Enqueued)
@@ -205,9 +209,13 @@ func decodeEvent(b []byte) (event.Event, error) {
 // encodeEventRecord is the events bucket's value for ev, referred to by refs outbox
 // entries.
 func encodeEventRecord(ev event.Event, refs int) []byte {
-	b := make([]byte, eventHeader, 512)
-	b[0] = eventFormat
-	binary.BigEndian.PutUint32(b[1:], uint32(refs))
+	return appendEventRecord(make([]byte, 0, 512), ev, refs)
+}
+
+// appendEventRecord appends encodeEventRecord's value to b.
+func appendEventRecord(b []byte, ev event.Event, refs int) []byte {
+	b = append(b, eventFormat)
+	b = binary.BigEndian.AppendUint32(b, uint32(refs))
 	return appendEvent(b, ev)
 }
 
@@ -230,13 +238,70 @@ func decodeEventRecord(v []byte) (event.Event, error) {
 // putEvent stores ev as a new event record referred to by refs entries, and returns its
 // seq.
 func putEvent(tx *bolt.Tx, ev event.Event, refs int) (uint64, error) {
+	return putEventIn(tx, ev, refs, nil)
+}
+
+// putEventIn is putEvent with its key and value made in a, if not nil.
+func putEventIn(tx *bolt.Tx, ev event.Event, refs int, a *arena) (uint64, error) {
 	events := tx.Bucket(bucketEvents)
 	events.FillPercent = appendFill
 	seq, err := events.NextSequence()
 	if err != nil {
 		return 0, err
 	}
-	return seq, events.Put(seqKey(seq), encodeEventRecord(ev, refs))
+	if a == nil {
+		return seq, events.Put(seqKey(seq), encodeEventRecord(ev, refs))
+	}
+	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
+	return seq, events.Put(key, a.take(appendEventRecord(a.next(), ev, refs)))
+}
+
+// arena hands out the keys and values of one write transaction from shared blocks
+// instead of one allocation each: bbolt keeps them until the transaction ends, and a
+// block is dropped with the transaction. A value is appended to next() and then taken
+// with take; one that outgrows its block moves, whole, to memory of its own.
+type arena struct {
+	b []byte
+}
+
+// An arena's first block is arenaFirst bytes, each next one twice the last up to
+// arenaMax; arenaRoom is the room below which a value starts a new block.
+const (
+	arenaFirst = 4 << 10
+	arenaMax   = 64 << 10
+	arenaRoom  = 1 << 10
+)
+
+// next is where the next value is to be appended.
+func (a *arena) next() []byte {
+	if cap(a.b)-len(a.b) < arenaRoom {
+		a.b = make([]byte, 0, min(max(2*cap(a.b), arenaFirst), arenaMax))
+	}
+	return a.b[len(a.b):len(a.b)]
+}
+
+// take keeps v, appended to next(), and returns it capped so that no append can reach
+// the value after it.
+func (a *arena) take(v []byte) []byte {
+	if cap(v) == cap(a.b)-len(a.b) { // else append moved it: it only outgrew the room left
+		a.b = a.b[:len(a.b)+len(v)]
+	}
+	return v[:len(v):len(v)]
+}
+
+// putRefIn is putRef with its key and value made in a.
+func putRefIn(tx *bolt.Tx, d event.Delivery, evSeq uint64, a *arena) error {
+	b, err := tx.Bucket(bucketOutbox).CreateBucketIfNotExists([]byte(d.Forwarder))
+	if err != nil {
+		return err
+	}
+	b.FillPercent = appendFill
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
+	return b.Put(key, a.take(appendEntry(a.next(), evSeq, d)))
 }
 
 // readEvent reads event record seq.

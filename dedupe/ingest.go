@@ -5,10 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -149,7 +148,11 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 			// (the next poll sees them as seen) and report the failure.
 			return res, s.wrap("ingest "+serial, err)
 		}
-		res = res.Add(r)
+		if start == 0 {
+			res = r // most parts are one chunk: no copy of their events
+		} else {
+			res = res.Add(r)
+		}
 	}
 	p.offset += len(leads)
 	if !p.write {
@@ -160,6 +163,9 @@ func (p *pageIngest) add(leads []event.Lead, last bool) (event.Ingested, error) 
 	}
 	if res.Stale > 0 {
 		s.logStale(serial, res.Stale, p.page.storeNow.Add(-s.retention))
+	}
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return res, nil
 	}
 	for _, ev := range res.Events {
 		s.log.Debug("record taken", append(ev.LogAttrs(), "action", ev.Action())...)
@@ -284,16 +290,18 @@ type ingestTx struct {
 	wrote bool // anything put at all
 
 	// The chunk in progress.
-	serial  string
-	st      event.ChatbotState // the chatbot's state, as the chunk changes it
-	res     event.Ingested
-	opts    event.BackfillOptions // zero for a poll
-	horizon time.Time             // unseen records created before it are stale; zero: none
-	seen    *bolt.Bucket
-	write   bool       // the transaction writes (not a dry run)
-	mark    bool       // taken records are marked seen (not a backfill for some forwarders only)
-	marks   []seenMark // seen keys to write at the end of the chunk
-	met     []string   // keys this run added to inPage
+	serial    string
+	st        event.ChatbotState // the chatbot's state, as the chunk changes it
+	res       event.Ingested
+	opts      event.BackfillOptions // zero for a poll
+	horizon   time.Time             // unseen records created before it are stale; zero: none
+	seen      *bolt.Bucket
+	write     bool       // the transaction writes (not a dry run)
+	mark      bool       // taken records are marked seen (not a backfill for some forwarders only)
+	marks     []seenMark // seen keys to write at the end of the chunk
+	met       []string   // keys this run added to inPage
+	remaining int        // records of the chunk from the one being taken on
+	arena     arena      // the keys and values the transaction puts
 
 	// Routing (see ingestChunk).
 	routes    map[string]routed // by event id, found before this run
@@ -364,6 +372,7 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 	// A backfill for some forwarders only must not hide records from the others.
 	in.mark = in.write && len(in.opts.Only) == 0
 	for j, l := range leads {
+		in.remaining = len(leads) - j
 		if err := in.record(offset+j, l); err != nil {
 			return in.res, err
 		}
@@ -411,13 +420,12 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 	in.inPage[key] = struct{}{}
 	in.met = append(in.met, key)
 
-	hash, err := hex.DecodeString(l.ContentHash())
-	if err != nil {
-		return fmt.Errorf("content hash of %s: %w", l.ID(), err)
-	}
+	sum := l.ContentSum()
+	hash := sum[:]
 	raw := in.seen.Get([]byte(key))
 	var old seenValue
 	if raw != nil {
+		var err error
 		if old, err = decodeSeen(raw); err != nil && in.write {
 			// Still seen; the value is rewritten below.
 			in.s.log.Warn("rewriting a malformed seen value", "chatbot", in.serial, "event_id", l.ID(), "err", err)
@@ -451,7 +459,8 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 			return nil
 		}
 	default:
-		if evJSON, err = json.Marshal(ev); err != nil {
+		var err error
+		if evJSON, err = ev.AppendJSON(nil); err != nil {
 			in.res.Rejected = append(in.res.Rejected, event.Rejected{Index: i, EventID: l.ID(),
 				Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 			return nil
@@ -465,7 +474,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		if f != fateNew && f != fateResent {
 			id = l.ID()
 		}
-		in.marks = append(in.marks, seenMark{key: []byte(key), val: v.encode(), id: id})
+		in.marks = append(in.marks, seenMark{key: in.arena.take(append(in.arena.next(), key...)), val: in.arena.take(v.appendTo(in.arena.next())), id: id})
 	}
 
 	switch f {
@@ -482,6 +491,9 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 	}
 	if ev.ID == "" {
 		return nil
+	}
+	if in.res.Events == nil { // room for the chunk's remaining records at once: an event is large
+		in.res.Events = make([]event.Event, 0, in.remaining)
 	}
 	in.res.Events = append(in.res.Events, ev)
 	if !in.write {
@@ -530,12 +542,12 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEvent(in.tx, ev, len(names))
+	evSeq, err := putEventIn(in.tx, ev, len(names), &in.arena)
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
 	for _, name := range names {
-		if err := putRef(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq); err != nil {
+		if err := putRefIn(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena); err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 	}
@@ -572,12 +584,11 @@ const (
 	seenLenV2 = 12 + 8 + sha256.Size
 )
 
-// encode writes v in the current (version 2) form.
-func (v seenValue) encode() []byte {
-	b := make([]byte, 20, seenLenV2)
-	binary.BigEndian.PutUint64(b, uint64(v.created.Unix()))
-	binary.BigEndian.PutUint32(b[8:], uint32(v.created.Nanosecond()))
-	binary.BigEndian.PutUint64(b[12:], uint64(v.lastSeen.Unix()))
+// appendTo appends v in the current (version 2) form to b.
+func (v seenValue) appendTo(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(v.created.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(v.created.Nanosecond()))
+	b = binary.BigEndian.AppendUint64(b, uint64(v.lastSeen.Unix()))
 	return append(b, v.hash...)
 }
 

@@ -81,12 +81,12 @@ type Lead struct {
 // with nanoseconds, joined by "|". The API has no record id, and these four never change
 // for one record, so the same record yields the same key on every poll and every machine.
 func (l Lead) Key() string {
-	return strings.Join([]string{
-		l.Chatbot,
-		l.Kind.apiType(),
-		strconv.FormatInt(l.SessionID, 10),
-		l.CreatedAt.UTC().Format(keyTimeLayout),
-	}, "|")
+	var buf [128]byte // room for most keys: no allocation but the string's
+	b := append(buf[:0], l.Chatbot...)
+	b = append(append(b, '|'), l.Kind.apiType()...)
+	b = strconv.AppendInt(append(b, '|'), l.SessionID, 10)
+	b = l.CreatedAt.UTC().AppendFormat(append(b, '|'), keyTimeLayout)
+	return string(b)
 }
 
 // ID is the event id of the record's created event: the SHA-256 of Key, hex encoded.
@@ -97,14 +97,27 @@ func (l Lead) ID() string {
 // ContentHash fingerprints the fields that may change for one record (Count, Content,
 // Name, Email, PhoneNumber), so the store can notice an update.
 func (l Lead) ContentHash() string {
-	return hashHex(strings.Join([]string{
-		strconv.Itoa(l.Count), l.Content, l.Name, l.Email, l.Phone,
-	}, "\x00"))
+	sum := l.ContentSum()
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return string(h[:])
+}
+
+// ContentSum is ContentHash before its hex encoding: the SHA-256 it is the hex of.
+func (l Lead) ContentSum() [sha256.Size]byte {
+	var buf [256]byte // room for most records: no allocation
+	b := strconv.AppendInt(buf[:0], int64(l.Count), 10)
+	for _, s := range []string{l.Content, l.Name, l.Email, l.Phone} {
+		b = append(append(b, 0), s...)
+	}
+	return sha256.Sum256(b)
 }
 
 func hashHex(s string) string {
 	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
+	var h [2 * sha256.Size]byte
+	hex.Encode(h[:], sum[:])
+	return string(h[:])
 }
 
 // SpecVersion is the CloudEvents version leadbridge emits.

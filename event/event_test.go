@@ -103,3 +103,16 @@ func TestParseKind(t *testing.T) {
 	_, err := event.ParseKind("Booking")
 	assert.ErrorContains(t, err, `"Booking"`)
 }
+
+// TestIdentityAndContentHashAreStable pins a record's key, id and content hash to the
+// values earlier versions stored: a store keeps them, so any change would make every
+// record seen before new or updated again.
+func TestIdentityAndContentHashAreStable(t *testing.T) {
+	l := event.Lead{Chatbot: "bot-1", Kind: event.KindAppointment, SessionID: 42, Count: 3, Content: "hi\x00there",
+		Name: "N", Email: "e@x", Phone: "+1", CreatedAt: time.Date(2023, 11, 22, 3, 13, 44, 54019000, time.UTC)}
+	assert.Equal(t, "bot-1|Appointment|42|2023-11-22T03:13:44.054019000Z", l.Key())
+	assert.Equal(t, "c6da6dce1685875b3d6a70db5278b38135f9eba18dec3fc0bf28b37d571908da", l.ID())
+	assert.Equal(t, "e2a57163f0c4c6340bfeea4a0996ff170abc6cc8a8ab01af1b98cbd07d6b44fa", l.ContentHash())
+	sum := l.ContentSum()
+	assert.Equal(t, l.ContentHash(), hex.EncodeToString(sum[:]))
+}

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leadbridge/leadbridge/event"
 	"github.com/leadbridge/leadbridge/internal/httpx"
@@ -122,22 +124,22 @@ func (c *Client) stream(ctx context.Context, bot event.Chatbot, body *bodyReader
 
 // records reads the Data array that r starts with, record by record, and hands them to
 // take in chunks of DefaultChunkRecords records (Leads, Skipped and Warned alike, with
-// their indices in Data), stopping with a *TransportError once ctx is done. The array was checked by scanBody, so a syntax error here is
-// a failure to read the spool.
+// their indices in Data), stopping with a *TransportError once ctx is done. The array
+// was checked by scanBody, so it is only split (arrayReader), and an array that ends
+// short here is a failure to read the spool.
 func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, take func(Page) error) error {
-	dec := json.NewDecoder(r)
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
-	}
+	arr := arrayReader{r: r}
 	var (
 		chunk Page
 		n     int // records in chunk
-		raw   json.RawMessage
 	)
-	for i := 0; dec.More(); i++ {
-		raw = raw[:0]
-		if err := dec.Decode(&raw); err != nil {
+	for i := 0; ; i++ {
+		raw, err := arr.next()
+		if err != nil {
 			return fmt.Errorf("leadlist chatbot %q: reading the spooled response: %w", bot.Serial, err)
+		}
+		if raw == nil {
+			break
 		}
 		n++
 		l, warns, err := decodeRecord(raw)
@@ -150,7 +152,7 @@ func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, ta
 			l.Account, l.Chatbot, l.ChatbotName = bot.Account, bot.Serial, bot.Name
 			chunk.Leads = append(chunk.Leads, l)
 		}
-		if n == DefaultChunkRecords && dec.More() {
+		if n == DefaultChunkRecords && arr.more() {
 			if err := ctx.Err(); err != nil {
 				return &TransportError{Serial: bot.Serial, Err: httpx.TransportError(c.BaseURL, err)}
 			}
@@ -165,6 +167,97 @@ func (c *Client) records(ctx context.Context, bot event.Chatbot, r io.Reader, ta
 	}
 	chunk.last = true // even when empty: it completes the page
 	return take(chunk)
+}
+
+// arrayReader reads the elements of a JSON array, one well-formed already (scanBody
+// checked it), from r, which starts with the array. It only finds where each element
+// ends, without a second syntax check or a copy, and holds no more than the largest
+// element and one read.
+type arrayReader struct {
+	r       io.Reader
+	buf     []byte
+	pos     int  // the next byte of buf to read
+	started bool // the opening bracket is read
+	eof     bool // r is exhausted
+}
+
+// arrayReadSize is how much arrayReader reads at a time.
+const arrayReadSize = 32 << 10
+
+// next returns the next element, valid until the following call, or nil after the last.
+func (a *arrayReader) next() ([]byte, error) {
+	for {
+		i := skipSpace(a.buf, a.pos)
+		if i == len(a.buf) {
+			if err := a.fill(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		switch c := a.buf[i]; {
+		case !a.started:
+			if c != '[' {
+				return nil, fmt.Errorf("at byte %d: want an array", i)
+			}
+			a.started, a.pos = true, i+1
+			continue
+		case c == ']':
+			a.pos = i
+			return nil, nil
+		case c == ',':
+			a.pos = i + 1
+			continue
+		}
+		// A value that reaches the end of buf may go on past it (a number surely would).
+		if end := valueEnd(a.buf, i); end < len(a.buf) || a.eof {
+			if end == len(a.buf) {
+				return nil, io.ErrUnexpectedEOF
+			}
+			a.pos = end
+			return a.buf[i:end], nil
+		}
+		a.pos = i
+		if err := a.fill(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// more tells whether an element follows.
+func (a *arrayReader) more() bool {
+	for {
+		i := skipSpace(a.buf, a.pos)
+		if i < len(a.buf) {
+			return a.buf[i] != ']'
+		}
+		if a.fill() != nil {
+			return false
+		}
+	}
+}
+
+// fill drops the bytes of buf already read and reads more after the rest, growing buf
+// when the rest fills it. It fails with io.ErrUnexpectedEOF at the end of r.
+func (a *arrayReader) fill() error {
+	if a.eof {
+		return io.ErrUnexpectedEOF
+	}
+	rest := copy(a.buf, a.buf[a.pos:])
+	a.buf, a.pos = a.buf[:rest], 0
+	if cap(a.buf)-rest < arrayReadSize/2 {
+		a.buf = slices.Grow(a.buf, max(arrayReadSize, rest))
+	}
+	// Filling buf whole, not taking what one read gives, keeps the rescans of an element
+	// that goes on past buf to the doublings of buf.
+	n, err := io.ReadFull(a.r, a.buf[rest:cap(a.buf)])
+	a.buf = a.buf[:rest+n]
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		a.eof = true
+	case err != nil:
+		return err
+	}
+	return nil
 }
 
 // scan is what the first pass learnt of a body: its envelope, decoded as json.Unmarshal
@@ -378,7 +471,7 @@ func recordError(i int, raw json.RawMessage, err error) RecordError {
 	return RecordError{Index: i, Field: field, Err: err, sum: binary.BigEndian.Uint64(h.Sum(nil))}
 }
 
-// decodeRecord decodes one record. A record whose identity (Type, CreateTime, SessionID)
+// decodeRecord decodes one record, raw, a well-formed JSON value. A record whose identity (Type, CreateTime, SessionID)
 // cannot be read is an error; any other field that cannot be read is left at its zero
 // value and reported in warns. Every record it accepts encodes as an event (its CreatedAt
 // is within the years 1 to 9999 in UTC), so the store can always take it. Errors name
@@ -387,13 +480,17 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 	if t := bytes.TrimSpace(raw); string(t) == "null" {
 		return event.Lead{}, nil, errors.New("record is null, want an object")
 	}
-	var r apiRecord
-	if err := json.Unmarshal(raw, &r); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return event.Lead{}, nil, fmt.Errorf("record is a JSON %s, want an object", te.Value)
+	r, ok := splitRecord(raw)
+	if !ok {
+		var whole apiRecord
+		if err := json.Unmarshal(raw, &whole); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return event.Lead{}, nil, fmt.Errorf("record is a JSON %s, want an object", te.Value)
+			}
+			return event.Lead{}, nil, errors.New("malformed record JSON")
 		}
-		return event.Lead{}, nil, errors.New("malformed record JSON")
+		r = whole
 	}
 	typ, err := stringField(r.Type)
 	if err == nil {
@@ -418,19 +515,158 @@ func decodeRecord(raw json.RawMessage) (l event.Lead, warns []error, err error) 
 		warns = append(warns, &fieldError{"Count", fmt.Errorf("%w; taken as 0", err)})
 	}
 	l.Count = int(count)
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *string
-	}{
-		{"Name", r.Name, &l.Name}, {"Email", r.Email, &l.Email}, {"PhoneNumber", r.PhoneNumber, &l.Phone},
-		{"Content", r.Content, &l.Content}, {"URI", r.URI, &l.URI},
-	} {
-		if *f.dst, err = stringField(f.raw); err != nil {
-			warns = append(warns, &fieldError{f.name, fmt.Errorf("%w; left empty", err)})
+	l.Name = textField("Name", r.Name, &warns)
+	l.Email = textField("Email", r.Email, &warns)
+	l.Phone = textField("PhoneNumber", r.PhoneNumber, &warns)
+	l.Content = textField("Content", r.Content, &warns)
+	l.URI = textField("URI", r.URI, &warns)
+	return l, warns, nil
+}
+
+// textField reads the text field name, raw, as stringField does; one it cannot read is
+// left empty, with a warning added to warns.
+func textField(name string, raw json.RawMessage, warns *[]error) string {
+	s, err := stringField(raw)
+	if err != nil {
+		*warns = append(*warns, &fieldError{name, fmt.Errorf("%w; left empty", err)})
+	}
+	return s
+}
+
+// The names of apiRecord's fields, for splitRecord.
+var (
+	fieldType        = []byte("Type")
+	fieldName        = []byte("Name")
+	fieldEmail       = []byte("Email")
+	fieldPhoneNumber = []byte("PhoneNumber")
+	fieldCreateTime  = []byte("CreateTime")
+	fieldContent     = []byte("Content")
+	fieldSessionID   = []byte("SessionID")
+	fieldURI         = []byte("URI")
+	fieldCount       = []byte("Count")
+)
+
+// splitRecord reads raw, one well-formed JSON value, as json.Unmarshal reads it into an
+// apiRecord, without reflection or a second syntax check: each field's value is the
+// slice of raw it spans (so r lives no longer than raw), a key matches a field as
+// bytes.EqualFold does, and of a repeated field the last counts. It reports false for
+// anything but an object, and for an object with an escaped key, which json.Unmarshal
+// then reads. The records were checked whole by the decoder that read them, so this
+// only finds where values end; it never judges their syntax.
+func splitRecord(raw []byte) (r apiRecord, ok bool) {
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return r, false
+	}
+	i = skipSpace(raw, i+1)
+	for i < len(raw) && raw[i] == '"' {
+		end := stringEnd(raw, i)
+		key := raw[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return apiRecord{}, false
+		}
+		i = skipSpace(raw, end)
+		i = skipSpace(raw, i+1) // the colon
+		vend := valueEnd(raw, i)
+		v := json.RawMessage(raw[i:vend])
+		switch {
+		case bytes.EqualFold(key, fieldType):
+			r.Type = v
+		case bytes.EqualFold(key, fieldName):
+			r.Name = v
+		case bytes.EqualFold(key, fieldEmail):
+			r.Email = v
+		case bytes.EqualFold(key, fieldPhoneNumber):
+			r.PhoneNumber = v
+		case bytes.EqualFold(key, fieldCreateTime):
+			r.CreateTime = v
+		case bytes.EqualFold(key, fieldContent):
+			r.Content = v
+		case bytes.EqualFold(key, fieldSessionID):
+			r.SessionID = v
+		case bytes.EqualFold(key, fieldURI):
+			r.URI = v
+		case bytes.EqualFold(key, fieldCount):
+			r.Count = v
+		}
+		i = skipSpace(raw, vend)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
 		}
 	}
-	return l, warns, nil
+	return r, true
+}
+
+// skipSpace returns the index of the first byte of b from i on that is not JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just past the well-formed JSON value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return i
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
+
+// plainString reads s, a well-formed JSON string, without json.Unmarshal when it holds
+// no escape and only valid UTF-8 (the usual case): then its text is the bytes between
+// the quotes. It reports false otherwise.
+func plainString(s []byte) (string, bool) {
+	if len(s) < 2 {
+		return "", false
+	}
+	in := s[1 : len(s)-1]
+	for _, c := range in {
+		if c == '\\' || c == '"' || c < ' ' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // parseKind is event.ParseKind without quoting the value, which may be anything.
@@ -454,6 +690,9 @@ func stringField(raw json.RawMessage) (string, error) {
 	}
 	switch c := s[0]; {
 	case c == '"':
+		if str, ok := plainString(s); ok {
+			return str, nil
+		}
 		var str string
 		if err := json.Unmarshal(s, &str); err != nil {
 			return "", errors.New("malformed string")
