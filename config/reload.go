@@ -28,13 +28,6 @@ type Diff struct {
 	Kept []string
 }
 
-// Empty reports whether the new config changes nothing that a reload applies.
-func (d Diff) Empty() bool {
-	return len(d.ChatbotsAdded)+len(d.ChatbotsRemoved)+len(d.ChatbotsChanged)+
-		len(d.AccountsAdded)+len(d.AccountsRemoved)+len(d.AccountsChanged)+
-		len(d.ForwardersAdded)+len(d.ForwardersRemoved)+len(d.ForwardersChanged) == 0 && !d.Pace
-}
-
 // restartOnly are the keys a running leadbridge cannot take without a restart: the
 // listener and its token, the store and what the store was opened with, the logger,
 // the shutdown grace the dispatcher runs with, the poll loop's jitter and backoff, and

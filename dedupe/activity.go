@@ -75,16 +75,11 @@ func logActivity(tx *bolt.Tx, outcomes []event.Outcome, refs []uint64, now time.
 		}
 		ref := refs[i]
 		if ref == 0 {
-			if ref, err = putEvent(tx, o.Delivery.Event, 1); err != nil {
+			if ref, err = putEvent(tx, o.Delivery.Event, 1, nil); err != nil {
 				return err
 			}
 		}
-		b, err := log.CreateBucketIfNotExists([]byte(o.Delivery.Forwarder))
-		if err != nil {
-			return err
-		}
-		b.FillPercent = appendFill
-		seq, err := b.NextSequence()
+		b, seq, err := appendTo(log, o.Delivery.Forwarder)
 		if err != nil {
 			return err
 		}

@@ -206,13 +206,8 @@ func decodeEvent(b []byte) (event.Event, error) {
 	return ev, r.err
 }
 
-// encodeEventRecord is the events bucket's value for ev, referred to by refs outbox
-// entries.
-func encodeEventRecord(ev event.Event, refs int) []byte {
-	return appendEventRecord(make([]byte, 0, 512), ev, refs)
-}
-
-// appendEventRecord appends encodeEventRecord's value to b.
+// appendEventRecord appends to b the events bucket's value for ev, referred to by refs
+// outbox entries.
 func appendEventRecord(b []byte, ev event.Event, refs int) []byte {
 	b = append(b, eventFormat)
 	b = binary.BigEndian.AppendUint32(b, uint32(refs))
@@ -235,25 +230,29 @@ func decodeEventRecord(v []byte) (event.Event, error) {
 	return decodeEvent(v[eventHeader:])
 }
 
-// putEvent stores ev as a new event record referred to by refs entries, and returns its
-// seq.
-func putEvent(tx *bolt.Tx, ev event.Event, refs int) (uint64, error) {
-	return putEventIn(tx, ev, refs, nil)
-}
-
-// putEventIn is putEvent with its key and value made in a, if not nil.
-func putEventIn(tx *bolt.Tx, ev event.Event, refs int, a *arena) (uint64, error) {
+// putEvent stores ev as a new event record referred to by refs entries, its key and
+// value made in a (nil: each its own allocation), and returns its seq.
+func putEvent(tx *bolt.Tx, ev event.Event, refs int, a *arena) (uint64, error) {
 	events := tx.Bucket(bucketEvents)
 	events.FillPercent = appendFill
 	seq, err := events.NextSequence()
 	if err != nil {
 		return 0, err
 	}
-	if a == nil {
-		return seq, events.Put(seqKey(seq), encodeEventRecord(ev, refs))
-	}
 	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
 	return seq, events.Put(key, a.take(appendEventRecord(a.next(), ev, refs)))
+}
+
+// appendTo is parent's sub-bucket name, created if need be and filled for appending,
+// with the next sequence to append under.
+func appendTo(parent *bolt.Bucket, name string) (*bolt.Bucket, uint64, error) {
+	b, err := parent.CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return nil, 0, err
+	}
+	b.FillPercent = appendFill
+	seq, err := b.NextSequence()
+	return b, seq, err
 }
 
 // arena hands out the keys and values of one write transaction from shared blocks
@@ -272,8 +271,12 @@ const (
 	arenaRoom  = 1 << 10
 )
 
-// next is where the next value is to be appended.
+// next is where the next value is to be appended: nowhere on a nil arena, whose values
+// are each their own allocation.
 func (a *arena) next() []byte {
+	if a == nil {
+		return nil
+	}
 	if cap(a.b)-len(a.b) < arenaRoom {
 		a.b = make([]byte, 0, min(max(2*cap(a.b), arenaFirst), arenaMax))
 	}
@@ -283,25 +286,13 @@ func (a *arena) next() []byte {
 // take keeps v, appended to next(), and returns it capped so that no append can reach
 // the value after it.
 func (a *arena) take(v []byte) []byte {
+	if a == nil {
+		return v
+	}
 	if cap(v) == cap(a.b)-len(a.b) { // else append moved it: it only outgrew the room left
 		a.b = a.b[:len(a.b)+len(v)]
 	}
 	return v[:len(v):len(v)]
-}
-
-// putRefIn is putRef with its key and value made in a.
-func putRefIn(tx *bolt.Tx, d event.Delivery, evSeq uint64, a *arena) error {
-	b, err := tx.Bucket(bucketOutbox).CreateBucketIfNotExists([]byte(d.Forwarder))
-	if err != nil {
-		return err
-	}
-	b.FillPercent = appendFill
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
-	return b.Put(key, a.take(appendEntry(a.next(), evSeq, d)))
 }
 
 // readEvent reads event record seq.
@@ -358,26 +349,23 @@ func readDelivery(tx *bolt.Tx, forwarder string, seq uint64, v []byte) (entryRef
 // putDelivery stores d (its event included) in its forwarder's outbox sub-bucket under
 // the next sequence, which it sets as d.Seq, with an event record of its own.
 func putDelivery(tx *bolt.Tx, d event.Delivery) error {
-	evSeq, err := putEvent(tx, d.Event, 1)
+	evSeq, err := putEvent(tx, d.Event, 1, nil)
 	if err != nil {
 		return err
 	}
-	return putRef(tx, d, evSeq)
+	return putRef(tx, d, evSeq, nil)
 }
 
 // putRef stores an entry referring to event record evSeq with d's retry state in d's
-// forwarder's outbox, under the next sequence.
-func putRef(tx *bolt.Tx, d event.Delivery, evSeq uint64) error {
-	b, err := tx.Bucket(bucketOutbox).CreateBucketIfNotExists([]byte(d.Forwarder))
+// forwarder's outbox, under the next sequence, its key and value made in a (nil: each
+// its own allocation).
+func putRef(tx *bolt.Tx, d event.Delivery, evSeq uint64, a *arena) error {
+	b, seq, err := appendTo(tx.Bucket(bucketOutbox), d.Forwarder)
 	if err != nil {
 		return err
 	}
-	b.FillPercent = appendFill
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	return b.Put(seqKey(seq), encodeEntry(evSeq, d))
+	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
+	return b.Put(key, a.take(appendEntry(a.next(), evSeq, d)))
 }
 
 // addRef counts one more reference to event record seq. It reports false, changing

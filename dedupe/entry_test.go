@@ -55,7 +55,7 @@ func TestEventCodecKeepsEveryField(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, ev, got)
 
-	rec, err := decodeEventRecord(encodeEventRecord(ev, 2))
+	rec, err := decodeEventRecord(appendEventRecord(nil, ev, 2))
 	require.NoError(t, err)
 	assert.Equal(t, ev, rec)
 

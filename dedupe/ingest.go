@@ -542,12 +542,12 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEventIn(in.tx, ev, len(names), &in.arena)
+	evSeq, err := putEvent(in.tx, ev, len(names), &in.arena)
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
 	for _, name := range names {
-		if err := putRefIn(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena); err != nil {
+		if err := putRef(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena); err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 	}

@@ -129,7 +129,7 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome, keep bool) (ref uint64, err err
 			if keep {
 				refs = 2
 			}
-			if r.evSeq, err = putEvent(tx, cur.Event, refs); err != nil {
+			if r.evSeq, err = putEvent(tx, cur.Event, refs, nil); err != nil {
 				return 0, err
 			}
 			if keep {
@@ -395,7 +395,7 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 			if r.legacy {
 				err = putDelivery(tx, d)
 			} else { // the entry moves; its event record, and its count of references, stay
-				err = putRef(tx, d, r.evSeq)
+				err = putRef(tx, d, r.evSeq, nil)
 			}
 			if err != nil {
 				return err
