@@ -95,7 +95,7 @@ func BenchmarkPipeline(b *testing.B) {
 							"-webhook", hook.srv.URL + "/hooks/plain", "-store", filepath.Join(dir, "plain.db")}
 					} else {
 						bin = bridge
-						cfg := writeOnceConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/real", *concurrencyFlag)
+						cfg := writeOnceConfig(b, dir, apiSrv, serial, nb.url(), hook.srv.URL+"/hooks/real", *concurrencyFlag, "")
 						args = []string{"once", "--config", cfg, "--max-wait", "30m"}
 					}
 					u, err := runToEnd(bin, args, runEnv(), filepath.Join(dir, pipeline+".log"))
@@ -139,8 +139,12 @@ func printPipeline(rows [2]row) {
 }
 
 // writeOnceConfig writes the real pipeline's config: one chatbot, initial emit (every
-// record is new), JetStream and one webhook, no listener, JSON logs at info.
-func writeOnceConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL string, concurrency int) string {
+// record is new), JetStream and one webhook, no listener, JSON logs at info; store is
+// the config's store section, "" for bbolt in dir.
+func writeOnceConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL string, concurrency int, store string) string {
+	if store == "" {
+		store = fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
+	}
 	conc := ""
 	if concurrency > 0 {
 		conc = fmt.Sprintf("\n    concurrency: %d", concurrency)
@@ -152,7 +156,7 @@ func writeOnceConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL string,
   chatbots:
     - {serial: %s, name: Bench bot}
 poll: {interval: 1m, lookback: 48h, initial: emit, jitter: 0}
-store: {path: %s}
+%s
 forwarders:
   - name: bus
     type: nats
@@ -163,7 +167,7 @@ forwarders:
     url: %s%s
 http: {listen: ""}
 log: {level: info, format: json}
-`, apiURL, serial, filepath.Join(dir, "leadbridge.db"), natsURL, conc, hookURL, conc)
+`, apiURL, serial, store, natsURL, conc, hookURL, conc)
 	path := filepath.Join(dir, "leadbridge.yaml")
 	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
 	return path

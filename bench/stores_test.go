@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -190,27 +189,11 @@ func printStores(rows []storeRow, replicas int) {
 // chatbot, initial emit, JetStream on natsURL and one webhook) with the store bbolt in
 // dir or JetStream on storeURL under prefix with replicas.
 func writeStoreConfig(b *testing.B, dir, apiURL, serial, natsURL, hookURL, backend, storeURL, prefix string, replicas int) string {
-	store := fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
+	store := ""
 	if backend == "nats" {
 		store = fmt.Sprintf("store:\n  backend: nats\n  nats: {url: %q, prefix: %s, replicas: %d, timeout: 30s}", storeURL, prefix, replicas)
 	}
-	body := fmt.Sprintf(`neoagent:
-  base_url: %s
-  api_key: "${LBBENCH_API_KEY}"
-  timeout: 5m
-  chatbots:
-    - {serial: %s, name: Bench bot}
-poll: {interval: 1m, lookback: 48h, initial: emit, jitter: 0}
-%s
-forwarders:
-  - {name: bus, type: nats, url: %s, jetstream: true}
-  - {name: crm, type: webhook, url: %s}
-http: {listen: ""}
-log: {level: info, format: json}
-`, apiURL, serial, store, natsURL, hookURL)
-	path := filepath.Join(dir, "leadbridge.yaml")
-	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
-	return path
+	return writeOnceConfig(b, dir, apiURL, serial, natsURL, hookURL, 0, store)
 }
 
 // BenchmarkIdleStores runs one daemon (`leadbridge run`) with the JetStream store (R1, on
