@@ -241,4 +241,14 @@ func TestChatbotsCountsTheSeenKeys(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"bot": 3, "bot2": 2, "bo": 1},
 		map[string]int{"bot": bots["bot"].Seen, "bot2": bots["bot2"].Seen, "bo": bots["bo"].Seen})
+
+	// PollStates, which readiness and every metrics scrape read, is the same state
+	// without the count, which would read every seen key each time.
+	polls, err := s.PollStates(t.Context())
+	require.NoError(t, err)
+	require.Len(t, polls, 3)
+	for serial, st := range bots {
+		st.Seen = 0
+		assert.Equal(t, st, polls[serial], serial)
+	}
 }

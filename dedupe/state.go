@@ -17,6 +17,17 @@ import (
 // what RecordPoll noted but has not flushed yet. Seen is counted from the seen keys
 // themselves, in the same read transaction, so it cannot drift from them.
 func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, error) {
+	return s.chatbots(ctx, true)
+}
+
+// PollStates is Chatbots without the seen counts, which read every seen key: what
+// readiness and each metrics scrape read.
+func (s *Store) PollStates(ctx context.Context) (map[string]event.ChatbotState, error) {
+	return s.chatbots(ctx, false)
+}
+
+// chatbots is Chatbots, counting the seen keys only if count is set.
+func (s *Store) chatbots(ctx context.Context, count bool) (map[string]event.ChatbotState, error) {
 	out := map[string]event.ChatbotState{}
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketChatbots); b != nil {
@@ -32,6 +43,9 @@ func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, er
 			if err != nil {
 				return err
 			}
+		}
+		if !count {
+			return nil
 		}
 		countSeen(tx, func(serial string, n int) {
 			st := out[serial]

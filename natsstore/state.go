@@ -51,6 +51,12 @@ func (s *Store) Chatbots(ctx context.Context) (map[string]event.ChatbotState, er
 	return out, s.wrap("chatbots", err)
 }
 
+// PollStates is Chatbots: the seen counts are kept beside the state here, so they cost
+// nothing more to read.
+func (s *Store) PollStates(ctx context.Context) (map[string]event.ChatbotState, error) {
+	return s.Chatbots(ctx)
+}
+
 // RecordPoll notes a poll of chatbot serial at the given time and its outcome (pollErr
 // nil = success, which clears LastError). Unlike bbolt's it writes at once: the state is
 // shared with the other replicas.

@@ -97,6 +97,8 @@ type ForwarderInfo struct {
 // LocalStore is what Local needs of the store; the bbolt store implements it.
 type LocalStore interface {
 	StoreStats
+	// Chatbots is PollStates with each chatbot's seen count.
+	Chatbots(ctx context.Context) (map[string]event.ChatbotState, error)
 	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
 	Replay(ctx context.Context, forwarder, eventID string) (int, error)
 	Drop(ctx context.Context, forwarder, eventID string) (int, error)

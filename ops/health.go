@@ -177,7 +177,7 @@ func (h *Health) Check(ctx context.Context) Readiness {
 
 	h.checkComponents(&r)
 
-	states, err := h.store.Chatbots(ctx)
+	states, err := h.store.PollStates(ctx)
 	r.storeFailed(err)
 	var ok []ChatbotReadiness
 	r.Chatbots = []ChatbotReadiness{}

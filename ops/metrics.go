@@ -27,8 +27,9 @@ type StoreStats interface {
 	Depth(ctx context.Context) (map[string]int, error)          // outbox entries per forwarder
 	DeadCount(ctx context.Context) (map[string]int, error)      // dead letters per forwarder
 	Paused(ctx context.Context) (map[string]event.Pause, error) // paused forwarders by name
-	// Chatbots is every chatbot's state by serial, its latest poll included.
-	Chatbots(ctx context.Context) (map[string]event.ChatbotState, error)
+	// PollStates is every chatbot's state by serial, its latest poll included; Seen may
+	// be left zero (counting the seen keys is for status: see LocalStore.Chatbots).
+	PollStates(ctx context.Context) (map[string]event.ChatbotState, error)
 	// LastOK is a chatbot's last successful poll, zero if none; this process's as it
 	// was recorded, with its monotonic clock reading.
 	LastOK(ctx context.Context, serial string) (time.Time, error)
@@ -338,7 +339,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 // or a reload) would otherwise show its last success forever, and an alert on its age
 // would never clear.
 func (c *storeCollector) collectPolls(ctx context.Context, ch chan<- prometheus.Metric) {
-	states, err := c.src.Chatbots(ctx)
+	states, err := c.src.PollStates(ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.lastOK, err)
 		return
