@@ -13,22 +13,22 @@ import (
 // json.Marshal does, only for a time whose year is outside 0-9999.
 func (e Event) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"specversion":`...)
-	b = appendJSONString(b, e.SpecVersion)
+	b = AppendJSONString(b, e.SpecVersion)
 	b = append(b, `,"id":`...)
-	b = appendJSONString(b, e.ID)
+	b = AppendJSONString(b, e.ID)
 	b = append(b, `,"source":`...)
-	b = appendJSONString(b, e.Source)
+	b = AppendJSONString(b, e.Source)
 	b = append(b, `,"type":`...)
-	b = appendJSONString(b, e.Type)
+	b = AppendJSONString(b, e.Type)
 	b = append(b, `,"time":`...)
 	b, err := appendJSONTime(b, e.Time)
 	if err != nil {
 		return nil, err
 	}
 	b = append(b, `,"datacontenttype":`...)
-	b = appendJSONString(b, e.DataContentType)
+	b = AppendJSONString(b, e.DataContentType)
 	b = append(b, `,"subject":`...)
-	b = appendJSONString(b, e.Subject)
+	b = AppendJSONString(b, e.Subject)
 	b = append(b, `,"data":`...)
 	if b, err = e.Data.AppendJSON(b); err != nil {
 		return nil, err
@@ -40,25 +40,25 @@ func (e Event) AppendJSON(b []byte) ([]byte, error) {
 // Event.AppendJSON).
 func (l Lead) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"chatbot":`...)
-	b = appendJSONString(b, l.Chatbot)
+	b = AppendJSONString(b, l.Chatbot)
 	b = append(b, `,"chatbot_name":`...)
-	b = appendJSONString(b, l.ChatbotName)
+	b = AppendJSONString(b, l.ChatbotName)
 	b = append(b, `,"account":`...)
-	b = appendJSONString(b, l.Account)
+	b = AppendJSONString(b, l.Account)
 	b = append(b, `,"kind":`...)
-	b = appendJSONString(b, string(l.Kind))
+	b = AppendJSONString(b, string(l.Kind))
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, l.Name)
+	b = AppendJSONString(b, l.Name)
 	b = append(b, `,"email":`...)
-	b = appendJSONString(b, l.Email)
+	b = AppendJSONString(b, l.Email)
 	b = append(b, `,"phone":`...)
-	b = appendJSONString(b, l.Phone)
+	b = AppendJSONString(b, l.Phone)
 	b = append(b, `,"content":`...)
-	b = appendJSONString(b, l.Content)
+	b = AppendJSONString(b, l.Content)
 	b = append(b, `,"session_id":`...)
 	b = strconv.AppendInt(b, l.SessionID, 10)
 	b = append(b, `,"uri":`...)
-	b = appendJSONString(b, l.URI)
+	b = AppendJSONString(b, l.URI)
 	b = append(b, `,"count":`...)
 	b = strconv.AppendInt(b, int64(l.Count), 10)
 	b = append(b, `,"created_at":`...)
@@ -81,10 +81,10 @@ func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
 	return append(b, '"'), nil
 }
 
-// appendJSONString appends s quoted as encoding/json does by default: '"', '\\' and
+// AppendJSONString appends s quoted as encoding/json does by default: '"', '\\' and
 // control characters escaped, '<', '>' and '&' as \u003c, \u003e and \u0026, invalid
 // UTF-8 as \ufffd, and U+2028 and U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
+func AppendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0

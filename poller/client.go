@@ -217,30 +217,16 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 func requestBody(serial string, w Window) []byte {
 	b := make([]byte, 0, 64+len(serial))
 	b = append(b, `{"serialNumber":`...)
-	b = appendJSONString(b, serial)
-	for _, end := range []struct {
-		key string
-		t   time.Time
-	}{{`,"startTime":"`, w.Start}, {`,"endTime":"`, w.End}} {
-		if !end.t.IsZero() {
-			b = append(b, end.key...)
-			b = append(end.t.UTC().AppendFormat(b, dateLayout), '"')
-		}
+	b = event.AppendJSONString(b, serial)
+	if !w.Start.IsZero() {
+		b = append(b, `,"startTime":"`...)
+		b = append(w.Start.UTC().AppendFormat(b, dateLayout), '"')
+	}
+	if !w.End.IsZero() {
+		b = append(b, `,"endTime":"`...)
+		b = append(w.End.UTC().AppendFormat(b, dateLayout), '"')
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string, escaped as encoding/json escapes it.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes; the rare serial to escape
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // DefaultChunkRecords is how many records of Data Stream hands over at a time.
