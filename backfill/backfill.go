@@ -115,7 +115,7 @@ func (r *Reader) Read(ctx context.Context) (Tally, error) {
 			leads := r.inRange(page.Leads)
 			res, err := r.Ingest(ctx, bot.Serial, leads, opts)
 			if err != nil {
-				return t, err
+				return t, fmt.Errorf("backfill %s %s..%s: %w", bot.Serial, w.Start.Format(time.DateOnly), w.End.Format(time.DateOnly), err)
 			}
 			c := Chunk{Chatbot: bot, Window: w, Found: len(leads), New: res.New, Events: r.wanted(res.Events)}
 			t.Found += c.Found

@@ -29,12 +29,15 @@ func Copy(ctx context.Context, src *dedupe.Store, dst *natsstore.Store, name str
 	var t Tally
 	err := src.EachSeen(ctx, func(k dedupe.SeenKey) error {
 		added, err := dst.ImportSeen(ctx, k.Key, k.Created, k.LastSeen, k.Hash)
-		if added {
+		switch {
+		case err != nil:
+			return err // neither copied nor already there
+		case added:
 			t.Seen++
-		} else {
+		default:
 			t.Already++
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return t, err
