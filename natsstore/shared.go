@@ -104,7 +104,13 @@ type heldEntry struct {
 // retry state, was delivered before, or waited here long enough that the server may
 // have handed it to another replica. Called with sh.mu held.
 func (sh *Shared) needsFence(e *heldEntry) bool {
-	return e.retried || e.delivered > 1 || time.Since(e.received) > sh.fenceAge()
+	return e.retried || sh.mayBeElsewhere(e)
+}
+
+// mayBeElsewhere reports whether the server may have handed e to another replica too:
+// it was delivered before, or waited here long enough. Called with sh.mu held.
+func (sh *Shared) mayBeElsewhere(e *heldEntry) bool {
+	return e.delivered > 1 || time.Since(e.received) > sh.fenceAge()
 }
 
 // letGo forgets held entry seq of h, if it is still e, because err says its attempt is
@@ -502,7 +508,7 @@ func (sh *Shared) Entry(ctx context.Context, forwarder string, seq uint64) (even
 		return event.Delivery{}, false, nil
 	}
 	e.taken, e.handed = true, true
-	data, redelivered, attempts := e.msg.Data(), e.delivered > 1 || time.Since(e.received) > sh.fenceAge(), e.attempts
+	data, redelivered, attempts := e.msg.Data(), sh.mayBeElsewhere(e), e.attempts
 	sh.mu.Unlock()
 	d, c, err := sh.fence(ctx, forwarder, seq, data, redelivered, attempts)
 	if err != nil {
