@@ -31,12 +31,7 @@ func (c *serverClock) observe(at time.Time) {
 // earlier is wall, or the server's time now if that is earlier (the wall clock jumped
 // ahead); wall when no stamp was seen yet.
 func (c *serverClock) earlier(wall time.Time) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.at.IsZero() {
-		return wall
-	}
-	if server := c.at.Add(time.Since(c.mono)); server.Before(wall) {
+	if server := c.latest(wall); server.Before(wall) {
 		return server
 	}
 	return wall
