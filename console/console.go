@@ -17,10 +17,11 @@ import (
 	"github.com/leadbridge/leadbridge/ops"
 )
 
-// Operator is what the console shows and changes of the daemon's state: the same calls
-// the `status` and `dlq` commands make (ops.Local implements it over the store).
+// Operator is what the console shows and changes of the daemon's state: the calls the
+// `status` and `dlq` commands make (ops.Local implements it over the store), except that
+// the status leaves out the seen counts, which bbolt counts key by key and no page shows.
 type Operator interface {
-	Status(ctx context.Context) (ops.Status, error)
+	StatusWithoutSeen(ctx context.Context) (ops.Status, error)
 	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
 	Replay(ctx context.Context, forwarder, id string) (int, error)
 	Drop(ctx context.Context, forwarder, id string) (int, error)

@@ -213,7 +213,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.plain(w, http.StatusBadRequest, fmt.Sprintf("state=%q: want failing, never or ok (or nothing for all).", cut(40, p.Filter)))
 		return
 	}
-	st, err := c.op.Status(ctx)
+	st, err := c.op.StatusWithoutSeen(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -364,7 +364,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 	lo := min((page-1)*perPage, len(rows))
 	p.Rows = rows[lo:min(lo+perPage, len(rows))]
 	p.Pager = newPager(r, page, min(total, maxActivityPages*perPage))
-	st, err := c.op.Status(r.Context())
+	st, err := c.op.StatusWithoutSeen(r.Context())
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -415,7 +415,7 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	st, err := c.op.Status(ctx)
+	st, err := c.op.StatusWithoutSeen(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -465,7 +465,7 @@ type deadPage struct {
 func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p := deadPage{Forwarder: r.URL.Query().Get("forwarder")}
-	st, err := c.op.Status(ctx)
+	st, err := c.op.StatusWithoutSeen(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -534,7 +534,7 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 			return
 		}
 		if op == "replay" {
-			st, err := c.op.Status(r.Context())
+			st, err := c.op.StatusWithoutSeen(r.Context())
 			if err != nil {
 				c.fail(w, r, err)
 				return
