@@ -430,13 +430,15 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if p.Event == nil {
+	if p.Event == nil && len(p.Attempts) == 0 {
 		c.plain(w, http.StatusNotFound, "No event with this id in the activity log or the dead letters "+
 			"(the log keeps the last 1,000 attempts per forwarder, for 7 days at most).")
 		return
 	}
-	body, _ := json.MarshalIndent(p.Event, "", "  ")
-	p.JSON = string(body)
+	if p.Event != nil { // else the store lost the event its attempts refer to: they show without it
+		body, _ := json.MarshalIndent(p.Event, "", "  ")
+		p.JSON = string(body)
+	}
 	c.render(w, r, http.StatusOK, "event", "Event "+cut(12, id), p)
 }
 
