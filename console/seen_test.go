@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -11,8 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/leadbridge/leadbridge/console"
 	"github.com/leadbridge/leadbridge/dedupe"
 	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/ops"
 )
 
 // watchedStore is the rig's real bbolt store, with its two ways of reading the chatbots'
@@ -43,35 +46,33 @@ func TestPagesDoNotCountTheSeenKeys(t *testing.T) {
 	require.Equal(t, 3, states[bot].Seen, "the store has seen keys to count")
 
 	ws := &watchedStore{Store: r.store}
-	r.local.Store = ws
-	_, err = r.local.Status(t.Context())
+	local := &ops.Local{Store: ws, Chatbots: r.local.Chatbots, Forwarders: r.local.Forwarders}
+	_, err = local.Status(t.Context())
 	require.ErrorContains(t, err, "counted every seen key", "the CLI's status counts, through this very store")
 	require.EqualValues(t, 1, ws.counts.Load())
 	ws.counts.Store(0)
+	srv := httptest.NewServer(ops.WithConsole(http.NotFoundHandler(),
+		console.New(console.Options{Operator: local, Activity: r.store, Token: token})))
+	t.Cleanup(srv.Close)
 
 	c := client(t)
-	r.login(t, c)
-	visit := func(name string, get func() answer, wantCode int, want string) answer {
+	visit := func(name, method, path string, form url.Values, wantCode int, want string) answer {
 		t.Helper()
 		before := ws.polls.Load()
-		a := get()
+		a := do(t, c, method, srv.URL+path, form, "Authorization", "Bearer "+token)
 		require.Equal(t, wantCode, a.code, "%s: %s", name, a.body)
 		assert.Contains(t, a.body, want, name)
 		assert.Greater(t, ws.polls.Load(), before, "%s read the poll states", name)
 		assert.Zero(t, ws.counts.Load(), "%s counted the seen keys", name)
 		return a
 	}
-	get := func(path string) func() answer {
-		return func() answer { return do(t, c, "GET", r.srv.URL+path, nil) }
-	}
 
-	o := visit("overview", get("/ui/"), http.StatusOK, "401 Unauthorized") // the failing chatbot's last poll
+	o := visit("overview", "GET", "/ui/", nil, http.StatusOK, "401 Unauthorized") // the failing chatbot's last poll
 	assert.NotContains(t, o.body, "Records seen", "no column of counts the page no longer has")
-	visit("activity", get("/ui/activity"), http.StatusOK, `<option value="agency"`)
-	visit("event", get("/ui/events/"+r.deadID), http.StatusOK, "Replay to crm")
-	dead := visit("dead letters", get("/ui/dead"), http.StatusOK, "Replay all 1 of crm")
-	form := url.Values{"one": {"crm/" + r.deadID}, "csrf": {csrfOf(t, dead.body)}}
-	visit("replay", func() answer { return do(t, c, "POST", r.srv.URL+"/ui/dead/replay", form) }, http.StatusSeeOther, "")
+	visit("activity", "GET", "/ui/activity", nil, http.StatusOK, `<option value="agency"`)
+	visit("event", "GET", "/ui/events/"+r.deadID, nil, http.StatusOK, "Replay to crm")
+	visit("dead letters", "GET", "/ui/dead", nil, http.StatusOK, "Replay all 1 of crm")
+	visit("replay", "POST", "/ui/dead/replay", url.Values{"one": {"crm/" + r.deadID}}, http.StatusSeeOther, "")
 	left, err := r.store.DeadLetters(t.Context(), "crm")
 	require.NoError(t, err)
 	assert.Empty(t, left, "the replay went through")
