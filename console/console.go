@@ -18,9 +18,11 @@ import (
 )
 
 // Operator is what the console shows and changes of the daemon's state: the calls the
-// `status` and `dlq` commands make (ops.Local implements it over the store), except that
-// the status leaves out the seen counts, which bbolt counts key by key and no page shows.
+// `status` and `dlq` commands make (ops.Local implements it over the store). Status
+// counts the records seen, which bbolt does key by key: only the overview, which shows
+// the counts, reads it; the other pages read StatusWithoutSeen.
 type Operator interface {
+	Status(ctx context.Context) (ops.Status, error)
 	StatusWithoutSeen(ctx context.Context) (ops.Status, error)
 	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
 	Replay(ctx context.Context, forwarder, id string) (int, error)

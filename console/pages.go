@@ -213,7 +213,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		c.plain(w, http.StatusBadRequest, fmt.Sprintf("state=%q: want failing, never or ok (or nothing for all).", cut(40, p.Filter)))
 		return
 	}
-	st, err := c.op.StatusWithoutSeen(ctx)
+	st, err := c.op.Status(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
