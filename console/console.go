@@ -17,10 +17,13 @@ import (
 	"github.com/leadbridge/leadbridge/ops"
 )
 
-// Operator is what the console shows and changes of the daemon's state: the same calls
-// the `status` and `dlq` commands make (ops.Local implements it over the store).
+// Operator is what the console shows and changes of the daemon's state: the calls the
+// `status` and `dlq` commands make (ops.Local implements it over the store). Status
+// counts the records seen, which bbolt does key by key: only the overview, which shows
+// the counts, reads it; the other pages read StatusWithoutSeen.
 type Operator interface {
 	Status(ctx context.Context) (ops.Status, error)
+	StatusWithoutSeen(ctx context.Context) (ops.Status, error)
 	DeadLetters(ctx context.Context, forwarder string) ([]event.DeadLetter, error)
 	Replay(ctx context.Context, forwarder, id string) (int, error)
 	Drop(ctx context.Context, forwarder, id string) (int, error)

@@ -36,6 +36,7 @@ type rig struct {
 	leads   []event.Lead
 	deadID  string
 	resumed []string
+	local   *ops.Local // the console's operator
 }
 
 func newRig(t *testing.T, tok string) *rig {
@@ -72,11 +73,11 @@ func newRig(t *testing.T, tok string) *rig {
 	require.NoError(t, r.store.RecordPoll(ctx, "c0ffee00000000000000000000000002", now, errors.New("leadlist: 401 Unauthorized")))
 	require.NoError(t, r.store.FlushPolls(ctx))
 
-	local := &ops.Local{Store: r.store, Resumer: func(name string) bool { r.resumed = append(r.resumed, name); return true },
+	r.local = &ops.Local{Store: r.store, Resumer: func(name string) bool { r.resumed = append(r.resumed, name); return true },
 		Chatbots: []event.Chatbot{{Serial: bot, Name: "Main site", Account: "agency"},
 			{Serial: "c0ffee00000000000000000000000002", Name: "Broken bot", Account: event.DefaultAccount}},
 		Forwarders: []ops.ForwarderInfo{{Name: "bus", Type: "nats"}, {Name: "crm", Type: "webhook"}, {Name: "slack", Type: "slack"}}}
-	c := console.New(console.Options{Operator: local, Activity: r.store, Token: tok, PollInterval: time.Minute})
+	c := console.New(console.Options{Operator: r.local, Activity: r.store, Token: tok, PollInterval: time.Minute})
 	r.srv = httptest.NewServer(ops.WithConsole(http.NotFoundHandler(), c))
 	t.Cleanup(r.srv.Close)
 	return r

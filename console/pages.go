@@ -364,7 +364,7 @@ func (c *Console) activity(w http.ResponseWriter, r *http.Request) {
 	lo := min((page-1)*perPage, len(rows))
 	p.Rows = rows[lo:min(lo+perPage, len(rows))]
 	p.Pager = newPager(r, page, min(total, maxActivityPages*perPage))
-	st, err := c.op.Status(r.Context())
+	st, err := c.op.StatusWithoutSeen(r.Context())
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -415,7 +415,7 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	st, err := c.op.Status(ctx)
+	st, err := c.op.StatusWithoutSeen(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -430,13 +430,15 @@ func (c *Console) eventPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if p.Event == nil {
+	if p.Event == nil && len(p.Attempts) == 0 {
 		c.plain(w, http.StatusNotFound, "No event with this id in the activity log or the dead letters "+
 			"(the log keeps the last 1,000 attempts per forwarder, for 7 days at most).")
 		return
 	}
-	body, _ := json.MarshalIndent(p.Event, "", "  ")
-	p.JSON = string(body)
+	if p.Event != nil { // else the store lost the event its attempts refer to: they show without it
+		body, _ := json.MarshalIndent(p.Event, "", "  ")
+		p.JSON = string(body)
+	}
 	c.render(w, r, http.StatusOK, "event", "Event "+cut(12, id), p)
 }
 
@@ -465,7 +467,7 @@ type deadPage struct {
 func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	p := deadPage{Forwarder: r.URL.Query().Get("forwarder")}
-	st, err := c.op.Status(ctx)
+	st, err := c.op.StatusWithoutSeen(ctx)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -534,7 +536,7 @@ func (c *Console) deadChange(op string) http.HandlerFunc {
 			return
 		}
 		if op == "replay" {
-			st, err := c.op.Status(r.Context())
+			st, err := c.op.StatusWithoutSeen(r.Context())
 			if err != nil {
 				c.fail(w, r, err)
 				return

@@ -238,17 +238,20 @@ func (s *Store) Activity(ctx context.Context, q event.ActivityQuery) ([]event.At
 
 // ActivityEvent returns the event with id id as the activity log keeps it; found is
 // false once no attempt in the log refers to it. It looks for the newest attempt of the
-// event that refers to its record, then in what an older leadbridge kept by id.
+// event that refers to its record, then in what an older leadbridge kept by id. A
+// record that attempt refers to but that is missing or unreadable is logged, and the
+// event not found: the attempt then shows no event.
 func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error) {
+	var lost error // why the record the newest attempt refers to could not be read
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		ref, err := attemptRef(tx, id)
 		if err != nil {
 			return err
 		}
 		if ref != 0 {
-			ev, err = readEvent(tx, ref)
-			found = err == nil
-			return err
+			ev, lost = readEvent(tx, ref)
+			found = lost == nil
+			return nil
 		}
 		evs := tx.Bucket(bucketActivityEvents)
 		if evs == nil {
@@ -264,6 +267,9 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		found = true
 		return nil
 	})
+	if lost != nil {
+		s.log.Warn("the activity log shows no event for an attempt: its event record is lost", "event_id", id, "err", lost)
+	}
 	return ev, found, s.wrap("read activity event", err)
 }
 

@@ -1,6 +1,7 @@
 package natsstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -231,12 +232,22 @@ func (s *Store) readActivity(ctx context.Context, forwarder string) ([]event.Att
 
 // ActivityEvent returns the event with id id as the activity log keeps it; found is
 // false once no attempt in the log refers to it. It reads, per forwarder in the log, the
-// last copy of the event kept for it and the attempt that copy names.
+// last copy of the event kept for it and the attempt that copy names. A copy that is
+// gone (purged) or unreadable is passed over, the unreadable ones logged once a call: its
+// attempt then shows no event.
 func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, found bool, err error) {
 	op := "read activity event"
 	if checkName(id) != nil {
 		return ev, false, nil // no event has such an id (and it must not be a subject wildcard)
 	}
+	var unreadable []string // forwarders whose copy does not decode
+	var why error
+	defer func() {
+		if len(unreadable) > 0 {
+			s.log.Warn("the activity log shows no event for an attempt: the copy kept for it is unreadable",
+				"event_id", id, "forwarders", unreadable, "err", why)
+		}
+	}()
 	counts, err := s.counts(ctx, s.activity, "activity")
 	if err != nil {
 		return ev, false, s.wrap(op, err)
@@ -257,10 +268,12 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 		if !ok {
 			continue
 		}
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			return event.Event{}, false, s.wrap(op, fmt.Errorf("decode event %s: %w", id, err))
+		var kept event.Event
+		if err := json.Unmarshal(m.Data, &kept); err != nil {
+			unreadable, why = append(unreadable, fwd), cmp.Or(why, err)
+			continue
 		}
-		return ev, true, nil
+		return kept, true, nil
 	}
 	return ev, false, nil
 }

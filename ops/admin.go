@@ -144,10 +144,24 @@ func (l *Local) configuredNow() ([]event.Chatbot, []ForwarderInfo) {
 
 var _ Backend = (*Local)(nil)
 
-// Status reads the configured chatbots' poll state and every forwarder's outbox, dead
-// letters and pause, including forwarders not in the config that still have any.
+// Status reads the configured chatbots' poll state with their seen counts (with bbolt a
+// pass over every seen key) and every forwarder's outbox, dead letters and pause,
+// including forwarders not in the config that still have any: what `leadbridge status`
+// shows.
 func (l *Local) Status(ctx context.Context) (Status, error) {
-	states, err := l.Store.Chatbots(ctx)
+	return l.status(ctx, l.Store.Chatbots)
+}
+
+// StatusWithoutSeen is Status from the store's PollStates, which readiness and metrics
+// read too: ChatbotStatus.Seen is whatever PollStates leaves there (zero with bbolt,
+// which counts only for Status). The web console calls it on its pages.
+func (l *Local) StatusWithoutSeen(ctx context.Context) (Status, error) {
+	return l.status(ctx, l.Store.PollStates)
+}
+
+// status is Status with the chatbots' states read by states.
+func (l *Local) status(ctx context.Context, states func(context.Context) (map[string]event.ChatbotState, error)) (Status, error) {
+	polls, err := states(ctx)
 	if err != nil {
 		return Status{}, err
 	}
@@ -172,7 +186,7 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 		Forwarders: make([]ForwarderStatus, 0, len(fwds)),
 	}
 	for _, c := range bots {
-		st := states[c.Serial]
+		st := polls[c.Serial]
 		s.Chatbots = append(s.Chatbots, ChatbotStatus{Serial: c.Serial, Name: c.Name, Account: c.Account,
 			LastPoll: st.LastPoll, LastOK: st.LastOK, LastError: st.LastError, Seen: st.Seen, Interval: c.Interval})
 	}
