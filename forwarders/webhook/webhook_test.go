@@ -287,7 +287,36 @@ func TestTimeoutIsRetryableAndPrompt(t *testing.T) {
 	assert.False(t, forwarders.IsPermanent(err), "a timeout is retryable: %v", err)
 	assert.Contains(t, err.Error(), `forwarder "crm"`)
 	assert.NotContains(t, err.Error(), "SECRETTOKEN")
+	assert.Contains(t, err.Error(), "request to "+srv.URL+"/[redacted]: timed out after 200ms", "says what happened, naming the target")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, elapsed, 5*time.Second, "the 200ms timeout must cut the attempt short")
+}
+
+// The timeout bounds reading the answer too: a target that sends a failure's headers and
+// then stalls its body holds the attempt no longer than the timeout.
+func TestTimeoutCoversTheAnswersBody(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":`))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+
+	f := newForwarder(t, webhook.Config{URL: srv.URL, Timeout: 200 * time.Millisecond})
+	start := time.Now()
+	err := deliver(t, f, forwarderstest.SampleEvent())
+	elapsed := time.Since(start)
+
+	require.Error(t, err)
+	assert.Equal(t, `forwarder "crm": HTTP 503`, err.Error())
+	assert.False(t, forwarders.IsPermanent(err), "a 503 is retryable: %v", err)
+	assert.Less(t, elapsed, 5*time.Second, "the 200ms timeout must cut the body read short")
 }
 
 func TestCancelledContextIsRetryable(t *testing.T) {
