@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,7 +111,7 @@ type Forwarder struct {
 	secrets   []string // the secret and every header value, kept out of errors
 	timeout   time.Duration
 	userAgent string
-	client    *http.Client
+	transport *http.Transport
 	logger    *slog.Logger
 }
 
@@ -136,10 +137,12 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		transform, _ = jqprog.Compile(cfg.Transform) // Check accepted it
 	}
 
-	// No client timeout: Deliver bounds each attempt with its own context, which costs
-	// less than the timer and goroutine net/http starts per request for Client.Timeout,
-	// and lets the error say what happened.
-	client, _ := httpx.NewClient(0, cfg.InsecureSkipVerify, cfg.Concurrency)
+	// Requests go straight to the transport, as an http.Client configured by NewClient
+	// would send them (it follows no redirect, and Deliver sets User-Agent), without
+	// the copies of the headers and URL a Client makes of every request. Deliver bounds
+	// each attempt with its own context: no timer and goroutine per request, as
+	// Client.Timeout starts, and an error that says what happened.
+	_, transport := httpx.NewClient(0, cfg.InsecureSkipVerify, cfg.Concurrency)
 	logger = logger.With("forwarder", cfg.Name)
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this webhook",
@@ -149,6 +152,12 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	for _, v := range cfg.Headers {
 		secrets = append(secrets, v)
 	}
+	headers := canonicalHeaders(cfg.Headers)
+	if auth, password, ok := basicAuth(cfg.URL); ok && headers.Get("Authorization") == "" {
+		// What an http.Client sends for credentials in the URL.
+		headers.Set("Authorization", auth)
+		secrets = append(secrets, auth, password)
+	}
 	f := &Forwarder{
 		name:      cfg.Name,
 		secrets:   secrets,
@@ -156,11 +165,11 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		lead:      cfg.Body == BodyLead,
 		transform: transform,
 		form:      cfg.Encoding == EncodingForm,
-		headers:   canonicalHeaders(cfg.Headers),
+		headers:   headers,
 		key:       key,
 		timeout:   timeout,
 		userAgent: httpx.UserAgent(),
-		client:    client,
+		transport: transport,
 		logger:    logger,
 	}
 	f.signers.New = func() any { return &signer{mac: hmac.New(sha256.New, key)} }
@@ -241,6 +250,17 @@ func canonicalHeaders(in map[string]string) http.Header {
 	return out
 }
 
+// basicAuth is the Authorization header for the user name and password in rawURL, if
+// it has any, as an http.Client would send it, and the password.
+func basicAuth(rawURL string) (auth, password string, ok bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return "", "", false
+	}
+	password, _ = u.User.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)), password, true
+}
+
 // validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).
 func validHeaderName(s string) bool {
 	if s == "" {
@@ -314,7 +334,7 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	}
 	req.Header = f.header(ev, body, contentType, time.Now())
 
-	resp, err := f.client.Do(req)
+	resp, err := f.transport.RoundTrip(req)
 	if err != nil {
 		if context.Cause(attemptCtx) == errAttemptTimeout && ctx.Err() == nil {
 			err = fmt.Errorf("request to %s: timed out after %s: %w", httpx.RedactURL(f.url), f.timeout, context.DeadlineExceeded)
@@ -501,6 +521,6 @@ func (s *signer) sign(id, timestamp string, body []byte) string {
 
 // Close releases the forwarder's idle connections.
 func (f *Forwarder) Close() error {
-	f.client.CloseIdleConnections()
+	f.transport.CloseIdleConnections()
 	return nil
 }
