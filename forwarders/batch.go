@@ -147,8 +147,14 @@ type scratch struct {
 	evs []event.Event
 }
 
-// reset empties sc for the next batch, letting go of what the last one held.
+// reset empties sc for the next batch, letting go of what the last one held. Room much
+// larger than that batch is dropped too: a worker that once took a burst's full batch
+// does not keep room for it while its batches are small.
 func (sc *scratch) reset() {
+	if n := len(sc.ds); cap(sc.ds) > 2*n+16 {
+		sc.ds, sc.evs = nil, nil
+		return
+	}
 	clear(sc.ds)
 	clear(sc.evs)
 	sc.ds, sc.evs = sc.ds[:0], sc.evs[:0]

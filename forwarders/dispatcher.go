@@ -18,7 +18,8 @@ import (
 // Outbox is the durable queue the Dispatcher drains. The dedupe store implements it.
 //
 // Pending returns a forwarder's entries with Seq > after, oldest first; a lane reads each
-// entry's schedule with it once, when the entry first shows up. Entry reads one entry
+// entry's schedule with it once, when the entry first shows up. The slice is the
+// caller's: a lane keeps pointers into it until the entries are attempted. Entry reads one entry
 // when it is attempted (found is false once it left the outbox by other means: dropped,
 // moved). Record applies the verdicts of several attempts in one write: an acknowledged
 // entry leaves the outbox, a failed one keeps its attempts and next try so that a restart

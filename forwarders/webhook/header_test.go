@@ -26,8 +26,10 @@ func TestHeaderBuildsCheaply(t *testing.T) {
 	body := []byte(`{"id":"x"}`)
 	now := time.Unix(1_700_000_000, 0)
 
-	allocs := testing.AllocsPerRun(100, func() { f.header(ev, body, contentTypeCloudEvent, now) })
-	assert.LessOrEqual(t, allocs, 6.0, "allocations per request's headers")
+	if !raceEnabled {
+		allocs := testing.AllocsPerRun(100, func() { f.header(ev, body, contentTypeCloudEvent, now) })
+		assert.LessOrEqual(t, allocs, 6.0, "allocations per request's headers")
+	}
 
 	h := f.header(ev, body, contentTypeCloudEvent, now)
 	key, err := signingKey(secret)
