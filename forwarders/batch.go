@@ -1,7 +1,6 @@
 package forwarders
 
 import (
-	"container/heap"
 	"context"
 	"time"
 
@@ -28,7 +27,8 @@ type BatchDeliverer interface {
 	// batch of one goes through Deliver.
 	BatchSize(due int) int
 	// DeliverBatch makes one attempt to hand evs to the target; rest says what else is
-	// due (a digest names it as a count).
+	// due (a digest names it as a count). It keeps no hold of evs once it returns: the
+	// lane uses the slice again for its next batch.
 	DeliverBatch(ctx context.Context, evs []event.Event, rest Rest) []error
 }
 
@@ -54,9 +54,15 @@ func (l *lane) take(now time.Time) ([]item, Rest) {
 		n = min(max(b.BatchSize(due+l.flying), 1), due, l.window()-l.flying)
 		rest = Rest{Due: due - n, More: !l.exhausted}
 	}
-	items := make([]item, 0, n)
+	var items []item
+	if k := len(l.spare); k > 0 {
+		items, l.spare = l.spare[k-1], l.spare[:k-1]
+	}
+	if cap(items) < n {
+		items = make([]item, 0, n)
+	}
 	for range n {
-		it := heap.Pop(&l.queue).(item)
+		it := l.queue.pop()
 		if it.d != nil {
 			l.ready--
 		}
@@ -78,7 +84,7 @@ func (l *lane) batchesFull() bool {
 // children: a heap entry is never due before its parent. Called with l.mu held.
 func (l *lane) countDue(now time.Time) int {
 	n := 0
-	stack := []int{0}
+	stack := append(l.stack[:0], 0)
 	for len(stack) > 0 {
 		i := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -88,6 +94,7 @@ func (l *lane) countDue(now time.Time) int {
 		n++
 		stack = append(stack, 2*i+1, 2*i+2)
 	}
+	l.stack = stack
 	return n
 }
 
@@ -96,21 +103,22 @@ func (l *lane) countDue(now time.Time) int {
 // all: entries that failed alike fall due together and go in one batch again. Entries
 // that left the outbox since they were scheduled are left out. r is the lane's route when
 // the attempt started (b is its forwarder). It runs under hard, like attempt.
-func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item, rest Rest, r Route) {
-	kept := make([]item, 0, len(items))
-	ds := make([]event.Delivery, 0, len(items))
-	for _, it := range items {
-		if d, ok := l.entry(hard, it); ok {
-			kept, ds = append(kept, it), append(ds, d)
+func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item, rest Rest, r Route, sc *scratch) {
+	kept := items[:0] // the entries still in the outbox, in place
+	for i := range items {
+		if d, ok := l.entry(hard, &items[i]); ok {
+			kept, sc.ds = append(kept, items[i]), append(sc.ds, d)
 		}
 	}
+	ds := sc.ds
+	defer sc.reset()
 	if len(ds) == 0 {
 		return
 	}
-	evs := make([]event.Event, len(ds))
-	for i, d := range ds {
-		evs[i] = d.Event
+	for _, d := range ds {
+		sc.evs = append(sc.evs, d.Event)
 	}
+	evs := sc.evs
 	start := time.Now()
 	errs := b.DeliverBatch(hard, evs, rest)
 	p := newPace()
@@ -129,4 +137,25 @@ func (l *lane) attemptBatch(hard context.Context, b BatchDeliverer, items []item
 		}
 		l.settle(hard, kept[i], d, err, took, p, r)
 	}
+}
+
+// scratch is a worker's room for the deliveries of its batches and their events, used
+// again for each batch instead of made anew: DeliverBatch keeps no hold of evs once it
+// returns, and settle copies what it keeps.
+type scratch struct {
+	ds  []event.Delivery
+	evs []event.Event
+}
+
+// reset empties sc for the next batch, letting go of what the last one held. Room much
+// larger than that batch is dropped too: a worker that once took a burst's full batch
+// does not keep room for it while its batches are small.
+func (sc *scratch) reset() {
+	if n := len(sc.ds); cap(sc.ds) > 2*n+16 {
+		sc.ds, sc.evs = nil, nil
+		return
+	}
+	clear(sc.ds)
+	clear(sc.evs)
+	sc.ds, sc.evs = sc.ds[:0], sc.evs[:0]
 }

@@ -1,7 +1,6 @@
 package forwarders
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,7 +18,8 @@ import (
 // Outbox is the durable queue the Dispatcher drains. The dedupe store implements it.
 //
 // Pending returns a forwarder's entries with Seq > after, oldest first; a lane reads each
-// entry's schedule with it once, when the entry first shows up. Entry reads one entry
+// entry's schedule with it once, when the entry first shows up. The slice is the
+// caller's: a lane keeps pointers into it until the entries are attempted. Entry reads one entry
 // when it is attempted (found is false once it left the outbox by other means: dropped,
 // moved). Record applies the verdicts of several attempts in one write: an acknowledged
 // entry leaves the outbox, a failed one keeps its attempts and next try so that a restart
@@ -265,27 +265,63 @@ type item struct {
 	anchor   time.Time     // when spent was credited in this process; zero: not yet
 	spent    time.Duration // retry budget used at anchor
 	// d is the entry as read for its first attempt in this process, so that the attempt
-	// need not read and decode it again; nil: read it when attempted.
+	// need not read and decode it again; nil: read it when attempted. It points into the
+	// page load read it with, and the attempt lets go of it as it starts (see entry), so
+	// the pages kept are those of the fresh entries not yet attempted: at most a window.
 	d *event.Delivery
 }
 
-// schedule is a lane's entries not in flight, earliest due first, then oldest.
+// schedule is a lane's entries not in flight, a binary heap: earliest due first, then
+// oldest. It is typed rather than a container/heap, whose any-typed Push and Pop box
+// every entry on the heap, once each way.
 type schedule []item
 
-func (s schedule) Len() int { return len(s) }
-func (s schedule) Less(i, j int) bool {
+// before reports whether s[i] goes before s[j]: due earlier, or due together and older.
+func (s schedule) before(i, j int) bool {
 	if !s[i].due.Equal(s[j].due) {
 		return s[i].due.Before(s[j].due)
 	}
 	return s[i].seq < s[j].seq
 }
-func (s schedule) Swap(i, j int) { s[i], s[j] = s[j], s[i] }
-func (s *schedule) Push(x any)   { *s = append(*s, x.(item)) }
-func (s *schedule) Pop() any {
-	old := *s
-	it := old[len(old)-1]
-	*s = old[:len(old)-1]
-	return it
+
+// push adds it.
+func (s *schedule) push(it item) {
+	*s = append(*s, it)
+	h := *s
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.before(i, parent) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+// pop removes and returns the first entry; s must not be empty.
+func (s *schedule) pop() item {
+	h := *s
+	n := len(h) - 1
+	first := h[0]
+	h[0] = h[n]
+	h[n] = item{} // let the popped entry's Delivery go
+	h = h[:n]
+	for i := 0; ; {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && h.before(r, c) {
+			c = r
+		}
+		if !h.before(c, i) {
+			break
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+	*s = h
+	return first
 }
 
 // lane delivers one forwarder's entries.
@@ -316,6 +352,10 @@ type lane struct {
 	queue  schedule
 	ready  int // entries in queue that hold their Delivery
 	flying int // entries in flight
+	// spare are the item slices of finished attempts, for take to use again: about as
+	// many as attempts were ever in flight at once.
+	spare [][]item
+	stack []int // countDue's, kept for its next call
 }
 
 func newLane(d *Dispatcher, r Route, rec *recorder, logger *slog.Logger, rescan time.Duration) *lane {
@@ -449,17 +489,18 @@ func (l *lane) load(ctx context.Context) {
 		l.exhausted = len(page) < want
 		now, wall := time.Now(), l.d.now()
 		l.mu.Lock()
-		for _, d := range page {
+		for i := range page {
+			d := &page[i]
 			it := item{seq: d.Seq, attempts: d.Attempts, firstTry: d.FirstTry}
 			if d.Attempts > 0 {
 				// A stored next try more than MaxInterval away (the wall clock went back
 				// since it was written) is pulled in to MaxInterval.
 				it.due = now.Add(min(d.NextTry.Sub(wall), l.route.Retry.MaxInterval))
 			} else { // a fresh or replayed entry is due at once
-				it.d = &d
+				it.d = d // into the page: no copy of its own on the heap
 				l.ready++
 			}
-			heap.Push(&l.queue, it)
+			l.queue.push(it)
 			l.loaded = max(l.loaded, d.Seq)
 		}
 		l.mu.Unlock()
@@ -493,15 +534,18 @@ type job struct {
 
 // work makes the attempt j, then the attempts it receives from w until w.jobs is closed.
 func (l *lane) work(w *workers, j job) {
+	var sc scratch
 	for ok := true; ok; j, ok = <-w.jobs { // j first, then each job received
 		if b, isBatch := j.r.Forwarder.(BatchDeliverer); isBatch && len(j.items) > 1 {
-			l.attemptBatch(w.hard, b, j.items, j.rest, j.r)
+			l.attemptBatch(w.hard, b, j.items, j.rest, j.r, &sc)
 		} else {
-			l.attempt(w.ctx, w.hard, j.items[0], j.r)
+			l.attempt(w.ctx, w.hard, &j.items[0], j.r)
 		}
 		j.gen.flying.Done()
 		l.mu.Lock()
 		l.flying -= len(j.items)
+		clear(j.items)
+		l.spare = append(l.spare, j.items[:0])
 		l.mu.Unlock()
 		<-j.sem
 		l.signal(&l.freedC)
@@ -553,7 +597,7 @@ func (l *lane) drained() bool {
 // reschedule puts an entry back in the lane's schedule.
 func (l *lane) reschedule(it item) {
 	l.mu.Lock()
-	heap.Push(&l.queue, it)
+	l.queue.push(it)
 	l.mu.Unlock()
 }
 
@@ -561,23 +605,24 @@ func (l *lane) reschedule(it item) {
 // when it started, and hands its verdict to the recorder: delivered, scheduled for a
 // retry, dead-lettered, or the forwarder paused. Attempts run under hard, which outlives
 // ctx by the grace period.
-func (l *lane) attempt(ctx, hard context.Context, it item, r Route) {
+func (l *lane) attempt(ctx, hard context.Context, it *item, r Route) {
 	d, ok := l.entry(hard, it)
 	if !ok {
 		return
 	}
 	start := time.Now()
 	err := r.Forwarder.Deliver(hard, d.Event)
-	l.settle(hard, it, d, err, time.Since(start), newPace(), r)
+	l.settle(hard, *it, d, err, time.Since(start), newPace(), r)
 }
 
 // entry is the delivery it names, ready for an attempt: as read when it was loaded, or
 // read now. It reports false when the entry left the outbox since it was scheduled
-// (dropped, moved) or cannot be read.
-func (l *lane) entry(hard context.Context, it item) (event.Delivery, bool) {
+// (dropped, moved) or cannot be read. It clears it.d: the attempt holds its own copy, so
+// a slow attempt does not keep the page it was loaded with.
+func (l *lane) entry(hard context.Context, it *item) (event.Delivery, bool) {
 	var d event.Delivery
 	if it.d != nil {
-		d = *it.d
+		d, it.d = *it.d, nil
 	} else {
 		var found bool
 		var err error

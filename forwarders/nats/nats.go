@@ -122,8 +122,9 @@ type Forwarder struct {
 	closed        chan struct{}       // closed by nats.go's closed handler
 	closeOnce     sync.Once
 	closeErr      error
-	streamChecked atomic.Bool // checkStream passed and no publish failed since; see publishJetStream
-	streamCheckMu sync.Mutex  // one checkStream at a time, so concurrent first publishes do not race to create the stream
+	streamChecked atomic.Bool            // checkStream passed and no publish failed since; see publishJetStream
+	streamCheckMu sync.Mutex             // one checkStream at a time, so concurrent first publishes do not race to create the stream
+	stallWait     []jetstream.PublishOpt // a pipelined publish that finds the window full waits this long for room
 
 	// connErr is why the connection is down (redacted), "" while connected. It is
 	// set from nats.go's callbacks, which also report failures LastError has cleared.
@@ -159,6 +160,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		streamSubject: streamSubject,
 		stream:        cfg.Stream,
 		timeout:       cfg.Timeout,
+		stallWait:     []jetstream.PublishOpt{jetstream.WithStallWait(cfg.Timeout)},
 		logger:        logger.With("forwarder", cfg.Name),
 		closed:        make(chan struct{}),
 	}
@@ -334,7 +336,7 @@ func (f *Forwarder) Name() string { return f.name }
 // (a flush round trip); in JetStream mode once a stream acked it, a duplicate ack
 // included. It fails at once, retryably, while the connection is down.
 func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
-	msg, err := f.message(ev)
+	msg, err := f.message(ev, nil)
 	if err != nil {
 		return err
 	}
@@ -356,17 +358,28 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 }
 
 // message renders ev as the message to publish: the subject from the template, the
-// CloudEvent JSON as body, its metadata as headers. Its errors are permanent.
-func (f *Forwarder) message(ev event.Event) (*natsgo.Msg, error) {
+// CloudEvent JSON as body, its metadata as headers (in JetStream mode with the event id
+// as Nats-Msg-Id, and the stream expected when one is set). The body is appended to
+// arena when it is not nil, so that a batch's bodies share a few allocations; arena
+// holds the bodies until the messages are done with, never reused. Its errors are
+// permanent.
+func (f *Forwarder) message(ev event.Event, arena *[]byte) (*natsgo.Msg, error) {
 	subject, err := f.renderSubject(ev)
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("subject: %v", err))
 	}
-	body, err := ev.AppendJSON(make([]byte, 0, 1024))
+	var body []byte
+	if arena == nil {
+		body, err = ev.AppendJSON(make([]byte, 0, 1024))
+	} else {
+		start := len(*arena)
+		*arena, err = ev.AppendJSON(*arena)
+		body = (*arena)[start:len(*arena):len(*arena)] // appending to one body never runs into the next
+	}
 	if err != nil {
 		return nil, forwarders.Permanent(f.errorf("encode event: %v", err))
 	}
-	return &natsgo.Msg{Subject: subject, Data: body, Header: headers(ev)}, nil
+	return &natsgo.Msg{Subject: subject, Data: body, Header: f.headers(ev)}, nil
 }
 
 // connected is nil while the connection is up, else a retryable error saying why not.
@@ -396,8 +409,14 @@ func (f *Forwarder) BatchSize(due int) int { return min(due, MaxBatch) }
 func (f *Forwarder) DeliverBatch(ctx context.Context, evs []event.Event, _ forwarders.Rest) []error {
 	errs := make([]error, len(evs))
 	msgs := make([]*natsgo.Msg, len(evs))
+	arena := make([]byte, 0, 1024)
 	for i, ev := range evs {
-		msgs[i], errs[i] = f.message(ev)
+		msgs[i], errs[i] = f.message(ev, &arena)
+		if i == 0 && len(evs) > 1 {
+			// Room for the rest, sized by the first with a margin: the arena grows at
+			// most a few times, where each body of its own cost an allocation.
+			arena = make([]byte, 0, (len(arena)+len(arena)/4)*(len(evs)-1))
+		}
 	}
 	if err := f.connected(); err != nil {
 		fail(msgs, errs, func(*natsgo.Msg) error { return err })
@@ -444,7 +463,6 @@ func (f *Forwarder) publishCoreBatch(ctx context.Context, msgs []*natsgo.Msg, er
 // first (ensureStream) when it has not been since the last failure, and a failure is
 // recorded in errs.
 func (f *Forwarder) publishJetStreamBatch(ctx context.Context, msgs []*natsgo.Msg, evs []event.Event, errs []error) {
-	opts := []jetstream.PublishOpt{jetstream.WithStallWait(f.timeout)}
 	if f.stream != "" {
 		if i := slices.IndexFunc(msgs, func(m *natsgo.Msg) bool { return m != nil }); i >= 0 {
 			if err := f.ensureStream(ctx, msgs[i].Subject); err != nil {
@@ -453,7 +471,6 @@ func (f *Forwarder) publishJetStreamBatch(ctx context.Context, msgs []*natsgo.Ms
 				return
 			}
 		}
-		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	failed := false
@@ -462,7 +479,8 @@ func (f *Forwarder) publishJetStreamBatch(ctx context.Context, msgs []*natsgo.Ms
 			continue
 		}
 		var err error
-		if futures[i], err = f.js.PublishMsgAsync(m, append(opts, jetstream.WithMsgID(evs[i].ID))...); err != nil {
+		// The message id and expected stream are in m's headers (see message).
+		if futures[i], err = f.js.PublishMsgAsync(m, f.stallWait...); err != nil {
 			errs[i], failed = f.publishError(ctx, m.Subject, err), true
 		}
 	}
@@ -510,14 +528,12 @@ func awaitAck(ctx context.Context, fut jetstream.PubAckFuture) (*jetstream.PubAc
 // and captures the subject, so a missing stream is created and a stream that does not
 // capture the subject is reported as such.
 func (f *Forwarder) publishJetStream(ctx context.Context, msg *natsgo.Msg, ev event.Event) error {
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(ev.ID)}
 	if f.stream != "" {
 		if err := f.ensureStream(ctx, msg.Subject); err != nil {
 			return f.errorf("stream %q: %v", f.stream, err)
 		}
-		opts = append(opts, jetstream.WithExpectStream(f.stream))
 	}
-	ack, err := f.js.PublishMsg(ctx, msg, opts...)
+	ack, err := f.js.PublishMsg(ctx, msg) // the message id and expected stream are in its headers
 	if err != nil {
 		f.streamChecked.Store(false) // deleted or changed meanwhile? check again next time
 		return f.publishError(ctx, msg.Subject, err)
@@ -635,16 +651,35 @@ func (f *Forwarder) Close() error {
 	return f.closeErr
 }
 
-// headers carries the CloudEvent's metadata, so consumers can route without parsing.
-func headers(ev event.Event) natsgo.Header {
-	h := natsgo.Header{}
-	h.Set("Content-Type", "application/cloudevents+json")
-	h.Set("Ce-Specversion", ev.SpecVersion)
-	h.Set("Ce-Id", ev.ID)
-	h.Set("Ce-Source", ev.Source)
-	h.Set("Ce-Type", ev.Type)
-	h.Set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
-	h.Set("Ce-Subject", ev.Subject)
+// headers carries the CloudEvent's metadata, so consumers can route without parsing,
+// and in JetStream mode what WithMsgID and WithExpectStream would set: the event id as
+// Nats-Msg-Id, so the stream drops a repeat, and Stream, when set, as the one expected
+// to store it. The values share one slice, and the map is made at its size: a message
+// makes three allocations for its headers rather than one per header.
+func (f *Forwarder) headers(ev event.Event) natsgo.Header {
+	n := 7
+	if f.js != nil {
+		n += 2
+	}
+	vals := make([]string, 0, n)
+	h := make(natsgo.Header, n)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set("Content-Type", "application/cloudevents+json")
+	set("Ce-Specversion", ev.SpecVersion)
+	set("Ce-Id", ev.ID)
+	set("Ce-Source", ev.Source)
+	set("Ce-Type", ev.Type)
+	set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
+	set("Ce-Subject", ev.Subject)
+	if f.js != nil && ev.ID != "" {
+		set(jetstream.MsgIDHeader, ev.ID)
+	}
+	if f.js != nil && f.stream != "" {
+		set(jetstream.ExpectedStreamHeader, f.stream)
+	}
 	return h
 }
 

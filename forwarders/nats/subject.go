@@ -212,7 +212,16 @@ func subjectField(d SubjectData, name string) (value string, known bool) {
 
 // render joins the parts for d and checks the result as renderSubject does.
 func (p subjectParts) render(d SubjectData) (string, error) {
+	n := 0
+	for _, part := range p {
+		v := part.text
+		if part.field {
+			v, _ = subjectField(d, part.text)
+		}
+		n += len(v)
+	}
 	var b strings.Builder
+	b.Grow(n) // one allocation, where growing as it goes took several
 	for _, part := range p {
 		if !part.field {
 			b.WriteString(part.text)

@@ -12,12 +12,15 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/leadbridge/leadbridge/event"
@@ -103,9 +106,12 @@ type Forwarder struct {
 	transform *jqprog.Program // nil: no transform
 	form      bool            // the transform's output is sent as a form
 	headers   http.Header
-	key       []byte   // HMAC key; nil when requests are not signed
+	key       []byte // HMAC key; nil when requests are not signed
+	signers   sync.Pool
 	secrets   []string // the secret and every header value, kept out of errors
-	client    *http.Client
+	timeout   time.Duration
+	userAgent string
+	transport *http.Transport
 	logger    *slog.Logger
 }
 
@@ -131,7 +137,12 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		transform, _ = jqprog.Compile(cfg.Transform) // Check accepted it
 	}
 
-	client, _ := httpx.NewClient(timeout, cfg.InsecureSkipVerify, cfg.Concurrency)
+	// Requests go straight to the transport, as an http.Client configured by NewClient
+	// would send them (it follows no redirect, and Deliver sets User-Agent), without
+	// the copies of the headers and URL a Client makes of every request. Deliver bounds
+	// each attempt with its own context: no timer and goroutine per request, as
+	// Client.Timeout starts, and an error that says what happened.
+	_, transport := httpx.NewClient(0, cfg.InsecureSkipVerify, cfg.Concurrency)
 	logger = logger.With("forwarder", cfg.Name)
 	if cfg.InsecureSkipVerify {
 		logger.Warn("TLS certificate verification is disabled for this webhook",
@@ -141,18 +152,28 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 	for _, v := range cfg.Headers {
 		secrets = append(secrets, v)
 	}
-	return &Forwarder{
+	headers := canonicalHeaders(cfg.Headers)
+	if auth, password, ok := basicAuth(cfg.URL); ok && headers.Get("Authorization") == "" {
+		// What an http.Client sends for credentials in the URL.
+		headers.Set("Authorization", auth)
+		secrets = append(secrets, auth, password)
+	}
+	f := &Forwarder{
 		name:      cfg.Name,
 		secrets:   secrets,
 		url:       cfg.URL,
 		lead:      cfg.Body == BodyLead,
 		transform: transform,
 		form:      cfg.Encoding == EncodingForm,
-		headers:   canonicalHeaders(cfg.Headers),
+		headers:   headers,
 		key:       key,
-		client:    client,
+		timeout:   timeout,
+		userAgent: httpx.UserAgent(),
+		transport: transport,
 		logger:    logger,
-	}, nil
+	}
+	f.signers.New = func() any { return &signer{mac: hmac.New(sha256.New, key)} }
+	return f, nil
 }
 
 // Check reports every problem New would find in cfg's settings (the name aside), each
@@ -229,6 +250,17 @@ func canonicalHeaders(in map[string]string) http.Header {
 	return out
 }
 
+// basicAuth is the Authorization header for the user name and password in rawURL, if
+// it has any, as an http.Client would send it, and the password.
+func basicAuth(rawURL string) (auth, password string, ok bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return "", "", false
+	}
+	password, _ = u.User.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)), password, true
+}
+
 // validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).
 func validHeaderName(s string) bool {
 	if s == "" {
@@ -293,21 +325,33 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, bytes.NewReader(body))
+	// The timeout covers the request and reading the answer's body (CheckResponse).
+	attemptCtx, cancel := context.WithTimeoutCause(ctx, f.timeout, errAttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(attemptCtx, http.MethodPost, f.url, bytes.NewReader(body))
 	if err != nil {
 		return forwarders.Errorf(f.name, "%w", httpx.TransportError(f.url, err))
 	}
-	f.setHeaders(req.Header, ev, body, contentType, time.Now())
+	req.Header = f.header(ev, body, contentType, time.Now())
 
-	resp, err := f.client.Do(req)
+	resp, err := f.transport.RoundTrip(req)
 	if err != nil {
-		err = forwarders.Errorf(f.name, "%w", httpx.TransportError(f.url, err))
+		if context.Cause(attemptCtx) == errAttemptTimeout && ctx.Err() == nil {
+			err = fmt.Errorf("request to %s: timed out after %s: %w", httpx.RedactURL(f.url), f.timeout, context.DeadlineExceeded)
+		} else {
+			err = httpx.TransportError(f.url, err)
+		}
+		err = forwarders.Errorf(f.name, "%w", err)
 		f.debug(ctx, ev, "webhook request failed", "error", err)
 		return err
 	}
 	status := resp.StatusCode
-	private := append(slices.Clone(f.secrets), forwarders.PersonalData(ev)...)
-	if err := forwarders.CheckResponse(resp, forwarders.SafeCode(private)); err != nil {
+	code := func(body []byte) string {
+		// Built only for a failed answer: a success reads no code.
+		private := append(slices.Clone(f.secrets), forwarders.PersonalData(ev)...)
+		return forwarders.SafeCode(private)(body)
+	}
+	if err := forwarders.CheckResponse(resp, code); err != nil {
 		err = forwarders.Errorf(f.name, "%w", err)
 		f.debug(ctx, ev, "webhook refused the event", "status", status)
 		return err
@@ -316,16 +360,19 @@ func (f *Forwarder) Deliver(ctx context.Context, ev event.Event) error {
 	return nil
 }
 
+// errAttemptTimeout is the cause of an attempt's context ending at the timeout.
+var errAttemptTimeout = errors.New("webhook attempt timed out")
+
 // body encodes what one delivery of ev carries, and its content type.
 func (f *Forwarder) body(ctx context.Context, ev event.Event) ([]byte, string, error) {
 	if f.lead {
-		body, err := ev.Data.AppendJSON(make([]byte, 0, 1024))
+		body, err := encode(ev.Data.AppendJSON)
 		if err != nil {
 			return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
 		}
 		return body, contentTypeJSON, nil
 	}
-	body, err := ev.AppendJSON(make([]byte, 0, 1024))
+	body, err := encode(ev.AppendJSON)
 	if err != nil {
 		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "encode event %s: %w", ev.ID, err))
 	}
@@ -341,6 +388,30 @@ func (f *Forwarder) body(ctx context.Context, ev event.Event) ([]byte, string, e
 		return nil, "", forwarders.Permanent(forwarders.Errorf(f.name, "event %s: transform: %w", ev.ID, err))
 	}
 	return body, contentType, nil
+}
+
+// maxKeptBuf is the largest encoding buffer kept for the next body; a larger one (an
+// exceptionally long lead) is left to the garbage collector.
+const maxKeptBuf = 64 << 10
+
+// encodeBufs are room to encode bodies in, used again and again.
+var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// encode is what appendJSON writes, in a slice of its own of just that length: the
+// encoding runs in a buffer kept for the next, so the body costs one allocation of its
+// size rather than a guess (too large, or grown several times).
+func encode(appendJSON func([]byte) ([]byte, error)) ([]byte, error) {
+	buf := encodeBufs.Get().(*[]byte)
+	defer encodeBufs.Put(buf)
+	out, err := appendJSON((*buf)[:0])
+	if err != nil {
+		return nil, err
+	}
+	body := bytes.Clone(out)
+	if cap(out) <= maxKeptBuf {
+		*buf = out[:0]
+	}
+	return body, nil
 }
 
 // errTooLarge is a transform's output over MaxTransformBytes.
@@ -377,44 +448,79 @@ func (f *Forwarder) debug(ctx context.Context, ev event.Event, msg string, args 
 	f.logger.DebugContext(ctx, msg, append(ev.LogAttrs(), args...)...)
 }
 
-// setHeaders fills in a request's headers: User-Agent, the configured extras, then the
-// headers the forwarder owns (Content-Type, ce-* in lead mode, webhook-*).
-func (f *Forwarder) setHeaders(h http.Header, ev event.Event, body []byte, contentType string, now time.Time) {
-	h.Set("User-Agent", httpx.UserAgent())
-	for name, values := range f.headers {
-		h[name] = values
-	}
-	h.Set("Content-Type", contentType)
+// header builds a request's headers: User-Agent, the configured extras, then the headers
+// the forwarder owns (Content-Type, ce-* in lead mode, webhook-*). The names are written
+// canonical, as Header.Set would make them, and the values of one request share one
+// slice: a delivery makes a handful of allocations for them, not one per header.
+func (f *Forwarder) header(ev event.Event, body []byte, contentType string, now time.Time) http.Header {
+	own := 4 // User-Agent, Content-Type, Webhook-Id, Webhook-Timestamp
 	if f.lead {
-		h.Set("Ce-Id", ev.ID)
-		h.Set("Ce-Type", ev.Type)
-		h.Set("Ce-Source", ev.Source)
-		h.Set("Ce-Specversion", ev.SpecVersion)
-		h.Set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
-		h.Set("Ce-Subject", ev.Subject)
+		own += 6 // Ce-*
+	}
+	if f.key != nil {
+		own++ // Webhook-Signature
+	}
+	h := hdr{h: make(http.Header, len(f.headers)+own), vals: make([]string, 0, own)}
+	h.set("User-Agent", f.userAgent)
+	for name, values := range f.headers {
+		h.h[name] = values
+	}
+	h.set("Content-Type", contentType)
+	if f.lead {
+		h.set("Ce-Id", ev.ID)
+		h.set("Ce-Type", ev.Type)
+		h.set("Ce-Source", ev.Source)
+		h.set("Ce-Specversion", ev.SpecVersion)
+		h.set("Ce-Time", ev.Time.UTC().Format(time.RFC3339Nano))
+		h.set("Ce-Subject", ev.Subject)
 	}
 	timestamp := strconv.FormatInt(now.Unix(), 10)
-	h.Set("Webhook-Id", ev.ID)
-	h.Set("Webhook-Timestamp", timestamp)
+	h.set("Webhook-Id", ev.ID)
+	h.set("Webhook-Timestamp", timestamp)
 	if f.key != nil {
-		h.Set("Webhook-Signature", sign(f.key, ev.ID, timestamp, body))
+		s := f.signers.Get().(*signer)
+		h.set("Webhook-Signature", s.sign(ev.ID, timestamp, body))
+		f.signers.Put(s)
 	}
+	return h.h
 }
 
-// sign computes a Standard Webhooks v1 signature: the base64 HMAC-SHA256, under key, of
-// the message id, the timestamp and the body joined by full stops.
-func sign(key []byte, id, timestamp string, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id))
-	mac.Write([]byte{'.'})
-	mac.Write([]byte(timestamp))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+// hdr fills a header whose values share one slice.
+type hdr struct {
+	h    http.Header
+	vals []string
+}
+
+// set sets the canonical header name to the one value v.
+func (h *hdr) set(name, v string) {
+	h.vals = append(h.vals, v)
+	n := len(h.vals)
+	h.h[name] = h.vals[n-1 : n : n]
+}
+
+// signer signs requests with one HMAC, reset for each: making the HMAC anew would hash
+// the key again for every request.
+type signer struct {
+	mac hash.Hash
+	buf []byte
+}
+
+// sign computes a Standard Webhooks v1 signature: the base64 HMAC-SHA256 of the message
+// id, the timestamp and the body joined by full stops.
+func (s *signer) sign(id, timestamp string, body []byte) string {
+	s.mac.Reset()
+	s.buf = append(append(append(append(s.buf[:0], id...), '.'), timestamp...), '.')
+	s.mac.Write(s.buf)
+	s.mac.Write(body)
+	sum := s.mac.Sum(s.buf[:0])
+	n := len(sum)
+	s.buf = append(sum, "v1,"...)
+	s.buf = base64.StdEncoding.AppendEncode(s.buf, s.buf[:n])
+	return string(s.buf[n:])
 }
 
 // Close releases the forwarder's idle connections.
 func (f *Forwarder) Close() error {
-	f.client.CloseIdleConnections()
+	f.transport.CloseIdleConnections()
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,7 +288,36 @@ func TestTimeoutIsRetryableAndPrompt(t *testing.T) {
 	assert.False(t, forwarders.IsPermanent(err), "a timeout is retryable: %v", err)
 	assert.Contains(t, err.Error(), `forwarder "crm"`)
 	assert.NotContains(t, err.Error(), "SECRETTOKEN")
+	assert.Contains(t, err.Error(), "request to "+srv.URL+"/[redacted]: timed out after 200ms", "says what happened, naming the target")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, elapsed, 5*time.Second, "the 200ms timeout must cut the attempt short")
+}
+
+// The timeout bounds reading the answer too: a target that sends a failure's headers and
+// then stalls its body holds the attempt no longer than the timeout.
+func TestTimeoutCoversTheAnswersBody(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":`))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+
+	f := newForwarder(t, webhook.Config{URL: srv.URL, Timeout: 200 * time.Millisecond})
+	start := time.Now()
+	err := deliver(t, f, forwarderstest.SampleEvent())
+	elapsed := time.Since(start)
+
+	require.Error(t, err)
+	assert.Equal(t, `forwarder "crm": HTTP 503`, err.Error())
+	assert.False(t, forwarders.IsPermanent(err), "a 503 is retryable: %v", err)
+	assert.Less(t, elapsed, 5*time.Second, "the 200ms timeout must cut the body read short")
 }
 
 func TestCancelledContextIsRetryable(t *testing.T) {
@@ -607,4 +637,51 @@ func TestConcurrentDeliveriesReuseConnections(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.LessOrEqual(t, dials, 2*inFlight, "%d connections for %d requests", dials, inFlight*rounds)
+}
+
+// Credentials in the URL reach the target as basic auth, as an http.Client sends them,
+// unless an Authorization header is configured.
+func TestURLCredentialsAreBasicAuth(t *testing.T) {
+	tg := newTarget(t, status(http.StatusNoContent))
+	u, err := url.Parse(tg.URL)
+	require.NoError(t, err)
+	u.User, u.Path = url.UserPassword("crm-user", "pa55word"), "/hooks"
+	f := newForwarder(t, webhook.Config{URL: u.String()})
+	require.NoError(t, deliver(t, f, forwarderstest.SampleEvent()))
+	g := newForwarder(t, webhook.Config{URL: u.String(), Headers: map[string]string{"Authorization": "Bearer T0KEN"}})
+	require.NoError(t, deliver(t, g, forwarderstest.SampleEvent()))
+
+	seen := tg.seen()
+	require.Len(t, seen, 2)
+	user, password, ok := (&http.Request{Header: seen[0].Header}).BasicAuth()
+	assert.True(t, ok, "basic auth sent")
+	assert.Equal(t, "crm-user", user)
+	assert.Equal(t, "pa55word", password)
+	assert.Equal(t, "Bearer T0KEN", seen[1].Header.Get("Authorization"), "a configured header wins")
+}
+
+// Close lets go of the connections kept open to the target.
+func TestCloseClosesIdleConnections(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	f, err := webhook.New(webhook.Config{Name: "crm", URL: srv.URL}, nil)
+	require.NoError(t, err)
+	require.NoError(t, deliver(t, f, forwarderstest.SampleEvent()))
+
+	require.NoError(t, f.Close())
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle connection was not closed")
+	}
 }

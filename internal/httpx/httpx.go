@@ -127,6 +127,14 @@ func NewClient(timeout time.Duration, insecure bool, idle int) (*http.Client, *h
 // userAgent sets UserAgent on requests that carry none (slack-go's, for one).
 type userAgent struct{ next http.RoundTripper }
 
+// CloseIdleConnections closes the transport's idle connections, so that the Client's
+// CloseIdleConnections reaches them through this wrapper.
+func (u userAgent) CloseIdleConnections() {
+	if c, ok := u.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // RoundTrip sends req, or a copy of it naming leadbridge.
 func (u userAgent) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Header.Get("User-Agent") == "" {

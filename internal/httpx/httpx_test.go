@@ -165,3 +165,29 @@ func TestTransportErrorQuotesNoAnswer(t *testing.T) {
 	assert.NotContains(t, msg, "Ada")
 	assert.NotContains(t, msg, "5551234567")
 }
+
+// A client's CloseIdleConnections reaches the transport under the User-Agent wrapper:
+// the connection kept open to the target is closed.
+func TestNewClientClosesIdleConnections(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	client, _ := httpx.NewClient(5*time.Second, false, 2)
+	resp, err := client.Get(srv.URL)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	require.NoError(t, resp.Body.Close())
+
+	client.CloseIdleConnections()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle connection was not closed")
+	}
+}
