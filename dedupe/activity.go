@@ -59,55 +59,56 @@ func logs(o event.Outcome) bool {
 
 // logActivity appends one attempt per outcome that logs, recorded at now, and prunes the
 // log. refs[i] is the event record outcomes[i]'s attempt refers to, its reference already
-// counted (recordOutcome); 0 when the outcome's entry had none to hand over (gone, or
-// written by schema version 2): the attempt then gets a record of its own.
-func logActivity(tx *bolt.Tx, outcomes []event.Outcome, refs []uint64, now time.Time) error {
+// counted (outcome); 0 when the outcome's entry had none to hand over (gone, or written
+// by schema version 2): the attempt then gets a record of its own.
+func (r *recorder) logActivity(outcomes []event.Outcome, refs []uint64, now time.Time) error {
 	if len(outcomes) == 0 {
 		return nil
 	}
-	log, err := tx.CreateBucketIfNotExists(bucketActivity)
+	log, err := r.tx.CreateBucketIfNotExists(bucketActivity)
 	if err != nil {
 		return err
 	}
+	forwarders := subBuckets{parent: log}
 	for i, o := range outcomes {
 		if !logs(o) {
 			continue
 		}
 		ref := refs[i]
 		if ref == 0 {
-			if ref, err = putEvent(tx, o.Delivery.Event, 1, nil); err != nil {
+			if ref, err = r.events.put(o.Delivery.Event, 1, &r.arena); err != nil {
 				return err
 			}
 		}
-		b, seq, err := appendTo(log, o.Delivery.Forwarder)
+		b, err := forwarders.appendTo(o.Delivery.Forwarder)
 		if err != nil {
 			return err
 		}
-		v, err := encodeAttempt(ref, event.AttemptOf(o, now))
+		seq, err := b.NextSequence()
 		if err != nil {
 			return err
 		}
-		if err := b.Put(seqKey(seq), v); err != nil {
+		key := r.arena.key(seq)
+		v, err := appendAttempt(r.arena.next(), ref, event.AttemptOf(o, now))
+		if err != nil {
+			return err
+		}
+		if err := b.Put(key, r.arena.take(v)); err != nil {
 			return err
 		}
 	}
 	horizon := now.Add(-ActivityMaxAge)
 	return log.ForEachBucket(func(name []byte) error {
-		return pruneActivity(tx, log.Bucket(name), horizon)
+		return r.prune(log.Bucket(name), horizon)
 	})
 }
 
-// encodeAttempt is the stored form of a, referring to event record ref.
-func encodeAttempt(ref uint64, a event.Attempt) ([]byte, error) {
-	js, err := json.Marshal(a)
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, 0, attemptHeader+len(js))
+// appendAttempt appends the stored form of a, referring to event record ref, to b.
+func appendAttempt(b []byte, ref uint64, a event.Attempt) ([]byte, error) {
 	b = append(b, attemptFormat)
 	b = binary.BigEndian.AppendUint64(b, ref)
 	b = appendTime(b, a.At)
-	return append(b, js...), nil
+	return a.AppendJSON(b)
 }
 
 // attemptJSON is the event.Attempt JSON of a stored attempt of either form.
@@ -150,37 +151,61 @@ func dropEventRef(evs *bolt.Bucket, id string) error {
 	return evs.Put([]byte(id), nv)
 }
 
-// pruneActivity deletes a forwarder's oldest attempts while it holds more than
+// prunedAttempt is an attempt prune deletes: its key, and the reference to its event
+// it drops, to its record (ref) or, written before attempts had one, by id.
+type prunedAttempt struct {
+	seq     uint64
+	ref     uint64
+	eventID string
+	byID    bool
+}
+
+// prune deletes a forwarder's oldest attempts, in b, while it holds more than
 // ActivityPerForwarder or they were recorded before horizon, with their references to
 // their events. Keys are deleted only from the front, so the count is the sequence minus
-// the first key plus one.
-func pruneActivity(tx *bolt.Tx, b *bolt.Bucket, horizon time.Time) error {
+// the first key plus one. The attempts to delete, a run from the first, are found first
+// and then deleted each by its key: a bbolt cursor may skip the key after one it deleted
+// (etcd-io/bbolt#146), and finding the first key again after each one searched the tree
+// from its root twice per attempt.
+func (r *recorder) prune(b *bolt.Bucket, horizon time.Time) error {
+	gone := r.pruned[:0]
 	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.First() {
-		count := b.Sequence() - binary.BigEndian.Uint64(k) + 1
-		var ref uint64
-		var a struct { // only what pruning needs: decoding the whole attempt cost twice as much
-			At      time.Time `json:"at"`
-			EventID string    `json:"event_id"`
-		}
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		seq := binary.BigEndian.Uint64(k)
+		count := b.Sequence() - seq + 1
+		p := prunedAttempt{seq: seq}
+		var at time.Time
 		unreadable := false
 		if len(v) >= attemptHeader && v[0] == attemptFormat {
-			ref, a.At = binary.BigEndian.Uint64(v[1:]), decodeTime(v[9:])
+			p.ref, at = binary.BigEndian.Uint64(v[1:]), decodeTime(v[9:])
 		} else {
+			var a struct { // only what pruning needs: decoding the whole attempt cost twice as much
+				At      time.Time `json:"at"`
+				EventID string    `json:"event_id"`
+			}
 			unreadable = json.Unmarshal(v, &a) != nil
+			at, p.eventID, p.byID = a.At, a.EventID, !unreadable
 		}
-		if count <= ActivityPerForwarder && !unreadable && !a.At.Before(horizon) {
-			return nil
+		if count <= ActivityPerForwarder && !unreadable && !at.Before(horizon) {
+			break
 		}
-		if err := b.Delete(k); err != nil {
+		gone = append(gone, p)
+	}
+	r.pruned = gone
+	for _, p := range gone {
+		key := r.arena.key(p.seq)
+		if k, _ := c.Seek(key); !bytes.Equal(k, key) {
+			continue
+		}
+		if err := c.Delete(); err != nil {
 			return err
 		}
 		var err error
 		switch {
-		case ref != 0:
-			err = unref(tx, ref)
-		case !unreadable:
-			err = dropEventRef(tx.Bucket(bucketActivityEvents), a.EventID)
+		case p.ref != 0:
+			err = r.events.unref(p.ref, &r.arena)
+		case p.byID:
+			err = dropEventRef(r.tx.Bucket(bucketActivityEvents), p.eventID)
 		}
 		if err != nil {
 			return err
@@ -249,7 +274,7 @@ func (s *Store) ActivityEvent(ctx context.Context, id string) (ev event.Event, f
 			return err
 		}
 		if ref != 0 {
-			ev, lost = readEvent(tx, ref)
+			ev, lost = eventsIn(tx).read(ref)
 			found = lost == nil
 			return nil
 		}

@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -149,46 +150,59 @@ func appendEvent(b []byte, ev event.Event) []byte {
 // errShortEvent is a binary event that ends before its last field.
 var errShortEvent = errors.New("stored event is truncated")
 
-// eventReader reads appendEvent's fields in order; the first problem sticks in err.
+// eventReader reads appendEvent's fields in order from b; the first problem sticks in
+// err. Its strings are cut from s, one copy of b made at the start: an event has a dozen
+// strings, and each its own allocation made reading the outbox a tenth of the pipeline's
+// garbage.
 type eventReader struct {
 	b   []byte
+	s   string // b as a string
+	off int    // of the next field in b and s
 	err error
 }
 
 func (r *eventReader) str() string {
-	n, k := binary.Uvarint(r.b)
-	if k <= 0 || uint64(len(r.b)-k) < n {
-		r.err, r.b = errShortEvent, nil
+	n, k := binary.Uvarint(r.b[r.off:])
+	if k <= 0 || uint64(len(r.b)-r.off-k) < n {
+		r.fail()
 		return ""
 	}
-	s := string(r.b[k : k+int(n)])
-	r.b = r.b[k+int(n):]
-	return s
+	start := r.off + k
+	r.off = start + int(n)
+	return r.s[start:r.off]
 }
 
 func (r *eventReader) time() time.Time {
-	if len(r.b) < timeLen {
-		r.err, r.b = errShortEvent, nil
+	if len(r.b)-r.off < timeLen {
+		r.fail()
 		return time.Time{}
 	}
-	t := decodeTime(r.b)
-	r.b = r.b[timeLen:]
+	t := decodeTime(r.b[r.off:])
+	r.off += timeLen
 	return t
 }
 
 func (r *eventReader) varint() int64 {
-	n, k := binary.Varint(r.b)
+	n, k := binary.Varint(r.b[r.off:])
 	if k <= 0 {
-		r.err, r.b = errShortEvent, nil
+		r.fail()
 		return 0
 	}
-	r.b = r.b[k:]
+	r.off += k
 	return n
+}
+
+// fail notes a field that ends past b; every read after it reads nothing.
+func (r *eventReader) fail() {
+	if r.err == nil {
+		r.err = errShortEvent
+	}
+	r.off = len(r.b)
 }
 
 // decodeEvent reads appendEvent's form.
 func decodeEvent(b []byte) (event.Event, error) {
-	r := eventReader{b: b}
+	r := eventReader{b: b, s: string(b)}
 	var ev event.Event
 	ev.SpecVersion, ev.ID, ev.Source, ev.Type = r.str(), r.str(), r.str(), r.str()
 	ev.Time = r.time()
@@ -200,8 +214,8 @@ func decodeEvent(b []byte) (event.Event, error) {
 	l.URI = r.str()
 	l.Count = int(r.varint())
 	l.CreatedAt = r.time()
-	if r.err == nil && len(r.b) != 0 {
-		r.err = fmt.Errorf("stored event has %d bytes past its last field", len(r.b))
+	if r.err == nil && r.off != len(r.b) {
+		r.err = fmt.Errorf("stored event has %d bytes past its last field", len(r.b)-r.off)
 	}
 	return ev, r.err
 }
@@ -230,29 +244,64 @@ func decodeEventRecord(v []byte) (event.Event, error) {
 	return decodeEvent(v[eventHeader:])
 }
 
-// putEvent stores ev as a new event record referred to by refs entries, its key and
-// value made in a (nil: each its own allocation), and returns its seq.
-func putEvent(tx *bolt.Tx, ev event.Event, refs int, a *arena) (uint64, error) {
-	events := tx.Bucket(bucketEvents)
-	events.FillPercent = appendFill
-	seq, err := events.NextSequence()
-	if err != nil {
-		return 0, err
-	}
-	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
-	return seq, events.Put(key, a.take(appendEventRecord(a.next(), ev, refs)))
-}
-
-// appendTo is parent's sub-bucket name, created if need be and filled for appending,
-// with the next sequence to append under.
-func appendTo(parent *bolt.Bucket, name string) (*bolt.Bucket, uint64, error) {
+// appendTo is parent's sub-bucket name, created if need be and filled for appending.
+func appendTo(parent *bolt.Bucket, name string) (*bolt.Bucket, error) {
 	b, err := parent.CreateBucketIfNotExists([]byte(name))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	b.FillPercent = appendFill
-	seq, err := b.NextSequence()
-	return b, seq, err
+	return b, nil
+}
+
+// subBuckets are the sub-buckets of parent (one per forwarder) that a transaction uses
+// over and over, each looked up by name once: a lookup copies the name, and one not yet
+// open in the transaction searches parent.
+type subBuckets struct {
+	parent *bolt.Bucket
+	list   []namedBucket
+}
+
+// namedBucket is a sub-bucket subBuckets looked up.
+type namedBucket struct {
+	name string
+	b    *bolt.Bucket // nil: parent has none by that name
+	c    *bolt.Cursor // over b, made when first needed
+}
+
+// get is parent's sub-bucket name, its b nil if there is none. It stays valid until the
+// next get or appendTo.
+func (s *subBuckets) get(name string) *namedBucket {
+	for i := range s.list {
+		if s.list[i].name == name {
+			return &s.list[i]
+		}
+	}
+	s.list = append(s.list, namedBucket{name: name, b: s.parent.Bucket([]byte(name))})
+	return &s.list[len(s.list)-1]
+}
+
+// appendTo is parent's sub-bucket name, created if need be and filled for appending.
+func (s *subBuckets) appendTo(name string) (*bolt.Bucket, error) {
+	n := s.get(name)
+	if n.b == nil {
+		b, err := appendTo(s.parent, name)
+		if err != nil {
+			return nil, err
+		}
+		n.b = b
+	}
+	n.b.FillPercent = appendFill
+	return n.b, nil
+}
+
+// cursor is a cursor over n.b, which must be there. Whoever uses it places it with Seek
+// first (see eventRecords).
+func (n *namedBucket) cursor() *bolt.Cursor {
+	if n.c == nil {
+		n.c = n.b.Cursor()
+	}
+	return n.c
 }
 
 // arena hands out the keys and values of one write transaction from shared blocks
@@ -283,6 +332,11 @@ func (a *arena) next() []byte {
 	return a.b[len(a.b):len(a.b)]
 }
 
+// key is seq's key (seqKey) made in a.
+func (a *arena) key(seq uint64) []byte {
+	return a.take(binary.BigEndian.AppendUint64(a.next(), seq))
+}
+
 // take keeps v, appended to next(), and returns it capped so that no append can reach
 // the value after it.
 func (a *arena) take(v []byte) []byte {
@@ -295,13 +349,54 @@ func (a *arena) take(v []byte) []byte {
 	return v[:len(v):len(v)]
 }
 
-// readEvent reads event record seq.
-func readEvent(tx *bolt.Tx, seq uint64) (event.Event, error) {
-	events := tx.Bucket(bucketEvents)
-	var v []byte
-	if events != nil {
-		v = events.Get(seqKey(seq))
+// eventRecords is the events bucket of one transaction with one cursor for its lookups:
+// bbolt's Bucket.Get and Delete each make a cursor of their own, an allocation and a
+// stack grown anew, and a batch of outcomes or a page of records looks up many records.
+// Every lookup places the cursor with Seek; it is never stepped, since a bbolt cursor may
+// skip a key after a change to its bucket (etcd-io/bbolt#146).
+type eventRecords struct {
+	b   *bolt.Bucket // nil in a read-only store that never had one
+	c   *bolt.Cursor
+	key [8]byte // of the record last looked up or put (bbolt copies a key it puts)
+}
+
+// eventsIn is tx's events bucket.
+func eventsIn(tx *bolt.Tx) *eventRecords {
+	e := &eventRecords{b: tx.Bucket(bucketEvents)}
+	if e.b != nil {
+		e.c = e.b.Cursor()
 	}
+	return e
+}
+
+// find is record seq's value, nil if it is missing; the cursor is left on it.
+func (e *eventRecords) find(seq uint64) []byte {
+	if e.b == nil {
+		return nil
+	}
+	binary.BigEndian.PutUint64(e.key[:], seq)
+	k, v := e.c.Seek(e.key[:])
+	if !bytes.Equal(k, e.key[:]) {
+		return nil
+	}
+	return v
+}
+
+// put stores ev as a new event record referred to by refs entries, its value made in a
+// (nil: an allocation of its own), and returns its seq.
+func (e *eventRecords) put(ev event.Event, refs int, a *arena) (uint64, error) {
+	e.b.FillPercent = appendFill
+	seq, err := e.b.NextSequence()
+	if err != nil {
+		return 0, err
+	}
+	binary.BigEndian.PutUint64(e.key[:], seq)
+	return seq, e.b.Put(e.key[:], a.take(appendEventRecord(a.next(), ev, refs)))
+}
+
+// read reads event record seq.
+func (e *eventRecords) read(seq uint64) (event.Event, error) {
+	v := e.find(seq)
 	if v == nil {
 		return event.Event{}, fmt.Errorf("event record #%d is missing", seq)
 	}
@@ -314,70 +409,69 @@ func readEvent(tx *bolt.Tx, seq uint64) (event.Event, error) {
 
 // unref drops one reference to event record seq, deleting it with the last one, or at
 // once when it is unreadable. A missing record is not an error: there is nothing left
-// to free.
-func unref(tx *bolt.Tx, seq uint64) error {
-	events := tx.Bucket(bucketEvents)
-	key := seqKey(seq)
-	v := events.Get(key)
+// to free. A record that stays is rewritten in a (nil: an allocation of its own).
+func (e *eventRecords) unref(seq uint64, a *arena) error {
+	v := e.find(seq)
 	if v == nil {
 		return nil
 	}
-	if checkEventRecord(v) != nil {
-		// Unreadable: no entry can deliver it, and a failure here would fail the other
-		// verdicts recorded with this one.
-		return events.Delete(key)
+	// An unreadable record goes at once: no entry can deliver it, and a failure here
+	// would fail the other verdicts recorded with this one.
+	if checkEventRecord(v) != nil || binary.BigEndian.Uint32(v[1:]) <= 1 {
+		return e.c.Delete()
 	}
-	refs := binary.BigEndian.Uint32(v[1:])
-	if refs <= 1 {
-		return events.Delete(key)
+	return e.recount(v, -1, a)
+}
+
+// addRef counts one more reference to event record seq, rewritten in a (nil: an
+// allocation of its own). It reports false, changing nothing, when the record is missing
+// or unreadable: there is nothing to refer to.
+func (e *eventRecords) addRef(seq uint64, a *arena) (bool, error) {
+	v := e.find(seq)
+	if v == nil || checkEventRecord(v) != nil {
+		return false, nil
 	}
-	nv := append([]byte(nil), v...) // v is bbolt's memory, read-only
-	binary.BigEndian.PutUint32(nv[1:], refs-1)
-	return events.Put(key, nv)
+	return true, e.recount(v, +1, a)
+}
+
+// recount rewrites v, the readable record find last found, with delta more references.
+func (e *eventRecords) recount(v []byte, delta int32, a *arena) error {
+	nv := a.take(append(a.next(), v...)) // v is bbolt's memory, read-only
+	binary.BigEndian.PutUint32(nv[1:], uint32(int32(binary.BigEndian.Uint32(v[1:]))+delta))
+	return e.b.Put(e.key[:], nv)
 }
 
 // readDelivery reads the whole of an outbox entry: its retry state and its event.
-func readDelivery(tx *bolt.Tx, forwarder string, seq uint64, v []byte) (entryRef, error) {
+func readDelivery(evs *eventRecords, forwarder string, seq uint64, v []byte) (entryRef, error) {
 	r, err := decodeEntry(forwarder, seq, v)
 	if err != nil || r.legacy {
 		return r, err
 	}
-	r.d.Event, err = readEvent(tx, r.evSeq)
+	r.d.Event, err = evs.read(r.evSeq)
 	return r, err
 }
 
 // putDelivery stores d (its event included) in its forwarder's outbox sub-bucket under
-// the next sequence, which it sets as d.Seq, with an event record of its own.
-func putDelivery(tx *bolt.Tx, d event.Delivery) error {
-	evSeq, err := putEvent(tx, d.Event, 1, nil)
+// the next sequence, with an event record of its own.
+func putDelivery(tx *bolt.Tx, evs *eventRecords, d event.Delivery) error {
+	evSeq, err := evs.put(d.Event, 1, nil)
 	if err != nil {
 		return err
 	}
-	return putRef(tx, d, evSeq, nil)
-}
-
-// putRef stores an entry referring to event record evSeq with d's retry state in d's
-// forwarder's outbox, under the next sequence, its key and value made in a (nil: each
-// its own allocation).
-func putRef(tx *bolt.Tx, d event.Delivery, evSeq uint64, a *arena) error {
-	b, seq, err := appendTo(tx.Bucket(bucketOutbox), d.Forwarder)
+	b, err := appendTo(tx.Bucket(bucketOutbox), d.Forwarder)
 	if err != nil {
 		return err
 	}
-	key := a.take(binary.BigEndian.AppendUint64(a.next(), seq))
-	return b.Put(key, a.take(appendEntry(a.next(), evSeq, d)))
+	return putRef(b, d, evSeq, nil)
 }
 
-// addRef counts one more reference to event record seq. It reports false, changing
-// nothing, when the record is missing or unreadable: there is nothing to refer to.
-func addRef(tx *bolt.Tx, seq uint64) (bool, error) {
-	events := tx.Bucket(bucketEvents)
-	key := seqKey(seq)
-	v := events.Get(key)
-	if v == nil || checkEventRecord(v) != nil {
-		return false, nil
+// putRef stores an entry referring to event record evSeq with d's retry state in b, d's
+// forwarder's outbox sub-bucket filled for appending, under b's next sequence, its value
+// made in a (nil: an allocation of its own).
+func putRef(b *bolt.Bucket, d event.Delivery, evSeq uint64, a *arena) error {
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
 	}
-	nv := append([]byte(nil), v...) // v is bbolt's memory, read-only
-	binary.BigEndian.PutUint32(nv[1:], binary.BigEndian.Uint32(v[1:])+1)
-	return true, events.Put(key, nv)
+	return b.Put(a.key(seq), a.take(appendEntry(a.next(), evSeq, d)))
 }

@@ -77,8 +77,9 @@ func countEvents(t *testing.T, s *Store) int {
 		if log == nil {
 			return nil
 		}
+		r := recorder{tx: tx, events: eventsIn(tx)}
 		return log.ForEachBucket(func(name []byte) error {
-			return pruneActivity(tx, log.Bucket(name), time.Now().Add(ActivityMaxAge))
+			return r.prune(log.Bucket(name), time.Now().Add(ActivityMaxAge))
 		})
 	}))
 	n := 0

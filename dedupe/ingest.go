@@ -296,6 +296,10 @@ type ingestTx struct {
 	opts      event.BackfillOptions // zero for a poll
 	horizon   time.Time             // unseen records created before it are stale; zero: none
 	seen      *bolt.Bucket
+	seenAt    *bolt.Cursor // seenValue's
+	keyBuf    []byte       // seenValue's
+	events    *eventRecords
+	outbox    subBuckets // its forwarders' sub-buckets
 	write     bool       // the transaction writes (not a dry run)
 	mark      bool       // taken records are marked seen (not a backfill for some forwarders only)
 	marks     []seenMark // seen keys to write at the end of the chunk
@@ -369,6 +373,9 @@ func (in *ingestTx) run(serial string, leads []event.Lead, offset int, last bool
 		in.opts = *in.backfill
 	}
 	in.serial, in.seen, in.write = serial, in.tx.Bucket(bucketSeen), in.tx.Writable()
+	if in.write {
+		in.events, in.outbox = eventsIn(in.tx), subBuckets{parent: in.tx.Bucket(bucketOutbox)}
+	}
 	// A backfill for some forwarders only must not hide records from the others.
 	in.mark = in.write && len(in.opts.Only) == 0
 	for j, l := range leads {
@@ -422,7 +429,7 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 
 	sum := l.ContentSum()
 	hash := sum[:]
-	raw := in.seen.Get([]byte(key))
+	raw := in.seenValue(key)
 	var old seenValue
 	if raw != nil {
 		var err error
@@ -474,6 +481,9 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		if f != fateNew && f != fateResent {
 			id = l.ID()
 		}
+		if in.marks == nil { // room for the chunk's remaining records at once
+			in.marks = make([]seenMark, 0, in.remaining)
+		}
 		in.marks = append(in.marks, seenMark{key: in.arena.take(append(in.arena.next(), key...)), val: in.arena.take(v.appendTo(in.arena.next())), id: id})
 	}
 
@@ -500,6 +510,21 @@ func (in *ingestTx) record(i int, l event.Lead) error {
 		return nil
 	}
 	return in.enqueue(ev, evJSON, in.opts.Only)
+}
+
+// seenValue is the seen bucket's value for key, nil if there is none. Its lookups share
+// a cursor and a buffer for the key: a Get makes a cursor of its own, and the chunk looks
+// up each of its records. Nothing is put in the bucket before the chunk's end (run).
+func (in *ingestTx) seenValue(key string) []byte {
+	if in.seenAt == nil {
+		in.seenAt = in.seen.Cursor()
+	}
+	in.keyBuf = append(in.keyBuf[:0], key...)
+	k, v := in.seenAt.Seek(in.keyBuf)
+	if !bytes.Equal(k, in.keyBuf) {
+		return nil
+	}
+	return v
 }
 
 // invalid says what keeps the store from taking l for chatbot serial, naming the field
@@ -542,12 +567,16 @@ func (in *ingestTx) enqueue(ev event.Event, evJSON []byte, only []string) error 
 	if len(names) == 0 {
 		return nil
 	}
-	evSeq, err := putEvent(in.tx, ev, len(names), &in.arena)
+	evSeq, err := in.events.put(ev, len(names), &in.arena)
 	if err != nil {
 		return fmt.Errorf("event %s: %w", ev.ID, err)
 	}
 	for _, name := range names {
-		if err := putRef(in.tx, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena); err != nil {
+		b, err := in.outbox.appendTo(name)
+		if err == nil {
+			err = putRef(b, event.Delivery{Forwarder: name, Enqueued: in.now}, evSeq, &in.arena)
+		}
+		if err != nil {
 			return fmt.Errorf("outbox %s, event %s: %w", name, ev.ID, err)
 		}
 	}

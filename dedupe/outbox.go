@@ -1,6 +1,7 @@
 package dedupe
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -26,10 +27,15 @@ func (s *Store) Pending(ctx context.Context, forwarder string, after uint64, lim
 		if b == nil {
 			return nil
 		}
+		evs := eventsIn(tx)
 		c := b.Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+		k, v := c.Seek(seqKey(after + 1))
+		if k != nil {
+			out = make([]event.Delivery, 0, pendingRoom(b.Sequence(), binary.BigEndian.Uint64(k), limit))
+		}
+		for ; k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
 			seq := binary.BigEndian.Uint64(k)
-			r, err := readDelivery(tx, forwarder, seq, v)
+			r, err := readDelivery(evs, forwarder, seq, v)
 			if err != nil {
 				// One unreadable entry must not stall the entries behind it: it is left
 				// in place, named in the log, and skipped.
@@ -43,6 +49,25 @@ func (s *Store) Pending(ctx context.Context, forwarder string, after uint64, lim
 	return out, s.wrap("pending "+forwarder, err)
 }
 
+// pendingRoom is the room Pending makes for its page at once (a Delivery is large, and
+// growing the page copied it over and over), from the first entry's seq: entries take
+// their sub-bucket's NextSequence, so none is above last. It is an upper bound, capped by
+// limit, or by maxPendingRoom for a read of all: one entry long stuck at the front of an
+// outbox that has since taken a million must not cost a million Deliveries.
+func pendingRoom(last, first uint64, limit int) int {
+	if last < first { // not written by putRef; append grows the page as it goes
+		return 1
+	}
+	bound := maxPendingRoom
+	if limit > 0 {
+		bound = limit
+	}
+	return int(min(last-first, uint64(bound)-1) + 1)
+}
+
+// maxPendingRoom caps the room Pending makes at once for a read of all entries.
+const maxPendingRoom = 256
+
 // Entry returns forwarder's outbox entry seq; found is false when there is none (it was
 // delivered, dropped or moved meanwhile).
 func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d event.Delivery, found bool, err error) {
@@ -55,7 +80,7 @@ func (s *Store) Entry(ctx context.Context, forwarder string, seq uint64) (d even
 		if v == nil {
 			return nil
 		}
-		r, err := readDelivery(tx, forwarder, seq, v)
+		r, err := readDelivery(eventsIn(tx), forwarder, seq, v)
 		d, found = r.d, true
 		return err
 	})
@@ -72,79 +97,91 @@ func (s *Store) Record(ctx context.Context, outcomes []event.Outcome) error {
 		return s.wrap("record delivery outcomes", ErrReadOnly)
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		r := recorder{tx: tx, events: eventsIn(tx), outbox: subBuckets{parent: tx.Bucket(bucketOutbox)}}
 		refs := make([]uint64, len(outcomes))
 		for i, o := range outcomes {
-			ref, err := recordOutcome(tx, o, logs(o))
+			ref, err := r.outcome(o, logs(o))
 			if err != nil {
 				return fmt.Errorf("%s #%d: %w", o.Delivery.Forwarder, o.Delivery.Seq, err)
 			}
 			refs[i] = ref
 		}
-		return logActivity(tx, outcomes, refs, s.clock.read(s.now()))
+		return r.logActivity(outcomes, refs, s.clock.read(s.now()))
 	})
 	return s.wrap("record delivery outcomes", err)
 }
 
-// recordOutcome applies o to its outbox entry. With keep (the activity log keeps an
-// attempt for o), a reference to the entry's event record is kept for the attempt: an
-// entry that leaves hands its own over, one that stays adds one. ref is that record, 0
-// when there is none to keep (the entry is gone, unreadable, or of schema version 2
-// and leaving).
-func recordOutcome(tx *bolt.Tx, o event.Outcome, keep bool) (ref uint64, err error) {
+// recorder is Record's transaction and what its outcomes share: the events bucket, the
+// outbox sub-buckets with a cursor each (bbolt makes a cursor for every Get and Delete),
+// and the arena of the values put.
+type recorder struct {
+	tx     *bolt.Tx
+	events *eventRecords
+	outbox subBuckets
+	arena  arena
+	pruned []prunedAttempt // prune's, its memory kept for the next forwarder's
+}
+
+// outcome applies o to its outbox entry. With keep (the activity log keeps an attempt
+// for o), a reference to the entry's event record is kept for the attempt: an entry that
+// leaves hands its own over, one that stays adds one. ref is that record, 0 when there
+// is none to keep (the entry is gone, unreadable, or of schema version 2 and leaving).
+func (r *recorder) outcome(o event.Outcome, keep bool) (ref uint64, err error) {
 	d := o.Delivery
-	b := tx.Bucket(bucketOutbox).Bucket([]byte(d.Forwarder))
-	if b == nil {
+	ob := r.outbox.get(d.Forwarder)
+	if ob.b == nil {
 		return 0, nil
 	}
-	key := seqKey(d.Seq)
-	v := b.Get(key)
-	if v == nil {
+	key := r.arena.key(d.Seq)
+	c := ob.cursor()
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) || v == nil {
 		return 0, nil
 	}
-	r, err := decodeEntry(d.Forwarder, d.Seq, v)
+	e, err := decodeEntry(d.Forwarder, d.Seq, v)
 	switch {
 	case err != nil && o.Verdict == event.Acked:
 		// The target took it: the entry goes, even unreadable (its event record, if any,
 		// cannot be found), rather than failing the verdicts recorded with it.
-		return 0, b.Delete(key)
+		return 0, c.Delete()
 	case err != nil:
 		return 0, err
 	}
 	switch o.Verdict {
 	case event.Acked:
-		return leave(tx, b, key, r, keep)
+		return r.leave(c, e, keep)
 	case event.Dead:
-		if !r.legacy {
-			if r.d.Event, err = readEvent(tx, r.evSeq); err != nil {
+		if !e.legacy {
+			if e.d.Event, err = r.events.read(e.evSeq); err != nil {
 				return 0, err
 			}
 		}
 	}
-	cur := r.d
+	cur := e.d
 	cur.Attempts, cur.FirstTry, cur.NextTry, cur.LastError = d.Attempts, d.FirstTry, d.NextTry, d.LastError
 	if o.Verdict != event.Dead {
 		switch {
-		case r.legacy: // rewritten in the binary form, its event in a record of its own, which its attempt shares
+		case e.legacy: // rewritten in the binary form, its event in a record of its own, which its attempt shares
 			refs := 1
 			if keep {
 				refs = 2
 			}
-			if r.evSeq, err = putEvent(tx, cur.Event, refs, nil); err != nil {
+			if e.evSeq, err = r.events.put(cur.Event, refs, &r.arena); err != nil {
 				return 0, err
 			}
 			if keep {
-				ref = r.evSeq
+				ref = e.evSeq
 			}
 		case keep:
-			if ok, err := addRef(tx, r.evSeq); err != nil {
+			if ok, err := r.events.addRef(e.evSeq, &r.arena); err != nil {
 				return 0, err
 			} else if ok {
-				ref = r.evSeq
+				ref = e.evSeq
 			}
 		}
-		return ref, b.Put(key, encodeEntry(r.evSeq, cur))
+		return ref, ob.b.Put(key, r.arena.take(appendEntry(r.arena.next(), e.evSeq, cur)))
 	}
-	dead, err := tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
+	dead, err := r.tx.Bucket(bucketDead).CreateBucketIfNotExists([]byte(d.Forwarder))
 	if err != nil {
 		return 0, err
 	}
@@ -155,29 +192,24 @@ func recordOutcome(tx *bolt.Tx, o event.Outcome, keep bool) (ref uint64, err err
 	if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: o.At}); err != nil {
 		return 0, err
 	}
-	return leave(tx, b, key, r, keep)
+	c.Seek(key) // placed again on the entry: a cursor is not trusted across other writes
+	return r.leave(c, e, keep)
 }
 
-// leave deletes the outbox entry at key of b. With keep its reference to its event
+// leave deletes the outbox entry e that c is on. With keep its reference to its event
 // record is handed over (and returned; the record may be missing, and the attempt then
 // shows no event); otherwise it is dropped, and the record goes with the last one.
-func leave(tx *bolt.Tx, b *bolt.Bucket, key []byte, r entryRef, keep bool) (uint64, error) {
-	if !keep || r.legacy { // a legacy entry's event has no record to hand over
-		return 0, removeEntry(tx, b, key, r)
+func (r *recorder) leave(c *bolt.Cursor, e entryRef, keep bool) (uint64, error) {
+	if err := c.Delete(); err != nil {
+		return 0, err
 	}
-	return r.evSeq, b.Delete(key)
-}
-
-// removeEntry deletes the outbox entry at key of b, and its event record when no other
-// entry refers to it.
-func removeEntry(tx *bolt.Tx, b *bolt.Bucket, key []byte, r entryRef) error {
-	if err := b.Delete(key); err != nil {
-		return err
+	switch {
+	case e.legacy: // a legacy entry's event has no record to hand over
+		return 0, nil
+	case keep:
+		return e.evSeq, nil
 	}
-	if r.legacy {
-		return nil
-	}
-	return unref(tx, r.evSeq)
+	return 0, r.events.unref(e.evSeq, &r.arena)
 }
 
 // Depth counts the outbox entries per forwarder (forwarders that ever had one).
@@ -283,7 +315,7 @@ func (s *Store) DeadLetters(ctx context.Context, forwarder string) ([]event.Dead
 func (s *Store) Replay(ctx context.Context, forwarder, eventID string) (int, error) {
 	n, err := s.removeDead(ctx, forwarder, eventID, func(tx *bolt.Tx, d event.Delivery) error {
 		d.Attempts, d.FirstTry, d.LastError = 0, time.Time{}, ""
-		return putDelivery(tx, d)
+		return putDelivery(tx, eventsIn(tx), d)
 	})
 	if err != nil {
 		return 0, s.wrap("replay dead letters", err)
@@ -351,10 +383,11 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 		if src == nil {
 			return nil
 		}
+		evs := eventsIn(tx)
 		owed := map[string]bool{}
 		if dst := outbox.Bucket([]byte(to)); dst != nil {
 			if err := dst.ForEach(func(k, v []byte) error {
-				r, err := readDelivery(tx, to, binary.BigEndian.Uint64(k), v)
+				r, err := readDelivery(evs, to, binary.BigEndian.Uint64(k), v)
 				if err != nil {
 					return fmt.Errorf("read outbox entry %s #%d: %w", to, binary.BigEndian.Uint64(k), err)
 				}
@@ -367,7 +400,7 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 		// The entries are gathered first: bbolt forbids changing a bucket under ForEach.
 		var entries []entryRef
 		if err := src.ForEach(func(k, v []byte) error {
-			r, err := readDelivery(tx, from, binary.BigEndian.Uint64(k), v)
+			r, err := readDelivery(evs, from, binary.BigEndian.Uint64(k), v)
 			if err != nil {
 				return fmt.Errorf("read outbox entry %s #%d: %w", from, binary.BigEndian.Uint64(k), err)
 			}
@@ -381,7 +414,7 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 			if owed[d.Event.ID] {
 				already++
 				if !r.legacy {
-					if err := unref(tx, r.evSeq); err != nil {
+					if err := evs.unref(r.evSeq, nil); err != nil {
 						return err
 					}
 				}
@@ -391,13 +424,18 @@ func (s *Store) MovePending(ctx context.Context, from, to string) (moved, alread
 			d.Forwarder = to
 			d.Attempts, d.FirstTry, d.NextTry, d.LastError = 0, time.Time{}, time.Time{}, ""
 			moved++
-			var err error
 			if r.legacy {
-				err = putDelivery(tx, d)
-			} else { // the entry moves; its event record, and its count of references, stay
-				err = putRef(tx, d, r.evSeq, nil)
+				if err := putDelivery(tx, evs, d); err != nil {
+					return err
+				}
+				continue
 			}
+			// The entry moves; its event record, and its count of references, stay.
+			dst, err := appendTo(outbox, to)
 			if err != nil {
+				return err
+			}
+			if err := putRef(dst, d, r.evSeq, nil); err != nil {
 				return err
 			}
 		}
@@ -429,6 +467,7 @@ func (s *Store) DropPending(ctx context.Context, forwarder string) (int, error) 
 		if b == nil {
 			return nil
 		}
+		evs := eventsIn(tx)
 		if err := b.ForEach(func(k, v []byte) error {
 			n++
 			r, err := decodeEntry(forwarder, binary.BigEndian.Uint64(k), v)
@@ -437,7 +476,7 @@ func (s *Store) DropPending(ctx context.Context, forwarder string) (int, error) 
 				// Its event record, if any, stays (it cannot be found).
 				return nil
 			}
-			return unref(tx, r.evSeq)
+			return evs.unref(r.evSeq, nil)
 		}); err != nil {
 			return err
 		}

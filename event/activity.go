@@ -1,6 +1,9 @@
 package event
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Attempt is one recorded delivery outcome, as the activity log keeps it: which event,
 // which forwarder, what became of it. It carries no personal data (no name, email, phone
@@ -23,6 +26,44 @@ type Attempt struct {
 	// Account is the account of the event's chatbot; empty in attempts recorded before
 	// leadbridge kept it (the store fills it from the event it keeps beside the log).
 	Account string `json:"account,omitempty"`
+}
+
+// AppendJSON appends the attempt's JSON to b: byte for byte what json.Marshal(a) makes
+// (see Event.AppendJSON), for the activity log, which writes one per outcome. It fails
+// as json.Marshal does, only for a time whose year is outside 0-9999.
+func (a Attempt) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"at":`...)
+	b, err := appendJSONTime(b, a.At)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"forwarder":`...)
+	b = AppendJSONString(b, a.Forwarder)
+	b = append(b, `,"event_id":`...)
+	b = AppendJSONString(b, a.EventID)
+	b = append(b, `,"chatbot":`...)
+	b = AppendJSONString(b, a.Chatbot)
+	b = append(b, `,"kind":`...)
+	b = AppendJSONString(b, string(a.Kind))
+	b = append(b, `,"verdict":`...)
+	b = strconv.AppendInt(b, int64(a.Verdict), 10)
+	b = append(b, `,"attempt":`...)
+	b = strconv.AppendInt(b, int64(a.Attempt), 10)
+	if a.Took != 0 {
+		b = append(b, `,"took":`...)
+		b = strconv.AppendInt(b, int64(a.Took), 10)
+	}
+	b = append(b, `,"latency":`...)
+	b = strconv.AppendInt(b, int64(a.InOutbox), 10)
+	if a.Error != "" {
+		b = append(b, `,"error":`...)
+		b = AppendJSONString(b, a.Error)
+	}
+	if a.Account != "" {
+		b = append(b, `,"account":`...)
+		b = AppendJSONString(b, a.Account)
+	}
+	return append(b, '}'), nil
 }
 
 // ActivityQuery selects attempts from the activity log; an empty field matches all.
