@@ -210,6 +210,7 @@ type idleResult struct {
 	polls    int64
 	window   time.Duration
 	cpu      time.Duration
+	switches int64 // context switches of the daemon's threads in the window
 	rss, hwm int64
 }
 
@@ -225,7 +226,8 @@ func (r idleResult) print() {
 		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version(), r.chatbots, recordsPerIdleAnswer, r.interval)
 	fmt.Printf("measured %d polls in %.1fs: CPU %.2fs = %.0fµs per poll, %.2f%% of a core at this interval\n",
 		r.polls, r.window.Seconds(), r.cpu.Seconds(), float64(r.cpu.Microseconds())/float64(r.polls), 100*r.cpu.Seconds()/r.window.Seconds())
-	fmt.Printf("at a 1m interval: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB\n", 100*r.corePerMinute(), mb(r.rss), mb(r.hwm))
+	fmt.Printf("at a 1m interval: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB; %.1f context switches per poll\n",
+		100*r.corePerMinute(), mb(r.rss), mb(r.hwm), float64(r.switches)/float64(r.polls))
 }
 
 func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration, store string) idleResult {
@@ -271,9 +273,13 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 	waitPolls(int64(2*k), 2, "before the measured window (baseline round, then one settling round)")
 	cpu0, err := procCPU(pid)
 	require.NoError(b, err)
+	sw0, err := procSwitches(pid)
+	require.NoError(b, err)
 	polls0, t0 := api.requests.Load(), time.Now()
 	waitPolls(polls0+int64(*idleRounds*k), *idleRounds, "during the measured window")
 	cpu1, err := procCPU(pid)
+	require.NoError(b, err)
+	sw1, err := procSwitches(pid)
 	require.NoError(b, err)
 	polls1, window := api.requests.Load(), time.Since(t0)
 	rss, hwm, err := procMemory(pid)
@@ -298,7 +304,7 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 		}
 	}
 	return idleResult{chatbots: k, interval: interval, polls: polls1 - polls0, window: window,
-		cpu: cpu1 - cpu0, rss: rss, hwm: hwm}
+		cpu: cpu1 - cpu0, switches: sw1 - sw0, rss: rss, hwm: hwm}
 }
 
 // writeIdleConfig writes the idle daemon's config: k chatbots, initial skip, the same

@@ -182,5 +182,38 @@ func procMemory(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// procSwitches is how many times the threads of a running process have been switched
+// off their CPU, voluntarily (to wait) or not, summed over its threads: the wake-ups an
+// idle daemon pays for. Threads that ended are not counted, so it is read over a window
+// in which the runtime keeps its threads (an idle Go process does).
+func procSwitches(pid int) (int64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, path := range tasks {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			name, value, ok := strings.Cut(line, ":")
+			if !ok || (name != "voluntary_ctxt_switches" && name != "nonvoluntary_ctxt_switches") {
+				continue
+			}
+			v, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s %s: %w", path, name, err)
+			}
+			n += v
+		}
+	}
+	if len(tasks) == 0 {
+		return 0, fmt.Errorf("/proc/%d/task: no threads", pid)
+	}
+	return n, nil
+}
+
 // mb is bytes in MiB for the tables.
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
