@@ -31,7 +31,11 @@ const recordsPerIdleAnswer = 20
 
 // idleIntervalPerChatbot sets the default poll interval of the idle benchmark: 1,000
 // chatbots every 6s, 10,000 every minute, the same polls per second (~167), ten times a
-// production rate for 1,000 chatbots, so the measured window stays short.
+// production rate for 1,000 chatbots, so the measured window stays short. Scaled to a
+// 1-minute interval its figure is an estimate, and a low one: polled ten times as often,
+// each wake-up of the process is shared by more polls, and a wake-up costs more than a
+// poll (1.10% of a core measured at 1m against 0.74% scaled, on one machine). Issue 14's
+// figure is measured with -bench.idle-interval 1m.
 const idleIntervalPerChatbot = 6 * time.Millisecond
 
 // counts parses a comma-separated list of positive integers.
@@ -178,8 +182,8 @@ log: {level: info, format: json}
 // recordsPerIdleAnswer records seen before. The first round of polls marks them seen
 // (initial: skip), the second settles; the next -bench.idle-rounds rounds are measured:
 // CPU from /proc/<pid>/stat, memory from /proc/<pid>/status. CPU per poll, scaled to a
-// 1-minute interval, is the idle cost. Any delivery, or any warning or error in the log,
-// fails the run.
+// 1-minute interval, is the idle cost (measured, not scaled, with -bench.idle-interval
+// 1m). Any delivery, or any warning or error in the log, fails the run.
 func BenchmarkIdle(b *testing.B) {
 	skipUnlessLinux(b)
 	require.Positive(b, *idleRounds, "-bench.idle-rounds: the measured window needs at least one round")
@@ -226,8 +230,12 @@ func (r idleResult) print() {
 		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version(), r.chatbots, recordsPerIdleAnswer, r.interval)
 	fmt.Printf("measured %d polls in %.1fs: CPU %.2fs = %.0fµs per poll, %.2f%% of a core at this interval\n",
 		r.polls, r.window.Seconds(), r.cpu.Seconds(), float64(r.cpu.Microseconds())/float64(r.polls), 100*r.cpu.Seconds()/r.window.Seconds())
-	fmt.Printf("at a 1m interval: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB; %.1f context switches per poll\n",
-		100*r.corePerMinute(), mb(r.rss), mb(r.hwm), float64(r.switches)/float64(r.polls))
+	at := "at a 1m interval"
+	if r.interval != time.Minute {
+		at = "scaled to a 1m interval (a low estimate: measure it with -bench.idle-interval 1m)"
+	}
+	fmt.Printf("%s: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB; %.1f context switches per poll\n",
+		at, 100*r.corePerMinute(), mb(r.rss), mb(r.hwm), float64(r.switches)/float64(r.polls))
 }
 
 func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration, store string) idleResult {

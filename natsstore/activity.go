@@ -101,7 +101,7 @@ func (s *Store) logActivity(ctx context.Context, outcomes []event.Outcome) {
 			fail(1, err)
 			continue
 		}
-		raw, err := json.Marshal(event.AttemptOf(o, now))
+		raw, err := event.AttemptOf(o, now).AppendJSON(nil)
 		if err != nil {
 			fail(1, err)
 			continue
@@ -120,7 +120,7 @@ func (s *Store) logActivity(ctx context.Context, outcomes []event.Outcome) {
 			fail(1, err)
 			continue
 		}
-		raw, err := json.Marshal(p.d.Event)
+		raw, err := p.d.Event.AppendJSON(nil)
 		if err != nil {
 			fail(1, err)
 			continue

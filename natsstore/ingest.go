@@ -226,7 +226,7 @@ func (p *page) decide(ctx context.Context, cands []candidate) (partPlan, error) 
 		var owed []*nats.Msg
 		if ev.ID != "" {
 			var err error
-			if evJSON, err = json.Marshal(ev); err != nil {
+			if evJSON, err = ev.AppendJSON(nil); err != nil {
 				res.Rejected = append(res.Rejected, event.Rejected{Index: i, EventID: key,
 					Reason: fmt.Sprintf("its event cannot be encoded as JSON (%T)", err)})
 				continue
