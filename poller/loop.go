@@ -106,8 +106,8 @@ type Loop struct {
 	// long to catch up (e.g. "--config /etc/leadbridge/config.yaml").
 	BackfillFlags string
 	// Jitter spreads polls, as a fraction of Interval: each wait after a success varies
-	// by ±Jitter, and may end up to an eighth of that (at most 0.5s) early, so that polls
-	// due close together share one wake-up of the process. With jitter on, the first
+	// by ±Jitter, and may end up to half of that (at most 5s) early, so that polls due
+	// close together share one wake-up of the process. With jitter on, the first
 	// polls after Run starts are also spread, the chatbots of each account over
 	// min(Interval, 1m), so that chatbots started together do not poll in phase. (Each account's Budget keeps its rate bounded whatever.)
 	// 0 (or below) means none (every chatbot is first polled at once); above 1 counts as

@@ -13,8 +13,8 @@ import (
 )
 
 // Regular polls due close together share one wake-up: with the poll that falls due, the
-// schedule hands over one due within its slack (an eighth of its jitter, at most
-// maxEarly) at once. A backoff's wait (a failure, a Retry-After) is never cut short.
+// schedule hands over one due within its slack (half its jitter, at most maxEarly) at
+// once. A backoff's wait (a failure, a Retry-After) is never cut short.
 func TestScheduleHandsOverRegularPollsDueCloseTogether(t *testing.T) {
 	l := &Loop{Interval: time.Hour, Jitter: 0.5} // slack: maxEarly
 	ctx, cancel := context.WithCancel(t.Context())
