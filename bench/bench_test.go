@@ -207,6 +207,46 @@ func BenchmarkIdle(b *testing.B) {
 	}
 }
 
+// BenchmarkIdleFloor runs bench/floor, the LeadList calls of 1,000 idle chatbots polled
+// each minute with nothing else (no store, no schedule), against the idle benchmark's
+// stand-in, in the bursts a schedule that lets polls due close together share a
+// wake-up makes of them: 8 every 0.48 s (an early window of 0.5 s), 50 every 3 s (3 s),
+// one after the other and 8 at a time. It prints the CPU per call and what that is at
+// 1,000 calls a minute: what net/http alone costs on this machine, the floor under
+// BenchmarkIdle's figure.
+func BenchmarkIdleFloor(b *testing.B) {
+	skipUnlessLinux(b)
+	buildBinaries(b)
+	apiSrv := newServer(b, newStandIn(recordsPerIdleAnswer))
+	fmt.Printf("\nidle floor (issue 14) %s, %d CPUs, %s: bare net/http LeadList calls, %d records per answer, 1,000 a minute\n",
+		time.Now().UTC().Format(time.DateOnly), runtime.NumCPU(), runtime.Version(), recordsPerIdleAnswer)
+	for _, p := range []struct {
+		burst    int
+		every    time.Duration
+		parallel int
+	}{{8, 480 * time.Millisecond, 1}, {8, 480 * time.Millisecond, 8}, {50, 3 * time.Second, 1}, {50, 3 * time.Second, 8}} {
+		for range b.N {
+			out, err := runFloor(apiSrv, p.burst, p.every, p.parallel)
+			require.NoError(b, err, out)
+			var calls int
+			var perCall float64
+			_, err = fmt.Sscanf(out, "calls=%d cpu_us_per_call=%f", &calls, &perCall)
+			require.NoError(b, err, "floor printed %q", out)
+			fmt.Printf("bursts of %2d every %-5s %d at a time: %d calls, %.0f µs per call = %.3f%% of a core at 1,000 a minute\n",
+				p.burst, p.every, p.parallel, calls, perCall, perCall*1000/60/1e6*100)
+		}
+	}
+}
+
+// runFloor runs bench/floor against apiURL and returns what it printed.
+func runFloor(apiURL string, burst int, every time.Duration, parallel int) (string, error) {
+	cmd := exec.Command(floorBin, "-api", apiURL, "-burst", strconv.Itoa(burst), "-every", every.String(),
+		"-parallel", strconv.Itoa(parallel), "-calls", "400")
+	cmd.Env = runEnv()
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
 // idleResult is one measured window of an idle daemon.
 type idleResult struct {
 	chatbots int

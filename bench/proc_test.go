@@ -23,6 +23,7 @@ var (
 	buildErr  error
 	bridgeBin string
 	plainBin  string
+	floorBin  string
 )
 
 func TestMain(m *testing.M) {
@@ -37,14 +38,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildBinaries builds leadbridge and bench/plain (without -race) once, from the module
-// root above this package.
+// buildBinaries builds leadbridge, bench/plain and bench/floor (without -race) once,
+// from the module root above this package, and returns the first two (floorBin is the
+// third).
 func buildBinaries(t testing.TB) (bridge, plain string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		bridgeBin = filepath.Join(binDir, "leadbridge")
 		plainBin = filepath.Join(binDir, "plain")
-		for pkg, out := range map[string]string{"./cmd/leadbridge": bridgeBin, "./bench/plain": plainBin} {
+		floorBin = filepath.Join(binDir, "floor")
+		for pkg, out := range map[string]string{"./cmd/leadbridge": bridgeBin, "./bench/plain": plainBin, "./bench/floor": floorBin} {
 			cmd := exec.Command("go", "build", "-o", out, pkg)
 			cmd.Dir = ".."
 			if msg, err := cmd.CombinedOutput(); err != nil {
