@@ -192,7 +192,11 @@ func (r *recorder) outcome(o event.Outcome, keep bool) (ref uint64, err error) {
 	if err := putJSON(dead, seqKey(seq), event.DeadLetter{Delivery: cur, Failed: o.At}); err != nil {
 		return 0, err
 	}
-	c.Seek(key) // placed again on the entry: a cursor is not trusted across other writes
+	// Placed again on the entry (a cursor is not trusted across other writes), and never
+	// on the next one, which Delete would then take.
+	if k, _ := c.Seek(key); !bytes.Equal(k, key) {
+		return 0, nil
+	}
 	return r.leave(c, e, keep)
 }
 

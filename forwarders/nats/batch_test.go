@@ -2,6 +2,8 @@ package nats
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -273,4 +275,24 @@ func TestJetStreamFirstBatchesAtOnceCreateTheStreamOnce(t *testing.T) {
 		assert.Equal(t, make([]error, size), <-errs)
 	}
 	assert.Len(t, ns.ReadStream("LEADS"), batches*size)
+}
+
+// A batch's bodies share a buffer sized from its first event, but never by more than a
+// bounded amount: a batch whose first lead is very large (a hostile or broken API) does
+// not make room for every other event at that size.
+func TestBatchBodiesRoomIsBounded(t *testing.T) {
+	ns := startServer(t, nil)
+	f := newForwarder(t, Config{URL: ns.URL(), JetStream: true})
+	evs := sampleEvents(256)
+	l := evs[0].Data
+	l.Content = strings.Repeat("x", 1<<20) // over max_payload: refused, after the bodies are made
+	evs[0] = event.NewCreated(l)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	errs := deliverBatch(f, evs)
+	runtime.ReadMemStats(&after)
+	require.Error(t, errs[0], "a body over max_payload is refused")
+	allocated := after.TotalAlloc - before.TotalAlloc
+	assert.Less(t, allocated, uint64(64<<20), "%d MiB allocated for one batch", allocated>>20)
 }

@@ -401,6 +401,10 @@ func (f *Forwarder) connected() error {
 // attempt: all of them, up to MaxBatch.
 func (f *Forwarder) BatchSize(due int) int { return min(due, MaxBatch) }
 
+// maxArenaRoom bounds the room DeliverBatch makes at once for a batch's bodies; past it
+// the arena grows as bodies are added.
+const maxArenaRoom = 1 << 20
+
 // DeliverBatch publishes evs in one attempt and returns each one's outcome, in order,
 // classified as Deliver's. In JetStream mode the publishes are pipelined (PublishAsync,
 // Nats-Msg-Id = event id, at most 4,096 of the forwarder's awaiting their ack), and an
@@ -414,8 +418,10 @@ func (f *Forwarder) DeliverBatch(ctx context.Context, evs []event.Event, _ forwa
 		msgs[i], errs[i] = f.message(ev, &arena)
 		if i == 0 && len(evs) > 1 {
 			// Room for the rest, sized by the first with a margin: the arena grows at
-			// most a few times, where each body of its own cost an allocation.
-			arena = make([]byte, 0, (len(arena)+len(arena)/4)*(len(evs)-1))
+			// most a few times, where each body of its own cost an allocation. Never
+			// more than maxArenaRoom at once: a first lead of megabytes (a broken or
+			// hostile API) must not make room for every other event at its size.
+			arena = make([]byte, 0, min((len(arena)+len(arena)/4)*(len(evs)-1), maxArenaRoom))
 		}
 	}
 	if err := f.connected(); err != nil {

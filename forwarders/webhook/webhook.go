@@ -153,10 +153,11 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		secrets = append(secrets, v)
 	}
 	headers := canonicalHeaders(cfg.Headers)
-	if auth, password, ok := basicAuth(cfg.URL); ok && headers.Get("Authorization") == "" {
-		// What an http.Client sends for credentials in the URL.
+	if auth, user, password, ok := basicAuth(cfg.URL); ok && headers.Get("Authorization") == "" {
+		// What an http.Client sends for credentials in the URL; the user name is kept
+		// out of errors too (a token often goes there).
 		headers.Set("Authorization", auth)
-		secrets = append(secrets, auth, password)
+		secrets = append(secrets, auth, user, password)
 	}
 	f := &Forwarder{
 		name:      cfg.Name,
@@ -251,14 +252,15 @@ func canonicalHeaders(in map[string]string) http.Header {
 }
 
 // basicAuth is the Authorization header for the user name and password in rawURL, if
-// it has any, as an http.Client would send it, and the password.
-func basicAuth(rawURL string) (auth, password string, ok bool) {
+// it has any, as an http.Client would send it, with the user name and password.
+func basicAuth(rawURL string) (auth, user, password string, ok bool) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.User == nil {
-		return "", "", false
+		return "", "", "", false
 	}
+	user = u.User.Username()
 	password, _ = u.User.Password()
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+password)), password, true
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password)), user, password, true
 }
 
 // validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).

@@ -685,3 +685,21 @@ func TestCloseClosesIdleConnections(t *testing.T) {
 		t.Fatal("the idle connection was not closed")
 	}
 }
+
+// The user name in the URL is a credential too (a token often goes there): a target that
+// echoes it back as its error code never gets it into the delivery's error.
+func TestURLUserNameStaysOutOfErrors(t *testing.T) {
+	const token = "sktok_4f9a2c"
+	tg := newTarget(t, func(w http.ResponseWriter) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = fmt.Fprintf(w, `{"error":%q}`, token)
+	})
+	u, err := url.Parse(tg.URL)
+	require.NoError(t, err)
+	u.User, u.Path = url.UserPassword(token, "pa55word"), "/hooks"
+	f := newForwarder(t, webhook.Config{URL: u.String()})
+	err = deliver(t, f, forwarderstest.SampleEvent())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "HTTP 401")
+	assert.NotContains(t, err.Error(), token)
+}
