@@ -447,25 +447,22 @@ func TestOutage(t *testing.T) {
 			delivered = append(delivered, sampleEvent(2), sampleEvent(3))
 			require.NoError(t, deliver(f, delivered[2]))
 
-			want := map[string]bool{}
+			var want []string
 			for _, ev := range delivered {
-				want[ev.ID] = true
+				want = append(want, ev.ID)
 			}
-			got := map[string]bool{}
-			for len(got) < len(want) {
-				got[receive(t, msgs).Header.Get("Ce-Id")] = true
-			}
-			assert.Equal(t, want, got)
-
 			if jetStream {
-				js, err := jetstream.New(connect(t, ns.URL()))
-				require.NoError(t, err)
-				s, err := js.Stream(context.Background(), "LEADS")
-				require.NoError(t, err)
-				info, err := s.Info(context.Background())
-				require.NoError(t, err)
-				assert.Equal(t, uint64(len(delivered)), info.State.Msgs, "every event stored once, across the restart")
+				// What the stream stored is what counts, read back whole (a duplicate or
+				// a gap shows); a core subscriber's view across a server restart is
+				// NATS's business, and one missed a message once under CI load.
+				assert.Equal(t, want, storedIDs(ns), "every event stored once, in order, across the restart")
+				return
 			}
+			var got []string
+			for len(got) < len(want) {
+				got = append(got, receive(t, msgs).Header.Get("Ce-Id"))
+			}
+			assert.ElementsMatch(t, want, got)
 		})
 	}
 }
