@@ -38,6 +38,15 @@ const recordsPerIdleAnswer = 20
 // figure is measured with -bench.idle-interval 1m.
 const idleIntervalPerChatbot = 6 * time.Millisecond
 
+// idleIntervalFor is the poll interval of an idle run of k chatbots: -bench.idle-interval,
+// or by default idleIntervalPerChatbot times k, at least a second.
+func idleIntervalFor(k int) time.Duration {
+	if *idleInterval > 0 {
+		return *idleInterval
+	}
+	return max(time.Duration(k)*idleIntervalPerChatbot, time.Second)
+}
+
 // counts parses a comma-separated list of positive integers.
 func counts(b *testing.B, flagName, list string) []int {
 	var out []int
@@ -191,10 +200,7 @@ func BenchmarkIdle(b *testing.B) {
 	nb := newNATSBox(b)
 	for _, k := range counts(b, "bench.idle", *idleFlag) {
 		b.Run(fmt.Sprintf("chatbots=%d", k), func(b *testing.B) {
-			interval := *idleInterval
-			if interval == 0 {
-				interval = max(time.Duration(k)*idleIntervalPerChatbot, time.Second)
-			}
+			interval := idleIntervalFor(k)
 			for range b.N {
 				r := runIdle(b, bridge, nb, k, interval, "")
 				r.print()

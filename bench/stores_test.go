@@ -211,10 +211,7 @@ func BenchmarkIdleStores(b *testing.B) {
 	nb := newNATSBox(b)
 	for _, k := range counts(b, "bench.idle", *idleFlag) {
 		b.Run(fmt.Sprintf("chatbots=%d", k), func(b *testing.B) {
-			interval := *idleInterval
-			if interval == 0 {
-				interval = max(time.Duration(k)*idleIntervalPerChatbot, time.Second)
-			}
+			interval := idleIntervalFor(k)
 			for i := range b.N {
 				r := runIdleNATS(b, bridge, nb, k, interval, fmt.Sprintf("lbidle%d", i))
 				r.print()

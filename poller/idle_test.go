@@ -31,9 +31,7 @@ func idlePoll(t *testing.T) (poll func(), logs *logSink) {
 		_, err := l.PollOnce(t.Context(), bot)
 		require.NoError(t, err)
 	}
-	logs.mu.Lock()
-	logs.buf.Reset() // the first poll's baseline line; the polls measured log nothing
-	logs.mu.Unlock()
+	logs.Reset() // the first poll's baseline line; the polls measured log nothing
 	return func() {
 		res, err := l.PollOnce(t.Context(), bot)
 		require.NoError(t, err)

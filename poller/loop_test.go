@@ -1,7 +1,6 @@
 package poller
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,25 +89,10 @@ func (h *closeOnRecordTaken) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *closeOnRecordTaken) WithGroup(string) slog.Handler { return h }
 
 // logSink collects JSON log lines from concurrent writers.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
+type logSink struct{ leadtest.LogBuffer }
 
 func (s *logSink) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // lines returns the logged records whose message is msg.
@@ -258,7 +242,7 @@ func TestPollOnceLogsABurstOfNewEventsInOneLine(t *testing.T) {
 
 	// A poll of a few new records logs each at info and no summary.
 	srv.setRecords(mainSite.Serial, append(docs, docLead)...)
-	sink.buf.Reset()
+	sink.Reset()
 	res, err = l.PollOnce(context.Background(), mainSite)
 	require.NoError(t, err)
 	require.Equal(t, 1, res.New)
