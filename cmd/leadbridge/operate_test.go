@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -486,4 +487,33 @@ func TestOperatorCommandsNeverTellAnImpostorTheToken(t *testing.T) {
 	var dead []event.DeadLetter
 	require.NoError(t, json.Unmarshal([]byte(stdout), &dead))
 	assert.Len(t, dead, 1, "the dead letter is still there: the impostor's drop touched nothing")
+}
+
+// TestIdleDaemonRunsOnOneProcessor: a daemon without work lowers GOMAXPROCS to 1, and a
+// new record (its poll and its deliveries) brings every processor back.
+func TestIdleDaemonRunsOnOneProcessor(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one processor: nothing to lower")
+	}
+	if _, pinned := os.LookupEnv("GOMAXPROCS"); pinned {
+		t.Skip("GOMAXPROCS is set: the daemon leaves it alone")
+	}
+	full := float64(runtime.GOMAXPROCS(0))
+	defer func(q time.Duration) { idleQuiet = q }(idleQuiet)
+	idleQuiet = time.Second
+	r := newRig(t, 0, "")
+	r.api.Generate(testSerial, time.Now())
+	d := startDaemon(t, r.cfg, r.addr)
+	procs := func() float64 { return scrape(t, r.addr)["go_sched_gomaxprocs_threads{}"] }
+
+	require.Eventually(t, func() bool { return len(r.good.Events()) == 1 }, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return procs() == 1 }, 15*time.Second, 20*time.Millisecond,
+		"polls that find nothing new are no work: one processor")
+
+	r.api.Generate(testSerial, time.Now())
+	require.Eventually(t, func() bool { return procs() == full }, 15*time.Second, 10*time.Millisecond,
+		"a new record is work: every processor")
+	require.Eventually(t, func() bool { return len(r.good.Events()) == 2 }, 15*time.Second, 20*time.Millisecond)
+	d.stop(t)
+	require.Equal(t, int(full), runtime.GOMAXPROCS(0), "a stopped daemon leaves the default behind")
 }

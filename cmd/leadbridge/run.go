@@ -16,11 +16,18 @@ import (
 
 	"github.com/leadbridge/leadbridge/config"
 	"github.com/leadbridge/leadbridge/console"
+	"github.com/leadbridge/leadbridge/event"
+	"github.com/leadbridge/leadbridge/forwarders"
+	"github.com/leadbridge/leadbridge/internal/procs"
 	"github.com/leadbridge/leadbridge/ops"
 )
 
 // pruneInterval is how often the daemon removes seen keys past store.retention.
 const pruneInterval = time.Hour
+
+// idleQuiet is how long the daemon goes without work before it runs on one processor
+// (a variable for the tests).
+var idleQuiet = procs.DefaultQuiet
 
 func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
@@ -56,10 +63,21 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if a.nats != nil {
 		h.AddComponent("nats_server", a.nats.Ready)
 	}
-	a.loop.OnPoll = m.ObservePoll
+	// An idle daemon runs on one processor; new records and deliveries are work (see
+	// package procs).
+	scaler := procs.New(idleQuiet, logger.With("component", "procs"))
+	a.loop.OnPoll = func(bot event.Chatbot, took time.Duration, res event.Ingested, err error) {
+		if res.New+res.Updated > 0 {
+			scaler.Work()
+		}
+		m.ObservePoll(bot, took, res, err)
+	}
 	a.loop.OnSkip = m.ObserveSkip
 	a.onFiltered = m.ObserveFiltered
-	a.dispatcher.OnResult = m.ObserveDelivery
+	a.dispatcher.OnResult = func(d event.Delivery, res forwarders.Result, took time.Duration, err error) {
+		scaler.Work()
+		m.ObserveDelivery(d, res, took, err)
+	}
 	backend := &ops.Local{Store: a.store, Resumer: a.dispatcher.Resume, Chatbots: a.loop.Chatbots,
 		Forwarders: a.forwarderInfo(), Version: Version, Reloader: a.reload}
 	m.SetChatbots(serials(cfg))
@@ -99,6 +117,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
 	wg.Go(func() { a.pruneEvery(ctx, pruneInterval) })
 	wg.Go(func() { a.reloadOn(ctx, hup) })
+	wg.Go(func() { scaler.Run(ctx) })
 	<-ctx.Done()
 	logger.Info("stopping: polling stopped, letting in-flight deliveries finish", "grace", cfg.Shutdown.Grace)
 	wg.Wait()
