@@ -15,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+
+	"github.com/leadbridge/leadbridge/internal/leadtest"
 )
 
 var (
@@ -262,6 +266,7 @@ type idleResult struct {
 	cpu      time.Duration
 	switches int64 // context switches of the daemon's threads in the window
 	rss, hwm int64
+	procs    [2]int // the daemon's GOMAXPROCS at the window's start and end (its metrics)
 }
 
 // corePerMinute is the share of one core the daemon would use polling every chatbot
@@ -280,8 +285,22 @@ func (r idleResult) print() {
 	if r.interval != time.Minute {
 		at = "scaled to a 1m interval (a low estimate: measure it with -bench.idle-interval 1m)"
 	}
-	fmt.Printf("%s: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB; %.1f context switches per poll\n",
-		at, 100*r.corePerMinute(), mb(r.rss), mb(r.hwm), float64(r.switches)/float64(r.polls))
+	fmt.Printf("%s: %.3f%% of a core; RSS %.1f MB, peak RSS %.1f MB; %.1f context switches per poll; GOMAXPROCS %d at the window's start, %d at its end\n",
+		at, 100*r.corePerMinute(), mb(r.rss), mb(r.hwm), float64(r.switches)/float64(r.polls), r.procs[0], r.procs[1])
+}
+
+// gomaxprocs reads the daemon's GOMAXPROCS from its metrics at addr
+// (go_sched_gomaxprocs_threads).
+func gomaxprocs(b *testing.B, addr string) int {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	require.NoError(b, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(b, err)
+	mf := families["go_sched_gomaxprocs_threads"]
+	require.NotNil(b, mf, "the daemon's metrics have go_sched_gomaxprocs_threads")
+	return int(mf.GetMetric()[0].GetGauge().GetValue())
 }
 
 func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Duration, store string) idleResult {
@@ -290,7 +309,8 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 	api := newStandIn(recordsPerIdleAnswer)
 	apiSrv := newServer(b, api)
 	hook := newSink(b, nil)
-	cfg := writeIdleConfig(b, dir, apiSrv, nb.url(), hook.srv.URL+"/hooks/idle", k, interval, store)
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", leadtest.FreePort(b))
+	cfg := writeIdleConfig(b, dir, apiSrv, nb.url(), hook.srv.URL+"/hooks/idle", metricsAddr, k, interval, store)
 	logPath := filepath.Join(dir, "run.log")
 	logFile, err := os.Create(logPath)
 	require.NoError(b, err)
@@ -330,12 +350,14 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 	sw0, err := procSwitches(pid)
 	require.NoError(b, err)
 	polls0, t0 := api.requests.Load(), time.Now()
+	procs0 := gomaxprocs(b, metricsAddr)
 	waitPolls(polls0+int64(*idleRounds*k), *idleRounds, "during the measured window")
 	cpu1, err := procCPU(pid)
 	require.NoError(b, err)
 	sw1, err := procSwitches(pid)
 	require.NoError(b, err)
 	polls1, window := api.requests.Load(), time.Since(t0)
+	procs1 := gomaxprocs(b, metricsAddr)
 	rss, hwm, err := procMemory(pid)
 	require.NoError(b, err)
 
@@ -358,13 +380,13 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 		}
 	}
 	return idleResult{chatbots: k, interval: interval, polls: polls1 - polls0, window: window,
-		cpu: cpu1 - cpu0, switches: sw1 - sw0, rss: rss, hwm: hwm}
+		cpu: cpu1 - cpu0, switches: sw1 - sw0, rss: rss, hwm: hwm, procs: [2]int{procs0, procs1}}
 }
 
 // writeIdleConfig writes the idle daemon's config: k chatbots, initial skip, the same
-// two targets, metrics on a loopback port as in production, JSON logs at info; store is
-// the config's store section, "" for bbolt in dir.
-func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, interval time.Duration, store string) string {
+// two targets, metrics on metricsAddr (a loopback port, as in production), JSON logs at
+// info; store is the config's store section, "" for bbolt in dir.
+func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL, metricsAddr string, k int, interval time.Duration, store string) string {
 	if store == "" {
 		store = fmt.Sprintf("store: {path: %s}", filepath.Join(dir, "leadbridge.db"))
 	}
@@ -384,9 +406,9 @@ func writeIdleConfig(b *testing.B, dir, apiURL, natsURL, hookURL string, k int, 
 forwarders:
   - {name: bus, type: nats, url: %s, jetstream: true}
   - {name: crm, type: webhook, url: %s}
-http: {listen: "127.0.0.1:0"}
+http: {listen: "%s"}
 log: {level: info, format: json}
-`, apiURL, bots.String(), interval, store, natsURL, hookURL)
+`, apiURL, bots.String(), interval, store, natsURL, hookURL, metricsAddr)
 	path := filepath.Join(dir, "leadbridge.yaml")
 	require.NoError(b, os.WriteFile(path, []byte(body), 0o600))
 	return path

@@ -12,8 +12,11 @@ import (
 // so that a slow or failing chatbot never delays another however many there are; and
 // a thousand chatbots that each wait a minute between polls do not each hold a
 // goroutine, whose stack the garbage collector shrinks while it sleeps and the next
-// poll grows again.
-const idlePollers = 8
+// poll grows again. They are as many as the connections a Client keeps open
+// (idleConns): polls due together (see early) then all run at once on open
+// connections, and their answers wake the process together instead of one by one
+// (1,000 chatbots a minute: 8 pollers cost 6% more CPU than 16, in paired runs).
+const idlePollers = idleConns
 
 // runQueue is Run's schedule: the runners waiting for their next poll, a heap by due
 // time. l.mu guards it.
