@@ -292,6 +292,7 @@ func (r idleResult) print() {
 // gomaxprocs reads the daemon's GOMAXPROCS from its metrics at addr
 // (go_sched_gomaxprocs_threads).
 func gomaxprocs(b *testing.B, addr string) int {
+	b.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	require.NoError(b, err)
 	defer resp.Body.Close()
@@ -300,6 +301,7 @@ func gomaxprocs(b *testing.B, addr string) int {
 	require.NoError(b, err)
 	mf := families["go_sched_gomaxprocs_threads"]
 	require.NotNil(b, mf, "the daemon's metrics have go_sched_gomaxprocs_threads")
+	require.Len(b, mf.GetMetric(), 1, "go_sched_gomaxprocs_threads has one series")
 	return int(mf.GetMetric()[0].GetGauge().GetValue())
 }
 
@@ -345,21 +347,21 @@ func runIdle(b *testing.B, bridge string, nb *natsBox, k int, interval time.Dura
 	}
 	pid := cmd.Process.Pid
 	waitPolls(int64(2*k), 2, "before the measured window (baseline round, then one settling round)")
+	procs0 := gomaxprocs(b, metricsAddr) // before the window: the scrape is not an idle poll's CPU
 	cpu0, err := procCPU(pid)
 	require.NoError(b, err)
 	sw0, err := procSwitches(pid)
 	require.NoError(b, err)
 	polls0, t0 := api.requests.Load(), time.Now()
-	procs0 := gomaxprocs(b, metricsAddr)
 	waitPolls(polls0+int64(*idleRounds*k), *idleRounds, "during the measured window")
 	cpu1, err := procCPU(pid)
 	require.NoError(b, err)
 	sw1, err := procSwitches(pid)
 	require.NoError(b, err)
 	polls1, window := api.requests.Load(), time.Since(t0)
-	procs1 := gomaxprocs(b, metricsAddr)
 	rss, hwm, err := procMemory(pid)
 	require.NoError(b, err)
+	procs1 := gomaxprocs(b, metricsAddr) // after the window's readings
 
 	require.NoError(b, cmd.Process.Signal(syscall.SIGTERM))
 	select {

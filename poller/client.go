@@ -66,7 +66,8 @@ type Client struct {
 }
 
 // idleConns is how many connections to the API host a Client keeps open between polls:
-// many chatbots polled close together reuse them instead of dialling.
+// many chatbots polled close together reuse them instead of dialling. Run keeps as
+// many idle pollers (idlePollers).
 const idleConns = 16
 
 // NewClient returns a Client for baseURL authenticating with apiKey, whose HTTP calls

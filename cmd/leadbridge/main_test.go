@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,21 @@ const (
 	testKey    = "test-api-key-7f3a9c"
 	testSerial = "3254a9d0424c4806b9ea3d0763ccf001"
 )
+
+// gomaxprocsPinned says TestMain set GOMAXPROCS: the daemons these tests run in this
+// process then leave it alone (package procs), so that none lowers it under another
+// test; TestIdleDaemonRunsOnOneProcessor unsets it for its own daemon.
+var gomaxprocsPinned bool
+
+func TestMain(m *testing.M) {
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		if err := os.Setenv("GOMAXPROCS", strconv.Itoa(runtime.GOMAXPROCS(0))); err != nil {
+			panic(err)
+		}
+		gomaxprocsPinned = true
+	}
+	os.Exit(m.Run())
+}
 
 // writeConfig writes a config for one chatbot and a webhook forwarder "crm", followed by
 // the forwarder entries in moreForwarders, and returns its path.

@@ -495,12 +495,18 @@ func TestIdleDaemonRunsOnOneProcessor(t *testing.T) {
 	if runtime.NumCPU() < 2 {
 		t.Skip("one processor: nothing to lower")
 	}
-	if _, pinned := os.LookupEnv("GOMAXPROCS"); pinned {
-		t.Skip("GOMAXPROCS is set: the daemon leaves it alone")
+	if !gomaxprocsPinned {
+		t.Skip("GOMAXPROCS is set by whoever runs the tests: the daemon leaves it alone")
 	}
 	full := float64(runtime.GOMAXPROCS(0))
-	defer func(q time.Duration) { idleQuiet = q }(idleQuiet)
+	pinned := os.Getenv("GOMAXPROCS")
+	require.NoError(t, os.Unsetenv("GOMAXPROCS"))
+	quiet := idleQuiet
 	idleQuiet = time.Second
+	t.Cleanup(func() { // after the daemon stops: cleanups run last first
+		idleQuiet = quiet
+		require.NoError(t, os.Setenv("GOMAXPROCS", pinned))
+	})
 	r := newRig(t, 0, "")
 	r.api.Generate(testSerial, time.Now())
 	d := startDaemon(t, r.cfg, r.addr)

@@ -63,11 +63,12 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if a.nats != nil {
 		h.AddComponent("nats_server", a.nats.Ready)
 	}
-	// An idle daemon runs on one processor; new records and deliveries are work (see
-	// package procs).
+	// An idle daemon runs on one processor; records taken and deliveries are work (see
+	// package procs). Not with the NATS server built in: the traffic it serves to
+	// others is work this process does not see.
 	scaler := procs.New(idleQuiet, logger.With("component", "procs"))
 	a.loop.OnPoll = func(bot event.Chatbot, took time.Duration, res event.Ingested, err error) {
-		if res.New+res.Updated > 0 {
+		if res.New+res.Updated+res.Baseline > 0 {
 			scaler.Work()
 		}
 		m.ObservePoll(bot, took, res, err)
@@ -117,7 +118,9 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
 	wg.Go(func() { a.pruneEvery(ctx, pruneInterval) })
 	wg.Go(func() { a.reloadOn(ctx, hup) })
-	wg.Go(func() { scaler.Run(ctx) })
+	if a.nats == nil {
+		wg.Go(func() { scaler.Run(ctx) })
+	}
 	<-ctx.Done()
 	logger.Info("stopping: polling stopped, letting in-flight deliveries finish", "grace", cfg.Shutdown.Grace)
 	wg.Wait()

@@ -1,11 +1,12 @@
 // Package procs runs an idle daemon on one processor, and a busy one on all it may use.
 //
-// An idle leadbridge wakes up many times a second to make a poll that finds nothing new.
-// With more than one processor (GOMAXPROCS), each wake-up also wakes the Go runtime's
-// idle threads to look for work there is none of, and keeps its monitor thread
-// polling: on a 2-core machine that was a fifth of an idle daemon's CPU (see the
-// README's idle figures). A Scaler lowers GOMAXPROCS to 1 once the process had no work
-// for a while, and restores the runtime's default the moment work comes.
+// An idle leadbridge wakes up often to make polls that find nothing new. With more
+// than one processor (GOMAXPROCS), each wake-up also wakes the Go runtime's idle
+// threads to look for work there is none of, and keeps its monitor thread polling: on
+// the 2-core development machine that was about a fifth of an idle daemon's CPU (the
+// README's "Performance" has the figures). A Scaler lowers GOMAXPROCS to 1 once the
+// process had no work for a while, and restores the runtime's default as soon as it
+// is told of work.
 package procs
 
 import (
@@ -27,9 +28,9 @@ const DefaultQuiet = 30 * time.Second
 // whose default is one processor already: such a Scaler does nothing. Its methods are
 // safe for concurrent use.
 type Scaler struct {
-	quiet  time.Duration
-	logger *slog.Logger
-	on     bool // it may change GOMAXPROCS
+	quiet   time.Duration
+	logger  *slog.Logger
+	enabled bool // it may change GOMAXPROCS
 
 	mu   sync.Mutex  // orders the changes of GOMAXPROCS
 	low  atomic.Bool // GOMAXPROCS is 1, or about to be
@@ -46,13 +47,14 @@ func New(quiet time.Duration, logger *slog.Logger) *Scaler {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	_, pinned := os.LookupEnv("GOMAXPROCS")
-	return &Scaler{quiet: quiet, logger: logger, on: !pinned && runtime.GOMAXPROCS(0) > 1}
+	return &Scaler{quiet: quiet, logger: logger, enabled: !pinned && runtime.GOMAXPROCS(0) > 1}
 }
 
-// Work says the process has work: if it runs on one processor, it runs on all it may
-// use when Work returns. It costs two atomic loads when there is nothing to change.
+// Work says the process has work (the daemon calls it when a poll that took records
+// or a delivery attempt ends): if it runs on one processor, it runs on all it may use
+// when Work returns. It costs two atomic loads when there is nothing to change.
 func (s *Scaler) Work() {
-	if !s.on {
+	if !s.enabled {
 		return
 	}
 	if !s.busy.Load() {
@@ -66,7 +68,7 @@ func (s *Scaler) Work() {
 // Run lowers GOMAXPROCS to 1 whenever a quiet period went by without Work, until ctx
 // is done; then it restores the default (a daemon stopping has deliveries to finish).
 func (s *Scaler) Run(ctx context.Context) {
-	if !s.on {
+	if !s.enabled {
 		return
 	}
 	t := time.NewTicker(s.quiet)
