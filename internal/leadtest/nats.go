@@ -131,10 +131,15 @@ func (b *NATS) CreateStream(name string, dupWindow time.Duration, subjects ...st
 	if err := js.DeleteStream(ctx, name); err != nil {
 		require.ErrorIs(b.t, err, jetstream.ErrStreamNotFound)
 	}
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: name, Subjects: subjects, Storage: jetstream.FileStorage, Duplicates: dupWindow,
-	})
-	require.NoError(b.t, err)
+	// Right after a delete, the server may still be removing the old stream's files and
+	// refuse to create its store (error 10049, seen once in CI): try again for a while.
+	cfg := jetstream.StreamConfig{Name: name, Subjects: subjects, Storage: jetstream.FileStorage, Duplicates: dupWindow}
+	_, err := js.CreateStream(ctx, cfg)
+	for tries := 1; err != nil && tries < 100; tries++ {
+		time.Sleep(100 * time.Millisecond)
+		_, err = js.CreateStream(ctx, cfg)
+	}
+	require.NoError(b.t, err, "create stream %s", name)
 }
 
 // StreamMsg is one stored message, as tests check it.
