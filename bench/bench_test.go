@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/leadbridge/leadbridge/internal/leadtest"
@@ -293,13 +291,7 @@ func (r idleResult) print() {
 // (go_sched_gomaxprocs_threads).
 func gomaxprocs(b *testing.B, addr string) int {
 	b.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	require.NoError(b, err)
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	require.NoError(b, err)
-	mf := families["go_sched_gomaxprocs_threads"]
+	mf := leadtest.Metrics(b, addr)["go_sched_gomaxprocs_threads"]
 	require.NotNil(b, mf, "the daemon's metrics have go_sched_gomaxprocs_threads")
 	require.Len(b, mf.GetMetric(), 1, "go_sched_gomaxprocs_threads has one series")
 	return int(mf.GetMetric()[0].GetGauge().GetValue())
