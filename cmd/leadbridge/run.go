@@ -64,8 +64,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		h.AddComponent("nats_server", a.nats.Ready)
 	}
 	// An idle daemon runs on one processor; records taken and deliveries are work (see
-	// package procs). Not with the NATS server built in: the traffic it serves to
-	// others is work this process does not see.
+	// package procs).
 	scaler := procs.New(idleQuiet, logger.With("component", "procs"))
 	a.loop.OnPoll = func(bot event.Chatbot, took time.Duration, res event.Ingested, err error) {
 		if res.New+res.Updated+res.Baseline > 0 {
@@ -118,7 +117,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	wg.Go(func() { _ = a.dispatcher.Run(ctx) })
 	wg.Go(func() { a.pruneEvery(ctx, pruneInterval) })
 	wg.Go(func() { a.reloadOn(ctx, hup) })
-	if a.nats == nil {
+	if a.nats == nil { // with the NATS server built in, its traffic for others is work this process does not see
 		wg.Go(func() { scaler.Run(ctx) })
 	}
 	<-ctx.Done()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -134,11 +135,10 @@ func (b *NATS) CreateStream(name string, dupWindow time.Duration, subjects ...st
 	// Right after a delete, the server may still be removing the old stream's files and
 	// refuse to create its store (error 10049, seen once in CI): try again for a while.
 	cfg := jetstream.StreamConfig{Name: name, Subjects: subjects, Storage: jetstream.FileStorage, Duplicates: dupWindow}
-	_, err := js.CreateStream(ctx, cfg)
-	for tries := 1; err != nil && tries < 100; tries++ {
-		time.Sleep(100 * time.Millisecond)
-		_, err = js.CreateStream(ctx, cfg)
-	}
+	err := backoff.Retry(func() error {
+		_, err := js.CreateStream(ctx, cfg)
+		return err
+	}, backoff.WithMaxRetries(backoff.NewConstantBackOff(100*time.Millisecond), 100))
 	require.NoError(b.t, err, "create stream %s", name)
 }
 
